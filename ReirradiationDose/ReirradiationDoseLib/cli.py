@@ -1,0 +1,62 @@
+"""The ``reirradiation`` command line: headless access to the same core the Slicer modules use.
+
+Each subcommand lives in its own module under ``ReirradiationDoseLib/commands/`` and exposes
+``NAME``, ``HELP``, ``addArguments(parser)`` and ``run(args) -> int``. Register it in ``COMMANDS`` below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .core import __version__
+from .core.errors import InputError, ProcessingCancelled
+
+logger = logging.getLogger(__name__)
+
+# Subcommand modules (in ReirradiationDoseLib.commands), in the order `--help` lists them.
+COMMANDS = [
+    "demo",
+]
+
+
+def _loadCommands():
+    return [importlib.import_module(f"{__package__}.commands.{name}") for name in COMMANDS]
+
+
+def buildParser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reirradiation",
+        description="Re-irradiation dose accumulation (EQD2) and delineation review, headless.",
+    )
+    parser.add_argument("--version", action="version", version=f"reirradiation {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in _loadCommands():
+        commandParser = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        module.addArguments(commandParser)
+        commandParser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = buildParser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except InputError as error:
+        print(f"reirradiation {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except ProcessingCancelled:
+        print(f"reirradiation {args.command}: cancelled", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``reirradiation`` command line (see ``cli.py``)."""

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from ReirradiationDoseLib.core.errors import InputError
+from ReirradiationDoseLib.core.geometry import (
+    ImageGeometry, arrayFromImage, imageFromArray, lpsToRas, rasToLps, requireSameGrid)
+
+
+def obliqueGeometry():
+    angle = np.deg2rad(20)
+    rot = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    return ImageGeometry((5, 6, 7), (0.7, 0.8, 2.5), (-10.0, 20.0, 30.0), tuple(rot.ravel()))
+
+
+def test_index_to_lps_matches_simpleitk():
+    geom = obliqueGeometry()
+    image = geom.emptyImage()
+    for ijk in [(0, 0, 0), (4, 5, 6), (1, 2, 3)]:
+        assert np.allclose(geom.indexToLps(ijk), image.TransformIndexToPhysicalPoint(ijk))
+        assert np.allclose(geom.lpsToIndex(geom.indexToLps(ijk)), ijk)
+
+
+def test_ras_matrix_negates_x_and_y():
+    geom = obliqueGeometry()
+    lps = geom.ijkToLpsMatrix() @ np.array([2, 3, 4, 1.0])
+    ras = geom.ijkToRasMatrix() @ np.array([2, 3, 4, 1.0])
+    assert np.allclose(ras[:3], lpsToRas(lps[:3]))
+    assert np.allclose(rasToLps(lpsToRas(lps[:3])), lps[:3])
+
+
+def test_array_round_trip_keeps_geometry_and_values():
+    geom = obliqueGeometry()
+    array = np.random.default_rng(0).random(geom.shape).astype(np.float32)
+    back, backGeom = arrayFromImage(imageFromArray(array, geom))
+    assert backGeom.sameGridAs(geom)
+    assert np.array_equal(back, array)
+    assert geom.voxelVolumeCc == pytest.approx(0.7 * 0.8 * 2.5 / 1000)
+
+
+def test_mismatched_grids_are_refused():
+    a = obliqueGeometry()
+    b = ImageGeometry(a.sizeXyz, a.spacingMm, (0.0, 0.0, 0.0), a.direction)
+    with pytest.raises(InputError, match="different grids"):
+        requireSameGrid(a, b, "dose", "mask")
+    with pytest.raises(InputError, match="does not match"):
+        imageFromArray(np.zeros((2, 2, 2)), a)
+
+
+def test_invalid_geometry_rejected():
+    with pytest.raises(ValueError):
+        ImageGeometry((2, 2, 2), (1.0, 0.0, 1.0))
+    with pytest.raises(ValueError):
+        ImageGeometry((2, 2, 2), (1, 1, 1), direction=(1, 0, 0, 0, 2, 0, 0, 0, 1))
+    assert ImageGeometry.fromImage(sitk.Image(3, 4, 5, sitk.sitkUInt8)).shape == (5, 4, 3)
