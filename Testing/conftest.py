@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("REIRRADIATION_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
-ARTIFACTS = PROJECT_ROOT / "Testing" / "_artifacts"
-
-
-def sharedDataPath(*parts: str) -> Path:
-    """Path inside ../shared/data; skips the calling test with a clear message when it is absent."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"shared test data not found at {path} (it lives beside the project in ../shared/data; "
-                    "a fresh clone without it skips these tests)")
-    return path
+from reirradiation_testing import ARTIFACTS, PROJECT_ROOT, SHARED_DATA, sharedDataPath  # noqa: F401
 
 
 @pytest.fixture
@@ -31,3 +19,11 @@ def artifactsDir() -> Path:
     """Where tests write pictures and reports for a human to look at (git-ignored)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def demoCase(tmp_path_factory):
+    """The small built-in demo case, generated once per test session (deterministic)."""
+    from ReirradiationDoseLib.core.democase.generate import generateDemoCase
+
+    return generateDemoCase(tmp_path_factory.mktemp("demo") / "case", size="small")

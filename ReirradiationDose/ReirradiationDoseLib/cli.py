@@ -19,6 +19,11 @@ logger = logging.getLogger(__name__)
 # Subcommand modules (in ReirradiationDoseLib.commands), in the order `--help` lists them.
 COMMANDS = [
     "demo",
+    "dose",
+    "iov",
+    "study",
+    "eqd2",
+    "dvh",
 ]
 
 

@@ -1,0 +1,348 @@
+"""Interobserver variation (IOV) of several observers' delineations of one structure (REFERENCE §4).
+
+Entry point: :func:`analyzeObservers`. It
+
+1. checks the observers (unique names, one grid or an explicit nearest-neighbour resampling, ``observers.py``);
+2. crops all masks to the union bounding box of all observers + one voxel, clipped to the image: surfaces and
+   surface distances are exact on this crop (see ``surface.py``). STAPLE, whose result depends on the grid extent,
+   runs on a second fixed box, the union bounding box + ``cropMarginMm`` (at least one voxel), recorded with the
+   result;
+3. prepares each observer ONCE (surface, exposed-face areas, centroid, distance map) and reuses it for all
+   pairs;
+4. runs every registered metric plugin (``registry.py``) on every pair i < j;
+5. computes the group statistics: CIgen (Kouwenhoven et al. 2009) and the volume coefficient of variation;
+6. builds the agreement map, the uncertainty band and the consensus (STAPLE, majority vote or one observer as
+   reference), with each observer's sensitivity/specificity and metrics against it.
+
+CIgen = Σ_{i<j} |Ai∩Aj| / Σ_{i<j} |Ai∪Aj| is computed from the agreement map c(x) (number of observers including
+voxel x): Σ_{i<j} |Ai∩Aj| = Σ_x c(x)(c(x)-1)/2 and Σ_{i<j} |Ai∪Aj| = (n-1) Σ_i |Ai| - Σ_{i<j} |Ai∩Aj|.
+Volume CV = sample standard deviation (n-1) / mean of the observers' volumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from ReirradiationDoseLib.core.errors import InputError
+from ReirradiationDoseLib.core.geometry import ImageGeometry
+from ReirradiationDoseLib.core.progress import noProgress
+
+from . import consensus as consensusLib
+from .metrics import HD_CONVENTIONS, PairContext, nanToNone
+from .observers import ObserverSet, makeObserverSet
+from .registry import computePairMetrics, registeredMetrics
+from .surface import CropBox, ObserverSurface, growCropBox, marginVoxelsFor, prepareSurface, unionCropBox
+
+__all__ = ["analyzeObservers", "IovResult", "PairResult", "DEFAULT_CROP_MARGIN_MM"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CROP_MARGIN_MM = 5.0
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """Metrics of one pair (a, b); ``reasons`` says why a value is undefined (None / NaN)."""
+
+    a: str
+    b: str
+    values: dict
+    reasons: dict = field(default_factory=dict)
+
+    def __getitem__(self, key):
+        return self.values[key]
+
+    def toDict(self) -> dict:
+        out = {"a": self.a, "b": self.b}
+        for key, value in self.values.items():
+            out[key] = [nanToNone(v) for v in value] if isinstance(value, list) else nanToNone(value)
+        if self.reasons:
+            out["undefined"] = dict(self.reasons)
+        return out
+
+
+@dataclass(frozen=True)
+class IovResult:
+    """Everything :func:`analyzeObservers` found. Arrays are on the crop (``crop``) of ``geometry``."""
+
+    observers: tuple[dict, ...]
+    pairs: tuple[PairResult, ...]
+    cigen: float | None
+    volumeCv: float | None
+    reasons: dict
+    toleranceMm: float
+    hdPercentile: float
+    hdConvention: str
+    consensus: dict | None
+    agreement: dict
+    grid: dict
+    geometry: ImageGeometry
+    crop: CropBox
+    agreementMap: np.ndarray = field(repr=False)
+    consensusMask: np.ndarray | None = field(default=None, repr=False)
+
+    def pair(self, a: str, b: str) -> PairResult:
+        for pair in self.pairs:
+            if (pair.a, pair.b) in ((a, b), (b, a)):
+                return pair
+        raise KeyError(f"no pair ({a}, {b})")
+
+    def _full(self, cropped: np.ndarray) -> np.ndarray:
+        full = np.zeros(self.geometry.shape, dtype=cropped.dtype)
+        full[self.crop.slices] = cropped
+        return full
+
+    def agreementMapFull(self) -> np.ndarray:
+        """The agreement map on the full common grid (uint8: number of observers including each voxel)."""
+        return self._full(self.agreementMap)
+
+    def consensusMaskFull(self) -> np.ndarray | None:
+        return None if self.consensusMask is None else self._full(self.consensusMask)
+
+    def toDict(self) -> dict:
+        """JSON-ready report (NaN written as null; every undefined value has its reason beside it)."""
+        out = {
+            "observers": [dict(o) for o in self.observers],
+            "pairs": [p.toDict() for p in self.pairs],
+            "cigen": nanToNone(self.cigen),
+            "volumeCv": nanToNone(self.volumeCv),
+            "hdConvention": self.hdConvention,
+            "hdPercentile": self.hdPercentile,
+            "toleranceMm": self.toleranceMm,
+            "consensus": self.consensus,
+            "agreement": dict(self.agreement),
+            "grid": dict(self.grid),
+            "definitions": DEFINITIONS,
+        }
+        if self.reasons:
+            out["undefined"] = dict(self.reasons)
+        return out
+
+
+DEFINITIONS = {
+    "surface": "object voxels with at least one 6-connected background neighbour (outside the image is background)",
+    "distances": "between voxel centres, in mm with the grid spacing",
+    "hausdorffMm": "max of the two directed maximum surface distances",
+    "hdPercentileMm": "percentile of the directed surface distances combined by hdConvention (maxDirected: max of "
+                      "the two directed percentiles; meanDirected: their mean; pooled: percentile of both "
+                      "directions pooled); numpy linear interpolation",
+    "msdMm": "mean of the surface distances of both directions pooled (each surface voxel counts once)",
+    "surfaceDice": "fraction of both surfaces within toleranceMm of the other, each surface voxel weighted by the "
+                   "area of its exposed faces (Nikolov et al. 2021)",
+    "cigen": "sum over pairs of intersections / sum over pairs of unions (Kouwenhoven et al. 2009)",
+    "volumeCv": "sample standard deviation / mean of the observers' volumes",
+    "centroidShiftMm": "distance between the centres of mass",
+}
+
+
+def _number(value, what: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise InputError(f"{what} must be a finite number, got {value!r}")
+    return number
+
+
+def _check(toleranceMm, hdPercentile, hdConvention, cropMarginMm) -> tuple[float, float, float]:
+    toleranceMm = _number(toleranceMm, "the surface-Dice tolerance (mm)")
+    if toleranceMm < 0:
+        raise InputError(f"the surface-Dice tolerance must be a distance >= 0 mm, got {toleranceMm:g}")
+    hdPercentile = _number(hdPercentile, "the Hausdorff percentile")
+    if not 0.0 <= hdPercentile <= 100.0:
+        raise InputError(f"the Hausdorff percentile must be between 0 and 100, got {hdPercentile:g}")
+    if hdConvention not in HD_CONVENTIONS:
+        raise InputError(f"unknown Hausdorff percentile convention {hdConvention!r}; "
+                         f"use one of {', '.join(HD_CONVENTIONS)}")
+    cropMarginMm = _number(cropMarginMm, "the crop margin (mm)")
+    if cropMarginMm < 0:
+        raise InputError(f"the crop margin must be >= 0 mm, got {cropMarginMm:g}")
+    return toleranceMm, hdPercentile, cropMarginMm
+
+
+def _groupStatistics(observerSet: ObserverSet, counts: np.ndarray, voxelCounts, voxelVolumeCc) -> tuple:
+    n = len(observerSet)
+    reasons = {}
+    if n < 2:
+        reasons["cigen"] = "fewer than two observers: CIgen needs at least one pair"
+        reasons["volumeCv"] = "fewer than two observers: a sample standard deviation needs two volumes"
+        return None, None, reasons
+    c = counts.astype(np.int64)
+    sumIntersections = int((c * (c - 1) // 2).sum())
+    sumUnions = (n - 1) * int(sum(voxelCounts)) - sumIntersections
+    cigen = None
+    if sumUnions > 0:
+        cigen = sumIntersections / sumUnions
+    else:
+        reasons["cigen"] = "all masks are empty: CIgen is undefined"
+    volumes = np.asarray(voxelCounts, dtype=float) * voxelVolumeCc
+    volumeCv = None
+    if volumes.mean() > 0:
+        volumeCv = float(volumes.std(ddof=1) / volumes.mean())
+    else:
+        reasons["volumeCv"] = "all masks are empty: the coefficient of variation is undefined"
+    return cigen, volumeCv, reasons
+
+
+def _pairMetrics(a: ObserverSurface, b: ObserverSurface, spacing, options, plugins) -> PairResult:
+    context = PairContext(a, b, spacing, **options)
+    values, reasons = computePairMetrics(context, plugins)
+    return PairResult(a.name, b.name, values, reasons)
+
+
+def analyzeObservers(masks, geometry: ImageGeometry | None = None, reference: str | None = "staple",
+                     toleranceMm: float = 2.0, hdPercentile: float = 95.0, hdConvention: str = "maxDirected",
+                     progress=None, cropMarginMm: float = DEFAULT_CROP_MARGIN_MM,
+                     targetGeometry: ImageGeometry | None = None, metrics=None,
+                     distanceBackend: str = "maurer") -> IovResult:
+    """Interobserver variation of several observers' masks of one structure.
+
+    Parameters
+    ----------
+    masks : ``dict[name, mask]`` on ``geometry``, or ``dict[name, (mask, geometry)]`` / list of
+        ``(name, mask, geometry)`` on different grids (resampled with nearest neighbour, reported in ``grid``).
+    geometry : grid of the masks (LPS mm; arrays indexed k, j, i).
+    reference : ``"staple"`` (default), ``"majority"``, an observer name, or None (no consensus comparison).
+    toleranceMm : surface-Dice tolerance τ (mm).
+    hdPercentile : percentile of the robust Hausdorff distance (95 → HD95; the LRRC study used 98).
+    hdConvention : ``"maxDirected"`` (default), ``"meanDirected"`` (Plastimatch/SlicerRT) or ``"pooled"`` (medpy).
+    progress : ``progress(fraction, message)``, may raise ``ProcessingCancelled``.
+    cropMarginMm : margin around the union bounding box for STAPLE (>= 1 voxel); fixes the grid extent it sees.
+    targetGeometry : common grid when masks come on different grids (default: the first observer's grid).
+    metrics : list of metric plugins (default: all registered, see ``registry.py``).
+    distanceBackend : ``"maurer"`` (SimpleITK, default, faster) or ``"scipy"`` (reference); both exact.
+
+    Returns
+    -------
+    IovResult, whose ``toDict()`` is the JSON report.
+    """
+    progress = progress or noProgress
+    toleranceMm, hdPercentile, cropMarginMm = _check(toleranceMm, hdPercentile, hdConvention, cropMarginMm)
+    progress(0.0, "checking observers")
+    observerSet = makeObserverSet(masks, geometry, targetGeometry)
+    names = observerSet.names
+    if reference is not None and reference not in ("staple", "majority") and reference not in names:
+        raise InputError(f"reference {reference!r} is neither 'staple', 'majority' nor one of the observers "
+                         f"({', '.join(names)})")
+    geom = observerSet.geometry
+    spacing = geom.spacingMm
+    unionBox = unionCropBox(observerSet.masks, geom.shape, (0, 0, 0))
+    metricRule = "union bounding box of all observers + 1 voxel, clipped to the image (metrics)"
+    crop = None if unionBox is None else growCropBox(unionBox, (1, 1, 1), geom.shape, metricRule)
+    if crop is None:
+        crop = CropBox((0, 0, 0), (1, 1, 1), (0, 0, 0), "all observers' masks are empty: a one-voxel placeholder")
+    margin = marginVoxelsFor(spacing, cropMarginMm)
+    stapleRule = (f"union bounding box of all observers + {cropMarginMm:g} mm margin "
+                  f"({margin[2]}, {margin[1]}, {margin[0]} voxels along i, j, k), clipped to the image")
+
+    surfaces: list[ObserverSurface] = []
+    n = len(names)
+    for index, (name, mask) in enumerate(zip(names, observerSet.masks, strict=True)):
+        progress(0.05 + 0.5 * index / n, f"surface and distance map of {name}")
+        surfaces.append(prepareSurface(name, mask[crop.slices], spacing, crop.start,
+                                       distanceBackend=distanceBackend))
+
+    plugins = list(metrics) if metrics is not None else registeredMetrics()
+    options = {"toleranceMm": toleranceMm, "hdPercentile": hdPercentile, "hdConvention": hdConvention}
+    pairs = []
+    numberOfPairs = max(1, n * (n - 1) // 2)
+    for i in range(n):
+        for j in range(i + 1, n):
+            progress(0.55 + 0.25 * len(pairs) / numberOfPairs, f"comparing {names[i]} and {names[j]}")
+            pairs.append(_pairMetrics(surfaces[i], surfaces[j], spacing, options, plugins))
+
+    progress(0.8, "agreement map")
+    voxelVolumeCc = geom.voxelVolumeCc
+    counts = consensusLib.agreementMap(s.mask for s in surfaces)
+    cigen, volumeCv, reasons = _groupStatistics(observerSet, counts, [s.voxelCount for s in surfaces],
+                                                voxelVolumeCc)
+    agreement = consensusLib.agreementSummary(counts, n, voxelVolumeCc)
+
+    consensusDict, consensusMask = None, None
+    if reference is None:
+        reasons["consensus"] = "no reference was requested"
+    else:
+        progress(0.85, f"consensus ({reference})")
+        stapleCrop = None
+        if reference == "staple" and unionBox is not None:
+            stapleCrop = growCropBox(unionBox, margin, geom.shape, stapleRule)
+        consensusDict, consensusMask = _consensus(reference, surfaces, counts, crop, stapleCrop, observerSet,
+                                                  spacing, voxelVolumeCc, options, plugins, distanceBackend)
+
+    observers = tuple({"name": s.name, "volumeCc": s.voxelCount * voxelVolumeCc, "voxelCount": s.voxelCount,
+                       "surfaceAreaMm2": s.surfaceAreaMm2} for s in surfaces)
+    grid = dict(observerSet.gridReport)
+    grid["crop"] = crop.toDict()
+    progress(1.0, "done")
+    logger.info("interobserver analysis: %d observers, %d pairs, crop %s", n, len(pairs), crop.shape)
+    return IovResult(observers, tuple(pairs), cigen, volumeCv, reasons, toleranceMm, hdPercentile, hdConvention,
+                     consensusDict, agreement, grid, geom, crop, counts, consensusMask)
+
+
+def _consensus(reference, surfaces, counts, crop, stapleCrop, observerSet, spacing, voxelVolumeCc, options, plugins,
+               distanceBackend):
+    n = len(surfaces)
+    extra: dict = {}
+    stapleResult = None
+    consensusCrop = crop
+    if reference == "staple":
+        consensusCrop = stapleCrop if stapleCrop is not None else crop
+        stapleResult = consensusLib.staple([m[consensusCrop.slices] for m in observerSet.masks], spacing)
+        # back onto the metric crop (which holds every observer's voxels and lies inside the STAPLE crop, both
+        # being the union box grown by >= 1 voxel); STAPLE voxels outside it are counted and reported
+        inner = tuple(slice(a - b, c - b) for a, c, b in zip(crop.start, crop.stop, consensusCrop.start, strict=True))
+        mask = np.ascontiguousarray(stapleResult.mask[inner])
+        outside = int(np.count_nonzero(stapleResult.mask)) - int(np.count_nonzero(mask))
+        method = "STAPLE (SimpleITK STAPLEImageFilter, Warfield 2004), consensus = posterior probability >= 0.5"
+        extra = {"iterations": stapleResult.iterations, "threshold": stapleResult.threshold,
+                 "consensusVoxelsOutsideObservers": outside}
+    elif reference == "majority":
+        mask = consensusLib.majorityVote(counts, n)
+        method = "majority vote: voxels included by more than half of the observers (ties excluded)"
+    else:
+        mask = surfaces[[s.name for s in surfaces].index(reference)].mask
+        method = f"observer {reference!r} as the reference"
+    reference_ = prepareSurface(f"consensus ({reference})", mask, spacing, crop.start,
+                                distanceBackend=distanceBackend)
+    negative = ~mask
+    negativeCount = int(np.count_nonzero(negative))
+    perObserver = []
+    for index, surface in enumerate(surfaces):
+        values, reasons = computePairMetrics(PairContext(surface, reference_, spacing, **options), plugins)
+        tp = int(np.count_nonzero(surface.mask & mask))
+        tn = int(np.count_nonzero(~surface.mask & negative))
+        entry = {"name": surface.name}
+        if reference_.voxelCount:
+            entry["sensitivity"] = tp / reference_.voxelCount
+        else:
+            entry["sensitivity"] = None
+            reasons["sensitivity"] = "the consensus is empty"
+        if negativeCount:
+            entry["specificity"] = tn / negativeCount
+        else:
+            entry["specificity"] = None
+            reasons["specificity"] = "the consensus fills the whole crop: no true negatives to count"
+        if stapleResult is not None:
+            entry["stapleSensitivity"] = stapleResult.sensitivity[index]
+            entry["stapleSpecificity"] = stapleResult.specificity[index]
+        pair = PairResult(surface.name, reference_.name, values, reasons).toDict()
+        pair.pop("a"), pair.pop("b")
+        entry.update(pair)
+        perObserver.append(entry)
+    out = {
+        "method": reference if reference in ("staple", "majority") else "observer",
+        "reference": reference,
+        "description": method,
+        "cropRule": consensusCrop.rule,
+        "crop": consensusCrop.toDict(),
+        "volumeCc": reference_.voxelCount * voxelVolumeCc,
+        "specificityNote": "specificity counts true negatives inside the metric crop (union bounding box + 1 voxel) "
+                           "only, so it depends on the crop; STAPLE's own estimates refer to the STAPLE crop",
+        "observers": perObserver,
+        **extra,
+    }
+    return out, mask

@@ -1,0 +1,149 @@
+"""Pairwise interobserver metrics (REFERENCE §4), computed from :class:`~.surface.ObserverSurface` objects.
+
+Every function here is pure and works on the per-observer data prepared once by ``surface.prepareSurface``;
+the metric plugins of ``registry.py`` call them through a :class:`PairContext`.
+
+Definitions
+-----------
+- Dice = 2|A∩B| / (|A| + |B|); Jaccard = |A∩B| / |A∪B|. Two empty masks: undefined (None + reason).
+  One empty mask: 0 (the formulas are defined and give 0).
+- Directed surface distances d(A→B): for every surface voxel of A, the distance (mm, voxel centres) to the
+  nearest surface voxel of B. Distances to or from an empty mask are undefined (NaN + reason).
+- HD (max) = max(max d(A→B), max d(B→A)).
+- HD percentile p (HD95 for p = 95, HD98 for the LRRC study) — three conventions, selectable by name:
+
+  * ``maxDirected`` (default; DeepMind surface-distance and MONAI): max(P_p d(A→B), P_p d(B→A));
+  * ``meanDirected`` (Plastimatch / SlicerRT): (P_p d(A→B) + P_p d(B→A)) / 2;
+  * ``pooled`` (medpy, seg-metrics): P_p of the pooled distances of both directions.
+
+  P_p is ``numpy.percentile`` with linear interpolation over the surface voxels (each voxel counts once).
+- MSD (mean surface distance, ASSD) = mean of the pooled distances of both directions
+  = (Σ d(A→B) + Σ d(B→A)) / (n_A + n_B), each surface voxel counting once.
+- Surface Dice at tolerance τ (Nikolov et al. 2021, arXiv:1809.04430):
+  (Σ_{a ∈ ∂A, d(a,∂B) ≤ τ} w_a + Σ_{b ∈ ∂B, d(b,∂A) ≤ τ} w_b) / (Σ w_a + Σ w_b), with w the exposed-face area of
+  each surface voxel (see ``surface.py``). One empty mask: 0; two empty masks: undefined.
+- Centroid shift = distance (mm) between the two centres of mass (voxel centres, LPS). Undefined if one is empty.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .surface import ObserverSurface
+
+__all__ = [
+    "HD_CONVENTIONS",
+    "PairContext",
+    "diceJaccard",
+    "directedPercentile",
+    "combinePercentiles",
+    "combineDirected",
+    "surfaceDice",
+    "centroidShiftMm",
+    "UNDEFINED_BOTH_EMPTY",
+]
+
+HD_CONVENTIONS = ("maxDirected", "meanDirected", "pooled")
+UNDEFINED_BOTH_EMPTY = "both masks are empty"
+
+
+def emptyReason(a: ObserverSurface, b: ObserverSurface) -> str | None:
+    """Why distances between ``a`` and ``b`` are undefined (None when both masks have voxels)."""
+    if a.isEmpty and b.isEmpty:
+        return UNDEFINED_BOTH_EMPTY
+    if a.isEmpty or b.isEmpty:
+        empty = a.name if a.isEmpty else b.name
+        return f"the mask of observer {empty!r} is empty: distances to an empty mask are undefined"
+    return None
+
+
+def diceJaccard(a: ObserverSurface, b: ObserverSurface) -> tuple[float | None, float | None]:
+    """(Dice, Jaccard) of two observers on the same crop; (None, None) if both are empty."""
+    if a.isEmpty and b.isEmpty:
+        return None, None
+    if a.isEmpty or b.isEmpty:
+        return 0.0, 0.0
+    intersection = int(np.count_nonzero(a.mask & b.mask))
+    union = a.voxelCount + b.voxelCount - intersection
+    return 2.0 * intersection / (a.voxelCount + b.voxelCount), intersection / union
+
+
+def directedPercentile(distances: np.ndarray, percentile: float) -> float:
+    """``numpy.percentile`` (linear interpolation) of one direction's surface distances."""
+    return float(np.percentile(distances, percentile))
+
+
+def combineDirected(directed, convention: str) -> float:
+    """Combine the two directed percentiles under ``maxDirected`` or ``meanDirected``."""
+    if convention == "maxDirected":
+        return max(directed)
+    if convention == "meanDirected":
+        return 0.5 * (directed[0] + directed[1])
+    raise ValueError(f"convention {convention!r} does not combine the directed percentiles")
+
+
+def combinePercentiles(dAB: np.ndarray, dBA: np.ndarray, percentile: float, convention: str) -> float:
+    """HD at ``percentile`` under a named convention (see the module docstring)."""
+    if convention in ("maxDirected", "meanDirected"):
+        return combineDirected([directedPercentile(dAB, percentile), directedPercentile(dBA, percentile)], convention)
+    if convention == "pooled":
+        return float(np.percentile(np.concatenate([dAB, dBA]), percentile))
+    raise ValueError(f"unknown Hausdorff percentile convention {convention!r}; use one of {', '.join(HD_CONVENTIONS)}")
+
+
+def surfaceDice(dAB: np.ndarray, dBA: np.ndarray, areasA: np.ndarray, areasB: np.ndarray,
+                toleranceMm: float) -> float:
+    """Area-weighted surface Dice at ``toleranceMm`` (Nikolov et al. 2021)."""
+    total = float(areasA.sum() + areasB.sum())
+    within = float(areasA[dAB <= toleranceMm].sum() + areasB[dBA <= toleranceMm].sum())
+    return within / total
+
+
+def centroidShiftMm(a: ObserverSurface, b: ObserverSurface, spacingMmXyz, direction=None) -> float:
+    """Distance (mm) between the centres of mass of two non-empty masks."""
+    deltaKji = np.asarray(b.centroidKji) - np.asarray(a.centroidKji)
+    deltaMm = deltaKji[::-1] * np.asarray(spacingMmXyz, dtype=float)  # (i, j, k) in mm; rotation keeps length
+    return float(np.linalg.norm(deltaMm))
+
+
+@dataclass
+class PairContext:
+    """What a metric plugin receives for one pair of observers (or an observer and a consensus).
+
+    Attributes
+    ----------
+    a, b : the two observers' prepared surfaces (same crop).
+    spacingMmXyz : voxel spacing (x, y, z) of the common grid.
+    toleranceMm, hdPercentile, hdConvention : analysis options.
+    cache : scratch space shared by the plugins of one pair (e.g. the directed distances).
+    """
+
+    a: ObserverSurface
+    b: ObserverSurface
+    spacingMmXyz: tuple[float, float, float]
+    toleranceMm: float = 2.0
+    hdPercentile: float = 95.0
+    hdConvention: str = "maxDirected"
+    cache: dict = field(default_factory=dict)
+
+    @property
+    def emptyReason(self) -> str | None:
+        return emptyReason(self.a, self.b)
+
+    def directedDistances(self) -> tuple[np.ndarray, np.ndarray]:
+        """(d(A→B), d(B→A)) in mm, computed once per pair. Only call when :attr:`emptyReason` is None."""
+        if "directed" not in self.cache:
+            self.cache["directed"] = (self.a.distancesTo(self.b), self.b.distancesTo(self.a))
+        return self.cache["directed"]
+
+
+def nanToNone(value):
+    """JSON has no NaN: undefined numbers are written as null (the reason is reported beside them)."""
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value

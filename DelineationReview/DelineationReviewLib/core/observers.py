@@ -1,0 +1,122 @@
+"""The set of observers compared in an interobserver analysis: unique names, binary masks on one grid.
+
+Masks may arrive on one grid (the usual case: ``dict[name, array]`` plus one :class:`ImageGeometry`) or each with
+its own geometry (``dict[name, (array, geometry)]`` or a list of ``(name, array, geometry)``). Different grids are
+never mixed silently: every mask is resampled **explicitly with nearest neighbour** onto one common grid, the
+grid of the first observer unless ``targetGeometry`` is given, and the choice (with each resampled observer's
+volume before and after) is reported in :attr:`ObserverSet.gridReport`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+from ReirradiationDoseLib.core.errors import InputError
+from ReirradiationDoseLib.core.geometry import ImageGeometry, imageFromArray
+
+__all__ = ["ObserverSet", "makeObserverSet", "resampleMaskNearest"]
+
+
+@dataclass(frozen=True)
+class ObserverSet:
+    """Observers' boolean masks (indexed k, j, i) on one common ``geometry``, in input order."""
+
+    names: tuple[str, ...]
+    masks: tuple[np.ndarray, ...]
+    geometry: ImageGeometry
+    gridReport: dict
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def mask(self, name: str) -> np.ndarray:
+        return self.masks[self.names.index(name)]
+
+
+def resampleMaskNearest(mask: np.ndarray, source: ImageGeometry, target: ImageGeometry) -> np.ndarray:
+    """Nearest-neighbour resampling of a binary mask from ``source`` onto ``target`` (outside → background)."""
+    image = imageFromArray(np.asarray(mask, dtype=np.uint8), source)
+    reference = target.emptyImage(sitk.sitkUInt8)
+    resampled = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return sitk.GetArrayFromImage(resampled).astype(bool)
+
+
+def _asBool(name: str, mask) -> np.ndarray:
+    array = np.asarray(mask)
+    if array.ndim != 3:
+        raise InputError(f"the mask of observer {name!r} is {array.ndim}D; a 3D mask is required")
+    if array.dtype == bool:
+        return array
+    return array != 0
+
+
+def makeObserverSet(observers, geometry: ImageGeometry | None = None,
+                    targetGeometry: ImageGeometry | None = None) -> ObserverSet:
+    """Validate observers and bring them onto one grid.
+
+    Parameters
+    ----------
+    observers : ``dict[name, mask]`` (all on ``geometry``), ``dict[name, (mask, geometry)]``, or a list of
+        ``(name, mask)`` / ``(name, mask, geometry)`` tuples (a list can carry duplicate names, which are refused).
+    geometry : the grid of masks given without their own geometry.
+    targetGeometry : the common grid when masks are on different grids (default: the first observer's grid).
+
+    Raises
+    ------
+    InputError : no observers, an empty or duplicate name, a mask whose shape does not match its geometry, or a
+        mask without any geometry.
+    """
+    items = list(observers.items()) if isinstance(observers, dict) else list(observers)
+    if not items:
+        raise InputError("no observers were given; at least one observer mask is required")
+    entries = []
+    seen: set[str] = set()
+    for item in items:
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], tuple):
+            name, (mask, geom) = item
+        elif len(item) == 3:
+            name, mask, geom = item
+        else:
+            name, mask = item
+            geom = None
+        name = str(name).strip()
+        if not name:
+            raise InputError("an observer has an empty name; every observer needs a unique name")
+        if name in seen:
+            raise InputError(f"observer name {name!r} is given more than once; observer names must be unique")
+        seen.add(name)
+        geom = geom if geom is not None else geometry
+        if geom is None:
+            raise InputError(f"observer {name!r} has no image geometry (spacing, origin, direction)")
+        mask = _asBool(name, mask)
+        if mask.shape != geom.shape:
+            raise InputError(f"the mask of observer {name!r} has shape {mask.shape} (k, j, i) but its grid is "
+                             f"{geom.describe()} (shape {geom.shape})")
+        entries.append((name, mask, geom))
+
+    target = targetGeometry if targetGeometry is not None else entries[0][2]
+    allSame = all(geom.sameGridAs(target) for _, _, geom in entries)
+    report: dict = {"commonGrid": target.toDict(), "resampled": []}
+    if allSame:
+        report["method"] = "all observers were on the same grid; no resampling"
+        masks = [mask for _, mask, _ in entries]
+    else:
+        which = "the given target grid" if targetGeometry is not None else f"the grid of observer {entries[0][0]!r}"
+        report["method"] = (f"observers were on different grids; every mask was resampled with nearest neighbour "
+                            f"onto {which}")
+        masks = []
+        for name, mask, geom in entries:
+            if geom.sameGridAs(target):
+                masks.append(mask)
+                continue
+            resampled = resampleMaskNearest(mask, geom, target)
+            report["resampled"].append({
+                "observer": name,
+                "fromGrid": geom.toDict(),
+                "volumeCcBefore": float(np.count_nonzero(mask)) * geom.voxelVolumeCc,
+                "volumeCcAfter": float(np.count_nonzero(resampled)) * target.voxelVolumeCc,
+            })
+            masks.append(resampled)
+    return ObserverSet(tuple(n for n, _, _ in entries), tuple(masks), target, report)

@@ -1,0 +1,1325 @@
+"""Whole delineation studies: many cases, several observers, optionally several rounds, analysed in one go.
+
+Folder layout
+-------------
+``STUDY_DIR`` holds one folder per case (hidden folders, names starting with ``.`` or ``_``, and earlier outputs of
+this command are ignored)::
+
+    STUDY_DIR/<case>/<observer>.<ext>                 one round (named "single")
+    STUDY_DIR/<case>/<round>/<observer>.<ext>         several rounds, e.g. round1/ (without) and round2/ (with
+                                                      radiologist input); rounds are compared in natural order
+    STUDY_DIR/<case>/observers/<round>/<observer>.*   the demo-case layout (``observers/observers.json`` may
+                                                      describe the observers; it is copied into study.json,
+                                                      and its "referenceImage" is the case image)
+    STUDY_DIR/<case>/image.<ext> or image/            optional image (file or DICOM series folder): the grid
+                                                      RTSTRUCT observers are rasterised on, and the pictures
+                                                      (without it, RTSTRUCTs go on a grid derived from the
+                                                      contours, see :func:`contourGrid`)
+    STUDY_DIR/<case>/marks.mrk.json                   optional radiologist marks (Slicer markups; or the one
+    (or STUDY_DIR/<case>/marks/<name>.mrk.json)       .mrk.json in marks/), checked against every observer
+    STUDY_DIR/<case>/marks/registration.tfm           optional MRI registration for MRI marks (SimpleITK
+                                                      transform, CT LPS -> MRI LPS); without it MRI marks are
+                                                      taken as CT coordinates and the notes say so
+
+An observer file is ``.nrrd`` / ``.nii`` / ``.nii.gz`` / ``.mha`` (a binary mask: non-zero voxels are inside),
+``.seg.nrrd`` (a Slicer segmentation; the segment is chosen by ``structure``) or an RTSTRUCT ``.dcm`` (the ROI
+is chosen by ``structure``, see :func:`matchStructureName`). The observer's name is the file name without its
+extension. If ``STUDY_DIR`` itself looks like one case (it contains observer files or an ``observers/``
+folder) it is analysed as a one-case study. The LIDC layout (``<nodule>/readerK.nrrd``) is the one-round
+layout. A case folder in which no observer file is found is reported as a failure, never silently dropped.
+
+Analysis
+--------
+Each (case, round) with at least two observers goes through
+``DelineationReviewLib.core.iov.analyzeObservers`` (REFERENCE §4). Observers of one round must share a grid;
+masks on different grids with the same spacing and direction are brought onto the union grid by
+:func:`toCommonGrid` (exact padding when the grids are aligned, nearest-neighbour otherwise — reported in the
+unit's notes, never silent). A case that fails is recorded in ``failures`` (with the reason) and skipped; the
+study continues.
+
+Outputs (:func:`writeStudyOutputs`, written atomically: a temporary folder beside the output is renamed on
+success)::
+
+    long.csv               case, round, kind ("pair" | "observer" | "case"), observerA, observerB, metric, value
+    summary_by_case.csv    median, quartiles, IQR per (case, round, kind, metric)
+    summary_by_round.csv   median, quartiles, IQR per (round, kind, metric) over all cases
+    rounds_comparison.csv  per case: median pairwise Dice / HD<p> / surface Dice per round and the change,
+    rounds_comparison.json with the Wilcoxon signed-rank test (scipy.stats.wilcoxon, two-sided) when at least
+                           6 cases are paired (otherwise "not computed: fewer than 6 paired cases")
+    study.json             all of the above + inputs + options + notes + failures
+    report.html            self-contained report (SVG plots, tables, pictures)
+    pictures/<case>_<round>.png   when a picture callback is given
+
+Derived metrics added here (documented in the long table): per observer ``meanDiceToOthers`` (mean Dice with
+every other observer of the round); per (case, round) ``medianPairDice``, ``medianPairHdPercentileMm`` and
+``medianPairSurfaceDice`` (medians over the observer pairs; NaN/undefined pairs left out).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import re
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ReirradiationDoseLib.core import __version__
+from ReirradiationDoseLib.core.errors import InputError, ProcessingCancelled
+from ReirradiationDoseLib.core.geometry import ImageGeometry
+from ReirradiationDoseLib.core.progress import noProgress
+
+from .metrics import HD_CONVENTIONS
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "StudyOptions",
+    "StudyCase",
+    "StudyResult",
+    "LONG_COLUMNS",
+    "SUMMARY_STATISTICS",
+    "MIN_CASES_FOR_WILCOXON",
+    "SINGLE_ROUND",
+    "matchStructureName",
+    "rankStructureMatches",
+    "discoverStudy",
+    "readObserverMask",
+    "readCaseImage",
+    "toCommonGrid",
+    "contourGrid",
+    "longRowsForUnit",
+    "summarize",
+    "compareRounds",
+    "analyzeStudy",
+    "buildReport",
+    "writeStudyOutputs",
+    "naturalKey",
+    "printFailures",
+]
+
+SINGLE_ROUND = "single"
+MIN_CASES_FOR_WILCOXON = 6
+LONG_COLUMNS = ("case", "round", "kind", "observerA", "observerB", "metric", "value")
+SUMMARY_STATISTICS = ("n", "median", "q1", "q3", "iqr", "min", "max")
+COMPARISON_COLUMNS = ("comparison", "roundA", "roundB", "case", "metric", "roundAValue", "roundBValue", "change",
+                      "wilcoxonP", "note")
+# (long-table metric of a pair, case-level median name, higher is more concordant)
+COMPARED_METRICS = (("dice", "medianPairDice", True), ("hdPercentileMm", "medianPairHdPercentileMm", False),
+                    ("surfaceDice", "medianPairSurfaceDice", True))
+
+_MASK_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nrrd", ".nii", ".mha", ".mhd", ".dcm")
+_IMAGE_STEM = "image"
+_IGNORED_FILES = {"marks.mrk.json", "observers.json"}
+
+PictureCallback = Callable[..., bytes | None]
+Analyzer = Callable[..., object]
+
+
+# ---- options ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StudyOptions:
+    """Options of a study analysis.
+
+    structure : the ROI / segment name to take from RTSTRUCT and .seg.nrrd observer files (tolerant match).
+    reference : consensus used for per-observer sensitivity/specificity: "staple", "majority" or an observer.
+    toleranceMm : surface-Dice tolerance τ (mm). hdPercentile : the p of HDp (95 → HD95, 98 → HD98).
+    hdConvention : "maxDirected" (default), "meanDirected" or "pooled" (see ``metrics.py``).
+    marksToleranceMm : distance within which a radiologist mark counts as covered by an observer.
+    """
+
+    structure: str = "GTV"
+    reference: str | None = "staple"
+    toleranceMm: float = 2.0
+    hdPercentile: float = 95.0
+    hdConvention: str = "maxDirected"
+    marksToleranceMm: float = 3.0
+
+    def __post_init__(self):
+        if not (self.toleranceMm >= 0 and math.isfinite(self.toleranceMm)):
+            raise InputError(f"the surface-Dice tolerance must be a non-negative number of mm, got {self.toleranceMm}")
+        if not 0 < self.hdPercentile <= 100:
+            raise InputError(f"the Hausdorff percentile must lie in (0, 100], got {self.hdPercentile}")
+        if self.hdConvention not in HD_CONVENTIONS:
+            raise InputError(f"unknown Hausdorff percentile convention {self.hdConvention!r}; use one of "
+                             f"{', '.join(HD_CONVENTIONS)}")
+
+    @property
+    def hdLabel(self) -> str:
+        p = self.hdPercentile
+        return "HD" if p == 100 else f"HD{p:g}"
+
+
+# ---- structure names -----------------------------------------------------------------------------------------
+# Small alias table (TG-263 names and common variants), keys and values normalised (lower case, alphanumeric).
+_ALIASES = {
+    "gtv": {"gtv", "gtvp", "gtvprimary", "gtvt", "gtvtumor", "gtvtumour", "grosstumorvolume", "grosstumourvolume"},
+    "ctv": {"ctv", "ctvp", "ctvprimary", "clinicaltargetvolume"},
+    "itv": {"itv", "internaltargetvolume"},
+    "ptv": {"ptv", "ptvp", "planningtargetvolume"},
+    "rectum": {"rectum", "rect"},
+    "bladder": {"bladder", "urinarybladder"},
+    "spinalcord": {"spinalcord", "cord", "spinal", "spinalcanal"},
+    "brainstem": {"brainstem", "brainstm"},
+    "bowelsmall": {"bowelsmall", "smallbowel", "smallintestine"},
+    "bowellarge": {"bowellarge", "largebowel", "colon"},
+    "sacralplexus": {"sacralplexus", "plexussacral", "sacralplex"},
+    "femurheadl": {"femurheadl", "femoralheadl", "lfemoralhead", "leftfemoralhead", "femurheadleft"},
+    "femurheadr": {"femurheadr", "femoralheadr", "rfemoralhead", "rightfemoralhead", "femurheadright"},
+}
+_TARGET_TYPES = {"gtv", "ctv", "itv", "ptv", "igtv"}
+_DERIVED_TOKENS = {"ring", "expanded", "exp", "opt", "avoid", "minus", "plus", "margin", "mm", "dose", "hlp", "help",
+                   "z", "x", "eval", "prv", "wall"}
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", name.casefold())
+
+
+def _tokens(name: str) -> list[str]:
+    """Lower-case tokens split at non-alphanumerics and letter/digit boundaries ("GTV_obs3" → gtv, obs, 3)."""
+    return [t for t in re.split(r"[^0-9a-z]+|(?<=[a-z])(?=[0-9])|(?<=[0-9])(?=[a-z])", name.casefold()) if t]
+
+
+def _aliasesOf(wanted: str) -> set[str]:
+    key = _normalise(wanted)
+    for canonical, aliases in _ALIASES.items():
+        if key == canonical or key in aliases:
+            return aliases | {canonical}
+    return {key}
+
+
+def rankStructureMatches(candidates: Sequence[str], wanted: str) -> list[tuple[int, str]]:
+    """All candidates that match ``wanted``, as ``(tier, name)`` sorted best first.
+
+    Tiers: 0 exact; 1 equal ignoring case, spaces and punctuation; 2 a TG-263 alias or common variant
+    ("GTVp", "Gross Tumor Volume" for "GTV"); 3 the name (or an alias) as a leading or trailing word of the
+    candidate ("GTV_obs3", "obs3 GTV", "GTV-1"), unless the candidate is another target type ("PTV_GTV") or a
+    derived helper structure ("GTV_ring", "z_GTV", "GTV+5mm").
+    """
+    wantedKey = _normalise(wanted)
+    aliases = _aliasesOf(wanted)
+    ranked = []
+    for candidate in candidates:
+        key = _normalise(candidate)
+        if candidate == wanted:
+            ranked.append((0, candidate))
+        elif key == wantedKey:
+            ranked.append((1, candidate))
+        elif key in aliases:
+            ranked.append((2, candidate))
+        else:
+            tokens = _tokens(candidate)
+            if not tokens or "+" in candidate or any(t in _DERIVED_TOKENS for t in tokens):
+                continue
+            leading, trailing = tokens[0], tokens[-1]
+            if leading in aliases and not (trailing in _TARGET_TYPES and trailing not in aliases):
+                ranked.append((3, candidate))
+            elif trailing in aliases and not (leading in _TARGET_TYPES and leading not in aliases):
+                ranked.append((3, candidate))
+            elif len(tokens) > 1 and tokens[-1].isdigit() and tokens[-2] in aliases and len(tokens) == 2:
+                ranked.append((3, candidate))
+    return sorted(ranked)
+
+
+def matchStructureName(candidates: Sequence[str], wanted: str) -> str | None:
+    """The one candidate that best matches ``wanted`` (see :func:`rankStructureMatches`), or None when there is
+    no match or the best tier is ambiguous (e.g. "GTV1" and "GTV2" when "GTV" is wanted)."""
+    ranked = rankStructureMatches(list(candidates), wanted)
+    if not ranked:
+        return None
+    best = [name for tier, name in ranked if tier == ranked[0][0]]
+    return best[0] if len(best) == 1 else None
+
+
+def _chooseStructure(names: Sequence[str], wanted: str, path) -> str:
+    chosen = matchStructureName(names, wanted)
+    if chosen is not None:
+        return chosen
+    ranked = rankStructureMatches(names, wanted)
+    if ranked:
+        raise InputError(f"several structures match {wanted!r} equally well ({', '.join(n for _, n in ranked)}); "
+                         "rename them or choose one with --structure", path)
+    raise InputError(f"no structure matching {wanted!r} was found; the file holds: {', '.join(names) or 'none'}",
+                     path)
+
+
+# ---- discovery ----------------------------------------------------------------------------------------------
+def naturalKey(text: str):
+    """Sort key putting "case2" before "case10"."""
+    return [int(part) if part.isdigit() else part.casefold() for part in re.split(r"(\d+)", str(text))]
+
+
+def _maskStem(path: Path) -> str | None:
+    """Observer name of a mask file (the name without its extension), or None if it is not a mask file."""
+    name = path.name
+    if name in _IGNORED_FILES or name.startswith((".", "_")):
+        return None
+    for suffix in _MASK_SUFFIXES:
+        if name.casefold().endswith(suffix):
+            stem = name[: -len(suffix)]
+            if not stem or stem.casefold() == _IMAGE_STEM:
+                return None
+            return stem
+    return None
+
+
+def _isRtStruct(path: Path) -> bool:
+    try:
+        import pydicom
+
+        dataset = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"])
+        return str(getattr(dataset, "Modality", "")).upper() == "RTSTRUCT"
+    except Exception:  # noqa: BLE001 - not a readable DICOM file: not an observer file
+        return False
+
+
+def _observerFiles(folder: Path) -> dict[str, Path]:
+    files = {}
+    for path in sorted(folder.iterdir(), key=lambda p: naturalKey(p.name)):
+        if not path.is_file():
+            continue
+        stem = _maskStem(path)
+        if stem is None:
+            continue
+        if path.name.casefold().endswith(".dcm") and not _isRtStruct(path):
+            continue
+        if stem in files:
+            raise InputError(f"two files give observer {stem!r} ({files[stem].name} and {path.name})", folder)
+        files[stem] = path
+    return files
+
+
+@dataclass(frozen=True)
+class StudyCase:
+    """One case folder: its rounds (round name → observer name → file), optional image and marks."""
+
+    name: str
+    path: str
+    rounds: dict = field(default_factory=dict)
+    imagePath: str | None = None
+    marksPath: str | None = None
+    observersInfoPath: str | None = None
+    problem: str | None = None
+
+    def toDict(self) -> dict:
+        return {"name": self.name, "path": self.path,
+                "rounds": {r: dict(files.items()) for r, files in self.rounds.items()},
+                "image": self.imagePath, "marks": self.marksPath, "observersInfo": self.observersInfoPath,
+                "problem": self.problem}
+
+
+def _findImage(folder: Path) -> Path | None:
+    for path in sorted(folder.iterdir()):
+        lower = path.name.casefold()
+        if path.is_dir() and lower == _IMAGE_STEM:
+            return path
+        if path.is_file() and lower.startswith(_IMAGE_STEM + ".") and any(
+                lower.endswith(s) for s in (".nrrd", ".nii", ".nii.gz", ".mha", ".mhd")):
+            return path
+    return None
+
+
+def _discoverCase(folder: Path) -> StudyCase:
+    name = folder.name
+    image = _findImage(folder)
+    observersDir = folder / "observers"
+    info = observersDir / "observers.json"
+    if image is None and info.is_file():  # the demo case names its reference image in observers.json
+        try:
+            reference = json.loads(info.read_text(encoding="utf-8")).get("referenceImage")
+        except (OSError, ValueError, AttributeError):
+            reference = None
+        if reference and (observersDir / reference).exists():
+            image = (observersDir / reference).resolve()
+    marks = folder / "marks.mrk.json"
+    if not marks.is_file() and (folder / "marks").is_dir():
+        candidates = sorted((folder / "marks").glob("*.mrk.json"))
+        if len(candidates) == 1:
+            marks = candidates[0]
+    rounds: dict[str, dict[str, str]] = {}
+    try:
+        roundParent = observersDir if observersDir.is_dir() else folder
+        direct = _observerFiles(roundParent)
+        if direct:
+            rounds[SINGLE_ROUND] = {k: str(v) for k, v in direct.items()}
+        for sub in sorted(roundParent.iterdir(), key=lambda p: naturalKey(p.name)):
+            if not sub.is_dir() or sub.name.startswith((".", "_")) or sub.name.casefold() == _IMAGE_STEM \
+                    or sub == observersDir:
+                continue
+            files = _observerFiles(sub)
+            if files:
+                if direct:
+                    raise InputError(f"observer files lie both directly in the case folder and in round folder "
+                                     f"{sub.name!r}; put every round in its own folder", folder)
+                rounds[sub.name] = {k: str(v) for k, v in files.items()}
+        problem = None if rounds else ("no observer file (.nrrd, .nii.gz, .seg.nrrd or RTSTRUCT .dcm) was found "
+                                       "in the case folder or its round folders")
+    except (InputError, OSError) as error:
+        problem = str(error)
+    return StudyCase(name=name, path=str(folder), rounds=rounds, imagePath=str(image) if image else None,
+                     marksPath=str(marks) if marks.is_file() else None,
+                     observersInfoPath=str(info) if info.is_file() else None, problem=problem)
+
+
+def _marksRegistration(marksPath: str) -> str | None:
+    """The MRI -> CT registration stored beside the marks (``registration.tfm``/``.h5`` in the marks folder)."""
+    folder = Path(marksPath).parent
+    for name in ("registration.tfm", "registration.h5", "registration_mri.tfm", "registration_mri.h5"):
+        if (folder / name).is_file():
+            return str(folder / name)
+    return None
+
+
+def _isStudyOutput(folder: Path) -> bool:
+    """A previous output of this command (e.g. ``--output STUDY_DIR/results``) is not a case."""
+    if (folder / "study.json").is_file() and (folder / "long.csv").is_file():
+        logger.info("study: %s is a study output, not a case: skipped", folder)
+        return True
+    return False
+
+
+def discoverStudy(studyDir) -> list[StudyCase]:
+    """The cases of a study folder (see the module docstring for the layout), in natural order.
+
+    Cases without observer files are returned with ``problem`` set (they become failures of the study).
+    """
+    studyDir = Path(studyDir)
+    if not studyDir.is_dir():
+        raise InputError("the study folder does not exist or is not a folder", studyDir)
+    if (studyDir / "observers").is_dir() or _observerFiles(studyDir):
+        return [_discoverCase(studyDir)]
+    cases = [_discoverCase(sub) for sub in sorted(studyDir.iterdir(), key=lambda p: naturalKey(p.name))
+             if sub.is_dir() and not sub.name.startswith((".", "_")) and not _isStudyOutput(sub)]
+    if not cases:
+        raise InputError("the study folder holds no case folder (expected STUDY_DIR/<case>/<observer>.nrrd, "
+                         "…/<case>/<round>/<observer>.* or …/<case>/observers/<round>/<observer>.dcm)", studyDir)
+    return cases
+
+
+# ---- reading ------------------------------------------------------------------------------------------------
+def readCaseImage(path) -> tuple[sitk.Image, ImageGeometry]:
+    """The case image: a volume file, or a folder holding one DICOM series."""
+    path = Path(path)
+    if path.is_dir():
+        try:
+            from ReirradiationDoseLib.core.dicomimage import readImageSeries
+        except ImportError:  # pragma: no cover - part of the product; the plain reader below is the fallback
+            readImageSeries = None
+        if readImageSeries is not None:
+            image = readImageSeries(path)[0]
+            return image, ImageGeometry.fromImage(image)
+    try:
+        if path.is_dir():
+            reader = sitk.ImageSeriesReader()
+            seriesIds = reader.GetGDCMSeriesIDs(str(path))
+            if not seriesIds:
+                raise InputError("the image folder holds no DICOM image series", path)
+            if len(seriesIds) > 1:
+                raise InputError(f"the image folder holds {len(seriesIds)} DICOM series; keep only one", path)
+            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), seriesIds[0]))
+            image = reader.Execute()
+        else:
+            image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise InputError(f"the image could not be read ({str(error).strip().splitlines()[-1]})", path) from error
+    return image, ImageGeometry.fromImage(image)
+
+
+def _segio():
+    try:
+        from ReirradiationDoseLib.core import segio
+    except ImportError as error:  # pragma: no cover - segio is part of the product
+        raise InputError("reading segmentation and RTSTRUCT files needs ReirradiationDoseLib.core.segio, "
+                         "which is not available in this installation") from error
+    return segio
+
+
+def _unpackSegmentation(value):
+    """segio readers return a dict of masks, or a tuple whose first item is that dict (and maybe a geometry)."""
+    if isinstance(value, tuple):
+        masks = value[0]
+        geometry = next((v for v in value[1:] if isinstance(v, ImageGeometry)), None)
+        return masks, geometry
+    return value, None
+
+
+def readObserverMask(path, structure: str = "GTV", referenceGeometry: ImageGeometry | None = None
+                     ) -> tuple[np.ndarray, ImageGeometry, str]:
+    """One observer's binary mask: ``(mask (bool, [k, j, i]), geometry, structure name used or "")``.
+
+    Plain mask volumes: every non-zero voxel is inside. ``.seg.nrrd`` and RTSTRUCT: the segment / ROI matching
+    ``structure`` (:func:`matchStructureName`). An RTSTRUCT has no grid of its own and is rasterised on
+    ``referenceGeometry`` (required for it: the case image's grid, or :func:`contourGrid` of all observers).
+    """
+    path = Path(path)
+    lower = path.name.casefold()
+    if lower.endswith(".dcm") or lower.endswith(".seg.nrrd"):
+        return _readNamedStructure(path, structure, referenceGeometry)
+    try:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        if any(key.startswith("Segment0_") for key in reader.GetMetaDataKeys()):
+            return _readNamedStructure(path, structure, referenceGeometry)
+        image = reader.Execute()
+    except RuntimeError as error:
+        raise InputError(f"the mask could not be read ({str(error).strip().splitlines()[-1]})", path) from error
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError("a 3D single-component mask volume is required", path)
+    geometry = ImageGeometry.fromImage(image)
+    mask = sitk.GetArrayFromImage(image) != 0
+    return mask, geometry, ""
+
+
+def _rtStructRoi(path, structure: str):
+    """(RtStruct, chosen ROI name) of an observer's RTSTRUCT file."""
+    from ReirradiationDoseLib.core.rtstruct import readRtStruct
+
+    rtStruct = readRtStruct(path)
+    names = [roi.name for roi in rtStruct.rois if not roi.isPoint]
+    return rtStruct, _chooseStructure(names, structure, path)
+
+
+def contourGrid(contours: Sequence[np.ndarray], inPlaneSpacingMm: float = 1.0, marginMm: float = 5.0
+                ) -> ImageGeometry:
+    """An axial LPS grid covering planar contours (e.g. all observers' GTVs of one round) when no image is given.
+
+    In-plane spacing ``inPlaneSpacingMm``; slice spacing = the median distance between consecutive contour
+    planes (the CT slice spacing the contours were drawn on), with slices placed on the planes; a margin of
+    ``marginMm`` (at least one slice) on every side.
+    """
+    polygons = [np.asarray(c, dtype=float).reshape(-1, 3) for c in contours if len(c)]
+    if not polygons:
+        raise InputError("no contour points to build a grid from")
+    for polygon in polygons:
+        if np.ptp(polygon[:, 2]) > 0.01:
+            raise InputError("the contours are not axial (their points do not share one z): give the case image "
+                             "(image.* or image/) to rasterise them on")
+    planes = np.unique(np.round([polygon[0, 2] for polygon in polygons], 3))
+    sliceMm = float(np.median(np.diff(planes))) if len(planes) > 1 else inPlaneSpacingMm
+    points = np.vstack(polygons)
+    low = np.floor((points[:, :2].min(axis=0) - marginMm) / inPlaneSpacingMm) * inPlaneSpacingMm
+    high = np.ceil((points[:, :2].max(axis=0) + marginMm) / inPlaneSpacingMm) * inPlaneSpacingMm
+    sizeXy = np.round((high - low) / inPlaneSpacingMm).astype(int) + 1
+    marginSlices = max(1, int(math.ceil(marginMm / sliceMm)))
+    sizeZ = int(round((planes[-1] - planes[0]) / sliceMm)) + 1 + 2 * marginSlices
+    origin = (float(low[0]), float(low[1]), float(planes[0] - marginSlices * sliceMm))
+    return ImageGeometry((int(sizeXy[0]), int(sizeXy[1]), sizeZ), (inPlaneSpacingMm, inPlaneSpacingMm, sliceMm),
+                         origin)
+
+
+def _readNamedStructure(path: Path, structure: str, referenceGeometry: ImageGeometry | None):
+    if path.name.casefold().endswith(".dcm"):
+        from ReirradiationDoseLib.core.rtstruct import rasterizeRoi
+
+        if referenceGeometry is None:
+            raise InputError("an RTSTRUCT has no voxel grid of its own: give the case image (image.* or image/) "
+                             "or let the study derive a grid from the contours", path)
+        rtStruct, chosen = _rtStructRoi(path, structure)
+        return rasterizeRoi(rtStruct, chosen, referenceGeometry), referenceGeometry, chosen
+    segio = _segio()
+    masks, geometry = _unpackSegmentation(segio.readSegmentationWithGeometry(str(path)))
+    if geometry is None:
+        raise InputError("the reader returned no grid for this file", path)
+    names = list(masks)
+    chosen = names[0] if len(names) == 1 and path.name.casefold().endswith(".nrrd") \
+        else _chooseStructure(names, structure, path)
+    return np.asarray(masks[chosen], dtype=bool), geometry, chosen
+
+
+def toCommonGrid(masks: dict[str, tuple[np.ndarray, ImageGeometry]]) -> tuple[dict[str, np.ndarray],
+                                                                                ImageGeometry, list[str]]:
+    """Bring observer masks onto one grid: ``(masks, geometry, notes)``.
+
+    Same grid everywhere: returned unchanged. Otherwise the masks must share spacing and direction; the
+    common grid is the union of their extents on the first observer's lattice. Aligned grids (origins an
+    integer number of voxels apart) are padded exactly; misaligned ones are resampled with nearest-neighbour
+    interpolation, which can move a boundary by half a voxel — the notes say which happened.
+    """
+    names = list(masks)
+    first = masks[names[0]][1]
+    if all(geometry.sameGridAs(first) for _, geometry in masks.values()):
+        return {name: mask for name, (mask, _) in masks.items()}, first, []
+    for name in names[1:]:
+        geometry = masks[name][1]
+        if not (np.allclose(geometry.spacingMm, first.spacingMm, atol=1e-3)
+                and np.allclose(geometry.direction, first.direction, atol=1e-5)):
+            raise InputError(f"observers {names[0]!r} and {name!r} are on grids with different voxel spacing or "
+                             f"orientation ({first.spacingMm} vs {geometry.spacingMm} mm); resample them onto one "
+                             "grid first")
+    lows, highs, notes = [], [], []
+    for name in names:
+        geometry = masks[name][1]
+        corners = np.array([[i, j, k] for i in (0, geometry.sizeXyz[0] - 1) for j in (0, geometry.sizeXyz[1] - 1)
+                            for k in (0, geometry.sizeXyz[2] - 1)], dtype=float)
+        index = first.lpsToIndex(geometry.indexToLps(corners))
+        lows.append(index.min(axis=0))
+        highs.append(index.max(axis=0))
+    low = np.floor(np.min(lows, axis=0) + 1e-6)
+    high = np.ceil(np.max(highs, axis=0) - 1e-6)
+    common = ImageGeometry(tuple(int(v) for v in high - low + 1), first.spacingMm,
+                           tuple(first.indexToLps(low)), first.direction)
+    out = {}
+    for name in names:
+        mask, geometry = masks[name]
+        offset = common.lpsToIndex(geometry.originMm)
+        aligned = np.allclose(offset, np.round(offset), atol=1e-3)
+        if aligned:
+            start = np.round(offset).astype(int)[::-1]
+            padded = np.zeros(common.shape, dtype=bool)
+            padded[tuple(slice(s, s + n) for s, n in zip(start, mask.shape, strict=True))] = mask
+            out[name] = padded
+            if not geometry.sameGridAs(common):
+                notes.append(f"observer {name!r}: mask padded onto the common grid (exact, grids aligned)")
+        else:
+            image = sitk.GetImageFromArray(mask.astype(np.uint8))
+            geometry.applyTo(image)
+            resampled = sitk.Resample(image, common.emptyImage(sitk.sitkUInt8), sitk.Transform(),
+                                      sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+            out[name] = sitk.GetArrayFromImage(resampled) != 0
+            notes.append(f"observer {name!r}: mask resampled (nearest neighbour) onto the common grid, its voxels "
+                         "were not aligned with the others' (boundaries may move by up to half a voxel)")
+    return out, common, notes
+
+
+# ---- one (case, round) unit -----------------------------------------------------------------------------------
+def _defaultAnalyzer():
+    from .iov import analyzeObservers
+
+    return analyzeObservers
+
+
+def _marksReporter():
+    try:
+        from .marks import marksReportForObservers
+    except ImportError:
+        return None
+    return marksReportForObservers
+
+
+def _callPicture(callback, caseName, roundName, masks, geometry, imagePath):
+    try:
+        return callback(caseName, roundName, masks, geometry, imagePath=imagePath)
+    except TypeError as error:
+        if "imagePath" not in str(error):
+            raise
+        return callback(caseName, roundName, masks, geometry)
+
+
+def _toJsonable(value):
+    """JSON-safe copy: numpy scalars to Python, NaN/inf to None, tuples to lists."""
+    if isinstance(value, dict):
+        return {str(k): _toJsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_toJsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _toJsonable(value.tolist())
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _analyzeUnit(case: StudyCase, roundName: str, options: StudyOptions, analyzer, pictureCallback) -> dict:
+    """Read, analyse and picture one (case, round). Returns {"result": …, "picture": bytes|None} or raises."""
+    started = time.perf_counter()
+    files = case.rounds[roundName]
+    if len(files) < 2:
+        raise InputError(f"round {roundName!r} has {len(files)} observer file(s); at least two are needed",
+                         case.path)
+    referenceGeometry = None
+    notes: list[str] = []
+    rtStructFiles = [p for p in files.values() if str(p).casefold().endswith(".dcm")]
+    if rtStructFiles and case.imagePath:
+        referenceGeometry = readCaseImage(case.imagePath)[1]
+    elif rtStructFiles:
+        contours = []
+        for path in rtStructFiles:
+            rtStruct, chosen = _rtStructRoi(path, options.structure)
+            roi = rtStruct.roi(chosen)
+            contours += [points for kind, points in rtStruct.contours.get(roi.number, [])
+                         if kind in ("CLOSED_PLANAR", "CLOSED_PLANAR_XOR")]
+        referenceGeometry = contourGrid(contours)
+        notes.append(f"no case image: the RTSTRUCT observers were rasterised on a grid derived from their contours "
+                     f"({referenceGeometry.spacingMm[0]:g} mm in-plane, {referenceGeometry.spacingMm[2]:g} mm "
+                     "slices on the contour planes)")
+    read = {}
+    structures = {}
+    for observer, path in files.items():
+        mask, geometry, structureName = readObserverMask(path, options.structure, referenceGeometry)
+        read[observer] = (mask, geometry)
+        structures[observer] = structureName
+    masks, geometry, gridNotes = toCommonGrid(read)
+    notes += gridNotes
+    for observer, mask in masks.items():
+        if not mask.any():
+            notes.append(f"observer {observer!r}: the mask is empty (metrics involving it are undefined)")
+    analyzer = analyzer or _defaultAnalyzer()
+    iovResult = analyzer(masks, geometry, reference=options.reference, toleranceMm=options.toleranceMm,
+                         hdPercentile=options.hdPercentile, hdConvention=options.hdConvention)
+    iovDict = _toJsonable(iovResult.toDict() if hasattr(iovResult, "toDict") else iovResult)
+    marks = None
+    if case.marksPath:
+        reporter = _marksReporter()
+        if reporter is None:
+            notes.append("marks.mrk.json is present but the marks module (DelineationReviewLib.core.marks) is not "
+                         "available: marks were not evaluated")
+        else:
+            registration = _marksRegistration(case.marksPath)
+            marks = _toJsonable(reporter(case.marksPath, masks, geometry, toleranceMm=options.marksToleranceMm,
+                                         transform=registration))
+            if isinstance(marks, dict) and marks.get("mapping"):
+                notes.append(f"radiologist marks ({Path(case.marksPath).name}): mapping to the CT: {marks['mapping']}")
+    picture, pictureError = None, None
+    if pictureCallback is not None:
+        try:
+            picture = _callPicture(pictureCallback, case.name, roundName, masks, geometry, case.imagePath)
+        except ProcessingCancelled:
+            raise
+        except Exception as error:  # noqa: BLE001 - a picture is optional; the numbers stand without it
+            pictureError = f"{type(error).__name__}: {error}"
+            notes.append(f"the agreement picture could not be made ({pictureError})")
+    result = {
+        "case": case.name, "round": roundName, "observers": list(masks), "files": dict(files),
+        "structures": structures,
+        "geometry": {"sizeXyz": list(geometry.sizeXyz), "spacingMm": list(geometry.spacingMm),
+                     "originMm": list(geometry.originMm), "direction": list(geometry.direction)},
+        "notes": notes, "iov": iovDict, "marks": marks, "picture": None,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    return {"result": result, "picture": picture if isinstance(picture, (bytes, bytearray)) else None}
+
+
+def _unitWorker(args):
+    """Process-pool entry point: never raises, returns the failure instead (with the reason)."""
+    case, roundName, options, analyzer, pictureCallback = args
+    try:
+        return _analyzeUnit(case, roundName, options, analyzer, pictureCallback)
+    except ProcessingCancelled:
+        raise
+    except Exception as error:  # noqa: BLE001 - one bad case must not abort the study
+        return {"failure": _failure(case.name, roundName, error)}
+
+
+def _failure(caseName: str, roundName: str | None, error: BaseException) -> dict:
+    expected = isinstance(error, (InputError, ValueError, OSError))
+    message = str(error) if expected else f"{type(error).__name__}: {error}"
+    entry = {"case": caseName, "round": roundName, "error": message, "type": type(error).__name__}
+    if not expected:
+        entry["traceback"] = "".join(traceback.format_exception(type(error), error, error.__traceback__))[-4000:]
+    return entry
+
+
+# ---- long table ---------------------------------------------------------------------------------------------
+def _number(value):
+    if isinstance(value, bool) or value is None:
+        return None if value is None else float(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return "skip"
+
+
+# Non-metric parts of the IOV / marks reports (reasons, definitions, crop boxes, options echoed back).
+_SKIPPED_KEYS = {"undefined", "reasons", "reason", "units", "definitions", "definition", "grid", "crop", "cropRule",
+                 "hdPercentile", "toleranceMm", "positionLps", "positionRas", "tailLps", "tailRas", "notes"}
+
+
+def _flatten(prefix: str, value, out: list[tuple[str, float | None]]) -> None:
+    """Numeric leaves of nested dicts/lists as (dotted name, value); strings and reasons are skipped."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if str(key).startswith("_") or str(key) in _SKIPPED_KEYS:
+                continue
+            _flatten(f"{prefix}.{key}" if prefix else str(key), item, out)
+    elif isinstance(value, list):
+        directed = "Directed" in prefix.rsplit(".", 1)[-1] and len(value) == 2
+        for index, item in enumerate(value):
+            _flatten(f"{prefix}.{('AtoB', 'BtoA')[index] if directed else index}", item, out)
+    else:
+        number = _number(value)
+        if number != "skip":
+            out.append((prefix, number))
+
+
+def _observerEntries(container) -> list[tuple[str, dict]]:
+    """Per-observer dicts from a list of {name|observer: …} or a dict name → {…}."""
+    if isinstance(container, dict):
+        return [(str(name), entry) for name, entry in container.items() if isinstance(entry, dict)]
+    entries = []
+    if isinstance(container, list):
+        for entry in container:
+            if isinstance(entry, dict):
+                name = entry.get("name", entry.get("observer"))
+                if name is not None:
+                    entries.append((str(name), {k: v for k, v in entry.items() if k not in ("name", "observer")}))
+    return entries
+
+
+def _row(case, roundName, kind, a, b, metric, value) -> dict:
+    return {"case": case, "round": roundName, "kind": kind, "observerA": a, "observerB": b, "metric": metric,
+            "value": value}
+
+
+def _nanMedian(values) -> float | None:
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return float(np.median(finite)) if finite else None
+
+
+def longRowsForUnit(result: dict) -> list[dict]:
+    """The long-format rows of one (case, round) result (see the module docstring for the derived metrics).
+
+    ``value`` is a float, or None when the metric is undefined (written as NA in the CSV; the reason is in
+    study.json).
+    """
+    case, roundName, iov = result["case"], result["round"], result["iov"]
+    rows = []
+    for name, entry in _observerEntries(iov.get("observers", [])):
+        leaves: list = []
+        _flatten("", entry, leaves)
+        rows += [_row(case, roundName, "observer", name, "", metric, value) for metric, value in leaves]
+    diceByObserver: dict[str, list] = {name: [] for name in result["observers"]}
+    pairValues: dict[str, list] = {}
+    for pair in iov.get("pairs", []):
+        a, b = str(pair.get("a", pair.get("observerA", ""))), str(pair.get("b", pair.get("observerB", "")))
+        leaves = []
+        _flatten("", {k: v for k, v in pair.items() if k not in ("a", "b", "observerA", "observerB")}, leaves)
+        for metric, value in leaves:
+            rows.append(_row(case, roundName, "pair", a, b, metric, value))
+            pairValues.setdefault(metric, []).append(value)
+        for name in (a, b):
+            if name in diceByObserver:
+                diceByObserver[name].append(pair.get("dice"))
+    consensus = iov.get("consensus") or {}
+    if isinstance(consensus, dict):
+        for name, entry in _observerEntries(consensus.get("observers", [])):
+            leaves = []
+            _flatten("", entry, leaves)
+            rows += [_row(case, roundName, "observer", name, "", f"consensus.{metric}", value)
+                     for metric, value in leaves]
+        leaves = []
+        _flatten("consensus", {k: v for k, v in consensus.items() if k != "observers"}, leaves)
+        rows += [_row(case, roundName, "case", "", "", metric, value) for metric, value in leaves]
+    for key, value in iov.items():
+        if key in ("observers", "pairs", "consensus") or key in _SKIPPED_KEYS:
+            continue
+        leaves = []
+        _flatten(key, value, leaves)
+        rows += [_row(case, roundName, "case", "", "", metric, v) for metric, v in leaves]
+    for name, values in diceByObserver.items():
+        finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+        rows.append(_row(case, roundName, "observer", name, "", "meanDiceToOthers",
+                         float(np.mean(finite)) if finite else None))
+    for pairMetric, caseMetric, _ in COMPARED_METRICS:
+        if pairMetric in pairValues:
+            rows.append(_row(case, roundName, "case", "", "", caseMetric, _nanMedian(pairValues[pairMetric])))
+    rows += _marksRows(case, roundName, result.get("marks"))
+    return rows
+
+
+def _marksRows(case: str, roundName: str, marks) -> list[dict]:
+    """Rows of the marks report (``core.marks.marksReportForObservers``): per observer the summary
+    (``marks.honouredFraction``, ``marks.nHonoured``, ``marks.worstMissMm`` …) and per mark and observer
+    ``mark[<label>].signedDistanceMm`` / ``.honoured`` … (booleans as 0/1)."""
+    rows = []
+    if not isinstance(marks, dict):
+        return rows
+    for name, entry in _observerEntries(marks.get("summary") or {}):
+        leaves: list = []
+        _flatten("", entry, leaves)
+        rows += [_row(case, roundName, "observer", name, "", f"marks.{metric}", value) for metric, value in leaves]
+    for mark in marks.get("marks") or []:
+        if not isinstance(mark, dict):
+            continue
+        label = mark.get("label") or mark.get("id") or "?"
+        for name, entry in _observerEntries(mark.get("observers") or {}):
+            leaves = []
+            _flatten("", entry, leaves)
+            rows += [_row(case, roundName, "observer", name, "", f"mark[{label}].{metric}", value)
+                     for metric, value in leaves]
+    return rows
+
+
+# ---- statistics ---------------------------------------------------------------------------------------------
+def _statistics(values) -> dict:
+    finite = np.array([float(v) for v in values if v is not None and math.isfinite(float(v))])
+    if finite.size == 0:
+        return {"n": 0, "median": None, "q1": None, "q3": None, "iqr": None, "min": None, "max": None}
+    q1, median, q3 = (float(v) for v in np.percentile(finite, [25, 50, 75]))
+    return {"n": int(finite.size), "median": median, "q1": q1, "q3": q3, "iqr": q3 - q1,
+            "min": float(finite.min()), "max": float(finite.max())}
+
+
+def summarize(rows: Sequence[dict], groupBy: Sequence[str]) -> list[dict]:
+    """Median, quartiles (``numpy.percentile``, linear), IQR = q3 − q1, min, max and n (finite values) of
+    ``value`` per group of ``groupBy`` columns (e.g. ("round", "kind", "metric"))."""
+    groups: dict[tuple, list] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[c] for c in groupBy), []).append(row["value"])
+    order = sorted(groups, key=lambda key: [naturalKey(str(part)) for part in key])
+    return [{**dict(zip(groupBy, key, strict=True)), **_statistics(groups[key])} for key in order]
+
+
+def _unitMedian(result: dict, pairMetric: str) -> float | None:
+    return _nanMedian([pair.get(pairMetric) for pair in result["iov"].get("pairs", [])])
+
+
+def compareRounds(results: Sequence[dict], hdLabel: str = "HD95") -> dict:
+    """Paired comparison of consecutive rounds (natural order of the round names).
+
+    Per case present in both rounds: the median over observer pairs of Dice, HDp and surface Dice in each
+    round and the change (round B − round A). Over cases: the median change and, with at least
+    ``MIN_CASES_FOR_WILCOXON`` paired cases, the two-sided Wilcoxon signed-rank test of the changes
+    (``scipy.stats.wilcoxon``, zero differences dropped, exact distribution for small n without ties; for
+    n = 6 with all changes of one sign p = 2/2^6 = 0.03125). Concordance is judged by Dice (higher is better);
+    HDp and surface Dice are reported beside it.
+    """
+    from scipy import stats
+
+    byRound: dict[str, dict[str, dict]] = {}
+    for result in results:
+        byRound.setdefault(result["round"], {})[result["case"]] = result
+    rounds = sorted(byRound, key=naturalKey)
+    comparisons = []
+    for roundA, roundB in zip(rounds, rounds[1:], strict=False):
+        cases = sorted(set(byRound[roundA]) & set(byRound[roundB]), key=naturalKey)
+        perCase = []
+        for case in cases:
+            entry = {"case": case}
+            for pairMetric, _, _ in COMPARED_METRICS:
+                a = _unitMedian(byRound[roundA][case], pairMetric)
+                b = _unitMedian(byRound[roundB][case], pairMetric)
+                entry[pairMetric] = {"roundA": a, "roundB": b,
+                                     "change": None if a is None or b is None else b - a}
+            perCase.append(entry)
+        tests = {}
+        for pairMetric, _, higherIsBetter in COMPARED_METRICS:
+            changes = [e[pairMetric]["change"] for e in perCase if e[pairMetric]["change"] is not None]
+            test = {"n": len(changes), "medianChange": _nanMedian(changes),
+                    "casesImproved": int(sum(1 for c in changes if (c > 0 if higherIsBetter else c < 0))),
+                    "casesWorsened": int(sum(1 for c in changes if (c < 0 if higherIsBetter else c > 0))),
+                    "higherIsMoreConcordant": higherIsBetter, "pValue": None, "statistic": None,
+                    "method": "scipy.stats.wilcoxon (two-sided, zero_method='wilcox', method='auto')"}
+            if len(changes) < MIN_CASES_FOR_WILCOXON:
+                test["note"] = f"not computed: fewer than {MIN_CASES_FOR_WILCOXON} paired cases (n={len(changes)})"
+            elif all(c == 0 for c in changes):
+                test["note"] = "not computed: every paired change is zero"
+            else:
+                outcome = stats.wilcoxon(changes, alternative="two-sided", zero_method="wilcox", method="auto")
+                test["statistic"] = float(outcome.statistic)
+                test["pValue"] = float(outcome.pvalue)
+                test["note"] = ""
+            tests[pairMetric] = test
+        dice = tests["dice"]
+        conclusion, moreConcordant = _conclusion(roundA, roundB, dice)
+        comparisons.append({"roundA": roundA, "roundB": roundB, "cases": perCase, "tests": tests,
+                            "moreConcordant": moreConcordant,
+                            "significant": None if dice["pValue"] is None else bool(dice["pValue"] < 0.05),
+                            "conclusion": conclusion})
+    note = "" if len(rounds) > 1 else "only one round: nothing to compare"
+    return {"rounds": rounds, "comparisons": comparisons, "note": note, "hdLabel": hdLabel,
+            "minimumCasesForTest": MIN_CASES_FOR_WILCOXON}
+
+
+def _conclusion(roundA: str, roundB: str, dice: dict) -> tuple[str, str | None]:
+    if dice["n"] == 0:
+        return f"no case has a defined pairwise Dice in both {roundA} and {roundB}", None
+    change = dice["medianChange"]
+    if change == 0:
+        direction, better = f"the median pairwise Dice did not change from {roundA} to {roundB}", None
+    else:
+        better = roundB if change > 0 else roundA
+        direction = (f"{better} is more concordant: the median pairwise Dice "
+                     f"{'rose' if change > 0 else 'fell'} from {roundA} to {roundB} in "
+                     f"{dice['casesImproved'] if change > 0 else dice['casesWorsened']} of {dice['n']} cases "
+                     f"(median change {change:+.3f})")
+    if dice["pValue"] is None:
+        return f"{direction}; Wilcoxon signed-rank test {dice['note']}", better
+    significance = "significant" if dice["pValue"] < 0.05 else "not significant"
+    return f"{direction}; Wilcoxon signed-rank p = {dice['pValue']:.4g} ({significance} at the 5 % level)", better
+
+
+def _comparisonRows(comparison: dict) -> list[dict]:
+    rows = []
+    label = f"{comparison['roundA']}->{comparison['roundB']}"
+    for entry in comparison["cases"]:
+        for pairMetric, _, _ in COMPARED_METRICS:
+            values = entry[pairMetric]
+            rows.append({"comparison": label, "roundA": comparison["roundA"], "roundB": comparison["roundB"],
+                         "case": entry["case"], "metric": f"median pair {pairMetric}",
+                         "roundAValue": values["roundA"], "roundBValue": values["roundB"],
+                         "change": values["change"], "wilcoxonP": None, "note": ""})
+    for pairMetric, _, _ in COMPARED_METRICS:
+        test = comparison["tests"][pairMetric]
+        medianA = _nanMedian([e[pairMetric]["roundA"] for e in comparison["cases"]])
+        medianB = _nanMedian([e[pairMetric]["roundB"] for e in comparison["cases"]])
+        rows.append({"comparison": label, "roundA": comparison["roundA"], "roundB": comparison["roundB"],
+                     "case": "(all cases: medians, Wilcoxon)", "metric": f"median pair {pairMetric}",
+                     "roundAValue": medianA, "roundBValue": medianB, "change": test["medianChange"],
+                     "wilcoxonP": test["pValue"], "note": test.get("note", "")})
+    return rows
+
+
+# ---- the study ------------------------------------------------------------------------------------------------
+@dataclass
+class StudyResult:
+    """Everything a study produced. ``pictures`` maps (case, round) to PNG bytes (not in study.json)."""
+
+    studyDir: str
+    options: StudyOptions
+    cases: list[StudyCase]
+    results: list[dict]
+    failures: list[dict]
+    rows: list[dict]
+    summaryByCase: list[dict]
+    summaryByRound: list[dict]
+    roundsComparison: dict
+    observersInfo: dict = field(default_factory=dict)
+    pictures: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def succeeded(self) -> int:
+        return len(self.results)
+
+    def toDict(self) -> dict:
+        return _toJsonable({
+            "format": "reirradiation-delineation-study", "formatVersion": 1, "software": f"reirradiation {__version__}",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "inputs": {"studyDir": self.studyDir, "cases": [case.toDict() for case in self.cases],
+                       "observersInfo": self.observersInfo},
+            "options": asdict(self.options),
+            "counts": {"cases": len(self.cases), "analysedUnits": len(self.results), "failures": len(self.failures)},
+            "results": self.results, "failures": self.failures,
+            "summaryByCase": self.summaryByCase, "summaryByRound": self.summaryByRound,
+            "roundsComparison": self.roundsComparison, "longColumns": list(LONG_COLUMNS),
+            "seconds": round(self.seconds, 3),
+        })
+
+
+def analyzeStudy(studyDir, options: StudyOptions | None = None, *, jobs: int = 1, progress=None,
+                 pictureCallback: PictureCallback | None = None, analyzer: Analyzer | None = None) -> StudyResult:
+    """Discover and analyse every (case, round) of a study; failures are recorded, never fatal.
+
+    Parameters
+    ----------
+    studyDir : the study folder (layout in the module docstring).
+    options : :class:`StudyOptions`.
+    jobs : worker processes (1: in this process). Workers need a picklable ``analyzer``/``pictureCallback``.
+    progress : ``progress(fraction, message)``; may raise ``ProcessingCancelled``.
+    pictureCallback : optional ``callback(caseName, roundName, masks, geometry, imagePath=None) -> PNG bytes``
+        (the CLI passes an offscreen renderer when slicer-core is available; the core never imports it).
+    analyzer : the IOV function, default ``DelineationReviewLib.core.iov.analyzeObservers``.
+    """
+    options = options or StudyOptions()
+    progress = progress or noProgress
+    started = time.perf_counter()
+    cases = discoverStudy(studyDir)
+    failures = [{"case": case.name, "round": None, "error": case.problem, "type": "InputError"}
+                for case in cases if case.problem]
+    tasks = [(case, roundName, options, analyzer, pictureCallback)
+             for case in cases if not case.problem for roundName in case.rounds]
+    outcomes = []
+    progress(0.0, f"{len(tasks)} case round(s) to analyse")
+    if jobs > 1 and len(tasks) > 1 and not _picklable((analyzer, pictureCallback)):
+        logger.warning("study: the analyzer or picture callback cannot be sent to worker processes; running in "
+                       "one process")
+        jobs = 1
+    if jobs > 1 and len(tasks) > 1:
+        import concurrent.futures
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context) as pool:
+            futures = {pool.submit(_unitWorker, task): task for task in tasks}
+            try:
+                for done, future in enumerate(concurrent.futures.as_completed(futures), start=1):
+                    task = futures[future]
+                    try:
+                        outcomes.append((task, future.result()))
+                    except Exception as error:  # noqa: BLE001 - e.g. a worker that died
+                        outcomes.append((task, {"failure": _failure(task[0].name, task[1], error)}))
+                    progress(done / len(tasks), f"{task[0].name} / {task[1]}")
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    else:
+        for done, task in enumerate(tasks, start=1):
+            progress((done - 1) / max(len(tasks), 1), f"{task[0].name} / {task[1]}")
+            outcomes.append((task, _unitWorker(task)))
+            progress(done / len(tasks), f"{task[0].name} / {task[1]}")
+    progress(1.0, f"{len(tasks)} case round(s) done")
+    order = {(task[0].name, task[1]): index for index, task in enumerate(tasks)}
+    outcomes.sort(key=lambda item: order[(item[0][0].name, item[0][1])])
+    results, pictures = [], {}
+    for _task, outcome in outcomes:
+        if "failure" in outcome:
+            failures.append(outcome["failure"])
+            continue
+        result = outcome["result"]
+        if outcome.get("picture"):
+            pictures[(result["case"], result["round"])] = bytes(outcome["picture"])
+            result["picture"] = _pictureName(result["case"], result["round"])
+        results.append(result)
+    for failure in failures:
+        where = failure["case"] + (f" / {failure['round']}" if failure.get("round") else "")
+        logger.warning("study: %s failed and was skipped: %s", where, failure["error"])
+    rows = [row for result in results for row in longRowsForUnit(result)]
+    hdLabel = options.hdLabel
+    observersInfo = {}
+    for case in cases:
+        if case.observersInfoPath:
+            try:
+                observersInfo[case.name] = json.loads(Path(case.observersInfoPath).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as error:
+                failures.append({"case": case.name, "round": None, "type": type(error).__name__,
+                                 "error": f"observers.json could not be read: {error}"})
+    return StudyResult(
+        studyDir=str(Path(studyDir).absolute()), options=options, cases=cases, results=results, failures=failures,
+        rows=rows, summaryByCase=summarize(rows, ("case", "round", "kind", "metric")),
+        summaryByRound=summarize(rows, ("round", "kind", "metric")),
+        roundsComparison=compareRounds(results, hdLabel), observersInfo=observersInfo, pictures=pictures,
+        seconds=time.perf_counter() - started)
+
+
+def _picklable(value) -> bool:
+    import pickle
+
+    try:
+        pickle.dumps(value)
+    except Exception:  # noqa: BLE001 - e.g. a local function or a lambda
+        return False
+    return True
+
+
+def _pictureName(case: str, roundName: str) -> str:
+    safe = re.sub(r"[^0-9A-Za-z._-]+", "_", f"{case}_{roundName}")
+    return f"pictures/{safe}.png"
+
+
+# ---- outputs -------------------------------------------------------------------------------------------------
+def _csvText(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    """CSV with undefined numbers written as NA (read as missing by R and pandas)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            if value is None or (isinstance(value, float) and not math.isfinite(value)):
+                cells.append("NA" if column in ("value", *SUMMARY_STATISTICS, "roundAValue", "roundBValue",
+                                                "change", "wilcoxonP") else "")
+            elif isinstance(value, float):
+                cells.append(repr(value))
+            else:
+                cells.append(str(value))
+        writer.writerow(cells)
+    return buffer.getvalue()
+
+
+def _metricLabel(metric: str, hdLabel: str) -> str:
+    return {"dice": "Dice", "hdPercentileMm": f"{hdLabel} (mm)", "surfaceDice": "surface Dice",
+            "jaccard": "Jaccard", "hausdorffMm": "HD max (mm)", "msdMm": "MSD (mm)",
+            "centroidShiftMm": "centroid shift (mm)", "volumeCc": "volume (cc)",
+            "meanDiceToOthers": "mean Dice to the others", "consensus.sensitivity": "sensitivity vs consensus",
+            "consensus.specificity": "specificity vs consensus", "consensus.stapleSensitivity": "STAPLE sensitivity",
+            "consensus.stapleSpecificity": "STAPLE specificity", "consensus.dice": "Dice vs consensus",
+            "consensus.hdPercentileMm": f"{hdLabel} vs consensus (mm)",
+            "consensus.surfaceDice": "surface Dice vs consensus", "marks.honouredFraction": "marks honoured (fraction)",
+            "marks.nHonoured": "marks honoured", "marks.nMarks": "marks", "marks.worstMissMm": "worst mark miss (mm)",
+            }.get(metric, metric)
+
+
+# Per-observer columns of the report's case tables (every metric is in long.csv).
+_REPORT_OBSERVER_METRICS = ("volumeCc", "meanDiceToOthers", "consensus.sensitivity", "consensus.specificity",
+                            "consensus.stapleSensitivity", "consensus.stapleSpecificity", "consensus.dice",
+                            "consensus.hdPercentileMm", "consensus.surfaceDice", "marks.honouredFraction",
+                            "marks.nHonoured", "marks.nMarks", "marks.worstMissMm")
+
+
+def buildReport(study: StudyResult):
+    """The HTML report of a study (an :class:`~.htmlreport.HtmlReport`)."""
+    from .htmlreport import HtmlReport
+    from .svgplots import boxPlotSvg, groupedBarPlotSvg, pairedPlotSvg
+
+    options = study.options
+    hdLabel = options.hdLabel
+    report = HtmlReport("Delineation study report")
+    rounds = study.roundsComparison["rounds"]
+    observers = sorted({o for r in study.results for o in r["observers"]}, key=naturalKey)
+    report.paragraph(f"Study folder: {study.studyDir}. {len(study.cases)} case(s), {len(study.results)} analysed "
+                     f"case round(s), {len(study.failures)} failure(s). Rounds: {', '.join(rounds) or 'none'}. "
+                     f"Observers: {', '.join(observers) or 'none'}.")
+    report.paragraph(f"Options: structure {options.structure!r}; consensus reference {options.reference}; "
+                     f"surface-Dice tolerance {options.toleranceMm:g} mm; {hdLabel} = {options.hdPercentile:g}th "
+                     f"percentile Hausdorff distance, convention {options.hdConvention}. Created by reirradiation "
+                     f"{__version__}; metrics as defined in DelineationReviewLib.core.metrics.", "muted")
+    if study.failures:
+        report.heading("Failures (skipped)")
+        report.bulletList([f"{f['case']}" + (f" / {f['round']}" if f.get("round") else "") + f": {f['error']}"
+                           for f in study.failures], "warning")
+
+    report.heading("Pairwise agreement per round")
+    pairRows = [row for row in study.rows if row["kind"] == "pair"]
+    for metric, yRange in (("dice", (0.0, 1.0)), ("hdPercentileMm", (None, None)), ("surfaceDice", (0.0, 1.0))):
+        groups = [(r, [row["value"] for row in pairRows if row["round"] == r and row["metric"] == metric])
+                  for r in rounds]
+        report.svg(boxPlotSvg(groups, title=f"Pairwise {_metricLabel(metric, hdLabel)} per round",
+                              yLabel=_metricLabel(metric, hdLabel), yMin=yRange[0], yMax=yRange[1]),
+                   caption="Every observer pair of every case; box = quartiles, line = median, whiskers = 1.5 IQR.")
+    units = [(r["case"], r["round"]) for r in study.results]
+    if len(units) > 1:
+        groups = [(f"{case}" if len(rounds) == 1 else f"{case} {roundName}",
+                   [row["value"] for row in pairRows if row["case"] == case and row["round"] == roundName
+                    and row["metric"] == "dice"]) for case, roundName in units]
+        report.svg(boxPlotSvg(groups, title="Pairwise Dice per case", yLabel="Dice", yMin=0.0, yMax=1.0,
+                              groupWidthPx=46, colourIndices=[rounds.index(r) for _, r in units]),
+                   caption="Each point is one observer pair" + ("; one colour per round." if len(rounds) > 1 else "."))
+
+    report.heading("Observer volumes")
+    volumes = {(row["case"], row["round"], row["observerA"]): row["value"] for row in study.rows
+               if row["kind"] == "observer" and row["metric"] == "volumeCc"}
+    categories = [case if len(rounds) == 1 else f"{case} {roundName}" for case, roundName in units]
+    series = [(observer, [volumes.get((case, roundName, observer)) for case, roundName in units])
+              for observer in observers]
+    report.svg(groupedBarPlotSvg(categories, series, title="Volume per observer", yLabel="volume (cc)"),
+               caption="One bar per observer; a missing bar means the observer has no file in that case round.")
+
+    observerSummary = summarize([row for row in study.rows if row["kind"] == "observer"
+                                 and row["metric"] in ("volumeCc", "meanDiceToOthers", "consensus.sensitivity")],
+                                ("round", "observerA", "metric"))
+    if observerSummary:
+        byObserver: dict = {}
+        for entry in observerSummary:
+            byObserver.setdefault((entry["round"], entry["observerA"]), {})[entry["metric"]] = entry
+        rows = [[roundName, observer, values.get("volumeCc", {}).get("n"),
+                 values.get("volumeCc", {}).get("median"), values.get("meanDiceToOthers", {}).get("median"),
+                 values.get("meanDiceToOthers", {}).get("min"), values.get("consensus.sensitivity", {}).get("median")]
+                for (roundName, observer), values in byObserver.items()]
+        report.table(["round", "observer", "cases", "median volume (cc)", "median of mean Dice to the others",
+                      "lowest mean Dice to the others", "median sensitivity vs consensus"], rows,
+                     caption="Observers across cases (an outlying observer has a low mean Dice to the others)")
+
+    report.heading("Comparison of rounds")
+    comparisonInfo = study.roundsComparison
+    if not comparisonInfo["comparisons"]:
+        report.paragraph(comparisonInfo["note"] or "no rounds to compare", "note")
+    for comparison in comparisonInfo["comparisons"]:
+        roundA, roundB = comparison["roundA"], comparison["roundB"]
+        report.heading(f"{roundA} → {roundB}", 3)
+        report.paragraph(comparison["conclusion"], "note")
+        rows = []
+        for entry in comparison["cases"]:
+            rows.append([entry["case"]] + [entry[m][key] for m, _, _ in COMPARED_METRICS
+                                           for key in ("roundA", "roundB", "change")])
+        headers = ["case"] + [f"{_metricLabel(m, hdLabel)} {label}" for m, _, _ in COMPARED_METRICS
+                              for label in (roundA, roundB, "change")]
+        report.table(headers, rows, caption="Median over observer pairs, per case")
+        testRows = [[_metricLabel(m, hdLabel), t["n"], t["medianChange"], t["casesImproved"], t["casesWorsened"],
+                     "n/a" if t["pValue"] is None else f"{t['pValue']:.4g}", t.get("note", "")]
+                    for m, t in ((m, comparison["tests"][m]) for m, _, _ in COMPARED_METRICS)]
+        report.table(["metric", "paired cases", "median change", "cases more concordant", "cases less concordant",
+                      "Wilcoxon p (two-sided)", "note"], testRows, caption="Paired test over cases")
+        subjects = [(entry["case"], [entry["dice"]["roundA"], entry["dice"]["roundB"]])
+                    for entry in comparison["cases"]]
+        report.svg(pairedPlotSvg([roundA, roundB], subjects, title=f"Median pairwise Dice, {roundA} vs {roundB}",
+                                 yLabel="median pairwise Dice", yMin=0.0, yMax=1.0),
+                   caption="One line per case.")
+
+    report.heading("Summary per round")
+    keyMetrics = {"dice", "jaccard", "hdPercentileMm", "hausdorffMm", "msdMm", "surfaceDice", "centroidShiftMm",
+                  "volumeCc", "cigen", "volumeCv"}
+    rows = [[s["round"], s["kind"], _metricLabel(s["metric"], hdLabel), s["n"], s["median"], s["q1"], s["q3"],
+             s["iqr"]] for s in study.summaryByRound if s["metric"] in keyMetrics]
+    report.table(["round", "kind", "metric", "n", "median", "q1", "q3", "IQR"], rows)
+
+    report.heading("Cases")
+    for result in study.results:
+        case, roundName = result["case"], result["round"]
+        report.heading(f"{case} — {roundName}", 3)
+        caseRows = [row for row in study.rows if row["case"] == case and row["round"] == roundName]
+        pairs = {}
+        for row in caseRows:
+            if row["kind"] == "pair":
+                pairs.setdefault((row["observerA"], row["observerB"]), {})[row["metric"]] = row["value"]
+        pairMetrics = ["dice", "jaccard", "hdPercentileMm", "hausdorffMm", "msdMm", "surfaceDice", "centroidShiftMm"]
+        report.table(["observer A", "observer B"] + [_metricLabel(m, hdLabel) for m in pairMetrics],
+                     [[a, b] + [values.get(m) for m in pairMetrics] for (a, b), values in pairs.items()],
+                     caption="Observer pairs")
+        perObserver = {}
+        for row in caseRows:
+            if row["kind"] == "observer":
+                perObserver.setdefault(row["observerA"], {})[row["metric"]] = row["value"]
+        present = {m for values in perObserver.values() for m in values}
+        observerMetrics = [m for m in _REPORT_OBSERVER_METRICS if m in present]
+        report.table(["observer"] + [_metricLabel(m, hdLabel) for m in observerMetrics],
+                     [[name] + [values.get(m) for m in observerMetrics] for name, values in perObserver.items()],
+                     caption="Observers")
+        caseMetrics = [(row["metric"], row["value"]) for row in caseRows if row["kind"] == "case"]
+        if caseMetrics:
+            report.table(["metric", "value"], [[m, v] for m, v in caseMetrics], caption="Case")
+        if result.get("notes"):
+            report.bulletList(result["notes"], "note")
+        picture = study.pictures.get((case, roundName))
+        if picture:
+            report.png(picture, alt=f"agreement map of {case} {roundName}",
+                       caption="Axial slice where the observers' union is largest: each observer's outline, over "
+                               "the agreement map (number of observers including each voxel; over the case image "
+                               "in colour from blue = one observer to red = all, without an image in grey levels).")
+    return report
+
+
+def writeStudyOutputs(study: StudyResult, outputDir) -> Path:
+    """Write long.csv, summaries, rounds comparison, study.json, report.html (and pictures) atomically."""
+    from ReirradiationDoseLib.core.atomic import atomicOutputDir
+
+    outputDir = Path(outputDir)
+    comparisonRows = [row for c in study.roundsComparison["comparisons"] for row in _comparisonRows(c)]
+    with atomicOutputDir(outputDir) as folder:
+        folder = Path(folder)
+        umask = os.umask(0)
+        os.umask(umask)
+        folder.chmod(0o777 & ~umask)  # mkdtemp makes it private; the output is an ordinary folder
+        (folder / "long.csv").write_text(_csvText(study.rows, LONG_COLUMNS), encoding="utf-8")
+        (folder / "summary_by_case.csv").write_text(
+            _csvText(study.summaryByCase, ("case", "round", "kind", "metric", *SUMMARY_STATISTICS)), encoding="utf-8")
+        (folder / "summary_by_round.csv").write_text(
+            _csvText(study.summaryByRound, ("round", "kind", "metric", *SUMMARY_STATISTICS)), encoding="utf-8")
+        (folder / "rounds_comparison.csv").write_text(_csvText(comparisonRows, COMPARISON_COLUMNS), encoding="utf-8")
+        (folder / "rounds_comparison.json").write_text(
+            json.dumps(_toJsonable(study.roundsComparison), indent=1, allow_nan=False), encoding="utf-8")
+        if study.pictures:
+            (folder / "pictures").mkdir()
+            for (case, roundName), png in study.pictures.items():
+                (folder / _pictureName(case, roundName)).write_bytes(png)
+        (folder / "study.json").write_text(json.dumps(study.toDict(), indent=1, allow_nan=False), encoding="utf-8")
+        buildReport(study).write(folder / "report.html")
+    return outputDir
+
+
+def printFailures(study: StudyResult, stream=None) -> None:
+    """One line per failure on ``stream`` (stderr by default)."""
+    stream = stream or sys.stderr
+    for failure in study.failures:
+        where = failure["case"] + (f" / {failure['round']}" if failure.get("round") else "")
+        print(f"warning: {where} skipped: {failure['error']}", file=stream)
+

@@ -1,0 +1,356 @@
+"""Reirradiation Dose: cumulative EQD2 of a re-irradiation course and all prior courses, in 3D Slicer.
+
+Thin Slicer module (Module, parameter node, Widget, Logic facade, self-test). The work is done in
+``ReirradiationDoseLib``: ``core`` (numpy/SimpleITK only) and ``mrml`` (nodes in, nodes out).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from typing import Annotated
+
+import slicer
+import vtk
+from slicer import (
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+    vtkMRMLTableNode,
+    vtkMRMLTransformNode,
+)
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+from ReirradiationDoseLib.core.errors import ProcessingCancelled
+
+logger = logging.getLogger(__name__)
+
+PRIOR_COURSE_SLOTS = 3  # prior courses editable in the GUI; scripts may pass any number to Logic.process
+RECOVERY_MODELS = ["none", "constant", "nieder-doi", "price"]
+CONSTRAINT_SETS = ["pelvic-reirradiation", "general"]  # refreshed from core.constraints at widget set-up
+
+
+#
+# ReirradiationDose
+#
+class ReirradiationDose(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("Reirradiation Dose")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Radiotherapy")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["The Reirradiation contributors"]
+        self.parent.helpText = _("""
+Cumulative dose for re-irradiation. Each course (the current plan and every prior course, mapped onto the current
+planning CT through its registration) is converted to EQD2 voxel by voxel with the voxel's own dose per fraction
+and the α/β of the tissue it lies in; prior courses may be discounted by a recovery model on organs at risk. The
+composite EQD2, the α/β map, DVHs and cumulative organ constraints are produced as nodes.
+Convert each course first, then sum: EQD2 = D (d + α/β) / (2 + α/β), d = D / n per voxel.
+""")
+        self.parent.acknowledgementText = _("""
+Built on 3D Slicer and SlicerRT (dose volumes are tagged as SlicerRT dose volumes). Default α/β and recovery
+models: Nieder et al. IJROBP 2006;66:1446; Doi et al. Strahlenther Onkol 2021; Price et al. Adv Radiat Oncol 2021.
+Reporting follows the ESTRO-EORTC re-irradiation consensus (Andratschke et al., Lancet Oncol 2022).
+""")
+
+
+#
+# Parameter node
+#
+@parameterNodeWrapper
+class ReirradiationDoseParameterNode:
+    """Everything the module needs; the single source of truth of the GUI.
+
+    Prior course n (1..PRIOR_COURSE_SLOTS) is ``priorDose<n>`` (physical dose), ``priorTransform<n>`` (maps the
+    prior course onto the current CT; none = same frame), ``priorFractions<n>`` and ``priorMonthsBefore<n>`` (time
+    between the end of that course and the start of the current one, for the recovery model).
+    """
+
+    currentCt: vtkMRMLScalarVolumeNode
+    currentMri: vtkMRMLScalarVolumeNode
+    currentStructures: vtkMRMLSegmentationNode
+    currentDose: vtkMRMLScalarVolumeNode
+    currentFractions: Annotated[int, WithinRange(1, 100)] = 25
+
+    priorDose1: vtkMRMLScalarVolumeNode
+    priorTransform1: vtkMRMLTransformNode
+    priorFractions1: Annotated[int, WithinRange(1, 100)] = 25
+    priorMonthsBefore1: Annotated[float, WithinRange(0.0, 600.0)] = 12.0
+    priorDose2: vtkMRMLScalarVolumeNode
+    priorTransform2: vtkMRMLTransformNode
+    priorFractions2: Annotated[int, WithinRange(1, 100)] = 25
+    priorMonthsBefore2: Annotated[float, WithinRange(0.0, 600.0)] = 24.0
+    priorDose3: vtkMRMLScalarVolumeNode
+    priorTransform3: vtkMRMLTransformNode
+    priorFractions3: Annotated[int, WithinRange(1, 100)] = 25
+    priorMonthsBefore3: Annotated[float, WithinRange(0.0, 600.0)] = 36.0
+
+    tissueTable: vtkMRMLTableNode
+    defaultAlphaBetaGy: Annotated[float, WithinRange(0.5, 20.0)] = 3.0
+    recoveryModel: Annotated[str, Choice(RECOVERY_MODELS)] = "none"
+    constantRecoveryPercent: Annotated[float, WithinRange(0.0, 100.0)] = 0.0
+    constraintSetName: str = "pelvic-reirradiation"
+    isodoseLevelsGy: str = "20, 40, 54"
+
+    compositeEqd2: vtkMRMLScalarVolumeNode
+    alphaBetaMap: vtkMRMLScalarVolumeNode
+    dvhTable: vtkMRMLTableNode
+    constraintTable: vtkMRMLTableNode
+
+
+def isodoseLevelsFromText(text: str) -> list[float]:
+    """``"20, 40; 54"`` -> ``[20.0, 40.0, 54.0]``; raises ValueError with a readable message."""
+    parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p]
+    try:
+        levels = [float(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"isodose levels must be numbers in Gy separated by commas, got '{text}'") from None
+    if any(level <= 0 for level in levels):
+        raise ValueError("isodose levels must be positive doses in Gy")
+    return sorted(set(levels))
+
+
+#
+# ReirradiationDoseWidget
+#
+class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/ReirradiationDose.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self._fillConstraintSets()
+
+        self.logic = ReirradiationDoseLogic()
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.initializeParameterNode()
+
+    def _fillConstraintSets(self) -> None:
+        from ReirradiationDoseLib.core import constraints
+
+        names = list(getattr(constraints, "SHIPPED_CONSTRAINT_SETS", CONSTRAINT_SETS))
+        combo = self.ui.constraintSetComboBox
+        current = combo.currentText
+        combo.clear()
+        combo.addItems(names)
+        if current in names:
+            combo.currentText = current
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.currentCt:
+            firstVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolume:
+                self._parameterNode.currentCt = firstVolume
+
+    def setParameterNode(self, inputParameterNode: ReirradiationDoseParameterNode | None) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            # Widgets carry a SlicerParameterName property in the .ui: connectGui binds them both ways.
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._checkCanApply()
+
+    def _checkCanApply(self, caller=None, event=None) -> None:
+        p = self._parameterNode
+        ready = bool(p and p.currentCt and p.currentDose)
+        self.ui.applyButton.enabled = ready
+        self.ui.applyButton.toolTip = (_("Compute the cumulative EQD2") if ready else
+                                       _("Select the current planning CT and the current dose"))
+
+    def onApplyButton(self) -> None:
+        p = self._parameterNode
+        dialog = slicer.util.createProgressDialog(windowTitle=_("Reirradiation dose"), labelText=_("Starting"),
+                                                  maximum=100, autoClose=False)
+        dialog.setCancelButtonText(_("Cancel"))
+
+        def progress(fraction: float, message: str = "") -> None:
+            dialog.value = int(round(100 * min(max(fraction, 0.0), 1.0)))
+            if message:
+                dialog.labelText = message
+            slicer.app.processEvents()
+            if dialog.wasCanceled:
+                raise ProcessingCancelled()
+
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Cumulative dose failed."), waitCursor=True):
+                try:
+                    result = self.logic.process(
+                        currentCt=p.currentCt, currentDose=p.currentDose, currentFractions=p.currentFractions,
+                        structures=p.currentStructures, mri=p.currentMri,
+                        priorCourses=self.logic.priorCoursesFromParameterNode(p),
+                        tissueTable=p.tissueTable, defaultAlphaBetaGy=p.defaultAlphaBetaGy,
+                        recoveryModel=p.recoveryModel, constantRecoveryPercent=p.constantRecoveryPercent,
+                        constraintSetName=p.constraintSetName,
+                        isodoseLevelsGy=isodoseLevelsFromText(p.isodoseLevelsGy),
+                        compositeEqd2=p.compositeEqd2, alphaBetaMap=p.alphaBetaMap, dvhTable=p.dvhTable,
+                        constraintTable=p.constraintTable, progress=progress)
+                except ProcessingCancelled:
+                    self.ui.statusLabel.text = _("Cancelled: nothing was added to the scene.")
+                    return
+                self._showResult(result)
+        finally:
+            dialog.close()
+
+    def _showResult(self, result: dict) -> None:
+        p = self._parameterNode
+        for key in ("compositeEqd2", "alphaBetaMap", "dvhTable", "constraintTable"):
+            if result.get(key) is not None:
+                setattr(p, key, result[key])
+        if p.compositeEqd2:
+            slicer.util.setSliceViewerLayers(background=p.currentCt, foreground=p.compositeEqd2,
+                                             foregroundOpacity=0.4, fit=True)
+        self.ui.statusLabel.text = result.get("summary", _("Done."))
+
+    def onReload(self) -> None:
+        """Reload the Lib packages (core first, then mrml) before the module file itself."""
+        packagePrefix = "ReirradiationDoseLib."
+        names = sorted((n for n in list(sys.modules) if n.startswith(packagePrefix)),
+                       key=lambda n: (0 if ".core" in n else 1 if ".mrml" in n else 2, n.count("."), n))
+        for name in names:
+            module = sys.modules.get(name)
+            if module is not None:
+                importlib.reload(module)
+        ScriptedLoadableModuleWidget.onReload(self)
+
+
+#
+# ReirradiationDoseLogic
+#
+class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
+    """Facade over ReirradiationDoseLib: explicit arguments in, nodes out; no GUI."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+
+    def getParameterNode(self):
+        return ReirradiationDoseParameterNode(super().getParameterNode())
+
+    @staticmethod
+    def priorCoursesFromParameterNode(parameterNode) -> list[dict]:
+        """The filled prior-course slots as ``[{"name", "doseNode", "transformNode", "numberOfFractions",
+        "monthsBefore"}]``."""
+        courses = []
+        for n in range(1, PRIOR_COURSE_SLOTS + 1):
+            dose = getattr(parameterNode, f"priorDose{n}")
+            if dose is None:
+                continue
+            courses.append({"name": f"Prior course {n}", "doseNode": dose,
+                            "transformNode": getattr(parameterNode, f"priorTransform{n}"),
+                            "numberOfFractions": int(getattr(parameterNode, f"priorFractions{n}")),
+                            "monthsBefore": float(getattr(parameterNode, f"priorMonthsBefore{n}"))})
+        return courses
+
+    def process(self, currentCt, currentDose, currentFractions: int, structures=None, mri=None,
+                priorCourses: list[dict] | None = None, tissueTable=None, defaultAlphaBetaGy: float = 3.0,
+                recoveryModel: str = "none", constantRecoveryPercent: float = 0.0,
+                constraintSetName: str = "pelvic-reirradiation", isodoseLevelsGy: list[float] | None = None,
+                compositeEqd2=None, alphaBetaMap=None, dvhTable=None, constraintTable=None,
+                progress=None) -> dict:
+        """Compute the composite EQD2 of the current and prior courses on the current CT's grid.
+
+        Delegates to ``ReirradiationDoseLib.mrml.pipeline.runDoseWorkflow`` (same keyword arguments, plus
+        ``scene``), which maps each prior dose through its transform, converts every course to EQD2 per voxel,
+        sums with recovery, and fills or creates the output nodes. Returns a dict with the output nodes
+        (``compositeEqd2``, ``alphaBetaMap``, ``dvhTable``, ``constraintTable``, ``isodoseModels``) and a
+        ``summary`` sentence. Raises ValueError (InputError) for bad input, ProcessingCancelled when cancelled;
+        on failure nothing is left half-made in the scene.
+        """
+        if currentCt is None or currentDose is None:
+            raise ValueError(_("The current planning CT and the current dose are required."))
+        if recoveryModel not in RECOVERY_MODELS:
+            raise ValueError(f"unknown recovery model '{recoveryModel}' (use one of {', '.join(RECOVERY_MODELS)})")
+        try:
+            pipeline = importlib.import_module("ReirradiationDoseLib.mrml.pipeline")
+        except ImportError as error:
+            raise RuntimeError("The dose workflow (ReirradiationDoseLib.mrml.pipeline) is not installed with "
+                               "this extension.") from error
+        logger.info("Cumulative dose: current %d fractions, %d prior course(s), recovery %s, constraints %s",
+                    currentFractions, len(priorCourses or []), recoveryModel, constraintSetName)
+        return pipeline.runDoseWorkflow(
+            scene=currentCt.GetScene(), currentCt=currentCt, currentDose=currentDose,
+            currentFractions=int(currentFractions), structures=structures, mri=mri,
+            priorCourses=list(priorCourses or []), tissueTable=tissueTable,
+            defaultAlphaBetaGy=float(defaultAlphaBetaGy), recoveryModel=recoveryModel,
+            constantRecoveryPercent=float(constantRecoveryPercent), constraintSetName=constraintSetName,
+            isodoseLevelsGy=list(isodoseLevelsGy or []), compositeEqd2=compositeEqd2, alphaBetaMap=alphaBetaMap,
+            dvhTable=dvhTable, constraintTable=constraintTable, progress=progress)
+
+
+#
+# ReirradiationDoseTest
+#
+class ReirradiationDoseTest(ScriptedLoadableModuleTest):
+    """Runs inside Slicer: a small uniform case through the Logic, checked against REFERENCE §2 case 6."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_ReirradiationDose_compositeEqd2()
+
+    def test_ReirradiationDose_compositeEqd2(self):
+        import numpy as np
+
+        from ReirradiationDoseLib.core.geometry import ImageGeometry
+        from ReirradiationDoseLib.mrml.nodes import arrayAndGeometryFromVolumeNode, volumeNodeFromArray
+
+        self.delayDisplay("Prior 50 Gy/25 fx + current 30.6 Gy/17 fx, α/β 3, no recovery")
+        scene = slicer.mrmlScene
+        geometry = ImageGeometry((24, 24, 12), (4.0, 4.0, 5.0), (-46.0, -46.0, -27.5))
+        ct = volumeNodeFromArray(scene, np.zeros(geometry.shape, np.int16), geometry, "CT")
+        current = volumeNodeFromArray(scene, np.full(geometry.shape, 30.6, np.float32), geometry, "Current dose",
+                                      isDose=True)
+        prior = volumeNodeFromArray(scene, np.full(geometry.shape, 50.0, np.float32), geometry, "Prior dose",
+                                    isDose=True)
+        result = ReirradiationDoseLogic().process(
+            currentCt=ct, currentDose=current, currentFractions=17,
+            priorCourses=[{"name": "Prior", "doseNode": prior, "transformNode": None, "numberOfFractions": 25,
+                           "monthsBefore": 24.0}],
+            defaultAlphaBetaGy=3.0, recoveryModel="none", isodoseLevelsGy=[])
+        composite, _ = arrayAndGeometryFromVolumeNode(result["compositeEqd2"])
+        centre = composite[6, 12, 12]
+        self.assertAlmostEqual(float(centre), 79.38, delta=0.01)  # 50 + 29.38 Gy EQD2(3)
+        self.delayDisplay(f"Composite EQD2 {centre:.2f} Gy: test passed")

@@ -1,0 +1,44 @@
+"""``reirradiation dose CASE.json --output DIR``: the composite EQD2 workflow without a GUI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+NAME = "dose"
+HELP = "composite EQD2 of all courses of a case file: maps, DVH, constraints, RTDOSE, pictures, report"
+
+logger = logging.getLogger(__name__)
+
+
+def addArguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("case", help="case file (JSON; schema in the README)")
+    parser.add_argument("--output", "-o", required=True, help="output folder (written atomically)")
+    parser.add_argument("--no-pictures", action="store_true", help="skip the slice renderings and the MRML scene")
+    parser.add_argument("--include-identity", action="store_true",
+                        help="put the patient's name and ID in the report and summary (omitted by default)")
+    parser.add_argument("--anonymize", action="store_true",
+                        help="write de-identified outputs (RTDOSE with new UIDs, no patient name/ID)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.casefile import parseCaseFile
+    from ..core.doseoutputs import writeDoseOutputs
+    from ..core.pipeline import runDoseWorkflow
+    from ..core.progress import TextProgressBar, subProgress
+
+    case = parseCaseFile(args.case)
+    bar = TextProgressBar()
+    result = runDoseWorkflow(case, progress=subProgress(bar, 0.0, 0.8))
+    written = writeDoseOutputs(result, args.output, pictures=not args.no_pictures,
+                               includeIdentity=args.include_identity and not args.anonymize,
+                               anonymize=args.anonymize, progress=subProgress(bar, 0.8, 1.0))
+    summary = json.loads((Path(args.output) / "summary.json").read_text())
+    failed = [c for c in summary["constraints"] if c.get("status") == "fail"]
+    logger.info("Composite EQD2 max %.2f Gy; %d constraint(s) failed; outputs in %s (%d files)",
+                summary["composite"]["maxGy"] or 0.0, len(failed), args.output, len(written))
+    for message in result.warnings:
+        logger.warning("warning: %s", message)
+    return 0

@@ -1,0 +1,116 @@
+"""``reirradiation eqd2``: EQD2 (and optionally BED) per voxel of one course's physical dose.
+
+α/β is either one number (``--alpha-beta``) or a voxel map from structures and the tissue table
+(``--segmentation`` + ``--tissues``; overlaps resolved by the table's priority rule, REFERENCE §1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import InputError
+from ..core.geometry import ImageGeometry
+
+NAME = "eqd2"
+HELP = "convert a physical dose of one course to EQD2 (Gy) per voxel, d = voxel dose / fractions"
+
+logger = logging.getLogger(__name__)
+
+
+def readDoseFile(path: str | Path) -> tuple[np.ndarray, ImageGeometry, dict]:
+    """Dose in Gy and its grid from an image file (NRRD, NIfTI, MHA via SimpleITK) or a DICOM RTDOSE."""
+    import SimpleITK as sitk
+
+    from ..core.geometry import arrayFromImage
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError("the dose file does not exist", path)
+    isDicom = path.suffix.lower() == ".dcm" or path.is_dir()
+    if not isDicom and path.is_file():
+        with open(path, "rb") as handle:
+            isDicom = handle.read(132)[128:132] == b"DICM"
+    if isDicom:
+        try:
+            from ..core.rtdose import readRtDose
+        except ImportError:
+            raise InputError("RTDOSE input needs core.rtdose (not available in this installation)", path) from None
+        dose, geometry, info = readRtDose(path)
+        return np.asarray(dose, dtype=np.float32), geometry, dict(info) if isinstance(info, dict) else {"info": info}
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise InputError(f"cannot read the dose image: {str(error).splitlines()[0]}", path) from None
+    if image.GetNumberOfComponentsPerPixel() != 1 or image.GetDimension() != 3:
+        raise InputError("the dose must be a 3D single-component image", path)
+    dose, geometry = arrayFromImage(image)
+    return dose.astype(np.float32, copy=False), geometry, {"format": "image"}
+
+
+def addArguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dose", required=True, help="physical dose of the course (NRRD/NIfTI/MHA in Gy, or RTDOSE)")
+    parser.add_argument("--fractions", required=True, type=float, help="number of fractions of the course")
+    parser.add_argument("--alpha-beta", type=float, help="α/β in Gy for every voxel (e.g. 3)")
+    parser.add_argument("--segmentation", help="structures (.seg.nrrd, .seg.vtm, RTSTRUCT) for a voxel α/β map")
+    parser.add_argument("--tissues", default="default",
+                        help="tissue table JSON for the α/β map ('default': the shipped table)")
+    parser.add_argument("--default-alpha-beta", type=float, default=None,
+                        help="α/β outside every structure with --segmentation (default: the table's, 3 Gy)")
+    parser.add_argument("--output", "-o", required=True, help="output EQD2 image (.nrrd)")
+    parser.add_argument("--bed-output", help="also write BED (Gy) to this image")
+    parser.add_argument("--alpha-beta-output", help="also write the α/β map used (Gy) to this image")
+
+
+def run(args: argparse.Namespace) -> int:
+    import SimpleITK as sitk
+
+    from ..core.geometry import imageFromArray
+    from ..core.radiobiology import bedGy, eqd2Gy, validateNumberOfFractions
+
+    fractions = validateNumberOfFractions(args.fractions)
+    dose, geometry, _ = readDoseFile(args.dose)
+    if (args.alpha_beta is None) == (args.segmentation is None):
+        raise InputError("give either --alpha-beta (one value) or --segmentation (an α/β map from the tissue table)")
+    if args.alpha_beta is not None:
+        alphaBeta = float(args.alpha_beta)
+        alphaBetaLabel = f"{alphaBeta:g}"
+        abMap = None
+    else:
+        from ..core.segio import readSegmentation
+        from ..core.tissues import TissueTable, alphaBetaMap
+
+        table = TissueTable.default() if args.tissues == "default" else TissueTable.fromJson(args.tissues)
+        masks = readSegmentation(args.segmentation, geometry)
+        abMap, _, names = alphaBetaMap(masks, table, args.default_alpha_beta)
+        alphaBeta = abMap
+        alphaBetaLabel = "map"
+        logger.info("α/β map from %d structures (precedence: %s)", len(names), ", ".join(names))
+    eqd2 = eqd2Gy(dose, fractions, alphaBeta)
+    metadata = {"ReirradiationDose.Quantity": "EQD2", "ReirradiationDose.Unit": "Gy",
+                "ReirradiationDose.AlphaBetaGy": alphaBetaLabel,
+                "ReirradiationDose.NumberOfFractions": str(fractions),
+                "ReirradiationDose.Source": json.dumps({"dose": str(args.dose)})}
+
+    def write(array, path, quantity):
+        image = imageFromArray(np.asarray(array, dtype=np.float32), geometry)
+        for key, value in metadata.items():
+            image.SetMetaData(key, value)
+        image.SetMetaData("ReirradiationDose.Quantity", quantity)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(image, str(path), True)
+        logger.info("wrote %s (%s)", path, quantity)
+
+    write(eqd2, args.output, "EQD2")
+    if args.bed_output:
+        write(bedGy(dose, fractions, alphaBeta), args.bed_output, "BED")
+    if args.alpha_beta_output:
+        write(abMap if abMap is not None else np.full(geometry.shape, alphaBeta, np.float32), args.alpha_beta_output,
+              "AlphaBeta")
+    logger.info("EQD2 (α/β %s Gy, %d fx): max %.2f Gy (physical max %.2f Gy)", alphaBetaLabel, fractions,
+                float(np.max(eqd2)), float(np.max(dose)))
+    return 0

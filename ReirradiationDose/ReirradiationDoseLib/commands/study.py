@@ -1,0 +1,172 @@
+"""``reirradiation study``: analyse a whole delineation study (many cases, observers and rounds).
+
+Reads STUDY_DIR (layout in ``DelineationReviewLib.core.study``), runs the interobserver analysis on every
+(case, round) and writes long.csv, summary_by_case.csv, summary_by_round.csv, rounds_comparison.csv/.json,
+study.json and a self-contained report.html into ``--output`` (atomically). A case that fails is reported on
+stderr and in the outputs and skipped. Exit code 0 when at least one case round was analysed (with a warning
+count when some failed), 2 when all failed or the input is unusable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+NAME = "study"
+HELP = "analyse a whole delineation study (cases x observers x rounds): CSV tables, study.json, HTML report"
+
+logger = logging.getLogger(__name__)
+
+
+def addArguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("studyDir", metavar="STUDY_DIR",
+                        help="study folder: STUDY_DIR/<case>/<observer>.nrrd|.nii.gz|.seg.nrrd|.dcm, or "
+                             "STUDY_DIR/<case>/<round>/<observer>.*, or a demo case (observers/<round>/)")
+    parser.add_argument("--output", "-o", required=True, help="output folder (replaced atomically)")
+    parser.add_argument("--structure", default="GTV",
+                        help="ROI / segment to take from RTSTRUCT and .seg.nrrd files (tolerant match; default GTV)")
+    parser.add_argument("--reference", default="staple",
+                        help="consensus for per-observer sensitivity/specificity: staple (default), majority, "
+                             "none, or an observer name")
+    parser.add_argument("--tolerance-mm", type=float, default=2.0, help="surface-Dice tolerance in mm (default 2)")
+    parser.add_argument("--hd-percentile", type=float, default=95.0,
+                        help="percentile of the robust Hausdorff distance (default 95: HD95; 98 for HD98)")
+    parser.add_argument("--hd-convention", default="maxDirected", choices=["maxDirected", "meanDirected", "pooled"],
+                        help="how the two directed percentiles are combined (default maxDirected)")
+    parser.add_argument("--marks-tolerance-mm", type=float, default=3.0,
+                        help="distance within which a radiologist mark counts as honoured (default 3)")
+    parser.add_argument("--jobs", "-j", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--no-pictures", action="store_true", help="do not render agreement-map pictures")
+
+
+class TextProgressBar:
+    """``progress(fraction, message)`` drawn as a one-line text bar on a terminal, or as plain lines otherwise."""
+
+    def __init__(self, stream=None, width: int = 30):
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._lastMessage = None
+        self._lastLength = 0
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        if self.interactive:
+            filled = int(round(fraction * self.width))
+            line = f"[{'#' * filled}{'.' * (self.width - filled)}] {fraction * 100:3.0f}% {message}"[:120]
+            self.stream.write("\r" + line + " " * max(0, self._lastLength - len(line)))
+            self._lastLength = len(line)
+            self.stream.flush()
+        elif message != self._lastMessage:
+            self.stream.write(f"[{fraction * 100:3.0f}%] {message}\n")
+            self.stream.flush()
+        self._lastMessage = message
+
+    def finish(self) -> None:
+        if self.interactive and self._lastLength:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def renderAgreementPicture(caseName, roundName, masks, geometry, imagePath=None) -> bytes:
+    """Picture callback of the study (module level, so worker processes can use it): an axial slice through the
+    centre of the observers' union, rendered offscreen by Slicer's slice logic (``mrml/render.py``).
+
+    Shows the observers' outlines (one colour each, with a legend) over the case image when there is one (the
+    agreement map, i.e. the number of observers including each voxel, blended on top in the dose colours), or
+    over the agreement map in grey levels when there is none. Needs slicer-core.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    import SimpleITK as sitk
+    from DelineationReviewLib.core.study import readCaseImage
+    from ReirradiationDoseLib.core.geometry import ImageGeometry, lpsToRas
+    from ReirradiationDoseLib.mrml import nodes, render
+    from ReirradiationDoseLib.mrml.scene import closeScene, createScene, quietVtk
+
+    counts = np.zeros(geometry.shape, dtype=np.uint8)
+    for mask in masks.values():
+        counts += np.asarray(mask, dtype=np.uint8)
+    union = counts > 0
+    if not union.any():
+        return None
+    kji = np.argwhere(union)
+    centreKji = kji.mean(axis=0)
+    sliceK = int(np.argmax(union.sum(axis=(1, 2))))  # the axial slice where the observers' union is largest
+    centreLps = geometry.indexToLps([centreKji[2], centreKji[1], sliceK])
+    extentMm = (kji.max(axis=0) - kji.min(axis=0) + 1)[::-1] * np.array(geometry.spacingMm)
+    fieldOfViewMm = max(40.0, 2.0 * float(max(extentMm[0], extentMm[1])))
+    colours = nodes.defaultStructureColors(list(masks))
+    scene = createScene()
+    try:
+        with quietVtk():
+            agreement = nodes.volumeNodeFromArray(scene, counts, geometry, "agreement", isDose=imagePath is not None)
+            if imagePath is not None:
+                image, imageGeometry = readCaseImage(imagePath)
+                background = nodes.volumeNodeFromArray(scene, sitk.GetArrayFromImage(image).astype(np.float32),
+                                                       ImageGeometry.fromImage(image), "image")
+                foreground = agreement
+            else:
+                background, foreground = agreement, None
+            segmentation = nodes.segmentationNodeFromMasks(scene, masks, geometry, colours, name="observers")
+            rgb, _ = render.renderSliceViewImage(
+                scene, "Axial", positionRas=lpsToRas(centreLps), background=background, foreground=foreground,
+                foregroundOpacity=0.4, segmentations=[segmentation], legend=list(colours.items()),
+                sizePx=(420, 420), fieldOfViewMm=fieldOfViewMm)
+        with tempfile.TemporaryDirectory() as folder:
+            return render.writePng(rgb, Path(folder) / "picture.png").read_bytes()
+    finally:
+        closeScene(scene)
+
+
+def pictureCallbackIfAvailable():
+    """The picture callback when slicer-core and the offscreen renderer are importable, else None (logged)."""
+    try:
+        from ReirradiationDoseLib.mrml import nodes, render  # noqa: F401
+    except Exception as error:  # noqa: BLE001 - slicer-core absent or broken: the study runs without pictures
+        logger.info("study: no agreement pictures (the offscreen renderer is unavailable: %s)", error)
+        return None
+    return renderAgreementPicture
+
+
+def run(args: argparse.Namespace) -> int:
+    from DelineationReviewLib.core.study import StudyOptions, analyzeStudy, printFailures, writeStudyOutputs
+    from ReirradiationDoseLib.core.errors import InputError
+
+    if args.jobs < 1:
+        raise InputError(f"--jobs must be at least 1, got {args.jobs}")
+    reference = None if str(args.reference).lower() == "none" else args.reference
+    options = StudyOptions(structure=args.structure, reference=reference, toleranceMm=args.tolerance_mm,
+                           hdPercentile=args.hd_percentile, hdConvention=args.hd_convention,
+                           marksToleranceMm=args.marks_tolerance_mm)
+    pictureCallback = None if args.no_pictures else pictureCallbackIfAvailable()
+    if not args.verbose:
+        # the readers' and the IOV core's info lines (several per case) would break the progress bar; failures
+        # are printed once at the end (printFailures), and every note is in study.json and the report
+        for name in ("ReirradiationDoseLib.core", "DelineationReviewLib.core"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger("DelineationReviewLib.core.study").setLevel(logging.ERROR)
+    bar = TextProgressBar()
+    started = time.perf_counter()
+    try:
+        study = analyzeStudy(args.studyDir, options, jobs=args.jobs, progress=bar, pictureCallback=pictureCallback)
+    finally:
+        bar.finish()
+    output = writeStudyOutputs(study, args.output)
+    printFailures(study)
+    print(f"study: {len(study.results)} case round(s) analysed in {time.perf_counter() - started:.1f} s; "
+          f"outputs in {output}", file=sys.stderr)
+    if not study.results:
+        print(f"study: error: every case failed ({len(study.failures)} failure(s)); see {output / 'study.json'}",
+              file=sys.stderr)
+        return 2
+    if study.failures:
+        print(f"study: WARNING: {len(study.failures)} failure(s) skipped ({len(study.results)} case round(s) "
+              f"analysed, {len(study.cases)} case folder(s)); see study.json and report.html", file=sys.stderr)
+    for comparison in study.roundsComparison["comparisons"]:
+        print(f"study: {comparison['roundA']} vs {comparison['roundB']}: {comparison['conclusion']}", file=sys.stderr)
+    return 0

@@ -1,0 +1,68 @@
+"""Atomic outputs: a run writes into a temporary folder and moves it into place only on success.
+
+An interrupted or failed run therefore never leaves a half-written output folder that looks complete; a previous
+complete output of the same name is kept until the new one is whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+__all__ = ["atomicOutputDir", "atomicWriteText"]
+
+
+@contextlib.contextmanager
+def atomicOutputDir(path, overwrite: bool = True):
+    """Yield a temporary folder beside ``path``; on normal exit it replaces ``path``, on error it is deleted.
+
+    Parameters
+    ----------
+    path : the final output folder.
+    overwrite : replace an existing ``path`` (default). When False an existing non-empty folder is refused.
+    """
+    from .errors import InputError
+
+    path = Path(path).absolute()
+    if path.exists() and not path.is_dir():
+        raise InputError("the output path exists and is not a folder", path)
+    if path.exists() and any(path.iterdir()) and not overwrite:
+        raise InputError("the output folder exists and is not empty", path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        yield temporary
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    backup = None
+    if path.exists():
+        backup = path.parent / f".{path.name}.previous-{os.getpid()}"
+        shutil.rmtree(backup, ignore_errors=True)
+        path.rename(backup)
+    try:
+        temporary.rename(path)
+    except BaseException:
+        if backup is not None:
+            backup.rename(path)
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def atomicWriteText(path, text: str, encoding: str = "utf-8") -> None:
+    """Write a text file through a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding=encoding) as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise

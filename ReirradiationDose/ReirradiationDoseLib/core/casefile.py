@@ -1,0 +1,335 @@
+"""The case file of ``reirradiation dose``: a JSON description of one re-irradiation patient.
+
+Schema (paths are relative to the case file; unknown keys and missing files are refused with a message naming
+them)::
+
+    {
+      "referenceImage": "current/CT",            # DICOM folder or NRRD/NIfTI: the grid of every output
+      "structures": "current/RTSTRUCT.dcm",       # RTSTRUCT or .seg.nrrd on the reference image
+      "mri": {"image": "MR", "registration": "rigid"},          # optional; registration: rigid | none | FILE
+      "courses": [                                 # oldest first; the last (or "current": true) is current
+        {"name": "prior", "dose": "prior/RTDOSE.dcm", "plan": "prior/RTPLAN.dcm", "date": "2024-05-02",
+         "image": "prior/CT", "structures": "prior/RTSTRUCT.dcm",
+         "registration": "deformable"},            # none | rigid | deformable | a transform file
+        {"name": "current", "dose": "current/RTDOSE.dcm", "fractions": 17, "date": "2026-11-02"}
+      ],
+      "tissues": {"GTV": {"alphaBeta": 10}, "Rectum": {"alphaBeta": 3,
+                  "recovery": {"model": "constant", "fraction": 0.25}, "priority": 5}},
+      "defaultAlphaBeta": 3,
+      "targets": ["GTV", "CTV"],
+      "constraints": "pelvic-reirradiation",     # a shipped set name or a JSON file
+      "isodoseLevelsGy": [30, 50, 70, 90],
+      "plannedCourse": {"fractions": 17},          # optional: remaining budget for a new course of n fractions
+      "conservativeRadiusMm": 0,                   # optional: max of the mapped prior dose within this radius
+      "allowFrameOfReferenceMismatch": false       # optional override (accepted with a warning)
+    }
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import InputError
+
+__all__ = ["CaseSpec", "CourseSpec", "MriSpec", "TissueSpec", "parseCaseFile", "parseCase", "REGISTRATION_METHODS"]
+
+REGISTRATION_METHODS = ("none", "rigid", "deformable")
+
+_TOP_KEYS = {
+    "referenceImage", "structures", "mri", "courses", "tissues", "defaultAlphaBeta", "targets", "constraints",
+    "isodoseLevelsGy", "plannedCourse", "conservativeRadiusMm", "allowFrameOfReferenceMismatch", "description",
+}
+_COURSE_KEYS = {"name", "dose", "plan", "fractions", "date", "image", "structures", "registration", "current"}
+_MRI_KEYS = {"image", "registration"}
+_TISSUE_KEYS = {"alphaBeta", "recovery", "priority", "isTarget", "aliases"}
+_PLANNED_KEYS = {"fractions", "dose", "name"}
+
+
+@dataclass(frozen=True)
+class CourseSpec:
+    name: str
+    dose: Path
+    plan: Path | None = None
+    fractions: int | None = None
+    date: _dt.date | None = None
+    image: Path | None = None
+    structures: Path | None = None
+    registration: str = "none"  # none | rigid | deformable | "file"
+    transformFile: Path | None = None
+    isCurrent: bool = False
+
+
+@dataclass(frozen=True)
+class MriSpec:
+    image: Path
+    registration: str = "rigid"
+    transformFile: Path | None = None
+
+
+@dataclass(frozen=True)
+class TissueSpec:
+    alphaBetaGy: float | None = None
+    recovery: dict | None = None
+    priority: int | None = None
+    isTarget: bool | None = None
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlannedCourseSpec:
+    fractions: int
+    dose: Path | None = None
+    name: str = "planned"
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    path: Path
+    referenceImage: Path
+    structures: Path | None
+    courses: tuple[CourseSpec, ...]
+    mri: MriSpec | None = None
+    tissues: dict[str, TissueSpec] = field(default_factory=dict)
+    defaultAlphaBetaGy: float = 3.0
+    targets: tuple[str, ...] = ("GTV", "CTV")
+    constraints: str | Path | None = None
+    isodoseLevelsGy: tuple[float, ...] = ()
+    plannedCourse: PlannedCourseSpec | None = None
+    conservativeRadiusMm: float = 0.0
+    allowFrameOfReferenceMismatch: bool = False
+    description: str = ""
+
+    @property
+    def currentCourse(self) -> CourseSpec:
+        return next(c for c in self.courses if c.isCurrent)
+
+    @property
+    def priorCourses(self) -> tuple[CourseSpec, ...]:
+        return tuple(c for c in self.courses if not c.isCurrent)
+
+
+def parseCaseFile(path) -> CaseSpec:
+    """Read and validate a case file (see the module docstring for the schema)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("case file not found", path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"not a valid JSON case file ({error})", path) from None
+    return parseCase(data, path)
+
+
+def parseCase(data, path) -> CaseSpec:
+    """Validate an already-loaded case dictionary; ``path`` is the case file (paths are relative to it)."""
+    path = Path(path)
+    base = path.parent
+    if not isinstance(data, dict):
+        raise InputError("the case file must hold a JSON object", path)
+    _refuseUnknown(data, _TOP_KEYS, "case file", path)
+
+    def existing(value, what: str, mustBeDir: bool | None = None) -> Path:
+        if not isinstance(value, str) or not value:
+            raise InputError(f"{what} must be a file or folder path (got {value!r})", path)
+        resolved = (base / value).resolve()
+        if not resolved.exists():
+            raise InputError(f"{what} '{value}' does not exist (looked for {resolved})", path)
+        return resolved
+
+    if "referenceImage" not in data:
+        raise InputError("'referenceImage' is required (the current planning CT: a DICOM folder or NRRD)", path)
+    reference = existing(data["referenceImage"], "referenceImage")
+    structures = existing(data["structures"], "structures") if data.get("structures") else None
+
+    rawCourses = data.get("courses")
+    if not isinstance(rawCourses, list) or not rawCourses:
+        raise InputError("'courses' must be a non-empty list (each with at least 'name' and 'dose')", path)
+    courses = []
+    names = set()
+    for index, raw in enumerate(rawCourses):
+        where = f"courses[{index}]"
+        if not isinstance(raw, dict):
+            raise InputError(f"{where} must be an object", path)
+        _refuseUnknown(raw, _COURSE_KEYS, where, path)
+        name = raw.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise InputError(f"{where} needs a 'name'", path)
+        if name in names:
+            raise InputError(f"two courses are named '{name}'; course names must be unique", path)
+        names.add(name)
+        if "dose" not in raw:
+            raise InputError(f"course '{name}' needs a 'dose' (RTDOSE or NRRD)", path)
+        fractions = raw.get("fractions")
+        if fractions is not None:
+            fractions = _positiveInt(fractions, f"course '{name}' fractions", path)
+        registration, transformFile = _registration(raw.get("registration", "none"), f"course '{name}'",
+                                                    existing, path)
+        image = existing(raw["image"], f"course '{name}' image") if raw.get("image") else None
+        if registration in ("rigid", "deformable") and image is None:
+            raise InputError(f"course '{name}' asks for {registration} registration but names no 'image' "
+                             "(its planning CT)", path)
+        current = raw.get("current")
+        if current is not None and not isinstance(current, bool):
+            raise InputError(f"course '{name}' 'current' must be true or false", path)
+        courses.append(dict(
+            name=name, dose=existing(raw["dose"], f"course '{name}' dose"),
+            plan=existing(raw["plan"], f"course '{name}' plan") if raw.get("plan") else None,
+            fractions=fractions, date=_date(raw.get("date"), f"course '{name}' date", path), image=image,
+            structures=existing(raw["structures"], f"course '{name}' structures") if raw.get("structures") else None,
+            registration=registration, transformFile=transformFile, isCurrent=bool(current)))
+    _chooseCurrent(courses, path)
+
+    mri = None
+    if data.get("mri") is not None:
+        raw = data["mri"]
+        if not isinstance(raw, dict):
+            raise InputError("'mri' must be an object with 'image' and 'registration'", path)
+        _refuseUnknown(raw, _MRI_KEYS, "mri", path)
+        if "image" not in raw:
+            raise InputError("'mri' needs an 'image'", path)
+        registration, transformFile = _registration(raw.get("registration", "rigid"), "mri", existing, path)
+        if registration == "deformable":
+            raise InputError("MRI to CT registration is rigid (or 'none' / a transform file), not deformable", path)
+        mri = MriSpec(existing(raw["image"], "mri image"), registration, transformFile)
+
+    tissues = {}
+    rawTissues = data.get("tissues", {})
+    if not isinstance(rawTissues, dict):
+        raise InputError("'tissues' must map structure names to {alphaBeta, recovery, priority}", path)
+    for name, raw in rawTissues.items():
+        if not isinstance(raw, dict):
+            raise InputError(f"tissues['{name}'] must be an object", path)
+        _refuseUnknown(raw, _TISSUE_KEYS, f"tissues['{name}']", path)
+        alphaBeta = raw.get("alphaBeta")
+        if alphaBeta is not None:
+            alphaBeta = _positiveFloat(alphaBeta, f"α/β of '{name}'", path)
+        recovery = raw.get("recovery")
+        if recovery is not None and not isinstance(recovery, dict):
+            raise InputError(f"tissues['{name}'].recovery must be an object like "
+                             "{\"model\": \"constant\", \"fraction\": 0.25}", path)
+        priority = raw.get("priority")
+        if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
+            raise InputError(f"tissues['{name}'].priority must be an integer", path)
+        aliases = raw.get("aliases", [])
+        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+            raise InputError(f"tissues['{name}'].aliases must be a list of names", path)
+        isTarget = raw.get("isTarget")
+        if isTarget is not None and not isinstance(isTarget, bool):
+            raise InputError(f"tissues['{name}'].isTarget must be true or false", path)
+        tissues[name] = TissueSpec(alphaBeta, recovery, priority, isTarget, tuple(aliases))
+
+    targets = data.get("targets", ["GTV", "CTV"])
+    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+        raise InputError("'targets' must be a list of structure names", path)
+
+    constraints = data.get("constraints")
+    if isinstance(constraints, str) and (constraints.endswith(".json") or "/" in constraints):
+        constraints = existing(constraints, "constraints file")
+    elif constraints is not None and not isinstance(constraints, str):
+        raise InputError("'constraints' must be a shipped set name or a JSON file path", path)
+
+    levels = data.get("isodoseLevelsGy", [])
+    if not isinstance(levels, list):
+        raise InputError("'isodoseLevelsGy' must be a list of doses in Gy", path)
+    levels = tuple(sorted(_positiveFloat(v, "isodose level", path) for v in levels))
+
+    planned = None
+    if data.get("plannedCourse") is not None:
+        raw = data["plannedCourse"]
+        if not isinstance(raw, dict):
+            raise InputError("'plannedCourse' must be an object like {\"fractions\": 17}", path)
+        _refuseUnknown(raw, _PLANNED_KEYS, "plannedCourse", path)
+        if "fractions" not in raw:
+            raise InputError("'plannedCourse' needs 'fractions'", path)
+        planned = PlannedCourseSpec(_positiveInt(raw["fractions"], "plannedCourse fractions", path),
+                                    existing(raw["dose"], "plannedCourse dose") if raw.get("dose") else None,
+                                    str(raw.get("name", "planned")))
+
+    radius = data.get("conservativeRadiusMm", 0.0)
+    if not isinstance(radius, (int, float)) or isinstance(radius, bool) or radius < 0 or radius > 20:
+        raise InputError("'conservativeRadiusMm' must be a number of mm between 0 and 20", path)
+    allowMismatch = data.get("allowFrameOfReferenceMismatch", False)
+    if not isinstance(allowMismatch, bool):
+        raise InputError("'allowFrameOfReferenceMismatch' must be true or false", path)
+
+    return CaseSpec(
+        path=path.resolve(), referenceImage=reference, structures=structures,
+        courses=tuple(CourseSpec(**c) for c in courses), mri=mri, tissues=tissues,
+        defaultAlphaBetaGy=_positiveFloat(data.get("defaultAlphaBeta", 3.0), "defaultAlphaBeta", path),
+        targets=tuple(targets), constraints=constraints, isodoseLevelsGy=levels, plannedCourse=planned,
+        conservativeRadiusMm=float(radius), allowFrameOfReferenceMismatch=allowMismatch,
+        description=str(data.get("description", "")))
+
+
+def _refuseUnknown(raw: dict, allowed: set, where: str, path: Path) -> None:
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise InputError(f"unknown key(s) in {where}: {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})",
+                         path)
+
+
+def _positiveInt(value, what: str, path: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value <= 0:
+        raise InputError(f"{what} must be a positive whole number (got {value!r})", path)
+    return int(value)
+
+
+def _positiveFloat(value, what: str, path: Path) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0) or value == float("inf"):
+        raise InputError(f"{what} must be a positive number (got {value!r})", path)
+    return float(value)
+
+
+def _date(value, what: str, path: Path) -> _dt.date | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InputError(f"{what} must be a date written YYYY-MM-DD (got {value!r})", path)
+    for fmt in ("%Y-%m-%d", "%Y%m%d"):
+        try:
+            return _dt.datetime.strptime(value, fmt).date()
+        except ValueError:
+            pass
+    raise InputError(f"{what} must be a date written YYYY-MM-DD (got {value!r})", path)
+
+
+def _registration(value, what: str, existing, path: Path) -> tuple[str, Path | None]:
+    if not isinstance(value, str) or not value:
+        raise InputError(f"{what} registration must be none, rigid, deformable or a transform file", path)
+    if value in REGISTRATION_METHODS:
+        return value, None
+    if value.lower().endswith((".h5", ".hdf5", ".tfm", ".txt", ".nrrd", ".nii", ".nii.gz", ".mha")):
+        return "file", existing(value, f"{what} transform file")
+    raise InputError(f"{what} registration '{value}' is not none, rigid, deformable or a transform file", path)
+
+
+def _chooseCurrent(courses: list[dict], path: Path) -> None:
+    """Mark the current course: the one flagged ``current``, else the last one listed (list courses oldest first).
+
+    A prior course dated after the current one is refused; with several courses every one needs a date.
+    """
+    flagged = [c for c in courses if c["isCurrent"]]
+    if len(flagged) > 1:
+        raise InputError("more than one course is marked current", path)
+    if len(courses) > 1 and any(c["date"] is None for c in courses):
+        missing = ", ".join(c["name"] for c in courses if c["date"] is None)
+        raise InputError(f"course date missing for: {missing} (needed to order the courses and for "
+                         "time-based recovery)", path)
+    if not flagged:
+        courses[-1]["isCurrent"] = True
+    current = next(c for c in courses if c["isCurrent"])
+    for course in courses:
+        if course is current or course["date"] is None or current["date"] is None:
+            continue
+        if course["date"] > current["date"]:
+            raise InputError(f"prior course '{course['name']}' is dated {course['date']} — after the current course "
+                             f"'{current['name']}' ({current['date']})", path)
+        if course["date"] == current["date"]:
+            raise InputError(f"courses '{course['name']}' and '{current['name']}' have the same date; mark the "
+                             "current one with \"current\": true", path)
+    if current["registration"] not in ("none",) and current["transformFile"] is None:
+        raise InputError(f"the current course '{current['name']}' is on the reference image: its registration must "
+                         "be 'none'", path)

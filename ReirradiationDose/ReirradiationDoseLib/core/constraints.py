@@ -1,0 +1,216 @@
+"""Organ constraint library (JSON) and its evaluation on DVHs: pass / fail / margin / not evaluated.
+
+Shipped sets (``Resources/ReirradiationDose``): ``"pelvic-reirradiation"`` (Constraints_PelvicReirradiation.json)
+and ``"general"`` (Constraints_General.json), seeded from REFERENCE §3 with the source next to every number.
+
+A constraint names an organ (TG-263 name + aliases), a metric (``Dmax``, ``Dmean``, ``D0.03cc``, ``D2cc``,
+``D95%``, ``V40Gy[%]``, ``V19Gy[cc]``, ``CV15Gy[cc]`` = volume below 15 Gy), a comparison (``<``, ``<=``, ``>``,
+``>=``), a limit with its unit (Gy, %, cc), the α/β (Gy) the EQD2 must be computed with (None: dose as in the source)
+and a kind: ``cumulative`` (EQD2 summed over all courses) or ``first-course``.
+
+Margin: positive means inside the limit (``limit − value`` for upper limits, ``value − limit`` for lower limits), in
+the constraint's unit. A missing organ or an undefined metric (D2cc of a 1 cc organ) gives ``not evaluated`` with a
+reason, never a silent pass.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from .dvh import DvhResult, parseDvhMetric
+from .errors import InputError
+from .resources import resourcePath
+from .tissues import normalizeStructureName
+
+__all__ = [
+    "SHIPPED_CONSTRAINT_SETS",
+    "OrganConstraint",
+    "ConstraintSet",
+    "ConstraintResult",
+    "loadConstraintSet",
+    "evaluateConstraints",
+]
+
+SHIPPED_CONSTRAINT_SETS = {
+    "pelvic-reirradiation": "Constraints_PelvicReirradiation.json",
+    "general": "Constraints_General.json",
+}
+_COMPARISONS = ("<", "<=", ">", ">=")
+_KINDS = ("cumulative", "first-course")
+
+
+@dataclass(frozen=True)
+class OrganConstraint:
+    """One organ limit, e.g. bowel D2cc < 90 Gy EQD2 (α/β 3), cumulative, with its source."""
+
+    structure: str
+    aliases: tuple[str, ...]
+    metric: str
+    limit: float
+    unit: str
+    alphaBetaGy: float | None
+    kind: str
+    source: str
+    comparison: str = "<"
+    level: str = "limit"
+    note: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "aliases", tuple(str(a) for a in self.aliases))
+        parsed = parseDvhMetric(self.metric)
+        limit = float(self.limit)
+        if not math.isfinite(limit):
+            raise InputError(f"constraint {self.structure} {self.metric}: the limit must be a number")
+        object.__setattr__(self, "limit", limit)
+        if self.comparison not in _COMPARISONS:
+            raise InputError(f"constraint {self.structure} {self.metric}: comparison must be one of {_COMPARISONS}")
+        if self.kind not in _KINDS:
+            raise InputError(f"constraint {self.structure} {self.metric}: kind must be one of {_KINDS}")
+        unit = str(self.unit)
+        if unit != parsed.resultUnit:
+            raise InputError(f"constraint {self.structure} {self.metric}: unit {unit!r} does not match the metric "
+                             f"(expected {parsed.resultUnit!r})")
+        if self.alphaBetaGy is not None:
+            ab = float(self.alphaBetaGy)
+            if not math.isfinite(ab) or ab <= 0:
+                raise InputError(f"constraint {self.structure} {self.metric}: α/β must be > 0 Gy")
+            object.__setattr__(self, "alphaBetaGy", ab)
+
+    @property
+    def limitGy(self) -> float | None:
+        return self.limit if self.unit == "Gy" else None
+
+    @property
+    def isUpperLimit(self) -> bool:
+        return self.comparison in ("<", "<=")
+
+    def matches(self, structureName: str) -> bool:
+        key = normalizeStructureName(structureName)
+        return key in {normalizeStructureName(n) for n in (self.structure, *self.aliases)}
+
+    def describe(self) -> str:
+        ab = f" (EQD2, α/β {self.alphaBetaGy:g} Gy)" if self.alphaBetaGy is not None else ""
+        return f"{self.structure} {self.metric} {self.comparison} {self.limit:g} {self.unit}{ab}, {self.kind}"
+
+    def toDict(self) -> dict:
+        return {"structure": self.structure, "aliases": list(self.aliases), "metric": self.metric,
+                "comparison": self.comparison, "limit": self.limit, "unit": self.unit,
+                "alphaBetaGy": self.alphaBetaGy, "kind": self.kind, "level": self.level, "source": self.source,
+                "note": self.note}
+
+    @classmethod
+    def fromDict(cls, data: dict) -> OrganConstraint:
+        try:
+            return cls(structure=str(data["structure"]), aliases=tuple(data.get("aliases", ())),
+                       metric=str(data["metric"]), limit=data["limit"], unit=str(data["unit"]),
+                       alphaBetaGy=data.get("alphaBetaGy"), kind=str(data.get("kind", "cumulative")),
+                       source=str(data.get("source", "")), comparison=str(data.get("comparison", "<")),
+                       level=str(data.get("level", "limit")), note=str(data.get("note", "")))
+        except KeyError as error:
+            raise InputError(f"a constraint lacks {error.args[0]!r}: {data!r}") from None
+
+
+@dataclass(frozen=True)
+class ConstraintSet:
+    name: str
+    constraints: tuple[OrganConstraint, ...]
+    description: str = ""
+
+    def toDict(self) -> dict:
+        return {"name": self.name, "description": self.description,
+                "constraints": [c.toDict() for c in self.constraints]}
+
+    @classmethod
+    def fromDict(cls, data: dict) -> ConstraintSet:
+        if "constraints" not in data:
+            raise InputError("a constraint set needs a 'constraints' list")
+        return cls(str(data.get("name", "custom")), tuple(OrganConstraint.fromDict(c) for c in data["constraints"]),
+                   str(data.get("description", "")))
+
+
+def loadConstraintSet(nameOrPath: str | Path) -> ConstraintSet:
+    """A shipped set by name ("pelvic-reirradiation", "general") or a JSON file of the same form."""
+    key = str(nameOrPath).strip().lower()
+    if key in SHIPPED_CONSTRAINT_SETS:
+        path = resourcePath(SHIPPED_CONSTRAINT_SETS[key])
+    else:
+        path = Path(nameOrPath)
+        if not path.is_file():
+            raise InputError(f"no constraint set named {str(nameOrPath)!r} (shipped: "
+                             f"{', '.join(SHIPPED_CONSTRAINT_SETS)}) and no such file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(f"cannot read the constraint set: {error}", path) from None
+    try:
+        return ConstraintSet.fromDict(data)
+    except InputError as error:
+        raise InputError(str(error), path) from None
+
+
+@dataclass(frozen=True)
+class ConstraintResult:
+    """Outcome of one constraint on one structure."""
+
+    constraint: OrganConstraint
+    value: float | None
+    passed: bool | None
+    margin: float | None
+    status: str  # "pass" | "fail" | "not evaluated"
+    reason: str = ""
+    structureName: str | None = None
+
+    @property
+    def marginGy(self) -> float | None:
+        return self.margin if self.constraint.unit == "Gy" else None
+
+    def toDict(self) -> dict:
+        return {"constraint": self.constraint.toDict(), "structureName": self.structureName, "value": self.value,
+                "unit": self.constraint.unit, "passed": self.passed, "margin": self.margin, "status": self.status,
+                "reason": self.reason}
+
+
+def _compare(value: float, limit: float, comparison: str) -> bool:
+    return {"<": value < limit, "<=": value <= limit, ">": value > limit, ">=": value >= limit}[comparison]
+
+
+def evaluateConstraints(constraintSet: ConstraintSet, dvhByStructure: dict[str, DvhResult],
+                        kinds: tuple[str, ...] | None = None) -> list[ConstraintResult]:
+    """Evaluate every constraint on every structure it matches (name or alias, case/space-insensitive).
+
+    Parameters
+    ----------
+    constraintSet : the constraints.
+    dvhByStructure : structure name → DVH of the dose the constraints refer to (cumulative EQD2 at the constraint's
+        α/β for ``cumulative`` constraints; first-course dose for ``first-course`` ones).
+    kinds : evaluate only these kinds (default: all).
+
+    Returns one result per (constraint, matching structure); a constraint without a matching structure gives one
+    ``not evaluated`` result naming the structure looked for.
+    """
+    results = []
+    for constraint in constraintSet.constraints:
+        if kinds is not None and constraint.kind not in kinds:
+            continue
+        matched = [name for name in dvhByStructure if constraint.matches(name)]
+        if not matched:
+            results.append(ConstraintResult(constraint, None, None, None, "not evaluated",
+                                            f"no structure named {constraint.structure!r} (or an alias) was given"))
+            continue
+        for name in matched:
+            metricValue = dvhByStructure[name].metric(constraint.metric)
+            if metricValue.value is None:
+                results.append(ConstraintResult(constraint, None, None, None, "not evaluated", metricValue.reason,
+                                                name))
+                continue
+            value = float(metricValue.value)
+            passed = _compare(value, constraint.limit, constraint.comparison)
+            margin = constraint.limit - value if constraint.isUpperLimit else value - constraint.limit
+            reason = "" if passed else (f"{constraint.metric} = {value:.2f} {constraint.unit} is not "
+                                        f"{constraint.comparison} {constraint.limit:g} {constraint.unit}")
+            results.append(ConstraintResult(constraint, value, passed, margin, "pass" if passed else "fail", reason,
+                                            name))
+    return results

@@ -1,0 +1,310 @@
+"""Planar contours <-> voxel masks (the job of RTSTRUCT import/export and of SlicerRT's planar-contour segments).
+
+Conventions
+-----------
+- A *contour* is a closed planar polygon given as an ``(n, 3)`` array of LPS points (mm); the last point is not
+  repeated. Several contours in one plane are combined with the **even-odd rule** (DICOM RTSTRUCT, PS3.3
+  C.8.8.6.3: an inner contour of the same ROI is a hole), so a voxel is inside when a ray from it crosses the
+  plane's contours an odd number of times.
+- A voxel is inside when its **centre** is inside (half-open crossing rule, so a voxel centre on an edge is counted
+  exactly once between neighbouring polygons). Structure volumes therefore depend on the grid; sample finer than
+  the dose grid where volumes matter (REFERENCE §5).
+- Contour planes are assigned to image slices by their position along the slice normal: a slice takes the contour
+  plane nearest to it, provided the distance is at most half the contour-plane spacing (each plane represents a slab
+  of that thickness, as TPSs and dicompyler-core compute structure volumes). Planes tilted against the slices are
+  refused.
+
+:func:`maskToContours` is the inverse used by the RTSTRUCT writer: it traces the voxel-edge outlines of a mask (outer
+boundaries and holes), so rasterising the written contours onto the same grid gives back exactly the same mask.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import InputError
+from .geometry import ImageGeometry
+
+__all__ = [
+    "RasterizationReport",
+    "rasterizeSlicePolygons",
+    "rasterizeContours",
+    "maskToContours",
+    "sliceToContours",
+    "polygonAreaMm2",
+]
+
+logger = logging.getLogger(__name__)
+
+_PLANE_TOLERANCE_MM = 0.05
+
+
+@dataclass(frozen=True)
+class RasterizationReport:
+    """What happened while rasterising one structure.
+
+    ``planesOutside`` counts contour planes that fall outside the image (beyond half a slice of the first/last
+    slice); ``pointsOutsideInPlane`` counts contour points outside the in-plane extent of the image. ``planeSpacingMm``
+    is the (median) spacing of the contour planes used as the slab thickness.
+    """
+
+    numberOfContours: int
+    numberOfPlanes: int
+    planesOutside: int = 0
+    pointsOutsideInPlane: int = 0
+    planeSpacingMm: float = float("nan")
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def partlyOutside(self) -> bool:
+        return self.planesOutside > 0 or self.pointsOutsideInPlane > 0
+
+
+def polygonAreaMm2(points2d: np.ndarray) -> float:
+    """Area of a simple planar polygon (shoelace formula), points ``(n, 2)`` in mm."""
+    p = np.asarray(points2d, dtype=float)
+    x, y = p[:, 0], p[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def rasterizeSlicePolygons(polygons: list[np.ndarray], shapeJi: tuple[int, int]) -> np.ndarray:
+    """Even-odd fill of polygons given in continuous pixel indices ``(n, 2)`` as ``(i, j)``.
+
+    A pixel ``(j, i)`` is inside when its centre ``(i, j)`` is inside. Edges use the half-open rule
+    ``min(y) <= j < max(y)`` so shared vertices are counted once; horizontal edges are ignored. All polygons of the
+    slice are processed together, which is the even-odd (XOR) combination of RTSTRUCT.
+    """
+    nj, ni = shapeJi
+    toggles = np.zeros((nj, ni + 1), dtype=np.int32)
+    any_edge = False
+    for poly in polygons:
+        p = np.asarray(poly, dtype=float)
+        if p.shape[0] < 3:
+            continue
+        x0, y0 = p[:, 0], p[:, 1]
+        x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+        ylo = np.minimum(y0, y1)
+        yhi = np.maximum(y0, y1)
+        # rows j with ylo <= j < yhi
+        jStart = np.clip(np.ceil(ylo), 0, nj).astype(np.int64)
+        jStop = np.clip(np.ceil(yhi), 0, nj).astype(np.int64)
+        counts = np.maximum(jStop - jStart, 0)
+        keep = (counts > 0) & (y1 != y0)
+        if not np.any(keep):
+            continue
+        any_edge = True
+        counts = counts[keep]
+        edgeIdx = np.repeat(np.nonzero(keep)[0], counts)
+        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        rows = np.repeat(jStart[keep], counts) + offsets
+        t = (rows - y0[edgeIdx]) / (y1[edgeIdx] - y0[edgeIdx])
+        xCross = x0[edgeIdx] + t * (x1[edgeIdx] - x0[edgeIdx])
+        # pixel centres i > xCross are toggled (a ray cast towards -x crosses this edge)
+        firstCol = np.clip(np.floor(xCross).astype(np.int64) + 1, 0, ni)
+        np.add.at(toggles, (rows, firstCol), 1)
+    if not any_edge:
+        return np.zeros((nj, ni), dtype=bool)
+    return (np.cumsum(toggles[:, :ni], axis=1) % 2).astype(bool)
+
+
+def _sliceFrame(geometry: ImageGeometry):
+    d = geometry.directionMatrix
+    normal = d[:, 2]
+    return d, normal
+
+
+def rasterizeContours(contours: list[np.ndarray], geometry: ImageGeometry, name: str = "structure",
+                      planeThicknessMm: float | None = None) -> tuple[np.ndarray, RasterizationReport]:
+    """Rasterise closed planar LPS contours onto ``geometry`` (even-odd rule, voxel-centre sampling).
+
+    Parameters
+    ----------
+    contours : list of ``(n, 3)`` LPS point arrays (each a closed polygon, last point not repeated).
+    geometry : the target grid; its slices must be parallel to the contour planes.
+    name : used in messages.
+    planeThicknessMm : slab thickness each contour plane represents; default the median spacing between
+        consecutive contour planes (or the slice spacing when there is a single plane).
+
+    Returns
+    -------
+    (mask bool [k, j, i], RasterizationReport)
+    """
+    mask = np.zeros(geometry.shape, dtype=bool)
+    contours = [np.asarray(c, dtype=float).reshape(-1, 3) for c in contours if len(c) >= 3]
+    if not contours:
+        return mask, RasterizationReport(0, 0)
+    _, normal = _sliceFrame(geometry)
+    origin = np.array(geometry.originMm)
+    sliceSpacing = geometry.spacingMm[2]
+    # group contours by plane position along the slice normal
+    planeKeys: list[float] = []
+    planeIndex = []
+    warnings: list[str] = []
+    for c in contours:
+        heights = (c - origin) @ normal
+        if np.ptp(heights) > max(_PLANE_TOLERANCE_MM, 0.01 * sliceSpacing) * 10:
+            raise InputError(f"the contours of '{name}' are not parallel to the image slices (a contour spans "
+                             f"{np.ptp(heights):.2f} mm along the slice normal); tilted contour planes are not "
+                             "supported")
+        h = float(np.mean(heights))
+        for n, key in enumerate(planeKeys):
+            if abs(key - h) <= _PLANE_TOLERANCE_MM:
+                planeIndex.append(n)
+                break
+        else:
+            planeKeys.append(h)
+            planeIndex.append(len(planeKeys) - 1)
+    planeHeights = np.array(planeKeys)
+    order = np.argsort(planeHeights)
+    sortedHeights = planeHeights[order]
+    if planeThicknessMm is None:
+        if len(sortedHeights) > 1:
+            planeThicknessMm = float(np.median(np.diff(sortedHeights)))
+        else:
+            planeThicknessMm = float(sliceSpacing)
+    planeThicknessMm = max(float(planeThicknessMm), 1e-6)
+    # which contour plane serves each slice: the nearest one within half the slab thickness
+    sliceHeights = np.arange(geometry.sizeXyz[2]) * sliceSpacing
+    nearest = np.searchsorted(sortedHeights, sliceHeights)
+    lo = np.clip(nearest - 1, 0, len(sortedHeights) - 1)
+    hi = np.clip(nearest, 0, len(sortedHeights) - 1)
+    pick = np.where(np.abs(sortedHeights[lo] - sliceHeights) <= np.abs(sortedHeights[hi] - sliceHeights), lo, hi)
+    dist = np.abs(sortedHeights[pick] - sliceHeights)
+    served = dist <= 0.5 * planeThicknessMm + 1e-6
+    # contour planes that serve no slice because they lie outside the image
+    halfSlice = 0.5 * sliceSpacing
+    outside = (sortedHeights < -halfSlice - 1e-6) | (sortedHeights > sliceHeights[-1] + halfSlice + 1e-6)
+    planesOutside = int(np.count_nonzero(outside))
+    # in-plane continuous indices of every contour
+    polygonsByPlane: dict[int, list[np.ndarray]] = {}
+    pointsOutside = 0
+    ni, nj = geometry.sizeXyz[0], geometry.sizeXyz[1]
+    rank = np.empty(len(order), dtype=int)
+    rank[order] = np.arange(len(order))
+    for c, p in zip(contours, planeIndex, strict=True):
+        ijk = geometry.lpsToIndex(c)
+        polygonsByPlane.setdefault(int(rank[p]), []).append(ijk[:, :2])
+        pointsOutside += int(np.count_nonzero((ijk[:, 0] < -0.5) | (ijk[:, 0] > ni - 0.5)
+                                              | (ijk[:, 1] < -0.5) | (ijk[:, 1] > nj - 0.5)))
+    cache: dict[int, np.ndarray] = {}
+    for k in np.nonzero(served)[0]:
+        plane = int(pick[k])
+        if plane not in cache:
+            cache[plane] = rasterizeSlicePolygons(polygonsByPlane.get(plane, []), (nj, ni))
+        mask[k] = cache[plane]
+    if planesOutside:
+        warnings.append(f"{planesOutside} of {len(sortedHeights)} contour planes of '{name}' lie outside the image")
+    if pointsOutside:
+        warnings.append(f"{pointsOutside} contour points of '{name}' lie outside the image in-plane extent")
+    for w in warnings:
+        logger.warning(w)
+    report = RasterizationReport(numberOfContours=len(contours), numberOfPlanes=len(sortedHeights),
+                                 planesOutside=planesOutside, pointsOutsideInPlane=pointsOutside,
+                                 planeSpacingMm=planeThicknessMm, warnings=tuple(warnings))
+    return mask, report
+
+
+# ---- mask -> contours --------------------------------------------------------------------------------------------
+
+def _traceLoops(edges: np.ndarray) -> list[np.ndarray]:
+    """Link directed unit edges ``(m, 4)`` [x0, y0, x1, y1] (integer corner coordinates) into closed loops.
+
+    Where two loops touch at a corner (diagonal pixels), the turn towards the interior is taken, which keeps every
+    loop simple.
+    """
+    # outgoing edges per start vertex
+    starts: dict[tuple[int, int], list[int]] = {}
+    for n, (x0, y0, _, _) in enumerate(edges.tolist()):
+        starts.setdefault((x0, y0), []).append(n)
+    used = np.zeros(len(edges), dtype=bool)
+    loops = []
+    edgeList = edges.tolist()
+    for first in range(len(edges)):
+        if used[first]:
+            continue
+        loop = []
+        e = first
+        while True:
+            used[e] = True
+            x0, y0, x1, y1 = edgeList[e]
+            loop.append((x0, y0))
+            candidates = [c for c in starts.get((x1, y1), []) if not used[c]]
+            if not candidates:
+                break
+            if len(candidates) == 1:
+                e = candidates[0]
+            else:
+                dx, dy = x1 - x0, y1 - y0
+                # turn towards the interior (which lies on the left in the y-down pixel frame, i.e. the
+                # negative cross product) so that loops touching at a corner stay separate simple polygons
+                def turn(c, dx=dx, dy=dy):
+                    ex, ey = edgeList[c][2] - edgeList[c][0], edgeList[c][3] - edgeList[c][1]
+                    return dx * ey - dy * ex
+                e = min(candidates, key=turn)
+        pts = np.array(loop, dtype=float)
+        loops.append(_dropCollinear(pts))
+    return loops
+
+
+def _dropCollinear(pts: np.ndarray) -> np.ndarray:
+    if len(pts) <= 3:
+        return pts
+    prev = np.roll(pts, 1, axis=0)
+    nxt = np.roll(pts, -1, axis=0)
+    cross = (pts[:, 0] - prev[:, 0]) * (nxt[:, 1] - pts[:, 1]) - (pts[:, 1] - prev[:, 1]) * (nxt[:, 0] - pts[:, 0])
+    keep = np.abs(cross) > 1e-12
+    return pts[keep] if keep.sum() >= 3 else pts
+
+
+def sliceToContours(slice2d: np.ndarray) -> list[np.ndarray]:
+    """Voxel-edge outlines of a 2D mask ``[j, i]`` as polygons in continuous pixel indices ``(n, 2)`` (i, j).
+
+    Outer boundaries and holes run in opposite directions; combined with the even-odd rule they reproduce the mask
+    exactly. Pixels touching only at a corner give separate polygons (no self-touching outlines).
+    """
+    m = np.pad(np.asarray(slice2d, dtype=bool), 1)
+    edges = []
+    # boundary between pixel (j, i) inside and (j-1, i) outside: edge along y = j - 0.5
+    # Work in padded corner coordinates: corner (x, y) = (i_padded, j_padded) at the top-left of pixel (j, i).
+    inside = m[1:-1, 1:-1]
+    up = m[:-2, 1:-1]
+    down = m[2:, 1:-1]
+    left = m[1:-1, :-2]
+    right = m[1:-1, 2:]
+    jj, ii = np.nonzero(inside & ~up)      # top edge, running -x  (interior on the left, y grows downwards)
+    edges.append(np.stack([ii + 1, jj, ii, jj], axis=1))
+    jj, ii = np.nonzero(inside & ~down)    # bottom edge, running +x
+    edges.append(np.stack([ii, jj + 1, ii + 1, jj + 1], axis=1))
+    jj, ii = np.nonzero(inside & ~left)    # left edge, running +y
+    edges.append(np.stack([ii, jj, ii, jj + 1], axis=1))
+    jj, ii = np.nonzero(inside & ~right)   # right edge, running -y
+    edges.append(np.stack([ii + 1, jj + 1, ii + 1, jj], axis=1))
+    allEdges = np.concatenate(edges, axis=0).astype(np.int64)
+    if len(allEdges) == 0:
+        return []
+    loops = _traceLoops(allEdges)
+    # corner (x, y) sits at continuous index (x - 0.5, y - 0.5)
+    return [loop - 0.5 for loop in loops]
+
+
+def maskToContours(mask: np.ndarray, geometry: ImageGeometry) -> dict[int, list[np.ndarray]]:
+    """Planar contours of a 3D mask, per slice: ``{k: [LPS points (n, 3), ...]}``.
+
+    The contours follow voxel edges in the slice plane (outer boundaries and holes), so :func:`rasterizeContours`
+    with the same geometry returns the same mask.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != geometry.shape:
+        raise InputError(f"mask shape {mask.shape} does not match the geometry {geometry.describe()}")
+    out: dict[int, list[np.ndarray]] = {}
+    for k in np.nonzero(mask.reshape(mask.shape[0], -1).any(axis=1))[0]:
+        polys = sliceToContours(mask[k])
+        pts = []
+        for p in polys:
+            ijk = np.column_stack([p, np.full(len(p), float(k))])
+            pts.append(geometry.indexToLps(ijk))
+        out[int(k)] = pts
+    return out

@@ -1,0 +1,320 @@
+"""Reading a CT or MR image series (or a single NRRD/NIfTI/MHA volume) into a SimpleITK image in LPS.
+
+The series is chosen explicitly by SeriesInstanceUID and/or modality, never "the first series found": an RTDOSE,
+RTSTRUCT or a second series in the same folder is never mistaken for the planning CT. Non-DICOM and unreadable files
+are skipped with a warning naming them. The slices are sorted along the image-plane normal; gantry tilt (a slice
+normal not parallel to the stacking direction), missing slices and unequal slice spacing are refused with a message
+naming the folder (resampling such a series silently would misplace dose).
+
+References: DICOM PS3.3 C.7.6.2 Image Plane Module (ImagePositionPatient, ImageOrientationPatient, PixelSpacing),
+C.11.1 Modality LUT (RescaleSlope/RescaleIntercept).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from pydicom.errors import InvalidDicomError
+from struct import error as struct_error
+
+from .errors import InputError
+from .geometry import ImageGeometry
+
+__all__ = ["ImageSeriesInfo", "SeriesSummary", "listSeries", "readImageSeries", "readDicomObject"]
+
+logger = logging.getLogger(__name__)
+
+_IMAGE_MODALITIES = ("CT", "MR", "PT", "CBCT")
+_SPACING_TOLERANCE = 0.01  # relative tolerance on slice spacing
+_TILT_TOLERANCE_MM = 0.01
+
+
+@dataclass(frozen=True)
+class ImageSeriesInfo:
+    """Identity of an image read by :func:`readImageSeries` (DICOM fields empty for NRRD/NIfTI inputs)."""
+
+    path: str
+    modality: str
+    seriesInstanceUid: str = ""
+    studyInstanceUid: str = ""
+    frameOfReferenceUid: str = ""
+    patientId: str = ""
+    patientName: str = ""
+    seriesDescription: str = ""
+    sopInstanceUids: tuple = ()
+    sopClassUid: str = ""
+    files: tuple = ()
+    geometry: ImageGeometry | None = None
+    studyDate: str = ""
+    skippedFiles: tuple = ()
+
+
+@dataclass
+class SeriesSummary:
+    """One series found in a folder (any modality)."""
+
+    seriesInstanceUid: str
+    modality: str
+    seriesDescription: str
+    files: list = field(default_factory=list)
+
+
+def _truncation(ds: pydicom.Dataset) -> str | None:
+    """Describe a truncated element (declared length longer than the bytes present), or ``None``."""
+    from pydicom.dataelem import RawDataElement
+
+    for tag, element in ds._dict.items():
+        if (isinstance(element, RawDataElement) and element.value is not None and element.length != 0xFFFFFFFF
+                and len(element.value) < element.length):
+            return f"element {tag} declares {element.length} bytes, {len(element.value)} present"
+    return None
+
+
+def readDicomObject(path: str | os.PathLike, modality: str, what: str | None = None) -> pydicom.Dataset:
+    """Read one DICOM file, check it is complete and of the expected Modality; :class:`InputError` otherwise.
+
+    pydicom returns a truncated file's last element with whatever bytes were present; a defined-length element whose
+    value is shorter than declared is detected here and the file is refused as truncated.
+    """
+    path = Path(path)
+    what = what or modality
+    if not path.is_file():
+        raise InputError(f"the {what} file does not exist", path)
+    errors = (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, struct_error)
+    try:
+        try:
+            ds = pydicom.dcmread(path)
+        except InvalidDicomError:
+            # files without the 128-byte preamble (older exports): accept them if they parse as a DICOM dataset
+            ds = pydicom.dcmread(path, force=True)
+            if "SOPClassUID" not in ds and "Modality" not in ds:
+                raise InvalidDicomError("no DICOM header and no SOP Class") from None
+    except errors as exc:
+        raise InputError(f"the file cannot be read as DICOM ({exc}); it is not a {what} or it is damaged", path
+                         ) from None
+    problem = _truncation(ds)
+    if problem:
+        raise InputError(f"the {what} file is truncated ({problem}); export it again", path)
+    found = str(ds.get("Modality", ""))
+    if found != modality:
+        raise InputError(f"this DICOM file is an {found or 'object without Modality'}, not an {modality}", path)
+    return ds
+
+
+def _scanFolder(folder: Path) -> tuple[dict[str, SeriesSummary], list[tuple[Path, pydicom.Dataset]], list[str]]:
+    series: dict[str, SeriesSummary] = {}
+    datasets = []
+    skipped = []
+    paths = sorted(p for p in folder.rglob("*") if p.is_file())
+    for p in paths:
+        try:
+            ds = pydicom.dcmread(p, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError, KeyError) as exc:
+            if not p.name.startswith(".") and p.suffix.lower() not in (".txt", ".json", ".md", ".csv"):
+                skipped.append(f"{p.name} ({type(exc).__name__})")
+            continue
+        uid = str(ds.get("SeriesInstanceUID", ""))
+        if not uid:
+            skipped.append(f"{p.name} (no SeriesInstanceUID)")
+            continue
+        summary = series.setdefault(uid, SeriesSummary(uid, str(ds.get("Modality", "")),
+                                                       str(ds.get("SeriesDescription", ""))))
+        summary.files.append(str(p))
+        datasets.append((p, ds))
+    return series, datasets, skipped
+
+
+def listSeries(folder: str | os.PathLike) -> list[SeriesSummary]:
+    """All DICOM series in a folder (recursively), any modality."""
+    series, _, _ = _scanFolder(Path(folder))
+    return list(series.values())
+
+
+def _readSingleFile(path: Path) -> tuple[sitk.Image, ImageSeriesInfo]:
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise InputError(f"cannot read the image ({str(exc).strip().splitlines()[-1]})", path) from None
+    if image.GetDimension() != 3:
+        raise InputError(f"a 3D image is required, this file holds a {image.GetDimension()}D image", path)
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError("a scalar image is required, this file holds a vector image", path)
+    info = ImageSeriesInfo(path=str(path), modality="", geometry=ImageGeometry.fromImage(image), files=(str(path),))
+    return image, info
+
+
+def readImageSeries(path: str | os.PathLike, seriesInstanceUid: str | None = None, modality: str | None = None,
+                    ) -> tuple[sitk.Image, ImageSeriesInfo]:
+    """Read one image series from a folder (or a single NRRD/NIfTI/MHA file) as a float32 SimpleITK image.
+
+    Parameters
+    ----------
+    path : a folder of DICOM files (searched recursively) or a single image file.
+    seriesInstanceUid : the series to read; required when the folder holds several image series of the modality.
+    modality : ``"CT"``, ``"MR"``, ... to restrict the choice; by default any image modality (never RTDOSE etc.).
+
+    Returns
+    -------
+    (image, info) : the image in LPS with real-world values (RescaleSlope/Intercept applied: HU for CT), and its
+    identity (UIDs, patient, frame of reference, per-slice SOPInstanceUIDs in slice order).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError("the image file or folder does not exist", path)
+    if path.is_file():
+        try:
+            is_dicom = pydicom.misc.is_dicom(str(path))
+        except OSError:
+            is_dicom = False
+        if not is_dicom:
+            return _readSingleFile(path)
+        folder = path.parent
+        if seriesInstanceUid is None:
+            seriesInstanceUid = str(pydicom.dcmread(path, stop_before_pixels=True).get("SeriesInstanceUID", ""))
+    else:
+        folder = path
+    series, datasets, skipped = _scanFolder(folder)
+    for s in skipped:
+        logger.warning("%s: skipped %s: not a readable DICOM file", folder, s)
+    wanted = modality.upper() if modality else None
+    if seriesInstanceUid:
+        if seriesInstanceUid not in series:
+            raise InputError(f"no DICOM series with SeriesInstanceUID {seriesInstanceUid} in this folder", folder)
+        chosen = series[seriesInstanceUid]
+        if wanted and chosen.modality != wanted:
+            raise InputError(f"series {seriesInstanceUid} is {chosen.modality}, not {wanted}", folder)
+    else:
+        candidates = [s for s in series.values()
+                      if (s.modality == wanted if wanted else s.modality in _IMAGE_MODALITIES)]
+        if not candidates:
+            found = ", ".join(sorted({s.modality for s in series.values()})) or "none"
+            raise InputError(f"no {wanted or 'CT/MR'} image series in this folder (modalities found: {found})",
+                             folder)
+        if len(candidates) > 1:
+            listing = "; ".join(f"{s.modality} '{s.seriesDescription}' ({len(s.files)} files) {s.seriesInstanceUid}"
+                                for s in candidates)
+            raise InputError(f"the folder holds {len(candidates)} image series; choose one by SeriesInstanceUID: "
+                             f"{listing}", folder)
+        chosen = candidates[0]
+    slices = [(p, ds) for p, ds in datasets if str(ds.get("SeriesInstanceUID", "")) == chosen.seriesInstanceUid]
+    return _assemble(folder, chosen, slices, skipped)
+
+
+def _assemble(folder: Path, chosen: SeriesSummary, slices, skipped) -> tuple[sitk.Image, ImageSeriesInfo]:
+    if chosen.modality in ("RTDOSE", "RTSTRUCT", "RTPLAN", "RTIMAGE", "SEG", "REG"):
+        raise InputError(f"series {chosen.seriesInstanceUid} is an {chosen.modality}, not an image series", folder)
+    first = slices[0][1]
+    if int(first.get("NumberOfFrames", 1) or 1) > 1:
+        if len(slices) > 1:
+            raise InputError("multi-frame images split over several files are not supported", folder)
+        return _assembleMultiFrame(folder, chosen, slices[0], skipped)
+    # decode every slice first: truncated or undecodable files are skipped with a warning naming them (a skipped
+    # slice inside the stack is then refused as a gap by the spacing check below)
+    decoded = []
+    undecoded = []
+    for p, _ in slices:
+        try:
+            ds = pydicom.dcmread(p)
+            problem = _truncation(ds)
+            if problem:
+                raise ValueError(f"truncated file: {problem}")
+            pixels = ds.pixel_array.astype(np.float32)
+        except Exception as exc:  # pydicom raises many types for broken pixel data
+            message = f"{p.name} ({exc})"
+            logger.warning("%s: skipped %s: the image cannot be decoded", folder, message)
+            undecoded.append(message)
+            continue
+        decoded.append((p, ds, pixels))
+    if not decoded:
+        raise InputError(f"no slice of series {chosen.seriesInstanceUid} could be decoded "
+                         f"(skipped: {'; '.join(undecoded)})", folder)
+    skipped = [*skipped, *undecoded]
+    slices = [(p, ds) for p, ds, _ in decoded]
+    pixelsByPath = {p: pixels for p, _, pixels in decoded}
+    first = slices[0][1]
+    note = f" (skipped files: {'; '.join(undecoded)})" if undecoded else ""
+    try:
+        iop = np.array([float(v) for v in first.ImageOrientationPatient])
+        for _, ds in slices:
+            if not np.allclose([float(v) for v in ds.ImageOrientationPatient], iop, atol=1e-4):
+                raise InputError("the slices of the series have different orientations", folder)
+        positions = np.array([[float(v) for v in ds.ImagePositionPatient] for _, ds in slices])
+        pixelSpacing = [float(v) for v in first.PixelSpacing]
+        rows, cols = int(first.Rows), int(first.Columns)
+    except AttributeError as exc:
+        raise InputError(f"the image series lacks a required geometry attribute ({exc})", folder) from None
+    row, col = iop[:3], iop[3:]
+    normal = np.cross(row, col)
+    heights = positions @ normal
+    order = np.argsort(heights)
+    heights = heights[order]
+    positions = positions[order]
+    slices = [slices[n] for n in order]
+    if len(np.unique(np.round(heights, 3))) != len(heights):
+        raise InputError("the series contains several slices at the same position (duplicate or mixed series)",
+                         folder)
+    if len(slices) > 1:
+        steps = np.diff(positions, axis=0)
+        stepAlongNormal = np.diff(heights)
+        inPlaneShift = steps - stepAlongNormal[:, None] * normal[None, :]
+        if np.abs(inPlaneShift).max() > _TILT_TOLERANCE_MM + 1e-3 * np.abs(stepAlongNormal).max():
+            raise InputError("the slices are not stacked along the slice normal (gantry tilt or sheared "
+                             "acquisition); such series are not supported — resample it to a non-tilted grid first",
+                             folder)
+        spacing = float(np.median(stepAlongNormal))
+        if np.abs(stepAlongNormal - spacing).max() > _SPACING_TOLERANCE * spacing:
+            gaps = int(np.count_nonzero(stepAlongNormal > spacing * (1 + _SPACING_TOLERANCE)))
+            raise InputError(f"the slices are not equally spaced (spacing {stepAlongNormal.min():.3g} to "
+                             f"{stepAlongNormal.max():.3g} mm; {gaps} gap(s), a slice may be missing){note}", folder)
+    else:
+        spacing = float(first.get("SliceThickness", 1.0) or 1.0)
+    arrays = []
+    sopUids = []
+    files = []
+    for p, ds in slices:
+        pixels = pixelsByPath[p]
+        if pixels.shape != (rows, cols):
+            raise InputError(f"slice {p.name} has {pixels.shape} pixels, the series {rows}x{cols}", folder)
+        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+        arrays.append(pixels * np.float32(slope) + np.float32(intercept))
+        sopUids.append(str(ds.SOPInstanceUID))
+        files.append(str(p))
+    array = np.stack(arrays, axis=0)
+    direction = np.column_stack([row, col, normal])
+    geometry = ImageGeometry((cols, rows, len(slices)), (pixelSpacing[1], pixelSpacing[0], spacing),
+                             tuple(positions[0]), tuple(direction.ravel()))
+    image = sitk.GetImageFromArray(array)
+    geometry.applyTo(image)
+    info = _info(folder, chosen, first, geometry, sopUids, files, skipped)
+    logger.info("read %s series %s: %s", chosen.modality, chosen.seriesInstanceUid, geometry.describe())
+    return image, info
+
+
+def _info(folder, chosen, ds, geometry, sopUids, files, skipped) -> ImageSeriesInfo:
+    return ImageSeriesInfo(
+        path=str(folder), modality=chosen.modality, seriesInstanceUid=chosen.seriesInstanceUid,
+        studyInstanceUid=str(ds.get("StudyInstanceUID", "")),
+        frameOfReferenceUid=str(ds.get("FrameOfReferenceUID", "")),
+        patientId=str(ds.get("PatientID", "")), patientName=str(ds.get("PatientName", "")),
+        seriesDescription=chosen.seriesDescription, sopInstanceUids=tuple(sopUids),
+        sopClassUid=str(ds.get("SOPClassUID", "")), files=tuple(files), geometry=geometry,
+        studyDate=str(ds.get("StudyDate", "")), skippedFiles=tuple(skipped))
+
+
+def _assembleMultiFrame(folder, chosen, item, skipped):
+    p, _ = item
+    try:
+        image = sitk.ReadImage(str(p), sitk.sitkFloat32)
+    except RuntimeError as exc:
+        raise InputError(f"cannot read the multi-frame image {p.name} ({exc})", folder) from None
+    ds = pydicom.dcmread(p, stop_before_pixels=True)
+    geometry = ImageGeometry.fromImage(image)
+    info = _info(folder, chosen, ds, geometry, [str(ds.SOPInstanceUID)], [str(p)], skipped)
+    return image, info

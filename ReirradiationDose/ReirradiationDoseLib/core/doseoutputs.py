@@ -1,0 +1,172 @@
+"""Write every output of a dose workflow result into a folder, atomically.
+
+Files (on the reference grid, LPS geometry in the NRRD headers)::
+
+    composite_eqd2.nrrd        Gy EQD2, NaN where any course's dose is unknown (outside its dose grid)
+    course_<name>_eqd2.nrrd    each course's EQD2 (recovery not applied)
+    course_<name>_physical.nrrd  each course's physical dose mapped onto the reference grid
+    alpha_beta.nrrd            the α/β map used (Gy)
+    remaining_budget.nrrd      largest physical dose a planned course may add (when a planned course is given)
+    dvh.csv, constraints.csv, summary.json, report.html
+    composite_eqd2.dcm         RTDOSE (DoseType EFFECTIVE, SeriesDescription states EQD2 and α/β)
+    *.png, scene.mrb           pictures and the Slicer scene, through ``pictureWriter`` (the mrml layer)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .atomic import atomicOutputDir
+from .dosereport import constraintRows, dvhRows, reportHtml, summaryDict, writeCsv
+from .geometry import imageFromArray
+from .progress import noProgress
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["writeDoseOutputs", "safeName"]
+
+
+def safeName(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "course"
+
+
+def writeNrrd(path: Path, array: np.ndarray, geometry) -> Path:
+    sitk.WriteImage(imageFromArray(np.asarray(array, dtype=np.float32), geometry), str(path), useCompression=True)
+    return path
+
+
+def writeDoseOutputs(result, outputDir, pictures: bool | Callable = True, includeIdentity: bool = False,
+                     anonymize: bool = False, progress=None) -> list[Path]:
+    """Write all outputs; returns the written paths (inside the final folder).
+
+    ``pictures``: False for none; True to use the mrml layer's renderer when slicer-core is importable; or a
+    callable ``(result, folder) -> dict[title, png bytes]`` that writes PNGs and the scene into ``folder``.
+    """
+    progress = progress or noProgress
+    written: list[str] = []
+    geometry = result.referenceGeometry
+    with atomicOutputDir(outputDir) as folder:
+        progress(0.0, "Writing volumes")
+        written.append(writeNrrd(folder / "composite_eqd2.nrrd", result.compositeEqd2Gy, geometry).name)
+        for course in result.courses:
+            stem = f"course_{safeName(course.name)}"
+            written.append(writeNrrd(folder / f"{stem}_eqd2.nrrd", course.eqd2Gy, geometry).name)
+            written.append(writeNrrd(folder / f"{stem}_physical.nrrd", course.mappedDoseGy, geometry).name)
+        written.append(writeNrrd(folder / "alpha_beta.nrrd", result.alphaBetaGy, geometry).name)
+        if result.remainingBudgetGy is not None:
+            written.append(writeNrrd(folder / "remaining_budget.nrrd", result.remainingBudgetGy, geometry).name)
+
+        written += _writeRegistrations(result, folder)
+        progress(0.2, "Writing tables")
+        writeCsv(folder / "dvh.csv", dvhRows(result))
+        writeCsv(folder / "constraints.csv", constraintRows(result))
+        written += ["dvh.csv", "constraints.csv"]
+
+        progress(0.3, "Writing the RTDOSE")
+        written.append(_writeRtDose(result, folder / "composite_eqd2.dcm", anonymize).name)
+
+        images: dict[str, bytes] = {}
+        if pictures:
+            progress(0.4, "Rendering the slice views and the scene")
+            writer = pictures if callable(pictures) else _defaultPictureWriter()
+            if writer is None:
+                result.warnings.append("pictures and scene.mrb skipped: slicer-core is not installed")
+            else:
+                images = writer(result, folder) or {}
+                written += [p.name for p in folder.glob("*.png")] + [p.name for p in folder.glob("*.mrb")]
+
+        progress(0.9, "Writing the report")
+        summary = summaryDict(result, includeIdentity=includeIdentity and not anonymize)
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        (folder / "report.html").write_text(reportHtml(result, images, includeIdentity and not anonymize),
+                                            encoding="utf-8")
+        written += ["summary.json", "report.html"]
+    progress(1.0, "Outputs written")
+    final = Path(outputDir)
+    return [final / name for name in dict.fromkeys(written)]
+
+
+def _writeRegistrations(result, folder: Path) -> list[str]:
+    """The transforms used (reference CT LPS -> course / MRI LPS, SimpleITK convention), so a run can be reviewed
+    and reused: ``registration_<course>.h5`` and ``registration_mri.tfm``."""
+    from .transformio import writeTransform
+
+    names = []
+    for course in result.courses:
+        if course.transform is not None:
+            path = folder / f"registration_{safeName(course.name)}.h5"
+            writeTransform(course.transform, path)
+            names.append(path.name)
+    if result.mri is not None and result.mri.get("transform") is not None:
+        transform = result.mri["transform"]
+        suffix = ".h5" if "Displacement" in transform.GetName() or "Composite" in transform.GetName() else ".tfm"
+        path = folder / f"registration_mri{suffix}"
+        writeTransform(transform, path)
+        names.append(path.name)
+    return names
+
+
+def _defaultPictureWriter():
+    try:
+        from ..mrml.dosescene import writeDosePictures
+    except ImportError as error:  # slicer-core absent: pictures are optional in headless use
+        logger.info("No pictures: %s", error)
+        return None
+    return writeDosePictures
+
+
+def _writeRtDose(result, path: Path, anonymize: bool) -> Path:
+    """The composite as an RTDOSE referencing the planning CT's study and frame of reference.
+
+    Unknown voxels (NaN) cannot be stored in an RTDOSE: they are written as 0 Gy and the fact is stated in the
+    RTDOSE's comment and in the warnings.
+    """
+    from . import dicomwrite
+
+    composite = np.asarray(result.compositeEqd2Gy, dtype=np.float32)
+    unknown = ~np.isfinite(composite)
+    comment = "Composite EQD2 (Gy) = sum over courses of (1 - recovery) x EQD2, voxel-wise alpha/beta."
+    if unknown.any():
+        comment += f" {int(unknown.sum())} voxels of unknown dose (outside a course's dose grid) written as 0."
+        result.warnings.append(f"RTDOSE: {int(unknown.sum())} voxels of unknown composite dose written as 0 Gy")
+        composite = np.where(unknown, 0.0, composite).astype(np.float32)
+    abValues = sorted({round(float(v), 2) for v in np.unique(result.alphaBetaGy)})
+    description = "EQD2 composite, a/b " + "/".join(f"{v:g}" for v in abValues) + " Gy (voxel-wise)"
+    info = result.referenceInfo
+    ps = _patientStudyFor(info, anonymize)
+    dicomwrite.writeRtDose(path, composite, result.referenceGeometry, ps, doseType="EFFECTIVE",
+                           summationType="MULTI_PLAN", seriesDescription=description[:64], comment=comment)
+    return path
+
+
+def _patientStudyFor(info: dict, anonymize: bool):
+    """The planning CT's patient/study/frame of reference for the output RTDOSE.
+
+    With ``anonymize`` the identity is removed and the study and frame-of-reference UIDs are replaced by new UIDs
+    derived from the originals with a per-run random salt: consistent within the run, not traceable back.
+    """
+    import datetime as _dt
+    import secrets
+
+    from pydicom.uid import generate_uid
+
+    from . import dicomwrite
+
+    studyDate = str(info.get("studyDate") or _dt.date.today().strftime("%Y%m%d"))
+    studyUid = info.get("studyInstanceUid") or generate_uid()
+    frameUid = info.get("frameOfReferenceUid") or generate_uid()
+    name, pid = str(info.get("patientName") or ""), str(info.get("patientId") or "")
+    if anonymize:
+        salt = secrets.token_hex(16)
+        studyUid = generate_uid(entropy_srcs=[salt, studyUid])
+        frameUid = generate_uid(entropy_srcs=[salt, frameUid])
+        name, pid = "ANONYMOUS", "ANON"
+    return dicomwrite.PatientStudy(patientName=name, patientId=pid, studyInstanceUid=studyUid, studyDate=studyDate,
+                                   frameOfReferenceUid=frameUid, studyDescription="Re-irradiation composite EQD2")

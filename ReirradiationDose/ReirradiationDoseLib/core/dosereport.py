@@ -1,0 +1,375 @@
+"""Tables, summary JSON and the self-contained HTML report of a dose workflow result.
+
+The report states every assumption the ESTRO-EORTC re-irradiation consensus asks to report beside cumulative
+doses (Andratschke et al., Lancet Oncol 2022): α/β per structure, recovery model and interval, fractionation and
+where it came from, registration method and its quality, dose-grid coverage; and the model's limitations.
+Patient name and ID appear only when ``includeIdentity`` is set.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["dvhRows", "constraintRows", "summaryDict", "writeCsv", "reportHtml", "dvhSvg"]
+
+LIMITATIONS = (
+    "EQD2 uses the linear-quadratic model with each voxel's own dose per fraction (d = D/n); it assumes full repair "
+    "between fractions (no incomplete-repair correction for hyperfractionation with < 6 h between fractions).",
+    "Prior doses are mapped point-wise through the registration (pull-back, linear interpolation); dose is not "
+    "conserved under deformation. Where the deformable registration is doubtful, use the conservative option "
+    "(maximum of the prior dose within a radius).",
+    "Voxels that map outside a course's dose grid are unknown (not 0 Gy) and are excluded from DVH metrics; the "
+    "coverage of every structure is listed.",
+    "Recovery discounts the prior course's EQD2 on organ-at-risk voxels only: EQD2 = Σ (1 − r) EQD2_k "
+    "(\"T − (1 − r) P\" wording). Targets and the current course are never discounted.",
+    "Research software, not a certified medical device: a qualified medical physicist must verify every number.",
+)
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "—"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "toDict"):
+        return _jsonable(value.toDict())
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def dvhRows(result) -> list[dict]:
+    """One row per structure and dose (composite and each course), the metrics of the DVH."""
+    rows = []
+    for structure, entry in result.dvh.items():
+        unknown = entry.get("_unknownPercent", {})
+        for which, dvh in entry.items():
+            if which.startswith("_"):
+                continue
+            d = dvh.toDict()
+            rows.append({
+                "structure": structure, "dose": "composite EQD2" if which == "composite" else f"{which} EQD2",
+                "alphaBetaGy": _ownerAlphaBeta(result, structure), "volumeCc": d.get("volumeCc"),
+                "dminGy": d.get("dminGy"), "dmeanGy": d.get("dmeanGy"), "dmaxGy": d.get("dmaxGy"),
+                "d0_03ccGy": d.get("d0_03ccGy"), "d2ccGy": d.get("d2ccGy"), "d95PercentGy": d.get("d95PercentGy"),
+                "unknownVolumePercent": unknown.get(which, 0.0),
+            })
+    return rows
+
+
+def _ownerAlphaBeta(result, structure):
+    try:
+        return result.tissueTable.entryFor(structure).alphaBetaGy
+    except Exception:
+        return None
+
+
+def constraintRows(result) -> list[dict]:
+    """One flat row per constraint result: structure, metric, limit, α/β, value, margin, status, source."""
+    rows = []
+    for item in result.constraintResults:
+        d = item.toDict() if hasattr(item, "toDict") else dict(item)
+        constraint = d.get("constraint") or {}
+        rows.append({
+            "structure": d.get("structureName") or constraint.get("structure"),
+            "constraintOrgan": constraint.get("structure"), "metric": constraint.get("metric"),
+            "comparison": constraint.get("comparison"), "limit": constraint.get("limit"), "unit": d.get("unit"),
+            "alphaBetaGy": constraint.get("alphaBetaGy"), "kind": constraint.get("kind"),
+            "level": constraint.get("level"), "value": d.get("value"), "margin": d.get("margin"),
+            "status": d.get("status"), "reason": d.get("reason"), "source": constraint.get("source")})
+    return rows
+
+
+def summaryDict(result, includeIdentity: bool = False) -> dict:
+    """Everything needed to reproduce and audit the result (inputs with UIDs/paths, fractions, α/β, recovery,
+    registration and its quality, per-structure metrics, constraint results, warnings)."""
+    settings = result.settings
+    reference = dict(result.referenceInfo)
+    if not includeIdentity:
+        for key in list(reference):
+            if key.lower().startswith("patient"):
+                reference.pop(key)
+    courses = []
+    for c in result.courses:
+        doseInfo = {k: v for k, v in c.doseInfo.items() if includeIdentity or not k.lower().startswith("patient")}
+        courses.append({
+            "name": c.name, "current": c.isCurrent, "date": c.date, "doseFile": c.doseFile, "dose": doseInfo,
+            "numberOfFractions": c.numberOfFractions, "fractionsSource": c.fractionsSource,
+            "prescriptionGy": c.prescriptionGy, "registration": c.registration,
+            "doseGridCoveragePercent": 100.0 * c.coverageFraction, "recovery": c.recovery,
+            "maxPhysicalDoseGy": float(np.nanmax(c.mappedDoseGy)) if np.isfinite(c.mappedDoseGy).any() else None,
+            "maxEqd2Gy": float(np.nanmax(c.eqd2Gy)) if np.isfinite(c.eqd2Gy).any() else None,
+        })
+    composite = result.compositeEqd2Gy
+    finite = np.isfinite(composite)
+    return _jsonable({
+        "software": "Reirradiation", "caseFile": settings.sourcePath, "description": settings.description,
+        "referenceImage": {**reference, "geometry": result.referenceGeometry.toDict()},
+        "structures": {"names": sorted(result.masks)},
+        "defaultAlphaBetaGy": settings.defaultAlphaBetaGy,
+        "tissues": result.tissueTable.toDict() if hasattr(result.tissueTable, "toDict") else None,
+        "targets": list(settings.targets),
+        "courses": courses,
+        "composite": {
+            "unit": "Gy EQD2 (voxel-wise α/β, see tissues)",
+            "maxGy": float(composite[finite].max()) if finite.any() else None,
+            "unknownVoxels": int((~finite).sum()),
+            "sanityBound": _sanityBound(result),
+        },
+        "mri": None if result.mri is None else {"path": result.mri.get("path"),
+                                                "registration": result.mri.get("registration")},
+        "dvh": dvhRows(result),
+        "constraints": constraintRows(result),
+        "constraintSet": settings.constraints,
+        "isodoseLevelsGy": list(settings.isodoseLevelsGy),
+        "plannedCourse": None if settings.plannedFractions is None else {
+            "fractions": settings.plannedFractions, "budgetByOrgan": result.budgetByOrgan},
+        "conservativeRadiusMm": settings.conservativeRadiusMm,
+        "warnings": result.warnings,
+        "limitations": list(LIMITATIONS),
+        "timingsS": result.timingsS,
+    })
+
+
+def _sanityBound(result) -> dict:
+    """The composite can never exceed the sum of the per-course EQD2 maxima (a check against summation bugs)."""
+    bound = float(sum(np.nanmax(c.eqd2Gy) if np.isfinite(c.eqd2Gy).any() else 0.0 for c in result.courses))
+    composite = result.compositeEqd2Gy
+    maximum = float(np.nanmax(composite)) if np.isfinite(composite).any() else 0.0
+    return {"sumOfCourseMaximaGy": bound, "compositeMaxGy": maximum, "ok": maximum <= bound * (1 + 1e-6) + 1e-6}
+
+
+def writeCsv(path, rows: list[dict]) -> None:
+    path = Path(path)
+    fields: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in fields:
+                fields.append(key)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else (json.dumps(_jsonable(v)) if isinstance(v, (dict, list))
+                                                       else v)) for k, v in row.items()})
+
+
+_PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f",
+            "#bcbd22"]
+
+
+def dvhSvg(curves: list[tuple[str, np.ndarray, np.ndarray]], title: str = "Composite EQD2 DVH",
+           widthPx: int = 720, heightPx: int = 420) -> str:
+    """A cumulative DVH plot as inline SVG: ``curves`` = [(label, doseGy, volumePercent)]."""
+    left, right, top, bottom = 60, 170, 30, 45
+    plotW, plotH = widthPx - left - right, heightPx - top - bottom
+    maxDose = max([float(np.max(d)) for _, d, _ in curves if len(d)] + [1.0])
+    step = _niceStep(maxDose / 6)
+    maxDose = math.ceil(maxDose / step) * step
+
+    def x(dose):
+        return left + plotW * dose / maxDose
+
+    def y(volume):
+        return top + plotH * (1 - volume / 100.0)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{widthPx}" height="{heightPx}" '
+             f'font-family="sans-serif" font-size="12">',
+             f'<text x="{left}" y="18" font-size="14" font-weight="bold">{html.escape(title)}</text>',
+             f'<rect x="{left}" y="{top}" width="{plotW}" height="{plotH}" fill="none" stroke="#444"/>']
+    tick = 0.0
+    while tick <= maxDose + 1e-9:
+        parts.append(f'<line x1="{x(tick):.1f}" y1="{top}" x2="{x(tick):.1f}" y2="{top + plotH}" stroke="#ddd"/>')
+        parts.append(f'<text x="{x(tick):.1f}" y="{top + plotH + 16}" text-anchor="middle">{tick:g}</text>')
+        tick += step
+    for v in range(0, 101, 20):
+        parts.append(f'<line x1="{left}" y1="{y(v):.1f}" x2="{left + plotW}" y2="{y(v):.1f}" stroke="#ddd"/>')
+        parts.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v}</text>')
+    parts.append(f'<text x="{left + plotW / 2}" y="{heightPx - 8}" text-anchor="middle">Dose (Gy EQD2)</text>')
+    parts.append(f'<text x="14" y="{top + plotH / 2}" text-anchor="middle" '
+                 f'transform="rotate(-90 14 {top + plotH / 2})">Volume (%)</text>')
+    for index, (label, dose, volume) in enumerate(curves):
+        colour = _PALETTE[index % len(_PALETTE)]
+        points = " ".join(f"{x(float(d)):.1f},{y(float(v)):.1f}" for d, v in zip(dose, volume, strict=True))
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>')
+        ly = top + 14 + 18 * index
+        parts.append(f'<line x1="{left + plotW + 12}" y1="{ly - 4}" x2="{left + plotW + 32}" y2="{ly - 4}" '
+                     f'stroke="{colour}" stroke-width="3"/>')
+        parts.append(f'<text x="{left + plotW + 38}" y="{ly}">{html.escape(label)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _niceStep(raw: float) -> float:
+    if raw <= 0:
+        return 1.0
+    exponent = math.floor(math.log10(raw))
+    for m in (1, 2, 5, 10):
+        if m * 10 ** exponent >= raw:
+            return m * 10 ** exponent
+    return 10 ** (exponent + 1)
+
+
+def _table(rows: list[dict], columns: list[tuple[str, str]], rowClass=None) -> str:
+    out = ["<table><thead><tr>" + "".join(f"<th>{html.escape(t)}</th>" for _, t in columns) + "</tr></thead><tbody>"]
+    for row in rows:
+        cls = f' class="{rowClass(row)}"' if rowClass else ""
+        out.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_fmt(row.get(k)))}</td>" for k, _ in columns) + "</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity: bool = False) -> str:
+    """The self-contained HTML report (pictures embedded as base64 PNG)."""
+    summary = summaryDict(result, includeIdentity=includeIdentity)
+    settings = result.settings
+    buf = io.StringIO()
+    w = buf.write
+    w("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Re-irradiation cumulative dose report</title><style>"
+      "body{font-family:sans-serif;margin:24px;max-width:1100px}table{border-collapse:collapse;margin:8px 0 16px}"
+      "td,th{border:1px solid #bbb;padding:3px 8px;font-size:13px;text-align:right}th{background:#eee}"
+      "td:first-child,th:first-child{text-align:left}.pass{background:#d9f2d9}.fail{background:#f8d0d0}"
+      ".notevaluated{background:#eee;color:#666}.warn{color:#a35a00}h2{border-bottom:1px solid #ccc}"
+      "img{max-width:32%;margin:4px;border:1px solid #999}</style></head><body>")
+    w("<h1>Re-irradiation: cumulative EQD2 report</h1>")
+    if includeIdentity:
+        name = result.referenceInfo.get("patientName", "")
+        pid = result.referenceInfo.get("patientId", "")
+        w(f"<p>Patient: {html.escape(str(name))} ({html.escape(str(pid))})</p>")
+    else:
+        w("<p>Patient identity omitted (run with identity enabled to include it).</p>")
+    w(f"<p>Case file: {html.escape(Path(settings.sourcePath).name or '(in memory)')}. Reference grid: "
+      f"{html.escape(result.referenceGeometry.describe())}.</p>")
+
+    w("<h2>Courses and assumptions</h2>")
+    rows = []
+    for c in summary["courses"]:
+        reg = c["registration"] or {}
+        quality = reg.get("quality") or {}
+        rows.append({
+            "name": c["name"] + (" (current)" if c["current"] else ""), "date": c["date"],
+            "fractions": c["numberOfFractions"], "source": c["fractionsSource"], "rx": c["prescriptionGy"],
+            "reg": reg.get("method"), "coverage": c["doseGridCoveragePercent"],
+            "recovery": _recoveryText(c["recovery"]),
+            "fold": quality.get("foldingVoxelCount"), "maxPhys": c["maxPhysicalDoseGy"], "maxEqd2": c["maxEqd2Gy"],
+        })
+    w(_table(rows, [("name", "Course"), ("date", "Date"), ("fractions", "Fractions"), ("source", "Fractions from"),
+                    ("rx", "Prescription (Gy)"), ("reg", "Registration"), ("fold", "Folding voxels"),
+                    ("coverage", "Dose grid coverage (%)"), ("recovery", "Recovery"),
+                    ("maxPhys", "Max physical (Gy)"), ("maxEqd2", "Max EQD2 (Gy)")]))
+    w("<h3>α/β per structure</h3>")
+    abRows = [{"structure": s, "ab": _ownerAlphaBeta(result, s),
+               "target": "yes" if s in settings.targets or _isTarget(result, s) else ""} for s in sorted(result.masks)]
+    w(_table(abRows, [("structure", "Structure"), ("ab", "α/β (Gy)"), ("target", "Target")]))
+    w(f"<p>Voxels outside every structure: α/β = {settings.defaultAlphaBetaGy:g} Gy. Overlaps: targets first, then the "
+      "most dose-limiting tissue (lowest α/β).</p>")
+    sanity = summary["composite"]["sanityBound"]
+    w(f"<p>Composite EQD2 maximum {sanity['compositeMaxGy']:.2f} Gy; sum of course maxima "
+      f"{sanity['sumOfCourseMaximaGy']:.2f} Gy (sanity bound {'respected' if sanity['ok'] else 'VIOLATED'}).</p>")
+
+    w("<h2>Cumulative constraints</h2>")
+    if summary["constraints"]:
+        w(_table(summary["constraints"], _constraintColumns(summary["constraints"]),
+                 rowClass=lambda r: str(r.get("status", "")).replace(" ", "")))
+    else:
+        w("<p>No constraint set was given.</p>")
+
+    if pictures:
+        w("<h2>Composite EQD2 isodose lines over the structures</h2><div>")
+        for title, png in pictures.items():
+            data = base64.b64encode(png).decode("ascii")
+            w(f"<img alt='{html.escape(title)}' title='{html.escape(title)}' src='data:image/png;base64,{data}'/>")
+        w("</div>")
+        if settings.isodoseLevelsGy:
+            w(f"<p>Isodose levels (Gy EQD2): {', '.join(f'{v:g}' for v in settings.isodoseLevelsGy)}.</p>")
+
+    w("<h2>Dose-volume histograms (composite EQD2)</h2>")
+    curves = []
+    for structure, entry in result.dvh.items():
+        dose, volume = entry["composite"].curve(0.5)
+        curves.append((structure, np.asarray(dose), np.asarray(volume)))
+    if curves:
+        w(dvhSvg(curves))
+    w(_table([r for r in summary["dvh"]], [
+        ("structure", "Structure"), ("dose", "Dose"), ("alphaBetaGy", "α/β"), ("volumeCc", "Volume (cc)"),
+        ("dminGy", "Dmin"), ("dmeanGy", "Dmean"), ("dmaxGy", "Dmax"), ("d0_03ccGy", "D0.03cc"), ("d2ccGy", "D2cc"),
+        ("d95PercentGy", "D95%")]))
+
+    if summary.get("plannedCourse") and summary["plannedCourse"].get("budgetByOrgan"):
+        w("<h2>Remaining budget for the planned course</h2>")
+        w(_table(summary["plannedCourse"]["budgetByOrgan"],
+                 [(k, k) for k in summary["plannedCourse"]["budgetByOrgan"][0]]))
+
+    if result.warnings:
+        w("<h2>Warnings</h2><ul>" + "".join(f"<li class='warn'>{html.escape(m)}</li>" for m in result.warnings)
+          + "</ul>")
+    w("<h2>Limitations</h2><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in LIMITATIONS) + "</ul>")
+    w("</body></html>")
+    return buf.getvalue()
+
+
+def _isTarget(result, structure) -> bool:
+    try:
+        entry = result.tissueTable.lookup(structure)
+        return bool(entry and entry.isTarget)
+    except Exception:
+        return False
+
+
+def _recoveryText(recovery: dict) -> str:
+    if not recovery:
+        return "none"
+    if "model" in recovery:
+        return str(recovery["model"])
+    parts = []
+    byStructure = recovery.get("byStructure") or {}
+    for name, desc in byStructure.items():
+        if isinstance(desc, dict):
+            model = desc.get("model", "")
+            fraction = desc.get("fraction")
+            if model in ("none", "") and not fraction:
+                continue
+            parts.append(f"{name}: {model}" + (f" {100 * fraction:.0f} %" if fraction is not None else ""))
+        elif desc:
+            parts.append(f"{name}: {desc}")
+    interval = recovery.get("intervalDays")
+    text = "; ".join(parts) if parts else "none"
+    return text + (f" (interval {interval} days)" if interval is not None else "")
+
+
+def _constraintColumns(rows: list[dict]) -> list[tuple[str, str]]:
+    preferred = [("structure", "Structure"), ("metric", "Metric"), ("comparison", ""), ("limit", "Limit"),
+                 ("unit", "Unit"),
+                 ("value", "Value"), ("margin", "Margin"), ("status", "Result"), ("kind", "Kind"),
+                 ("alphaBetaGy", "α/β"), ("source", "Source"), ("reason", "Note")]
+    keys = set().union(*(r.keys() for r in rows))
+    return [(k, t) for k, t in preferred if k in keys]

@@ -1,0 +1,592 @@
+"""The re-irradiation dose workflow, headless: load → register → map → EQD2 per course → composite → DVH,
+constraints and remaining budget.
+
+Every step is explicit and recorded in the result (what was read, how it was mapped, which α/β and recovery were
+used) so that the report can state every assumption the ESTRO-EORTC re-irradiation consensus asks for
+(Andratschke et al., Lancet Oncol 2022, doi 10.1016/S1470-2045(22)00447-8).
+
+Method (REFERENCE §1, §6):
+
+Two stages, so the Slicer module can feed nodes instead of files: :func:`loadCaseInputs` reads and registers
+(files → :class:`DoseInputs`), :func:`computeDose` does the rest (in memory → :class:`DoseResult`).
+
+1. The reference grid is the current planning CT. Structures are rasterised onto it.
+2. Each course's physical dose is pulled back onto the reference grid through its registration
+   (linear interpolation; voxels mapping outside the course's dose grid are *unknown* (NaN), never 0 Gy).
+3. Each course is converted to EQD2 voxel by voxel with that voxel's own dose per fraction and α/β.
+4. Composite EQD2 = Σ_k (1 − r_k) EQD2_k, r_k = recovery of prior course k on organ-at-risk voxels (0 for the
+   current course and for targets). Voxels where any course is unknown are unknown in the composite.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import time
+from pathlib import Path
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+
+from .casefile import CaseSpec, CourseSpec
+from .errors import InputError
+from .geometry import ImageGeometry
+from .progress import noProgress, subProgress
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DoseSettings", "CourseInput", "DoseInputs", "CourseResult", "DoseResult", "loadCaseInputs",
+           "computeDose", "runDoseWorkflow", "registerCourse"]
+
+
+@dataclass(frozen=True)
+class DoseSettings:
+    """How to compute: the tissue table overrides, targets, constraints and display levels."""
+
+    tissues: dict = field(default_factory=dict)  # name -> casefile.TissueSpec
+    defaultAlphaBetaGy: float = 3.0
+    targets: tuple[str, ...] = ("GTV", "CTV")
+    constraints: object = None  # shipped set name or a JSON path
+    isodoseLevelsGy: tuple[float, ...] = ()
+    plannedFractions: int | None = None
+    conservativeRadiusMm: float = 0.0
+    description: str = ""
+    sourcePath: str = ""  # the case file, when there is one
+
+    @classmethod
+    def fromCase(cls, case: CaseSpec) -> DoseSettings:
+        return cls(tissues=dict(case.tissues), defaultAlphaBetaGy=case.defaultAlphaBetaGy, targets=case.targets,
+                   constraints=case.constraints, isodoseLevelsGy=case.isodoseLevelsGy,
+                   plannedFractions=case.plannedCourse.fractions if case.plannedCourse else None,
+                   conservativeRadiusMm=case.conservativeRadiusMm, description=case.description,
+                   sourcePath=str(case.path))
+
+
+@dataclass
+class CourseInput:
+    """One course in memory: its physical dose on its own grid and the transform reference → dose frame."""
+
+    name: str
+    doseGy: np.ndarray
+    doseGeometry: ImageGeometry
+    numberOfFractions: int
+    isCurrent: bool = False
+    date: _dt.date | None = None
+    fractionsSource: str = "given"
+    prescriptionGy: float | None = None
+    doseFile: str = ""
+    doseInfo: dict = field(default_factory=dict)
+    transform: sitk.Transform | None = None  # maps reference LPS points to the course's dose frame; None = same
+    registration: dict = field(default_factory=lambda: {"method": "none"})
+
+
+@dataclass
+class DoseInputs:
+    referenceImage: sitk.Image
+    masks: dict[str, np.ndarray]
+    courses: list[CourseInput]
+    settings: DoseSettings = field(default_factory=DoseSettings)
+    referenceInfo: dict = field(default_factory=dict)
+    structureColors: dict[str, tuple] = field(default_factory=dict)
+    mri: dict | None = None  # {"image": sitk image on the reference grid, "registration": {...}, "path": ...}
+    warnings: list[str] = field(default_factory=list)
+    timingsS: dict = field(default_factory=dict)
+
+    @property
+    def referenceGeometry(self) -> ImageGeometry:
+        return ImageGeometry.fromImage(self.referenceImage)
+
+
+@dataclass
+class CourseResult:
+    name: str
+    isCurrent: bool
+    date: _dt.date | None
+    numberOfFractions: int
+    fractionsSource: str
+    prescriptionGy: float | None
+    doseFile: str
+    doseInfo: dict
+    registration: dict
+    mappedDoseGy: np.ndarray  # physical dose on the reference grid (NaN = unknown)
+    coverageFraction: float
+    eqd2Gy: np.ndarray
+    recovery: dict
+    recoveryMap: np.ndarray | None  # fraction recovered per voxel (None for the current course)
+    transform: sitk.Transform | None = None  # reference LPS -> course dose frame (None = same frame)
+
+
+@dataclass
+class DoseResult:
+    settings: DoseSettings
+    referenceGeometry: ImageGeometry
+    referenceImage: sitk.Image
+    referenceInfo: dict
+    masks: dict[str, np.ndarray]
+    structureColors: dict[str, tuple]
+    alphaBetaGy: np.ndarray
+    alphaBetaOwners: object
+    tissueTable: object
+    courses: list[CourseResult]
+    compositeEqd2Gy: np.ndarray
+    dvh: dict  # structure -> {"composite": DvhResult, course name: DvhResult}
+    constraintResults: list
+    remainingBudgetGy: np.ndarray | None = None
+    budgetByOrgan: list = field(default_factory=list)
+    mri: dict | None = None
+    warnings: list[str] = field(default_factory=list)
+    timingsS: dict = field(default_factory=dict)
+
+    @property
+    def unknownMask(self) -> np.ndarray:
+        return ~np.isfinite(self.compositeEqd2Gy)
+
+    def course(self, name: str) -> CourseResult:
+        return next(c for c in self.courses if c.name == name)
+
+
+def runDoseWorkflow(case: CaseSpec, progress=None) -> DoseResult:
+    """Load, register and compute a case file's composite EQD2 (both stages)."""
+    progress = progress or noProgress
+    inputs = loadCaseInputs(case, subProgress(progress, 0.0, 0.8))
+    return computeDose(inputs, subProgress(progress, 0.8, 1.0))
+
+
+def loadCaseInputs(case: CaseSpec, progress=None) -> DoseInputs:
+    """Read every file of the case, check consistency and register each course onto the reference image."""
+    from . import dicomimage, segio
+
+    progress = progress or noProgress
+    warnings: list[str] = []
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    progress(0.0, "Loading the reference image")
+    referenceImage, referenceInfo = _readImage(case.referenceImage, "reference image", dicomimage)
+    referenceGeometry = ImageGeometry.fromImage(referenceImage)
+    logger.info("Reference image: %s", referenceGeometry.describe())
+    masks: dict[str, np.ndarray] = {}
+    colors: dict[str, tuple] = {}
+    if case.structures is not None:
+        progress(0.03, "Rasterising the structures")
+        masks, colors = _readStructures(case.structures, referenceGeometry, segio, warnings)
+    timings["load"] = time.perf_counter() - started
+
+    courses = []
+    n = len(case.courses)
+    for index, course in enumerate(case.courses):
+        t0 = time.perf_counter()
+        courses.append(_loadCourse(case, course, referenceImage, referenceInfo, masks, warnings,
+                                   subProgress(progress, 0.05 + 0.8 * index / n, 0.05 + 0.8 * (index + 1) / n)))
+        timings[f"load+register {course.name}"] = time.perf_counter() - t0
+
+    mri = None
+    if case.mri is not None:
+        t0 = time.perf_counter()
+        mri = _registerMri(case, referenceImage, subProgress(progress, 0.86, 1.0), dicomimage)
+        timings["mri"] = time.perf_counter() - t0
+    return DoseInputs(referenceImage=referenceImage, masks=masks, courses=courses,
+                      settings=DoseSettings.fromCase(case), referenceInfo=referenceInfo, structureColors=colors,
+                      mri=mri, warnings=warnings, timingsS=timings)
+
+
+def computeDose(inputs: DoseInputs, progress=None) -> DoseResult:
+    """Map each course onto the reference grid, convert to EQD2, sum, and evaluate DVHs, constraints and budget."""
+    from . import dosemapping, radiobiology
+    from .tissues import alphaBetaMap, recoveryMap, recoverySummary
+
+    progress = progress or noProgress
+    settings = inputs.settings
+    warnings = list(inputs.warnings)
+    timings = dict(inputs.timingsS)
+    started = time.perf_counter()
+    referenceGeometry = inputs.referenceGeometry
+    masks = inputs.masks
+    for name, mask in masks.items():
+        if mask.shape != referenceGeometry.shape:
+            raise InputError(f"structure '{name}' is not on the reference grid ({referenceGeometry.describe()})")
+    currents = [c for c in inputs.courses if c.isCurrent]
+    if len(currents) != 1:
+        raise InputError(f"exactly one course must be the current one (got {len(currents)})")
+    current = currents[0]
+    names = [c.name for c in inputs.courses]
+    if len(set(names)) != len(names):
+        raise InputError(f"course names must be unique (got {', '.join(names)})")
+
+    tissueTable = tissueTableFor(settings)
+    alphaBeta, ownerLabels, ownerNames = alphaBetaMap(masks, tissueTable,
+                                                      defaultAlphaBetaGy=settings.defaultAlphaBetaGy)
+
+    results: list[CourseResult] = []
+    for index, course in enumerate(inputs.courses):
+        progress(0.6 * index / len(inputs.courses), f"Course '{course.name}': mapping and EQD2")
+        if course.numberOfFractions is None or course.numberOfFractions <= 0:
+            raise InputError(f"course '{course.name}' needs a positive number of fractions "
+                             f"(got {course.numberOfFractions})", course.doseFile or None)
+        doseArray = np.asarray(course.doseGy, dtype=np.float32)
+        if not np.all(np.isfinite(doseArray)) or float(doseArray.min()) < 0:
+            raise InputError(f"course '{course.name}': the dose holds negative or non-finite values",
+                             course.doseFile or None)
+        mapped = dosemapping.mapDose(doseArray, course.doseGeometry, course.transform, referenceGeometry)
+        mappedDose = np.asarray(mapped.doseGy, dtype=np.float32)
+        registration = dict(course.registration)
+        if settings.conservativeRadiusMm > 0 and not course.isCurrent:
+            mappedDose = dosemapping.conservativeMaxFilter(mappedDose, referenceGeometry,
+                                                           settings.conservativeRadiusMm)
+            registration["conservativeRadiusMm"] = settings.conservativeRadiusMm
+        _reportCoverage(course, mappedDose, masks, warnings)
+        eqd2 = radiobiology.eqd2Gy(mappedDose, course.numberOfFractions, alphaBeta, allowNan=True)
+        if course.isCurrent:
+            recovery, rMap = {"model": "none (current course)"}, None
+        else:
+            rMap = recoveryMap(masks, tissueTable, course.date, current.date)
+            recovery = recoverySummary(masks, tissueTable, course.date, current.date)
+            recovery["maxRecoveredFraction"] = float(rMap.max()) if rMap is not None and rMap.size else 0.0
+        logger.info("Course %s: %d fractions (%s), mapped dose max %.2f Gy, coverage %.1f %%", course.name,
+                    course.numberOfFractions, course.fractionsSource,
+                    float(np.nanmax(mappedDose)) if np.isfinite(mappedDose).any() else float("nan"),
+                    100 * float(mapped.coverageFraction))
+        results.append(CourseResult(
+            name=course.name, isCurrent=course.isCurrent, date=course.date,
+            numberOfFractions=int(course.numberOfFractions), fractionsSource=course.fractionsSource,
+            prescriptionGy=course.prescriptionGy, doseFile=course.doseFile, doseInfo=dict(course.doseInfo),
+            registration=registration, mappedDoseGy=mappedDose, coverageFraction=float(mapped.coverageFraction),
+            eqd2Gy=eqd2, recovery=recovery, recoveryMap=rMap, transform=course.transform))
+
+    progress(0.65, "Summing the composite EQD2")
+    composite = radiobiology.compositeEqd2([c.eqd2Gy for c in results], [c.recoveryMap for c in results])
+    progress(0.7, "DVH and constraints")
+    dvh, constraintResults = _dvhAndConstraints(settings, masks, referenceGeometry, composite, results)
+    budget, budgetByOrgan = _remainingBudget(settings, masks, referenceGeometry, results)
+    timings["compute"] = time.perf_counter() - started
+    progress(1.0, "Done")
+    return DoseResult(
+        settings=settings, referenceGeometry=referenceGeometry, referenceImage=inputs.referenceImage,
+        referenceInfo=inputs.referenceInfo, masks=masks, structureColors=inputs.structureColors,
+        alphaBetaGy=alphaBeta, alphaBetaOwners={"labels": ownerLabels, "names": ownerNames},
+        tissueTable=tissueTable, courses=results,
+        compositeEqd2Gy=composite, dvh=dvh, constraintResults=constraintResults, remainingBudgetGy=budget,
+        budgetByOrgan=budgetByOrgan, mri=inputs.mri, warnings=warnings, timingsS=timings)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def _readImage(path, what: str, dicomimage) -> tuple[sitk.Image, dict]:
+    image, info = dicomimage.readImageSeries(path)
+    return image, _asDict(info)
+
+
+def _asDict(info) -> dict:
+    if info is None:
+        return {}
+    if isinstance(info, dict):
+        return info
+    if hasattr(info, "toDict"):
+        return info.toDict()
+    if hasattr(info, "__dataclass_fields__"):
+        return {k: getattr(info, k) for k in info.__dataclass_fields__}
+    return {"description": str(info)}
+
+
+def _readStructures(path, geometry: ImageGeometry, segio, warnings: list) -> tuple[dict, dict]:
+    masks, maskGeometry, colors = segio.readSegmentationWithGeometry(path, geometry)
+    if not maskGeometry.sameGridAs(geometry):
+        from .dosemapping import mapLabels
+        logger.info("Resampling the structures of %s onto the reference grid (nearest neighbour)", path)
+        warnings.append(f"structures of {Path(path).name} were on their own grid and were resampled onto the "
+                        "reference grid (nearest neighbour)")
+        masks = {name: np.asarray(mapLabels(mask.astype(np.uint8), maskGeometry, None, geometry).labels) > 0
+                 for name, mask in masks.items()}
+    for name, mask in list(masks.items()):
+        if not mask.any():
+            warnings.append(f"structure '{name}' in {path} is empty on the reference grid")
+    return masks, colors
+
+
+def registerCourse(referenceImage: sitk.Image, courseImage: sitk.Image, method: str, bodyMask=None,
+                   progress=None) -> tuple[sitk.Transform, dict]:
+    """Register a course's planning CT onto the reference CT: rigid, then (optionally) deformable.
+
+    Returns the transform (reference LPS → course LPS, for pull-back resampling) and a description with the
+    registration's parameters and quality numbers.
+    """
+    from . import registration as reg
+
+    progress = progress or noProgress
+    fixed = sitk.Cast(referenceImage, sitk.sitkFloat32)
+    moving = sitk.Cast(courseImage, sitk.sitkFloat32)
+    description: dict = {"method": method}
+    progress(0.0, "Rigid registration")
+    rigid = reg.registerRigid(fixed, moving, progress=subProgress(progress, 0.0, 0.25))
+    description["rigid"] = _resultSummary(rigid)
+    if method == "rigid":
+        return rigid.transform, description
+    progress(0.25, "Deformable registration")
+    deformable = reg.registerDeformable(fixed, moving, initialTransform=rigid.transform, fixedMask=bodyMask,
+                                        progress=subProgress(progress, 0.25, 0.95))
+    description["deformable"] = _resultSummary(deformable)
+    try:
+        from . import regquality
+        warped = sitk.Resample(moving, fixed, deformable.transform, sitk.sitkLinear, 0.0)
+        description["quality"] = regquality.registrationQuality(deformable, fixed, warped, bodyMask=bodyMask)
+    except Exception as error:  # quality is reported, never fatal
+        description["quality"] = {"error": str(error)}
+    return deformable.transform, description
+
+
+def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, warnings, progress) -> CourseInput:
+    from . import dicomimage, rtdose, rtplan, transformio
+
+    progress(0.0, f"Course '{course.name}': reading the dose")
+    dose = rtdose.readRtDose(course.dose)
+    rtdose.requirePlanDose(dose, course.dose)
+    doseInfo = _asDict(dose.info() if hasattr(dose, "info") else {
+        k: getattr(dose, k) for k in ("doseType", "summationType", "units", "frameOfReferenceUid",
+                                      "sopInstanceUid", "referencedPlanUid") if hasattr(dose, k)})
+    fractions, source, prescription = _fractions(course, rtplan)
+    transform = None
+    registration: dict = {"method": course.registration}
+    if course.registration == "file":
+        transform = transformio.readTransform(course.transformFile)
+        registration["file"] = str(course.transformFile)
+    elif course.registration in ("rigid", "deformable"):
+        courseImage, _ = _readImage(course.image, f"course '{course.name}' image", dicomimage)
+        bodyName = _findBody(masks)
+        bodyImage = None
+        if bodyName is not None:
+            from .geometry import imageFromArray
+            bodyImage = imageFromArray(masks[bodyName].astype(np.uint8), ImageGeometry.fromImage(referenceImage))
+        transform, registration = registerCourse(referenceImage, courseImage, course.registration, bodyImage,
+                                                 subProgress(progress, 0.05, 0.95))
+        registration["movingImage"] = str(course.image)
+    else:
+        _checkSameFrame(case, course, doseInfo, referenceInfo, warnings)
+    return CourseInput(name=course.name, doseGy=np.asarray(dose.doseGy, dtype=np.float32),
+                       doseGeometry=dose.geometry, numberOfFractions=fractions, isCurrent=course.isCurrent,
+                       date=course.date, fractionsSource=source, prescriptionGy=prescription,
+                       doseFile=str(course.dose), doseInfo=doseInfo, transform=transform, registration=registration)
+
+
+def _fractions(course: CourseSpec, rtplan) -> tuple[int, str, float | None]:
+    prescription = None
+    planFractions = None
+    if course.plan is not None:
+        plan = rtplan.readRtPlan(course.plan)
+        planFractions = plan.numberOfFractions
+        prescription = plan.prescriptionGy
+    if course.fractions is not None:
+        if planFractions is not None and planFractions != course.fractions:
+            logger.warning("Course %s: %d fractions given in the case file override the RTPLAN's %d",
+                           course.name, course.fractions, planFractions)
+            return course.fractions, f"case file (overrides RTPLAN's {planFractions})", prescription
+        return course.fractions, "case file", prescription
+    if planFractions is None:
+        raise InputError(f"course '{course.name}' has no number of fractions: give an RTPLAN ('plan') or "
+                         "'fractions' in the case file", course.dose)
+    return int(planFractions), f"RTPLAN {course.plan.name}", prescription
+
+
+def _findBody(masks: dict) -> str | None:
+    for name in masks:
+        if name.strip().lower() in ("body", "external", "skin", "outline", "body outline"):
+            return name
+    return None
+
+
+def _checkSameFrame(case, course, doseInfo, referenceInfo, warnings) -> None:
+    doseFrame = doseInfo.get("frameOfReferenceUid")
+    refFrame = referenceInfo.get("frameOfReferenceUid")
+    if doseFrame and refFrame and doseFrame != refFrame:
+        message = (f"course '{course.name}' dose ({course.dose}) is in frame of reference {doseFrame} but the "
+                   f"reference image ({case.referenceImage}) is in {refFrame}, and its registration is 'none'")
+        if not case.allowFrameOfReferenceMismatch:
+            raise InputError(message + "; register it or set allowFrameOfReferenceMismatch", course.dose)
+        warnings.append(message + " (accepted: allowFrameOfReferenceMismatch)")
+
+
+def _reportCoverage(course, mappedDose, masks, warnings) -> None:
+    unknown = ~np.isfinite(mappedDose)
+    if not unknown.any():
+        return
+    for name, mask in masks.items():
+        if not mask.any():
+            continue
+        outside = int(np.count_nonzero(unknown & mask))
+        if outside:
+            share = 100.0 * outside / int(np.count_nonzero(mask))
+            warnings.append(f"{share:.1f} % of '{name}' lies outside the dose grid of course '{course.name}' "
+                            f"({Path(course.doseFile).name or 'in memory'}): its dose there is unknown, not 0 Gy")
+
+
+def _resultSummary(result) -> dict:
+    out = {}
+    for key in ("method", "metricValue", "iterations", "elapsedS", "parameters"):
+        if hasattr(result, key):
+            out[key] = getattr(result, key)
+    return out
+
+
+def _registerMri(case: CaseSpec, referenceImage, progress, dicomimage) -> dict:
+    from . import transformio
+    mriImage, mriInfo = _readImage(case.mri.image, "MRI", dicomimage)
+    registration: dict = {"method": case.mri.registration}
+    if case.mri.registration == "file":
+        transform = transformio.readTransform(case.mri.transformFile)
+        registration["file"] = str(case.mri.transformFile)
+    elif case.mri.registration == "rigid":
+        from . import registration as reg
+        result = reg.registerRigid(sitk.Cast(referenceImage, sitk.sitkFloat32), sitk.Cast(mriImage, sitk.sitkFloat32),
+                                   metric="mattes", initialization="moments", progress=progress)
+        transform = result.transform
+        registration.update(_resultSummary(result))
+    else:
+        transform = sitk.Transform(3, sitk.sitkIdentity)
+    resampled = sitk.Resample(sitk.Cast(mriImage, sitk.sitkFloat32), referenceImage, transform, sitk.sitkLinear, 0.0)
+    return {"image": resampled, "transform": transform, "registration": registration, "info": mriInfo,
+            "path": str(case.mri.image)}
+
+
+def tissueTableFor(settings: DoseSettings):
+    """The shipped tissue table with the case's per-structure edits and target list applied.
+
+    An edit replaces the matching entry's α/β / recovery / priority and keeps its aliases; a structure named in
+    ``targets`` becomes a target (no recovery, wins overlaps); a target absent from the table gets α/β 10 Gy
+    (tumour convention, REFERENCE §1) unless the case gives one.
+    """
+    from dataclasses import replace
+
+    from .recovery import NoRecovery, recoveryModelFromDict
+    from .tissues import TissueEntry, TissueTable
+
+    table = replace(TissueTable.default(), defaultAlphaBetaGy=settings.defaultAlphaBetaGy)
+    targets = {t for t in settings.targets}
+    for name, spec in settings.tissues.items():
+        existing = table.lookup(name)
+        isTarget = spec.isTarget if spec.isTarget is not None else (
+            name in targets or (existing.isTarget if existing else False))
+        alphaBeta = spec.alphaBetaGy or (existing.alphaBetaGy if existing else
+                                          (10.0 if isTarget else settings.defaultAlphaBetaGy))
+        recovery = recoveryModelFromDict(spec.recovery) if spec.recovery is not None else (
+            existing.recovery if existing else NoRecovery())
+        table = table.withEntry(TissueEntry(
+            name=existing.name if existing else name, alphaBetaGy=alphaBeta, recovery=recovery,
+            priority=spec.priority if spec.priority is not None else (existing.priority if existing else 0),
+            isTarget=isTarget,
+            aliases=tuple(dict.fromkeys((existing.aliases if existing else ()) + spec.aliases
+                                        + ((name,) if existing and name != existing.name else ()))),
+            prefixes=existing.prefixes if existing else (), source="case file"))
+    for name in targets:
+        existing = table.lookup(name)
+        if existing is None:
+            table = table.withEntry(TissueEntry(name, 10.0, NoRecovery(), isTarget=True, source="case target"))
+        elif not existing.isTarget:
+            table = table.withEntry(replace(existing, isTarget=True, recovery=NoRecovery()))
+    return table
+
+
+def compositeAtAlphaBeta(courses: list[CourseResult], alphaBetaGy: float) -> np.ndarray:
+    """Σ (1 − r_k) EQD2_k at one α/β for all voxels (what a constraint stated at that α/β is compared with)."""
+    from .radiobiology import compositeEqd2, eqd2Gy
+
+    return compositeEqd2([eqd2Gy(c.mappedDoseGy, c.numberOfFractions, float(alphaBetaGy), allowNan=True)
+                          for c in courses], [c.recoveryMap for c in courses])
+
+
+def knownDvh(doseGy: np.ndarray, mask: np.ndarray, geometry: ImageGeometry, name: str):
+    """DVH over the structure's voxels whose dose is known; returns ``(dvh, unknownPercent)``.
+
+    Voxels of unknown dose (outside a course's dose grid, NaN) are left out of the DVH and their share of the
+    structure is returned, so that nothing unknown is counted as 0 Gy.
+    """
+    from .dvh import computeDvh
+
+    finite = np.isfinite(doseGy)
+    known = mask & finite
+    total = int(np.count_nonzero(mask))
+    unknownPercent = 100.0 * (total - int(np.count_nonzero(known))) / total if total else 0.0
+    if unknownPercent == 0.0:
+        return computeDvh(doseGy, mask, geometry, name=name), 0.0
+    return computeDvh(np.where(finite, doseGy, 0.0), known, geometry, name=name), unknownPercent
+
+
+def _dvhAndConstraints(settings, masks, geometry, composite, courseResults):
+    """DVHs of the composite and of each course (at the voxel α/β map), and the constraint results.
+
+    A constraint is stated in EQD2 at its own α/β (e.g. spinal cord at 2 Gy): it is evaluated on the composite
+    recomputed at that α/β — cumulative constraints on all courses, first-course constraints on the current course
+    alone — so a structure's tissue α/β never silently replaces the constraint's. Where part of the organ has
+    unknown dose, a constraint that would pass is reported "not evaluated" (a fail stays a fail: the known part
+    alone already breaks it).
+    """
+    from .constraints import ConstraintResult, ConstraintSet, evaluateConstraints, loadConstraintSet
+
+    dvh: dict = {}
+    for name, mask in masks.items():
+        if not mask.any():
+            continue
+        entry = {}
+        dvhResult, unknown = knownDvh(composite, mask, geometry, name)
+        entry["composite"] = dvhResult
+        entry["_unknownPercent"] = {"composite": unknown}
+        for course in courseResults:
+            entry[course.name], entry["_unknownPercent"][course.name] = knownDvh(course.eqd2Gy, mask, geometry,
+                                                                                   name)
+        dvh[name] = entry
+    results = []
+    if not settings.constraints:
+        return dvh, results
+    constraintSet = loadConstraintSet(settings.constraints)
+    current = [c for c in courseResults if c.isCurrent]
+    cache: dict = {}
+    for constraint in constraintSet.constraints:
+        courses = courseResults if constraint.kind == "cumulative" else current
+        ab = constraint.alphaBetaGy
+        key = (constraint.kind, ab)
+        if key not in cache:
+            dose = (composite if ab is None and constraint.kind == "cumulative" else
+                    compositeAtAlphaBeta(courses, ab) if ab is not None else current[0].eqd2Gy)
+            cache[key] = {name: knownDvh(dose, mask, geometry, name) for name, mask in masks.items() if mask.any()}
+        subset = ConstraintSet(name=constraintSet.name, constraints=(constraint,))
+        for item in evaluateConstraints(subset, {name: d for name, (d, _) in cache[key].items()}):
+            unknown = cache[key].get(item.structureName, (None, 0.0))[1] if item.structureName else 0.0
+            if unknown > 0 and item.status == "pass":
+                item = ConstraintResult(item.constraint, item.value, None, item.margin, "not evaluated",
+                                        f"{unknown:.1f} % of {item.structureName} has unknown dose (outside a "
+                                        f"course's dose grid); the known part passes", item.structureName)
+            results.append(item)
+    return dvh, results
+
+
+def _remainingBudget(settings, masks, geometry, courseResults):
+    """Per voxel, the largest physical dose a planned course of n fractions may add before the tightest cumulative
+    near-maximum limit (Dmax, D0.03cc, D0.1cc, D2cc) of every organ containing the voxel is reached (LQ inverse,
+    REFERENCE §1, at the constraint's α/β). NaN outside constrained organs."""
+    if settings.plannedFractions is None or not settings.constraints:
+        return None, []
+    from .budget import remainingPhysicalDoseGy
+    from .constraints import loadConstraintSet
+
+    constraintSet = loadConstraintSet(settings.constraints)
+    budget = np.full(geometry.shape, np.nan, dtype=np.float32)
+    rows = []
+    for constraint in constraintSet.constraints:
+        metric = str(constraint.metric).replace(" ", "").lower()
+        if constraint.kind != "cumulative" or constraint.unit != "Gy" or not (
+                metric.startswith("dmax") or metric in ("d0.03cc", "d0.1cc", "d2cc", "d1cc")):
+            continue
+        ab = constraint.alphaBetaGy or settings.defaultAlphaBetaGy
+        prior = None
+        for name, mask in masks.items():
+            if not constraint.matches(name) or not mask.any():
+                continue
+            if prior is None:
+                prior = compositeAtAlphaBeta(courseResults, ab)
+            allowed = remainingPhysicalDoseGy(constraint.limit - prior[mask].astype(np.float64),
+                                              settings.plannedFractions, ab)
+            current = budget[mask]
+            budget[mask] = np.where(np.isnan(current), allowed, np.fmin(current, allowed))
+            finite = np.asarray(allowed)[np.isfinite(allowed)]
+            rows.append({"structure": name, "constraint": f"{constraint.metric} < {constraint.limit:g} Gy EQD2",
+                         "alphaBetaGy": ab, "priorMaxEqd2Gy": float(np.nanmax(prior[mask])),
+                         "minRemainingPhysicalGy": float(finite.min()) if finite.size else None,
+                         "plannedFractions": settings.plannedFractions, "source": constraint.source})
+    return budget, rows

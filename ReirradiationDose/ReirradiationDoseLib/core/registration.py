@@ -1,0 +1,545 @@
+"""Rigid and deformable image registration on SimpleITK.
+
+Convention (the whole project uses it): a registration result is a SimpleITK transform ``T`` that maps **fixed**
+(current planning CT) physical LPS points to **moving** (prior CT, or MRI) points, so that
+``sitk.Resample(moving, fixed, T)`` shows the moving image on the fixed grid (the "pull-back" or resampling
+transform; in Slicer terms the transform *from parent*).
+
+Deformable results are ``T(x) = R(x + u(x))``: the displacement field ``u`` (on the fixed grid) is applied first,
+then the rigid transform ``R``; ``RegistrationResult.displacementField`` holds the *total* displacement
+``T(x) - x`` on the fixed grid (what the Jacobian and the quality report are computed on).
+
+Methods (chosen by measurement, see ``Testing/benchmarks/registration_vs_elastix.py``):
+
+- ``"demons"`` (default, CT to CT): multi-resolution diffeomorphic demons (Vercauteren et al., NeuroImage 2009;
+  45:S61-S72) with the symmetric (ESM) force, Gaussian regularisation of the field at every level; the field is
+  computed in the body's bounding box (+ margin) and re-extrapolated from inside the body into air between
+  chunks of iterations, so air and the couch neither drive nor hold back the deformation.
+- ``"bspline"`` (any modality, Mattes mutual information): multi-level B-spline free-form deformation
+  (Rueckert et al., IEEE TMI 1999;18:712-721) optimised with L-BFGS (``LBFGS2``: SimpleITK's multi-level B-spline
+  with LBFGSB fails at level 2, REFERENCE §7).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError, ProcessingCancelled
+from .progress import noProgress, subProgress
+
+__all__ = [
+    "RegistrationResult",
+    "registerRigid",
+    "registerDeformable",
+    "resampleMoving",
+    "displacementFieldFromTransform",
+    "displacementFieldTransform",
+    "DEFORMABLE_METHODS",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFORMABLE_METHODS = ("demons", "bspline")
+_AIR_HU = -1000.0
+
+
+@dataclass(frozen=True)
+class RegistrationResult:
+    """Outcome of a registration.
+
+    transform : maps fixed LPS points to moving LPS points (use it directly in ``sitk.Resample(moving, fixed, T)``).
+    metricValue : final value of the similarity metric (method dependent: negative Mattes MI, mean squares...).
+    iterations : total optimiser iterations over all resolution levels.
+    method : e.g. ``"rigid (mattes)"``, ``"demons"``, ``"bspline (mattes)"``.
+    parameters : every setting used, for the record.
+    elapsedS : wall-clock time in seconds.
+    displacementField : deformable only: total displacement ``T(x) - x`` (sitkVectorFloat64, LPS mm) on the fixed
+        grid.
+    """
+
+    transform: sitk.Transform
+    metricValue: float
+    iterations: int
+    method: str
+    parameters: dict = field(default_factory=dict)
+    elapsedS: float = 0.0
+    displacementField: sitk.Image | None = None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------------------------
+def _check3d(image: sitk.Image, what: str) -> None:
+    if not isinstance(image, sitk.Image) or image.GetDimension() != 3:
+        raise InputError(f"the {what} image must be a 3D image")
+    if min(image.GetSize()) < 4:
+        raise InputError(f"the {what} image is too small to register ({image.GetSize()} voxels)")
+
+
+def _asFloat(image: sitk.Image) -> sitk.Image:
+    return sitk.Cast(image, sitk.sitkFloat32) if image.GetPixelID() != sitk.sitkFloat32 else image
+
+
+def displacementFieldTransform(field: sitk.Image) -> sitk.DisplacementFieldTransform:
+    """A DisplacementFieldTransform on a *copy* of ``field`` (the constructor empties its argument, REFERENCE §7)."""
+    copy = sitk.Cast(field, sitk.sitkVectorFloat64)  # Cast always returns a new image
+    if copy is field or copy.GetSize() == (0, 0, 0):
+        copy = sitk.Image(field)
+    return sitk.DisplacementFieldTransform(copy)
+
+
+def displacementFieldFromTransform(transform: sitk.Transform, reference: sitk.Image) -> sitk.Image:
+    """The displacement ``T(x) - x`` (sitkVectorFloat64, LPS mm) sampled at the voxel centres of ``reference``."""
+    converter = sitk.TransformToDisplacementFieldFilter()
+    converter.SetReferenceImage(reference)
+    converter.SetOutputPixelType(sitk.sitkVectorFloat64)
+    return converter.Execute(transform)
+
+
+def resampleMoving(moving: sitk.Image, fixed: sitk.Image, transform: sitk.Transform | None,
+                   defaultValue: float = _AIR_HU, interpolator=sitk.sitkLinear) -> sitk.Image:
+    """``moving`` resampled onto the grid of ``fixed`` through ``transform`` (fixed -> moving points)."""
+    return sitk.Resample(_asFloat(moving), fixed, transform or sitk.Transform(3, sitk.sitkIdentity), interpolator,
+                         float(defaultValue), sitk.sitkFloat32)
+
+
+def _observe(process, progress, label: str, fractionOf: Callable[[], float]):
+    """Attach an iteration observer forwarding progress; a ProcessingCancelled from the callback stops ``process``.
+
+    Exceptions do not cross SimpleITK's command boundary reliably, so the observer records the cancellation,
+    asks the process to stop, and the caller re-raises after Execute returns.
+    """
+    state = {"cancelled": False, "iterations": 0}
+
+    def onIteration():
+        state["iterations"] += 1
+        if state["cancelled"]:
+            return
+        try:
+            progress(fractionOf(), label)
+        except ProcessingCancelled:
+            state["cancelled"] = True
+            process.StopRegistration()
+
+    process.AddCommand(sitk.sitkIterationEvent, onIteration)
+    return state
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# rigid
+# ---------------------------------------------------------------------------------------------------------------
+def registerRigid(fixed: sitk.Image, moving: sitk.Image, metric: str = "mattes",
+                  initialTransform: sitk.Transform | None = None, initialization: str = "geometry",
+                  fixedMask: sitk.Image | None = None, progress=None, *, shrinkFactors=(4, 2, 1),
+                  smoothingSigmasMm=(2.0, 1.0, 0.0), samplingPercentage: float = 0.25,
+                  numberOfIterations: int = 200, seed: int = 20240611) -> RegistrationResult:
+    """Rigid (rotation + translation, Euler angles about the fixed image's centre) registration.
+
+    Multi-resolution (``shrinkFactors`` / ``smoothingSigmasMm``), regular-step gradient descent with optimiser
+    scales estimated from a 1 mm physical shift, random sampling of ``samplingPercentage`` of the fixed voxels
+    with a fixed ``seed`` (reproducible). Use ``metric="mattes"`` (Mattes mutual information, 50 bins; Mattes et
+    al., IEEE TMI 2003;22:120-128) for MRI to CT, ``"meansquares"`` for CT to CT of the same scanner.
+
+    Parameters
+    ----------
+    fixed, moving : 3D images (the moving is pulled onto the fixed).
+    initialTransform : start here instead of the automatic initialisation.
+    initialization : ``"geometry"`` (align image centres) or ``"moments"`` (align centres of mass).
+    fixedMask : restrict the metric to this region of the fixed image (e.g. the body).
+    progress : ``progress(fraction, message)``; may raise ProcessingCancelled, which stops the registration.
+
+    Returns
+    -------
+    RegistrationResult whose transform is a ``sitk.Euler3DTransform`` mapping fixed to moving points.
+    """
+    progress = progress or noProgress
+    _check3d(fixed, "fixed")
+    _check3d(moving, "moving")
+    metric = metric.lower()
+    if metric not in ("mattes", "meansquares"):
+        raise InputError(f"unknown registration metric '{metric}' (use 'mattes' or 'meansquares')")
+    if initialization not in ("geometry", "moments"):
+        raise InputError(f"unknown initialisation '{initialization}' (use 'geometry' or 'moments')")
+    start = time.perf_counter()
+    fixedF, movingF = _asFloat(fixed), _asFloat(moving)
+    progress(0.0, "rigid registration: initialising")
+
+    # an Euler initial transform is refined in place; any other is kept as a fixed prefix (moving initial
+    # transform) and a rigid correction is optimised before it: T = initial o correction
+    prefix = None
+    if initialTransform is None:
+        mode = (sitk.CenteredTransformInitializerFilter.GEOMETRY if initialization == "geometry"
+                else sitk.CenteredTransformInitializerFilter.MOMENTS)
+        transform = sitk.Euler3DTransform(sitk.CenteredTransformInitializer(fixedF, movingF, sitk.Euler3DTransform(),
+                                                                           mode))
+    elif initialTransform.GetName() == "Euler3DTransform":
+        transform = sitk.Euler3DTransform(initialTransform.Downcast())
+    else:
+        prefix = initialTransform
+        transform = sitk.Euler3DTransform()
+        transform.SetCenter(fixed.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2.0 for n in fixed.GetSize()]))
+
+    method = sitk.ImageRegistrationMethod()
+    if metric == "mattes":
+        method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
+    else:
+        method.SetMetricAsMeanSquares()
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentage(float(samplingPercentage), int(seed))
+    if fixedMask is not None:
+        method.SetMetricFixedMask(sitk.Cast(fixedMask > 0, sitk.sitkUInt8))
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3,
+                                                    numberOfIterations=int(numberOfIterations),
+                                                    relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel(list(shrinkFactors))
+    method.SetSmoothingSigmasPerLevel(list(smoothingSigmasMm))
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    if prefix is not None:
+        method.SetMovingInitialTransform(prefix)
+    method.SetInitialTransform(transform, inPlace=True)
+
+    levels = len(shrinkFactors)
+    state = _observe(method, progress, "rigid registration",
+                     lambda: min(0.99, (method.GetCurrentLevel() + min(method.GetOptimizerIteration(),
+                                                                        numberOfIterations) / numberOfIterations)
+                                 / levels))
+    method.Execute(fixedF, movingF)
+    if state["cancelled"]:
+        raise ProcessingCancelled("rigid registration cancelled")
+    final: sitk.Transform = sitk.Euler3DTransform(transform)
+    if prefix is not None:
+        final = sitk.CompositeTransform([prefix, final])
+    elapsed = time.perf_counter() - start
+    progress(1.0, "rigid registration done")
+    logger.info("rigid registration (%s): metric %.4g after %d iterations in %.1f s (%s)", metric,
+                method.GetMetricValue(), state["iterations"], elapsed,
+                method.GetOptimizerStopConditionDescription())
+    return RegistrationResult(
+        transform=final, metricValue=float(method.GetMetricValue()), iterations=int(state["iterations"]),
+        method=f"rigid ({metric})",
+        parameters={"metric": metric, "initialization": initialization if initialTransform is None else "given",
+                    "shrinkFactors": list(shrinkFactors), "smoothingSigmasMm": list(smoothingSigmasMm),
+                    "samplingPercentage": samplingPercentage, "numberOfIterations": numberOfIterations,
+                    "seed": seed, "fixedMask": fixedMask is not None,
+                    "stopCondition": method.GetOptimizerStopConditionDescription()},
+        elapsedS=elapsed)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# deformable
+# ---------------------------------------------------------------------------------------------------------------
+def _cropRegion(fixed: sitk.Image, fixedMask: sitk.Image | None, marginMm: float):
+    """Index box (start, size) of the body bounding box + margin, clipped to the image; whole image if no mask."""
+    size = np.array(fixed.GetSize())
+    if fixedMask is None:
+        return np.zeros(3, int), size
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.Execute(sitk.Cast(fixedMask > 0, sitk.sitkUInt8))
+    if 1 not in stats.GetLabels():
+        raise InputError("the body mask given for deformable registration is empty")
+    box = np.array(stats.GetBoundingBox(1))
+    margin = np.ceil(marginMm / np.array(fixed.GetSpacing())).astype(int)
+    lo = np.maximum(box[:3] - margin, 0)
+    hi = np.minimum(box[:3] + box[3:] + margin, size)
+    return lo, hi - lo
+
+
+def _levelGrid(reference: sitk.Image, spacingMm: np.ndarray) -> sitk.Image:
+    """An empty image covering ``reference``'s extent with the given (coarser) spacing."""
+    spacing0 = np.array(reference.GetSpacing())
+    size0 = np.array(reference.GetSize())
+    extent = spacing0 * size0
+    size = np.maximum(np.round(extent / spacingMm).astype(int), 4)
+    spacing = extent / size
+    direction = np.array(reference.GetDirection()).reshape(3, 3)
+    # keep the physical extent of voxel boxes: first voxel centre at corner + spacing / 2
+    corner = np.array(reference.GetOrigin()) - direction @ (spacing0 / 2.0)
+    origin = corner + direction @ (spacing / 2.0)
+    grid = sitk.Image([int(s) for s in size], sitk.sitkFloat32)
+    grid.SetSpacing([float(s) for s in spacing])
+    grid.SetOrigin([float(o) for o in origin])
+    grid.SetDirection(reference.GetDirection())
+    return grid
+
+
+def _downsample(image: sitk.Image, grid: sitk.Image) -> sitk.Image:
+    factor = np.array(grid.GetSpacing()) / np.array(image.GetSpacing())
+    sigmas = [float(0.5 * s * f) if f > 1.01 else 0.0 for s, f in zip(image.GetSpacing(), factor, strict=True)]
+    smoothed = image
+    if max(sigmas) > 0:
+        smoothed = sitk.SmoothingRecursiveGaussian(image, [max(s, 1e-3) for s in sigmas])
+    return sitk.Resample(smoothed, grid, sitk.Transform(3, sitk.sitkIdentity), sitk.sitkLinear, _AIR_HU,
+                         sitk.sitkFloat32)
+
+
+def _resampleField(field: sitk.Image, grid: sitk.Image) -> sitk.Image:
+    out = sitk.Resample(field, grid, sitk.Transform(3, sitk.sitkIdentity), sitk.sitkLinear, 0.0,
+                        sitk.sitkVectorFloat64)
+    return out
+
+
+def _extrapolateOutside(field: sitk.Image, weight: sitk.Image, sigmaMm: float) -> sitk.Image:
+    """Replace the field outside the body by a normalised-convolution extrapolation of the field inside.
+
+    ``u_out = G * (w u) / G * w`` (Knutsson and Westin, CVPR 1993) with ``w`` the body indicator and ``G`` a
+    Gaussian of ``sigmaMm``: air carries no image forces, so without this the Gaussian regulariser pulls the
+    displacement near the skin towards the (zero) field in air and tangential motion at the outline is lost.
+    """
+    w = sitk.GetArrayFromImage(weight).astype(np.float64)
+    u = sitk.GetArrayFromImage(field)
+
+    def smooth(array: np.ndarray) -> np.ndarray:
+        image = sitk.GetImageFromArray(array)  # float64: no float32 round-off in the far tails
+        image.CopyInformation(weight)
+        return sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(image, sigmaMm))
+
+    # the recursive Gaussian's far tails are ~0 and may be slightly negative: never divide by them; where the
+    # body's weight is below 5 % the extrapolation fades smoothly to 0 instead
+    smoothedW = np.maximum(smooth(w), 0.05)
+    out = np.empty_like(u)
+    for c in range(3):
+        out[..., c] = w * u[..., c] + (1.0 - w) * smooth(u[..., c] * w) / smoothedW
+    result = sitk.GetImageFromArray(out, isVector=True)
+    result.CopyInformation(field)
+    return result
+
+
+def _demonsPyramid(fixed: sitk.Image, moving: sitk.Image, levelSpacings, iterations, sigmaMm: float,
+                   maxStepVoxels: float, progress, stateOut: dict, firstOrderExp: bool = False,
+                   bodyWeight: sitk.Image | None = None, chunkIterations: int = 20,
+                   extrapolationSigmaMm: float = 15.0) -> sitk.Image:
+    """Multi-resolution diffeomorphic demons; returns the field on ``fixed``'s grid (sitkVectorFloat64).
+
+    With ``bodyWeight`` (body indicator on the fixed grid) each level runs in chunks of ``chunkIterations`` and the
+    field outside the body is re-extrapolated from the inside between chunks (:func:`_extrapolateOutside`).
+    """
+    field = None
+    nLevels = len(levelSpacings)
+    for level, (spacing, nIter) in enumerate(zip(levelSpacings, iterations, strict=True)):
+        grid = _levelGrid(fixed, spacing) if np.any(spacing > np.array(fixed.GetSpacing()) * 1.01) else fixed
+        f = _downsample(fixed, grid) if grid is not fixed else fixed
+        m = _downsample(moving, grid) if grid is not fixed else moving
+        w = None
+        if bodyWeight is not None:
+            w = bodyWeight if grid is fixed else sitk.Resample(bodyWeight, grid, sitk.Transform(3, sitk.sitkIdentity),
+                                                               sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        if level == nLevels - 1 and nLevels > 1:
+            w = None  # the large-scale motion is set: the finest level runs in one go (the chunks cost time)
+        chunks = [int(nIter)] if w is None else \
+            [chunkIterations] * (int(nIter) // chunkIterations) + ([int(nIter) % chunkIterations]
+                                                                   if int(nIter) % chunkIterations else [])
+        done = 0
+        for chunk in chunks:
+            demons = sitk.DiffeomorphicDemonsRegistrationFilter()
+            demons.SetNumberOfIterations(int(chunk))
+            demons.SetSmoothDisplacementField(True)
+            # ITK's field smoothing works in voxels: convert the physical regularisation to this level's voxels
+            demons.SetStandardDeviations([max(0.5, float(sigmaMm / s)) for s in grid.GetSpacing()])
+            demons.SetUseFirstOrderExp(bool(firstOrderExp))
+            demons.SetSmoothUpdateField(False)
+            demons.SetMaximumUpdateStepLength(float(maxStepVoxels))
+            demons.SetUseGradientType(demons.Symmetric)
+            demons.SetMaximumRMSError(0.005)
+            levelProgress = subProgress(progress, (level + done / nIter) / nLevels,
+                                        (level + (done + chunk) / nIter) / nLevels)
+            state = _observe(demons, levelProgress, f"deformable registration (level {level + 1} of {nLevels})",
+                             lambda d=demons, n=chunk: min(d.GetElapsedIterations() / n, 1.0))
+            if field is None:
+                field = demons.Execute(f, m)
+            else:
+                if field.GetSize() != grid.GetSize() or field.GetSpacing() != grid.GetSpacing():
+                    field = _resampleField(field, grid)
+                field = demons.Execute(f, m, field)
+            stateOut["iterations"] += state["iterations"]
+            stateOut["metric"] = demons.GetMetric()
+            if state["cancelled"]:
+                raise ProcessingCancelled("deformable registration cancelled")
+            if w is not None:
+                field = _extrapolateOutside(field, w, extrapolationSigmaMm)
+            done += chunk
+    if field.GetSize() != fixed.GetSize() or not np.allclose(field.GetSpacing(), fixed.GetSpacing()):
+        field = _resampleField(field, fixed)
+    return field
+
+
+def _normalisedCt(image: sitk.Image, lowHu: float, highHu: float) -> sitk.Image:
+    """Clamp to [lowHu, highHu] and scale to [0, 1] (demons forces depend on the intensity scale)."""
+    clamped = sitk.Clamp(_asFloat(image), sitk.sitkFloat32, lowHu, highHu)
+    return sitk.ShiftScale(clamped, -lowHu, 1.0 / (highHu - lowHu))
+
+
+def registerDeformable(fixed: sitk.Image, moving: sitk.Image, initialTransform: sitk.Transform | None = None,
+                       fixedMask: sitk.Image | None = None, method: str = "demons",
+                       structureMasks: dict | None = None, progress=None, *,
+                       levelSpacingsMm=None, finestSpacingMm: float | None = None,
+                       iterationsPerLevel=(100, 100, 60), smoothingSigmaMm: float = 2.5, firstOrderExp: bool = False,
+                       intensityWindowHu=(-1000.0, 1500.0), marginMm: float = 20.0,
+                       metric: str = "mattes", gridSpacingMm: float = 40.0) -> RegistrationResult:
+    """Deformable registration of ``moving`` onto ``fixed`` after ``initialTransform`` (usually the rigid result).
+
+    Parameters
+    ----------
+    fixed, moving : 3D images; CT in HU for ``method="demons"``.
+    initialTransform : fixed -> moving transform applied first (the rigid registration); identity if None.
+    fixedMask : body outline on the fixed grid. The registration is restricted to its bounding box + ``marginMm``
+        (the field is continued outside that box by replicating its faces), and during demons the field outside
+        the body is re-extrapolated from the inside (normalised convolution) so that air does not hold it back.
+    method : ``"demons"`` (CT to CT) or ``"bspline"`` (Mattes MI; MRI to CT).
+    structureMasks : optional ``{name: (fixedMask, movingMask)}`` paired binary masks (fixed mask on the fixed
+        grid, moving mask on the moving grid). Demons: each pair adds a smoothed indicator to both intensity images
+        (weight 0.5 of the normalised range), which pulls the structures onto each other.
+    levelSpacingsMm : voxel spacing of each resolution level (coarse to fine), as a list of scalars (isotropic
+        target, never finer than the image) ; default: 4, 2, 1 times the finest image spacing.
+    finestSpacingMm : stop at this spacing and upsample the field (linear) to the fixed grid: used for clinical
+        sizes to stay within time (say so in the report: the field is then smooth below this scale).
+    iterationsPerLevel : demons iterations at each level.
+    smoothingSigmaMm : Gaussian regularisation of the displacement field (mm, converted to each level's voxels).
+    firstOrderExp : demons: approximate the exponential of the update to first order (faster, less smooth).
+    intensityWindowHu : CT window mapped to [0, 1] before demons.
+    metric, gridSpacingMm : B-spline only: similarity metric (``"mattes"`` or ``"meansquares"``) and control-point
+        spacing at the finest level.
+    progress : ``progress(fraction, message)``; may raise ProcessingCancelled.
+
+    Returns
+    -------
+    RegistrationResult with ``transform = CompositeTransform([initial, displacement field])`` (the field is applied
+    first) and ``displacementField`` = total displacement on the fixed grid.
+    """
+    progress = progress or noProgress
+    _check3d(fixed, "fixed")
+    _check3d(moving, "moving")
+    method = method.lower()
+    if method not in DEFORMABLE_METHODS:
+        raise InputError(f"unknown deformable registration method '{method}' (use one of {DEFORMABLE_METHODS})")
+    if fixedMask is not None and fixedMask.GetSize() != fixed.GetSize():
+        raise InputError("the body mask must be on the grid of the fixed image")
+    start = time.perf_counter()
+    initial = initialTransform or sitk.Transform(3, sitk.sitkIdentity)
+    progress(0.0, "deformable registration: preparing images")
+
+    lo, size = _cropRegion(fixed, fixedMask, marginMm)
+    fullSize = np.array(fixed.GetSize())
+    cropped = any(lo > 0) or any(lo + size < fullSize)
+    fixedC = sitk.RegionOfInterest(fixed, [int(s) for s in size], [int(v) for v in lo]) if cropped else fixed
+    movingOnFixed = resampleMoving(moving, fixedC, initial,
+                                   defaultValue=_AIR_HU if method == "demons" else 0.0)
+
+    spacing0 = np.array(fixed.GetSpacing())
+    if levelSpacingsMm is None:
+        base = float(spacing0.min())
+        levelSpacingsMm = [4 * base, 2 * base, base]
+    levels = [np.maximum(spacing0, float(s)) for s in levelSpacingsMm]
+    if finestSpacingMm is not None:
+        levels = [np.maximum(lv, float(finestSpacingMm)) for lv in levels]
+    iterationsPerLevel = list(iterationsPerLevel)
+    if len(iterationsPerLevel) != len(levels):
+        raise InputError("iterationsPerLevel needs one value per resolution level")
+    state = {"iterations": 0, "metric": float("nan")}
+    parameters: dict = {"method": method, "levelSpacingsMm": [lv.round(3).tolist() for lv in levels],
+                        "finestSpacingMm": finestSpacingMm, "bodyMask": fixedMask is not None,
+                        "cropIndex": lo.tolist(), "cropSize": size.tolist(), "marginMm": marginMm,
+                        "structureGuided": sorted(structureMasks) if structureMasks else []}
+    registerProgress = subProgress(progress, 0.05, 0.9)
+
+    if method == "demons":
+        f = _normalisedCt(fixedC, *intensityWindowHu)
+        m = _normalisedCt(movingOnFixed, *intensityWindowHu)
+        if structureMasks:
+            for name, (fixedS, movingS) in structureMasks.items():
+                if fixedS.GetSize() != fixed.GetSize():
+                    raise InputError(f"the fixed mask of structure '{name}' is not on the fixed grid")
+                fs = sitk.Cast(fixedS > 0, sitk.sitkFloat32)
+                fs = sitk.RegionOfInterest(fs, [int(s) for s in size], [int(v) for v in lo]) if cropped else fs
+                ms = sitk.Resample(sitk.Cast(movingS > 0, sitk.sitkFloat32), fixedC, initial, sitk.sitkLinear, 0.0)
+                sigma = [2.0 * float(s) for s in fixed.GetSpacing()]
+                f = f + 0.5 * sitk.SmoothingRecursiveGaussian(fs, sigma)
+                m = m + 0.5 * sitk.SmoothingRecursiveGaussian(ms, sigma)
+        bodyWeight = None
+        if fixedMask is not None:
+            bodyWeight = sitk.Cast(fixedMask > 0, sitk.sitkFloat32)
+            bodyWeight = sitk.RegionOfInterest(bodyWeight, [int(s) for s in size], [int(v) for v in lo]) \
+                if cropped else bodyWeight
+        localField = _demonsPyramid(f, m, levels, iterationsPerLevel, smoothingSigmaMm, 2.0,
+                                    registerProgress, state, firstOrderExp, bodyWeight)
+        parameters.update({"iterationsPerLevel": iterationsPerLevel, "smoothingSigmaMm": smoothingSigmaMm,
+                           "firstOrderExp": firstOrderExp,
+                           "intensityWindowHu": list(intensityWindowHu), "force": "symmetric (ESM)",
+                           "maximumUpdateStepVoxels": 2.0})
+        methodName = "diffeomorphic demons"
+    else:
+        localField = _bsplineField(fixedC, movingOnFixed, metric, gridSpacingMm, levels, iterationsPerLevel,
+                                   registerProgress, state,
+                                   None if fixedMask is None else
+                                   (sitk.RegionOfInterest(fixedMask, [int(s) for s in size], [int(v) for v in lo])
+                                    if cropped else fixedMask))
+        parameters.update({"metric": metric, "gridSpacingMm": gridSpacingMm, "optimizer": "LBFGS2",
+                           "iterationsPerLevel": iterationsPerLevel})
+        methodName = f"bspline ({metric})"
+
+    progress(0.9, "deformable registration: assembling the transform")
+    if cropped:
+        # outside the registered box (air, at least marginMm from the body) the field is continued by replicating
+        # its faces: continuous, no folding, no effect inside the body
+        arr = sitk.GetArrayFromImage(localField)
+        before = lo[::-1]
+        after = (fullSize - lo - size)[::-1]
+        full = np.pad(arr, [(int(a), int(b)) for a, b in zip(before, after, strict=True)] + [(0, 0)], mode="edge")
+        localField = sitk.GetImageFromArray(full, isVector=True)
+        localField.CopyInformation(fixed)
+    deformation = displacementFieldTransform(localField)
+    composite = sitk.CompositeTransform([initial, deformation])
+    totalField = displacementFieldFromTransform(composite, fixed)
+    elapsed = time.perf_counter() - start
+    progress(1.0, "deformable registration done")
+    logger.info("deformable registration (%s): %d iterations in %.1f s", methodName, state["iterations"], elapsed)
+    return RegistrationResult(transform=composite, metricValue=float(state["metric"]),
+                              iterations=int(state["iterations"]), method=methodName, parameters=parameters,
+                              elapsedS=elapsed, displacementField=totalField)
+
+
+def _bsplineField(fixed: sitk.Image, movingOnFixed: sitk.Image, metric: str, gridSpacingMm: float, levels,
+                  iterationsPerLevel, progress, stateOut: dict, mask: sitk.Image | None) -> sitk.Image:
+    """Multi-level B-spline FFD between ``fixed`` and the (already rigidly resampled) moving; field on fixed grid."""
+    nLevels = len(levels)
+    spacing0 = np.array(fixed.GetSpacing())
+    shrink = [int(max(1, round(float(np.min(lv / spacing0))))) for lv in levels]
+    extent = spacing0 * np.array(fixed.GetSize())
+    scaleFactors = [2 ** (nLevels - 1 - i) for i in range(nLevels)]
+    coarseSpacing = gridSpacingMm * scaleFactors[0]
+    meshSize = [max(1, int(math.ceil(e / coarseSpacing))) for e in extent]
+    bspline = sitk.BSplineTransformInitializer(fixed, meshSize, order=3)
+    method = sitk.ImageRegistrationMethod()
+    if metric == "mattes":
+        method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
+    elif metric == "meansquares":
+        method.SetMetricAsMeanSquares()
+    else:
+        raise InputError(f"unknown registration metric '{metric}' (use 'mattes' or 'meansquares')")
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentage(0.1, 20240611)
+    if mask is not None:
+        method.SetMetricFixedMask(sitk.Cast(mask > 0, sitk.sitkUInt8))
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsLBFGS2(solutionAccuracy=1e-5, numberOfIterations=int(max(iterationsPerLevel)),
+                                deltaConvergenceTolerance=1e-4)
+    method.SetInitialTransformAsBSpline(bspline, inPlace=True, scaleFactors=scaleFactors)
+    method.SetShrinkFactorsPerLevel(shrink)
+    method.SetSmoothingSigmasPerLevel([0.5 * s * float(spacing0.min()) for s in shrink])
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    state = _observe(method, progress, "deformable registration (B-spline)",
+                     lambda: min(0.99, (method.GetCurrentLevel() + 0.5) / nLevels))
+    method.Execute(_asFloat(fixed), movingOnFixed)
+    stateOut["iterations"] += state["iterations"]
+    stateOut["metric"] = method.GetMetricValue()
+    if state["cancelled"]:
+        raise ProcessingCancelled("deformable registration cancelled")
+    return displacementFieldFromTransform(bspline, fixed)

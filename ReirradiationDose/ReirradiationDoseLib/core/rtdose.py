@@ -1,0 +1,216 @@
+"""Reading RTDOSE (DICOM) and dose volumes (NRRD/NIfTI/MHA) into ``(doseGy [k, j, i], ImageGeometry)``.
+
+DICOM RT Dose Module (PS3.3 C.8.8.3):
+
+- dose (Gy) = stored value * DoseGridScaling; DoseUnits must be ``GY`` (``RELATIVE`` doses are refused: they are not
+  absolute doses and cannot be accumulated);
+- frames are planes along the normal n = row x column of ImageOrientationPatient; GridFrameOffsetVector gives each
+  frame's offset along n, either relative to ImagePositionPatient (first value 0, the usual form) or, when the first
+  value is not 0, absolute (offset = z of the plane for axial HFS grids; PS3.3 C.8.8.3.2). Both are converted to
+  relative offsets: ``offset_rel = offset - offset[0]``, and the first plane is placed at ImagePositionPatient
+  (absolute form: ``IPP + (offset[0] - IPP·n) n``, which equals IPP when IPP lies on the first plane);
+- frames must be equally spaced (else refused: the dose would need resampling, which must be explicit);
+- big-endian, RLE and other transfer syntaxes are decoded by pydicom.
+
+DoseSummationType (PLAN, MULTI_PLAN, FRACTION, BEAM, BRACHY, CONTROL_POINT, ...) is reported; a FRACTION or BEAM dose
+is not a plan dose: :func:`requirePlanDose` refuses it where a whole-course dose is expected.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from pydicom.errors import InvalidDicomError
+
+from .errors import InputError
+from .geometry import ImageGeometry
+
+__all__ = ["RtDose", "readRtDose", "requirePlanDose", "PLAN_SUMMATION_TYPES"]
+
+logger = logging.getLogger(__name__)
+
+PLAN_SUMMATION_TYPES = ("PLAN", "MULTI_PLAN", "PLAN_OVERVIEW", "RECORD")
+_SPACING_TOLERANCE = 0.01
+
+
+@dataclass(frozen=True)
+class RtDose:
+    """A dose grid read from a file.
+
+    ``doseType`` (PHYSICAL/EFFECTIVE/ERROR) and ``summationType`` are ``"UNKNOWN"`` for non-DICOM files
+    (``fromDicom`` False): the caller must then state what the dose is.
+    """
+
+    doseGy: np.ndarray
+    geometry: ImageGeometry
+    doseType: str
+    summationType: str
+    units: str
+    frameOfReferenceUid: str
+    referencedPlanUid: str
+    patientId: str
+    sopInstanceUid: str
+    path: str = ""
+    fromDicom: bool = True
+    studyInstanceUid: str = ""
+    seriesInstanceUid: str = ""
+    seriesDescription: str = ""
+    patientName: str = ""
+    comment: str = ""
+    doseGridScaling: float = 1.0
+    referencedFractionGroupNumber: int | None = None
+
+    @property
+    def maxGy(self) -> float:
+        return float(np.max(self.doseGy)) if self.doseGy.size else 0.0
+
+
+def _readNonDicom(path: Path) -> RtDose:
+    try:
+        image = sitk.ReadImage(str(path), sitk.sitkFloat32)
+    except RuntimeError as exc:
+        raise InputError(f"cannot read the dose file ({str(exc).strip().splitlines()[-1]})", path) from None
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError("a dose must be a 3D scalar image", path)
+    dose = sitk.GetArrayFromImage(image).astype(np.float32)
+    if not np.all(np.isfinite(dose)):
+        raise InputError("the dose contains NaN or infinite values", path)
+    if dose.size and float(dose.min()) < 0:
+        raise InputError(f"the dose contains negative values (minimum {float(dose.min()):.4g} Gy)", path)
+    logger.warning("%s: dose read from a non-DICOM file: units assumed Gy, dose type and summation type unknown",
+                   path)
+    return RtDose(doseGy=dose, geometry=ImageGeometry.fromImage(image), doseType="UNKNOWN",
+                  summationType="UNKNOWN", units="GY (assumed)", frameOfReferenceUid="", referencedPlanUid="",
+                  patientId="", sopInstanceUid="", path=str(path), fromDicom=False)
+
+
+def readRtDose(path: str | os.PathLike, allowRelative: bool = False) -> RtDose:
+    """Read an RTDOSE (or a NRRD/NIfTI/MHA dose volume, assumed in Gy) as float32 Gy on its LPS grid.
+
+    ``allowRelative=True`` reads a RELATIVE-unit RTDOSE for inspection only (``units == "RELATIVE"``, values are
+    not Gy); every dose-accumulation path keeps the default, which refuses it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("the dose file does not exist", path)
+    if not pydicom.misc.is_dicom(str(path)):
+        try:
+            ds = pydicom.dcmread(path, force=False)
+        except (InvalidDicomError, OSError, EOFError, ValueError):
+            return _readNonDicom(path)
+    else:
+        try:
+            ds = pydicom.dcmread(path)
+        except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"the RTDOSE cannot be read ({exc}); the file is probably truncated", path) from None
+    modality = str(ds.get("Modality", ""))
+    if modality != "RTDOSE":
+        raise InputError(f"this DICOM file is an {modality or 'unknown object'}, not an RTDOSE", path)
+    units = str(ds.get("DoseUnits", "")).upper()
+    if units == "RELATIVE" and not allowRelative:
+        raise InputError("RTDOSE units are RELATIVE; an absolute dose in Gy is required", path)
+    if units not in ("GY", "CGY", "RELATIVE"):
+        raise InputError(f"RTDOSE units are '{units or 'missing'}'; an absolute dose in Gy is required", path)
+    try:
+        scaling = ds.get("DoseGridScaling")
+        scaling = 1.0 if scaling is None or scaling == "" else float(scaling)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"the RTDOSE DoseGridScaling is not a number ({exc})", path) from None
+    if not np.isfinite(scaling) or scaling <= 0:
+        raise InputError(f"the RTDOSE DoseGridScaling is {scaling!r}; a positive number is required", path)
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # pydicom raises many types for undecodable or truncated pixel data
+        raise InputError(f"the RTDOSE pixel data cannot be decoded ({exc})", path) from None
+    nFrames = int(ds.get("NumberOfFrames", 1) or 1)
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    pixels = np.asarray(pixels).reshape(nFrames, rows, cols)
+    dose = pixels.astype(np.float64) * scaling
+    if units == "CGY":
+        dose = dose / 100.0
+    if dose.size and float(dose.min()) < 0 and str(ds.get("DoseType", "")).upper() != "ERROR":
+        raise InputError(f"the RTDOSE holds negative doses (minimum {float(dose.min()):.4g}); a delivered dose "
+                         "cannot be negative", path)
+    try:
+        iop = np.array([float(v) for v in ds.ImageOrientationPatient])
+        ipp = np.array([float(v) for v in ds.ImagePositionPatient])
+        pixelSpacing = [float(v) for v in ds.PixelSpacing]
+    except AttributeError as exc:
+        raise InputError(f"the RTDOSE lacks a required geometry attribute ({exc})", path) from None
+    row, col = iop[:3], iop[3:]
+    normal = np.cross(row, col)
+    if nFrames > 1:
+        gfov = ds.get("GridFrameOffsetVector")
+        if gfov is None or len(gfov) != nFrames:
+            raise InputError(f"the RTDOSE has {nFrames} frames but GridFrameOffsetVector has "
+                             f"{0 if gfov is None else len(gfov)} values", path)
+        offsets = np.array([float(v) for v in gfov])
+        if offsets[0] != 0.0:
+            # absolute form: offsets are positions along the normal; place the first plane accordingly
+            ipp = ipp + (offsets[0] - float(ipp @ normal)) * normal
+            logger.info("%s: GridFrameOffsetVector is in the absolute form (first value %g mm)", path, offsets[0])
+        relative = offsets - offsets[0]
+        order = np.argsort(relative)
+        if not np.all(order == np.arange(nFrames)):
+            if np.all(order == np.arange(nFrames)[::-1]):
+                pass  # decreasing offsets: the k axis points against the normal (handled by a negative step)
+            else:
+                raise InputError("the RTDOSE frames are not in monotonic order along the slice normal", path)
+        steps = np.diff(relative)
+        step = float(np.median(steps))
+        if step == 0 or np.abs(steps - step).max() > _SPACING_TOLERANCE * abs(step):
+            raise InputError(f"the RTDOSE frames are not equally spaced (GridFrameOffsetVector steps "
+                             f"{steps.min():.3g} to {steps.max():.3g} mm); resample the dose explicitly first", path)
+        sliceSpacing = abs(step)
+        kAxis = normal if step > 0 else -normal
+    else:
+        sliceSpacing = float(ds.get("SliceThickness", 0) or 0) or max(pixelSpacing)
+        kAxis = normal
+    direction = np.column_stack([row, col, kAxis])
+    geometry = ImageGeometry((cols, rows, nFrames), (pixelSpacing[1], pixelSpacing[0], sliceSpacing), tuple(ipp),
+                             tuple(direction.ravel()))
+    refPlan = ""
+    refFg = None
+    if "ReferencedRTPlanSequence" in ds and len(ds.ReferencedRTPlanSequence):
+        item = ds.ReferencedRTPlanSequence[0]
+        refPlan = str(item.get("ReferencedSOPInstanceUID", ""))
+        if "ReferencedFractionGroupSequence" in item and len(item.ReferencedFractionGroupSequence):
+            value = item.ReferencedFractionGroupSequence[0].get("ReferencedFractionGroupNumber")
+            refFg = int(value) if value is not None else None
+    result = RtDose(
+        doseGy=dose.astype(np.float32), geometry=geometry, doseType=str(ds.get("DoseType", "")).upper(),
+        summationType=str(ds.get("DoseSummationType", "")).upper(), units="RELATIVE" if units == "RELATIVE" else "GY",
+        frameOfReferenceUid=str(ds.get("FrameOfReferenceUID", "")), referencedPlanUid=refPlan,
+        patientId=str(ds.get("PatientID", "")), sopInstanceUid=str(ds.get("SOPInstanceUID", "")), path=str(path),
+        fromDicom=True, studyInstanceUid=str(ds.get("StudyInstanceUID", "")),
+        seriesInstanceUid=str(ds.get("SeriesInstanceUID", "")),
+        seriesDescription=str(ds.get("SeriesDescription", "")), patientName=str(ds.get("PatientName", "")),
+        comment=str(ds.get("ImageComments", "") or ds.get("DoseComment", "")), doseGridScaling=scaling,
+        referencedFractionGroupNumber=refFg)
+    logger.info("read RTDOSE %s: %s, max %.3f Gy, %s/%s", path.name, geometry.describe(), result.maxGy,
+                result.doseType, result.summationType)
+    return result
+
+
+def requirePlanDose(rtDose: RtDose, path: str | os.PathLike | None = None) -> RtDose:
+    """Refuse a dose that is not a whole-plan dose (DoseSummationType FRACTION, BEAM, CONTROL_POINT, ...).
+
+    A non-DICOM dose (summation type unknown) passes with a warning: the user states it is a plan dose.
+    """
+    where = path if path is not None else (rtDose.path or None)
+    summation = rtDose.summationType
+    if summation == "UNKNOWN":
+        logger.warning("%s: dose summation type unknown (non-DICOM file); assumed to be the whole-plan dose", where)
+        return rtDose
+    if summation not in PLAN_SUMMATION_TYPES:
+        raise InputError(f"this RTDOSE is a {summation} dose (DoseSummationType), not the dose of the whole plan; "
+                         "export the plan dose (DoseSummationType PLAN) from the planning system", where)
+    if rtDose.doseType == "ERROR":
+        raise InputError("this RTDOSE is an ERROR dose (a difference), not a delivered dose", where)
+    return rtDose

@@ -1,0 +1,173 @@
+"""Reading what dose accumulation needs from an RTPLAN: fractions and prescription.
+
+DICOM RT Fraction Scheme Module (PS3.3 C.8.8.13): FractionGroupSequence, each with NumberOfFractionsPlanned;
+RT Prescription Module (C.8.8.10): DoseReferenceSequence with TargetPrescriptionDose (Gy, whole course) for
+DoseReferenceType TARGET. A plan with several fraction groups (e.g. a sequential boost in one plan) has no single
+number of fractions: :attr:`RtPlan.numberOfFractions` refuses to guess and the caller picks a group.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .dicomimage import readDicomObject
+from .errors import InputError
+
+__all__ = ["FractionGroup", "DoseReference", "RtPlan", "readRtPlan"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FractionGroup:
+    """One fraction group: its number, planned fractions, beams, and beam doses (Gy per fraction, when stated)."""
+
+    number: int
+    numberOfFractionsPlanned: int | None
+    numberOfBeams: int
+    numberOfBrachyApplicationSetups: int = 0
+    beamDosesGy: tuple = ()
+    referencedDoseReferenceNumbers: tuple = ()
+
+    @property
+    def beamDoseSumGy(self) -> float | None:
+        """Sum of BeamDose over the beams (dose per fraction at the beam dose point), if every beam states it."""
+        if not self.beamDosesGy or any(d is None for d in self.beamDosesGy):
+            return None
+        return float(sum(self.beamDosesGy))
+
+
+@dataclass(frozen=True)
+class DoseReference:
+    number: int
+    structureType: str
+    doseReferenceType: str
+    description: str
+    targetPrescriptionDoseGy: float | None
+    referencedRoiNumber: int | None
+    deliveryMaximumDoseGy: float | None = None
+
+
+@dataclass(frozen=True)
+class RtPlan:
+    path: str
+    label: str
+    name: str
+    date: str
+    fractionGroups: tuple
+    doseReferences: tuple
+    referencedStructureSetUid: str
+    sopInstanceUid: str
+    patientId: str
+    frameOfReferenceUid: str
+    patientName: str = ""
+    studyInstanceUid: str = ""
+    planIntent: str = ""
+
+    @property
+    def numberOfFractions(self) -> int:
+        """Planned fractions of the plan's single fraction group; :class:`InputError` when ambiguous or missing."""
+        groups = [g for g in self.fractionGroups if g.numberOfFractionsPlanned]
+        bad = [g for g in groups if g.numberOfFractionsPlanned < 0]
+        if bad:
+            raise InputError(f"the RTPLAN states {bad[0].numberOfFractionsPlanned} planned fractions (fraction group "
+                             f"{bad[0].number}); a positive number is required", self.path)
+        if not groups:
+            raise InputError("the RTPLAN states no number of planned fractions; enter it by hand", self.path)
+        values = {g.numberOfFractionsPlanned for g in groups}
+        if len(groups) > 1 and len(values) > 1:
+            listing = ", ".join(f"group {g.number}: {g.numberOfFractionsPlanned} fx" for g in groups)
+            raise InputError(f"the RTPLAN has {len(groups)} fraction groups ({listing}); choose one explicitly",
+                             self.path)
+        return int(groups[0].numberOfFractionsPlanned)
+
+    def fractionGroup(self, number: int) -> FractionGroup:
+        for g in self.fractionGroups:
+            if g.number == number:
+                return g
+        raise InputError(f"the RTPLAN has no fraction group {number}", self.path)
+
+    @property
+    def prescriptionGy(self) -> float | None:
+        """TargetPrescriptionDose of the TARGET dose references, or ``None``.
+
+        Volume/site references (``DoseReferenceStructureType`` VOLUME or SITE) are preferred over calculation points
+        (COORDINATES, POINT); several different values (e.g. a simultaneous boost) give the highest, with a warning.
+        """
+        refs = [r for r in self.doseReferences
+                if r.targetPrescriptionDoseGy is not None and r.doseReferenceType in ("TARGET", "")]
+        preferred = [r for r in refs if r.structureType in ("VOLUME", "SITE")] or refs
+        values = [r.targetPrescriptionDoseGy for r in preferred]
+        if not values:
+            return None
+        if len(set(values)) > 1:
+            logger.warning("%s: several target prescriptions %s Gy; using the highest", self.path, values)
+        return float(max(values))
+
+    @property
+    def dosePerFractionGy(self) -> float | None:
+        rx = self.prescriptionGy
+        try:
+            n = self.numberOfFractions
+        except InputError:
+            return None
+        return None if rx is None else rx / n
+
+
+def _float(value) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _int(value) -> int | None:
+    f = _float(value)
+    return None if f is None else int(round(f))
+
+
+def readRtPlan(path: str | os.PathLike) -> RtPlan:
+    """Read an RTPLAN's label, date, fraction groups, prescription and references (:class:`InputError` naming
+    the file when it is not an RTPLAN or is truncated)."""
+    path = Path(path)
+    ds = readDicomObject(path, "RTPLAN")
+    groups = []
+    try:
+        for fg in ds.get("FractionGroupSequence", []):
+            beamDoses = tuple(_float(b.get("BeamDose")) for b in fg.get("ReferencedBeamSequence", []))
+            refs = tuple(_int(r.get("ReferencedDoseReferenceNumber"))
+                         for r in fg.get("ReferencedDoseReferenceSequence", []))
+            groups.append(FractionGroup(
+                number=_int(fg.get("FractionGroupNumber")) or len(groups) + 1,
+                numberOfFractionsPlanned=_int(fg.get("NumberOfFractionsPlanned")),
+                numberOfBeams=_int(fg.get("NumberOfBeams")) or 0,
+                numberOfBrachyApplicationSetups=_int(fg.get("NumberOfBrachyApplicationSetups")) or 0,
+                beamDosesGy=beamDoses, referencedDoseReferenceNumbers=refs))
+        refsDose = []
+        for dr in ds.get("DoseReferenceSequence", []):
+            refsDose.append(DoseReference(
+                number=_int(dr.get("DoseReferenceNumber")) or 0,
+                structureType=str(dr.get("DoseReferenceStructureType", "")),
+                doseReferenceType=str(dr.get("DoseReferenceType", "")),
+                description=str(dr.get("DoseReferenceDescription", "")),
+                targetPrescriptionDoseGy=_float(dr.get("TargetPrescriptionDose")),
+                referencedRoiNumber=_int(dr.get("ReferencedROINumber")),
+                deliveryMaximumDoseGy=_float(dr.get("DeliveryMaximumDose"))))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise InputError(f"the RTPLAN's fraction or prescription data cannot be read ({exc})", path) from None
+    rss = ds.get("ReferencedStructureSetSequence", [])
+    plan = RtPlan(
+        path=str(path), label=str(ds.get("RTPlanLabel", "")), name=str(ds.get("RTPlanName", "")),
+        date=str(ds.get("RTPlanDate", "")), fractionGroups=tuple(groups), doseReferences=tuple(refsDose),
+        referencedStructureSetUid=str(rss[0].get("ReferencedSOPInstanceUID", "")) if len(rss) else "",
+        sopInstanceUid=str(ds.get("SOPInstanceUID", "")), patientId=str(ds.get("PatientID", "")),
+        frameOfReferenceUid=str(ds.get("FrameOfReferenceUID", "")), patientName=str(ds.get("PatientName", "")),
+        studyInstanceUid=str(ds.get("StudyInstanceUID", "")), planIntent=str(ds.get("PlanIntent", "")))
+    logger.info("read RTPLAN %s: %d fraction group(s), prescription %s Gy", plan.label, len(groups),
+                plan.prescriptionGy)
+    return plan

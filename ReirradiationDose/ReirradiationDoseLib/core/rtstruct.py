@@ -1,0 +1,247 @@
+"""Reading RTSTRUCT structure sets and rasterising their planar contours onto an image grid.
+
+DICOM Structure Set / ROI Contour / RT ROI Observations modules (PS3.3 C.8.8.5, C.8.8.6, C.8.8.8): ROIs are listed
+in StructureSetROISequence, their contours (ContourData, LPS mm, CLOSED_PLANAR polygons) in ROIContourSequence,
+their type (EXTERNAL, PTV, ORGAN, ...) in RTROIObservationsSequence. Contours of one ROI in one plane combine with
+the even-odd rule (an inner contour is a hole; C.8.8.6.3), see :mod:`.contours`.
+
+ROIs without contours are *empty* (listed, never rasterised to a silent all-zero mask without a warning); ROIs made
+only of POINT contours (isocentres, markers) are *point* ROIs and are skipped by :func:`rasterizeAll`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .contours import RasterizationReport, rasterizeContours
+from .dicomimage import readDicomObject
+from .errors import InputError
+from .geometry import ImageGeometry
+
+__all__ = ["RoiInfo", "RtStruct", "readRtStruct", "rasterizeRoi", "rasterizeAll", "rasterizeAllWithReport",
+           "StructureSetReport"]
+
+logger = logging.getLogger(__name__)
+
+_FILLED_TYPES = ("CLOSED_PLANAR", "CLOSED_PLANAR_XOR")
+
+
+@dataclass(frozen=True)
+class RoiInfo:
+    number: int
+    name: str
+    color: tuple | None
+    type: str
+    isEmpty: bool
+    isPoint: bool
+    numberOfContours: int = 0
+    frameOfReferenceUid: str = ""
+
+
+@dataclass(frozen=True)
+class RtStruct:
+    """A structure set: ROI list plus each ROI's contours ``{roiNumber: [(geometricType, points (n, 3) LPS)]}``."""
+
+    path: str
+    rois: list
+    contours: dict
+    frameOfReferenceUid: str
+    referencedSeriesUid: str
+    patientId: str
+    sopInstanceUid: str
+    label: str = ""
+    patientName: str = ""
+    studyInstanceUid: str = ""
+    referencedImageUids: tuple = ()
+    referencedStudyUid: str = ""
+
+    @property
+    def roiNames(self) -> list[str]:
+        return [r.name for r in self.rois]
+
+    def roi(self, name: str) -> RoiInfo:
+        for r in self.rois:
+            if r.name == name:
+                return r
+        matches = [r for r in self.rois if r.name.strip().lower() == name.strip().lower()]
+        if len(matches) == 1:
+            return matches[0]
+        raise InputError(f"the structure set has no ROI named '{name}' (ROIs: {', '.join(self.roiNames)})",
+                         self.path)
+
+
+@dataclass(frozen=True)
+class StructureSetReport:
+    """What :func:`rasterizeAllWithReport` did: empty and point ROIs skipped, per-ROI rasterisation reports."""
+
+    emptyRois: tuple = ()
+    pointRois: tuple = ()
+    emptyOnGrid: tuple = ()
+    reports: dict = field(default_factory=dict)
+
+    @property
+    def partlyOutside(self) -> tuple:
+        return tuple(name for name, r in self.reports.items() if r.partlyOutside)
+
+
+def readRtStruct(path: str | os.PathLike) -> RtStruct:
+    """Read an RTSTRUCT (:class:`InputError` naming the file if it is not one, or is truncated)."""
+    path = Path(path)
+    ds = readDicomObject(path, "RTSTRUCT")
+    forUid = ""
+    seriesUid = ""
+    studyUid = ""
+    imageUids: list[str] = []
+    for forItem in ds.get("ReferencedFrameOfReferenceSequence", []):
+        forUid = forUid or str(forItem.get("FrameOfReferenceUID", ""))
+        for study in forItem.get("RTReferencedStudySequence", []):
+            studyUid = studyUid or str(study.get("ReferencedSOPInstanceUID", ""))
+            for series in study.get("RTReferencedSeriesSequence", []):
+                seriesUid = seriesUid or str(series.get("SeriesInstanceUID", ""))
+                imageUids += [str(i.get("ReferencedSOPInstanceUID", "")) for i in series.get("ContourImageSequence",
+                                                                                             [])]
+    observations = {}
+    for obs in ds.get("RTROIObservationsSequence", []):
+        number = obs.get("ReferencedROINumber")
+        if number is not None:
+            observations[int(number)] = str(obs.get("RTROIInterpretedType", "") or "")
+    roiContours = {}
+    for rc in ds.get("ROIContourSequence", []):
+        number = rc.get("ReferencedROINumber")
+        if number is not None:
+            roiContours[int(number)] = rc
+    rois: list[RoiInfo] = []
+    contours: dict[int, list] = {}
+    names: set[str] = set()
+    for roi in ds.get("StructureSetROISequence", []):
+        try:
+            number = int(roi.ROINumber)
+        except (AttributeError, ValueError, TypeError):
+            raise InputError("an ROI of the structure set has no valid ROINumber", path) from None
+        rc = roiContours.get(number)
+        items = []
+        color = None
+        if rc is not None:
+            if "ROIDisplayColor" in rc and rc.ROIDisplayColor is not None and len(rc.ROIDisplayColor) == 3:
+                color = tuple(int(c) for c in rc.ROIDisplayColor)
+            for c in rc.get("ContourSequence", []):
+                geometricType = str(c.get("ContourGeometricType", "")).upper()
+                data = c.get("ContourData")
+                if data is None or len(data) < 3:
+                    continue
+                try:
+                    points = np.asarray([float(v) for v in data], dtype=float)
+                except (TypeError, ValueError):
+                    raise InputError(f"ROI {roi.get('ROIName', number)} has non-numeric contour data", path
+                                     ) from None
+                if points.size % 3:
+                    raise InputError(f"ROI {roi.get('ROIName', number)} has contour data that are not x,y,z "
+                                     "triplets (damaged file?)", path)
+                items.append((geometricType, points.reshape(-1, 3)))
+        name = str(roi.get("ROIName", f"ROI {number}")).strip() or f"ROI {number}"
+        if name in names:
+            name = f"{name} ({number})"
+        names.add(name)
+        types = {t for t, _ in items}
+        isPoint = bool(items) and types == {"POINT"}
+        filled = [it for it in items if it[0] in _FILLED_TYPES]
+        rois.append(RoiInfo(number=number, name=name, color=color, type=observations.get(number, ""),
+                            isEmpty=not filled and not isPoint, isPoint=isPoint, numberOfContours=len(items),
+                            frameOfReferenceUid=str(roi.get("ReferencedFrameOfReferenceUID", "") or forUid)))
+        contours[number] = items
+    structure = RtStruct(path=str(path), rois=rois, contours=contours, frameOfReferenceUid=forUid,
+                         referencedSeriesUid=seriesUid, patientId=str(ds.get("PatientID", "")),
+                         sopInstanceUid=str(ds.get("SOPInstanceUID", "")),
+                         label=str(ds.get("StructureSetLabel", "")), patientName=str(ds.get("PatientName", "")),
+                         studyInstanceUid=str(ds.get("StudyInstanceUID", "")), referencedImageUids=tuple(imageUids),
+                         referencedStudyUid=studyUid)
+    logger.info("read RTSTRUCT %s: %d ROIs (%d empty, %d point)", path.name, len(rois),
+                sum(r.isEmpty for r in rois), sum(r.isPoint for r in rois))
+    return structure
+
+
+def _checkFrameOfReference(rtStruct: RtStruct, roi: RoiInfo, frameOfReferenceUid: str | None) -> None:
+    if not frameOfReferenceUid:
+        return
+    mine = roi.frameOfReferenceUid or rtStruct.frameOfReferenceUid
+    if mine and mine != frameOfReferenceUid:
+        raise InputError(f"ROI '{roi.name}' is in frame of reference {mine}, the image in {frameOfReferenceUid}: "
+                         "the structures were not drawn on this image (register them first)", rtStruct.path)
+
+
+def _rasterize(rtStruct: RtStruct, roi: RoiInfo, geometry: ImageGeometry) -> tuple[np.ndarray, RasterizationReport]:
+    items = rtStruct.contours.get(roi.number, [])
+    skipped = [t for t, _ in items if t not in _FILLED_TYPES and t != "POINT"]
+    if skipped:
+        logger.warning("%s: ROI '%s': %d open contour(s) (%s) ignored: only closed contours enclose a volume",
+                       rtStruct.path, roi.name, len(skipped), ", ".join(sorted(set(skipped))))
+    polygons = [points for t, points in items if t in _FILLED_TYPES]
+    return rasterizeContours(polygons, geometry, name=roi.name)
+
+
+def rasterizeRoi(rtStruct: RtStruct, roiName: str, geometry: ImageGeometry,
+                 frameOfReferenceUid: str | None = None) -> np.ndarray:
+    """Bool mask ``[k, j, i]`` of one ROI on ``geometry`` (voxel centres inside, even-odd rule).
+
+    ``frameOfReferenceUid`` (the image's) is checked against the ROI's; a point ROI raises :class:`InputError`;
+    an empty ROI gives an all-false mask with a warning.
+    """
+    roi = rtStruct.roi(roiName)
+    _checkFrameOfReference(rtStruct, roi, frameOfReferenceUid)
+    if roi.isPoint:
+        raise InputError(f"ROI '{roi.name}' is a point (e.g. an isocentre), it has no volume", rtStruct.path)
+    if roi.isEmpty:
+        logger.warning("%s: ROI '%s' has no contours (empty structure)", rtStruct.path, roi.name)
+        return np.zeros(geometry.shape, dtype=bool)
+    mask, report = _rasterize(rtStruct, roi, geometry)
+    if not mask.any():
+        logger.warning("%s: ROI '%s' does not intersect the image grid %s", rtStruct.path, roi.name,
+                       geometry.describe())
+    return mask
+
+
+def rasterizeAllWithReport(rtStruct: RtStruct, geometry: ImageGeometry, frameOfReferenceUid: str | None = None,
+                           includeEmpty: bool = False) -> tuple[dict[str, np.ndarray], StructureSetReport]:
+    """Masks of every ROI with contours, plus a report of empty/point ROIs and contours outside the image."""
+    masks: dict[str, np.ndarray] = {}
+    reports = {}
+    empty, points, emptyOnGrid = [], [], []
+    for roi in rtStruct.rois:
+        _checkFrameOfReference(rtStruct, roi, frameOfReferenceUid)
+        if roi.isPoint:
+            points.append(roi.name)
+            continue
+        if roi.isEmpty:
+            empty.append(roi.name)
+            if includeEmpty:
+                masks[roi.name] = np.zeros(geometry.shape, dtype=bool)
+            continue
+        mask, report = _rasterize(rtStruct, roi, geometry)
+        reports[roi.name] = report
+        if not mask.any():
+            emptyOnGrid.append(roi.name)
+        masks[roi.name] = mask
+    if empty:
+        logger.warning("%s: %d ROI(s) without contours skipped: %s", rtStruct.path, len(empty), ", ".join(empty))
+    if points:
+        logger.info("%s: point ROI(s) skipped: %s", rtStruct.path, ", ".join(points))
+    if emptyOnGrid:
+        logger.warning("%s: ROI(s) outside the image grid: %s", rtStruct.path, ", ".join(emptyOnGrid))
+    partly = [name for name, r in reports.items() if r.partlyOutside and name not in emptyOnGrid]
+    if partly:
+        logger.warning("%s: ROI(s) partly outside the image (cut at its border): %s", rtStruct.path,
+                       "; ".join(f"{name}: {', '.join(reports[name].warnings)}" for name in partly))
+    return masks, StructureSetReport(emptyRois=tuple(empty), pointRois=tuple(points), emptyOnGrid=tuple(emptyOnGrid),
+                                     reports=reports)
+
+
+def rasterizeAll(rtStruct: RtStruct, geometry: ImageGeometry, frameOfReferenceUid: str | None = None
+                 ) -> dict[str, np.ndarray]:
+    """``{name: mask}`` of every ROI with contours (empty ROIs reported and skipped, point ROIs skipped)."""
+    masks, _ = rasterizeAllWithReport(rtStruct, geometry, frameOfReferenceUid)
+    return masks

@@ -1,0 +1,274 @@
+"""Tissue table: structure → α/β, recovery model, overlap priority, target flag; α/β and recovery maps from masks.
+
+The shipped defaults (``Resources/ReirradiationDose/Tissues_Default.json``) follow REFERENCE §1: tumour 10 Gy,
+late normal tissue 3 Gy, cervical/thoracic cord, cauda equina and sacral plexus 2 Gy, lumbar cord 4 Gy (Nieder et
+al., IJROBP 2006;66:1446); each entry carries its source. The table is editable per case (``TissueTable.fromDict``
+/ ``withEntry``).
+
+Overlap rule (REFERENCE §1): a voxel takes the α/β of the structure that *owns* it: targets first, then the
+higher ``priority`` (the more dose-limiting organ), then the lower α/β, then the name. Outside every structure the
+default α/β (3 Gy) applies.
+
+Names are matched tolerant of case, spaces, "_" and "-" ("Femoral Head Lt" = "femoral_head_lt"), through aliases
+(TG-263 names are the entries' names, common variants are aliases) and, for targets, name prefixes (GTV*, CTV*,
+PTV*, ITV*).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .radiobiology import intervalDays as _intervalDays
+from .recovery import NoRecovery, RecoveryModel, recoveryModelFromDict
+from .resources import resourcePath
+
+__all__ = [
+    "normalizeStructureName",
+    "TissueEntry",
+    "TissueTable",
+    "alphaBetaMap",
+    "ownerMap",
+    "recoveryMap",
+    "recoverySummary",
+]
+
+_NON_ALNUM = re.compile(r"[^0-9a-z]+")
+
+
+def normalizeStructureName(name: str) -> str:
+    """Lower case without spaces, underscores, hyphens or other punctuation ("Femoral Head_Lt" → "femoralheadlt")."""
+    return _NON_ALNUM.sub("", str(name).lower())
+
+
+@dataclass(frozen=True)
+class TissueEntry:
+    """One tissue: α/β (Gy), recovery model, overlap priority (higher wins among organs), target flag, aliases."""
+
+    name: str
+    alphaBetaGy: float
+    recovery: RecoveryModel = field(default_factory=NoRecovery)
+    priority: int = 0
+    isTarget: bool = False
+    aliases: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()
+    source: str = ""
+
+    def __post_init__(self):
+        ab = float(self.alphaBetaGy)
+        if not np.isfinite(ab) or ab <= 0:
+            raise InputError(f"tissue {self.name!r}: α/β must be a positive number of Gy, got {self.alphaBetaGy!r}")
+        object.__setattr__(self, "alphaBetaGy", ab)
+        object.__setattr__(self, "priority", int(self.priority))
+        object.__setattr__(self, "isTarget", bool(self.isTarget))
+        object.__setattr__(self, "aliases", tuple(str(a) for a in self.aliases))
+        object.__setattr__(self, "prefixes", tuple(str(p) for p in self.prefixes))
+        if isinstance(self.recovery, (dict, str)) or self.recovery is None:
+            object.__setattr__(self, "recovery", recoveryModelFromDict(self.recovery))
+
+    @property
+    def precedence(self) -> tuple:
+        """Sort key of the overlap rule: smaller wins (targets, higher priority, lower α/β, name)."""
+        return (0 if self.isTarget else 1, -self.priority, self.alphaBetaGy, self.name)
+
+    def toDict(self) -> dict:
+        return {"name": self.name, "alphaBetaGy": self.alphaBetaGy, "isTarget": self.isTarget,
+                "priority": self.priority, "recovery": self.recovery.toDict(), "aliases": list(self.aliases),
+                "prefixes": list(self.prefixes), "source": self.source}
+
+    @classmethod
+    def fromDict(cls, data: dict) -> TissueEntry:
+        try:
+            return cls(name=str(data["name"]), alphaBetaGy=data["alphaBetaGy"],
+                       recovery=recoveryModelFromDict(data.get("recovery")), priority=int(data.get("priority", 0)),
+                       isTarget=bool(data.get("isTarget", False)), aliases=tuple(data.get("aliases", ())),
+                       prefixes=tuple(data.get("prefixes", ())), source=str(data.get("source", "")))
+        except KeyError as error:
+            raise InputError(f"a tissue entry lacks {error.args[0]!r}: {data!r}") from None
+
+
+@dataclass(frozen=True)
+class TissueTable:
+    """Structure → tissue parameters, with a default α/β for voxels outside every listed structure."""
+
+    entries: tuple[TissueEntry, ...]
+    defaultAlphaBetaGy: float = 3.0
+    name: str = "custom"
+    defaultSource: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "entries", tuple(self.entries))
+        ab = float(self.defaultAlphaBetaGy)
+        if not np.isfinite(ab) or ab <= 0:
+            raise InputError(f"the default α/β must be a positive number of Gy, got {self.defaultAlphaBetaGy!r}")
+        object.__setattr__(self, "defaultAlphaBetaGy", ab)
+        index: dict[str, TissueEntry] = {}
+        for entry in self.entries:
+            for key in (entry.name, *entry.aliases):
+                normalized = normalizeStructureName(key)
+                if normalized in index and index[normalized] is not entry:
+                    raise InputError(f"tissue table: the name {key!r} is used by both {index[normalized].name!r} "
+                                     f"and {entry.name!r}")
+                index[normalized] = entry
+        object.__setattr__(self, "_index", index)
+
+    # ---- loading --------------------------------------------------------------------------------------------
+    @classmethod
+    def default(cls) -> TissueTable:
+        """The shipped defaults (Tissues_Default.json, REFERENCE §1)."""
+        return cls.fromJson(resourcePath("Tissues_Default.json"))
+
+    @classmethod
+    def fromJson(cls, path) -> TissueTable:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise InputError(f"cannot read the tissue table: {error}", path) from None
+        return cls.fromDict(data)
+
+    @classmethod
+    def fromDict(cls, data: dict) -> TissueTable:
+        if "tissues" not in data:
+            raise InputError("a tissue table needs a 'tissues' list")
+        return cls(tuple(TissueEntry.fromDict(e) for e in data["tissues"]),
+                   float(data.get("defaultAlphaBetaGy", 3.0)), str(data.get("name", "custom")),
+                   str(data.get("defaultSource", "")))
+
+    def toDict(self) -> dict:
+        return {"name": self.name, "defaultAlphaBetaGy": self.defaultAlphaBetaGy, "defaultSource": self.defaultSource,
+                "tissues": [e.toDict() for e in self.entries]}
+
+    def withEntry(self, entry: TissueEntry) -> TissueTable:
+        """A copy with ``entry`` added, or replacing the entry it matches by name (per-case edits)."""
+        existing = self.lookup(entry.name)
+        kept = tuple(e for e in self.entries if e is not existing)
+        return replace(self, entries=kept + (entry,))
+
+    # ---- lookup ---------------------------------------------------------------------------------------------
+    def lookup(self, structureName: str) -> TissueEntry | None:
+        """The entry for a structure name (case/space/alias tolerant; GTV*/CTV*/PTV* by prefix), or None."""
+        normalized = normalizeStructureName(structureName)
+        entry = self._index.get(normalized)  # type: ignore[attr-defined]
+        if entry is not None:
+            return entry
+        for candidate in self.entries:
+            for prefix in candidate.prefixes:
+                if normalized.startswith(normalizeStructureName(prefix)):
+                    return candidate
+        return None
+
+    def entryFor(self, structureName: str) -> TissueEntry:
+        """Like :meth:`lookup` but an unknown structure becomes a non-target entry with the default α/β."""
+        entry = self.lookup(structureName)
+        if entry is not None:
+            return entry
+        return TissueEntry(structureName, self.defaultAlphaBetaGy, NoRecovery(), priority=-1, isTarget=False,
+                           source=f"not in tissue table '{self.name}': default α/β")
+
+
+def _checkMasks(masks: dict[str, np.ndarray]) -> tuple[int, ...] | None:
+    shape = None
+    for name, mask in masks.items():
+        mask = np.asarray(mask)
+        if shape is None:
+            shape = mask.shape
+        elif mask.shape != shape:
+            raise InputError(f"structure {name!r} has shape {mask.shape}, others {shape}: "
+                             "all masks must share one grid")
+    return shape
+
+
+def ownerMap(masks: dict[str, np.ndarray], table: TissueTable) -> tuple[np.ndarray, list[str]]:
+    """Which structure owns each voxel under the overlap rule.
+
+    Returns ``(owner, names)``: ``owner`` int16, 0 outside every structure, ``k`` for ``names[k - 1]``; ``names``
+    are the mask names in precedence order (first wins).
+    """
+    shape = _checkMasks(masks)
+    if shape is None:
+        raise InputError("no structures given")
+    ranked = sorted(masks, key=lambda name: table.entryFor(name).precedence + (name,))
+    owner = np.zeros(shape, dtype=np.int16)
+    # Paint lowest precedence first so that higher precedence overwrites.
+    for label in range(len(ranked), 0, -1):
+        mask = np.asarray(masks[ranked[label - 1]])
+        owner[mask > 0] = label
+    return owner, ranked
+
+
+def alphaBetaMap(masks: dict[str, np.ndarray], table: TissueTable | None = None,
+                 defaultAlphaBetaGy: float | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Voxel α/β map (Gy) from structure masks with the overlap rule (REFERENCE §1).
+
+    Parameters
+    ----------
+    masks : structure name → mask (bool, or fractional weights: any weight > 0 counts as inside) on one grid.
+    table : tissue table (default: :meth:`TissueTable.default`).
+    defaultAlphaBetaGy : α/β outside every structure and for structures not in the table (default: the table's, 3).
+
+    Returns
+    -------
+    (alphaBetaGy float32 array, owner int16 array (0 = outside, k = names[k - 1]), names in precedence order)
+    """
+    table = table or TissueTable.default()
+    default = table.defaultAlphaBetaGy if defaultAlphaBetaGy is None else float(defaultAlphaBetaGy)
+    if not np.isfinite(default) or default <= 0:
+        raise InputError(f"the default α/β must be a positive number of Gy, got {defaultAlphaBetaGy!r}")
+    owner, names = ownerMap(masks, table)
+    lut = np.array([default] + [table.lookup(n).alphaBetaGy if table.lookup(n) else default for n in names],
+                   dtype=np.float32)
+    return lut[owner], owner, names
+
+
+def recoveryMap(masks: dict[str, np.ndarray], table: TissueTable | None, priorDate: datetime.date | None,
+                currentDate: datetime.date | None, defaultModel: RecoveryModel | None = None) -> np.ndarray:
+    """Recovered fraction r per voxel for a prior course (float32, 0..1).
+
+    Each voxel takes the recovery model of its owner (same overlap rule as :func:`alphaBetaMap`), evaluated at the
+    interval between ``priorDate`` and ``currentDate``. Targets have r = 0 (recovery is a normal-tissue concept,
+    REFERENCE §1); voxels outside every structure and structures absent from the table have r = 0 unless
+    ``defaultModel`` is given.
+    """
+    table = table or TissueTable.default()
+    days = _intervalDays(priorDate, currentDate)
+    owner, names = ownerMap(masks, table)
+    values = [defaultModel.fractionFor(days) if defaultModel is not None else 0.0]
+    for name in names:
+        entry = table.lookup(name)
+        if entry is not None and entry.isTarget:
+            values.append(0.0)
+        elif entry is not None:
+            values.append(entry.recovery.fractionFor(days))
+        else:
+            values.append(values[0])
+    return np.array(values, dtype=np.float32)[owner]
+
+
+def recoverySummary(masks: dict[str, np.ndarray], table: TissueTable | None, priorDate: datetime.date | None,
+                    currentDate: datetime.date | None, defaultModel: RecoveryModel | None = None) -> dict:
+    """What :func:`recoveryMap` assumed, for storing with the result: interval, per-structure model and r."""
+    table = table or TissueTable.default()
+    days = _intervalDays(priorDate, currentDate)
+    structures = {}
+    for name in masks:
+        entry = table.lookup(name)
+        if entry is not None and entry.isTarget:
+            structures[name] = {"model": {"model": "none"}, "fraction": 0.0, "note": "target: no recovery"}
+        elif entry is not None:
+            structures[name] = {"model": entry.recovery.toDict(), "fraction": entry.recovery.fractionFor(days),
+                                "tissue": entry.name}
+        else:
+            model = defaultModel or NoRecovery()
+            structures[name] = {"model": model.toDict(), "fraction": model.fractionFor(days),
+                                "note": "not in tissue table"}
+    return {"intervalDays": days, "priorDate": None if priorDate is None else priorDate.isoformat(),
+            "currentDate": None if currentDate is None else currentDate.isoformat(),
+            "outsideStructures": (defaultModel or NoRecovery()).toDict(), "structures": structures,
+            "wording": "EQD2_total = Σ (1 − r) EQD2_prior + EQD2_current (discount the prior)"}

@@ -1,0 +1,233 @@
+"""A dose workflow result as MRML nodes, its pictures and the Slicer scene file.
+
+``addDoseResultToScene`` is used both by the Slicer module (re-running updates the same output nodes instead of
+piling up new ones; on failure the nodes it created are removed) and headless by ``writeDosePictures``, which
+renders composite-EQD2 isodose lines over the target outlines in three planes with Slicer's own slice views and
+writes ``scene.mrb``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..core.geometry import ImageGeometry, arrayFromImage, lpsToRas
+from .isodose import createIsodoseModels, defaultIsodoseColors, isodoseLegend
+from .nodes import placeInStudy, removeNodes, segmentationNodeFromMasks, volumeNodeFromArray
+from .render import renderSliceView
+from .scene import createScene
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["addDoseResultToScene", "writeDosePictures", "targetCentreRas", "OUTPUT_ATTRIBUTE"]
+
+OUTPUT_ATTRIBUTE = "Reirradiation.Output"
+
+
+def _find(scene, key: str):
+    nodes = scene.GetNodesByClass("vtkMRMLNode")
+    nodes.UnRegister(None)
+    for i in range(nodes.GetNumberOfItems()):
+        node = nodes.GetItemAsObject(i)
+        if node.GetAttribute(OUTPUT_ATTRIBUTE) == key:
+            return node
+    return None
+
+
+def _volume(scene, key: str, array: np.ndarray, geometry: ImageGeometry, name: str, created: list,
+            isDose: bool = False):
+    """Create the output volume ``key``, or replace the one a previous run made (same node, new voxels)."""
+    old = _find(scene, key)
+    if old is not None:
+        removeNodes(scene, [old])
+    node = volumeNodeFromArray(scene, array, geometry, name, isDose=isDose)
+    node.SetAttribute(OUTPUT_ATTRIBUTE, key)
+    created.append(node)
+    return node
+
+
+def _table(scene, key: str, name: str, rows: list[dict], created: list):
+    old = _find(scene, key)
+    if old is not None:
+        removeNodes(scene, [old])
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    table.SetAttribute(OUTPUT_ATTRIBUTE, key)
+    created.append(table)
+    columns = []
+    for row in rows:
+        for column in row:
+            if column not in columns:
+                columns.append(column)
+    vtkTable = table.GetTable()
+    import vtk
+
+    for column in columns:
+        array = vtk.vtkStringArray()
+        array.SetName(column)
+        vtkTable.AddColumn(array)
+    vtkTable.SetNumberOfRows(len(rows))
+    for r, row in enumerate(rows):
+        for c, column in enumerate(columns):
+            value = row.get(column)
+            if isinstance(value, float):
+                text = "" if np.isnan(value) else f"{value:.3f}"
+            elif isinstance(value, dict):
+                text = value.get("structure") or value.get("name") or str(value)
+            else:
+                text = "" if value is None else str(value)
+            vtkTable.SetValue(r, c, vtk.vtkVariant(text))
+    table.Modified()
+    return table
+
+
+def addDoseResultToScene(scene, result, referenceVolumeNode=None, segmentationNode=None,
+                         isodoseLevelsGy=None) -> dict:
+    """Add (or update) the outputs of ``result`` in ``scene``; returns ``{key: node}``.
+
+    Output nodes carry the attribute ``Reirradiation.Output`` = key, so a re-run replaces them. Inputs are never
+    modified. If anything fails, the nodes created by this call are removed before the error propagates.
+    """
+    from ..core.dosereport import constraintRows, dvhRows
+
+    created: list = []
+    geometry = result.referenceGeometry
+    nodes: dict = {}
+    try:
+        if referenceVolumeNode is None:
+            array, _ = arrayFromImage(result.referenceImage)
+            referenceVolumeNode = _volume(scene, "referenceImage", array, geometry, "Planning CT", created)
+        nodes["referenceImage"] = referenceVolumeNode
+        if segmentationNode is None and result.masks:
+            old = _find(scene, "structures")
+            if old is not None:
+                removeNodes(scene, [old])
+            segmentationNode = segmentationNodeFromMasks(scene, result.masks, geometry,
+                                                         colors=result.structureColors or None, name="Structures",
+                                                         referenceVolumeNode=referenceVolumeNode)
+            segmentationNode.SetAttribute(OUTPUT_ATTRIBUTE, "structures")
+            created.append(segmentationNode)
+        nodes["structures"] = segmentationNode
+        composite = np.nan_to_num(result.compositeEqd2Gy, nan=0.0).astype(np.float32)
+        nodes["composite"] = _volume(scene, "composite", composite, geometry, "Composite EQD2 (Gy)", created,
+                                     isDose=True)
+        nodes["composite"].SetAttribute("Reirradiation.Unit", "Gy EQD2 (voxel-wise alpha/beta)")
+        for course in result.courses:
+            nodes[f"course:{course.name}"] = _volume(
+                scene, f"course:{course.name}", np.nan_to_num(course.eqd2Gy, nan=0.0).astype(np.float32), geometry,
+                f"{course.name} EQD2 (Gy)", created, isDose=True)
+        nodes["alphaBeta"] = _volume(scene, "alphaBeta", result.alphaBetaGy, geometry, "alpha/beta map (Gy)",
+                                     created)
+        unknown = (~np.isfinite(result.compositeEqd2Gy)).astype(np.float32)
+        if unknown.any():
+            nodes["unknown"] = _volume(scene, "unknown", unknown, geometry, "Unknown dose (outside a dose grid)",
+                                       created)
+        if result.remainingBudgetGy is not None:
+            nodes["budget"] = _volume(scene, "budget", np.nan_to_num(result.remainingBudgetGy, nan=0.0), geometry,
+                                      "Remaining budget (Gy physical)", created)
+        if result.mri is not None:
+            mriArray, _ = arrayFromImage(result.mri["image"])
+            nodes["mri"] = _volume(scene, "mri", mriArray, geometry, "MRI (registered)", created)
+        levels = list(isodoseLevelsGy if isodoseLevelsGy is not None else result.settings.isodoseLevelsGy)
+        for old in [n for n in _allOutputs(scene) if n.GetAttribute(OUTPUT_ATTRIBUTE).startswith("isodose:")]:
+            removeNodes(scene, [old])
+        if levels:
+            models = createIsodoseModels(scene, (composite, geometry), levels, name="Composite EQD2")
+            for model in models:
+                model.SetAttribute(OUTPUT_ATTRIBUTE, f"isodose:{model.GetName()}")
+                created.append(model)
+            nodes["isodose"] = models
+        nodes["dvhTable"] = _table(scene, "dvhTable", "DVH metrics (EQD2)", dvhRows(result), created)
+        nodes["constraintTable"] = _table(scene, "constraintTable", "Cumulative constraints",
+                                          constraintRows(result), created)
+        placeInStudy(scene, [n for n in created if n.IsA("vtkMRMLDisplayableNode")],
+                     "Re-irradiation patient", "Re-irradiation composite EQD2")
+    except BaseException:
+        removeNodes(scene, created)
+        raise
+    return nodes
+
+
+def _allOutputs(scene) -> list:
+    out = []
+    nodes = scene.GetNodesByClass("vtkMRMLNode")
+    nodes.UnRegister(None)
+    for i in range(nodes.GetNumberOfItems()):
+        node = nodes.GetItemAsObject(i)
+        if node.GetAttribute(OUTPUT_ATTRIBUTE):
+            out.append(node)
+    return out
+
+
+def targetCentreRas(result) -> np.ndarray:
+    """RAS centre of the first non-empty target (GTV before CTV), else of the reference image."""
+    geometry = result.referenceGeometry
+    for target in list(result.settings.targets) + ["GTV", "CTV"]:
+        for name, mask in result.masks.items():
+            if name.lower() == target.lower() and mask.any():
+                k, j, i = np.nonzero(mask)
+                centre = geometry.indexToLps([i.mean(), j.mean(), k.mean()])
+                return lpsToRas(centre)
+    size = np.array(geometry.sizeXyz, dtype=float)
+    return lpsToRas(geometry.indexToLps((size - 1) / 2))
+
+
+def writeDosePictures(result, folder, sizePx=(640, 640)) -> dict[str, bytes]:
+    """Render composite isodose lines over the structures (axial, coronal, sagittal through the target centre;
+    axial over the registered MRI when there is one) and write ``scene.mrb``. Returns ``{title: PNG bytes}``."""
+    folder = Path(folder)
+    scene = createScene()
+    nodes = addDoseResultToScene(scene, result)
+    levels = list(result.settings.isodoseLevelsGy)
+    legend = isodoseLegend([lv for lv in levels if lv <= float(np.nanmax(result.compositeEqd2Gy))],
+                           [c for lv, c in zip(levels, defaultIsodoseColors(levels), strict=True)
+                            if lv <= float(np.nanmax(result.compositeEqd2Gy))]) if levels else []
+    legend = [(f"{label} EQD2", colour) for label, colour in legend]
+    structureLegend = _structureLegend(result)
+    centre = targetCentreRas(result)
+    models = nodes.get("isodose", [])
+    shown = _pictureStructures(result)
+    segmentations = []
+    if shown:
+        outlines = segmentationNodeFromMasks(scene, {n: result.masks[n] for n in shown}, result.referenceGeometry,
+                                             colors={n: result.structureColors[n] for n in shown
+                                                     if n in result.structureColors} or None, name="Outlines")
+        segmentations = [outlines]
+    pictures: dict[str, bytes] = {}
+    views = [("Axial", nodes["referenceImage"], "isodose_axial.png"),
+             ("Coronal", nodes["referenceImage"], "isodose_coronal.png"),
+             ("Sagittal", nodes["referenceImage"], "isodose_sagittal.png")]
+    if nodes.get("mri") is not None:
+        views.append(("Axial", nodes["mri"], "isodose_axial_mri.png"))
+    for orientation, background, filename in views:
+        path = renderSliceView(scene, folder / filename, orientation=orientation, positionRas=centre,
+                               background=background, segmentations=segmentations, models=models,
+                               legend=legend + structureLegend, sizePx=sizePx)
+        title = f"{orientation} over the {'MRI' if background is nodes.get('mri') else 'CT'}"
+        pictures[title] = path.read_bytes()
+    if not scene.WriteToMRB(str(folder / "scene.mrb")):
+        raise RuntimeError(f"could not write {folder / 'scene.mrb'}")
+    scene.Clear(1)
+    return pictures
+
+
+_NOT_IN_PICTURES = ("body", "external", "skin", "ptv", "fibrosis", "bone", "sacrum", "couch")
+
+
+def _pictureStructures(result) -> list[str]:
+    """Targets first, then organs at risk; the body outline, PTVs, bones and tissue labels are left out so the
+    isodose lines over the GTV/CTV stay readable."""
+    targets = [n for n in result.masks if n.lower() in {t.lower() for t in result.settings.targets}]
+    others = [n for n in sorted(result.masks) if n not in targets
+              and not any(word in n.lower() for word in _NOT_IN_PICTURES)]
+    return [n for n in targets + others if result.masks[n].any()]
+
+
+def _structureLegend(result) -> list:
+    entries = []
+    for name in _pictureStructures(result):
+        colour = result.structureColors.get(name)
+        if colour is not None and result.masks[name].any():
+            entries.append((name, tuple(float(c) for c in colour[:3])))
+    return entries[:10]

@@ -1,0 +1,414 @@
+"""MRML nodes in and out: volumes, segmentations and the subject hierarchy, with explicit geometry.
+
+Arrays are indexed ``[k, j, i]`` and travel with an :class:`~ReirradiationDoseLib.core.geometry.ImageGeometry`
+in LPS millimetres, like everywhere in the core. Slicer's volume nodes store an IJK-to-RAS matrix; the LPS <-> RAS
+conversion (negate x and y) happens here, explicitly, and nowhere else.
+
+Dose volumes are tagged the way SlicerRT tags them (attribute ``DicomRtImport.DoseVolume = "1"``), so SlicerRT's
+modules (Isodose, DVH, Dose comparison) recognise our outputs as doses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import slicer
+import vtk
+from vtkmodules.util import numpy_support
+
+from ..core.errors import InputError
+from ..core.geometry import ImageGeometry
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DOSE_VOLUME_ATTRIBUTE",
+    "DOSE_COLOR_TABLE_NAME",
+    "volumeNodeFromArray",
+    "arrayAndGeometryFromVolumeNode",
+    "segmentationNodeFromMasks",
+    "masksFromSegmentationNode",
+    "ensureClosedSurface",
+    "doseColorTableNode",
+    "defaultStructureColors",
+    "placeInStudy",
+    "removeNodes",
+    "vtkMatrixFromArray",
+    "arrayFromVtkMatrix",
+    "orientedImageFromArray",
+]
+
+DOSE_VOLUME_ATTRIBUTE = "DicomRtImport.DoseVolume"  # SlicerRT's tag of a dose volume (value "1")
+DOSE_COLOR_TABLE_NAME = "ReirradiationDose_DoseColorTable"
+_LPS_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+# Distinct, colour-blind-friendly structure colours (Okabe-Ito, then Tableau), RGB in 0..1.
+_STRUCTURE_PALETTE = (
+    (0.90, 0.62, 0.00), (0.34, 0.71, 0.91), (0.00, 0.62, 0.45), (0.94, 0.89, 0.26), (0.00, 0.45, 0.70),
+    (0.84, 0.37, 0.00), (0.80, 0.47, 0.65), (0.89, 0.10, 0.11), (0.60, 0.31, 0.64), (0.55, 0.34, 0.29),
+)
+
+
+# ---- small conversions --------------------------------------------------------------------------------------
+def vtkMatrixFromArray(matrix) -> vtk.vtkMatrix4x4:
+    """A ``vtkMatrix4x4`` holding a 4x4 numpy matrix."""
+    matrix = np.asarray(matrix, dtype=float)
+    out = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            out.SetElement(r, c, float(matrix[r, c]))
+    return out
+
+
+def arrayFromVtkMatrix(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def _vtkArray(array: np.ndarray):
+    array = np.ascontiguousarray(array)
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    return numpy_support.numpy_to_vtk(array.ravel(order="C"), deep=True)
+
+
+def _requireShape(array: np.ndarray, geometry: ImageGeometry, what: str) -> None:
+    if array.ndim != 3 or tuple(array.shape) != tuple(geometry.shape):
+        raise InputError(f"{what}: array shape {array.shape} does not match the grid {geometry.describe()} "
+                         f"(expected {geometry.shape}, indexed [k, j, i])")
+
+
+def _geometryFromIjkToRas(ijkToRas: np.ndarray, sizeXyz) -> ImageGeometry:
+    ijkToLps = _LPS_RAS @ ijkToRas
+    axes = ijkToLps[:3, :3]
+    spacing = np.linalg.norm(axes, axis=0)
+    if np.any(spacing <= 0):
+        raise InputError("the volume's IJK-to-RAS matrix has a zero-length axis")
+    direction = axes / spacing[None, :]
+    return ImageGeometry(tuple(int(s) for s in sizeXyz), tuple(spacing), tuple(ijkToLps[:3, 3]),
+                         tuple(direction.ravel()))
+
+
+def orientedImageFromArray(array: np.ndarray, geometry: ImageGeometry) -> slicer.vtkOrientedImageData:
+    """A ``vtkOrientedImageData`` (what segmentations store) holding a copy of ``array`` on ``geometry``."""
+    array = np.asarray(array)
+    _requireShape(array, geometry, "labelmap")
+    image = slicer.vtkOrientedImageData()
+    image.SetDimensions(*geometry.sizeXyz)
+    image.GetPointData().SetScalars(_vtkArray(array))
+    image.SetImageToWorldMatrix(vtkMatrixFromArray(geometry.ijkToRasMatrix()))
+    return image
+
+
+def _emptyOrientedImage(geometry: ImageGeometry) -> slicer.vtkOrientedImageData:
+    image = slicer.vtkOrientedImageData()
+    image.SetDimensions(*geometry.sizeXyz)
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    image.GetPointData().GetScalars().Fill(0)
+    image.SetImageToWorldMatrix(vtkMatrixFromArray(geometry.ijkToRasMatrix()))
+    return image
+
+
+def _arrayFromImageData(image: vtk.vtkImageData, what: str) -> np.ndarray:
+    scalars = image.GetPointData().GetScalars() if image is not None else None
+    if scalars is None:
+        raise InputError(f"{what} has no voxel data")
+    if scalars.GetNumberOfComponents() != 1:
+        raise InputError(f"{what} has {scalars.GetNumberOfComponents()} components per voxel; a scalar image "
+                         "is required")
+    dims = image.GetDimensions()
+    return numpy_support.vtk_to_numpy(scalars).reshape(dims[2], dims[1], dims[0]).copy()
+
+
+def _requireNoTransform(node, what: str) -> None:
+    if node.GetParentTransformNode() is not None:
+        raise InputError(f"{what} '{node.GetName()}' is under the transform "
+                         f"'{node.GetParentTransformNode().GetName()}'; harden the transform first so its voxels "
+                         "are where its geometry says")
+
+
+# ---- volumes ------------------------------------------------------------------------------------------------
+def doseColorTableNode(scene) -> slicer.vtkMRMLColorTableNode:
+    """The dose colour table of ``scene`` (created once): 256 colours blue -> cyan -> green -> yellow -> red.
+
+    The first entry is transparent, so with the dose display threshold the zero-dose region does not tint the CT.
+    """
+    existing = scene.GetFirstNodeByName(DOSE_COLOR_TABLE_NAME)
+    if existing is not None and existing.IsA("vtkMRMLColorTableNode"):
+        return existing
+    table = scene.AddNewNodeByClass("vtkMRMLColorTableNode", DOSE_COLOR_TABLE_NAME)
+    table.SetTypeToUser()
+    table.SetNumberOfColors(256)
+    stops = np.array([[0.0, 0.0, 0.0, 1.0], [0.25, 0.0, 1.0, 1.0], [0.5, 0.0, 1.0, 0.0], [0.75, 1.0, 1.0, 0.0],
+                      [1.0, 1.0, 0.0, 0.0]])
+    for index in range(256):
+        t = index / 255.0
+        rgb = [float(np.interp(t, stops[:, 0], stops[:, c])) for c in (1, 2, 3)]
+        table.SetColor(index, f"{index}", *rgb, 0.0 if index == 0 else 1.0)
+    table.SetAttribute("Category", "Reirradiation")
+    return table
+
+
+def volumeNodeFromArray(scene, array: np.ndarray, geometry: ImageGeometry, name: str, isDose: bool = False,
+                        isLabel: bool = False) -> slicer.vtkMRMLScalarVolumeNode:
+    """A new volume node in ``scene`` holding a copy of ``array`` (indexed [k, j, i]) on ``geometry`` (LPS).
+
+    The node's IJK-to-RAS matrix is ``geometry.ijkToRasMatrix()`` (LPS -> RAS: negate x and y).
+    ``isLabel`` makes a ``vtkMRMLLabelMapVolumeNode`` (integer voxels, Labels colour table).
+    ``isDose`` tags the node as SlicerRT does (``DicomRtImport.DoseVolume = "1"``) and displays it with the dose
+    colour table, window 0 .. max dose and voxels under 1 % of the maximum transparent.
+    """
+    array = np.asarray(array)
+    _requireShape(array, geometry, f"volume '{name}'")
+    if isLabel and isDose:
+        raise ValueError("a volume cannot be both a dose and a label map")
+    if isLabel:
+        if array.dtype == bool:
+            array = array.astype(np.uint8)
+        elif not np.issubdtype(array.dtype, np.integer):
+            raise InputError(f"label map '{name}' must hold integer labels, got {array.dtype}")
+        elif array.dtype.itemsize > 4:
+            array = array.astype(np.int32)
+    elif array.dtype == np.float16 or array.dtype == bool:
+        array = array.astype(np.float32 if array.dtype == np.float16 else np.uint8)
+
+    className = "vtkMRMLLabelMapVolumeNode" if isLabel else "vtkMRMLScalarVolumeNode"
+    node = scene.AddNewNodeByClass(className, name)
+    try:
+        image = vtk.vtkImageData()
+        image.SetDimensions(*geometry.sizeXyz)
+        image.GetPointData().SetScalars(_vtkArray(array))
+        node.SetIJKToRASMatrix(vtkMatrixFromArray(geometry.ijkToRasMatrix()))
+        node.SetAndObserveImageData(image)
+        node.CreateDefaultDisplayNodes()
+        if isDose:
+            node.SetAttribute(DOSE_VOLUME_ATTRIBUTE, "1")
+            _showAsDose(node, float(np.nanmax(array)) if array.size else 0.0)
+    except Exception:
+        removeNodes(scene, [node])
+        raise
+    return node
+
+
+def _showAsDose(node, maximumGy: float) -> None:
+    display = node.GetDisplayNode()
+    display.SetAndObserveColorNodeID(doseColorTableNode(node.GetScene()).GetID())
+    top = maximumGy if maximumGy > 0 else 1.0
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(0.0, top)
+    display.AutoThresholdOff()
+    display.SetLowerThreshold(0.01 * top)
+    display.SetUpperThreshold(max(top, 1e-6) * 10.0)
+    display.ApplyThresholdOn()
+
+
+def arrayAndGeometryFromVolumeNode(node) -> tuple[np.ndarray, ImageGeometry]:
+    """A copy of the node's voxels (indexed [k, j, i]) and their grid in LPS: the exact inverse of
+    :func:`volumeNodeFromArray`. A node under a transform is refused (harden it first)."""
+    if node is None or not node.IsA("vtkMRMLVolumeNode"):
+        raise InputError("a volume node is required")
+    _requireNoTransform(node, "volume")
+    image = node.GetImageData()
+    array = _arrayFromImageData(image, f"volume '{node.GetName()}'")
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    ijkToRas = arrayFromVtkMatrix(matrix)
+    extent = image.GetExtent()
+    if extent[0] or extent[2] or extent[4]:  # an extent not starting at 0 shifts the first voxel
+        ijkToRas[:3, 3] = ijkToRas[:3, :3] @ np.array([extent[0], extent[2], extent[4]], float) + ijkToRas[:3, 3]
+    return array, _geometryFromIjkToRas(ijkToRas, image.GetDimensions())
+
+
+# ---- segmentations --------------------------------------------------------------------------------------------
+def defaultStructureColors(names: Sequence[str]) -> dict[str, tuple[float, float, float]]:
+    """A distinct colour per structure name, in order (cycles after 10)."""
+    return {name: _STRUCTURE_PALETTE[index % len(_STRUCTURE_PALETTE)] for index, name in enumerate(names)}
+
+
+def _binaryLabelmapName() -> str:
+    return slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
+
+
+def _closedSurfaceName() -> str:
+    return slicer.vtkSegmentationConverter.GetSegmentationClosedSurfaceRepresentationName()
+
+
+def segmentationNodeFromMasks(scene, masks: Mapping[str, np.ndarray], geometry: ImageGeometry,
+                              colors: Mapping[str, Sequence[float]] | Sequence[Sequence[float]] | None = None,
+                              name: str = "Structures",
+                              referenceVolumeNode=None) -> slicer.vtkMRMLSegmentationNode:
+    """A new segmentation node with one named, coloured segment per mask.
+
+    Each mask (bool array [k, j, i] on ``geometry``) becomes a binary labelmap segment in its own layer, so
+    overlapping structures stay independent; the binary labelmap is the source representation. The closed surface
+    (for 3D display) is made on demand by :func:`ensureClosedSurface`. The segmentation's reference geometry is
+    ``referenceVolumeNode``'s when given, otherwise ``geometry``. Segment IDs are the structure names.
+    """
+    if isinstance(colors, Mapping):
+        colorOf = {key: tuple(float(c) for c in value[:3]) for key, value in colors.items()}
+    elif colors is not None:
+        colorOf = {key: tuple(float(c) for c in value[:3]) for key, value in zip(masks, colors, strict=False)}
+    else:
+        colorOf = {}
+    fallback = defaultStructureColors(list(masks))
+    for structure, mask in masks.items():
+        _requireShape(np.asarray(mask), geometry, f"structure '{structure}'")
+
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    try:
+        node.CreateDefaultDisplayNodes()
+        node.GetDisplayNode().SetSliceIntersectionThickness(2)  # outlines readable on screenshots
+        node.SetSourceRepresentationToBinaryLabelmap()
+        segmentation = node.GetSegmentation()
+        if referenceVolumeNode is not None:
+            node.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolumeNode)
+        else:
+            segmentation.SetConversionParameter(
+                slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName(),
+                slicer.vtkSegmentationConverter.SerializeImageGeometry(_emptyOrientedImage(geometry)))
+        for structure, mask in masks.items():
+            segment = slicer.vtkSegment()
+            segment.SetName(str(structure))
+            segment.SetColor(*colorOf.get(structure, fallback[structure]))
+            segment.AddRepresentation(_binaryLabelmapName(),
+                                      orientedImageFromArray(np.asarray(mask).astype(np.uint8), geometry))
+            if not segmentation.AddSegment(segment, str(structure)):
+                raise InputError(f"structure '{structure}' could not be added to the segmentation '{name}'")
+    except Exception:
+        removeNodes(scene, [node])
+        raise
+    logger.debug("segmentation '%s' with %d segments", name, len(masks))
+    return node
+
+
+def ensureClosedSurface(segmentationNode) -> None:
+    """Create the closed-surface representation (for 3D views) if it is not there yet."""
+    segmentationNode.CreateClosedSurfaceRepresentation()
+
+
+def masksFromSegmentationNode(segmentationNode, geometry: ImageGeometry) -> dict[str, np.ndarray]:
+    """Every segment as a bool mask on ``geometry``: {segment name: array [k, j, i]}.
+
+    The resampling onto ``geometry`` is explicit: a binary-labelmap segment is resampled with nearest-neighbour
+    interpolation (voxel centres of ``geometry`` take the label of the source voxel they fall in; outside the source
+    extent: False). A segmentation whose source is a closed surface (e.g. an RTSTRUCT loaded by SlicerRT) is
+    rasterised directly on ``geometry`` (a copy is converted; the node is not modified). A node under a transform is
+    refused (harden it first).
+    """
+    if segmentationNode is None or not segmentationNode.IsA("vtkMRMLSegmentationNode"):
+        raise InputError("a segmentation node is required")
+    _requireNoTransform(segmentationNode, "segmentation")
+    segmentation = segmentationNode.GetSegmentation()
+    reference = _emptyOrientedImage(geometry)
+    labelmapName = _binaryLabelmapName()
+    source = segmentation
+    if segmentation.GetSourceRepresentationName() != labelmapName:
+        source = slicer.vtkSegmentation()
+        source.DeepCopy(segmentation)
+        for representation in (labelmapName,):
+            if source.ContainsRepresentation(representation):
+                source.RemoveRepresentation(representation)
+        source.SetConversionParameter(slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName(),
+                                      slicer.vtkSegmentationConverter.SerializeImageGeometry(reference))
+        if not source.CreateRepresentation(labelmapName, True):
+            raise InputError(f"segmentation '{segmentationNode.GetName()}' could not be converted to a binary "
+                             "labelmap")
+
+    masks: dict[str, np.ndarray] = {}
+    for index in range(source.GetNumberOfSegments()):
+        segmentId = source.GetNthSegmentID(index)
+        segment = source.GetSegment(segmentId)
+        label = segment.GetLabelValue()
+        labelmap = segment.GetRepresentation(labelmapName)
+        key = segment.GetName() or segmentId
+        if key in masks:
+            key = f"{key} ({segmentId})"
+        if labelmap is None or labelmap.GetPointData().GetScalars() is None or _isEmptyExtent(labelmap):
+            masks[key] = np.zeros(geometry.shape, dtype=bool)
+            continue
+        resampled = slicer.vtkOrientedImageData()
+        if not slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+                labelmap, reference, resampled, False, False):
+            raise InputError(f"segment '{key}' could not be resampled onto {geometry.describe()}")
+        masks[key] = _maskOnReference(resampled, reference, label)
+    return masks
+
+
+def _isEmptyExtent(image) -> bool:
+    extent = image.GetExtent()
+    return extent[1] < extent[0] or extent[3] < extent[2] or extent[5] < extent[4]
+
+
+def _maskOnReference(resampled, reference, label: int) -> np.ndarray:
+    """The resampled labelmap placed on the reference extent (the resampler may return a sub-extent)."""
+    refExtent = reference.GetExtent()
+    shape = (refExtent[5] - refExtent[4] + 1, refExtent[3] - refExtent[2] + 1, refExtent[1] - refExtent[0] + 1)
+    out = np.zeros(shape, dtype=bool)
+    if _isEmptyExtent(resampled) or resampled.GetPointData().GetScalars() is None:
+        return out
+    values = _arrayFromImageData(resampled, "resampled segment") == label
+    extent = resampled.GetExtent()
+    lo = [max(extent[2 * a], refExtent[2 * a]) for a in range(3)]
+    hi = [min(extent[2 * a + 1], refExtent[2 * a + 1]) for a in range(3)]
+    if any(h < low for low, h in zip(lo, hi, strict=True)):
+        return out
+    src = values[lo[2] - extent[4]:hi[2] - extent[4] + 1, lo[1] - extent[2]:hi[1] - extent[2] + 1,
+                 lo[0] - extent[0]:hi[0] - extent[0] + 1]
+    out[lo[2] - refExtent[4]:hi[2] - refExtent[4] + 1, lo[1] - refExtent[2]:hi[1] - refExtent[2] + 1,
+        lo[0] - refExtent[0]:hi[0] - refExtent[0] + 1] = src
+    return out
+
+
+# ---- subject hierarchy and clean-up ------------------------------------------------------------------------
+def _childByName(shNode, parentItem: int, name: str, level: str) -> int:
+    children = vtk.vtkIdList()
+    shNode.GetItemChildren(parentItem, children)
+    for index in range(children.GetNumberOfIds()):
+        item = children.GetId(index)
+        if shNode.GetItemName(item) == name and shNode.GetItemLevel(item) == level:
+            return item
+    return 0
+
+
+def placeInStudy(scene, nodes: Iterable, patientName: str, studyDescription: str) -> int:
+    """Put ``nodes`` under Patient ``patientName`` / Study ``studyDescription`` in the subject hierarchy
+    (both created if absent, reused otherwise). Returns the study item ID."""
+    shNode = scene.GetSubjectHierarchyNode()
+    if shNode is None:
+        raise ValueError("the scene has no subject hierarchy (create it with createScene())")
+    constants = slicer.vtkMRMLSubjectHierarchyConstants
+    patientLevel, studyLevel = constants.GetDICOMLevelPatient(), constants.GetDICOMLevelStudy()
+    sceneItem = shNode.GetSceneItemID()
+    patient = _childByName(shNode, sceneItem, patientName, patientLevel) or \
+        shNode.CreateSubjectItem(sceneItem, patientName)
+    study = _childByName(shNode, patient, studyDescription, studyLevel) or \
+        shNode.CreateStudyItem(patient, studyDescription)
+    for node in nodes:
+        if node is None:
+            continue
+        item = shNode.GetItemByDataNode(node)
+        if item:
+            shNode.SetItemParent(item, study)
+        else:
+            shNode.CreateItem(study, node)
+    return study
+
+
+def removeNodes(scene, nodes: Iterable) -> None:
+    """Remove ``nodes`` (and their display and storage nodes) from ``scene``; None and foreign nodes are skipped.
+
+    Used for clean-up when a step fails, so nothing is left half-made in the scene.
+    """
+    for node in list(nodes):
+        if node is None or node.GetScene() is not scene:
+            continue
+        helpers = []
+        if node.IsA("vtkMRMLDisplayableNode"):
+            helpers += [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+        if node.IsA("vtkMRMLStorableNode"):
+            helpers += [node.GetNthStorageNode(i) for i in range(node.GetNumberOfStorageNodes())]
+        scene.RemoveNode(node)
+        for helper in helpers:
+            if helper is not None and helper.GetScene() is scene:
+                scene.RemoveNode(helper)

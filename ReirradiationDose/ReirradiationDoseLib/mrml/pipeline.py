@@ -1,0 +1,149 @@
+"""The dose workflow on MRML nodes: what the ReirradiationDose module's Logic calls.
+
+Nodes in (planning CT, current dose, structures, prior doses with their registration transform nodes), nodes out
+(composite EQD2 dose volume, α/β map, DVH and constraint tables, isodose models). The computation is the core's
+:func:`~ReirradiationDoseLib.core.pipeline.computeDose`; inputs are never modified; on failure the nodes created
+by the run are removed (see :func:`~ReirradiationDoseLib.mrml.dosescene.addDoseResultToScene`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..core.casefile import TissueSpec
+from ..core.errors import InputError
+from ..core.geometry import imageFromArray
+from ..core.pipeline import CourseInput, DoseInputs, DoseSettings, computeDose
+from ..core.progress import noProgress, subProgress
+from .dosescene import addDoseResultToScene
+from .nodes import arrayAndGeometryFromVolumeNode, masksFromSegmentationNode
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["runDoseWorkflow", "doseInputsFromNodes"]
+
+_DAYS_PER_MONTH = 365.25 / 12.0
+
+
+def _courseDoseInput(name: str, doseNode, transformNode, fractions: int, date, isCurrent: bool,
+                     referenceGeometry) -> CourseInput:
+    from .transforms import sitkTransformFromNode
+
+    if doseNode is None:
+        raise InputError(f"course '{name}' has no dose volume")
+    dose, geometry = arrayAndGeometryFromVolumeNode(doseNode)
+    transform = None
+    registration = {"method": "none"}
+    if transformNode is not None:
+        transform = sitkTransformFromNode(transformNode, referenceGeometry)
+        registration = {"method": "transform node", "node": transformNode.GetName()}
+    if doseNode.GetAttribute("DicomRtImport.DoseVolume") != "1":
+        logger.info("Course %s: volume %s is not tagged as a dose volume; taken as Gy", name, doseNode.GetName())
+    return CourseInput(name=name, doseGy=np.asarray(dose, dtype=np.float32), doseGeometry=geometry,
+                       numberOfFractions=int(fractions), isCurrent=isCurrent, date=date,
+                       fractionsSource="module input", doseFile=doseNode.GetName(),
+                       doseInfo={"node": doseNode.GetName()}, transform=transform, registration=registration)
+
+
+def doseInputsFromNodes(currentCt, currentDose, currentFractions: int, structures=None, mri=None,
+                        priorCourses=(), settings: DoseSettings | None = None, today: _dt.date | None = None
+                        ) -> DoseInputs:
+    """Build the core's in-memory inputs from nodes.
+
+    ``priorCourses``: ``[{"name", "doseNode", "transformNode", "numberOfFractions", "monthsBefore"}]`` — the
+    transform node maps the current CT's points to the prior dose's frame ("from parent"), i.e. it is the
+    registration of the prior CT to the current CT as Slicer stores it.
+    """
+    referenceArray, referenceGeometry = arrayAndGeometryFromVolumeNode(currentCt)
+    referenceImage = imageFromArray(referenceArray, referenceGeometry)
+    masks, colors = {}, {}
+    if structures is not None:
+        masks = masksFromSegmentationNode(structures, referenceGeometry)
+        segmentation = structures.GetSegmentation()
+        for index in range(segmentation.GetNumberOfSegments()):
+            segment = segmentation.GetNthSegment(index)
+            colors[segment.GetName()] = tuple(segment.GetColor())
+    today = today or _dt.date.today()
+    courses = []
+    for index, prior in enumerate(priorCourses):
+        months = float(prior.get("monthsBefore", 0.0) or 0.0)
+        if months <= 0:
+            raise InputError(f"prior course '{prior.get('name', index + 1)}' needs the time since it was given "
+                             "(months before the current course, > 0)")
+        date = today - _dt.timedelta(days=round(months * _DAYS_PER_MONTH))
+        courses.append(_courseDoseInput(prior.get("name") or f"Prior course {index + 1}", prior.get("doseNode"),
+                                        prior.get("transformNode"), prior.get("numberOfFractions"), date, False,
+                                        referenceGeometry))
+    courses.append(_courseDoseInput("Current course", currentDose, None, currentFractions, today, True,
+                                    referenceGeometry))
+    mriEntry = None
+    if mri is not None:
+        mriArray, mriGeometry = arrayAndGeometryFromVolumeNode(mri)
+        resampled = sitk.Resample(imageFromArray(mriArray.astype(np.float32), mriGeometry), referenceImage,
+                                  sitk.Transform(3, sitk.sitkIdentity), sitk.sitkLinear, 0.0)
+        mriEntry = {"image": resampled, "registration": {"method": "as placed in the scene"},
+                    "path": mri.GetName()}
+    return DoseInputs(referenceImage=referenceImage, masks=masks, courses=courses,
+                      settings=settings or DoseSettings(), referenceInfo={"node": currentCt.GetName()},
+                      structureColors=colors, mri=mriEntry)
+
+
+def settingsForModule(structureNames, tissueTable=None, defaultAlphaBetaGy: float = 3.0,
+                      recoveryModel: str = "none", constantRecoveryPercent: float = 0.0,
+                      constraintSetName: str | None = "pelvic-reirradiation", isodoseLevelsGy=(),
+                      targets=("GTV", "CTV")) -> DoseSettings:
+    """Settings from the module's widgets: one recovery model for the organs at risk of every prior course."""
+    tissues: dict = dict(tissueTable or {})
+    if recoveryModel not in (None, "", "none"):
+        recovery = {"model": recoveryModel}
+        if recoveryModel == "constant":
+            if not 0.0 <= constantRecoveryPercent <= 100.0:
+                raise InputError(f"constant recovery must be 0-100 %, got {constantRecoveryPercent}")
+            recovery["fraction"] = constantRecoveryPercent / 100.0
+        targetKeys = {t.lower() for t in targets}
+        for name in structureNames:
+            if name.lower() in targetKeys or name.lower().startswith(("gtv", "ctv", "ptv", "itv")):
+                continue
+            spec = tissues.get(name, TissueSpec())
+            tissues[name] = TissueSpec(spec.alphaBetaGy, recovery, spec.priority, spec.isTarget, spec.aliases)
+    return DoseSettings(tissues=tissues, defaultAlphaBetaGy=float(defaultAlphaBetaGy), targets=tuple(targets),
+                        constraints=constraintSetName or None, isodoseLevelsGy=tuple(sorted(isodoseLevelsGy)))
+
+
+def runDoseWorkflow(scene, currentCt, currentDose, currentFractions: int, structures=None, mri=None,
+                    priorCourses=(), tissueTable=None, defaultAlphaBetaGy: float = 3.0, recoveryModel: str = "none",
+                    constantRecoveryPercent: float = 0.0, constraintSetName: str = "pelvic-reirradiation",
+                    isodoseLevelsGy=(), compositeEqd2=None, alphaBetaMap=None, dvhTable=None,
+                    constraintTable=None, progress=None) -> dict:
+    """Compute the composite EQD2 from nodes and add (or update) the output nodes; see the module docstring.
+
+    Returns ``{"compositeEqd2", "alphaBetaMap", "dvhTable", "constraintTable", "isodoseModels", "result",
+    "summary"}``. The ``compositeEqd2`` … arguments are accepted for the module's parameter node; outputs are
+    found again by their ``Reirradiation.Output`` attribute, so re-running replaces them instead of piling up.
+    """
+    progress = progress or noProgress
+    if scene is None:
+        scene = currentCt.GetScene()
+    structureNames = []
+    if structures is not None:
+        segmentation = structures.GetSegmentation()
+        structureNames = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
+    settings = settingsForModule(structureNames, tissueTable, defaultAlphaBetaGy, recoveryModel,
+                                 constantRecoveryPercent, constraintSetName, isodoseLevelsGy)
+    progress(0.0, "Reading the input nodes")
+    inputs = doseInputsFromNodes(currentCt, currentDose, currentFractions, structures, mri, priorCourses, settings)
+    result = computeDose(inputs, subProgress(progress, 0.05, 0.85))
+    progress(0.86, "Creating the output nodes")
+    nodes = addDoseResultToScene(scene, result, referenceVolumeNode=currentCt, segmentationNode=structures)
+    progress(1.0, "Done")
+    failed = [r for r in result.constraintResults if r.status == "fail"]
+    finite = np.isfinite(result.compositeEqd2Gy)
+    summary = (f"Composite EQD2 max {float(result.compositeEqd2Gy[finite].max()) if finite.any() else 0:.1f} Gy; "
+               f"{len(failed)} of {len(result.constraintResults)} constraint results failed")
+    return {"compositeEqd2": nodes["composite"], "alphaBetaMap": nodes["alphaBeta"], "dvhTable": nodes["dvhTable"],
+            "constraintTable": nodes["constraintTable"], "isodoseModels": nodes.get("isodose", []),
+            "result": result, "summary": summary, "warnings": result.warnings}

@@ -1,0 +1,179 @@
+"""SimpleITK transforms <-> Slicer transform nodes.
+
+The core's registration transform ``T`` maps fixed (current) LPS points to moving (prior) LPS points: ITK's
+resampling transform. In Slicer that is the transform **from parent** of a node placed above the moving volume
+(the node's "to parent" transform, its inverse, moves the moving image onto the fixed one), and Slicer works in
+RAS. With ``F = diag(-1, -1, 1)``:
+
+- linear: ``M_ras = F4 @ M_lps @ F4`` (``F4 = diag(-1, -1, 1, 1)``), set as the matrix *from parent*;
+- displacement field: the grid's origin ``F o``, direction ``F D`` and every vector ``F u`` (a
+  ``vtkOrientedGridTransform`` set as the transform *from parent* of a ``vtkMRMLGridTransformNode``).
+
+Reading a node back gives the same LPS transform; a node that only holds its "to parent" direction (e.g. edited in
+Slicer) is sampled through its from-parent transform on a reference grid.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+from ..core.errors import InputError
+from ..core.geometry import ImageGeometry
+from ..core.registration import displacementFieldFromTransform, displacementFieldTransform
+
+__all__ = [
+    "lpsMatrixFromSitk",
+    "transformNodeFromSitk",
+    "sitkTransformFromNode",
+    "updateTransformNodeFromSitk",
+]
+
+_F4 = np.diag([-1.0, -1.0, 1.0, 1.0])
+_F3 = np.diag([-1.0, -1.0, 1.0])
+
+
+def lpsMatrixFromSitk(transform: sitk.Transform) -> np.ndarray:
+    """4x4 homogeneous LPS matrix of a linear SimpleITK transform (found from the images of 4 points)."""
+    if not transform.IsLinear():
+        raise InputError(f"a {transform.GetName()} is not linear")
+    origin = np.array(transform.TransformPoint((0.0, 0.0, 0.0)))
+    matrix = np.eye(4)
+    for axis in range(3):
+        unit = [0.0, 0.0, 0.0]
+        unit[axis] = 1.0
+        matrix[:3, axis] = np.array(transform.TransformPoint(unit)) - origin
+    matrix[:3, 3] = origin
+    return matrix
+
+
+def _vtkMatrix(array: np.ndarray) -> vtk.vtkMatrix4x4:
+    matrix = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            matrix.SetElement(r, c, float(array[r, c]))
+    return matrix
+
+
+def _numpyMatrix(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def _gridTransformFromField(field: sitk.Image) -> vtk.vtkAbstractTransform:
+    """A vtkOrientedGridTransform in RAS from an LPS displacement field image."""
+    geometry = ImageGeometry.fromImage(field)
+    vectors = sitk.GetArrayFromImage(field).astype(np.float64)  # [k, j, i, 3] LPS
+    vectors[..., 0] *= -1.0
+    vectors[..., 1] *= -1.0
+    grid = vtk.vtkImageData()
+    grid.SetDimensions(*geometry.sizeXyz)
+    grid.SetSpacing(*geometry.spacingMm)
+    grid.SetOrigin(*(_F3 @ np.array(geometry.originMm)))
+    array = numpy_support.numpy_to_vtk(vectors.reshape(-1, 3), deep=True, array_type=vtk.VTK_DOUBLE)
+    array.SetName("DisplacementField")
+    grid.GetPointData().SetScalars(array)
+    direction = np.eye(4)
+    direction[:3, :3] = _F3 @ geometry.directionMatrix
+    transform = slicer.vtkOrientedGridTransform()
+    transform.SetDisplacementGridData(grid)
+    transform.SetGridDirectionMatrix(_vtkMatrix(direction))
+    transform.SetInterpolationModeToLinear()
+    return transform
+
+
+def _fieldFromGridTransform(transform) -> sitk.Image:
+    grid = transform.GetDisplacementGrid()
+    if grid is None:
+        raise InputError("the grid transform has no displacement grid")
+    dims = grid.GetDimensions()
+    vectors = numpy_support.vtk_to_numpy(grid.GetPointData().GetScalars()).astype(np.float64)
+    vectors = vectors.reshape(dims[2], dims[1], dims[0], 3) * transform.GetDisplacementScale() \
+        + transform.GetDisplacementShift()
+    vectors[..., 0] *= -1.0
+    vectors[..., 1] *= -1.0
+    directionRas = np.eye(3)
+    if transform.GetGridDirectionMatrix() is not None:
+        directionRas = _numpyMatrix(transform.GetGridDirectionMatrix())[:3, :3]
+    field = sitk.GetImageFromArray(vectors, isVector=True)
+    field.SetSpacing(grid.GetSpacing())
+    field.SetOrigin([float(v) for v in _F3 @ np.array(grid.GetOrigin())])
+    field.SetDirection([float(v) for v in (_F3 @ directionRas).ravel()])
+    return field
+
+
+def _sampleVtkTransform(transform: vtk.vtkAbstractTransform, geometry: ImageGeometry) -> sitk.Image:
+    """Displacement (LPS) of any RAS vtk transform sampled at the voxel centres of ``geometry``."""
+    pointsLps = geometry.voxelCentresLps().reshape(-1, 3)
+    pointsRas = pointsLps * np.array([-1.0, -1.0, 1.0])
+    source = vtk.vtkPoints()
+    source.SetData(numpy_support.numpy_to_vtk(pointsRas, deep=True, array_type=vtk.VTK_DOUBLE))
+    target = vtk.vtkPoints()
+    transform.TransformPoints(source, target)
+    mappedRas = numpy_support.vtk_to_numpy(target.GetData()).astype(np.float64)
+    displacement = (mappedRas - pointsRas) * np.array([-1.0, -1.0, 1.0])
+    field = sitk.GetImageFromArray(displacement.reshape(geometry.shape + (3,)), isVector=True)
+    geometry.applyTo(field)
+    return field
+
+
+def updateTransformNodeFromSitk(node, transform: sitk.Transform, referenceGeometry: ImageGeometry | None = None):
+    """Store ``transform`` (fixed -> moving, LPS) in an existing linear or grid transform node (from parent, RAS)."""
+    if transform.IsLinear():
+        if not node.IsA("vtkMRMLLinearTransformNode"):
+            raise InputError("a linear transform needs a linear transform node")
+        node.SetMatrixTransformFromParent(_vtkMatrix(_F4 @ lpsMatrixFromSitk(transform) @ _F4))
+        return node
+    if not node.IsA("vtkMRMLGridTransformNode"):
+        raise InputError("a deformable transform needs a grid transform node")
+    if referenceGeometry is None:
+        down = transform.Downcast() if hasattr(transform, "Downcast") else transform
+        if not isinstance(down, sitk.DisplacementFieldTransform):
+            raise InputError("a reference grid is needed to store this deformable transform in Slicer")
+        field = down.GetDisplacementField()
+    else:
+        field = displacementFieldFromTransform(transform, referenceGeometry.emptyImage())
+    node.SetAndObserveTransformFromParent(_gridTransformFromField(field))
+    return node
+
+
+def transformNodeFromSitk(scene, transform: sitk.Transform, name: str = "Registration",
+                          referenceGeometry: ImageGeometry | None = None):
+    """A new transform node in ``scene`` holding ``transform``: linear node for linear transforms, grid node
+    (displacement sampled on ``referenceGeometry``, usually the fixed CT) otherwise. Place the moving volume under
+    it to see it aligned with the fixed one."""
+    className = "vtkMRMLLinearTransformNode" if transform.IsLinear() else "vtkMRMLGridTransformNode"
+    node = scene.AddNewNodeByClass(className, name)
+    try:
+        updateTransformNodeFromSitk(node, transform, referenceGeometry)
+    except Exception:
+        scene.RemoveNode(node)  # nothing half-made left in the scene
+        raise
+    return node
+
+
+def sitkTransformFromNode(node, referenceGeometry: ImageGeometry | None = None) -> sitk.Transform:
+    """The fixed -> moving LPS SimpleITK transform held by a transform node (its transform from parent).
+
+    Linear nodes give an ``AffineTransform``; grid nodes a ``DisplacementFieldTransform`` (on the node's own grid,
+    or sampled on ``referenceGeometry`` when the node stores a transform that is not a plain grid, e.g. the
+    inverse of a "to parent" grid).
+    """
+    if node.IsA("vtkMRMLLinearTransformNode") or node.IsLinear():
+        matrix = vtk.vtkMatrix4x4()
+        node.GetMatrixTransformFromParent(matrix)
+        lps = _F4 @ _numpyMatrix(matrix) @ _F4
+        affine = sitk.AffineTransform(3)
+        affine.SetMatrix([float(v) for v in lps[:3, :3].ravel()])
+        affine.SetTranslation([float(v) for v in lps[:3, 3]])
+        return affine
+    fromParent = node.GetTransformFromParent()
+    if fromParent is not None and fromParent.IsA("vtkOrientedGridTransform") and not fromParent.GetInverseFlag() \
+            and fromParent.GetDisplacementGrid() is not None:
+        return displacementFieldTransform(_fieldFromGridTransform(fromParent))
+    if referenceGeometry is None:
+        raise InputError(f"transform '{node.GetName()}' is not a plain grid from parent; a reference grid is needed "
+                         "to sample it")
+    return displacementFieldTransform(_sampleVtkTransform(fromParent, referenceGeometry))

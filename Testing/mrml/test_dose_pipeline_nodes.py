@@ -1,0 +1,86 @@
+"""The module's dose workflow on real MRML nodes (slicer-core): numbers, re-runs, and clean failure."""
+
+import numpy as np
+import pytest
+
+from ReirradiationDoseLib.core.geometry import ImageGeometry
+from ReirradiationDoseLib.mrml import dosescene
+from ReirradiationDoseLib.mrml.nodes import (arrayAndGeometryFromVolumeNode, segmentationNodeFromMasks,
+                                             volumeNodeFromArray)
+from ReirradiationDoseLib.mrml.pipeline import runDoseWorkflow
+
+
+@pytest.fixture
+def inputs(scene):
+    geometry = ImageGeometry((24, 24, 12), (4.0, 4.0, 5.0), (-46.0, -46.0, -27.5))
+    ct = volumeNodeFromArray(scene, np.zeros(geometry.shape, np.int16), geometry, "CT")
+    current = volumeNodeFromArray(scene, np.full(geometry.shape, 30.6, np.float32), geometry, "Current dose",
+                                  isDose=True)
+    prior = volumeNodeFromArray(scene, np.full(geometry.shape, 50.0, np.float32), geometry, "Prior dose",
+                                isDose=True)
+    gtv = np.zeros(geometry.shape, bool)
+    gtv[4:8, 8:16, 8:16] = True
+    rectum = np.zeros(geometry.shape, bool)
+    rectum[4:8, 17:22, 8:16] = True
+    structures = segmentationNodeFromMasks(scene, {"GTV": gtv, "Rectum": rectum}, geometry, referenceVolumeNode=ct)
+    priors = [{"name": "Prior", "doseNode": prior, "transformNode": None, "numberOfFractions": 25,
+               "monthsBefore": 24.0}]
+    return dict(ct=ct, current=current, prior=prior, structures=structures, priors=priors, gtv=gtv, rectum=rectum)
+
+
+def run(scene, inputs, **kwargs):
+    return runDoseWorkflow(scene, inputs["ct"], inputs["current"], 17, structures=inputs["structures"],
+                           priorCourses=inputs["priors"], isodoseLevelsGy=[60, 75], **kwargs)
+
+
+def test_reference_case_6_through_nodes(scene, inputs):
+    """REFERENCE §2 case 6: 50/25 + 30.6/17 → 79.38 Gy EQD2₃ (0 % recovery), 66.88 (25 %); tumour 80.09."""
+    out = run(scene, inputs, recoveryModel="constant", constantRecoveryPercent=25.0)
+    composite, geometry = arrayAndGeometryFromVolumeNode(out["compositeEqd2"])
+    assert out["compositeEqd2"].GetAttribute("DicomRtImport.DoseVolume") == "1"
+    assert composite[inputs["gtv"]] == pytest.approx(80.09, abs=0.01)
+    assert composite[inputs["rectum"]] == pytest.approx(66.88, abs=0.01)
+    outside = ~(inputs["gtv"] | inputs["rectum"])
+    assert composite[outside] == pytest.approx(79.38, abs=0.01)  # default α/β 3, no recovery outside organs
+    alphaBeta, _ = arrayAndGeometryFromVolumeNode(out["alphaBetaMap"])
+    assert alphaBeta[inputs["gtv"]] == pytest.approx(10.0) and alphaBeta[outside] == pytest.approx(3.0)
+    assert out["dvhTable"].GetNumberOfRows() == 2 * 3  # (composite + 2 courses) x 2 structures
+    # 60 Gy lies below the composite minimum (66.88 Gy): no surface; 75 Gy does
+    assert [m.GetAttribute("Reirradiation.IsodoseLevelGy") for m in out["isodoseModels"]] == ["75"]
+
+
+def test_rerun_replaces_outputs_and_never_touches_inputs(scene, inputs):
+    priorBefore = arrayAndGeometryFromVolumeNode(inputs["prior"])[0].copy()
+    run(scene, inputs)
+    count = scene.GetNumberOfNodes()
+    run(scene, inputs)
+    assert scene.GetNumberOfNodes() == count
+    # with recovery the rectum drops below 60 Gy: the 60 Gy line appears, and no stale model is left behind
+    out = run(scene, inputs, recoveryModel="nieder")
+    models = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
+    models = [m for m in models if m.IsA("vtkMRMLModelNode")]
+    assert sorted(m.GetID() for m in models) == sorted(m.GetID() for m in out["isodoseModels"])
+    assert [m.GetAttribute("Reirradiation.IsodoseLevelGy") for m in out["isodoseModels"]] == ["60", "75"]
+    assert np.array_equal(arrayAndGeometryFromVolumeNode(inputs["prior"])[0], priorBefore)
+
+
+def test_failure_mid_pipeline_leaves_the_scene_as_it_was(scene, inputs, monkeypatch):
+    count = scene.GetNumberOfNodes()
+    currentBefore = arrayAndGeometryFromVolumeNode(inputs["current"])[0].copy()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("forced failure while creating isodose models")
+
+    monkeypatch.setattr(dosescene, "createIsodoseModels", broken)
+    with pytest.raises(RuntimeError, match="forced failure"):
+        run(scene, inputs)
+    assert scene.GetNumberOfNodes() == count
+    assert np.array_equal(arrayAndGeometryFromVolumeNode(inputs["current"])[0], currentBefore)
+
+
+def test_missing_months_is_refused(scene, inputs):
+    from ReirradiationDoseLib.core.errors import InputError
+
+    inputs["priors"][0]["monthsBefore"] = 0
+    with pytest.raises(InputError, match="needs the time since it was given"):
+        run(scene, inputs)

@@ -1,0 +1,84 @@
+import json
+
+import pytest
+
+from ReirradiationDoseLib.core.casefile import parseCaseFile
+from ReirradiationDoseLib.core.errors import InputError
+
+
+@pytest.fixture
+def caseDir(tmp_path):
+    for name in ("ct.nrrd", "prior.nrrd", "current.nrrd", "prior_ct.nrrd", "rs.dcm", "reg.tfm"):
+        (tmp_path / name).write_bytes(b"x")
+    return tmp_path
+
+
+def write(caseDir, data):
+    path = caseDir / "case.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def baseCase():
+    return {
+        "referenceImage": "ct.nrrd", "structures": "rs.dcm",
+        "courses": [
+            {"name": "prior", "dose": "prior.nrrd", "fractions": 25, "date": "2024-01-10", "image": "prior_ct.nrrd",
+             "registration": "deformable"},
+            {"name": "current", "dose": "current.nrrd", "fractions": 17, "date": "2026-10-01"},
+        ],
+        "tissues": {"GTV": {"alphaBeta": 10}, "Rectum": {"alphaBeta": 3, "recovery": {"model": "constant",
+                                                                                    "fraction": 0.25}}},
+        "isodoseLevelsGy": [90, 30, 50],
+    }
+
+
+def test_valid_case_is_parsed(caseDir):
+    case = parseCaseFile(write(caseDir, baseCase()))
+    assert case.currentCourse.name == "current"
+    assert [c.name for c in case.priorCourses] == ["prior"]
+    assert case.courses[0].registration == "deformable"
+    assert case.courses[0].dose == (caseDir / "prior.nrrd").resolve()
+    assert case.tissues["GTV"].alphaBetaGy == 10.0
+    assert case.isodoseLevelsGy == (30.0, 50.0, 90.0)
+    assert case.defaultAlphaBetaGy == 3.0
+
+
+def test_transform_file_registration(caseDir):
+    data = baseCase()
+    data["courses"][0]["registration"] = "reg.tfm"
+    case = parseCaseFile(write(caseDir, data))
+    assert case.courses[0].registration == "file"
+    assert case.courses[0].transformFile.name == "reg.tfm"
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.update(colour="red"), "unknown key.*colour"),
+    (lambda d: d["courses"][0].update(fractionz=3), "unknown key.*courses\\[0\\].*fractionz"),
+    (lambda d: d["courses"][1].update(dose="missing.dcm"), "missing.dcm' does not exist"),
+    (lambda d: d["courses"][0].update(date="2027-01-01"), "prior course 'prior' is dated 2027-01-01 — after"),
+    (lambda d: d["courses"][0].update(fractions=0), "fractions must be a positive whole number"),
+    (lambda d: d["courses"][0].update(fractions=2.5), "fractions must be a positive whole number"),
+    (lambda d: d["tissues"]["GTV"].update(alphaBeta=-1), "α/β of 'GTV' must be a positive number"),
+    (lambda d: d.update(defaultAlphaBeta=0), "defaultAlphaBeta must be a positive number"),
+    (lambda d: d["courses"][0].pop("image"), "deformable registration but names no 'image'"),
+    (lambda d: d["courses"][1].update(name="prior"), "two courses are named 'prior'"),
+    (lambda d: d["courses"][0].update(date="10/01/2024"), "date written YYYY-MM-DD"),
+    (lambda d: d.pop("referenceImage"), "'referenceImage' is required"),
+    (lambda d: d["courses"][0].update(registration="magic"), "registration 'magic' is not"),
+    (lambda d: d["courses"][1].pop("date"), "course date missing for: current"),
+])
+def test_bad_case_files_are_refused_with_a_clear_message(caseDir, mutate, message):
+    data = baseCase()
+    mutate(data)
+    path = write(caseDir, data)
+    with pytest.raises(InputError, match=message) as info:
+        parseCaseFile(path)
+    assert str(path) in str(info.value)
+
+
+def test_not_json(caseDir):
+    path = caseDir / "case.json"
+    path.write_text("{not json")
+    with pytest.raises(InputError, match="not a valid JSON case file"):
+        parseCaseFile(path)

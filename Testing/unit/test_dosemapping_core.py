@@ -1,0 +1,113 @@
+"""Dose mapping: pull-back through known transforms against analytic doses; NaN (never 0 Gy) outside the prior
+grid with the coverage reported; nearest-neighbour labels; the conservative max filter against brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from ReirradiationDoseLib.core.dosemapping import conservativeMaxFilter, ellipsoidFootprint, mapDose, mapLabels
+from ReirradiationDoseLib.core.errors import InputError
+from ReirradiationDoseLib.core.geometry import ImageGeometry
+from ReirradiationDoseLib.core.registration import displacementFieldTransform
+
+PRIOR = ImageGeometry((40, 30, 20), (2.5, 2.5, 3.0), (-50.0, -37.5, -30.0))
+
+
+def linearDose(geometry: ImageGeometry) -> np.ndarray:
+    """D = 30 + 0.2 x - 0.1 y + 0.05 z (Gy): trilinear interpolation reproduces it exactly."""
+    p = geometry.voxelCentresLps()
+    return (30 + 0.2 * p[..., 0] - 0.1 * p[..., 1] + 0.05 * p[..., 2]).astype(np.float32)
+
+
+def analytic(points):
+    return 30 + 0.2 * points[..., 0] - 0.1 * points[..., 1] + 0.05 * points[..., 2]
+
+
+def test_identity_on_the_same_grid_is_exact():
+    dose = linearDose(PRIOR)
+    mapped = mapDose(dose, PRIOR, None, PRIOR)
+    assert np.array_equal(mapped.doseGy, dose)
+    assert mapped.coverageFraction == 1.0 and mapped.method == "pull-back linear"
+
+
+def test_translation_pulls_back_and_marks_outside_as_nan():
+    dose = linearDose(PRIOR)
+    shift = np.array([7.5, 0.0, 0.0])  # reference point x looks up the prior dose at x + 7.5 mm (3 voxels)
+    reference = ImageGeometry((30, 20, 14), (2.0, 2.0, 2.0), (0.0, -20.0, -15.0))
+    mapped = mapDose(dose, PRIOR, sitk.TranslationTransform(3, shift.tolist()), reference)
+    points = reference.voxelCentresLps()
+    target = points + shift
+    lo, hi = PRIOR.boundsLps()
+    half = np.array(PRIOR.spacingMm) / 2
+    inside = np.all((target >= lo - half + 1e-6) & (target <= hi + half - 1e-6), axis=-1)
+    assert not inside.all()  # part of the reference maps outside the prior grid
+    assert np.array_equal(mapped.coveredMask, inside)
+    assert np.all(np.isnan(mapped.doseGy[~inside]))  # never a silent 0 Gy
+    core = np.all((target >= lo) & (target <= hi), axis=-1)  # within the voxel centres: exact
+    assert np.allclose(mapped.doseGy[core], analytic(target[core]), atol=1e-4)
+    assert mapped.coverageFraction == pytest.approx(inside.mean())
+    assert mapped.doseGy.dtype == np.float32
+
+
+def test_displacement_field_equals_the_analytic_pull_back():
+    dose = linearDose(PRIOR)
+    ref = PRIOR.emptyImage()
+    points = PRIOR.voxelCentresLps()
+    u = np.stack([3 * np.sin(points[..., 1] / 20), 2 * np.cos(points[..., 0] / 25), 0 * points[..., 2]], -1)
+    field = sitk.GetImageFromArray(u, isVector=True)
+    field.CopyInformation(ref)
+    mapped = mapDose(dose, PRIOR, displacementFieldTransform(field), PRIOR)
+    lo, hi = PRIOR.boundsLps()
+    target = points + u
+    core = np.all((target >= lo) & (target <= hi), axis=-1)
+    assert core.mean() > 0.8
+    assert np.allclose(mapped.doseGy[core], analytic(target[core]), atol=1e-3)
+
+
+def test_labels_move_by_whole_voxels_with_nearest_neighbour():
+    labels = np.zeros(PRIOR.shape, np.uint8)
+    labels[5:10, 8:14, 10:20] = 3
+    labels[12:15, 2:5, 2:6] = 7
+    mapped = mapLabels(labels, PRIOR, sitk.TranslationTransform(3, (5.0, -2.5, 3.0)), PRIOR)
+    expected = np.zeros_like(labels)
+    expected[:-1, 1:, :-2] = labels[1:, :-1, 2:]  # +2 voxels in i, -1 in j, +1 in k
+    assert np.array_equal(mapped.labels, expected)
+    assert not mapped.coveredMask[-1].any() and mapped.coveredMask[0, 1, 0]
+    mask = mapLabels(labels == 3, PRIOR, None, PRIOR)
+    assert mask.labels.dtype == bool and mask.labels.sum() == (labels == 3).sum()
+    with pytest.raises(InputError, match="integers"):
+        mapLabels(labels.astype(float), PRIOR, None, PRIOR)
+
+
+def test_footprint_is_the_ellipsoid_of_offsets_within_the_radius():
+    footprint = ellipsoidFootprint((1.0, 1.0, 2.5), 3.0)
+    assert footprint.shape == (3, 7, 7)
+    # brute force: count integer offsets with |(i, j, 2.5 k)| <= 3
+    count = sum(1 for i in range(-3, 4) for j in range(-3, 4) for k in (-1, 0, 1)
+                if i * i + j * j + (2.5 * k) ** 2 <= 9)
+    assert footprint.sum() == count
+
+
+def test_conservative_max_spreads_a_hot_spot_over_the_radius_and_ignores_nan():
+    geometry = ImageGeometry((21, 21, 11), (1.0, 1.0, 2.5))
+    dose = np.full(geometry.shape, 10.0, np.float32)
+    dose[5, 10, 10] = 70.0
+    dose[0, 0, 0] = np.nan
+    dose[:, :, 20] = np.nan
+    out = conservativeMaxFilter(dose, geometry, radiusMm=3.0)
+    hot = out == 70.0
+    assert hot.sum() == ellipsoidFootprint(geometry.spacingMm, 3.0).sum()
+    assert hot[5, 10, 13] and not hot[5, 10, 14] and hot[6, 10, 10] and not hot[7, 10, 10]
+    assert out[0, 0, 0] == 10.0  # a NaN voxel with covered neighbours takes their maximum
+    assert np.nanmin(out) == 10.0
+    allNan = np.full(geometry.shape, np.nan, np.float32)
+    assert np.isnan(conservativeMaxFilter(allNan, geometry)).all()
+
+
+def test_mismatched_shapes_are_refused():
+    with pytest.raises(InputError, match="does not match"):
+        mapDose(np.zeros((3, 3, 3)), PRIOR, None, PRIOR)
+    with pytest.raises(InputError, match="does not match"):
+        conservativeMaxFilter(np.zeros((3, 3, 3)), PRIOR)

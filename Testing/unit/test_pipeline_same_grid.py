@@ -1,0 +1,78 @@
+"""Issue 7: a 3-course case on one grid gives the hand-computed composite voxel for voxel (1e-3 Gy)."""
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from ReirradiationDoseLib.core.casefile import TissueSpec
+from ReirradiationDoseLib.core.errors import InputError
+from ReirradiationDoseLib.core.geometry import ImageGeometry
+from ReirradiationDoseLib.core.pipeline import CourseInput, DoseInputs, DoseSettings, computeDose
+
+
+def handEqd2(dose, n, ab):
+    return dose * (dose / n + ab) / (2.0 + ab)
+
+
+@pytest.fixture
+def threeCourses():
+    geometry = ImageGeometry((12, 10, 8), (2.0, 2.0, 3.0), (-11.0, -9.0, -10.5))
+    rng = np.random.default_rng(7)
+    shape = geometry.shape
+    doses = [rng.uniform(0, 60, shape).astype(np.float32), rng.uniform(0, 20, shape).astype(np.float32),
+             rng.uniform(0, 35, shape).astype(np.float32)]
+    gtv = np.zeros(shape, bool)
+    gtv[2:5, 3:7, 4:8] = True
+    rectum = np.zeros(shape, bool)
+    rectum[4:7, 2:6, 2:9] = True  # overlaps the GTV: the target wins
+    cord = np.zeros(shape, bool)
+    cord[:, 8:, :] = True
+    import SimpleITK as sitk
+    reference = geometry.emptyImage(sitk.sitkInt16)
+    courses = [
+        CourseInput("first", doses[0], geometry, 25, date=dt.date(2020, 1, 1)),
+        CourseInput("second", doses[1], geometry, 5, date=dt.date(2023, 6, 1)),
+        CourseInput("current", doses[2], geometry, 17, isCurrent=True, date=dt.date(2026, 10, 1)),
+    ]
+    settings = DoseSettings(
+        tissues={"GTV": TissueSpec(alphaBetaGy=10.0),
+                 "Rectum": TissueSpec(3.0, {"model": "constant", "fraction": 0.25}),
+                 "SpinalCord": TissueSpec(2.0)},
+        defaultAlphaBetaGy=3.0, targets=("GTV",))
+    inputs = DoseInputs(reference, {"GTV": gtv, "Rectum": rectum, "SpinalCord": cord}, courses, settings)
+    return inputs, doses, gtv, rectum, cord
+
+
+def test_three_course_composite_matches_hand_computation(threeCourses):
+    inputs, doses, gtv, rectum, cord = threeCourses
+    result = computeDose(inputs)
+    ab = np.full(gtv.shape, 3.0)
+    ab[cord] = 2.0
+    ab[rectum] = 3.0
+    ab[gtv] = 10.0
+    recovery = np.where(rectum & ~gtv, 0.25, 0.0)
+    expected = ((1 - recovery) * handEqd2(doses[0].astype(float), 25, ab)
+                + (1 - recovery) * handEqd2(doses[1].astype(float), 5, ab)
+                + handEqd2(doses[2].astype(float), 17, ab))
+    assert np.allclose(result.alphaBetaGy, ab)
+    assert np.max(np.abs(result.compositeEqd2Gy - expected)) < 1e-3
+    for course, dose, n in zip(result.courses, doses, (25, 5, 17), strict=True):
+        assert np.max(np.abs(course.eqd2Gy - handEqd2(dose.astype(float), n, ab))) < 1e-3
+        assert course.coverageFraction == pytest.approx(1.0)
+    # DVH of the composite on the GTV: Dmax is the hottest voxel.
+    assert result.dvh["GTV"]["composite"].dmaxGy == pytest.approx(expected[gtv].max(), abs=1e-3)
+
+
+def test_two_current_courses_refused(threeCourses):
+    inputs = threeCourses[0]
+    inputs.courses[0].isCurrent = True
+    with pytest.raises(InputError, match="exactly one course must be the current one"):
+        computeDose(inputs)
+
+
+def test_negative_dose_refused(threeCourses):
+    inputs = threeCourses[0]
+    inputs.courses[1].doseGy[0, 0, 0] = -1.0
+    with pytest.raises(InputError, match="course 'second': the dose holds negative"):
+        computeDose(inputs)

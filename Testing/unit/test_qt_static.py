@@ -1,0 +1,161 @@
+"""Static checks of the Qt layer (no Qt needed): the .ui files and what the module code reads from them.
+
+- every ``self.ui.<name>`` the module file uses exists as an object name in the module's .ui;
+- every widget/layout class in the .ui is a known Qt, CTK or qMRML class (explicit allow-list below);
+- every ``SlicerParameterName`` in the .ui is a field of the module's ``@parameterNodeWrapper`` class, and every
+  node field of the parameter node is bound to a widget (or listed as bound in code).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULES = ("ReirradiationDose", "DelineationReview")
+
+KNOWN_WIDGET_CLASSES = {
+    # Qt
+    "QWidget", "QLabel", "QPushButton", "QToolButton", "QCheckBox", "QRadioButton", "QComboBox", "QSpinBox",
+    "QDoubleSpinBox", "QLineEdit", "QTextEdit", "QPlainTextEdit", "QGroupBox", "QFrame", "QTabWidget",
+    "QTableWidget", "QListWidget", "QProgressBar", "QSlider", "QScrollArea", "QStackedWidget", "QDialogButtonBox",
+    # CTK
+    "ctkCollapsibleButton", "ctkCollapsibleGroupBox", "ctkSliderWidget", "ctkRangeWidget", "ctkDoubleSpinBox",
+    "ctkPathLineEdit", "ctkDirectoryButton", "ctkCheckBox", "ctkComboBox", "ctkMenuButton", "ctkColorPickerButton",
+    "ctkCheckableComboBox", "ctkSearchBox",
+    # qMRML / qSlicer
+    "qMRMLWidget", "qMRMLNodeComboBox", "qMRMLCheckableNodeComboBox", "qMRMLSubjectHierarchyComboBox",
+    "qMRMLSubjectHierarchyTreeView", "qMRMLSegmentsTableView", "qMRMLSegmentSelectorWidget", "qMRMLTableView",
+    "qMRMLSliderWidget", "qMRMLSpinBox", "qMRMLRangeWidget", "qMRMLCollapsibleButton", "qMRMLPlotWidget",
+    "qMRMLMarkupsToolBar", "qSlicerWidget",
+}
+KNOWN_LAYOUT_CLASSES = {"QVBoxLayout", "QHBoxLayout", "QFormLayout", "QGridLayout"}
+# parameter-node fields bound by hand in the widget code (no SlicerParameterName in the .ui)
+BOUND_IN_CODE = {"DelineationReview": {"observerSegmentations"}}
+
+
+def uiTree(module: str) -> ET.Element:
+    return ET.parse(ROOT / module / "Resources" / "UI" / f"{module}.ui").getroot()
+
+
+def objectNames(root: ET.Element) -> set[str]:
+    return {e.get("name") for e in root.iter() if e.tag in ("widget", "layout", "spacer") and e.get("name")}
+
+
+def parameterNames(root: ET.Element) -> dict[str, str]:
+    """{widget name: SlicerParameterName}."""
+    out = {}
+    for widget in root.iter("widget"):
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                # a dynamic property: without stdset="0" the loader looks for a Q_PROPERTY of that name
+                assert prop.get("stdset") == "0", f"{widget.get('name')}: SlicerParameterName needs stdset=\"0\""
+                out[widget.get("name")] = prop.findtext("string")
+    return out
+
+
+def moduleSource(module: str) -> str:
+    return (ROOT / module / f"{module}.py").read_text()
+
+
+def parameterNodeFields(module: str) -> dict[str, str]:
+    """Annotated fields of the class decorated with @parameterNodeWrapper: {name: annotation source}."""
+    tree = ast.parse(moduleSource(module))
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and any(
+                (isinstance(d, ast.Name) and d.id == "parameterNodeWrapper") for d in node.decorator_list):
+            return {stmt.target.id: ast.unparse(stmt.annotation) for stmt in node.body
+                    if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)}
+    raise AssertionError(f"{module}.py has no @parameterNodeWrapper class")
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_ui_is_valid_and_names_are_unique(module):
+    root = uiTree(module)
+    assert root.tag == "ui"
+    top = root.find("widget")
+    assert top.get("class") == "qMRMLWidget" and top.get("name") == module
+    names = [e.get("name") for e in root.iter() if e.tag in ("widget", "layout") and e.get("name")]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    assert not duplicates, f"duplicate object names in {module}.ui: {duplicates}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_ui_attribute_used_in_code_exists(module):
+    used = set(re.findall(r"self\.ui\.(\w+)", moduleSource(module)))
+    assert "applyButton" in used
+    missing = sorted(used - objectNames(uiTree(module)))
+    assert not missing, f"{module}.py reads self.ui.{missing} which {module}.ui does not define"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_class_in_the_ui_is_known(module):
+    root = uiTree(module)
+    widgets = {e.get("class") for e in root.iter("widget")}
+    layouts = {e.get("class") for e in root.iter("layout")}
+    assert not widgets - KNOWN_WIDGET_CLASSES, f"unknown widget classes: {sorted(widgets - KNOWN_WIDGET_CLASSES)}"
+    assert not layouts - KNOWN_LAYOUT_CLASSES, f"unknown layout classes: {sorted(layouts - KNOWN_LAYOUT_CLASSES)}"
+    declared = {c.findtext("class") for c in root.iter("customwidget")}
+    custom = {c for c in widgets if not c.startswith("Q")}
+    assert custom <= declared, f"custom widgets not declared in <customwidgets>: {sorted(custom - declared)}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_parameter_names_match_the_parameter_node(module):
+    fields = parameterNodeFields(module)
+    bound = parameterNames(uiTree(module))
+    unknown = sorted(set(bound.values()) - set(fields))
+    assert not unknown, f"SlicerParameterName not in the parameter node: {unknown}"
+    values = list(bound.values())
+    assert len(values) == len(set(values)), "two widgets bound to the same parameter"
+    unbound = sorted(set(fields) - set(bound.values()) - BOUND_IN_CODE.get(module, set()))
+    assert not unbound, f"parameter-node fields without a widget: {unbound}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_node_selectors_get_the_scene(module):
+    """Every node combo box is connected to the module widget's mrmlSceneChanged signal."""
+    root = uiTree(module)
+    combos = {e.get("name") for e in root.iter("widget") if e.get("class", "").startswith("qMRML")
+              and e.get("class") != "qMRMLWidget"}
+    connected = {c.findtext("receiver") for c in root.iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"
+                 and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
+    assert combos and combos <= connected, f"not given the scene: {sorted(combos - connected)}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_choice_combo_boxes_offer_every_choice(module):
+    """A str parameter with Choice([...]) bound to a QComboBox: the .ui lists exactly those items."""
+    source = moduleSource(module)
+    fields = parameterNodeFields(module)
+    constants = {name: ast.literal_eval(value) for name, value in
+                 re.findall(r"^([A-Z_]+) = (\[[^\]]*\])", source, re.M)}
+    root = uiTree(module)
+    boxes = {e.get("name"): e for e in root.iter("widget") if e.get("class") == "QComboBox"}
+    bound = parameterNames(root)
+    checked = 0
+    for widgetName, parameter in bound.items():
+        match = re.search(r"Choice\((\w+)\)", fields[parameter])
+        if widgetName in boxes and match:
+            items = [i.findtext("property/string") for i in boxes[widgetName].findall("item")]
+            assert items == constants[match.group(1)], f"{widgetName} items {items}"
+            checked += 1
+    assert checked >= 1
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_file_follows_the_template(module):
+    source = moduleSource(module)
+    for needed in (f"class {module}(ScriptedLoadableModule)", f"class {module}Widget(", f"class {module}Logic(",
+                   f"class {module}Test(ScriptedLoadableModuleTest)", f'loadUI(self.resourcePath("UI/{module}.ui"))',
+                   "tryWithErrorDisplay", "createProgressDialog", "ProcessingCancelled", "def onReload",
+                   "importlib.reload", '"Radiotherapy"'):
+        assert needed in source, f"{module}.py lacks {needed!r}"
+    # Logic never touches the GUI
+    logic = source.split(f"class {module}Logic(")[1].split(f"class {module}Test(")[0]
+    assert "self.ui" not in logic and "qt." not in logic and "slicer.util.errorDisplay" not in logic

@@ -1,0 +1,371 @@
+"""Whole delineation studies (DelineationReviewLib.core.study): discovery, long table, statistics, outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from DelineationReviewLib.core import study as studyLib
+from DelineationReviewLib.core.iov import analyzeObservers
+from DelineationReviewLib.core.study import (
+    LONG_COLUMNS,
+    StudyOptions,
+    analyzeStudy,
+    compareRounds,
+    discoverStudy,
+    readObserverMask,
+    toCommonGrid,
+    writeStudyOutputs,
+)
+from ReirradiationDoseLib.core.errors import InputError
+from ReirradiationDoseLib.core.geometry import ImageGeometry
+
+GEOMETRY = ImageGeometry((28, 28, 14), (1.0, 1.0, 2.0), (-14.0, -14.0, -14.0))
+
+
+def sphere(centreMm=(0.0, 0.0, 0.0), radiusMm=6.0, geometry=GEOMETRY) -> np.ndarray:
+    points = geometry.voxelCentresLps()
+    return np.linalg.norm(points - np.asarray(centreMm), axis=-1) <= radiusMm
+
+
+def writeMask(path: Path, mask: np.ndarray, geometry=GEOMETRY) -> Path:
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    geometry.applyTo(image)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path), True)
+    return path
+
+
+def makeTwoRoundStudy(root: Path, numberOfCases: int = 6) -> Path:
+    """Cases with 3 observers; round 1 spheres shifted 3 mm apart, round 2 only 1 mm (more concordant)."""
+    for caseIndex in range(numberOfCases):
+        radius = 5.0 + 0.5 * caseIndex
+        for roundName, shiftMm in (("round1", 3.0), ("round2", 1.0)):
+            for observer, direction in (("obs1", (0, 0, 0)), ("obs2", (1, 0, 0)), ("obs3", (0, 1, 0))):
+                centre = tuple(shiftMm * d for d in direction)
+                writeMask(root / f"case{caseIndex + 1}" / roundName / f"{observer}.nrrd", sphere(centre, radius))
+    return root
+
+
+def longValue(rows, **where):
+    found = [r["value"] for r in rows if all(r[k] == v for k, v in where.items())]
+    assert len(found) == 1, (where, found)
+    return found[0]
+
+
+# ---- discovery ------------------------------------------------------------------------------------------------
+def test_discovery_of_the_layouts(tmp_path):
+    # one round, observers directly in the case folder (the LIDC layout)
+    writeMask(tmp_path / "study" / "nodule1" / "reader1.nrrd", sphere())
+    writeMask(tmp_path / "study" / "nodule1" / "reader2.nii.gz", sphere())
+    writeMask(tmp_path / "study" / "nodule1" / "image.nrrd", sphere())  # an image, not an observer
+    # rounds in subfolders, natural order (round10 after round2)
+    for roundName in ("round10", "round2"):
+        for observer in ("a", "b"):
+            writeMask(tmp_path / "study" / "case2" / roundName / f"{observer}.nrrd", sphere())
+    # the demo layout: observers/<round>/
+    writeMask(tmp_path / "study" / "demo" / "observers" / "round1" / "obs1.nrrd", sphere())
+    writeMask(tmp_path / "study" / "demo" / "observers" / "round1" / "obs2.nrrd", sphere())
+    (tmp_path / "study" / "demo" / "observers" / "observers.json").write_text("{}")
+    (tmp_path / "study" / "demo" / "marks.mrk.json").write_text("{}")
+    # no observer file at all
+    (tmp_path / "study" / "empty").mkdir()
+    (tmp_path / "study" / ".hidden").mkdir()
+
+    cases = {case.name: case for case in discoverStudy(tmp_path / "study")}
+    assert list(cases) == ["case2", "demo", "empty", "nodule1"]
+    assert cases["nodule1"].rounds == {"single": {
+        "reader1": str(tmp_path / "study" / "nodule1" / "reader1.nrrd"),
+        "reader2": str(tmp_path / "study" / "nodule1" / "reader2.nii.gz")}}
+    assert cases["nodule1"].imagePath.endswith("image.nrrd")
+    assert list(cases["case2"].rounds) == ["round2", "round10"]
+    assert list(cases["demo"].rounds) == ["round1"] and cases["demo"].marksPath.endswith("marks.mrk.json")
+    assert cases["demo"].observersInfoPath.endswith("observers.json")
+    assert cases["empty"].problem and "no observer file" in cases["empty"].problem
+    assert all(case.problem is None for name, case in cases.items() if name != "empty")
+    # a single case given as the study folder
+    single = discoverStudy(tmp_path / "study" / "demo")
+    assert [c.name for c in single] == ["demo"] and list(single[0].rounds) == ["round1"]
+
+
+def test_discovery_refuses_a_missing_folder(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        discoverStudy(tmp_path / "nowhere")
+
+
+def test_common_grid_pads_aligned_masks_exactly():
+    small = ImageGeometry((10, 10, 5), (1.0, 1.0, 2.0), (-4.0, -5.0, -6.0))
+    a = sphere((0, 0, 0), 3.0, GEOMETRY)
+    b = sphere((0, 0, 0), 3.0, small)
+    masks, geometry, notes = toCommonGrid({"a": (a, GEOMETRY), "b": (b, small)})
+    assert geometry.sameGridAs(GEOMETRY)  # the small grid lies inside the big one
+    assert np.array_equal(masks["a"], a) and np.array_equal(masks["b"], a)
+    assert len(notes) == 1 and "padded" in notes[0]
+    shifted = ImageGeometry((10, 10, 5), (1.0, 1.0, 2.0), (-4.5, -5.0, -6.0))
+    _, _, notes = toCommonGrid({"a": (a, GEOMETRY), "b": (sphere((0, 0, 0), 3.0, shifted), shifted)})
+    assert "nearest neighbour" in notes[0]
+    with pytest.raises(InputError, match="different voxel spacing"):
+        toCommonGrid({"a": (a, GEOMETRY), "b": (b, ImageGeometry((10, 10, 5), (1.0, 1.0, 1.0)))})
+
+
+def test_read_plain_mask(tmp_path):
+    mask = sphere()
+    labelled = mask.astype(np.uint8) * 3
+    path = writeMask(tmp_path / "obs.nrrd", labelled)
+    read, geometry, structure = readObserverMask(path)
+    assert np.array_equal(read, mask) and geometry.sameGridAs(GEOMETRY) and structure == ""
+
+
+# ---- one study end to end ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def twoRoundStudy(tmp_path_factory):
+    root = makeTwoRoundStudy(tmp_path_factory.mktemp("study") / "study")
+    messages = []
+    result = analyzeStudy(root, StudyOptions(reference="majority"),
+                          progress=lambda fraction, message="": messages.append((fraction, message)))
+    return root, result, messages
+
+
+def test_long_table_matches_analyze_observers(twoRoundStudy):
+    root, result, messages = twoRoundStudy
+    assert len(result.results) == 12 and result.failures == []
+    assert messages[0][0] == 0.0 and messages[-1][0] == 1.0
+    assert all(b[0] >= a[0] for a, b in zip(messages, messages[1:], strict=False))
+    masks = {name: sitk.GetArrayFromImage(sitk.ReadImage(str(root / "case3" / "round1" / f"{name}.nrrd"))) > 0
+             for name in ("obs1", "obs2", "obs3")}
+    expected = analyzeObservers(masks, GEOMETRY, reference="majority").toDict()
+    rows = [r for r in result.rows if r["case"] == "case3" and r["round"] == "round1"]
+    for pair in expected["pairs"]:
+        for metric in ("dice", "jaccard", "hausdorffMm", "hdPercentileMm", "msdMm", "surfaceDice",
+                       "centroidShiftMm"):
+            assert longValue(rows, kind="pair", observerA=pair["a"], observerB=pair["b"], metric=metric) == \
+                pytest.approx(pair[metric], abs=1e-12)
+    for observer in expected["observers"]:
+        assert longValue(rows, kind="observer", observerA=observer["name"], metric="volumeCc") == \
+            pytest.approx(observer["volumeCc"])
+    for entry in expected["consensus"]["observers"]:
+        assert longValue(rows, kind="observer", observerA=entry["name"], metric="consensus.sensitivity") == \
+            pytest.approx(entry["sensitivity"])
+    assert longValue(rows, kind="case", metric="cigen") == pytest.approx(expected["cigen"])
+    assert longValue(rows, kind="case", metric="volumeCv") == pytest.approx(expected["volumeCv"])
+    assert longValue(rows, kind="case", metric="agreement.uncertaintyBandCc") == \
+        pytest.approx(expected["agreement"]["uncertaintyBandCc"])
+    dice = {(p["a"], p["b"]): p["dice"] for p in expected["pairs"]}
+    assert longValue(rows, kind="observer", observerA="obs1", metric="meanDiceToOthers") == \
+        pytest.approx((dice["obs1", "obs2"] + dice["obs1", "obs3"]) / 2)
+    assert longValue(rows, kind="case", metric="medianPairDice") == pytest.approx(float(np.median(list(dice.values()))))
+    # obs2 and obs3 are 3 mm from obs1 along x and y: their centroids are 3 mm apart, obs2-obs3 3√2 mm
+    assert longValue(rows, kind="pair", observerA="obs1", observerB="obs2", metric="centroidShiftMm") == \
+        pytest.approx(3.0, abs=1e-9)
+    assert longValue(rows, kind="pair", observerA="obs2", observerB="obs3", metric="centroidShiftMm") == \
+        pytest.approx(3.0 * math.sqrt(2), abs=1e-9)
+
+
+def test_round_two_is_more_concordant_with_wilcoxon(twoRoundStudy):
+    _, result, _ = twoRoundStudy
+    comparison = result.roundsComparison
+    assert comparison["rounds"] == ["round1", "round2"]
+    (only,) = comparison["comparisons"]
+    dice = only["tests"]["dice"]
+    assert dice["n"] == 6 and dice["casesImproved"] == 6
+    assert dice["pValue"] == pytest.approx(0.03125)  # exact: 2 / 2^6, all six changes positive
+    assert only["tests"]["hdPercentileMm"]["pValue"] == pytest.approx(0.03125)
+    assert only["tests"]["hdPercentileMm"]["casesImproved"] == 6  # HD95 fell in every case
+    assert only["moreConcordant"] == "round2" and only["significant"] is True
+    assert "round2 is more concordant" in only["conclusion"] and "p = 0.03125" in only["conclusion"]
+    for entry in only["cases"]:
+        assert entry["dice"]["roundB"] > entry["dice"]["roundA"]
+
+
+def test_wilcoxon_not_computed_below_six_cases(twoRoundStudy):
+    _, result, _ = twoRoundStudy
+    fewer = [r for r in result.results if r["case"] in ("case1", "case2", "case3", "case4", "case5")]
+    comparison = compareRounds(fewer)["comparisons"][0]
+    assert comparison["tests"]["dice"]["pValue"] is None
+    assert comparison["tests"]["dice"]["note"] == "not computed: fewer than 6 paired cases (n=5)"
+    assert "not computed: fewer than 6 paired cases" in comparison["conclusion"]
+    assert comparison["moreConcordant"] == "round2" and comparison["significant"] is None
+
+
+def test_outputs(twoRoundStudy, tmp_path):
+    _, result, _ = twoRoundStudy
+    output = writeStudyOutputs(result, tmp_path / "out")
+    names = sorted(p.name for p in output.iterdir())
+    assert names == ["long.csv", "report.html", "rounds_comparison.csv", "rounds_comparison.json", "study.json",
+                     "summary_by_case.csv", "summary_by_round.csv"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
+    with open(output / "long.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert tuple(rows[0]) == LONG_COLUMNS and len(rows) == len(result.rows)
+    assert {r["kind"] for r in rows} == {"pair", "observer", "case"}
+    first = next(r for r in rows if r["kind"] == "pair" and r["metric"] == "dice")
+    assert float(first["value"]) == longValue(result.rows, case=first["case"], round=first["round"], kind="pair",
+                                              observerA=first["observerA"], observerB=first["observerB"],
+                                              metric="dice")
+    with open(output / "summary_by_round.csv", newline="") as stream:
+        summary = {(r["round"], r["kind"], r["metric"]): r for r in csv.DictReader(stream)}
+    diceRound1 = [r["value"] for r in result.rows if r["round"] == "round1" and r["metric"] == "dice"]
+    assert float(summary["round1", "pair", "dice"]["median"]) == pytest.approx(float(np.median(diceRound1)))
+    q1, q3 = np.percentile(diceRound1, [25, 75])
+    assert float(summary["round1", "pair", "dice"]["iqr"]) == pytest.approx(q3 - q1)
+    assert int(summary["round1", "pair", "dice"]["n"]) == 18
+    with open(output / "rounds_comparison.csv", newline="") as stream:
+        comparison = list(csv.DictReader(stream))
+    overall = next(r for r in comparison if r["case"].startswith("(all") and r["metric"] == "median pair dice")
+    assert float(overall["wilcoxonP"]) == pytest.approx(0.03125)
+    assert len([r for r in comparison if r["metric"] == "median pair dice"]) == 7
+    study = json.loads((output / "study.json").read_text())
+    assert study["options"]["reference"] == "majority" and study["counts"] == {
+        "cases": 6, "analysedUnits": 12, "failures": 0}
+    assert study["roundsComparison"]["comparisons"][0]["tests"]["dice"]["pValue"] == pytest.approx(0.03125)
+    html = (output / "report.html").read_text()
+    root = ET.fromstring(html.replace("<!DOCTYPE html>", ""))
+    svgs = root.findall(".//{http://www.w3.org/2000/svg}svg")
+    # 3 per-round box plots, Dice per case, volumes, the paired round plot
+    assert len(svgs) == 6
+    titles = [svg.find("{http://www.w3.org/2000/svg}title").text for svg in svgs]
+    assert titles[:3] == ["Pairwise Dice per round", "Pairwise HD95 (mm) per round", "Pairwise surface Dice per round"]
+    assert "round2 is more concordant" in html
+    boxes = svgs[0].findall(".//{http://www.w3.org/2000/svg}g[@class='box']")
+    assert [(b.get("data-label"), b.get("data-n")) for b in boxes] == [("round1", "18"), ("round2", "18")]
+
+
+def test_a_bad_case_is_reported_and_skipped(tmp_path):
+    root = tmp_path / "study"
+    writeMask(root / "good" / "a.nrrd", sphere())
+    writeMask(root / "good" / "b.nrrd", sphere((1.0, 0, 0)))
+    (root / "corrupt").mkdir()
+    (root / "corrupt" / "a.nrrd").write_text("not a nrrd file")
+    writeMask(root / "corrupt" / "b.nrrd", sphere())
+    writeMask(root / "lonely" / "a.nrrd", sphere())
+    (root / "nothing").mkdir()
+    result = analyzeStudy(root)
+    assert [r["case"] for r in result.results] == ["good"]
+    failures = {f["case"]: f for f in result.failures}
+    assert set(failures) == {"corrupt", "lonely", "nothing"}
+    assert "could not be read" in failures["corrupt"]["error"] and "a.nrrd" in failures["corrupt"]["error"]
+    assert "at least two are needed" in failures["lonely"]["error"]
+    assert "no observer file" in failures["nothing"]["error"]
+    output = writeStudyOutputs(result, tmp_path / "out")
+    study = json.loads((output / "study.json").read_text())
+    assert {f["case"] for f in study["failures"]} == {"corrupt", "lonely", "nothing"}
+    html = (output / "report.html").read_text()
+    assert "Failures (skipped)" in html and "corrupt" in html
+
+
+def test_parallel_jobs_give_the_same_rows(twoRoundStudy):
+    root, serial, _ = twoRoundStudy
+    parallel = analyzeStudy(root, StudyOptions(reference="majority"), jobs=2)
+    assert parallel.rows == serial.rows
+
+
+def test_picture_callback_and_undefined_values(tmp_path):
+    root = tmp_path / "study"
+    writeMask(root / "case" / "a.nrrd", sphere())
+    writeMask(root / "case" / "b.nrrd", np.zeros(GEOMETRY.shape, dtype=bool))
+    calls = []
+    png = b"\x89PNG\r\n\x1a\n" + b"0" * 16
+
+    def picture(caseName, roundName, masks, geometry, imagePath=None):
+        calls.append((caseName, roundName, sorted(masks), geometry.sizeXyz, imagePath))
+        return png
+
+    result = analyzeStudy(root, pictureCallback=picture)
+    assert calls == [("case", "single", ["a", "b"], GEOMETRY.sizeXyz, None)]
+    assert result.pictures == {("case", "single"): png}
+    assert any("empty" in note for note in result.results[0]["notes"])
+    assert longValue(result.rows, kind="pair", metric="hausdorffMm") is None  # distance to an empty mask
+    output = writeStudyOutputs(result, tmp_path / "out")
+    assert (output / "pictures" / "case_single.png").read_bytes() == png
+    with open(output / "long.csv", newline="") as stream:
+        hd = next(r for r in csv.DictReader(stream) if r["metric"] == "hausdorffMm")
+    assert hd["value"] == "NA"
+    assert "data:image/png;base64," in (output / "report.html").read_text()
+
+
+def test_marks_rows_are_flattened():
+    marks = {"summary": {"obs1": {"honouredFraction": 0.5, "nHonoured": 1, "nMarks": 2, "flagged": True,
+                                  "worstMissLabel": "M2", "overContouredLabels": []}},
+             "marks": [{"id": "m1", "label": "M1", "positionLps": [1, 2, 3],
+                        "observers": {"obs1": {"signedDistanceMm": 1.5, "honoured": True}}}]}
+    rows = studyLib._marksRows("c", "r", marks)
+    assert {(r["observerA"], r["metric"], r["value"]) for r in rows} == {
+        ("obs1", "marks.honouredFraction", 0.5), ("obs1", "marks.nHonoured", 1.0), ("obs1", "marks.nMarks", 2.0),
+        ("obs1", "marks.flagged", 1.0), ("obs1", "mark[M1].signedDistanceMm", 1.5),
+        ("obs1", "mark[M1].honoured", 1.0)}
+
+
+# ---- RTSTRUCT observers --------------------------------------------------------------------------------------
+def writeRtStructObservers(caseDir: Path, roiNames: dict[str, str], withImage: bool) -> dict[str, np.ndarray]:
+    from ReirradiationDoseLib.core.dicomwrite import PatientStudy, writeImageSeries, writeRtStruct
+
+    ps = PatientStudy.new("Study^Test", "STUDY1", "20260101")
+    series = writeImageSeries(np.zeros(GEOMETRY.shape, dtype=np.int16), GEOMETRY,
+                              (caseDir / "image") if withImage else (caseDir.parent.parent / "ct"), ps)
+    masks = {}
+    for index, (observer, roiName) in enumerate(roiNames.items()):
+        mask = sphere((float(index), 0.0, 0.0), 6.0)
+        masks[observer] = mask
+        distractor = sphere((0.0, 0.0, 0.0), 9.0)
+        (caseDir / "observers" / "round1").mkdir(parents=True, exist_ok=True)
+        writeRtStruct(caseDir / "observers" / "round1" / f"{observer}.dcm", {"PTV": distractor, roiName: mask},
+                      GEOMETRY, ps, series)
+    return masks
+
+
+@pytest.mark.parametrize("withImage", [True, False])
+def test_rtstruct_observers(tmp_path, withImage):
+    caseDir = tmp_path / "study" / "demo"
+    masks = writeRtStructObservers(caseDir, {"obs1": "GTV", "obs2": "gtv", "obs3": "GTV_obs3"}, withImage)
+    result = analyzeStudy(tmp_path / "study", StudyOptions(structure="GTV", reference="majority"))
+    assert result.failures == [] and len(result.results) == 1
+    unit = result.results[0]
+    assert unit["structures"] == {"obs1": "GTV", "obs2": "gtv", "obs3": "GTV_obs3"}
+    expected = analyzeObservers(masks, GEOMETRY, reference="majority").toDict()
+    for pair in expected["pairs"]:
+        assert longValue(result.rows, kind="pair", observerA=pair["a"], observerB=pair["b"], metric="dice") == \
+            pytest.approx(pair["dice"], abs=1e-12)
+    if withImage:
+        assert unit["geometry"]["sizeXyz"] == list(GEOMETRY.sizeXyz)
+    else:
+        assert any("grid derived from their contours" in note for note in unit["notes"])
+        assert unit["geometry"]["spacingMm"] == [1.0, 1.0, 2.0]
+    # a structure name that matches nothing is a failure of that case, with the ROI names in the message
+    failed = analyzeStudy(tmp_path / "study", StudyOptions(structure="CTV"))
+    assert failed.results == [] and "no structure matching 'CTV'" in failed.failures[0]["error"]
+    assert "PTV" in failed.failures[0]["error"]
+
+
+def test_options_are_checked():
+    with pytest.raises(InputError, match="convention"):
+        StudyOptions(hdConvention="median")
+    with pytest.raises(InputError, match="percentile"):
+        StudyOptions(hdPercentile=0)
+    with pytest.raises(InputError, match="tolerance"):
+        StudyOptions(toleranceMm=-1)
+
+
+def test_unpicklable_callback_falls_back_to_one_process(twoRoundStudy):
+    root, serial, _ = twoRoundStudy
+    calls = []
+    result = analyzeStudy(root, StudyOptions(reference="majority"), jobs=2,
+                          pictureCallback=lambda *args, **kwargs: calls.append(args[:2]))
+    assert len(calls) == 12 and result.rows == serial.rows and result.failures == []
+
+
+def test_read_slicer_segmentation_picks_the_structure(tmp_path):
+    from ReirradiationDoseLib.core.segio import writeSegNrrd
+
+    gtv, ptv = sphere(radiusMm=4.0), sphere(radiusMm=8.0)
+    path = tmp_path / "obs1.seg.nrrd"
+    writeSegNrrd(path, {"PTV": ptv, "GTV_obs1": gtv}, GEOMETRY)
+    mask, geometry, structure = readObserverMask(path, "GTV")
+    assert structure == "GTV_obs1" and np.array_equal(mask, gtv) and geometry.sameGridAs(GEOMETRY)
+    with pytest.raises(InputError, match="no structure matching 'Rectum'"):
+        readObserverMask(path, "Rectum")

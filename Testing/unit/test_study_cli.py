@@ -1,0 +1,92 @@
+"""`reirradiation study` on the command line: exit codes, warnings, atomic output, progress bar."""
+
+import io
+import json
+
+import numpy as np
+from ReirradiationDoseLib.cli import main
+from ReirradiationDoseLib.commands.study import TextProgressBar
+from test_study import makeTwoRoundStudy, sphere, writeMask
+
+
+def test_study_command_two_rounds(tmp_path, capsys):
+    root = makeTwoRoundStudy(tmp_path / "study")
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "stale.txt").write_text("from an earlier run")
+    code = main(["study", str(root), "--output", str(output), "--reference", "majority", "--hd-percentile", "98",
+                 "--no-pictures"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "12 case round(s) analysed" in err and "WARNING" not in err
+    assert "round1 vs round2: round2 is more concordant" in err and "p = 0.03125" in err
+    assert "[100%]" in err  # the progress lines
+    assert not (output / "stale.txt").exists()  # replaced as a whole
+    study = json.loads((output / "study.json").read_text())
+    assert study["options"]["hdPercentile"] == 98.0 and study["options"]["reference"] == "majority"
+    assert "Pairwise HD98 (mm) per round" in (output / "report.html").read_text()
+    # an output inside the study folder is not taken for a case on the next run
+    assert main(["study", str(root), "--output", str(root / "results"), "--no-pictures"]) == 0
+    assert main(["study", str(root), "--output", str(root / "results"), "--no-pictures"]) == 0
+    assert "WARNING" not in capsys.readouterr().err
+
+
+def test_exit_codes_with_failures(tmp_path, capsys):
+    root = tmp_path / "study"
+    writeMask(root / "good" / "a.nrrd", sphere())
+    writeMask(root / "good" / "b.nrrd", sphere((1.0, 0.0, 0.0)))
+    (root / "bad").mkdir()
+    (root / "bad" / "a.nrrd").write_text("garbage")
+    (root / "bad" / "b.nrrd").write_text("garbage")
+    assert main(["study", str(root), "-o", str(tmp_path / "out1"), "--no-pictures"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: bad / single skipped:" in err and "WARNING: 1 failure(s) skipped" in err
+
+    for name in ("good",):
+        for path in (root / name).iterdir():
+            path.write_text("garbage")
+    assert main(["study", str(root), "-o", str(tmp_path / "out2"), "--no-pictures"]) == 2
+    err = capsys.readouterr().err
+    assert "every case failed (2 failure(s))" in err
+    assert json.loads((tmp_path / "out2" / "study.json").read_text())["counts"]["failures"] == 2
+
+    assert main(["study", str(tmp_path / "missing"), "-o", str(tmp_path / "out3")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "out3").exists()
+
+
+def test_text_progress_bar():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    bar = TextProgressBar(terminal, width=10)
+    bar(0.5, "case1 / round1")
+    bar(1.0, "done")
+    bar.finish()
+    assert terminal.getvalue().startswith("\r[#####.....]  50% case1 / round1")
+    assert "\r[##########] 100% done" in terminal.getvalue() and terminal.getvalue().endswith("\n")
+    plain = io.StringIO()
+    bar = TextProgressBar(plain)
+    bar(0.0, "a")
+    bar(0.2, "a")
+    bar(0.5, "b")
+    assert plain.getvalue() == "[  0%] a\n[ 50%] b\n"
+
+
+def test_pictures_are_rendered_when_slicer_core_is_present(tmp_path):
+    import pytest
+
+    pytest.importorskip("slicer")
+    root = tmp_path / "study"
+    writeMask(root / "case" / "a.nrrd", sphere())
+    writeMask(root / "case" / "b.nrrd", sphere((2.0, 0.0, 0.0)))
+    writeMask(root / "case" / "image.nrrd", sphere(radiusMm=10.0).astype(np.int16) * 100)
+    assert main(["study", str(root), "-o", str(tmp_path / "out")]) == 0
+    png = (tmp_path / "out" / "pictures" / "case_single.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    from ReirradiationDoseLib.mrml.render import readPng
+
+    rgb = readPng(tmp_path / "out" / "pictures" / "case_single.png")
+    assert rgb.shape[:2] == (420, 420) and rgb[..., :3].std() > 10  # not a blank picture
