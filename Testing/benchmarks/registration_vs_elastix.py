@@ -49,10 +49,12 @@ import itk
 fixed = itk.imread(sys.argv[1], itk.F)
 moving = itk.imread(sys.argv[2], itk.F)
 parameters = itk.ParameterObject.New()
-parameters.AddParameterMap(parameters.GetDefaultParameterMap("bspline"))
+bspline = parameters.GetDefaultParameterMap("bspline")
+bspline["MaximumNumberOfThreads"] = ["2"]  # the number_of_threads keyword crashes itk-elastix 0.25.4 (SIGSEGV)
+parameters.AddParameterMap(bspline)
 start = time.perf_counter()
 result, transformParameters = itk.elastix_registration_method(fixed, moving, parameter_object=parameters,
-                                                              log_to_console=False, number_of_threads=2)
+                                                              log_to_console=False)
 elapsed = time.perf_counter() - start
 field = itk.transformix_deformation_field(moving, transformParameters)
 itk.imwrite(field, sys.argv[3])
@@ -116,7 +118,7 @@ def runElastix(python: Path, fixed, moving, truth, evaluate) -> dict:
         env = dict(os.environ, ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=THREADS, OMP_NUM_THREADS=THREADS)
         done = subprocess.run([str(python), paths[3], *paths[:3]], capture_output=True, text=True, env=env)
         if done.returncode != 0:
-            return {"error": done.stderr[-500:]}
+            return {"error": f"exit code {done.returncode}: {done.stderr[-500:]}"}
         elapsed = json.loads(done.stdout.strip().splitlines()[-1])["elapsedS"]
         field = sitk.Cast(sitk.ReadImage(paths[2]), sitk.sitkVectorFloat64)
         field.CopyInformation(fixed)

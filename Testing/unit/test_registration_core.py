@@ -93,7 +93,8 @@ def test_deformable_recovers_a_known_12mm_deformation(deformableCase):
     error = np.linalg.norm(sitk.GetArrayFromImage(result.displacementField) - sitk.GetArrayFromImage(truth), axis=-1)
     truthMagnitude = np.linalg.norm(sitk.GetArrayFromImage(truth), axis=-1)
     assert np.percentile(truthMagnitude[body], 95) > 11.0  # the deformation to recover is large
-    # measured (SimpleITK 2.5.3): median 0.5 mm, p95 2.1 mm in the body, p95 0.7 mm deeper than 20 mm
+    # measured (SimpleITK 2.5.3): median 0.50 mm, p95 2.35 mm in the body (the outer 10 mm: tangential sliding at
+    # the skin is weakly observable), p95 0.67 mm deeper than 20 mm; identity would be p95 > 11 mm
     deep = ndimage.distance_transform_edt(body, sampling=fixed.GetSpacing()[::-1]) > 20.0
     assert np.median(error[body]) < 1.0
     assert np.percentile(error[body], 95) < 3.0
@@ -244,3 +245,30 @@ def test_structure_guided_mode_aligns_paired_masks(phantom):
     assert dice(organ, shifted) < 0.85
     assert dice(warped, shifted) > dice(organ, shifted) + 0.05
     assert result.parameters["structureGuided"] == ["organ"]
+
+
+def test_bspline_mode_runs_multilevel_with_mattes_and_flattens_a_composite_start(phantom):
+    """The multi-modality path (Mattes MI, LBFGS2) runs all levels (LBFGSB fails at level 2, REFERENCE §7)."""
+    moving, body = phantom
+    small = sitk.Shrink(moving, [2, 2, 2])
+    truth = sitk.TranslationTransform(3, (3.0, 0.0, 0.0))
+    fixed = resampleMoving(small, small, truth)
+    start = sitk.CompositeTransform([sitk.TranslationTransform(3, (2.0, 0.0, 0.0)), sitk.Euler3DTransform()])
+    result = registerDeformable(fixed, small, start, None, method="bspline", gridSpacingMm=40.0,
+                                iterationsPerLevel=(10, 10, 10))
+    assert result.method == "bspline (mattes)" and result.iterations > 3
+    assert result.transform.GetNumberOfTransforms() == 3  # flattened: translation, Euler, field
+    u = sitk.GetArrayFromImage(result.displacementField)
+    assert np.all(np.isfinite(u))
+    assert abs(np.median(u[..., 0]) - 3.0) < 0.7  # the remaining 1 mm is (at least partly) recovered
+
+
+def test_displacement_field_transform_leaves_the_field_intact():
+    """sitk.DisplacementFieldTransform(img) empties img (REFERENCE §7): the helper works on a copy."""
+    ref = sitk.Image([8, 8, 8], sitk.sitkFloat32)
+    field = regquality.analyticDeformationField(ref, (2.0, 1.0, 0.5), 40.0)
+    before = sitk.GetArrayFromImage(field)
+    transform = displacementFieldTransform(field)
+    assert field.GetSize() == (8, 8, 8)
+    assert np.array_equal(sitk.GetArrayFromImage(field), before)
+    assert np.allclose(transform.TransformPoint((3.0, 4.0, 5.0)), np.add((3.0, 4.0, 5.0), before[5, 4, 3]))

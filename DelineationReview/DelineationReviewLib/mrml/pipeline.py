@@ -252,15 +252,21 @@ def _markSet(borderMarks) -> MarkSet | None:
         return None
     for node in nodes:
         _requireNoTransform(node, "border marks")
-    markSet = markSetFromMarkupsNodes(nodes)
+    try:  # marks that state no frame are scene (planning-CT) coordinates
+        markSet = markSetFromMarkupsNodes(nodes, frame="CT")
+    except ValueError as error:
+        if "frame" not in str(error):
+            raise
+        markSet = markSetFromMarkupsNodes(nodes)
+        logger.warning("the border marks (%s) are labelled as placed on the %s; their positions in the scene are "
+                       "taken as planning-CT coordinates (place them on the registered MRI shown in the scene)",
+                       ", ".join(n.GetName() for n in nodes), markSet.frame)
+        markSet = assumeFrame(markSet, "CT", "markups positions are Slicer world coordinates, those of the "
+                                             "segmentations")
     if len(markSet) == 0:
         logger.warning("the border marks (%s) hold no placed point: no border-mark check",
                        ", ".join(n.GetName() for n in nodes))
         return None
-    if markSet.frame != "CT":
-        markSet = assumeFrame(markSet, "CT", "placed in the Slicer scene, whose world coordinates are those of the "
-                                             "segmentations")
-        logger.info("border marks labelled %s taken as scene (planning CT) coordinates", "MRI")
     return markSet
 
 
@@ -369,8 +375,10 @@ def _setSegments(segmentationNode, segments: Sequence[tuple], geometry: ImageGeo
     wanted = {segmentId for segmentId, *_ in segments}
     wasModifying = segmentationNode.StartModify()
     try:
-        if segmentation.GetNumberOfSegments() == 0 or replaceAll:
-            segmentationNode.SetSourceRepresentationToBinaryLabelmap()
+        if segmentation.GetNumberOfSegments() and not replaceAll and \
+                segmentation.GetSourceRepresentationName() != labelmapName:
+            segmentationNode.CreateBinaryLabelmapRepresentation()  # keep the other segments when switching source
+        segmentationNode.SetSourceRepresentationToBinaryLabelmap()
         existing = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
         for segmentId in existing:
             if replaceAll or segmentId in wanted:
@@ -431,7 +439,9 @@ def _fillColorTable(colorNode, numberOfObservers: int) -> None:
 
 
 def _placeInFolder(scene, nodes: Sequence, folderName: str) -> None:
-    """Put ``nodes`` (those with a subject hierarchy item) into the review's folder (created once)."""
+    """Put ``nodes`` into the review's subject hierarchy folder (created once, found again by its attribute).
+    Tables, charts and displayable nodes without an item (slicer-core has no subject hierarchy plugins to make
+    them) get one; colour tables and plot series stay where Slicer keeps them."""
     shNode = scene.GetSubjectHierarchyNode()
     if shNode is None:
         return
@@ -453,6 +463,8 @@ def _placeInFolder(scene, nodes: Sequence, folderName: str) -> None:
         item = shNode.GetItemByDataNode(node)
         if item:
             shNode.SetItemParent(item, folder)
+        elif any(node.IsA(c) for c in ("vtkMRMLTableNode", "vtkMRMLPlotChartNode", "vtkMRMLDisplayableNode")):
+            shNode.CreateItem(folder, node)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -612,6 +624,9 @@ def runDelineationReview(scene, observerSegmentations, structureName: str, refer
                          "once")
     if scene is None:
         scene = observers[0].GetScene()
+    foreign = [node.GetName() for node in observers if node.GetScene() is not scene]
+    if foreign:
+        raise InputError(f"the segmentation {', '.join(foreign)} is not in the scene of the review")
     structureName = (structureName or "").strip()
     if not structureName:
         raise InputError("name the structure to compare (e.g. GTV)")

@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     written = writeDoseOutputs(result, args.output, pictures=not args.no_pictures,
                                includeIdentity=args.include_identity and not args.anonymize,
                                anonymize=args.anonymize, progress=subProgress(bar, 0.8, 1.0))
+    bar.finish()
     summary = json.loads((Path(args.output) / "summary.json").read_text())
     failed = [c for c in summary["constraints"] if c.get("status") == "fail"]
     logger.info("Composite EQD2 max %.2f Gy; %d constraint(s) failed; outputs in %s (%d files)",

@@ -14,6 +14,8 @@ import logging
 import sys
 import time
 
+from ..core.progress import TextProgressBar  # noqa: F401  (re-exported: the study's terminal bar)
+
 NAME = "study"
 HELP = "analyse a whole delineation study (cases x observers x rounds): CSV tables, study.json, HTML report"
 
@@ -39,35 +41,6 @@ def addArguments(parser: argparse.ArgumentParser) -> None:
                         help="distance within which a radiologist mark counts as honoured (default 3)")
     parser.add_argument("--jobs", "-j", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--no-pictures", action="store_true", help="do not render agreement-map pictures")
-
-
-class TextProgressBar:
-    """``progress(fraction, message)`` drawn as a one-line text bar on a terminal, or as plain lines otherwise."""
-
-    def __init__(self, stream=None, width: int = 30):
-        self.stream = stream or sys.stderr
-        self.width = width
-        self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._lastMessage = None
-        self._lastLength = 0
-
-    def __call__(self, fraction: float, message: str = "") -> None:
-        fraction = min(max(float(fraction), 0.0), 1.0)
-        if self.interactive:
-            filled = int(round(fraction * self.width))
-            line = f"[{'#' * filled}{'.' * (self.width - filled)}] {fraction * 100:3.0f}% {message}"[:120]
-            self.stream.write("\r" + line + " " * max(0, self._lastLength - len(line)))
-            self._lastLength = len(line)
-            self.stream.flush()
-        elif message != self._lastMessage:
-            self.stream.write(f"[{fraction * 100:3.0f}%] {message}\n")
-            self.stream.flush()
-        self._lastMessage = message
-
-    def finish(self) -> None:
-        if self.interactive and self._lastLength:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 def renderAgreementPicture(caseName, roundName, masks, geometry, imagePath=None) -> bytes:

@@ -12,6 +12,7 @@ C.11.1 Modality LUT (RescaleSlope/RescaleIntercept).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -26,7 +27,8 @@ from struct import error as struct_error
 from .errors import InputError
 from .geometry import ImageGeometry
 
-__all__ = ["ImageSeriesInfo", "SeriesSummary", "listSeries", "readImageSeries", "readDicomObject"]
+__all__ = ["ImageSeriesInfo", "SeriesSummary", "listSeries", "readImageSeries", "readDicomObject",
+           "damagedAttributes"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +78,27 @@ def _truncation(ds: pydicom.Dataset) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def damagedAttributes(path: str | os.PathLike, what: str):
+    """Turn a reader's failure on a missing, malformed or wrongly typed attribute into an :class:`InputError`
+    naming the file (a single value where several are required, text where a number is, an unknown VR...)."""
+    try:
+        yield
+    except InputError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, NotImplementedError, OverflowError,
+            struct_error) as exc:
+        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"the {what} has a missing or invalid attribute ({detail}); the file is damaged or not "
+                         "conformant", path) from None
+
+
+def _parseAll(ds: pydicom.Dataset) -> None:
+    """Convert every raw element now (pydicom parses lazily), so a damaged element fails here, not later."""
+    for element in ds.iterall():
+        _ = element.value
+
+
 def readDicomObject(path: str | os.PathLike, modality: str, what: str | None = None) -> pydicom.Dataset:
     """Read one DICOM file, check it is complete and of the expected Modality; :class:`InputError` otherwise.
 
@@ -101,6 +124,11 @@ def readDicomObject(path: str | os.PathLike, modality: str, what: str | None = N
     problem = _truncation(ds)
     if problem:
         raise InputError(f"the {what} file is truncated ({problem}); export it again", path)
+    try:
+        _parseAll(ds)
+    except Exception as exc:  # pydicom raises many types (BytesLengthException, NotImplementedError...) here
+        raise InputError(f"the {what} file holds a damaged element ({str(exc).strip().splitlines()[0][:160]})",
+                         path) from None
     found = str(ds.get("Modality", ""))
     if found != modality:
         raise InputError(f"this DICOM file is an {found or 'object without Modality'}, not an {modality}", path)

@@ -33,25 +33,31 @@ def subProgress(progress: Callable[[float, str], None] | None, start: float, sto
 
 
 class TextProgressBar:
-    """A terminal progress bar for the CLI: ``[#####.....]  52 % message`` on one rewritten line of ``stream``."""
+    """``progress(fraction, message)`` drawn as a one-line text bar on a terminal, or as plain lines otherwise."""
 
     def __init__(self, stream=None, width: int = 30):
         import sys
 
-        self.stream = stream if stream is not None else sys.stderr
+        self.stream = stream or sys.stderr
         self.width = width
-        self._last = None
-        self._interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._lastMessage = None
+        self._lastLength = 0
 
     def __call__(self, fraction: float, message: str = "") -> None:
         fraction = min(max(float(fraction), 0.0), 1.0)
-        filled = int(round(self.width * fraction))
-        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {100 * fraction:3.0f} % {message}"
-        if self._interactive:
-            self.stream.write("\r" + line[:120].ljust(120))
-            if fraction >= 1.0:
-                self.stream.write("\n")
-        elif message != self._last:
-            self.stream.write(line + "\n")
-        self._last = message
-        self.stream.flush()
+        if self.interactive:
+            filled = int(round(fraction * self.width))
+            line = f"[{'#' * filled}{'.' * (self.width - filled)}] {fraction * 100:3.0f}% {message}"[:120]
+            self.stream.write("\r" + line + " " * max(0, self._lastLength - len(line)))
+            self._lastLength = len(line)
+            self.stream.flush()
+        elif message != self._lastMessage:
+            self.stream.write(f"[{fraction * 100:3.0f}%] {message}\n")
+            self.stream.flush()
+        self._lastMessage = message
+
+    def finish(self) -> None:
+        if self.interactive and self._lastLength:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -28,6 +28,7 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
+from .dicomimage import damagedAttributes, readDicomObject
 from .errors import InputError
 from .geometry import ImageGeometry
 
@@ -101,17 +102,26 @@ def readRtDose(path: str | os.PathLike, allowRelative: bool = False) -> RtDose:
         raise InputError("the dose file does not exist", path)
     if not pydicom.misc.is_dicom(str(path)):
         try:
-            ds = pydicom.dcmread(path, force=False)
+            pydicom.dcmread(path, force=False)
         except (InvalidDicomError, OSError, EOFError, ValueError):
             return _readNonDicom(path)
-    else:
-        try:
-            ds = pydicom.dcmread(path)
-        except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"the RTDOSE cannot be read ({exc}); the file is probably truncated", path) from None
-    modality = str(ds.get("Modality", ""))
-    if modality != "RTDOSE":
-        raise InputError(f"this DICOM file is an {modality or 'unknown object'}, not an RTDOSE", path)
+    # truncation, damaged elements and the Modality are checked by readDicomObject (InputError naming the file)
+    ds = readDicomObject(path, "RTDOSE")
+    with damagedAttributes(path, "RTDOSE"):
+        return _readRtDoseDataset(ds, path, allowRelative)
+
+
+def _multiplicity(ds, keyword: str, count: int, path: Path) -> list[float]:
+    value = ds.get(keyword)
+    values = [] if value is None else (list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue))
+                                       else [value])
+    numbers = [float(v) for v in values if v is not None and str(v).strip() != ""]
+    if len(numbers) != count or not np.all(np.isfinite(numbers)):
+        raise InputError(f"the RTDOSE {keyword} must hold {count} finite numbers (found {value!r})", path)
+    return numbers
+
+
+def _readRtDoseDataset(ds, path: Path, allowRelative: bool) -> RtDose:
     units = str(ds.get("DoseUnits", "")).upper()
     if units == "RELATIVE" and not allowRelative:
         raise InputError("RTDOSE units are RELATIVE; an absolute dose in Gy is required", path)
@@ -130,19 +140,22 @@ def readRtDose(path: str | os.PathLike, allowRelative: bool = False) -> RtDose:
         raise InputError(f"the RTDOSE pixel data cannot be decoded ({exc})", path) from None
     nFrames = int(ds.get("NumberOfFrames", 1) or 1)
     rows, cols = int(ds.Rows), int(ds.Columns)
-    pixels = np.asarray(pixels).reshape(nFrames, rows, cols)
+    pixels = np.asarray(pixels)
+    if min(nFrames, rows, cols) < 1 or pixels.size != nFrames * rows * cols or pixels.ndim > 3:
+        raise InputError(f"the RTDOSE pixel data ({pixels.size} values) do not match NumberOfFrames x Rows x Columns "
+                         f"({nFrames} x {rows} x {cols})", path)
+    pixels = pixels.reshape(nFrames, rows, cols)
     dose = pixels.astype(np.float64) * scaling
     if units == "CGY":
         dose = dose / 100.0
     if dose.size and float(dose.min()) < 0 and str(ds.get("DoseType", "")).upper() != "ERROR":
         raise InputError(f"the RTDOSE holds negative doses (minimum {float(dose.min()):.4g}); a delivered dose "
                          "cannot be negative", path)
-    try:
-        iop = np.array([float(v) for v in ds.ImageOrientationPatient])
-        ipp = np.array([float(v) for v in ds.ImagePositionPatient])
-        pixelSpacing = [float(v) for v in ds.PixelSpacing]
-    except AttributeError as exc:
-        raise InputError(f"the RTDOSE lacks a required geometry attribute ({exc})", path) from None
+    iop = np.array(_multiplicity(ds, "ImageOrientationPatient", 6, path))
+    ipp = np.array(_multiplicity(ds, "ImagePositionPatient", 3, path))
+    pixelSpacing = _multiplicity(ds, "PixelSpacing", 2, path)
+    if min(pixelSpacing) <= 0:
+        raise InputError(f"the RTDOSE PixelSpacing must be positive (found {pixelSpacing} mm)", path)
     row, col = iop[:3], iop[3:]
     normal = np.cross(row, col)
     if nFrames > 1:
@@ -151,6 +164,8 @@ def readRtDose(path: str | os.PathLike, allowRelative: bool = False) -> RtDose:
             raise InputError(f"the RTDOSE has {nFrames} frames but GridFrameOffsetVector has "
                              f"{0 if gfov is None else len(gfov)} values", path)
         offsets = np.array([float(v) for v in gfov])
+        if not np.all(np.isfinite(offsets)):
+            raise InputError("the RTDOSE GridFrameOffsetVector holds values that are not numbers", path)
         if offsets[0] != 0.0:
             # absolute form: offsets are positions along the normal; place the first plane accordingly
             ipp = ipp + (offsets[0] - float(ipp @ normal)) * normal
@@ -173,8 +188,11 @@ def readRtDose(path: str | os.PathLike, allowRelative: bool = False) -> RtDose:
         sliceSpacing = float(ds.get("SliceThickness", 0) or 0) or max(pixelSpacing)
         kAxis = normal
     direction = np.column_stack([row, col, kAxis])
-    geometry = ImageGeometry((cols, rows, nFrames), (pixelSpacing[1], pixelSpacing[0], sliceSpacing), tuple(ipp),
-                             tuple(direction.ravel()))
+    try:
+        geometry = ImageGeometry((cols, rows, nFrames), (pixelSpacing[1], pixelSpacing[0], sliceSpacing), tuple(ipp),
+                                 tuple(direction.ravel()))
+    except ValueError as exc:  # e.g. ImageOrientationPatient not orthonormal, zero slice spacing
+        raise InputError(f"the RTDOSE grid is invalid ({exc})", path) from None
     refPlan = ""
     refFg = None
     if "ReferencedRTPlanSequence" in ds and len(ds.ReferencedRTPlanSequence):

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .dicomimage import readDicomObject
+from .dicomimage import damagedAttributes, readDicomObject
 from .errors import InputError
 
 __all__ = ["FractionGroup", "DoseReference", "RtPlan", "readRtPlan"]
@@ -136,6 +136,11 @@ def readRtPlan(path: str | os.PathLike) -> RtPlan:
     the file when it is not an RTPLAN or is truncated)."""
     path = Path(path)
     ds = readDicomObject(path, "RTPLAN")
+    with damagedAttributes(path, "RTPLAN"):
+        return _readRtPlanDataset(ds, path)
+
+
+def _readRtPlanDataset(ds, path: Path) -> RtPlan:
     groups = []
     try:
         for fg in ds.get("FractionGroupSequence", []):

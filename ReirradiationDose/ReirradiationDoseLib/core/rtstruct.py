@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydicom.multival import MultiValue
 
 from .contours import RasterizationReport, rasterizeContours
-from .dicomimage import readDicomObject
+from .dicomimage import damagedAttributes, readDicomObject
 from .errors import InputError
 from .geometry import ImageGeometry
 
@@ -93,6 +94,11 @@ def readRtStruct(path: str | os.PathLike) -> RtStruct:
     """Read an RTSTRUCT (:class:`InputError` naming the file if it is not one, or is truncated)."""
     path = Path(path)
     ds = readDicomObject(path, "RTSTRUCT")
+    with damagedAttributes(path, "RTSTRUCT"):
+        return _readRtStructDataset(ds, path)
+
+
+def _readRtStructDataset(ds, path: Path) -> RtStruct:
     forUid = ""
     seriesUid = ""
     studyUid = ""
@@ -132,7 +138,9 @@ def readRtStruct(path: str | os.PathLike) -> RtStruct:
             for c in rc.get("ContourSequence", []):
                 geometricType = str(c.get("ContourGeometricType", "")).upper()
                 data = c.get("ContourData")
-                if data is None or len(data) < 3:
+                if data is not None and not isinstance(data, (list, tuple, MultiValue)):
+                    data = [data]  # a single value: not a point, refused below as not x,y,z triplets
+                if data is None or len(data) == 0:
                     continue
                 try:
                     points = np.asarray([float(v) for v in data], dtype=float)
@@ -142,6 +150,9 @@ def readRtStruct(path: str | os.PathLike) -> RtStruct:
                 if points.size % 3:
                     raise InputError(f"ROI {roi.get('ROIName', number)} has contour data that are not x,y,z "
                                      "triplets (damaged file?)", path)
+                if not np.all(np.isfinite(points)):
+                    raise InputError(f"ROI {roi.get('ROIName', number)} has contour points that are not finite "
+                                     "numbers (damaged file?)", path)
                 items.append((geometricType, points.reshape(-1, 3)))
         name = str(roi.get("ROIName", f"ROI {number}")).strip() or f"ROI {number}"
         if name in names:

@@ -133,7 +133,8 @@ def addDoseResultToScene(scene, result, referenceVolumeNode=None, segmentationNo
         for old in [n for n in _allOutputs(scene) if n.GetAttribute(OUTPUT_ATTRIBUTE).startswith("isodose:")]:
             removeNodes(scene, [old])
         if levels:
-            models = createIsodoseModels(scene, (composite, geometry), levels, name="Composite EQD2")
+            models = createIsodoseModels(scene, (composite, geometry), levels, name="Composite EQD2",
+                                         lineThicknessPx=3)
             for model in models:
                 model.SetAttribute(OUTPUT_ATTRIBUTE, f"isodose:{model.GetName()}")
                 created.append(model)

@@ -1,0 +1,390 @@
+"""Delineation Review on a real MRML scene (slicer-core): the module's workflow on the demo case's observers.
+
+The numbers in the tables must be the core's (``analyzeObservers`` on the same masks), the consensus and agreement
+map must be the core's arrays, inputs must stay untouched, re-running must not add nodes and a failure must leave
+the scene as it was.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer")
+
+import SimpleITK as sitk  # noqa: E402
+import vtk  # noqa: E402
+
+from DelineationReviewLib.core.iov import analyzeObservers  # noqa: E402
+from DelineationReviewLib.core.marks import evaluateMarks, mapMarks, readMarks  # noqa: E402
+from DelineationReviewLib.mrml import pipeline  # noqa: E402
+from DelineationReviewLib.mrml.marks import markupsNodesFromMarkSet  # noqa: E402
+from DelineationReviewLib.mrml.pipeline import (  # noqa: E402
+    MAJORITY_SEGMENT_ID,
+    OUTPUT_ATTRIBUTE,
+    STAPLE_SEGMENT_ID,
+    exportTables,
+    largestDisagreementSlice,
+    renderLargestDisagreementPanel,
+    runDelineationReview,
+)
+from ReirradiationDoseLib.core.dicomimage import readImageSeries  # noqa: E402
+from ReirradiationDoseLib.core.errors import InputError, ProcessingCancelled  # noqa: E402
+from ReirradiationDoseLib.core.geometry import ImageGeometry, arrayFromImage  # noqa: E402
+from ReirradiationDoseLib.core.segio import readSegmentationWithGeometry  # noqa: E402
+from ReirradiationDoseLib.mrml.nodes import (  # noqa: E402
+    arrayAndGeometryFromVolumeNode,
+    masksFromSegmentationNode,
+    segmentationNodeFromMasks,
+    volumeNodeFromArray,
+)
+from ReirradiationDoseLib.mrml.render import readPng  # noqa: E402
+
+pytestmark = pytest.mark.mrml
+
+PAIR_METRICS = ("dice", "jaccard", "hausdorffMm", "hdPercentileMm", "msdMm", "surfaceDice", "centroidShiftMm")
+# Segment names as observers write them: the tolerant matching must find "GTV" in each.
+SEGMENT_NAMES = {"obs1": "GTV", "obs2": "gtv", "obs3": "GTV_obs3", "obs4": "GTVp", "obs5": "GTV 1"}
+
+
+@pytest.fixture(scope="module")
+def demoObservers(demoCase):
+    """The demo CT (array, geometry), the round-1 observers' GTV masks on it and the fibrosis observer's name."""
+    image, _ = readImageSeries(demoCase.paths["currentCt"])
+    ct, geometry = arrayFromImage(image)
+    masks = {}
+    for path in sorted((demoCase.paths["observers"] / "round1").glob("*.dcm")):
+        structures, _, _ = readSegmentationWithGeometry(path, geometry)
+        masks[path.stem] = structures["GTV"]
+    info = json.loads(demoCase.paths["observersJson"].read_text())
+    return ct, geometry, masks, info["fibrosisObserver"], info["missedExtensionObserver"]
+
+
+def addObservers(scene, ct, geometry, masks, referenceNode=None):
+    nodes = []
+    for name, mask in masks.items():
+        other = np.zeros_like(mask)
+        other[5:8, 5:8, 5:8] = True  # a second structure the review must ignore
+        nodes.append(segmentationNodeFromMasks(scene, {SEGMENT_NAMES.get(name, "GTV"): mask, "Rectum": other},
+                                               geometry, name=name, referenceVolumeNode=referenceNode))
+    return nodes
+
+
+def column(tableNode, name) -> list:
+    array = tableNode.GetTable().GetColumnByName(name)
+    assert array is not None, f"no column {name} in {tableNode.GetName()}"
+    return [array.GetValue(i) for i in range(array.GetNumberOfTuples())]
+
+
+def same(a, b, tol=1e-9) -> bool:
+    a = math.nan if a is None else float(a)
+    b = math.nan if b is None else float(b)
+    return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= tol
+
+
+def inputState(nodes, geometry):
+    state = []
+    for node in nodes:
+        segmentation = node.GetSegmentation()
+        segments = [segmentation.GetNthSegment(i) for i in range(segmentation.GetNumberOfSegments())]
+        state.append((node.GetName(), segmentation.GetSourceRepresentationName(),
+                      [(s.GetName(), tuple(s.GetColor())) for s in segments],
+                      {k: v.copy() for k, v in masksFromSegmentationNode(node, geometry).items()}))
+    return state
+
+
+def assertSameState(before, after):
+    assert len(before) == len(after)
+    for (name, source, segments, masks), (name2, source2, segments2, masks2) in zip(before, after, strict=True):
+        assert (name, source, segments) == (name2, source2, segments2)
+        assert masks.keys() == masks2.keys()
+        for key in masks:
+            np.testing.assert_array_equal(masks[key], masks2[key])
+
+
+@pytest.fixture
+def demoScene(scene, demoObservers):
+    ct, geometry, masks, _, _ = demoObservers
+    ctNode = volumeNodeFromArray(scene, ct, geometry, "CT")
+    return scene, ctNode, addObservers(scene, ct, geometry, masks, ctNode)
+
+
+def test_demo_tables_are_the_core_numbers_and_the_fibrosis_observer_agrees_least(demoScene, demoObservers):
+    scene, ctNode, nodes = demoScene
+    _, geometry, masks, fibrosisObserver, _ = demoObservers
+    before = inputState(nodes, geometry)
+    fractions = []
+    result = runDelineationReview(scene, nodes, "GTV", referenceVolume=ctNode, toleranceMm=2.0,
+                                  hausdorffPercentile=95.0, progress=lambda f, m="": fractions.append(f))
+    core = analyzeObservers(masks, geometry, reference="staple", toleranceMm=2.0, hdPercentile=95.0)
+    assert fractions[0] == 0.0 and fractions[-1] == 1.0 and fractions == sorted(fractions)
+
+    # pairwise table: every pair, every metric, as numeric columns equal to the core
+    table = result["metricsTable"]
+    for name in PAIR_METRICS:
+        assert table.GetTable().GetColumnByName(name).IsA("vtkDoubleArray"), name
+    pairs = list(zip(column(table, "a"), column(table, "b"), strict=True))
+    assert pairs == [(p.a, p.b) for p in core.pairs] and len(pairs) == 10
+    for row, pair in enumerate(core.pairs):
+        for name in PAIR_METRICS:
+            assert same(column(table, name)[row], pair.values[name]), (pair.a, pair.b, name)
+
+    # each observer vs STAPLE: the core's numbers; the fibrosis observer has the lowest Dice
+    observers = result["observerTable"]
+    assert column(observers, "observer") == list(masks)
+    assert column(observers, "segment") == [SEGMENT_NAMES[n] for n in masks]
+    dice = column(observers, "dice")
+    for row, entry in enumerate(core.consensus["observers"]):
+        for name in ("dice", "hdPercentileMm", "surfaceDice", "sensitivity", "specificity"):
+            assert same(column(observers, name)[row], entry[name]), (entry["name"], name)
+        assert same(column(observers, "volumeCc")[row], core.observers[row]["volumeCc"])
+    assert column(observers, "observer")[int(np.argmin(dice))] == fibrosisObserver
+    assert max(dice) < 1.0 and min(dice) > 0.3
+
+    # study numbers
+    study = dict(zip(column(result["studyTable"], "quantity"), column(result["studyTable"], "value"), strict=True))
+    assert same(study["CIgen"], core.cigen) and same(study["volumeCV"], core.volumeCv)
+    assert same(study["uncertaintyBandCc"], core.agreement["uncertaintyBandCc"])
+    assert study["numberOfObservers"] == 5
+
+    # consensus segments = the core's STAPLE and majority vote; agreement map = the core's counts
+    consensus = masksFromSegmentationNode(result["consensusSegmentation"], geometry)
+    segmentation = result["consensusSegmentation"].GetSegmentation()
+    assert segmentation.GetSegment(STAPLE_SEGMENT_ID) and segmentation.GetSegment(MAJORITY_SEGMENT_ID)
+    np.testing.assert_array_equal(consensus["STAPLE consensus"], core.consensusMaskFull())
+    counts = core.agreementMapFull()
+    np.testing.assert_array_equal(consensus["Majority consensus"], 2 * counts.astype(int) > 5)
+    agreement = result["agreementMap"]
+    assert agreement.IsA("vtkMRMLLabelMapVolumeNode")
+    voxels, agreementGeometry = arrayAndGeometryFromVolumeNode(agreement)
+    assert agreementGeometry.sameGridAs(geometry)
+    np.testing.assert_array_equal(voxels, counts)
+    colors = agreement.GetDisplayNode().GetColorNode()
+    assert colors is result["agreementColorTable"] and colors.GetNumberOfColors() == 6
+    assert colors.GetColorName(5) == "5 of 5 observers"
+
+    # plot: Dice and surface Dice per observer, from the observer table
+    chart = result["diceChart"]
+    assert chart.GetNumberOfPlotSeriesNodes() == 2
+    series = chart.GetNthPlotSeriesNode(0)
+    assert series.GetTableNode() is observers and series.GetYColumnName() == "dice"
+
+    # outlines: one segment per observer, distinct colours; the inputs keep theirs (and everything else)
+    outlines = result["observerOutlines"].GetSegmentation()
+    outlineColors = {tuple(outlines.GetNthSegment(i).GetColor()) for i in range(outlines.GetNumberOfSegments())}
+    assert outlines.GetNumberOfSegments() == 5 and len(outlineColors) == 5
+    assertSameState(before, inputState(nodes, geometry))
+    assert result["borderMarksTable"] is None
+    assert fibrosisObserver in result["summary"]
+    shNode = scene.GetSubjectHierarchyNode()
+    folder = shNode.GetItemParent(shNode.GetItemByDataNode(result["metricsTable"]))
+    assert shNode.GetItemName(folder) == "Delineation review: GTV"
+    assert shNode.GetItemParent(shNode.GetItemByDataNode(result["agreementMap"])) == folder
+
+    # re-running updates the same nodes
+    count = scene.GetNumberOfNodes()
+    again = runDelineationReview(scene, nodes, "GTV", referenceVolume=ctNode)
+    assert scene.GetNumberOfNodes() == count
+    for key in ("metricsTable", "observerTable", "studyTable", "consensusSegmentation", "agreementMap",
+                "agreementColorTable", "diceChart", "diceSeries", "observerOutlines"):
+        assert again[key].GetID() == result[key].GetID(), key
+        assert again[key].GetAttribute(OUTPUT_ATTRIBUTE) == key
+    folders = vtk.vtkIdList()
+    shNode.GetItemChildren(shNode.GetSceneItemID(), folders)
+    assert [shNode.GetItemName(folders.GetId(i)) for i in range(folders.GetNumberOfIds())].count(
+        "Delineation review: GTV") == 1
+    assert result["consensusSegmentation"].GetSegmentation().GetNumberOfSegments() == 2
+
+
+def test_majority_and_observer_references_keep_both_consensus_segments(demoScene, demoObservers):
+    scene, ctNode, nodes = demoScene
+    _, geometry, masks, _, _ = demoObservers
+    staple = analyzeObservers(masks, geometry, reference="staple").consensusMaskFull()
+    for method, referenceObserver in (("majority", None), ("observer", nodes[1])):
+        result = runDelineationReview(scene, nodes, "GTV", referenceMethod=method,
+                                      referenceObserver=referenceObserver, referenceVolume=ctNode)
+        reference = "majority" if method == "majority" else "obs2"
+        core = analyzeObservers(masks, geometry, reference=reference)
+        dice = column(result["observerTable"], "dice")
+        assert all(same(d, e["dice"]) for d, e in zip(dice, core.consensus["observers"], strict=True))
+        consensus = masksFromSegmentationNode(result["consensusSegmentation"], geometry)
+        np.testing.assert_array_equal(consensus["STAPLE consensus"], staple)  # same crop rule as the core
+        np.testing.assert_array_equal(consensus["Majority consensus"], 2 * core.agreementMapFull().astype(int) > 5)
+        if method == "observer":
+            assert dice[1] == 1.0
+            assert "observer obs2" in result["observerTable"].GetName()
+
+
+def test_module_self_test_two_cubes_dice_0_9_on_the_first_observers_grid(scene):
+    """What DelineationReview.py's self-test checks: cubes offset by one voxel, Dice 0.9, HD 1 mm."""
+    geometry = ImageGeometry((30, 30, 30), (1.0, 1.0, 1.0), (-15.0, -15.0, -15.0))
+    a = np.zeros(geometry.shape, bool)
+    a[10:20, 10:20, 10:20] = True
+    b = np.roll(a, 1, axis=2)
+    observers = [segmentationNodeFromMasks(scene, {"GTV": mask}, geometry, name=f"Observer {n}")
+                 for n, mask in ((1, a), (2, b))]
+    mine = segmentationNodeFromMasks(scene, {"Notes": a}, geometry, name="My consensus")  # chosen outputs
+    myTable = scene.AddNewNodeByClass("vtkMRMLTableNode", "My metrics")
+    result = runDelineationReview(scene, observers, "GTV", referenceMethod="observer",
+                                  referenceObserver=observers[0], consensusSegmentation=mine, metricsTable=myTable)
+    assert result["metricsTable"] is myTable and myTable.GetName() == "My metrics"
+    assert result["consensusSegmentation"] is mine
+    assert sorted(masksFromSegmentationNode(mine, geometry)) == ["Majority consensus", "Notes", "STAPLE consensus"]
+    assert column(result["metricsTable"], "dice") == [pytest.approx(0.9, abs=1e-12)]
+    assert column(result["metricsTable"], "hausdorffMm") == [pytest.approx(1.0, abs=1e-12)]
+    assert column(result["observerTable"], "dice") == [1.0, pytest.approx(0.9, abs=1e-12)]
+    assert result["geometry"].sameGridAs(geometry)
+    agreement = masksFromSegmentationNode(result["observerOutlines"], geometry)
+    np.testing.assert_array_equal(agreement["Observer 2"], b)
+
+
+def test_no_matching_segment_names_the_segmentation_and_its_segments(scene):
+    geometry = ImageGeometry((12, 12, 12), (2.0, 2.0, 2.0))
+    mask = np.zeros(geometry.shape, bool)
+    mask[3:8, 3:8, 3:8] = True
+    nodes = [segmentationNodeFromMasks(scene, {"GTV": mask, "CTV": mask}, geometry, name="Dr A"),
+             segmentationNodeFromMasks(scene, {"CTV": mask, "Bladder": mask}, geometry, name="Dr B")]
+    count = scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match=r"'Dr B' has no segment matching 'GTV'.*CTV, Bladder"):
+        runDelineationReview(scene, nodes, "GTV")
+    with pytest.raises(InputError, match="more than once"):
+        runDelineationReview(scene, [nodes[0], nodes[0]], "GTV")
+    with pytest.raises(InputError, match="not modified"):
+        runDelineationReview(scene, nodes, "CTV", consensusSegmentation=nodes[1])
+    assert scene.GetNumberOfNodes() == count
+
+
+def test_duplicate_node_names_are_made_unique_and_logged(scene, caplog):
+    geometry = ImageGeometry((16, 16, 16), (1.5, 1.5, 2.0))
+    a = np.zeros(geometry.shape, bool)
+    a[4:10, 4:10, 4:10] = True
+    nodes = [segmentationNodeFromMasks(scene, {"GTV": m}, geometry, name="RTSTRUCT") for m in (a, np.roll(a, 1, 0))]
+    with caplog.at_level("WARNING"):
+        result = runDelineationReview(scene, nodes, "GTV")
+    assert result["observerNames"] == ["RTSTRUCT", "RTSTRUCT (2)"]
+    assert column(result["observerTable"], "nodeId") == [n.GetID() for n in nodes]
+    assert any("RTSTRUCT (2)" in r.getMessage() for r in caplog.records)
+
+
+def test_failure_or_cancel_mid_run_leaves_the_scene_as_it_was(demoScene, demoObservers, monkeypatch):
+    scene, ctNode, nodes = demoScene
+    geometry = demoObservers[1]
+    before = inputState(nodes, geometry)
+    count = scene.GetNumberOfNodes()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("forced failure")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "_fillColorTable", broken)  # after tables and segmentations were made
+        with pytest.raises(RuntimeError, match="forced failure"):
+            runDelineationReview(scene, nodes, "GTV", referenceVolume=ctNode)
+    assert scene.GetNumberOfNodes() == count
+
+    def cancelAt(stop):
+        def progress(fraction, message=""):
+            if fraction >= stop:
+                raise ProcessingCancelled()
+        return progress
+
+    for stop in (0.5, 0.95):  # inside analyzeObservers; while creating the nodes
+        with pytest.raises(ProcessingCancelled):
+            runDelineationReview(scene, nodes, "GTV", referenceVolume=ctNode, progress=cancelAt(stop))
+        assert scene.GetNumberOfNodes() == count
+    assertSameState(before, inputState(nodes, geometry))
+
+    # after a good run, a failing re-run removes nothing of the earlier outputs and adds nothing
+    runDelineationReview(scene, nodes, "GTV", referenceVolume=ctNode)
+    count = scene.GetNumberOfNodes()
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "_fillColorTable", broken)
+        with pytest.raises(RuntimeError):
+            runDelineationReview(scene, nodes, "GTV", referenceVolume=ctNode)
+    assert scene.GetNumberOfNodes() == count
+    assertSameState(before, inputState(nodes, geometry))
+
+
+def test_border_marks_table_flags_the_observer_who_missed_the_extension(demoScene, demoObservers, demoCase):
+    scene, ctNode, nodes = demoScene
+    _, geometry, masks, _, missedObserver = demoObservers
+    transform = sitk.ReadTransform(str(demoCase.paths["mriRegistration"]))
+    marks = mapMarks(readMarks(demoCase.paths["marksJson"]), transform)
+    pointList, lines = markupsNodesFromMarkSet(scene, marks, "Radiologist")
+    result = runDelineationReview(scene, nodes, "GTV", referenceVolume=ctNode, borderMarks=[pointList, *lines],
+                                  toleranceMm=3.0)
+    table = result["borderMarksTable"]
+    assert table is not None and table.GetTable().GetNumberOfRows() == len(marks) * len(masks)
+    expected = evaluateMarks(marks, masks, geometry, 3.0)
+    observers, distances = column(table, "observer"), column(table, "signedDistanceMm")
+    for row, mark in enumerate(expected.results):
+        assert observers[row] == mark.observer
+        assert same(distances[row], mark.signedDistanceMm, 1e-6)
+    flags = column(table, "flag")
+    clear = {o for o, f in zip(observers, flags, strict=True) if f == "CLEAR MISS"}
+    assert clear == {missedObserver}
+    missed = column(table, "missed")
+    honoured = column(table, "honoured")
+    assert all(m == 1.0 - h for m, h in zip(missed, honoured, strict=True))
+    assert f"{missedObserver} flagged" in result["summary"]
+
+
+def test_export_and_largest_disagreement_panel(demoScene, demoObservers, tmp_path, artifactsDir):
+    scene, ctNode, nodes = demoScene
+    _, geometry, masks, _, _ = demoObservers
+    result = runDelineationReview(scene, nodes, "GTV", referenceVolume=ctNode)
+    written = exportTables(result, tmp_path / "tables")
+    assert {p.name for p in written} >= {"metricsTable.csv", "metricsTable.json", "observerTable.csv",
+                                         "studyTable.json", "iovReport.json"}
+    with (tmp_path / "tables" / "metricsTable.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert [float(r["dice"]) for r in rows] == column(result["metricsTable"], "dice")
+    document = json.loads((tmp_path / "tables" / "observerTable.json").read_text())
+    assert [r["observer"] for r in document["rows"]] == list(masks)
+    assert {c["name"]: c["unit"] for c in document["columns"]}["hdPercentileMm"] == "mm"
+
+    # the chosen slice is the one with the most uncertainty-band voxels (brute force on the full grid)
+    counts = result["iovResult"].agreementMapFull()
+    band = ((counts > 0) & (counts < len(masks))).sum(axis=(1, 2))
+    index, bandVoxels, _ = largestDisagreementSlice(result["iovResult"], "Axial")
+    assert index == int(np.argmax(band)) and bandVoxels == int(band.max()) > 0
+
+    png = renderLargestDisagreementPanel(scene, result, ctNode, artifactsDir / "delineation_disagreement.png",
+                                         sizePx=(480, 480))
+    rgb = readPng(png)[..., :3].astype(int)
+    assert rgb.shape == (480, 480, 3)
+    outlines = result["observerOutlines"].GetSegmentation()
+    below = rgb[int(0.4 * 480):]  # under the legend box (top right, 7 entries: < 40 % of the height)
+    for i in range(outlines.GetNumberOfSegments()):  # every observer's outline is drawn in its colour
+        colour = np.round(255 * np.array(outlines.GetNthSegment(i).GetColor())).astype(int)
+        assert (np.abs(below - colour).max(axis=2) <= 3).sum() > 20, outlines.GetNthSegment(i).GetName()
+    magenta = (below[..., 0] > below[..., 1] + 60) & (below[..., 2] > below[..., 1] + 60)
+    assert magenta.sum() > 100  # the agreement map shows
+
+
+def test_closed_surface_observer_is_rasterised_on_a_copy(scene):
+    """An observer loaded from an RTSTRUCT in Slicer has a closed-surface source: the review rasterises a copy of
+    the chosen segment and leaves the node as it was (no labelmap added, source unchanged)."""
+    geometry = ImageGeometry((40, 40, 30), (1.0, 1.0, 1.5), (-20.0, -20.0, -22.0))
+    k, j, i = np.indices(geometry.shape)
+    ball = ((i - 20) ** 2 + (j - 20) ** 2 + ((k - 15) * 1.5) ** 2) <= 10.0 ** 2
+    reference = volumeNodeFromArray(scene, ball.astype(np.int16), geometry, "Reference")
+    labelmapObserver = segmentationNodeFromMasks(scene, {"GTV": ball}, geometry, name="labelmap observer")
+    surfaceObserver = segmentationNodeFromMasks(scene, {"GTV": ball, "Body": ball}, geometry,
+                                                name="surface observer")
+    surfaceObserver.CreateClosedSurfaceRepresentation()
+    segmentation = surfaceObserver.GetSegmentation()
+    closedSurface = slicer.vtkSegmentationConverter.GetSegmentationClosedSurfaceRepresentationName()
+    labelmap = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
+    segmentation.SetSourceRepresentationName(closedSurface)
+    segmentation.RemoveRepresentation(labelmap)
+    assert not segmentation.ContainsRepresentation(labelmap)
+    result = runDelineationReview(scene, [labelmapObserver, surfaceObserver], "GTV", referenceVolume=reference)
+    assert not segmentation.ContainsRepresentation(labelmap)
+    assert segmentation.GetSourceRepresentationName() == closedSurface
+    assert segmentation.GetNumberOfSegments() == 2
+    # the rasterised surface is the ball again, up to voxels on its boundary
+    assert column(result["metricsTable"], "dice")[0] > 0.95
