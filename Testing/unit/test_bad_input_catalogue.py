@@ -41,7 +41,7 @@ from ReirradiationDoseLib.core.rtdose import readRtDose, requirePlanDose
 from ReirradiationDoseLib.core.rtplan import readRtPlan
 from ReirradiationDoseLib.core.rtstruct import rasterizeAllWithReport, readRtStruct
 
-from conftest import sharedDataPath
+from reirradiation_testing import sharedDataPath
 
 # a small CT: 16 x 14 x 10 voxels of 3 x 3 x 4 mm
 CT = ImageGeometry((16, 14, 10), (3.0, 3.0, 4.0), (-22.5, -19.5, -18.0))
@@ -283,9 +283,6 @@ def test_patient_mismatch_within_a_course_refused(tmp_path, study, goodCourse):
             "rd_other.dcm", goodCourse["rp"], "OTHER-999", "CAT-001")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10, lead: core/pipeline.py does not check PatientID across the files "
-                                       "of a case (proposed: checkCourseConsistency in _loadCourse + a case-wide "
-                                       "PatientID check in loadCaseInputs)")
 def test_patient_mismatch_in_a_case_refused_by_the_pipeline(tmp_path, study, goodCourse):
     intruder = PatientStudy(patientName="Other^Patient", patientId="OTHER-999", studyInstanceUid=study.studyInstanceUid,
                             studyDate=study.studyDate, frameOfReferenceUid=study.frameOfReferenceUid)

@@ -21,7 +21,8 @@ them)::
       "isodoseLevelsGy": [30, 50, 70, 90],
       "plannedCourse": {"fractions": 17},          # optional: remaining budget for a new course of n fractions
       "conservativeRadiusMm": 0,                   # optional: max of the mapped prior dose within this radius
-      "allowFrameOfReferenceMismatch": false       # optional override (accepted with a warning)
+      "allowFrameOfReferenceMismatch": false,      # optional override (accepted with a warning)
+      "allowPatientMismatch": false                # optional override: files of different PatientIDs
     }
 """
 
@@ -40,7 +41,8 @@ REGISTRATION_METHODS = ("none", "rigid", "deformable")
 
 _TOP_KEYS = {
     "referenceImage", "structures", "mri", "courses", "tissues", "defaultAlphaBeta", "targets", "constraints",
-    "isodoseLevelsGy", "plannedCourse", "conservativeRadiusMm", "allowFrameOfReferenceMismatch", "description",
+    "isodoseLevelsGy", "plannedCourse", "conservativeRadiusMm", "allowFrameOfReferenceMismatch", "allowPatientMismatch",
+    "description",
 }
 _COURSE_KEYS = {"name", "dose", "plan", "fractions", "date", "image", "structures", "registration", "current"}
 _MRI_KEYS = {"image", "registration"}
@@ -100,6 +102,7 @@ class CaseSpec:
     plannedCourse: PlannedCourseSpec | None = None
     conservativeRadiusMm: float = 0.0
     allowFrameOfReferenceMismatch: bool = False
+    allowPatientMismatch: bool = False
     description: str = ""
 
     @property
@@ -254,6 +257,9 @@ def parseCase(data, path) -> CaseSpec:
     allowMismatch = data.get("allowFrameOfReferenceMismatch", False)
     if not isinstance(allowMismatch, bool):
         raise InputError("'allowFrameOfReferenceMismatch' must be true or false", path)
+    allowPatientMismatch = data.get("allowPatientMismatch", False)
+    if not isinstance(allowPatientMismatch, bool):
+        raise InputError("'allowPatientMismatch' must be true or false", path)
 
     return CaseSpec(
         path=path.resolve(), referenceImage=reference, structures=structures,
@@ -261,6 +267,7 @@ def parseCase(data, path) -> CaseSpec:
         defaultAlphaBetaGy=_positiveFloat(data.get("defaultAlphaBeta", 3.0), "defaultAlphaBeta", path),
         targets=tuple(targets), constraints=constraints, isodoseLevelsGy=levels, plannedCourse=planned,
         conservativeRadiusMm=float(radius), allowFrameOfReferenceMismatch=allowMismatch,
+        allowPatientMismatch=allowPatientMismatch,
         description=str(data.get("description", "")))
 
 

@@ -79,6 +79,7 @@ class CourseInput:
     doseInfo: dict = field(default_factory=dict)
     transform: sitk.Transform | None = None  # maps reference LPS points to the course's dose frame; None = same
     registration: dict = field(default_factory=lambda: {"method": "none"})
+    identities: list = field(default_factory=list)  # (what, file, PatientID) of the course's files
 
 
 @dataclass
@@ -185,6 +186,14 @@ def loadCaseInputs(case: CaseSpec, progress=None) -> DoseInputs:
         t0 = time.perf_counter()
         mri = _registerMri(case, referenceImage, subProgress(progress, 0.86, 1.0), dicomimage)
         timings["mri"] = time.perf_counter() - t0
+    identities = [("reference image", str(case.referenceImage), referenceInfo.get("patientId", ""))]
+    identities += [(f"course '{c.name}' {what}", path, pid) for c in courses for what, path, pid in c.identities]
+    if mri is not None:
+        identities.append(("MRI", str(case.mri.image), (mri.get("info") or {}).get("patientId", "")))
+    if case.structures is not None and str(case.structures).lower().endswith(".dcm"):
+        from .rtstruct import readRtStruct
+        identities.append(("structures", str(case.structures), readRtStruct(case.structures).patientId))
+    _checkSamePatient(identities, case, warnings)
     return DoseInputs(referenceImage=referenceImage, masks=masks, courses=courses,
                       settings=DoseSettings.fromCase(case), referenceInfo=referenceInfo, structureColors=colors,
                       mri=mri, warnings=warnings, timingsS=timings)
@@ -342,14 +351,18 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
     doseInfo = _asDict(dose.info() if hasattr(dose, "info") else {
         k: getattr(dose, k) for k in ("doseType", "summationType", "units", "frameOfReferenceUid",
                                       "sopInstanceUid", "referencedPlanUid") if hasattr(dose, k)})
-    fractions, source, prescription = _fractions(course, rtplan)
+    fractions, source, prescription, planPatientId = _fractions(course, rtplan)
+    identities = [("dose", str(course.dose), getattr(dose, "patientId", "") or "")]
+    if course.plan is not None:
+        identities.append(("plan", str(course.plan), planPatientId))
     transform = None
     registration: dict = {"method": course.registration}
     if course.registration == "file":
         transform = transformio.readTransform(course.transformFile)
         registration["file"] = str(course.transformFile)
     elif course.registration in ("rigid", "deformable"):
-        courseImage, _ = _readImage(course.image, f"course '{course.name}' image", dicomimage)
+        courseImage, courseInfo = _readImage(course.image, f"course '{course.name}' image", dicomimage)
+        identities.append(("image", str(course.image), courseInfo.get("patientId", "")))
         bodyName = _findBody(masks)
         bodyImage = None
         if bodyName is not None:
@@ -363,26 +376,49 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
     return CourseInput(name=course.name, doseGy=np.asarray(dose.doseGy, dtype=np.float32),
                        doseGeometry=dose.geometry, numberOfFractions=fractions, isCurrent=course.isCurrent,
                        date=course.date, fractionsSource=source, prescriptionGy=prescription,
-                       doseFile=str(course.dose), doseInfo=doseInfo, transform=transform, registration=registration)
+                       doseFile=str(course.dose), doseInfo=doseInfo, transform=transform, registration=registration,
+                       identities=identities)
 
 
-def _fractions(course: CourseSpec, rtplan) -> tuple[int, str, float | None]:
+def _fractions(course: CourseSpec, rtplan) -> tuple[int, str, float | None, str]:
     prescription = None
     planFractions = None
+    patientId = ""
     if course.plan is not None:
         plan = rtplan.readRtPlan(course.plan)
         planFractions = plan.numberOfFractions
         prescription = plan.prescriptionGy
+        patientId = plan.patientId
     if course.fractions is not None:
         if planFractions is not None and planFractions != course.fractions:
             logger.warning("Course %s: %d fractions given in the case file override the RTPLAN's %d",
                            course.name, course.fractions, planFractions)
-            return course.fractions, f"case file (overrides RTPLAN's {planFractions})", prescription
-        return course.fractions, "case file", prescription
+            return course.fractions, f"case file (overrides RTPLAN's {planFractions})", prescription, patientId
+        return course.fractions, "case file", prescription, patientId
     if planFractions is None:
         raise InputError(f"course '{course.name}' has no number of fractions: give an RTPLAN ('plan') or "
                          "'fractions' in the case file", course.dose)
-    return int(planFractions), f"RTPLAN {course.plan.name}", prescription
+    return int(planFractions), f"RTPLAN {course.plan.name}", prescription, patientId
+
+
+def _checkSamePatient(identities: list[tuple[str, str, str]], case: CaseSpec, warnings: list) -> None:
+    """Every DICOM file of a case must belong to one patient (PatientID); a mismatch names both files.
+
+    Files without a PatientID (NRRD, or an anonymised export) are not compared. ``allowPatientMismatch`` in the
+    case file downgrades the refusal to a warning.
+    """
+    known = [(what, path, pid) for what, path, pid in identities if pid]
+    if not known:
+        return
+    firstWhat, firstPath, firstId = known[0]
+    for what, path, pid in known[1:]:
+        if pid != firstId:
+            message = (f"{what} ({path}) belongs to patient ID {pid} but the {firstWhat} ({firstPath}) to "
+                       f"{firstId}")
+            if not case.allowPatientMismatch:
+                raise InputError(message + "; check the files, or set allowPatientMismatch if this is intended",
+                                 path)
+            warnings.append(message + " (accepted: allowPatientMismatch)")
 
 
 def _findBody(masks: dict) -> str | None:
