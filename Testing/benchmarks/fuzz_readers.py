@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import io
 import json
 import logging
 import random
@@ -75,8 +76,9 @@ _ODD_TEXT = ["", " ", "x" * 300, "\\", "\\\\\\", "GY", "CGY", "RELATIVE", "FRACT
              "RTDOSE", "RTSTRUCT", "CT", "1.2.3", "Ä\x00\xff", "19000101", "CLOSED_PLANAR", "POINT", "OPEN_PLANAR"]
 
 
-class FuzzTimeout(Exception):
-    """An input took longer than the per-input time limit."""
+class FuzzTimeout(BaseException):
+    """An input took longer than the per-input time limit (a BaseException: no reader's ``except Exception``
+    swallows it)."""
 
 
 @dataclass
@@ -87,6 +89,19 @@ class Seed:
     dataset: Dataset | None = None
     json: object = None
     grid: ImageGeometry | None = None
+    heavy: bool = False  # a large file (slow to mutate and read): used for a small share of the inputs
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.label or f"{self.path.parent.name}/{self.path.name}"
+
+
+# sequences cut to their first few items in the "trimmed" copies of large seeds (kept in their real structure)
+_TRIM = {"ContourSequence": 3, "ControlPointSequence": 2, "ContourImageSequence": 3, "ROIContourSequence": 6,
+         "StructureSetROISequence": 6, "RTROIObservationsSequence": 6, "BeamSequence": 3}
+_HEAVY_BYTES = 100_000
+_HEAVY_SHARE = 0.03
 
 
 @dataclass
@@ -107,10 +122,27 @@ class FuzzReport:
 
 # ---- seeds ------------------------------------------------------------------------------------------------------
 
-def _structureGrid(path: Path) -> ImageGeometry:
+def _trimmed(ds: Dataset) -> Dataset:
+    """A copy with long sequences cut to their first items (:data:`_TRIM`): the same real structure, read fast."""
+    small = copy.deepcopy(ds)
+    for element in list(small.iterall()):
+        if element.VR == "SQ" and element.keyword in _TRIM and len(element.value) > _TRIM[element.keyword]:
+            element.value = Sequence(list(element.value)[:_TRIM[element.keyword]])
+    return small
+
+
+def _toBytes(ds: Dataset) -> bytes:
+    with tempfile.SpooledTemporaryFile() as handle, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.save_as(handle, enforce_file_format=False)
+        handle.seek(0)
+        return handle.read()
+
+
+def _structureGrid(ds: Dataset | None) -> ImageGeometry:
     """A small grid (≤ 24 x 24 x 12 voxels) over the contours of an RTSTRUCT: rasterising stays fast."""
-    ds = pydicom.dcmread(path, force=True)
     points = []
+    ds = ds if ds is not None else Dataset()
     for rc in ds.get("ROIContourSequence", []):
         for c in rc.get("ContourSequence", []):
             data = c.get("ContourData")
@@ -128,7 +160,24 @@ def _structureGrid(path: Path) -> ImageGeometry:
     return ImageGeometry((24, 24, nk), (spacingXy, spacingXy, dz * step), (low[0], low[1], zs[0]))
 
 
-def loadSeeds(workDir: Path, useDemo: bool = True) -> dict[str, list[Seed]]:
+def _absolutePaths(case: dict, base: Path) -> dict:
+    """The case with every relative path made absolute, so that mutated copies can live in any folder."""
+    def fix(value):
+        if isinstance(value, str) and value and (base / value).exists():
+            return str((base / value).resolve())
+        return value
+
+    out = copy.deepcopy(case)
+    for key in ("referenceImage", "structures", "constraints"):
+        if key in out:
+            out[key] = fix(out[key])
+    if isinstance(out.get("mri"), dict):
+        out["mri"] = {k: fix(v) for k, v in out["mri"].items()}
+    out["courses"] = [{k: fix(v) for k, v in c.items()} for c in out.get("courses", [])]
+    return out
+
+
+def loadSeeds(workDir: Path, useDemo: bool = True, demoDir: Path | None = None) -> dict[str, list[Seed]]:
     seeds: dict[str, list[Seed]] = {k: [] for k in KINDS}
     for kind, files in SHARED_SEEDS.items():
         for folder, name in files:
@@ -138,7 +187,7 @@ def loadSeeds(workDir: Path, useDemo: bool = True) -> dict[str, list[Seed]]:
     if useDemo:
         from ReirradiationDoseLib.core.democase.generate import generateDemoCase
 
-        demo = workDir / "demo"
+        demo = Path(demoDir) if demoDir is not None else workDir / "demo"
         if not (demo / "case.json").is_file():
             generateDemoCase(demo, size="small")
         for kind, name in (("RTDOSE", "RTDOSE.dcm"), ("RTPLAN", "RTPLAN.dcm"), ("RTSTRUCT", "RTSTRUCT.dcm")):
@@ -146,27 +195,36 @@ def loadSeeds(workDir: Path, useDemo: bool = True) -> dict[str, list[Seed]]:
                 path = demo / course / name
                 seeds[kind].append(Seed(kind, path, path.read_bytes()))
         casePath = demo / "case.json"
-        seeds["CASE"].append(Seed("CASE", casePath, casePath.read_bytes(), json=json.loads(casePath.read_text())))
-        variant = json.loads(casePath.read_text())
-        variant["courses"][0]["registration"] = "truth/prior_registration.nrrd"
-        variant["mri"]["registration"] = "truth/mri_registration.tfm"
+        original = _absolutePaths(json.loads(casePath.read_text()), demo)
+        seeds["CASE"].append(Seed("CASE", casePath, json.dumps(original, indent=1).encode(), json=original))
+        variant = copy.deepcopy(original)
+        variant["courses"][0]["registration"] = str(demo / "truth" / "prior_registration.nrrd")
+        variant["mri"]["registration"] = str(demo / "truth" / "mri_registration.tfm")
         variant["plannedCourse"] = {"fractions": 10}
         variant["conservativeRadiusMm"] = 3
         text = json.dumps(variant, indent=1)
-        seeds["CASE"].append(Seed("CASE", casePath, text.encode(), json=variant))
+        seeds["CASE"].append(Seed("CASE", casePath, text.encode(), json=variant, label="demo/case.json (variant)"))
     for kind in ("RTDOSE", "RTPLAN", "RTSTRUCT"):
+        trimmed = []
         for seed in seeds[kind]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 try:
                     seed.dataset = pydicom.dcmread(seed.path, force=True)
-                except Exception:  # a broken seed (rtplan_truncated) is only mutated at byte level
+                except Exception:  # a broken seed is only mutated at byte level
                     seed.dataset = None
                 if kind == "RTSTRUCT":
-                    seed.grid = _structureGrid(seed.path)
-    missing = [k for k in KINDS if not seeds[k]]
-    if missing:
-        raise SystemExit(f"no seed files for {', '.join(missing)} (is ../shared/data present?)")
+                    seed.grid = _structureGrid(seed.dataset)
+                if len(seed.data) > _HEAVY_BYTES and seed.dataset is not None and kind != "RTDOSE":
+                    seed.heavy = True
+                    small = _trimmed(seed.dataset)
+                    data = _toBytes(small)
+                    trimmed.append(Seed(kind, seed.path, data, pydicom.dcmread(io.BytesIO(data), force=True),
+                                        grid=_structureGrid(small) if kind == "RTSTRUCT" else None,
+                                        label=f"{seed.name} (trimmed)"))
+        seeds[kind] += trimmed
+    if not any(seeds.values()):
+        raise SystemExit("no seed files (is ../shared/data present? was --no-demo given?)")
     return seeds
 
 
@@ -179,7 +237,7 @@ def mutateBytes(data: bytes, rng: random.Random, headerBytes: int = 4096) -> byt
             break
         limit = min(len(buf), headerBytes) if rng.random() < 0.75 else len(buf)
         pos = rng.randrange(limit)
-        op = rng.randrange(7)
+        op = rng.choices(range(7), weights=(3, 3, 0.4, 1, 1, 1, 2))[0]
         if op == 0:
             buf[pos] ^= 1 << rng.randrange(8)
         elif op == 1:
@@ -227,6 +285,12 @@ def _oddValue(element, rng: random.Random):
 
 
 def mutateDataset(seed: Seed, rng: random.Random) -> bytes:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _mutateDataset(seed, rng)
+
+
+def _mutateDataset(seed: Seed, rng: random.Random) -> bytes:
     ds = copy.deepcopy(seed.dataset)
     for _ in range(rng.choice((1, 1, 2, 4))):
         elements = list(_elements(ds))
@@ -247,14 +311,10 @@ def mutateDataset(seed: Seed, rng: random.Random) -> bytes:
         except Exception:  # pydicom refuses some values outright; then delete the element instead
             with contextlib.suppress(Exception):
                 del parent[element.tag]
-    with tempfile.SpooledTemporaryFile() as handle, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            ds.save_as(handle, enforce_file_format=False)
-        except Exception:
-            return mutateBytes(seed.data, rng)
-        handle.seek(0)
-        return handle.read()
+    try:
+        return _toBytes(ds)
+    except Exception:  # a value pydicom cannot write: fall back to a byte-level mutation
+        return mutateBytes(seed.data, rng)
 
 
 _JSON_VALUES = [None, True, False, 0, -1, 1.5, -3.0, 1e308, float("nan"), "", "none", "rigid", "deformable",
@@ -337,7 +397,12 @@ def runRtStruct(path: Path, seed: Seed) -> None:
 
 
 def runCase(path: Path, seed: Seed) -> None:
-    parseCaseFile(path)
+    case = parseCaseFile(path)
+    numbers = [case.defaultAlphaBetaGy, case.conservativeRadiusMm, *case.isodoseLevelsGy,
+               *(t.alphaBetaGy for t in case.tissues.values() if t.alphaBetaGy is not None)]
+    assert all(np.isfinite(numbers)), f"a case file read without error holds a non-finite number: {numbers}"
+    assert all(c.fractions is None or (isinstance(c.fractions, int) and c.fractions > 0) for c in case.courses)
+    assert sum(c.isCurrent for c in case.courses) == 1
 
 
 RUNNERS = {"RTDOSE": runRtDose, "RTPLAN": runRtPlan, "RTSTRUCT": runRtStruct, "CASE": runCase}
@@ -349,7 +414,7 @@ def _alarm(signum, frame):
 
 def fuzzReaders(maxInputs: int = 10000, maxSeconds: float = 1800.0, seed: int = 1, workDir: Path | None = None,
                 bugsDir: Path | None = None, timeoutSeconds: float = 20.0, useDemo: bool = True,
-                progressEvery: int = 0) -> FuzzReport:
+                progressEvery: int = 0, demoDir: Path | None = None) -> FuzzReport:
     """Run the fuzzer; returns the counts per kind and the bugs found (inputs saved in ``bugsDir``)."""
     rng = random.Random(seed)
     report = FuzzReport()
@@ -359,7 +424,8 @@ def fuzzReaders(maxInputs: int = 10000, maxSeconds: float = 1800.0, seed: int = 
             workDir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fuzz-readers-")))
         workDir = Path(workDir)
         workDir.mkdir(parents=True, exist_ok=True)
-        seeds = loadSeeds(workDir, useDemo=useDemo)
+        seeds = loadSeeds(workDir, useDemo=useDemo, demoDir=demoDir)
+        kinds = [k for k in KINDS if seeds[k]]
         inputsDir = workDir / "inputs"
         inputsDir.mkdir(exist_ok=True)
         previous = signal.signal(signal.SIGALRM, _alarm) if hasattr(signal, "SIGALRM") else None
@@ -368,13 +434,14 @@ def fuzzReaders(maxInputs: int = 10000, maxSeconds: float = 1800.0, seed: int = 
         try:
             n = 0
             while n < maxInputs and time.perf_counter() - started < maxSeconds:
-                kind = KINDS[n % len(KINDS)]
-                base = rng.choice(seeds[kind])
+                kind = kinds[n % len(kinds)]
+                heavy = [s for s in seeds[kind] if s.heavy]
+                light = [s for s in seeds[kind] if not s.heavy]
+                base = rng.choice(heavy if heavy and (not light or rng.random() < _HEAVY_SHARE) else light)
                 if kind == "CASE":
                     data = mutateJson(base, rng)
-                    # the case file's relative paths resolve against the demo folder
-                    path = base.path.parent / f"fuzz_case_{n % 2}.json"
-                elif base.dataset is not None and rng.random() < 0.6:
+                    path = inputsDir / f"case_{n % 2}.json"
+                elif base.dataset is not None and not base.heavy and rng.random() < 0.6:
                     data = mutateDataset(base, rng)
                     path = inputsDir / f"input_{n % 2}.dcm"
                 else:
@@ -387,12 +454,12 @@ def fuzzReaders(maxInputs: int = 10000, maxSeconds: float = 1800.0, seed: int = 
                     key = (kind, detail)
                     report.refusalMessages[key] = report.refusalMessages.get(key, 0) + 1
                 elif outcome == "bug":
-                    entry = {"index": n, "kind": kind, "seed": str(base.path), "error": detail.splitlines()[-1]}
+                    entry = {"index": n, "kind": kind, "seed": base.name, "error": detail.splitlines()[-1]}
                     if bugsDir is not None:
                         bugsDir.mkdir(parents=True, exist_ok=True)
                         saved = bugsDir / f"bug_{n:06d}_{kind}{'.json' if kind == 'CASE' else '.dcm'}"
                         saved.write_bytes(data)
-                        saved.with_suffix(".txt").write_text(f"seed file: {base.path}\n\n{detail}")
+                        saved.with_suffix(".txt").write_text(f"seed: {base.name} ({base.path})\n\n{detail}")
                         entry["input"] = str(saved)
                     report.bugs.append(entry)
                 n += 1
@@ -403,10 +470,6 @@ def fuzzReaders(maxInputs: int = 10000, maxSeconds: float = 1800.0, seed: int = 
             quiet.level = level
             if previous is not None:
                 signal.signal(signal.SIGALRM, previous)
-            for kind in ("CASE",):
-                for s in seeds[kind]:
-                    for leftover in s.path.parent.glob("fuzz_case_*.json"):
-                        leftover.unlink(missing_ok=True)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -429,7 +492,7 @@ def _runOne(runner, path: Path, seed: Seed, timeoutSeconds: float) -> tuple[str,
             return "bug", f"InputError without the file name: {message}"
         problem = message.split(": ", 1)[-1]
         return "refused", problem.split("(")[0].strip()[:90]
-    except Exception:
+    except (Exception, FuzzTimeout):
         return "bug", traceback.format_exc()
     return "ok", ""
 
@@ -458,7 +521,7 @@ def main(argv=None) -> int:
         print(f"{report.numberOfBugs} BUG(S) (undocumented exception, unnamed file or broken invariant); "
               f"inputs and tracebacks in {args.bugs_dir}:")
         for bug in report.bugs[:30]:
-            print(f"  #{bug['index']} {bug['kind']} from {Path(bug['seed']).name}: {bug['error']}")
+            print(f"  #{bug['index']} {bug['kind']} from {bug['seed']}: {bug['error']}")
         return 1
     print("no undocumented exception")
     return 0

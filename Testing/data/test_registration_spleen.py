@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import sharedDataPath
+from reirradiation_testing import sharedDataPath
 
 from ReirradiationDoseLib.core import regquality
 from ReirradiationDoseLib.core.dosemapping import mapDose
@@ -39,9 +39,10 @@ def test_real_ct_known_deformation_is_recovered(spleenCase):
     error = np.linalg.norm(sitk.GetArrayFromImage(result.displacementField) - sitk.GetArrayFromImage(truth), axis=-1)
     truthMagnitude = np.linalg.norm(sitk.GetArrayFromImage(truth), axis=-1)
     assert np.percentile(truthMagnitude[evaluate], 95) > 10.0
-    # measured (SimpleITK 2.5.3, default settings): p95 0.91 mm, median 0.32 mm, Jacobian min 0.39
-    assert np.percentile(error[evaluate], 95) < 1.2
-    assert np.median(error[evaluate]) < 0.5
+    # measured (SimpleITK 2.5.3, default settings, 2 threads): p95 0.91 and 1.18 mm in two runs (ITK's threaded
+    # reductions make the demons stop at slightly different iterations), median 0.32-0.37 mm, Jacobian min >= 0.33
+    assert np.percentile(error[evaluate], 95) < 1.5
+    assert np.median(error[evaluate]) < 0.6
     jacobian, _ = regquality.jacobianDeterminant(result.displacementField)
     assert jacobian.min() > 0
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import shutil
 
 import numpy as np
 import pydicom
@@ -31,7 +30,6 @@ from ReirradiationDoseLib.core.geometry import ImageGeometry
 from ReirradiationDoseLib.core.pipeline import (
     CourseInput,
     DoseInputs,
-    DoseSettings,
     computeDose,
     loadCaseInputs,
     runDoseWorkflow,
@@ -204,7 +202,7 @@ def test_alpha_beta_not_positive_refused(tmp_path, goodCourse, alphaBeta):
     refusal(lambda: loadConstraintSet(constraints), constraints, "α/β must be > 0 Gy")
 
 
-# ---- dose values ------------------------------------------------------------------------------------------------------
+# ---- dose values --------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("scaling", ["-0.001", "NaN"])
 def test_negative_or_nan_rtdose_refused(tmp_path, study, scaling):
@@ -305,7 +303,7 @@ def test_prior_course_dated_after_current_refused(tmp_path, goodCourse, capsys):
     refusal(lambda: intervalDays(dt.date(2027, 1, 1), dt.date(2026, 10, 1)), "after the current course date")
 
 
-# ---- images -------------------------------------------------------------------------------------------------------------
+# ---- images -------------------------------------------------------------------------------------------------------
 
 def test_gantry_tilted_ct_refused(tmp_path, study):
     ref = writeImageSeries(np.zeros(CT.shape, np.int16), CT, tmp_path / "tilt", study)
@@ -356,9 +354,9 @@ def test_truncated_and_non_dicom_files_in_a_folder_are_skipped_and_named(tmp_pat
 def test_truncated_or_non_dicom_rt_files_refused(tmp_path, goodCourse):
     truncated = sharedDataPath("pydicom-rt", "rtplan_truncated.dcm")
     refusal(lambda: readRtPlan(truncated), truncated, "truncated")
-    for name, reader, kind in (("RD.dcm", readRtDose, "RTDOSE"), ("RS.dcm", readRtStruct, "RTSTRUCT"),
-                               ("RP.dcm", readRtPlan, "RTPLAN")):
-        data = goodCourse[{"RD.dcm": "rd", "RS.dcm": "rs", "RP.dcm": "rp"}[name]].read_bytes()
+    for name, reader, key in (("RD.dcm", readRtDose, "rd"), ("RS.dcm", readRtStruct, "rs"),
+                              ("RP.dcm", readRtPlan, "rp")):
+        data = goodCourse[key].read_bytes()
         (tmp_path / f"cut_{name}").write_bytes(data[: len(data) * 2 // 3])
         refusal(lambda reader=reader, name=name: reader(tmp_path / f"cut_{name}"), f"cut_{name}")
         (tmp_path / f"text_{name}").write_text("patient notes, not DICOM\n" * 20)
@@ -367,6 +365,40 @@ def test_truncated_or_non_dicom_rt_files_refused(tmp_path, goodCourse):
     ct = sharedDataPath("pydicom-rt", "CT_small.dcm")
     refusal(lambda: readRtStruct(ct), ct, "not an RTSTRUCT")
     refusal(lambda: readRtDose(ct), ct, "not an RTDOSE")
+
+
+def _edited(source, target, edit):
+    ds = pydicom.dcmread(source)
+    edit(ds)
+    ds.save_as(target, enforce_file_format=False)
+    return target
+
+
+def _contourData(ds, value):
+    ds.ROIContourSequence[0].ContourSequence[0].ContourData = value
+
+
+@pytest.mark.parametrize("reader, key, edit, fragment", [
+    # regressions found by Testing/benchmarks/fuzz_readers.py: each once escaped as TypeError/ValueError or passed
+    (readRtDose, "rd", lambda ds: setattr(ds, "ImagePositionPatient", "-180"), "ImagePositionPatient must hold 3"),
+    (readRtDose, "rd", lambda ds: setattr(ds, "ImageOrientationPatient", [1, 0, 0, 0, 1]),
+     "ImageOrientationPatient must hold 6"),
+    (readRtDose, "rd", lambda ds: setattr(ds, "ImageOrientationPatient", [1, 0, 0, 1, 0, 0]), "grid is invalid"),
+    (readRtDose, "rd", lambda ds: setattr(ds, "PixelSpacing", [0, 3]), "PixelSpacing must be positive"),
+    (readRtDose, "rd", lambda ds: setattr(ds, "Rows", 1), "do not match NumberOfFrames x Rows x Columns"),
+    (readRtDose, "rd", lambda ds: setattr(ds, "DoseGridScaling", "1e308"), "not finite"),
+    (readRtDose, "rd", lambda ds: setattr(ds, "GridFrameOffsetVector", "0"), "invalid attribute"),
+    (readRtPlan, "rp", lambda ds: setattr(ds.DoseReferenceSequence[0], "TargetPrescriptionDose", "NaN"),
+     "not a finite number"),
+    (readRtPlan, "rp", lambda ds: setattr(ds.DoseReferenceSequence[0], "TargetPrescriptionDose", "-10"),
+     "TargetPrescriptionDose is negative"),
+    (readRtStruct, "rs", lambda ds: _contourData(ds, "12.5"), "not x,y,z triplets"),
+    (readRtStruct, "rs", lambda ds: _contourData(ds, ["1", "2", "NaN"]), "not finite"),
+], ids=["ipp-single", "iop-5", "iop-parallel", "spacing-0", "rows", "scaling-huge", "gfov-single",
+        "rx-nan", "rx-negative", "contour-single", "contour-nan"])
+def test_damaged_attributes_refused_naming_the_file(tmp_path, goodCourse, reader, key, edit, fragment):
+    path = _edited(goodCourse[key], tmp_path / f"damaged_{key}.dcm", edit)
+    refusal(lambda: reader(path), path, fragment)
 
 
 # ---- structures -----------------------------------------------------------------------------------------------------
@@ -403,7 +435,11 @@ def test_empty_or_missing_structures_named_by_a_constraint_are_not_evaluated(tmp
     byName = {c.constraint.structure: c for c in result.constraintResults}
     assert byName["Rectum"].status == "not evaluated" and byName["Rectum"].passed is None
     assert byName["SpinalCord"].status == "not evaluated" and "'SpinalCord'" in byName["SpinalCord"].reason
-    assert "Rectum" not in result.masks  # an ROI without contours is skipped, with a warning naming the file
+    # an ROI without contours is kept as an empty mask: the constraint says the organ is empty, not missing,
+    # and the warning names the RTSTRUCT
+    assert not result.masks["Rectum"].any()
+    assert "is empty" in byName["Rectum"].reason
+    assert any("without contours: Rectum" in w for w in result.warnings)
 
 
 # ---- delineation review -----------------------------------------------------------------------------------------
@@ -451,4 +487,16 @@ def test_case_file_unknown_keys_and_missing_paths_refused(tmp_path, goodCourse, 
     cliRefusal(capsys, ["dose", str(case), "--output", str(tmp_path / "out")], "case.json", "nowhere/RD.dcm")
     refusal(lambda: parseCaseFile(tmp_path / "missing.json"), "missing.json", "case file not found")
     assert not (tmp_path / "out").exists()
-    shutil.rmtree(tmp_path / "unused", ignore_errors=True)
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda d: d.update(structures="rs\x00.dcm"), "holds a NUL character"),
+    (lambda d: d["courses"][0].update(fractions=float("nan")), "fractions must be a positive whole number"),
+    (lambda d: d.update(conservativeRadiusMm=float("nan")), "'conservativeRadiusMm' must be a number of mm"),
+], ids=["nul-in-path", "nan-fractions", "nan-radius"])
+def test_case_file_non_finite_numbers_and_nul_in_paths_refused(tmp_path, goodCourse, edit, fragment):
+    case = writeCase(tmp_path, goodCourse)
+    data = json.loads(case.read_text())
+    edit(data)
+    case.write_text(json.dumps(data))  # json writes NaN as the (accepted) NaN literal
+    refusal(lambda: parseCaseFile(case), case, fragment)

@@ -76,3 +76,30 @@ def test_negative_dose_refused(threeCourses):
     inputs.courses[1].doseGy[0, 0, 0] = -1.0
     with pytest.raises(InputError, match="course 'second': the dose holds negative"):
         computeDose(inputs)
+
+
+def test_constraints_use_their_own_alpha_beta_and_dose(threeCourses, tmp_path):
+    """A cumulative constraint at α/β 2 is compared with the composite at α/β 2, not the voxel map's 3; a
+    first-course limit without α/β with the current course's physical dose."""
+    import json
+
+    from ReirradiationDoseLib.core.pipeline import DoseSettings
+
+    inputs, doses, gtv, rectum, cord = threeCourses
+    constraints = tmp_path / "set.json"
+    constraints.write_text(json.dumps({"name": "test", "constraints": [
+        {"structure": "Rectum", "metric": "Dmax", "limit": 1000, "unit": "Gy", "alphaBetaGy": 2.0,
+         "kind": "cumulative", "source": "test"},
+        {"structure": "Rectum", "metric": "Dmax", "limit": 1000, "unit": "Gy", "alphaBetaGy": None,
+         "kind": "first-course", "source": "test"}]}))
+    inputs.settings = DoseSettings(tissues=inputs.settings.tissues, targets=("GTV",), constraints=str(constraints))
+    result = computeDose(inputs)
+    cumulative, firstCourse = result.constraintResults
+    onlyRectum = rectum & ~gtv
+    expectedAt2 = (0.75 * handEqd2(doses[0].astype(float), 25, 2.0) + 0.75 * handEqd2(doses[1].astype(float), 5, 2.0)
+                   + handEqd2(doses[2].astype(float), 17, 2.0))
+    expectedAt2 = np.where(gtv, handEqd2(doses[0].astype(float), 25, 2.0) + handEqd2(doses[1].astype(float), 5, 2.0)
+                           + handEqd2(doses[2].astype(float), 17, 2.0), expectedAt2)
+    assert cumulative.value == pytest.approx(expectedAt2[rectum].max(), abs=1e-3)
+    assert firstCourse.value == pytest.approx(float(doses[2][rectum].max()), abs=1e-3)
+    assert onlyRectum.any()

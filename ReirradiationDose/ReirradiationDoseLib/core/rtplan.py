@@ -9,6 +9,7 @@ number of fractions: :attr:`RtPlan.numberOfFractions` refuses to guess and the c
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,9 +122,18 @@ def _float(value) -> float | None:
     if value is None or value == "":
         return None
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return None
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
+
+
+def _nonNegative(value: float | None, what: str) -> float | None:
+    if value is not None and value < 0:
+        raise ValueError(f"{what} is negative ({value:g} Gy)")
+    return value
 
 
 def _int(value) -> int | None:
@@ -160,7 +170,8 @@ def _readRtPlanDataset(ds, path: Path) -> RtPlan:
                 structureType=str(dr.get("DoseReferenceStructureType", "")),
                 doseReferenceType=str(dr.get("DoseReferenceType", "")),
                 description=str(dr.get("DoseReferenceDescription", "")),
-                targetPrescriptionDoseGy=_float(dr.get("TargetPrescriptionDose")),
+                targetPrescriptionDoseGy=_nonNegative(_float(dr.get("TargetPrescriptionDose")),
+                                                      "TargetPrescriptionDose"),
                 referencedRoiNumber=_int(dr.get("ReferencedROINumber")),
                 deliveryMaximumDoseGy=_float(dr.get("DeliveryMaximumDose"))))
     except (ValueError, TypeError, AttributeError) as exc:

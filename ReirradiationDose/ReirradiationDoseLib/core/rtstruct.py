@@ -192,7 +192,12 @@ def _rasterize(rtStruct: RtStruct, roi: RoiInfo, geometry: ImageGeometry) -> tup
         logger.warning("%s: ROI '%s': %d open contour(s) (%s) ignored: only closed contours enclose a volume",
                        rtStruct.path, roi.name, len(skipped), ", ".join(sorted(set(skipped))))
     polygons = [points for t, points in items if t in _FILLED_TYPES]
-    return rasterizeContours(polygons, geometry, name=roi.name)
+    try:
+        return rasterizeContours(polygons, geometry, name=roi.name)
+    except InputError as error:
+        if error.path:
+            raise
+        raise InputError(str(error), rtStruct.path) from None
 
 
 def rasterizeRoi(rtStruct: RtStruct, roiName: str, geometry: ImageGeometry,

@@ -42,7 +42,7 @@ __all__ = ["generateDemoCase", "ensureDemoCase", "DemoCase", "CaseGrids", "caseG
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"  # 1.1: textures move with the anatomy (bowel pattern and gas)
 PATIENT_NAME = "REIRRADIATION^DEMO"
 PATIENT_ID = "REIRR-DEMO-0001"
 PRIOR_INTERVAL_DAYS = 913  # about 2.5 years between the prior and the current course
@@ -453,6 +453,8 @@ def _imageAndMasks(phantom, geometry, frame, rng, noiseSd, progress, fromMri=Fal
             x, y, z = (np.asarray(v, dtype=np.float32) for v in phantom.mriToCurrent(x, y, z))
         sd = phantom.priorSd(x, y, z) if frame == "prior" else phantom.currentSd(x, y, z)
         m = phantom.masks(sd, frame)
+        # textures (the bowel pattern and its gas) move with the anatomy: evaluate them at prior-anatomy coordinates
+        x, y, z = (x, y, z) if frame == "prior" else phantom.toPrior(x, y, z)
         if fromMri:
             clean = phantom.mrT2(sd, m, x, y, z)
             n1 = rng.standard_normal(clean.shape, dtype=np.float32) * noiseSd
