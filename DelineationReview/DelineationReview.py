@@ -106,6 +106,7 @@ class DelineationReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.observerSegmentationsSelector.connect("checkedNodesChanged()", self.onObserversChecked)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.borderMarksTableView.connect("clicked(QModelIndex)", self.onBorderMarkClicked)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -158,6 +159,9 @@ class DelineationReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 selector.setCheckState(node, 2 if node.GetID() in wanted else 0)  # Qt.Checked / Qt.Unchecked
         finally:
             self._updatingObservers = False
+        shown, wanted = self.ui.borderMarksTableView.mrmlTableNode(), p.borderMarksTable
+        if (shown.GetID() if shown else None) != (wanted.GetID() if wanted else None):
+            self.ui.borderMarksTableView.setMRMLTableNode(wanted)
         self.ui.referenceObserverSelector.enabled = p.referenceMethod == "observer"
         count = len([n for n in p.observerSegmentations if n])
         ready = count >= 2 and bool(p.structureName.strip()) and \
@@ -199,6 +203,19 @@ class DelineationReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 self.ui.statusLabel.text = result.get("summary", _("Done."))
         finally:
             dialog.close()
+
+    def onBorderMarkClicked(self, index) -> None:
+        """Centre the slice views on the clicked border mark (columns rasR/rasA/rasS of the table)."""
+        try:
+            view = self.ui.borderMarksTableView
+            sourceIndex = view.sortFilterProxyModel().mapToSource(index)
+            row = view.tableModel().mrmlTableRowIndex(sourceIndex)
+            pipeline = importlib.import_module("DelineationReviewLib.mrml.pipeline")
+            position = pipeline.borderMarkRas(view.mrmlTableNode(), row)
+            if position is not None:
+                slicer.modules.markups.logic().JumpSlicesToLocation(*position, True)
+        except Exception:  # navigation is a convenience: never let it raise into the Qt event loop
+            logger.exception("Could not centre the views on the border mark")
 
     def onReload(self) -> None:
         """Reload the Lib packages (core first, then mrml) before the module file itself."""

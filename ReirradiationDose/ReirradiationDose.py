@@ -105,6 +105,8 @@ class ReirradiationDoseParameterNode:
     alphaBetaMap: vtkMRMLScalarVolumeNode
     dvhTable: vtkMRMLTableNode
     constraintTable: vtkMRMLTableNode
+    showOverMri: bool = False
+    colourWash: bool = False
 
 
 def isodoseLevelsFromText(text: str) -> list[float]:
@@ -142,6 +144,8 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.showOverMriCheckBox.connect("toggled(bool)", self._updateSliceLayers)
+        self.ui.colourWashCheckBox.connect("toggled(bool)", self._updateSliceLayers)
         self.initializeParameterNode()
 
     def _fillConstraintSets(self) -> None:
@@ -238,10 +242,27 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         for key in ("compositeEqd2", "alphaBetaMap", "dvhTable", "constraintTable"):
             if result.get(key) is not None:
                 setattr(p, key, result[key])
-        if p.compositeEqd2:
-            slicer.util.setSliceViewerLayers(background=p.currentCt, foreground=p.compositeEqd2,
-                                             foregroundOpacity=0.4, fit=True)
+        # the composite isodose models are shown as lines in the slice views (Visibility2D) over the background
+        self._updateSliceLayers(fit=True)
+        chart = result.get("dvhChart")
+        if chart is not None:
+            try:
+                slicer.modules.plots.logic().ShowChartInLayout(chart)
+            except Exception:  # the plot view is a convenience: it must never break Apply
+                logger.exception("Could not show the DVH chart")
         self.ui.statusLabel.text = result.get("summary", _("Done."))
+
+    def _updateSliceLayers(self, _checked: bool = False, fit: bool = False) -> None:
+        """Background: the current CT, or the MRI input when "Show over MRI" is ticked (and there is one).
+        Foreground: the composite EQD2 at opacity 0.4 when "Colour wash" is ticked, otherwise none."""
+        p = self._parameterNode
+        if not p or not p.currentCt:
+            return
+        useMri = bool(self.ui.showOverMriCheckBox.checked and p.currentMri)
+        background = p.currentMri if useMri else p.currentCt
+        wash = p.compositeEqd2 if self.ui.colourWashCheckBox.checked else None
+        slicer.util.setSliceViewerLayers(background=background, foreground=wash,
+                                         foregroundOpacity=0.4 if wash is not None else 0.0, fit=fit)
 
     def onReload(self) -> None:
         """Reload the Lib packages (core first, then mrml) before the module file itself."""
@@ -293,7 +314,7 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
         Delegates to ``ReirradiationDoseLib.mrml.pipeline.runDoseWorkflow`` (same keyword arguments, plus
         ``scene``), which maps each prior dose through its transform, converts every course to EQD2 per voxel,
         sums with recovery, and fills or creates the output nodes. Returns a dict with the output nodes
-        (``compositeEqd2``, ``alphaBetaMap``, ``dvhTable``, ``constraintTable``, ``isodoseModels``) and a
+        (``compositeEqd2``, ``alphaBetaMap``, ``dvhTable``, ``constraintTable``, ``isodoseModels``, ``dvhChart``) and a
         ``summary`` sentence. Raises ValueError (InputError) for bad input, ProcessingCancelled when cancelled;
         on failure nothing is left half-made in the scene.
         """

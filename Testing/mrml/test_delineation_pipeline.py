@@ -330,6 +330,22 @@ def test_border_marks_table_flags_the_observer_who_missed_the_extension(demoScen
     honoured = column(table, "honoured")
     assert all(m == 1.0 - h for m, h in zip(missed, honoured, strict=True))
     assert f"{missedObserver} flagged" in result["summary"]
+    # every row carries its mark tip in scene RAS: the markups control point the radiologist placed (the point
+    # itself, or the tip = second point of an arrow line), so the module can centre the views on it
+    tips = {}
+    for i in range(pointList.GetNumberOfControlPoints()):
+        tips[pointList.GetNthControlPointLabel(i)] = pointList.GetNthControlPointPositionWorld(i)
+    for line in lines:
+        tips[line.GetName()] = line.GetNthControlPointPositionWorld(1)
+    labels = column(table, "mark")
+    assert set(labels) == set(tips) and len(tips) == len(marks)
+    positions = np.array([column(table, f"ras{axis}") for axis in "RAS"]).T
+    for label, position in zip(labels, positions, strict=True):
+        assert np.allclose(position, tips[label], atol=1e-6)
+    assert table.GetColumnUnitLabel("rasR") == "mm"
+    assert np.allclose(pipeline.borderMarkRas(table, 0), tips[labels[0]], atol=1e-6)
+    assert pipeline.borderMarkRas(table, len(labels)) is None and pipeline.borderMarkRas(None, 0) is None
+    assert pipeline.borderMarkRas(result["metricsTable"], 0) is None  # a table without positions
 
 
 def test_export_and_largest_disagreement_panel(demoScene, demoObservers, tmp_path, artifactsDir):

@@ -84,3 +84,41 @@ def test_missing_months_is_refused(scene, inputs):
     inputs["priors"][0]["monthsBefore"] = 0
     with pytest.raises(InputError, match="needs the time since it was given"):
         run(scene, inputs)
+
+
+def test_dvh_chart_one_series_per_structure_and_rerun_replaces_it(scene, inputs):
+    out = run(scene, inputs)
+    chart = out["dvhChart"]
+    assert chart.IsA("vtkMRMLPlotChartNode")
+    series = [chart.GetNthPlotSeriesNode(i) for i in range(chart.GetNumberOfPlotSeriesNodes())]
+    assert sorted(s.GetName() for s in series) == ["GTV", "Rectum"]
+    table = series[0].GetTableNode()
+    assert all(s.GetTableNode() is table and s.GetXColumnName() == "Dose (Gy)" for s in series)
+    assert all(s.GetPlotType() == s.PlotTypeLine for s in series)
+    columns = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
+    assert columns == ["Dose (Gy)", "GTV", "Rectum"]
+    vtkTable = table.GetTable()
+    doses = np.array([vtkTable.GetValue(r, 0).ToDouble() for r in range(table.GetNumberOfRows())])
+    gtv = np.array([vtkTable.GetValue(r, 1).ToDouble() for r in range(table.GetNumberOfRows())])
+    assert doses[0] == 0.0 and np.allclose(np.diff(doses), 0.5)
+    assert gtv[0] == pytest.approx(100.0)
+    assert np.all(np.diff(gtv) <= 1e-9)
+    # uniform GTV composite of 80.09 Gy EQD2 (no recovery): 100 % up to 80 Gy, 0 % from 80.5 Gy on
+    assert gtv[doses == 80.0][0] == pytest.approx(100.0) and gtv[doses == 80.5][0] == pytest.approx(0.0)
+    count = scene.GetNumberOfNodes()
+    again = run(scene, inputs)
+    assert scene.GetNumberOfNodes() == count
+    charts = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
+    assert [c.GetID() for c in charts if c.IsA("vtkMRMLPlotChartNode")] == [again["dvhChart"].GetID()]
+
+
+def test_failure_after_the_chart_removes_it_too(scene, inputs, monkeypatch):
+    count = scene.GetNumberOfNodes()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("forced failure while placing the outputs in the study")
+
+    monkeypatch.setattr(dosescene, "placeInStudy", broken)
+    with pytest.raises(RuntimeError, match="forced failure"):
+        run(scene, inputs)
+    assert scene.GetNumberOfNodes() == count

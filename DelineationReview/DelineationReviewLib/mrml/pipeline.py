@@ -50,7 +50,8 @@ Outputs (keys of the returned dict)
   colours (Okabe-Ito / Tableau palette, repeats after 10 observers), outlines only. This is how the observers are
   shown in distinct colours without recolouring the inputs;
 - ``borderMarksTable`` (when ``borderMarks`` holds marks): rows = marks x observers: ``mark``, ``markId``,
-  ``kind``, ``observer``, ``signedDistanceMm`` (positive = the GTV stops short of the mark), ``honoured``,
+  ``kind``, ``observer``, ``rasR``, ``rasA``, ``rasS`` (mark tip, scene RAS mm), ``signedDistanceMm``
+  (positive = the GTV stops short of the mark), ``honoured``,
   ``reachesBorder``, ``withinTolerance``, ``overContoured``, ``clearMiss``, ``arrowCoverage``,
   ``arrowUncoveredMm`` (numeric, booleans 1/0), ``missed`` (1 = not honoured) and ``flag`` ("" / "missed" /
   "CLEAR MISS", the latter beyond the tolerance plus the voxel uncertainty);
@@ -106,6 +107,7 @@ __all__ = [
     "exportTables",
     "renderLargestDisagreementPanel",
     "largestDisagreementSlice",
+    "borderMarkRas",
 ]
 
 logger = logging.getLogger(__name__)
@@ -562,6 +564,10 @@ def _marksColumns(evaluation: MarkEvaluation) -> list[tuple]:
                ("markId", "string", [r.markId for r in results], "", "border mark id"),
                ("kind", "string", [kinds.get(r.markId, "") for r in results], "", "point or arrow"),
                ("observer", "string", [r.observer for r in results], "", "observer")]
+    tips = {m.id: m.tipRas for m in evaluation.markSet.marks}
+    for axis, name in enumerate(("R", "A", "S")):
+        columns.append((f"ras{name}", "double", [tips[r.markId][axis] if r.markId in tips else None for r in results],
+                        "mm", f"{name} coordinate of the mark tip (scene RAS, where the views are centred on it)"))
     numeric = (("signedDistanceMm", "mm", "distance from the GTV surface to the mark tip; positive: the GTV stops "
                                           "short of the mark"),
                ("honoured", "", "1: the GTV reaches the mark (within the tolerance)"),
@@ -578,6 +584,24 @@ def _marksColumns(evaluation: MarkEvaluation) -> list[tuple]:
     columns.append(("flag", "string", [flag(r) for r in results], "", "missed / CLEAR MISS"))
     columns.append(("reason", "string", [r.reason for r in results], "", "why a value is undefined"))
     return columns
+
+
+def borderMarkRas(tableNode, row: int) -> tuple[float, float, float] | None:
+    """The mark tip (scene RAS mm) of ``row`` of a border-marks table (columns ``rasR``, ``rasA``, ``rasS``), or
+    None when the row or the columns are missing or the position is not finite. Used to centre the views."""
+    if tableNode is None or not 0 <= int(row) < tableNode.GetNumberOfRows():
+        return None
+    table = tableNode.GetTable()
+    position = []
+    for name in ("rasR", "rasA", "rasS"):
+        column = table.GetColumnByName(name)
+        if column is None:
+            return None
+        value = column.GetVariantValue(int(row)).ToDouble()
+        if not math.isfinite(value):
+            return None
+        position.append(float(value))
+    return tuple(position)  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -142,12 +142,63 @@ def addDoseResultToScene(scene, result, referenceVolumeNode=None, segmentationNo
         nodes["dvhTable"] = _table(scene, "dvhTable", "DVH metrics (EQD2)", dvhRows(result), created)
         nodes["constraintTable"] = _table(scene, "constraintTable", "Cumulative constraints",
                                           constraintRows(result), created)
+        nodes["dvhCurves"], nodes["dvhChart"] = _dvhChart(scene, result, created)
         placeInStudy(scene, [n for n in created if n.IsA("vtkMRMLDisplayableNode")],
                      "Re-irradiation patient", "Re-irradiation composite EQD2")
     except BaseException:
         removeNodes(scene, created)
         raise
     return nodes
+
+
+DVH_CURVE_BIN_WIDTH_GY = 0.5
+
+
+def _dvhChart(scene, result, created: list):
+    """Composite cumulative DVH curves as a table (``Dose (Gy)`` + one volume-% column per non-empty structure)
+    and a line chart with one series per structure, coloured like the structure. Replaces a previous run's."""
+    import vtk
+
+    for old in [n for n in _allOutputs(scene) if n.GetAttribute(OUTPUT_ATTRIBUTE).startswith("dvhSeries:")
+                or n.GetAttribute(OUTPUT_ATTRIBUTE) in ("dvhCurves", "dvhChart")]:
+        removeNodes(scene, [old])
+    dvhs = {name: entry["composite"] for name, entry in result.dvh.items()
+            if not name.startswith("_") and "composite" in entry and not entry["composite"].isEmpty}
+    topGy = max([d.dmaxGy or 0.0 for d in dvhs.values()], default=0.0)
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", "DVH curves (composite EQD2)")
+    table.SetAttribute(OUTPUT_ATTRIBUTE, "dvhCurves")
+    created.append(table)
+    curves = {name: dvh.curve(DVH_CURVE_BIN_WIDTH_GY, maxDoseGy=topGy) for name, dvh in dvhs.items()}
+    doses = next(iter(curves.values()))[0] if curves else np.zeros(0)
+    vtkTable = table.GetTable()
+    for name, values in [("Dose (Gy)", doses)] + [(name, curve[1]) for name, curve in curves.items()]:
+        column = vtk.vtkDoubleArray()
+        column.SetName(name)
+        column.SetNumberOfValues(len(values))
+        for r, value in enumerate(values):
+            column.SetValue(r, float(value))
+        vtkTable.AddColumn(column)
+    table.Modified()
+    chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", "DVH (composite EQD2)")
+    chart.SetAttribute(OUTPUT_ATTRIBUTE, "dvhChart")
+    created.append(chart)
+    chart.SetTitle("Cumulative DVH, composite EQD2")
+    chart.SetXAxisTitle("Dose EQD2 (Gy)")
+    chart.SetYAxisTitle("Volume (%)")
+    colours = result.structureColors or {}
+    for name in curves:
+        series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", name)
+        series.SetAttribute(OUTPUT_ATTRIBUTE, f"dvhSeries:{name}")
+        created.append(series)
+        series.SetAndObserveTableNodeID(table.GetID())
+        series.SetXColumnName("Dose (Gy)")
+        series.SetYColumnName(name)
+        series.SetPlotType(series.PlotTypeLine)
+        series.SetMarkerStyle(series.MarkerStyleNone)
+        if colours.get(name) is not None:
+            series.SetColor(*[float(c) for c in colours[name][:3]])
+        chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    return table, chart
 
 
 def _allOutputs(scene) -> list:

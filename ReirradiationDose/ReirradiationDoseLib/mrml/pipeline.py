@@ -121,8 +121,8 @@ def runDoseWorkflow(scene, currentCt, currentDose, currentFractions: int, struct
                     constraintTable=None, progress=None) -> dict:
     """Compute the composite EQD2 from nodes and add (or update) the output nodes; see the module docstring.
 
-    Returns ``{"compositeEqd2", "alphaBetaMap", "dvhTable", "constraintTable", "isodoseModels", "result",
-    "summary"}``. The ``compositeEqd2`` … arguments are accepted for the module's parameter node; outputs are
+    Returns ``{"compositeEqd2", "alphaBetaMap", "dvhTable", "constraintTable", "isodoseModels", "dvhChart",
+    "result", "summary"}``. The ``compositeEqd2`` … arguments are accepted for the module's parameter node; outputs are
     found again by their ``Reirradiation.Output`` attribute, so re-running replaces them instead of piling up.
     """
     progress = progress or noProgress
@@ -146,4 +146,4 @@ def runDoseWorkflow(scene, currentCt, currentDose, currentFractions: int, struct
                f"{len(failed)} of {len(result.constraintResults)} constraint results failed")
     return {"compositeEqd2": nodes["composite"], "alphaBetaMap": nodes["alphaBeta"], "dvhTable": nodes["dvhTable"],
             "constraintTable": nodes["constraintTable"], "isodoseModels": nodes.get("isodose", []),
-            "result": result, "summary": summary, "warnings": result.warnings}
+            "dvhChart": nodes["dvhChart"], "result": result, "summary": summary, "warnings": result.warnings}

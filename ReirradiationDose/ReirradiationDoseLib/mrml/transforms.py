@@ -24,6 +24,7 @@ from vtk.util import numpy_support
 from ..core.errors import InputError
 from ..core.geometry import ImageGeometry
 from ..core.registration import displacementFieldFromTransform, displacementFieldTransform
+from .nodes import arrayFromVtkMatrix, vtkMatrixFromArray
 
 __all__ = [
     "lpsMatrixFromSitk",
@@ -50,18 +51,6 @@ def lpsMatrixFromSitk(transform: sitk.Transform) -> np.ndarray:
     return matrix
 
 
-def _vtkMatrix(array: np.ndarray) -> vtk.vtkMatrix4x4:
-    matrix = vtk.vtkMatrix4x4()
-    for r in range(4):
-        for c in range(4):
-            matrix.SetElement(r, c, float(array[r, c]))
-    return matrix
-
-
-def _numpyMatrix(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
-    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
-
-
 def _gridTransformFromField(field: sitk.Image) -> vtk.vtkAbstractTransform:
     """A vtkOrientedGridTransform in RAS from an LPS displacement field image."""
     geometry = ImageGeometry.fromImage(field)
@@ -79,7 +68,7 @@ def _gridTransformFromField(field: sitk.Image) -> vtk.vtkAbstractTransform:
     direction[:3, :3] = _F3 @ geometry.directionMatrix
     transform = slicer.vtkOrientedGridTransform()
     transform.SetDisplacementGridData(grid)
-    transform.SetGridDirectionMatrix(_vtkMatrix(direction))
+    transform.SetGridDirectionMatrix(vtkMatrixFromArray(direction))
     transform.SetInterpolationModeToLinear()
     return transform
 
@@ -96,7 +85,7 @@ def _fieldFromGridTransform(transform) -> sitk.Image:
     vectors[..., 1] *= -1.0
     directionRas = np.eye(3)
     if transform.GetGridDirectionMatrix() is not None:
-        directionRas = _numpyMatrix(transform.GetGridDirectionMatrix())[:3, :3]
+        directionRas = arrayFromVtkMatrix(transform.GetGridDirectionMatrix())[:3, :3]
     field = sitk.GetImageFromArray(vectors, isVector=True)
     field.SetSpacing(grid.GetSpacing())
     field.SetOrigin([float(v) for v in _F3 @ np.array(grid.GetOrigin())])
@@ -124,7 +113,7 @@ def updateTransformNodeFromSitk(node, transform: sitk.Transform, referenceGeomet
     if transform.IsLinear():
         if not node.IsA("vtkMRMLLinearTransformNode"):
             raise InputError("a linear transform needs a linear transform node")
-        node.SetMatrixTransformFromParent(_vtkMatrix(_F4 @ lpsMatrixFromSitk(transform) @ _F4))
+        node.SetMatrixTransformFromParent(vtkMatrixFromArray(_F4 @ lpsMatrixFromSitk(transform) @ _F4))
         return node
     if not node.IsA("vtkMRMLGridTransformNode"):
         raise InputError("a deformable transform needs a grid transform node")
@@ -164,7 +153,7 @@ def sitkTransformFromNode(node, referenceGeometry: ImageGeometry | None = None) 
     if node.IsA("vtkMRMLLinearTransformNode") or node.IsLinear():
         matrix = vtk.vtkMatrix4x4()
         node.GetMatrixTransformFromParent(matrix)
-        lps = _F4 @ _numpyMatrix(matrix) @ _F4
+        lps = _F4 @ arrayFromVtkMatrix(matrix) @ _F4
         affine = sitk.AffineTransform(3)
         affine.SetMatrix([float(v) for v in lps[:3, :3].ravel()])
         affine.SetTranslation([float(v) for v in lps[:3, 3]])
