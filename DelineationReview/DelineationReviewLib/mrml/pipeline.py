@@ -93,6 +93,7 @@ from ReirradiationDoseLib.mrml.nodes import (
     arrayFromVtkMatrix,
     defaultStructureColors,
     masksFromSegmentationNode,
+    nodesWithAttribute,
     orientedImageFromArray,
     removeNodes,
     vtkMatrixFromArray,
@@ -314,13 +315,8 @@ class _Outputs:
         self.created: list = []
 
     def find(self, key: str, className: str):
-        nodes = self.scene.GetNodesByClass(className)
-        nodes.UnRegister(None)
-        for index in range(nodes.GetNumberOfItems()):
-            node = nodes.GetItemAsObject(index)
-            if node.GetAttribute(OUTPUT_ATTRIBUTE) == key:
-                return node
-        return None
+        found = nodesWithAttribute(self.scene, OUTPUT_ATTRIBUTE, key, className)
+        return found[0] if found else None
 
     def get(self, key: str, className: str, name: str, given=None):
         """The node for ``key``: ``given`` (a node the caller chose), else the one a previous run made, else new."""

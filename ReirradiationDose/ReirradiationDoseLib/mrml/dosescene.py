@@ -15,7 +15,7 @@ import numpy as np
 
 from ..core.geometry import ImageGeometry, arrayFromImage, lpsToRas
 from .isodose import createIsodoseModels, defaultIsodoseColors, isodoseLegend
-from .nodes import placeInStudy, removeNodes, segmentationNodeFromMasks, volumeNodeFromArray
+from .nodes import nodesWithAttribute, placeInStudy, removeNodes, segmentationNodeFromMasks, volumeNodeFromArray
 from .render import renderSliceView
 from .scene import createScene
 
@@ -27,13 +27,8 @@ OUTPUT_ATTRIBUTE = "Reirradiation.Output"
 
 
 def _find(scene, key: str):
-    nodes = scene.GetNodesByClass("vtkMRMLNode")
-    nodes.UnRegister(None)
-    for i in range(nodes.GetNumberOfItems()):
-        node = nodes.GetItemAsObject(i)
-        if node.GetAttribute(OUTPUT_ATTRIBUTE) == key:
-            return node
-    return None
+    found = nodesWithAttribute(scene, OUTPUT_ATTRIBUTE, key)
+    return found[0] if found else None
 
 
 def _volume(scene, key: str, array: np.ndarray, geometry: ImageGeometry, name: str, created: list,
@@ -202,14 +197,7 @@ def _dvhChart(scene, result, created: list):
 
 
 def _allOutputs(scene) -> list:
-    out = []
-    nodes = scene.GetNodesByClass("vtkMRMLNode")
-    nodes.UnRegister(None)
-    for i in range(nodes.GetNumberOfItems()):
-        node = nodes.GetItemAsObject(i)
-        if node.GetAttribute(OUTPUT_ATTRIBUTE):
-            out.append(node)
-    return out
+    return nodesWithAttribute(scene, OUTPUT_ATTRIBUTE)
 
 
 def targetCentreRas(result) -> np.ndarray:

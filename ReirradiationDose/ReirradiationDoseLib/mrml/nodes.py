@@ -395,6 +395,21 @@ def placeInStudy(scene, nodes: Iterable, patientName: str, studyDescription: str
     return study
 
 
+def nodesWithAttribute(scene, attribute: str, value: str | None = None, className: str = "vtkMRMLNode") -> list:
+    """Nodes of ``className`` in ``scene`` carrying ``attribute`` (with exactly ``value`` when given).
+
+    How both modules find the outputs of an earlier run again, so a re-run updates them instead of piling up."""
+    collection = scene.GetNodesByClass(className)
+    collection.UnRegister(None)
+    found = []
+    for index in range(collection.GetNumberOfItems()):
+        node = collection.GetItemAsObject(index)
+        current = node.GetAttribute(attribute)
+        if current is not None and (value is None or current == value):
+            found.append(node)
+    return found
+
+
 def removeNodes(scene, nodes: Iterable) -> None:
     """Remove ``nodes`` (and their display and storage nodes) from ``scene``; None and foreign nodes are skipped.
 
