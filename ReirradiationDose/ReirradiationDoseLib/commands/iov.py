@@ -29,18 +29,23 @@ REPORT_HOOKS: list = []
 _PLAIN_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 
 
+def addMetricArguments(parser: argparse.ArgumentParser) -> None:
+    """The interobserver-metric options shared by ``iov`` and ``study`` (same names, defaults and meaning)."""
+    parser.add_argument("--reference", default="staple",
+                        help="consensus to compare each observer with (per-observer metrics, sensitivity/specificity): "
+                             "staple (default), majority, an observer NAME, or none")
+    parser.add_argument("--tolerance-mm", type=float, default=2.0, help="surface-Dice tolerance in mm (default 2)")
+    parser.add_argument("--hd-percentile", type=float, default=95.0,
+                        help="percentile of the robust Hausdorff distance (default 95: HD95; 98 for HD98)")
+    parser.add_argument("--hd-convention", default="maxDirected", choices=["maxDirected", "meanDirected", "pooled"],
+                        help="how the two directed percentiles are combined (default maxDirected)")
+
+
 def addArguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--observer", action="append", default=[], metavar="NAME=FILE", required=True,
                         help="an observer's delineation: NAME=mask.nrrd, NAME=seg.seg.nrrd#Segment or "
                              "NAME=rtstruct.dcm#ROI (repeat for each observer)")
-    parser.add_argument("--reference", default="staple",
-                        help="consensus to compare each observer with: staple (default), majority, an observer "
-                             "NAME, or none")
-    parser.add_argument("--tolerance-mm", type=float, default=2.0, help="surface-Dice tolerance in mm (default 2)")
-    parser.add_argument("--hd-percentile", type=float, default=95.0,
-                        help="Hausdorff percentile, e.g. 95 or 98 (default 95)")
-    parser.add_argument("--hd-convention", default="maxDirected", choices=["maxDirected", "meanDirected", "pooled"],
-                        help="how the two directed percentiles are combined (default maxDirected)")
+    addMetricArguments(parser)
     parser.add_argument("--crop-margin-mm", type=float, default=None,
                         help="margin around the union of the observers for the analysis crop and STAPLE "
                              "(default 5 mm)")

@@ -29,14 +29,9 @@ def addArguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", "-o", required=True, help="output folder (replaced atomically)")
     parser.add_argument("--structure", default="GTV",
                         help="ROI / segment to take from RTSTRUCT and .seg.nrrd files (tolerant match; default GTV)")
-    parser.add_argument("--reference", default="staple",
-                        help="consensus for per-observer sensitivity/specificity: staple (default), majority, "
-                             "none, or an observer name")
-    parser.add_argument("--tolerance-mm", type=float, default=2.0, help="surface-Dice tolerance in mm (default 2)")
-    parser.add_argument("--hd-percentile", type=float, default=95.0,
-                        help="percentile of the robust Hausdorff distance (default 95: HD95; 98 for HD98)")
-    parser.add_argument("--hd-convention", default="maxDirected", choices=["maxDirected", "meanDirected", "pooled"],
-                        help="how the two directed percentiles are combined (default maxDirected)")
+    from .iov import addMetricArguments
+
+    addMetricArguments(parser)
     parser.add_argument("--marks-tolerance-mm", type=float, default=3.0,
                         help="distance within which a radiologist mark counts as honoured (default 3)")
     parser.add_argument("--jobs", "-j", type=int, default=1, help="worker processes (default 1)")
