@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.geometry import ImageGeometry, arrayFromImage, lpsToRas
-from .isodose import createIsodoseModels, defaultIsodoseColors, isodoseLegend
+from .isodose import createIsodoseModels, isodoseLegend
 from .nodes import nodesWithAttribute, placeInStudy, removeNodes, segmentationNodeFromMasks, volumeNodeFromArray
 from .render import renderSliceView
 from .scene import createScene
@@ -77,6 +77,20 @@ def _table(scene, key: str, name: str, rows: list[dict], created: list):
     return table
 
 
+# Composite isodose lines, ordered by dose: grey, white, orange, red, then dark red (isodose lines are also drawn
+# thicker than the structure outlines, whose colours come from the RTSTRUCT).
+_COMPOSITE_ISODOSE_PALETTE = [(0.55, 0.55, 0.55), (1.0, 1.0, 1.0), (1.0, 0.55, 0.0), (1.0, 0.1, 0.1), (0.6, 0.0, 0.0)]
+
+
+def compositeIsodoseColors(levelsGy) -> list[tuple[float, float, float]]:
+    """One colour per level (lowest level grey … highest dark red), following the order of the levels by dose."""
+    order = sorted(range(len(levelsGy)), key=lambda i: float(levelsGy[i]))
+    colors: list = [None] * len(levelsGy)
+    for rank, index in enumerate(order):
+        colors[index] = _COMPOSITE_ISODOSE_PALETTE[min(rank, len(_COMPOSITE_ISODOSE_PALETTE) - 1)]
+    return colors
+
+
 def addDoseResultToScene(scene, result, referenceVolumeNode=None, segmentationNode=None,
                          isodoseLevelsGy=None) -> dict:
     """Add (or update) the outputs of ``result`` in ``scene``; returns ``{key: node}``.
@@ -129,7 +143,7 @@ def addDoseResultToScene(scene, result, referenceVolumeNode=None, segmentationNo
             removeNodes(scene, [old])
         if levels:
             models = createIsodoseModels(scene, (composite, geometry), levels, name="Composite EQD2",
-                                         lineThicknessPx=3)
+                                         colors=compositeIsodoseColors(levels), lineThicknessPx=3)
             for model in models:
                 model.SetAttribute(OUTPUT_ATTRIBUTE, f"isodose:{model.GetName()}")
                 created.append(model)
@@ -221,7 +235,7 @@ def writeDosePictures(result, folder, sizePx=(640, 640)) -> dict[str, bytes]:
     nodes = addDoseResultToScene(scene, result)
     levels = list(result.settings.isodoseLevelsGy)
     legend = isodoseLegend([lv for lv in levels if lv <= float(np.nanmax(result.compositeEqd2Gy))],
-                           [c for lv, c in zip(levels, defaultIsodoseColors(levels), strict=True)
+                           [c for lv, c in zip(levels, compositeIsodoseColors(levels), strict=True)
                             if lv <= float(np.nanmax(result.compositeEqd2Gy))]) if levels else []
     legend = [(f"{label} EQD2", colour) for label, colour in legend]
     structureLegend = _structureLegend(result)
