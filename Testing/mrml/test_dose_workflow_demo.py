@@ -154,3 +154,13 @@ def test_deformable_registration_meets_truth_within_2_percent(demoCase, tmp_path
             point["name"]
     quality = json.loads((out / "summary.json").read_text())["courses"][0]["registration"]["quality"]
     assert quality["foldingVoxelCount"] == 0 and quality["jacobianMin"] > 0.1
+
+
+def test_report_states_the_recovery_applied(truthRun):
+    """The report's course table names every structure whose prior EQD2 was discounted (ESTRO-EORTC: state the
+    recovery assumption beside cumulative doses): the demo discounts rectum and bowel 25 %, the sacral plexus
+    (Nieder–Doi) and bladder (Price) 50 % after 913 days."""
+    report = (truthRun / "report.html").read_text()
+    for text in ("Rectum: constant 25 %", "Bowel: constant 25 %", "SacralPlexus: nieder-doi 50 %",
+                 "Bladder: price 50 %", "(interval 913 days)"):
+        assert text in report, text

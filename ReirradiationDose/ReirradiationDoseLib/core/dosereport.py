@@ -373,21 +373,18 @@ def _isTarget(result, structure) -> bool:
 
 
 def _recoveryText(recovery: dict) -> str:
+    """One line for the report from :func:`~ReirradiationDoseLib.core.tissues.recoverySummary`: every structure
+    whose prior-course EQD2 is discounted, with its model and recovered fraction, and the interval."""
     if not recovery:
         return "none"
-    if "model" in recovery:
-        return str(recovery["model"])
+    if "structures" not in recovery:
+        return str(recovery.get("model", "none"))
     parts = []
-    byStructure = recovery.get("byStructure") or {}
-    for name, desc in byStructure.items():
-        if isinstance(desc, dict):
-            model = desc.get("model", "")
-            fraction = desc.get("fraction")
-            if model in ("none", "") and not fraction:
-                continue
-            parts.append(f"{name}: {model}" + (f" {100 * fraction:.0f} %" if fraction is not None else ""))
-        elif desc:
-            parts.append(f"{name}: {desc}")
+    for name, desc in recovery["structures"].items():
+        fraction = desc.get("fraction") or 0.0
+        if fraction > 0:
+            model = desc.get("model") or {}
+            parts.append(f"{name}: {model.get('model', '?')} {100 * fraction:.0f} %")
     interval = recovery.get("intervalDays")
     text = "; ".join(parts) if parts else "none"
     return text + (f" (interval {interval} days)" if interval is not None else "")
