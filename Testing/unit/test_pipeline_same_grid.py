@@ -103,3 +103,31 @@ def test_constraints_use_their_own_alpha_beta_and_dose(threeCourses, tmp_path):
     assert cumulative.value == pytest.approx(expectedAt2[rectum].max(), abs=1e-3)
     assert firstCourse.value == pytest.approx(float(doses[2][rectum].max()), abs=1e-3)
     assert onlyRectum.any()
+
+
+def test_remaining_budget_per_voxel_is_the_lq_inverse_of_what_is_left(threeCourses, tmp_path):
+    """Planned course of 10 fractions, rectum D0.03cc < 110 Gy EQD2 at α/β 3: in the rectum the budget is the largest
+    physical dose D with D (D/10 + 3)/5 = 110 − (composite of all courses at α/β 3); NaN outside constrained organs."""
+    import json
+
+    from ReirradiationDoseLib.core.pipeline import DoseSettings
+
+    inputs, doses, gtv, rectum, cord = threeCourses
+    constraints = tmp_path / "set.json"
+    constraints.write_text(json.dumps({"name": "test", "constraints": [
+        {"structure": "Rectum", "metric": "D0.03cc", "limit": 110, "unit": "Gy", "alphaBetaGy": 3.0,
+         "kind": "cumulative", "source": "test"}]}))
+    inputs.settings = DoseSettings(tissues=inputs.settings.tissues, targets=("GTV",), constraints=str(constraints),
+                                   plannedFractions=10)
+    result = computeDose(inputs)
+    recovery = np.where(rectum & ~gtv, 0.25, 0.0)
+    prior = sum((1 - (0 if n == 17 else 1) * recovery) * handEqd2(d.astype(float), n, 3.0)
+                for d, n in zip(doses, (25, 5, 17), strict=True))
+    allowed = 110.0 - prior
+    expected = np.where(allowed > 0, (-3.0 + np.sqrt(9.0 + 4 * np.maximum(allowed, 0) * 5.0 / 10)) / (2 / 10), 0.0)
+    assert np.allclose(result.remainingBudgetGy[rectum], expected[rectum], atol=1e-3)
+    assert np.all(np.isnan(result.remainingBudgetGy[~rectum]))
+    # the LQ inverse is exact: the allowed physical dose adds exactly the allowed EQD2
+    D = result.remainingBudgetGy[rectum]
+    assert np.allclose(handEqd2(D.astype(float), 10, 3.0), np.maximum(allowed[rectum], 0), atol=1e-3)
+    assert result.budgetByOrgan[0]["structure"] == "Rectum"

@@ -139,13 +139,6 @@ class DoseResult:
     warnings: list[str] = field(default_factory=list)
     timingsS: dict = field(default_factory=dict)
 
-    @property
-    def unknownMask(self) -> np.ndarray:
-        return ~np.isfinite(self.compositeEqd2Gy)
-
-    def course(self, name: str) -> CourseResult:
-        return next(c for c in self.courses if c.name == name)
-
 
 def runDoseWorkflow(case: CaseSpec, progress=None) -> DoseResult:
     """Load, register and compute a case file's composite EQD2 (both stages)."""
@@ -676,18 +669,19 @@ def _remainingBudget(settings, masks, geometry, courseResults):
     constraintSet = loadConstraintSet(settings.constraints)
     budget = np.full(geometry.shape, np.nan, dtype=np.float32)
     rows = []
+    priorByAlphaBeta: dict[float, np.ndarray] = {}
     for constraint in constraintSet.constraints:
         metric = str(constraint.metric).replace(" ", "").lower()
         if constraint.kind != "cumulative" or constraint.unit != "Gy" or not (
                 metric.startswith("dmax") or metric in ("d0.03cc", "d0.1cc", "d2cc", "d1cc")):
             continue
         ab = constraint.alphaBetaGy or settings.defaultAlphaBetaGy
-        prior = None
         for name, mask in masks.items():
             if not constraint.matches(name) or not mask.any():
                 continue
-            if prior is None:
-                prior = compositeAtAlphaBeta(courseResults, ab)
+            if ab not in priorByAlphaBeta:
+                priorByAlphaBeta[ab] = compositeAtAlphaBeta(courseResults, ab)
+            prior = priorByAlphaBeta[ab]
             allowed = remainingPhysicalDoseGy(constraint.limit - prior[mask].astype(np.float64),
                                               settings.plannedFractions, ab)
             current = budget[mask]

@@ -33,7 +33,7 @@ def _find(scene, key: str):
 
 def _volume(scene, key: str, array: np.ndarray, geometry: ImageGeometry, name: str, created: list,
             isDose: bool = False):
-    """Create the output volume ``key``, or replace the one a previous run made (same node, new voxels)."""
+    """Create the output volume ``key``; the one a previous run made is removed first (no piling up)."""
     old = _find(scene, key)
     if old is not None:
         removeNodes(scene, [old])
