@@ -67,6 +67,8 @@ def test_transform_file_registration(caseDir):
     (lambda d: d.pop("referenceImage"), "'referenceImage' is required"),
     (lambda d: d["courses"][0].update(registration="magic"), "registration 'magic' is not"),
     (lambda d: d["courses"][1].pop("date"), "course date missing for: current"),
+    (lambda d: d.update(plannedCourse={"fractions": 17, "dose": "current.nrrd"}),
+     "plannedCourse 'dose' is not supported in a case file yet"),
 ])
 def test_bad_case_files_are_refused_with_a_clear_message(caseDir, mutate, message):
     data = baseCase()

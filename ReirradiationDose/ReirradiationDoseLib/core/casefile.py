@@ -48,7 +48,9 @@ _TOP_KEYS = {
 _COURSE_KEYS = {"name", "dose", "plan", "fractions", "date", "image", "structures", "registration", "current"}
 _MRI_KEYS = {"image", "registration"}
 _TISSUE_KEYS = {"alphaBeta", "recovery", "priority", "isTarget", "aliases"}
-_PLANNED_KEYS = {"fractions", "dose", "name"}
+# "dose" (a planned distribution for per-organ prescription scaling) is not read from a case file: refused with a
+# clear message rather than silently ignored (core.budget.organScalingFactors does it from Python).
+_PLANNED_KEYS = {"fractions", "name"}
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,6 @@ class TissueSpec:
 @dataclass(frozen=True)
 class PlannedCourseSpec:
     fractions: int
-    dose: Path | None = None
     name: str = "planned"
 
 
@@ -247,12 +248,15 @@ def parseCase(data, path) -> CaseSpec:
         raw = data["plannedCourse"]
         if not isinstance(raw, dict):
             raise InputError("'plannedCourse' must be an object like {\"fractions\": 17}", path)
+        if "dose" in raw:
+            raise InputError("plannedCourse 'dose' is not supported in a case file yet: the case gives the per-voxel "
+                             "remaining budget for 'fractions'; per-organ prescription scaling of a planned dose is "
+                             "available from Python (ReirradiationDoseLib.core.budget.organScalingFactors)", path)
         _refuseUnknown(raw, _PLANNED_KEYS, "plannedCourse", path)
         if "fractions" not in raw:
             raise InputError("'plannedCourse' needs 'fractions'", path)
         planned = PlannedCourseSpec(_positiveInt(raw["fractions"], "plannedCourse fractions", path),
-                                    existing(raw["dose"], "plannedCourse dose") if raw.get("dose") else None,
-                                    str(raw.get("name", "planned")))
+                                    name=str(raw.get("name", "planned")))
 
     radius = data.get("conservativeRadiusMm", 0.0)
     if not isinstance(radius, (int, float)) or isinstance(radius, bool) or not (0 <= radius <= 20):
