@@ -11,6 +11,7 @@ import logging
 import sys
 from typing import Annotated
 
+import qt
 import slicer
 import vtk
 from slicer import (
@@ -146,6 +147,17 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.showOverMriCheckBox.connect("toggled(bool)", self._updateSliceLayers)
         self.ui.colourWashCheckBox.connect("toggled(bool)", self._updateSliceLayers)
+        self.ui.importDicomButton.connect("clicked(bool)", self.onImportDicomButton)
+        # a course's dose selected -> its fractions from the RTPLAN when the dose came from the DICOM database
+        self._doseCourses = [
+            (self.ui.currentDoseSelector, "currentFractions", self.ui.currentFractionsSourceLabel),
+            (self.ui.priorDose1Selector, "priorFractions1", self.ui.priorFractions1SourceLabel),
+            (self.ui.priorDose2Selector, "priorFractions2", self.ui.priorFractions2SourceLabel),
+            (self.ui.priorDose3Selector, "priorFractions3", self.ui.priorFractions3SourceLabel),
+        ]
+        for selector, field, label in self._doseCourses:
+            selector.connect("currentNodeChanged(vtkMRMLNode*)",
+                             lambda node, s=selector, f=field, lb=label: self._onCourseDoseSelected(node, s, f, lb))
         self.initializeParameterNode()
 
     def _fillConstraintSets(self) -> None:
@@ -195,6 +207,48 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
             self._checkCanApply()
+
+    def _onCourseDoseSelected(self, node, selector, fractionsField: str, sourceLabel) -> None:
+        """Fill the course's fractions from its RTPLAN (dose from the DICOM database); refuse a FRACTION/BEAM or
+        RELATIVE dose; otherwise leave the typed-in value and say so."""
+        from ReirradiationDoseLib.mrml.dicomdatabase import DoseNotAPlanDose
+
+        sourceLabel.text = ""
+        sourceLabel.toolTip = ""
+        if node is None or self._parameterNode is None:
+            return
+        try:
+            info = self.logic.courseInfoFromDicomDatabase(node)
+        except DoseNotAPlanDose as error:
+            selector.setCurrentNode(None)
+            sourceLabel.text = _("Dose refused: not a whole-plan dose in Gy")
+            sourceLabel.toolTip = str(error)
+            slicer.util.errorDisplay(_("This dose cannot be used as a course dose.") + "\n\n" + str(error))
+            return
+        except ValueError as error:  # not from DICOM, plan missing, fractions not stated: typed in by hand
+            sourceLabel.text = _("Fractions typed in (not read from an RTPLAN)")
+            sourceLabel.toolTip = str(error)
+            return
+        try:
+            setattr(self._parameterNode, fractionsField, info.fractions)
+        except ValueError as error:  # outside the field's range
+            sourceLabel.text = _("RTPLAN states {n} fractions: enter the value by hand").format(n=info.fractions)
+            sourceLabel.toolTip = str(error)
+            return
+        sourceLabel.text = info.summary
+        sourceLabel.toolTip = "\n".join((_("Read from {source}").format(source=info.fractionsSource),
+                                         _("DoseSummationType {s}, DoseType {t}").format(s=info.doseSummationType,
+                                                                                       t=info.doseType),
+                                         *info.warnings))
+
+    def onImportDicomButton(self) -> None:
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("DICOM-RT folder to import"))
+        if not folder:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Importing the DICOM folder failed."), waitCursor=True):
+            loaded = self.logic.importDicomFolder(folder)
+            self.ui.statusLabel.text = _("Loaded {n} node(s) from {folder}: select each course's dose.").format(
+                n=len(loaded), folder=folder)
 
     def _checkCanApply(self, caller=None, event=None) -> None:
         p = self._parameterNode
@@ -303,6 +357,51 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
                             "monthsBefore": float(getattr(parameterNode, f"priorMonthsBefore{n}"))})
         return courses
 
+    @staticmethod
+    def courseInfoFromDicomDatabase(doseNode, database=None):
+        """Fractions, prescription and DoseSummationType of a dose volume loaded from the DICOM database.
+
+        Reads the node's original RTDOSE and its RTPLAN through ``database`` (default ``slicer.dicomDatabase``) with
+        ``ReirradiationDoseLib.mrml.dicomdatabase.courseInfoFromDatabase``; returns its ``CourseDicomInfo``. Raises
+        ``DoseNotAPlanDose`` (an InputError) for a RELATIVE or FRACTION/BEAM dose, InputError when the fractions
+        cannot be read (they are then entered by hand).
+        """
+        from ReirradiationDoseLib.core.errors import InputError
+        from ReirradiationDoseLib.mrml.dicomdatabase import courseInfoFromDatabase
+
+        if database is None:
+            database = getattr(slicer, "dicomDatabase", None)
+        if database is None or not getattr(database, "isOpen", True):  # ctkDICOMDatabase.isOpen: a Qt property
+            raise InputError("the DICOM database is not open, so the dose's RTPLAN cannot be read; open the DICOM "
+                             "module once, or enter the number of fractions by hand")
+        return courseInfoFromDatabase(doseNode, database)
+
+    @staticmethod
+    def importDicomFolder(folder: str) -> list[str]:
+        """Import ``folder`` into Slicer's DICOM database and load its series with the DICOM plugins.
+
+        ``DICOMLib.DICOMUtils.importDicom`` indexes the files (links, no copy); ``DICOMUtils.loadSeriesByUID`` loads
+        every series with the plugin of highest confidence: SlicerRT's ``DicomRtImportExportPlugin`` for RTDOSE,
+        RTSTRUCT and RTPLAN (dose volumes tagged ``DicomRtImport.DoseVolume``), the scalar-volume plugin for CT/MR.
+        Returns the IDs of the loaded nodes.
+        """
+        from DICOMLib import DICOMUtils
+
+        if "DicomRtImportExportPlugin" not in getattr(slicer.modules, "dicomPlugins", {}):
+            raise ValueError(_("The SlicerRT extension is not installed: RTDOSE, RTSTRUCT and RTPLAN cannot be "
+                               "loaded. Install SlicerRT from the Extensions Manager."))
+        if not slicer.dicomDatabase or not slicer.dicomDatabase.isOpen:
+            raise ValueError(_("The DICOM database is not open: open the DICOM module once to create it."))
+        if not DICOMUtils.importDicom(folder, slicer.dicomDatabase):
+            raise ValueError(f"the folder {folder} could not be imported into the DICOM database")
+        files = slicer.util.getFilesInDirectory(folder)
+        seriesUids = sorted(DICOMUtils.seriesUIDsForFiles(files))
+        if not seriesUids:
+            raise ValueError(f"no DICOM series found in {folder}")
+        loaded = DICOMUtils.loadSeriesByUID(seriesUids)
+        logger.info("Imported %s: %d series, %d node(s) loaded", folder, len(seriesUids), len(loaded))
+        return list(loaded)
+
     def process(self, currentCt, currentDose, currentFractions: int, structures=None, mri=None,
                 priorCourses: list[dict] | None = None, tissueTable=None, defaultAlphaBetaGy: float = 3.0,
                 recoveryModel: str = "none", constantRecoveryPercent: float = 0.0,
@@ -315,7 +414,9 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
         ``scene``), which maps each prior dose through its transform, converts every course to EQD2 per voxel,
         sums with recovery, and fills or creates the output nodes. Returns a dict with the output nodes
         (``compositeEqd2``, ``alphaBetaMap``, ``dvhTable``, ``constraintTable``, ``isodoseModels``, ``dvhChart``) and a
-        ``summary`` sentence. Raises ValueError (InputError) for bad input, ProcessingCancelled when cancelled;
+        ``summary`` sentence. With Slicer's DICOM database open, each dose loaded from DICOM has its fractions
+        checked against its RTPLAN (a different number is a warning; a FRACTION/BEAM or RELATIVE dose is refused).
+        Raises ValueError (InputError) for bad input, ProcessingCancelled when cancelled;
         on failure nothing is left half-made in the scene.
         """
         if currentCt is None or currentDose is None:
@@ -336,7 +437,15 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
             defaultAlphaBetaGy=float(defaultAlphaBetaGy), recoveryModel=recoveryModel,
             constantRecoveryPercent=float(constantRecoveryPercent), constraintSetName=constraintSetName,
             isodoseLevelsGy=list(isodoseLevelsGy or []), compositeEqd2=compositeEqd2, alphaBetaMap=alphaBetaMap,
-            dvhTable=dvhTable, constraintTable=constraintTable, progress=progress)
+            dvhTable=dvhTable, constraintTable=constraintTable, progress=progress,
+            dicomDatabase=self._openDicomDatabase())
+
+    @staticmethod
+    def _openDicomDatabase():
+        """``slicer.dicomDatabase`` when it is open (each DICOM dose's fractions are then checked against its
+        RTPLAN, and a FRACTION/BEAM dose is refused), else None."""
+        database = getattr(slicer, "dicomDatabase", None)
+        return database if database is not None and database.isOpen else None
 
 
 #
@@ -351,6 +460,8 @@ class ReirradiationDoseTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_ReirradiationDose_compositeEqd2()
+        self.setUp()
+        self.test_ReirradiationDose_fractionsFromDicomDatabase()
 
     def test_ReirradiationDose_compositeEqd2(self):
         import numpy as np
@@ -375,3 +486,25 @@ class ReirradiationDoseTest(ScriptedLoadableModuleTest):
         centre = composite[6, 12, 12]
         self.assertAlmostEqual(float(centre), 79.38, delta=0.01)  # 50 + 29.38 Gy EQD2(3)
         self.delayDisplay(f"Composite EQD2 {centre:.2f} Gy: test passed")
+
+    def test_ReirradiationDose_fractionsFromDicomDatabase(self):
+        """The demo case through Slicer's DICOM database and SlicerRT: 25 fx (prior) and 17 fx (current)."""
+        import tempfile
+
+        from DICOMLib import DICOMUtils
+
+        from ReirradiationDoseLib.core.democase.generate import generateDemoCase
+
+        if "DicomRtImportExportPlugin" not in getattr(slicer.modules, "dicomPlugins", {}):
+            self.delayDisplay("SlicerRT is not installed: DICOM-RT fractions test skipped")
+            return
+        self.delayDisplay("Demo case -> DICOM database -> SlicerRT -> fractions from each RTPLAN")
+        with tempfile.TemporaryDirectory() as folder, DICOMUtils.TemporaryDICOMDatabase():
+            generateDemoCase(folder, size="small")
+            logic = ReirradiationDoseLogic()
+            logic.importDicomFolder(folder)
+            doses = [node for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+                     if node.GetAttribute("DicomRtImport.DoseVolume") == "1"]
+            found = sorted(logic.courseInfoFromDicomDatabase(node).fractions for node in doses)
+            self.assertEqual(found, [17, 25])
+        self.delayDisplay("Fractions 25 and 17 read from the RTPLANs: test passed")

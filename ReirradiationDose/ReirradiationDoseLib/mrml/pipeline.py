@@ -19,6 +19,7 @@ from ..core.errors import InputError
 from ..core.geometry import imageFromArray
 from ..core.pipeline import CourseInput, DoseInputs, DoseSettings, computeDose
 from ..core.progress import noProgress, subProgress
+from .dicomdatabase import checkFractions
 from .dosescene import addDoseResultToScene
 from .nodes import arrayAndGeometryFromVolumeNode, masksFromSegmentationNode
 
@@ -30,7 +31,7 @@ _DAYS_PER_MONTH = 365.25 / 12.0
 
 
 def _courseDoseInput(name: str, doseNode, transformNode, fractions: int, date, isCurrent: bool,
-                     referenceGeometry) -> CourseInput:
+                     referenceGeometry, dicomDatabase=None, warnings: list | None = None) -> CourseInput:
     from .transforms import sitkTransformFromNode
 
     if doseNode is None:
@@ -43,20 +44,27 @@ def _courseDoseInput(name: str, doseNode, transformNode, fractions: int, date, i
         registration = {"method": "transform node", "node": transformNode.GetName()}
     if doseNode.GetAttribute("DicomRtImport.DoseVolume") != "1":
         logger.info("Course %s: volume %s is not tagged as a dose volume; taken as Gy", name, doseNode.GetName())
+    source, fractionWarnings = checkFractions(doseNode, int(fractions), dicomDatabase, name)
+    if warnings is not None:
+        warnings.extend(fractionWarnings)
     return CourseInput(name=name, doseGy=np.asarray(dose, dtype=np.float32), doseGeometry=geometry,
                        numberOfFractions=int(fractions), isCurrent=isCurrent, date=date,
-                       fractionsSource="module input", doseFile=doseNode.GetName(),
+                       fractionsSource=source, doseFile=doseNode.GetName(),
                        doseInfo={"node": doseNode.GetName()}, transform=transform, registration=registration)
 
 
 def doseInputsFromNodes(currentCt, currentDose, currentFractions: int, structures=None, mri=None,
-                        priorCourses=(), settings: DoseSettings | None = None, today: _dt.date | None = None
-                        ) -> DoseInputs:
+                        priorCourses=(), settings: DoseSettings | None = None, today: _dt.date | None = None,
+                        dicomDatabase=None) -> DoseInputs:
     """Build the core's in-memory inputs from nodes.
 
     ``priorCourses``: ``[{"name", "doseNode", "transformNode", "numberOfFractions", "monthsBefore"}]`` — the
     transform node maps the current CT's points to the prior dose's frame ("from parent"), i.e. it is the
     registration of the prior CT to the current CT as Slicer stores it.
+
+    ``dicomDatabase`` (``slicer.dicomDatabase`` in the application, or a ``dicomdatabase.FolderDicomIndex``): each
+    dose loaded from DICOM has its fractions checked against its RTPLAN (:func:`.dicomdatabase.checkFractions`: a
+    FRACTION/BEAM or RELATIVE dose is refused, a different planned number is a warning, the source is recorded).
     """
     referenceArray, referenceGeometry = arrayAndGeometryFromVolumeNode(currentCt)
     referenceImage = imageFromArray(referenceArray, referenceGeometry)
@@ -69,6 +77,7 @@ def doseInputsFromNodes(currentCt, currentDose, currentFractions: int, structure
             colors[segment.GetName()] = tuple(segment.GetColor())
     today = today or _dt.date.today()
     courses = []
+    warnings: list[str] = []
     for index, prior in enumerate(priorCourses):
         months = float(prior.get("monthsBefore", 0.0) or 0.0)
         if months <= 0:
@@ -77,9 +86,9 @@ def doseInputsFromNodes(currentCt, currentDose, currentFractions: int, structure
         date = today - _dt.timedelta(days=round(months * _DAYS_PER_MONTH))
         courses.append(_courseDoseInput(prior.get("name") or f"Prior course {index + 1}", prior.get("doseNode"),
                                         prior.get("transformNode"), prior.get("numberOfFractions"), date, False,
-                                        referenceGeometry))
+                                        referenceGeometry, dicomDatabase, warnings))
     courses.append(_courseDoseInput("Current course", currentDose, None, currentFractions, today, True,
-                                    referenceGeometry))
+                                    referenceGeometry, dicomDatabase, warnings))
     mriEntry = None
     if mri is not None:
         mriArray, mriGeometry = arrayAndGeometryFromVolumeNode(mri)
@@ -89,7 +98,7 @@ def doseInputsFromNodes(currentCt, currentDose, currentFractions: int, structure
                     "path": mri.GetName()}
     return DoseInputs(referenceImage=referenceImage, masks=masks, courses=courses,
                       settings=settings or DoseSettings(), referenceInfo={"node": currentCt.GetName()},
-                      structureColors=colors, mri=mriEntry)
+                      structureColors=colors, mri=mriEntry, warnings=warnings)
 
 
 def settingsForModule(structureNames, tissueTable=None, defaultAlphaBetaGy: float = 3.0,
@@ -118,12 +127,13 @@ def runDoseWorkflow(scene, currentCt, currentDose, currentFractions: int, struct
                     priorCourses=(), tissueTable=None, defaultAlphaBetaGy: float = 3.0, recoveryModel: str = "none",
                     constantRecoveryPercent: float = 0.0, constraintSetName: str = "pelvic-reirradiation",
                     isodoseLevelsGy=(), compositeEqd2=None, alphaBetaMap=None, dvhTable=None,
-                    constraintTable=None, progress=None) -> dict:
+                    constraintTable=None, progress=None, dicomDatabase=None) -> dict:
     """Compute the composite EQD2 from nodes and add (or update) the output nodes; see the module docstring.
 
     Returns ``{"compositeEqd2", "alphaBetaMap", "dvhTable", "constraintTable", "isodoseModels", "dvhChart",
     "result", "summary"}``. The ``compositeEqd2`` … arguments are accepted for the module's parameter node; outputs are
     found again by their ``Reirradiation.Output`` attribute, so re-running replaces them instead of piling up.
+    ``dicomDatabase``: see :func:`doseInputsFromNodes` (fractions checked against each dose's RTPLAN).
     """
     progress = progress or noProgress
     if scene is None:
@@ -135,7 +145,8 @@ def runDoseWorkflow(scene, currentCt, currentDose, currentFractions: int, struct
     settings = settingsForModule(structureNames, tissueTable, defaultAlphaBetaGy, recoveryModel,
                                  constantRecoveryPercent, constraintSetName, isodoseLevelsGy)
     progress(0.0, "Reading the input nodes")
-    inputs = doseInputsFromNodes(currentCt, currentDose, currentFractions, structures, mri, priorCourses, settings)
+    inputs = doseInputsFromNodes(currentCt, currentDose, currentFractions, structures, mri, priorCourses, settings,
+                                 dicomDatabase=dicomDatabase)
     result = computeDose(inputs, subProgress(progress, 0.05, 0.85))
     progress(0.86, "Creating the output nodes")
     nodes = addDoseResultToScene(scene, result, referenceVolumeNode=currentCt, segmentationNode=structures)
