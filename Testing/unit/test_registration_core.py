@@ -93,13 +93,30 @@ def test_deformable_recovers_a_known_12mm_deformation(deformableCase):
     error = np.linalg.norm(sitk.GetArrayFromImage(result.displacementField) - sitk.GetArrayFromImage(truth), axis=-1)
     truthMagnitude = np.linalg.norm(sitk.GetArrayFromImage(truth), axis=-1)
     assert np.percentile(truthMagnitude[body], 95) > 11.0  # the deformation to recover is large
-    # measured (SimpleITK 2.5.3): median 0.50 mm, p95 2.35 mm in the body (the outer 10 mm: tangential sliding at
-    # the skin is weakly observable), p95 0.67 mm deeper than 20 mm; identity would be p95 > 11 mm
+    # measured (SimpleITK 2.5.3): median 0.45 mm, p95 2.58 mm in the body (the outer 10 mm: tangential sliding at
+    # the skin is weakly observable), p95 0.52 mm deeper than 20 mm; identity would be p95 > 11 mm
     deep = ndimage.distance_transform_edt(body, sampling=fixed.GetSpacing()[::-1]) > 20.0
-    assert np.median(error[body]) < 1.0
+    assert np.median(error[body]) < 0.6
     assert np.percentile(error[body], 95) < 3.0
-    assert np.percentile(error[deep], 95) < 1.2
+    assert np.percentile(error[deep], 95) < 0.7
     assert fractions[-1] == 1.0 and all(0 <= f <= 1 for f in fractions)
+
+
+def test_demons_forces_act_down_to_small_intensity_differences(deformableCase):
+    """ITK's default IntensityDifferenceThreshold (0.001 of our [0, 1] CT scale = 2.5 HU) stops the forces short of
+    alignment in textured soft tissue; ours (1e-6) does not. Measured: deep p95 0.76 mm with ITK's default against
+    0.52 mm, median in the body 0.59 against 0.45 mm."""
+    fixed, moving, fixedBody, truth, result, _ = deformableCase
+    itkDefault = registerDeformable(fixed, moving, None, fixedBody, intensityThreshold=0.001)
+    body = sitk.GetArrayFromImage(fixedBody) > 0
+    deep = ndimage.distance_transform_edt(body, sampling=fixed.GetSpacing()[::-1]) > 20.0
+    truthArray = sitk.GetArrayFromImage(truth)
+    ours = np.linalg.norm(sitk.GetArrayFromImage(result.displacementField) - truthArray, axis=-1)
+    theirs = np.linalg.norm(sitk.GetArrayFromImage(itkDefault.displacementField) - truthArray, axis=-1)
+    assert result.parameters["intensityThreshold"] == 1e-6
+    assert np.percentile(theirs[deep], 95) > 0.7
+    assert np.percentile(ours[deep], 95) < 0.8 * np.percentile(theirs[deep], 95)
+    assert np.median(ours[body]) < 0.85 * np.median(theirs[body])
 
 
 def test_deformable_result_is_composite_consistent_with_its_field_and_does_not_fold(deformableCase):
