@@ -369,9 +369,8 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
         from ReirradiationDoseLib.core.errors import InputError
         from ReirradiationDoseLib.mrml.dicomdatabase import courseInfoFromDatabase
 
+        database = ReirradiationDoseLogic._openDicomDatabase(database)
         if database is None:
-            database = getattr(slicer, "dicomDatabase", None)
-        if database is None or not getattr(database, "isOpen", True):  # ctkDICOMDatabase.isOpen: a Qt property
             raise InputError("the DICOM database is not open, so the dose's RTPLAN cannot be read; open the DICOM "
                              "module once, or enter the number of fractions by hand")
         return courseInfoFromDatabase(doseNode, database)
@@ -390,9 +389,10 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
         if "DicomRtImportExportPlugin" not in getattr(slicer.modules, "dicomPlugins", {}):
             raise ValueError(_("The SlicerRT extension is not installed: RTDOSE, RTSTRUCT and RTPLAN cannot be "
                                "loaded. Install SlicerRT from the Extensions Manager."))
-        if not slicer.dicomDatabase or not slicer.dicomDatabase.isOpen:
+        database = ReirradiationDoseLogic._openDicomDatabase()
+        if database is None:
             raise ValueError(_("The DICOM database is not open: open the DICOM module once to create it."))
-        if not DICOMUtils.importDicom(folder, slicer.dicomDatabase):
+        if not DICOMUtils.importDicom(folder, database):
             raise ValueError(f"the folder {folder} could not be imported into the DICOM database")
         files = slicer.util.getFilesInDirectory(folder)
         seriesUids = sorted(DICOMUtils.seriesUIDsForFiles(files))
@@ -441,11 +441,13 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
             dicomDatabase=self._openDicomDatabase())
 
     @staticmethod
-    def _openDicomDatabase():
-        """``slicer.dicomDatabase`` when it is open (each DICOM dose's fractions are then checked against its
-        RTPLAN, and a FRACTION/BEAM dose is refused), else None."""
-        database = getattr(slicer, "dicomDatabase", None)
-        return database if database is not None and database.isOpen else None
+    def _openDicomDatabase(database=None):
+        """``database`` (default ``slicer.dicomDatabase``) when it is open, else None. Given to the workflow, each
+        DICOM dose's fractions are checked against its RTPLAN and a FRACTION/BEAM dose is refused."""
+        if database is None:
+            database = getattr(slicer, "dicomDatabase", None)
+        # ctkDICOMDatabase.isOpen is a Qt property; FolderDicomIndex has none and is always open
+        return database if database is not None and getattr(database, "isOpen", True) else None
 
 
 #

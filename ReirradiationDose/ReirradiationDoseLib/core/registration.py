@@ -330,7 +330,7 @@ class _AirExtension:
         self.weight = weight
         self.sigmaMm = float(sigmaMm)
         w = sitk.GetArrayFromImage(weight).astype(np.float64)
-        self.w = w[..., None]
+        self.w = w
         inside = w >= 0.5
         spacing = np.array(weight.GetSpacing())[::-1]
         if inside.any():
@@ -352,7 +352,7 @@ class _AirExtension:
 
     def __call__(self, field: sitk.Image) -> sitk.Image:
         u = sitk.GetArrayFromImage(field)
-        w = self.w[..., 0]
+        w = self.w
         convolved = np.empty_like(u)
         # the recursive Gaussian's far tails are ~0 and may be slightly negative: never divide by them
         for c in range(3):
@@ -360,7 +360,7 @@ class _AirExtension:
             convolved[..., c] = (self.convBlend * self._smooth(inside, self.sigmaMm) / self.nearW
                                  + (1.0 - self.convBlend) * self._smooth(inside, 4.0 * self.sigmaMm) / self.farW)
         outside = (1.0 - self.blend) * u[self.nearest] + self.blend * convolved
-        result = sitk.GetImageFromArray(self.w * u + (1.0 - self.w) * outside, isVector=True)
+        result = sitk.GetImageFromArray(w[..., None] * u + (1.0 - w[..., None]) * outside, isVector=True)
         result.CopyInformation(field)
         return result
 

@@ -55,6 +55,7 @@ TAG_MODALITY = "0008,0060"
 TAG_SOP_INSTANCE_UID = "0008,0018"
 TAG_SERIES_INSTANCE_UID = "0020,000E"
 TAG_STUDY_INSTANCE_UID = "0020,000D"
+TAG_PATIENT_ID = "0010,0020"
 
 
 class DicomDatabaseLike(Protocol):
@@ -133,8 +134,8 @@ class FolderDicomIndex:
     as the real database reads uncached tags from the file.
     """
 
-    _SCAN_TAGS = {"0008,0018": "SOPInstanceUID", "0020,000E": "SeriesInstanceUID", "0020,000D": "StudyInstanceUID",
-                  "0008,0060": "Modality", "0010,0020": "PatientID"}
+    _SCAN_TAGS = {TAG_SOP_INSTANCE_UID: "SOPInstanceUID", TAG_SERIES_INSTANCE_UID: "SeriesInstanceUID",
+                  TAG_STUDY_INSTANCE_UID: "StudyInstanceUID", TAG_MODALITY: "Modality", TAG_PATIENT_ID: "PatientID"}
 
     def __init__(self, folder: str | os.PathLike, cacheSize: int = 64):
         self.folder = Path(folder)
@@ -354,14 +355,13 @@ def courseInfoFromDatabase(doseNode, database: DicomDatabaseLike) -> CourseDicom
         raise DoseNotAPlanDose("RTDOSE units are RELATIVE; an absolute dose in Gy is required", dosePath)
     try:
         requirePlanDose(rtDose, dosePath)
-    except DoseNotAPlanDose:
-        raise
     except InputError as error:
         raise DoseNotAPlanDose(str(error).removeprefix(f"{error.path}: "), dosePath) from None
     if rtDose.summationType == "MULTI_PLAN":
         raise InputError("this RTDOSE is a MULTI_PLAN dose (the sum of several plans): it has no single number of "
                          "fractions; enter it by hand", dosePath)
-    if rtDose.summationType not in PLAN_SUMMATION_TYPES:  # pragma: no cover - requirePlanDose refuses these
+    if rtDose.summationType not in PLAN_SUMMATION_TYPES:  # a DICOM file stating "UNKNOWN", which requirePlanDose
+        # lets through as it does for non-DICOM doses
         raise DoseNotAPlanDose(f"DoseSummationType {rtDose.summationType} is not a plan dose", dosePath)
     if rtDose.seriesInstanceUid and rtDose.seriesInstanceUid != seriesUid:
         raise InputError(f"the database returned a file of another series ({rtDose.seriesInstanceUid}) for the dose "
