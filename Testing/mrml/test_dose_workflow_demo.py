@@ -164,3 +164,32 @@ def test_report_states_the_recovery_applied(truthRun):
     for text in ("Rectum: constant 25 %", "Bowel: constant 25 %", "SacralPlexus: nieder-doi 50 %",
                  "Bladder: price 50 %", "(interval 913 days)"):
         assert text in report, text
+
+
+def test_course_registration_is_exported_as_a_dicom_reg(demoCase, truthRun):
+    """``registration_prior.dcm``: a Deformable Spatial Registration from the current CT's frame to the prior's that
+    reads back to the transform the run used (``registration_prior.h5``) within 0.1 mm inside the current CT."""
+    import pydicom
+
+    from ReirradiationDoseLib.core import dicomreg, transformio
+
+    path = truthRun / "registration_prior.dcm"
+    dataset = pydicom.dcmread(path, stop_before_pixels=True)
+    assert dataset.Modality == "REG" and dataset.SOPClassUID == dicomreg.DEFORMABLE_SPATIAL_REGISTRATION_STORAGE
+    ct = pydicom.dcmread(next(iter(sorted((demoCase.outputDir / "current" / "CT").iterdir()))),
+                         stop_before_pixels=True)
+    priorDose = pydicom.dcmread(demoCase.outputDir / "prior" / "RTDOSE.dcm", stop_before_pixels=True)
+    assert dataset.FrameOfReferenceUID == ct.FrameOfReferenceUID and dataset.PatientID == ct.PatientID
+    read = dicomreg.readDicomRegistration(path, ct.FrameOfReferenceUID, priorDose.FrameOfReferenceUID)
+    used = transformio.readTransform(truthRun / "registration_prior.h5")
+    reference = sitk.ReadImage(str(truthRun / "composite_eqd2.nrrd"))
+    rng = np.random.default_rng(5)
+    size = np.array(reference.GetSize())
+    worst = 0.0
+    for index in rng.uniform(0, size - 1, (300, 3)):
+        point = reference.TransformContinuousIndexToPhysicalPoint([float(v) for v in index])
+        worst = max(worst, float(np.linalg.norm(np.subtract(read.transform.TransformPoint(point),
+                                                            used.TransformPoint(point)))))
+    assert worst < 0.1, worst
+    moved = np.linalg.norm(np.subtract(used.TransformPoint(point), point))
+    assert moved > 1.0  # the registration is not the identity

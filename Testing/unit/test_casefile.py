@@ -44,6 +44,15 @@ def test_valid_case_is_parsed(caseDir):
     assert case.defaultAlphaBetaGy == 3.0
 
 
+def test_without_counterpart_names_are_kept_and_default_to_none(caseDir):
+    data = baseCase()
+    assert parseCaseFile(write(caseDir, data)).courses[0].withoutCounterpart is None  # the pipeline's GTV* default
+    data["courses"][0]["withoutCounterpart"] = [" GTV ", "Fibrosis"]
+    assert parseCaseFile(write(caseDir, data)).courses[0].withoutCounterpart == ("GTV", "Fibrosis")
+    data["courses"][0]["withoutCounterpart"] = []
+    assert parseCaseFile(write(caseDir, data)).courses[0].withoutCounterpart == ()
+
+
 def test_transform_file_registration(caseDir):
     data = baseCase()
     data["courses"][0]["registration"] = "reg.tfm"
@@ -69,6 +78,8 @@ def test_transform_file_registration(caseDir):
     (lambda d: d["courses"][1].pop("date"), "course date missing for: current"),
     (lambda d: d.update(plannedCourse={"fractions": 17, "dose": "current.nrrd"}),
      "plannedCourse 'dose' is not supported in a case file yet"),
+    (lambda d: d["courses"][0].update(withoutCounterpart="GTV"), "'withoutCounterpart' must be a list of structure"),
+    (lambda d: d["courses"][0].update(withoutCounterpart=["GTV", ""]), "'withoutCounterpart' must be a list"),
 ])
 def test_bad_case_files_are_refused_with_a_clear_message(caseDir, mutate, message):
     data = baseCase()

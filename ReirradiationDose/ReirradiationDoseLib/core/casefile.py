@@ -10,7 +10,9 @@ them)::
       "courses": [                                 # oldest first; the last (or "current": true) is current
         {"name": "prior", "dose": "prior/RTDOSE.dcm", "plan": "prior/RTPLAN.dcm", "date": "2024-05-02",
          "image": "prior/CT", "structures": "prior/RTSTRUCT.dcm",
-         "registration": "deformable"},            # none | rigid | deformable | a transform file
+         "registration": "deformable",             # none | rigid | deformable | a transform file
+         "withoutCounterpart": ["GTV", "Fibrosis"]},  # optional, deformable only: reference structures whose tissue
+                                                   # has no counterpart in this course's CT (default: every GTV*)
         {"name": "current", "dose": "current/RTDOSE.dcm", "fractions": 17, "date": "2026-11-02"}
       ],
       "tissues": {"GTV": {"alphaBeta": 10}, "Rectum": {"alphaBeta": 3,
@@ -45,7 +47,8 @@ _TOP_KEYS = {
     "isodoseLevelsGy", "plannedCourse", "conservativeRadiusMm", "allowFrameOfReferenceMismatch", "allowPatientMismatch",
     "description",
 }
-_COURSE_KEYS = {"name", "dose", "plan", "fractions", "date", "image", "structures", "registration", "current"}
+_COURSE_KEYS = {"name", "dose", "plan", "fractions", "date", "image", "structures", "registration", "current",
+                "withoutCounterpart"}
 _MRI_KEYS = {"image", "registration"}
 _TISSUE_KEYS = {"alphaBeta", "recovery", "priority", "isTarget", "aliases"}
 # "dose" (a planned distribution for per-organ prescription scaling) is not read from a case file: refused with a
@@ -65,6 +68,7 @@ class CourseSpec:
     registration: str = "none"  # none | rigid | deformable | "file"
     transformFile: Path | None = None
     isCurrent: bool = False
+    withoutCounterpart: tuple[str, ...] | None = None  # None: every reference structure named GTV*
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,13 @@ def parseCase(data, path) -> CaseSpec:
         if registration in ("rigid", "deformable") and image is None:
             raise InputError(f"course '{name}' asks for {registration} registration but names no 'image' "
                              "(its planning CT)", path)
+        withoutCounterpart = raw.get("withoutCounterpart")
+        if withoutCounterpart is not None:
+            if not isinstance(withoutCounterpart, list) or not all(isinstance(v, str) and v.strip()
+                                                                   for v in withoutCounterpart):
+                raise InputError(f"course '{name}' 'withoutCounterpart' must be a list of structure names (use [] "
+                                 "for none)", path)
+            withoutCounterpart = tuple(v.strip() for v in withoutCounterpart)
         current = raw.get("current")
         if current is not None and not isinstance(current, bool):
             raise InputError(f"course '{name}' 'current' must be true or false", path)
@@ -186,7 +197,8 @@ def parseCase(data, path) -> CaseSpec:
             plan=existing(raw["plan"], f"course '{name}' plan") if raw.get("plan") else None,
             fractions=fractions, date=_date(raw.get("date"), f"course '{name}' date", path), image=image,
             structures=existing(raw["structures"], f"course '{name}' structures") if raw.get("structures") else None,
-            registration=registration, transformFile=transformFile, isCurrent=bool(current)))
+            registration=registration, transformFile=transformFile, isCurrent=bool(current),
+            withoutCounterpart=withoutCounterpart))
     _chooseCurrent(courses, path)
 
     mri = None
@@ -316,7 +328,7 @@ def _registration(value, what: str, existing, path: Path) -> tuple[str, Path | N
         raise InputError(f"{what} registration must be none, rigid, deformable or a transform file", path)
     if value in REGISTRATION_METHODS:
         return value, None
-    if value.lower().endswith((".h5", ".hdf5", ".tfm", ".txt", ".nrrd", ".nii", ".nii.gz", ".mha")):
+    if value.lower().endswith((".h5", ".hdf5", ".tfm", ".txt", ".nrrd", ".nii", ".nii.gz", ".mha", ".dcm")):
         return "file", existing(value, f"{what} transform file")
     raise InputError(f"{what} registration '{value}' is not none, rigid, deformable or a transform file", path)
 

@@ -63,7 +63,7 @@ def writeDoseOutputs(result, outputDir, pictures: bool | Callable = True, includ
         if result.remainingBudgetGy is not None:
             written.append(writeNrrd(folder / "remaining_budget.nrrd", result.remainingBudgetGy, geometry).name)
 
-        written += _writeRegistrations(result, folder)
+        written += _writeRegistrations(result, folder, anonymize)
         progress(0.2, "Writing tables")
         writeCsv(folder / "dvh.csv", dvhRows(result))
         writeCsv(folder / "constraints.csv", constraintRows(result))
@@ -96,9 +96,16 @@ def writeDoseOutputs(result, outputDir, pictures: bool | Callable = True, includ
     return [final / name for name in dict.fromkeys(written)]
 
 
-def _writeRegistrations(result, folder: Path) -> list[str]:
+# Deformable registrations are written as DICOM REG on a grid no finer than this (the demons field is computed at
+# 2-3 mm on clinical CTs and smooth below that; 512x512x150 at 1x1x2 mm would make a 470 MB vector grid, 57 MB here)
+REG_GRID_SPACING_MM = 2.5
+
+
+def _writeRegistrations(result, folder: Path, anonymize: bool = False) -> list[str]:
     """The transforms used (reference CT LPS -> course / MRI LPS, SimpleITK convention), so a run can be reviewed
-    and reused: ``registration_<course>.h5`` and ``registration_mri.tfm``."""
+    and reused: ``registration_<course>.h5`` and ``registration_mri.tfm``; and each course's registration as a
+    DICOM REG (``registration_<course>.dcm``, spatial or deformable) for a planning system, when both frames of
+    reference are known and the run is not anonymised."""
     from .transformio import writeTransform
 
     names = []
@@ -107,6 +114,9 @@ def _writeRegistrations(result, folder: Path) -> list[str]:
             path = folder / f"registration_{safeName(course.name)}.h5"
             writeTransform(course.transform, path)
             names.append(path.name)
+            regName = _writeDicomRegistration(result, course, folder, anonymize)
+            if regName:
+                names.append(regName)
     if result.mri is not None and result.mri.get("transform") is not None:
         transform = result.mri["transform"]
         suffix = ".h5" if "Displacement" in transform.GetName() or "Composite" in transform.GetName() else ".tfm"
@@ -114,6 +124,28 @@ def _writeRegistrations(result, folder: Path) -> list[str]:
         writeTransform(transform, path)
         names.append(path.name)
     return names
+
+
+def _writeDicomRegistration(result, course, folder: Path, anonymize: bool) -> str | None:
+    from . import dicomreg
+
+    fixedUid = str(result.referenceInfo.get("frameOfReferenceUid") or "")
+    movingUid = str((course.doseInfo or {}).get("frameOfReferenceUid") or "")
+    if anonymize or not fixedUid or not movingUid or fixedUid == movingUid:
+        return None
+    reference = result.referenceImage
+    spacing = np.maximum(np.array(reference.GetSpacing()), REG_GRID_SPACING_MM)
+    extent = np.array(reference.GetSpacing()) * (np.array(reference.GetSize()) - 1)
+    grid = sitk.Image([int(v) for v in np.ceil(extent / spacing - 1e-6).astype(int) + 1], sitk.sitkUInt8)
+    grid.SetSpacing([float(v) for v in spacing])
+    grid.SetOrigin(reference.GetOrigin())
+    grid.SetDirection(reference.GetDirection())
+    path = folder / f"registration_{safeName(course.name)}.dcm"
+    dicomreg.writeDicomRegistration(path, course.transform, fixedUid, movingUid,
+                                    _patientStudyFor(result.referenceInfo, anonymize=False), referenceGrid=grid,
+                                    seriesDescription=f"Reirradiation: {course.name} to current CT"[:64],
+                                    contentDescription=f"course '{course.name}' registered onto the reference CT")
+    return path.name
 
 
 def _defaultPictureWriter():

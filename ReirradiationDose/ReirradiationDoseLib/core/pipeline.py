@@ -179,7 +179,7 @@ def loadCaseInputs(case: CaseSpec, progress=None) -> DoseInputs:
     mri = None
     if case.mri is not None:
         t0 = time.perf_counter()
-        mri = _registerMri(case, referenceImage, subProgress(progress, 0.86, 1.0), dicomimage)
+        mri = _registerMri(case, referenceImage, subProgress(progress, 0.86, 1.0), dicomimage, warnings)
         timings["mri"] = time.perf_counter() - t0
     identities = [("reference image", str(case.referenceImage), referenceInfo.get("patientId", ""))]
     identities += [(f"course '{c.name}' {what}", path, pid) for c in courses for what, path, pid in c.identities]
@@ -326,12 +326,15 @@ def _readStructures(path, geometry: ImageGeometry, segio, warnings: list) -> tup
 
 
 def registerCourse(referenceImage: sitk.Image, courseImage: sitk.Image, method: str, bodyMask=None,
-                   progress=None, structureMasks: dict | None = None) -> tuple[sitk.Transform, dict]:
+                   progress=None, structureMasks: dict | None = None,
+                   withoutCounterpart: sitk.Image | None = None) -> tuple[sitk.Transform, dict]:
     """Register a course's planning CT onto the reference CT: rigid, then (optionally) deformable.
 
     ``structureMasks`` (deformable only): ``{name: (reference mask image, course mask image)}`` organs delineated
     on both CTs; they guide the demons as extra matching channels (structure-guided mode, see
-    :func:`_pairedStructureMasks`).
+    :func:`_pairedStructureMasks`). ``withoutCounterpart`` (deformable only): reference-grid mask of tissue that has
+    no counterpart in the course's CT (the recurrence, new fibrosis; :func:`_withoutCounterpartMask`); it exerts
+    no force and the field there follows its surroundings.
 
     Returns the transform (reference LPS → course LPS, for pull-back resampling) and a description with the
     registration's parameters and quality numbers.
@@ -350,6 +353,7 @@ def registerCourse(referenceImage: sitk.Image, courseImage: sitk.Image, method: 
     progress(0.25, "Deformable registration")
     deformable = reg.registerDeformable(fixed, moving, initialTransform=rigid.transform, fixedMask=bodyMask,
                                         structureMasks=structureMasks or None,
+                                        withoutCounterpart=withoutCounterpart,
                                         progress=subProgress(progress, 0.25, 0.95))
     description["deformable"] = _resultSummary(deformable)
     try:
@@ -359,6 +363,22 @@ def registerCourse(referenceImage: sitk.Image, courseImage: sitk.Image, method: 
     except Exception as error:  # quality is reported, never fatal
         description["quality"] = {"error": str(error)}
     return deformable.transform, description
+
+
+def _dicomRegistration(path, fixedUid, movingUid, registration: dict, warnings: list):
+    """The transform of a DICOM REG file; what it says about itself goes into ``registration``, its warnings into
+    ``warnings`` (prefixed with the file name)."""
+    from . import dicomreg
+
+    found = dicomreg.readDicomRegistration(path, fixedUid, movingUid)
+    registration["dicomRegistration"] = {
+        "kind": found.kind, "matrixType": found.matrixType, "reversed": found.reversed,
+        "fixedFrameOfReferenceUid": found.fixedFrameOfReferenceUid,
+        "movingFrameOfReferenceUid": found.movingFrameOfReferenceUid, "description": found.description,
+        "seriesDescription": found.seriesDescription, "contentDate": found.contentDate, "creator": found.creator,
+        "sopInstanceUid": found.sopInstanceUid}
+    warnings.extend(f"{Path(path).name}: {message}" for message in found.warnings)
+    return found.transform
 
 
 def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, warnings, progress) -> CourseInput:
@@ -376,9 +396,17 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
         identities.append(("plan", str(course.plan), planPatientId))
     transform = None
     registration: dict = {"method": course.registration}
+    if course.withoutCounterpart is not None and course.registration != "deformable":
+        warnings.append(f"course '{course.name}': 'withoutCounterpart' is used by deformable registration only; "
+                        f"ignored with registration '{course.registration}'")
     if course.registration == "file":
-        transform = transformio.readTransform(course.transformFile)
         registration["file"] = str(course.transformFile)
+        if transformio.isDicomRegistration(course.transformFile):
+            # the item relating the current CT's frame to the prior dose's (= prior CT's) frame is chosen
+            transform = _dicomRegistration(course.transformFile, referenceInfo.get("frameOfReferenceUid") or None,
+                                           doseInfo.get("frameOfReferenceUid") or None, registration, warnings)
+        else:
+            transform = transformio.readTransform(course.transformFile)
     elif course.registration in ("rigid", "deformable"):
         courseImage, courseInfo = _readImage(course.image, f"course '{course.name}' image", dicomimage)
         identities.append(("image", str(course.image), courseInfo.get("patientId", "")))
@@ -389,8 +417,14 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
             bodyImage = imageFromArray(masks[bodyName].astype(np.uint8), ImageGeometry.fromImage(referenceImage))
         pairs = _pairedStructureMasks(case, course, masks, referenceImage, courseImage) \
             if course.registration == "deformable" else None  # structure-guided DIR (registration helper)
+        newTissue, newTissueNames = (_withoutCounterpartMask(course, masks, referenceImage, warnings)
+                                     if course.registration == "deformable" else (None, []))
         transform, registration = registerCourse(referenceImage, courseImage, course.registration, bodyImage,
-                                                 subProgress(progress, 0.05, 0.95), structureMasks=pairs)
+                                                 subProgress(progress, 0.05, 0.95), structureMasks=pairs,
+                                                 withoutCounterpart=newTissue)
+        if course.registration == "deformable":
+            registration["withoutCounterpart"] = {"structures": newTissueNames,
+                                                  "marginMm": WITHOUT_COUNTERPART_MARGIN_MM}
         registration["movingImage"] = str(course.image)
     else:
         _checkSameFrame(case, course, doseInfo, referenceInfo, warnings)
@@ -447,6 +481,46 @@ def _findBody(masks: dict) -> str | None:
         if name.strip().lower() in ("body", "external", "skin", "outline", "body outline"):
             return name
     return None
+
+
+# Tissue without counterpart is grown by this margin: its partial-volume border belongs to it, not to the tissue
+# around it.
+WITHOUT_COUNTERPART_MARGIN_MM = 5.0
+
+
+def _withoutCounterpartMask(course: CourseSpec, masks: dict, referenceImage, warnings: list):
+    """The reference structures whose tissue has no counterpart in the course's CT (``course.withoutCounterpart``;
+    default every structure whose name starts with GTV: a recurrence is tissue the prior CT did not hold), grown by
+    ``WITHOUT_COUNTERPART_MARGIN_MM``, as a mask image on the reference grid; with the names used.
+
+    Demons matching the recurrence's tumour against whatever prior tissue lay there (sacrum, muscle) drags the
+    tissue around it. On the clinical-size demo case (Testing/benchmarks/registration_demo.py), GTV and Fibrosis
+    without counterpart: p95 displacement error within 10 mm of the GTV 8.4 -> 2.4 mm, in the PTV 8.4 -> 3.0 mm.
+    """
+    from scipy import ndimage
+
+    from .geometry import imageFromArray
+
+    byName = {name.strip().lower(): name for name in masks}
+    if course.withoutCounterpart is None:
+        names = [name for name in masks if name.strip().lower().startswith("gtv")]
+    else:
+        names = []
+        for wanted in course.withoutCounterpart:
+            if wanted.strip().lower() in byName:
+                names.append(byName[wanted.strip().lower()])
+            else:
+                warnings.append(f"course '{course.name}': structure '{wanted}' named in 'withoutCounterpart' is not "
+                                "among the reference structures; ignored")
+    union = np.zeros(ImageGeometry.fromImage(referenceImage).shape, dtype=bool)
+    for name in names:
+        union |= np.asarray(masks[name], dtype=bool)
+    if not union.any():
+        return None, names
+    geometry = ImageGeometry.fromImage(referenceImage)
+    grown = ndimage.distance_transform_edt(~union, sampling=np.array(geometry.spacingMm)[::-1]) \
+        <= WITHOUT_COUNTERPART_MARGIN_MM
+    return imageFromArray(grown.astype(np.uint8), geometry), names
 
 
 def _pairedStructureMasks(case, course: CourseSpec, masks: dict, referenceImage, courseImage) -> dict | None:
@@ -514,13 +588,17 @@ def _resultSummary(result) -> dict:
     return out
 
 
-def _registerMri(case: CaseSpec, referenceImage, progress, dicomimage) -> dict:
+def _registerMri(case: CaseSpec, referenceImage, progress, dicomimage, warnings: list) -> dict:
     from . import transformio
     mriImage, mriInfo = _readImage(case.mri.image, "MRI", dicomimage)
     registration: dict = {"method": case.mri.registration}
     if case.mri.registration == "file":
-        transform = transformio.readTransform(case.mri.transformFile)
         registration["file"] = str(case.mri.transformFile)
+        if transformio.isDicomRegistration(case.mri.transformFile):  # the item for the MRI's frame
+            transform = _dicomRegistration(case.mri.transformFile, None, mriInfo.get("frameOfReferenceUid") or None,
+                                           registration, warnings)
+        else:
+            transform = transformio.readTransform(case.mri.transformFile)
     elif case.mri.registration == "rigid":
         from . import registration as reg
         result = reg.registerRigid(sitk.Cast(referenceImage, sitk.sitkFloat32), sitk.Cast(mriImage, sitk.sitkFloat32),

@@ -8,6 +8,10 @@ which is ITK's resampling transform and what Slicer stores as "transform from pa
 - ``.nrrd`` / ``.nhdr`` / ``.nii`` / ``.nii.gz`` / ``.mha`` / ``.mhd``: a displacement field image (vector, LPS mm,
   ``T(x) = x + u(x)``), as written by the demo-case generator (``truth/prior_registration.nrrd``) and by Slicer's
   grid transform storage.
+- DICOM registration objects (REG: Spatial Registration and Deformable Spatial Registration), any ``.dcm`` file or
+  any file with a DICOM preamble whose SOP class is a registration or Modality REG, through
+  :func:`.dicomreg.readDicomRegistration` (which turns DICOM's directions into the convention above and picks the
+  item relating the given frames of reference).
 """
 
 from __future__ import annotations
@@ -17,15 +21,17 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from . import dicomreg
 from .errors import InputError
 from .geometry import ImageGeometry
 from .registration import displacementFieldFromTransform, displacementFieldTransform
 
-__all__ = ["readTransform", "writeTransform", "readDisplacementField", "writeDisplacementField",
+__all__ = ["readTransform", "isDicomRegistration", "writeTransform", "readDisplacementField", "writeDisplacementField",
            "TRANSFORM_SUFFIXES", "FIELD_SUFFIXES"]
 
 TRANSFORM_SUFFIXES = (".h5", ".hdf5", ".tfm", ".txt")
 FIELD_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+DICOM_SUFFIX = ".dcm"
 
 
 def _suffix(path: Path) -> str:
@@ -48,16 +54,30 @@ def readDisplacementField(path: str | os.PathLike) -> sitk.Image:
     return sitk.Cast(image, sitk.sitkVectorFloat64)
 
 
-def readTransform(path: str | os.PathLike) -> sitk.Transform:
-    """Read a transform file (``.h5``/``.tfm``/``.txt``) or a displacement field image (``.nrrd``...)."""
+def isDicomRegistration(path: str | os.PathLike) -> bool:
+    """Whether ``readTransform`` reads ``path`` as a DICOM registration (``.dcm``, or a DICOM REG file without one
+    of the other suffixes)."""
+    path = Path(path)
+    suffix = _suffix(path)
+    return suffix == DICOM_SUFFIX or (suffix not in TRANSFORM_SUFFIXES + FIELD_SUFFIXES and path.exists()
+                                      and dicomreg.isDicomRegistrationFile(path))
+
+
+def readTransform(path: str | os.PathLike, fixedFrameOfReferenceUid: str | None = None,
+                  movingFrameOfReferenceUid: str | None = None) -> sitk.Transform:
+    """Read a transform file (``.h5``/``.tfm``/``.txt``), a displacement field image (``.nrrd``...) or a DICOM
+    registration (``.dcm`` or any DICOM REG file). The frame-of-reference UIDs (current CT = fixed, prior CT or
+    MRI = moving) are used only for DICOM registrations, to pick the right item."""
     path = Path(path)
     suffix = _suffix(path)
     if not path.exists():
         raise InputError("the transform file does not exist", path)
+    if isDicomRegistration(path):
+        return dicomreg.readDicomRegistration(path, fixedFrameOfReferenceUid, movingFrameOfReferenceUid).transform
     if suffix in FIELD_SUFFIXES:
         return displacementFieldTransform(readDisplacementField(path))
     if suffix not in TRANSFORM_SUFFIXES:
-        known = ", ".join(TRANSFORM_SUFFIXES + FIELD_SUFFIXES)
+        known = ", ".join(TRANSFORM_SUFFIXES + FIELD_SUFFIXES + (DICOM_SUFFIX,))
         raise InputError(f"unknown transform file type '{suffix}' (use {known})", path)
     try:
         transform = sitk.ReadTransform(str(path))

@@ -90,6 +90,15 @@ def _bowelPattern(x, y, z):
     return np.sin(x / 9.0) * np.sin(y / 11.0 + 1.0) * np.sin(z / 10.0)
 
 
+def _softTissuePattern(x, y, z, phase: float = 0.0):
+    """A smooth texture in [-1, 1] for fat and muscle (septa, vessels, fascia): two oblique, slightly bent waves of
+    16-25 mm period. Evaluated at prior-anatomy coordinates, it moves with the anatomy, so that deformation in fat
+    and muscle is visible to intensity-based registration, as it is in real CT."""
+    first = np.sin(x / 2.6 + 1.3 * np.sin(z / 7.0) + phase) * np.sin(y / 3.1 + 0.7)
+    second = np.sin((x - y) / 3.9 + z / 3.6 + 0.5 * np.sin(y / 11.0) + 2.0 * phase)
+    return 0.5 * (first + second)
+
+
 def _rotZ(degrees: float) -> np.ndarray:
     c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
     return np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
@@ -462,8 +471,10 @@ class PelvisPhantom:
     def ctHu(self, sd: dict, masks: dict, x, y, z):
         """Noise-free CT numbers (HU, float32)."""
         hu = np.full(np.shape(sd["Body"]), -1000.0, dtype=np.float32)
-        hu[masks["Body"]] = -95.0
-        hu[(sd["Muscle"] < 0) & masks["Body"]] = 50.0
+        body = masks["Body"]
+        hu[body] = -95.0 + 20.0 * _softTissuePattern(x[body], y[body], z[body])
+        muscle = (sd["Muscle"] < 0) & body
+        hu[muscle] = 50.0 + 12.0 * _softTissuePattern(x[muscle], y[muscle], z[muscle], phase=1.1)
         bowel = masks["Bowel"]
         texture = 25.0 + 35.0 * _bowelPattern(x[bowel], y[bowel], z[bowel])
         hu[bowel] = np.where(texture > 52.0, -550.0, texture)  # a few gas pockets

@@ -1,0 +1,74 @@
+"""A prior course registered through a DICOM REG file: the case file accepts it, the pipeline picks the item by the
+frames of reference of the current CT and the prior dose, and the composite equals the one through the same field
+given as a displacement-field NRRD (the demo case's known deformation)."""
+
+import json
+
+import numpy as np
+import pydicom
+import pytest
+
+from ReirradiationDoseLib.core import casefile, dicomreg, pipeline
+from ReirradiationDoseLib.core.dicomwrite import PatientStudy
+from ReirradiationDoseLib.core.errors import InputError
+from ReirradiationDoseLib.core.registration import displacementFieldTransform
+from ReirradiationDoseLib.core.transformio import readDisplacementField
+
+
+def _frames(caseDir):
+    ct = pydicom.dcmread(next(iter(sorted((caseDir / "current" / "CT").iterdir()))), stop_before_pixels=True)
+    priorDose = pydicom.dcmread(caseDir / "prior" / "RTDOSE.dcm", stop_before_pixels=True)
+    return ct, str(ct.FrameOfReferenceUID), str(priorDose.FrameOfReferenceUID)
+
+
+def _writeReg(caseDir, path, fixedUid, movingUid):
+    ct, _, _ = _frames(caseDir)
+    field = readDisplacementField(caseDir / "truth" / "prior_registration.nrrd")
+    ps = PatientStudy(patientName=str(ct.PatientName), patientId=str(ct.PatientID),
+                      studyInstanceUid=str(ct.StudyInstanceUID), studyDate=str(ct.StudyDate),
+                      frameOfReferenceUid=fixedUid)
+    dicomreg.writeDicomRegistration(path, displacementFieldTransform(field), fixedUid, movingUid, ps,
+                                    referenceGrid=field, seriesDescription="known deformation")
+
+
+def _composite(caseDir, registration):
+    raw = json.loads((caseDir / "case.json").read_text())
+    raw.pop("mri", None)
+    raw["courses"][0]["registration"] = str(registration)
+    inputs = pipeline.loadCaseInputs(casefile.parseCase(raw, caseDir / "case.json"))
+    return inputs, pipeline.computeDose(inputs)
+
+
+@pytest.fixture(scope="module")
+def nrrdRun(demoCase):
+    return _composite(demoCase.outputDir, demoCase.outputDir / "truth" / "prior_registration.nrrd")
+
+
+def test_deformable_reg_gives_the_same_composite_as_the_field(demoCase, nrrdRun, tmp_path):
+    caseDir = demoCase.outputDir
+    _, fixedUid, movingUid = _frames(caseDir)
+    assert fixedUid != movingUid
+    path = tmp_path / "prior_to_current_reg.dcm"
+    _writeReg(caseDir, path, fixedUid, movingUid)
+    inputs, result = _composite(caseDir, path)
+    _, expected = nrrdRun
+    difference = np.abs(np.nan_to_num(result.compositeEqd2Gy) - np.nan_to_num(expected.compositeEqd2Gy))
+    assert np.array_equal(np.isnan(result.compositeEqd2Gy), np.isnan(expected.compositeEqd2Gy))
+    assert float(difference.max()) < 0.01  # Gy; the REG stores the field as float32
+    assert float(np.nanmax(expected.compositeEqd2Gy)) > 70.0  # a real composite, not an empty one
+    recorded = inputs.courses[0].registration["dicomRegistration"]
+    assert recorded["kind"] == "deformable" and not recorded["reversed"]
+    assert recorded["fixedFrameOfReferenceUid"] == fixedUid and recorded["movingFrameOfReferenceUid"] == movingUid
+    assert recorded["seriesDescription"] == "known deformation"
+    # the demo case names tissue without counterpart for its deformable registration: with a file it is unused
+    assert any("'withoutCounterpart' is used by deformable registration only" in w for w in inputs.warnings)
+
+
+def test_reg_between_other_frames_is_refused_naming_the_file(demoCase, tmp_path):
+    caseDir = demoCase.outputDir
+    _, fixedUid, _ = _frames(caseDir)
+    path = tmp_path / "other_frames_reg.dcm"
+    _writeReg(caseDir, path, fixedUid, pydicom.uid.generate_uid())
+    with pytest.raises(InputError) as raised:
+        _composite(caseDir, path)
+    assert "other_frames_reg.dcm" in str(raised.value)

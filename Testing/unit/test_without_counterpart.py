@@ -1,0 +1,57 @@
+"""The pipeline's choice of tissue without counterpart for a course's deformable registration
+(``pipeline._withoutCounterpartMask``): the default (every GTV*), names from the case file, the 5 mm margin."""
+
+import numpy as np
+import SimpleITK as sitk
+
+from ReirradiationDoseLib.core import pipeline
+from ReirradiationDoseLib.core.casefile import CourseSpec
+from ReirradiationDoseLib.core.geometry import ImageGeometry, imageFromArray
+
+
+def _reference():
+    geometry = ImageGeometry((40, 40, 20), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0))
+    return imageFromArray(np.zeros(geometry.shape, np.float32), geometry), geometry
+
+
+def _masks(geometry):
+    gtv = np.zeros(geometry.shape, bool)
+    gtv[10, 20, 20] = True  # one voxel
+    fibrosis = np.zeros(geometry.shape, bool)
+    fibrosis[10, 5, 5] = True
+    return {"GTV_recurrence": gtv, "Fibrosis": fibrosis, "Rectum": np.zeros(geometry.shape, bool)}
+
+
+def test_default_is_every_gtv_grown_by_5_mm():
+    reference, geometry = _reference()
+    warnings = []
+    course = CourseSpec(name="prior", dose="d", registration="deformable")
+    mask, names = pipeline._withoutCounterpartMask(course, _masks(geometry), reference, warnings)
+    assert names == ["GTV_recurrence"] and warnings == []
+    array = sitk.GetArrayFromImage(mask).astype(bool)
+    assert pipeline.WITHOUT_COUNTERPART_MARGIN_MM == 5.0
+    # a ball of radius 5 mm on a 1 x 1 x 2 mm grid: 5 voxels each way in-plane, 2 slices each way
+    assert array[10, 20, 15] and array[10, 20, 25] and not array[10, 20, 14] and not array[10, 20, 26]
+    assert array[8, 20, 20] and not array[7, 20, 20]
+    assert not array[10, 5, 5]  # fibrosis is not new tissue unless named
+
+
+def test_named_structures_case_insensitive_and_unknown_names_warn():
+    reference, geometry = _reference()
+    warnings = []
+    course = CourseSpec(name="prior", dose="d", registration="deformable",
+                        withoutCounterpart=("gtv_RECURRENCE", "fibrosis", "Seroma"))
+    mask, names = pipeline._withoutCounterpartMask(course, _masks(geometry), reference, warnings)
+    assert names == ["GTV_recurrence", "Fibrosis"]
+    array = sitk.GetArrayFromImage(mask).astype(bool)
+    assert array[10, 20, 20] and array[10, 5, 5]
+    assert warnings == ["course 'prior': structure 'Seroma' named in 'withoutCounterpart' is not among the reference "
+                        "structures; ignored"]
+
+
+def test_empty_list_or_empty_structures_give_no_mask():
+    reference, geometry = _reference()
+    course = CourseSpec(name="prior", dose="d", registration="deformable", withoutCounterpart=())
+    assert pipeline._withoutCounterpartMask(course, _masks(geometry), reference, []) == (None, [])
+    course = CourseSpec(name="prior", dose="d", registration="deformable", withoutCounterpart=("Rectum",))
+    assert pipeline._withoutCounterpartMask(course, _masks(geometry), reference, []) == (None, ["Rectum"])
