@@ -397,15 +397,16 @@ def _relaxAir(field: sitk.Image, body: sitk.Image, nearMm: float = 10.0, farMm: 
 
 def _onGrid(image: sitk.Image, grid: sitk.Image, transform: sitk.Transform) -> tuple[sitk.Image, sitk.Image | None]:
     """``image`` resampled onto ``grid`` through ``transform``, and where the image has no data (outside its scan)
-    the value of the nearest voxel that has; with the fraction of data at each voxel (None: data everywhere)."""
+    the value of the nearest voxel that has; with 1 where it has data and 0 elsewhere (None: data everywhere)."""
     resampled = sitk.Resample(_asFloat(image), grid, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    ones = sitk.Image(image.GetSize(), sitk.sitkFloat32) + 1.0
+    ones = sitk.Image(image.GetSize(), sitk.sitkUInt8) + 1  # uint8: a quarter of the memory of a float image
     ones.CopyInformation(image)
-    known = sitk.Resample(ones, grid, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    known = sitk.Cast(sitk.Resample(ones, grid, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8),
+                      sitk.sitkFloat32)
     knownArray = sitk.GetArrayViewFromImage(known)
-    if knownArray.min() >= 0.999:
+    if knownArray.min() >= 0.5:
         return resampled, None
-    inside = knownArray >= 0.999
+    inside = knownArray >= 0.5
     if not inside.any():
         raise InputError("the moving image does not overlap the fixed image after the initial transform")
     values = sitk.GetArrayFromImage(resampled)
