@@ -376,6 +376,18 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
         return courseInfoFromDatabase(doseNode, database)
 
     @staticmethod
+    def loadDicomRegistration(path: str, referenceVolumeNode=None, scene=None):
+        """A DICOM REG file (spatial or deformable) as a transform node, read by this extension's reader rather than
+        SlicerRT's plugin (directions as DICOM PS3.3 C.20.2.1.1 / C.20.3.1.1 define them; SlicerRT composes a
+        Matrix Sequence in the opposite order). A deformable REG is sampled on ``referenceVolumeNode`` (the current
+        CT). Place the prior volume and dose under the returned node. Returns ``(node, warnings)``."""
+        from ReirradiationDoseLib.mrml.nodes import arrayAndGeometryFromVolumeNode
+        from ReirradiationDoseLib.mrml.transforms import transformNodeFromDicomRegistration
+
+        geometry = None if referenceVolumeNode is None else arrayAndGeometryFromVolumeNode(referenceVolumeNode)[1]
+        return transformNodeFromDicomRegistration(scene or slicer.mrmlScene, path, geometry)
+
+    @staticmethod
     def importDicomFolder(folder: str) -> list[str]:
         """Import ``folder`` into Slicer's DICOM database and load its series with the DICOM plugins.
 

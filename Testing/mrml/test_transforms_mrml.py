@@ -116,3 +116,47 @@ def test_deformable_without_reference_is_refused_and_leaves_nothing():
     with pytest.raises(ValueError, match="reference grid"):
         transformNodeFromSitk(scene, composite)
     assert scene.GetNumberOfNodes() == before
+
+
+def _ps():
+    from pydicom.uid import generate_uid
+
+    from ReirradiationDoseLib.core.dicomwrite import PatientStudy
+
+    return PatientStudy(patientName="Test^Patient", patientId="P1", studyInstanceUid=generate_uid(),
+                        studyDate="20260101", frameOfReferenceUid="1.2.3.4.100")
+
+
+def test_dicom_registration_files_become_transform_nodes(tmp_path):
+    """A spatial and a deformable REG (written by the core's writer, read by its reader) as transform nodes whose
+    from-parent transform maps fixed RAS points where the REG maps fixed LPS points."""
+    from ReirradiationDoseLib.core import dicomreg
+    from ReirradiationDoseLib.core.errors import InputError
+    from ReirradiationDoseLib.mrml.transforms import transformNodeFromDicomRegistration
+
+    fixedUid, movingUid = "1.2.3.4.100", "1.2.3.4.200"
+    scene = slicer.vtkMRMLScene()
+    rigid = rigidLps()
+    rigidPath = tmp_path / "rigid_reg.dcm"
+    dicomreg.writeDicomRegistration(rigidPath, rigid, fixedUid, movingUid, _ps(), seriesDescription="rigid REG")
+    node, warnings = transformNodeFromDicomRegistration(scene, rigidPath)
+    assert node.IsA("vtkMRMLLinearTransformNode") and node.GetName() == "rigid REG" and warnings == []
+    assert node.GetAttribute("Reirradiation.DicomRegistrationFrames") == f"{fixedUid} -> {movingUid}"
+    for p in POINTS_LPS:
+        expectedRas = np.array(rigid.TransformPoint(p.tolist())) * F
+        assert np.allclose(node.GetTransformFromParent().TransformPoint((p * F).tolist()), expectedRas, atol=1e-4)
+
+    geometry = ImageGeometry((30, 30, 20), (4.0, 4.0, 4.0), (-60.0, -60.0, -40.0))
+    field = analyticDeformationField(geometry.emptyImage(), (6.0, -4.0, 3.0), 120.0)
+    deformable = sitk.CompositeTransform([rigid, displacementFieldTransform(field)])
+    fieldPath = tmp_path / "deformable_reg.dcm"
+    dicomreg.writeDicomRegistration(fieldPath, deformable, fixedUid, movingUid, _ps(), referenceGrid=field)
+    with pytest.raises(InputError, match="deformable_reg.dcm"):  # no grid given: refused, nothing added
+        transformNodeFromDicomRegistration(scene, fieldPath)
+    count = scene.GetNumberOfNodes()
+    node, _ = transformNodeFromDicomRegistration(scene, fieldPath, geometry, fixedUid, movingUid, name="DIR")
+    assert scene.GetNumberOfNodes() == count + 1 and node.IsA("vtkMRMLGridTransformNode")
+    inside = geometry.indexToLps(np.array([[10.0, 12.0, 8.0], [20.0, 5.0, 14.0], [15.0, 15.0, 10.0]]))
+    for p in np.atleast_2d(inside):
+        expectedRas = np.array(deformable.TransformPoint([float(v) for v in p])) * F
+        assert np.allclose(node.GetTransformFromParent().TransformPoint((p * F).tolist()), expectedRas, atol=0.05)

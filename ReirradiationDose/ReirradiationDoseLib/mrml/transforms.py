@@ -28,6 +28,7 @@ from .nodes import arrayFromVtkMatrix, vtkMatrixFromArray
 
 __all__ = [
     "lpsMatrixFromSitk",
+    "transformNodeFromDicomRegistration",
     "transformNodeFromSitk",
     "sitkTransformFromNode",
     "updateTransformNodeFromSitk",
@@ -166,3 +167,33 @@ def sitkTransformFromNode(node, referenceGeometry: ImageGeometry | None = None) 
         raise InputError(f"transform '{node.GetName()}' is not a plain grid from parent; a reference grid is needed "
                          "to sample it")
     return displacementFieldTransform(_sampleVtkTransform(fromParent, referenceGeometry))
+
+
+def transformNodeFromDicomRegistration(scene, path, referenceGeometry: ImageGeometry | None = None,
+                                       fixedFrameOfReferenceUid: str | None = None,
+                                       movingFrameOfReferenceUid: str | None = None, name: str | None = None):
+    """A transform node holding a DICOM REG file (spatial or deformable) read by the core's reader
+    (:func:`..core.dicomreg.readDicomRegistration`: directions as PS3.3 C.20.2.1.1 / C.20.3.1.1 define them, the
+    item picked by frames of reference), placed like every registration of this module: above the moving (prior)
+    volume, its transform from parent mapping fixed (current CT) RAS points to moving RAS points.
+
+    A deformable REG is sampled on ``referenceGeometry`` (the current CT's grid; required). The REG's description
+    and any reader warnings are kept as node attributes ``Reirradiation.DicomRegistration*``. Returns
+    ``(node, warnings)``; nothing is added to the scene when the file is refused (InputError naming it).
+    """
+    from ..core import dicomreg
+
+    found = dicomreg.readDicomRegistration(path, fixedFrameOfReferenceUid, movingFrameOfReferenceUid)
+    if found.kind == "deformable" and referenceGeometry is None:
+        raise InputError("a deformable DICOM registration needs the reference (current CT) grid to be sampled on",
+                         path)
+    label = name or found.seriesDescription or found.contentLabel or "DICOM registration"
+    node = transformNodeFromSitk(scene, found.transform, label,
+                                 referenceGeometry if found.kind == "deformable" else None)
+    node.SetAttribute("Reirradiation.DicomRegistrationFile", str(path))
+    node.SetAttribute("Reirradiation.DicomRegistrationKind", found.kind)
+    node.SetAttribute("Reirradiation.DicomRegistrationFrames",
+                      f"{found.fixedFrameOfReferenceUid} -> {found.movingFrameOfReferenceUid}")
+    if found.warnings:
+        node.SetAttribute("Reirradiation.DicomRegistrationWarnings", " | ".join(found.warnings))
+    return node, list(found.warnings)
