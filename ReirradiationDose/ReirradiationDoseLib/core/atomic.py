@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomicOutputDir", "atomicWriteText"]
+__all__ = ["atomicOutputDir", "atomicWriteText", "atomicWriteFile"]
 
 
 @contextlib.contextmanager
@@ -54,15 +54,21 @@ def atomicOutputDir(path, overwrite: bool = True):
         shutil.rmtree(backup, ignore_errors=True)
 
 
-def atomicWriteText(path, text: str, encoding: str = "utf-8") -> None:
-    """Write a text file through a temporary file in the same folder and an atomic rename."""
+def atomicWriteFile(path, write) -> None:
+    """Write a file through ``write(temporaryPath)`` on a temporary file in the same folder and an atomic rename:
+    a failed write leaves neither a partial file nor a changed old one."""
     path = Path(path)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding=encoding) as handle:
-            handle.write(text)
+        write(temporary)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def atomicWriteText(path, text: str, encoding: str = "utf-8") -> None:
+    """Write a text file through a temporary file in the same folder and an atomic rename."""
+    atomicWriteFile(path, lambda temporary: Path(temporary).write_text(text, encoding=encoding))

@@ -52,11 +52,9 @@ reference (current CT) grid, so ``Pre(x) + D(x) = T(x)`` at every grid point.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,9 +67,10 @@ from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
-from .dicomwrite import ImageSeriesRef, PatientStudy, _ds, _newDataset
+from .atomic import atomicWriteFile
+from .dicomwrite import ImageSeriesRef, PatientStudy, _ds, _newDataset, imageReferenceSequence
 from .errors import InputError
-from .registration import displacementFieldFromTransform, displacementFieldTransform
+from .registration import _members, displacementFieldFromTransform, displacementFieldTransform, homogeneousMatrix
 
 __all__ = [
     "DicomRegistration",
@@ -596,36 +595,8 @@ def readDicomRegistration(path: str | os.PathLike, fixedFrameOfReferenceUid: str
 # ---------------------------------------------------------------------------------------------------------------
 # writing
 # ---------------------------------------------------------------------------------------------------------------
-def _members(transform: sitk.Transform) -> list:
-    """Flat list of the transforms of a (nested) composite in stack order (first = applied last)."""
-    down = transform.Downcast() if hasattr(transform, "Downcast") else transform
-    if isinstance(down, sitk.CompositeTransform):
-        out = []
-        for i in range(down.GetNumberOfTransforms()):
-            out.extend(_members(down.GetNthTransform(i)))
-        return out
-    return [down]
-
-
 def _isField(transform: sitk.Transform) -> bool:
     return isinstance(transform, (sitk.DisplacementFieldTransform, sitk.BSplineTransform))
-
-
-def _matrixOf(transform: sitk.Transform) -> np.ndarray:
-    """The 4x4 homogeneous matrix of a linear transform, from the images of the origin and the unit vectors;
-    checked on further points (raises ValueError if the transform is not linear)."""
-    origin = np.array(transform.TransformPoint((0.0, 0.0, 0.0)))
-    matrix = np.eye(4)
-    for axis in range(3):
-        unit = [0.0, 0.0, 0.0]
-        unit[axis] = 100.0
-        matrix[:3, axis] = (np.array(transform.TransformPoint(unit)) - origin) / 100.0
-    matrix[:3, 3] = origin
-    for point in ((250.0, -180.0, 90.0), (-300.0, 220.0, -410.0), (37.0, 410.0, 1200.0)):
-        expected = matrix[:3, :3] @ np.array(point) + matrix[:3, 3]
-        if np.max(np.abs(np.array(transform.TransformPoint(point)) - expected)) > 1e-6:
-            raise ValueError("not a linear transform")
-    return matrix
 
 
 def _matrixSequenceItem(matrix: np.ndarray, matrixType: str | None = None) -> Dataset:
@@ -633,16 +604,6 @@ def _matrixSequenceItem(matrix: np.ndarray, matrixType: str | None = None) -> Da
     item.FrameOfReferenceTransformationMatrixType = matrixType or _classifyMatrix(matrix)
     item.FrameOfReferenceTransformationMatrix = [_ds(float(v)) for v in matrix.ravel()]
     return item
-
-
-def _imageReferences(series: ImageSeriesRef) -> Sequence:
-    out = Sequence()
-    for uid in series.sopInstanceUids:
-        ref = Dataset()
-        ref.ReferencedSOPClassUID = series.sopClassUid
-        ref.ReferencedSOPInstanceUID = uid
-        out.append(ref)
-    return out
 
 
 def _commonInstanceReference(ds: Dataset, studyUid: str, series: list[ImageSeriesRef]) -> None:
@@ -653,7 +614,7 @@ def _commonInstanceReference(ds: Dataset, studyUid: str, series: list[ImageSerie
             continue
         item = Dataset()
         item.SeriesInstanceUID = ref.seriesInstanceUid
-        item.ReferencedInstanceSequence = _imageReferences(ref)
+        item.ReferencedInstanceSequence = imageReferenceSequence(ref)
         if not ref.studyInstanceUid or ref.studyInstanceUid == studyUid:
             sameStudy.append(item)
         else:
@@ -668,20 +629,6 @@ def _commonInstanceReference(ds: Dataset, studyUid: str, series: list[ImageSerie
             study.ReferencedSeriesSequence = seriesItems
             studies.append(study)
         ds.StudiesContainingOtherReferencedInstancesSequence = studies
-
-
-def _saveAtomic(ds: Dataset, path: Path) -> None:
-    """Write through a temporary file in the same folder and an atomic rename (as :mod:`.atomic` does for text)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    try:
-        ds.save_as(temporary, enforce_file_format=True)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
 
 
 def _gridItem(field: sitk.Image) -> Dataset:
@@ -742,7 +689,7 @@ def writeDicomRegistration(path: str | os.PathLike, transform: sitk.Transform, f
     ds.ContentCreatorName = contentCreatorName
     if not deformable:
         try:
-            matrix = _matrixOf(transform)
+            matrix = homogeneousMatrix(transform)
         except ValueError:
             raise InputError("the transform is neither linear nor does it hold a displacement field; it cannot be "
                              "written as a DICOM registration", path) from None
@@ -752,7 +699,7 @@ def writeDicomRegistration(path: str | os.PathLike, transform: sitk.Transform, f
         moving = Dataset()
         moving.FrameOfReferenceUID = movingFrameOfReferenceUid
         if movingSeries is not None and movingSeries.sopInstanceUids:
-            moving.ReferencedImageSequence = _imageReferences(movingSeries)
+            moving.ReferencedImageSequence = imageReferenceSequence(movingSeries)
         registration = Dataset()
         if registrationComment:
             registration.FrameOfReferenceTransformationComment = registrationComment
@@ -762,7 +709,7 @@ def writeDicomRegistration(path: str | os.PathLike, transform: sitk.Transform, f
         own = Dataset()
         own.FrameOfReferenceUID = fixedFrameOfReferenceUid
         if fixedSeries is not None and fixedSeries.sopInstanceUids:
-            own.ReferencedImageSequence = _imageReferences(fixedSeries)
+            own.ReferencedImageSequence = imageReferenceSequence(fixedSeries)
         ownRegistration = Dataset()
         ownRegistration.RegistrationTypeCodeSequence = Sequence()
         ownRegistration.MatrixSequence = Sequence([_matrixSequenceItem(np.eye(4), "RIGID")])
@@ -783,14 +730,14 @@ def writeDicomRegistration(path: str | os.PathLike, transform: sitk.Transform, f
             outer.append(member)
         pre = np.eye(4)
         for member in outer:
-            pre = pre @ _matrixOf(member)
+            pre = pre @ homogeneousMatrix(member)
         totalField = displacementFieldFromTransform(transform, referenceGrid)  # T(x) - x
         preField = displacementFieldFromTransform(_affine(pre), referenceGrid)  # Pre(x) - x
         offsets = sitk.Subtract(totalField, preField)  # D(x) = T(x) - Pre(x): Pre(x) + D(x) = T(x)
         moving = Dataset()
         moving.SourceFrameOfReferenceUID = movingFrameOfReferenceUid
         if movingSeries is not None and movingSeries.sopInstanceUids:
-            moving.ReferencedImageSequence = _imageReferences(movingSeries)
+            moving.ReferencedImageSequence = imageReferenceSequence(movingSeries)
         if registrationComment:
             moving.FrameOfReferenceTransformationComment = registrationComment
         moving.RegistrationTypeCodeSequence = Sequence()
@@ -800,12 +747,13 @@ def writeDicomRegistration(path: str | os.PathLike, transform: sitk.Transform, f
         own = Dataset()
         own.SourceFrameOfReferenceUID = fixedFrameOfReferenceUid
         if fixedSeries is not None and fixedSeries.sopInstanceUids:
-            own.ReferencedImageSequence = _imageReferences(fixedSeries)
+            own.ReferencedImageSequence = imageReferenceSequence(fixedSeries)
         own.RegistrationTypeCodeSequence = Sequence()
         ds.DeformableRegistrationSequence = Sequence([moving, own])
         kind = "deformable"
     _commonInstanceReference(ds, ps.studyInstanceUid, [fixedSeries, movingSeries])
-    _saveAtomic(ds, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomicWriteFile(path, lambda temporary: ds.save_as(temporary, enforce_file_format=True))
     logger.info("wrote DICOM %s registration (%s -> %s) to %s", kind, fixedFrameOfReferenceUid,
                 movingFrameOfReferenceUid, path)
     return str(ds.SOPInstanceUID)

@@ -177,6 +177,18 @@ def _save(ds: Dataset, path: str | os.PathLike) -> None:
     ds.save_as(path, enforce_file_format=True)
 
 
+def imageReferenceSequence(series: ImageSeriesRef) -> Sequence:
+    """One item per image of ``series`` (ReferencedSOPClassUID, ReferencedSOPInstanceUID): an RTSTRUCT's Contour
+    Image Sequence, a registration's Referenced Image Sequence."""
+    out = Sequence()
+    for uid in series.sopInstanceUids:
+        item = Dataset()
+        item.ReferencedSOPClassUID = series.sopClassUid
+        item.ReferencedSOPInstanceUID = uid
+        out.append(item)
+    return out
+
+
 def _orientation(geometry: ImageGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     d = geometry.directionMatrix
     row, col = d[:, 0], d[:, 1]
@@ -306,15 +318,9 @@ def writeRtStruct(path: str | os.PathLike, masks: dict[str, np.ndarray], geometr
     ds.StructureSetDate = ps.studyDate
     ds.StructureSetTime = ps.studyTime
     # referenced frame of reference -> study -> series -> images
-    contourImages = Sequence()
-    for uid in referencedSeries.sopInstanceUids:
-        item = Dataset()
-        item.ReferencedSOPClassUID = referencedSeries.sopClassUid
-        item.ReferencedSOPInstanceUID = uid
-        contourImages.append(item)
     series = Dataset()
     series.SeriesInstanceUID = referencedSeries.seriesInstanceUid
-    series.ContourImageSequence = contourImages
+    series.ContourImageSequence = imageReferenceSequence(referencedSeries)
     study = Dataset()
     study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"  # Detached Study Management (retired; as TPSs write)
     study.ReferencedSOPInstanceUID = ps.studyInstanceUid

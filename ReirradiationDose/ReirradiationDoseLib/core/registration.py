@@ -49,6 +49,7 @@ __all__ = [
     "displacementFieldFromTransform",
     "displacementFieldTransform",
     "DEFORMABLE_METHODS",
+    "homogeneousMatrix",
 ]
 
 logger = logging.getLogger(__name__)
@@ -442,12 +443,8 @@ def _demonsPyramid(fixed: sitk.Image, moving: sitk.Image, levelSpacings, iterati
         grid = _levelGrid(fixed, spacing) if np.any(spacing > np.array(fixed.GetSpacing()) * 1.01) else fixed
         f = _downsample(fixed, grid) if grid is not fixed else fixed
         m = _downsample(moving, grid) if grid is not fixed else moving
-        w = None
-        if bodyWeight is not None:
-            w = bodyWeight if grid is fixed else sitk.Resample(bodyWeight, grid, sitk.Transform(3, sitk.sitkIdentity),
-                                                               sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-        mk = None if movingKnown is None else _downsampleFraction(movingKnown, grid)
-        fk = None if fixedKnown is None else _downsampleFraction(fixedKnown, grid)
+        w, mk, fk = (None if mask is None else _downsampleFraction(mask, grid)
+                     for mask in (bodyWeight, movingKnown, fixedKnown))
         chunks = [chunkIterations] * (int(nIter) // chunkIterations) + ([int(nIter) % chunkIterations]
                                                                         if int(nIter) % chunkIterations else [])
         extendIntoAir = _AirExtension(w, extrapolationSigmaMm) if w is not None else None
@@ -486,7 +483,7 @@ def _demonsPyramid(fixed: sitk.Image, moving: sitk.Image, levelSpacings, iterati
                 # level, with scaling and squaring
                 logger.info("demons level %d: first-order exponential folding (Jacobian < %.2f); exact "
                             "exponential from iteration %d", level + 1, _FOLDING_GUARD, done)
-                stateOut["firstOrderFallbacks"] = stateOut.get("firstOrderFallbacks", 0) + 1
+                stateOut["firstOrderFallbacks"] += 1
                 firstOrder = False
                 field = before
                 continue
@@ -500,6 +497,7 @@ def _demonsPyramid(fixed: sitk.Image, moving: sitk.Image, levelSpacings, iterati
 
 
 def _downsampleFraction(fraction: sitk.Image, grid: sitk.Image) -> sitk.Image:
+    """A [0, 1] mask on a pyramid level's grid (linear: fractional at coarse levels)."""
     if fraction.GetSize() == grid.GetSize() and fraction.GetSpacing() == grid.GetSpacing():
         return fraction
     return sitk.Resample(fraction, grid, sitk.Transform(3, sitk.sitkIdentity), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
@@ -528,9 +526,10 @@ def _withoutUnknown(f: sitk.Image, m: sitk.Image, mk: sitk.Image | None, field: 
 
 
 def _jacobianMinimum(field: sitk.Image) -> float:
-    """Minimum of ``det(I + grad u)`` over the field (central differences, physical units)."""
-    jacobian = sitk.DisplacementFieldJacobianDeterminant(sitk.Cast(field, sitk.sitkVectorFloat64), True)
-    return float(sitk.GetArrayViewFromImage(jacobian).min())
+    """Minimum of ``det(I + grad u)`` over the field (:func:`.regquality.jacobianDeterminant`)."""
+    from .regquality import jacobianDeterminant  # regquality imports this module
+
+    return float(jacobianDeterminant(field)[0].min())
 
 
 def _normalisedCt(image: sitk.Image, lowHu: float, highHu: float) -> sitk.Image:
@@ -612,7 +611,12 @@ def registerDeformable(fixed: sitk.Image, moving: sitk.Image, initialTransform: 
     lo, size = _cropRegion(fixed, fixedMask, marginMm)
     fullSize = np.array(fixed.GetSize())
     cropped = any(lo > 0) or any(lo + size < fullSize)
-    fixedC = sitk.RegionOfInterest(fixed, [int(s) for s in size], [int(v) for v in lo]) if cropped else fixed
+
+    def toBox(image: sitk.Image) -> sitk.Image:
+        """An image on the fixed grid cut to the registered box."""
+        return sitk.RegionOfInterest(image, [int(s) for s in size], [int(v) for v in lo]) if cropped else image
+
+    fixedC = toBox(fixed)
 
     spacing0 = np.array(fixed.GetSpacing())
     if levelSpacingsMm is None:
@@ -630,7 +634,7 @@ def registerDeformable(fixed: sitk.Image, moving: sitk.Image, initialTransform: 
     iterationsPerLevel = list(iterationsPerLevel)
     if len(iterationsPerLevel) != len(levels):
         raise InputError("iterationsPerLevel needs one value per resolution level")
-    state = {"iterations": 0, "metric": float("nan")}
+    state = {"iterations": 0, "metric": float("nan"), "firstOrderFallbacks": 0}
     parameters: dict = {"method": method, "levelSpacingsMm": [lv.round(3).tolist() for lv in levels],
                         "finestSpacingMm": finestSpacingMm, "bodyMask": fixedMask is not None,
                         "cropIndex": lo.tolist(), "cropSize": size.tolist(), "marginMm": marginMm,
@@ -645,26 +649,19 @@ def registerDeformable(fixed: sitk.Image, moving: sitk.Image, initialTransform: 
         if withoutCounterpart is not None:
             if withoutCounterpart.GetSize() != fixed.GetSize():
                 raise InputError("the mask of tissue without counterpart must be on the grid of the fixed image")
-            fixedKnown = sitk.Cast(withoutCounterpart == 0, sitk.sitkFloat32)
-            fixedKnown = sitk.RegionOfInterest(fixedKnown, [int(s) for s in size], [int(v) for v in lo]) \
-                if cropped else fixedKnown
+            fixedKnown = toBox(sitk.Cast(withoutCounterpart == 0, sitk.sitkFloat32))
         f = _normalisedCt(fixedC, *intensityWindowHu)
         m = _normalisedCt(movingFilled, *intensityWindowHu)
         if structureMasks:
             for name, (fixedS, movingS) in structureMasks.items():
                 if fixedS.GetSize() != fixed.GetSize():
                     raise InputError(f"the fixed mask of structure '{name}' is not on the fixed grid")
-                fs = sitk.Cast(fixedS > 0, sitk.sitkFloat32)
-                fs = sitk.RegionOfInterest(fs, [int(s) for s in size], [int(v) for v in lo]) if cropped else fs
+                fs = toBox(sitk.Cast(fixedS > 0, sitk.sitkFloat32))
                 ms = sitk.Resample(sitk.Cast(movingS > 0, sitk.sitkFloat32), fixedC, initial, sitk.sitkLinear, 0.0)
                 sigma = [2.0 * float(s) for s in fixed.GetSpacing()]
                 f = f + 0.5 * sitk.SmoothingRecursiveGaussian(fs, sigma)
                 m = m + 0.5 * sitk.SmoothingRecursiveGaussian(ms, sigma)
-        bodyWeight = None
-        if fixedMask is not None:
-            bodyWeight = sitk.Cast(fixedMask > 0, sitk.sitkFloat32)
-            bodyWeight = sitk.RegionOfInterest(bodyWeight, [int(s) for s in size], [int(v) for v in lo]) \
-                if cropped else bodyWeight
+        bodyWeight = None if fixedMask is None else toBox(sitk.Cast(fixedMask > 0, sitk.sitkFloat32))
         localField = _demonsPyramid(f, m, levels, iterationsPerLevel, smoothingSigmaMm, 2.0,
                                     registerProgress, state, firstOrderExp, bodyWeight,
                                     extrapolationSigmaMm=extrapolationSigmaMm,
@@ -672,7 +669,7 @@ def registerDeformable(fixed: sitk.Image, moving: sitk.Image, initialTransform: 
                                     movingKnown=movingKnown, fixedKnown=fixedKnown)
         if bodyWeight is not None:
             localField = _relaxAir(localField, bodyWeight)
-        parameters.update({"firstOrderFallbacks": state.get("firstOrderFallbacks", 0),
+        parameters.update({"firstOrderFallbacks": state["firstOrderFallbacks"],
                            "iterationsPerLevel": iterationsPerLevel, "smoothingSigmaMm": smoothingSigmaMm,
                            "firstOrderExp": firstOrderExp,
                            "intensityWindowHu": list(intensityWindowHu), "force": "symmetric (ESM)",
@@ -683,9 +680,7 @@ def registerDeformable(fixed: sitk.Image, moving: sitk.Image, initialTransform: 
         movingOnFixed = resampleMoving(moving, fixedC, initial, defaultValue=0.0)
         localField = _bsplineField(fixedC, movingOnFixed, metric, gridSpacingMm, levels, iterationsPerLevel,
                                    registerProgress, state,
-                                   None if fixedMask is None else
-                                   (sitk.RegionOfInterest(fixedMask, [int(s) for s in size], [int(v) for v in lo])
-                                    if cropped else fixedMask))
+                                   None if fixedMask is None else toBox(fixedMask))
         parameters.update({"metric": metric, "gridSpacingMm": gridSpacingMm, "optimizer": "LBFGS2",
                            "iterationsPerLevel": iterationsPerLevel})
         methodName = f"bspline ({metric})"
@@ -712,11 +707,29 @@ def registerDeformable(fixed: sitk.Image, moving: sitk.Image, initialTransform: 
 
 
 def _members(transform: sitk.Transform) -> list:
-    """The transforms of a composite (in application-stack order), or ``[transform]``: keeps composites flat."""
+    """The transforms of a (nested) composite as one flat list in stack order (first = applied last), or
+    ``[transform]``: keeps composites flat."""
     down = transform.Downcast() if hasattr(transform, "Downcast") else transform
     if isinstance(down, sitk.CompositeTransform):
-        return [down.GetNthTransform(i).Downcast() for i in range(down.GetNumberOfTransforms())]
+        return [m for i in range(down.GetNumberOfTransforms()) for m in _members(down.GetNthTransform(i))]
     return [down]
+
+
+def homogeneousMatrix(transform: sitk.Transform) -> np.ndarray:
+    """The 4x4 homogeneous matrix of a linear transform (any kind, composites included), from the images of the
+    origin and of 100 mm along each axis; checked on three further points (ValueError if it is not linear)."""
+    origin = np.array(transform.TransformPoint((0.0, 0.0, 0.0)))
+    matrix = np.eye(4)
+    for axis in range(3):
+        unit = [0.0, 0.0, 0.0]
+        unit[axis] = 100.0
+        matrix[:3, axis] = (np.array(transform.TransformPoint(unit)) - origin) / 100.0
+    matrix[:3, 3] = origin
+    for point in ((250.0, -180.0, 90.0), (-300.0, 220.0, -410.0), (37.0, 410.0, 1200.0)):
+        expected = matrix[:3, :3] @ np.array(point) + matrix[:3, 3]
+        if np.max(np.abs(np.array(transform.TransformPoint(point)) - expected)) > 1e-6:
+            raise ValueError("not a linear transform")
+    return matrix
 
 
 def _bsplineField(fixed: sitk.Image, movingOnFixed: sitk.Image, metric: str, gridSpacingMm: float, levels,

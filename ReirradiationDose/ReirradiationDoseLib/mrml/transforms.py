@@ -23,7 +23,7 @@ from vtk.util import numpy_support
 
 from ..core.errors import InputError
 from ..core.geometry import ImageGeometry
-from ..core.registration import displacementFieldFromTransform, displacementFieldTransform
+from ..core.registration import displacementFieldFromTransform, displacementFieldTransform, homogeneousMatrix
 from .nodes import arrayFromVtkMatrix, vtkMatrixFromArray
 
 __all__ = [
@@ -39,17 +39,10 @@ _F3 = np.diag([-1.0, -1.0, 1.0])
 
 
 def lpsMatrixFromSitk(transform: sitk.Transform) -> np.ndarray:
-    """4x4 homogeneous LPS matrix of a linear SimpleITK transform (found from the images of 4 points)."""
+    """4x4 homogeneous LPS matrix of a linear SimpleITK transform (:func:`..core.registration.homogeneousMatrix`)."""
     if not transform.IsLinear():
         raise InputError(f"a {transform.GetName()} is not linear")
-    origin = np.array(transform.TransformPoint((0.0, 0.0, 0.0)))
-    matrix = np.eye(4)
-    for axis in range(3):
-        unit = [0.0, 0.0, 0.0]
-        unit[axis] = 1.0
-        matrix[:3, axis] = np.array(transform.TransformPoint(unit)) - origin
-    matrix[:3, 3] = origin
-    return matrix
+    return homogeneousMatrix(transform)
 
 
 def _gridTransformFromField(field: sitk.Image) -> vtk.vtkAbstractTransform:
