@@ -152,8 +152,12 @@ def test_deformable_registration_meets_truth_within_2_percent(demoCase, tmp_path
     for point in demoCase.truth["points"]:
         assert sampleAt(composite, point["lpsMm"]) == pytest.approx(point["expectedCompositeEqd2Gy"], rel=0.02), \
             point["name"]
-    quality = json.loads((out / "summary.json").read_text())["courses"][0]["registration"]["quality"]
+    registration = json.loads((out / "summary.json").read_text())["courses"][0]["registration"]
+    quality = registration["quality"]
     assert quality["foldingVoxelCount"] == 0 and quality["jacobianMin"] > 0.1
+    # the structures that exerted no force are recorded and stated in the report
+    assert registration["withoutCounterpart"] == {"structures": ["GTV", "Fibrosis"], "marginMm": 5.0}
+    assert "deformable (without counterpart, + 5 mm: GTV, Fibrosis)" in (out / "report.html").read_text()
 
 
 def test_report_states_the_recovery_applied(truthRun):

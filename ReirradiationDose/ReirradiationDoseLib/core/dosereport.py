@@ -274,6 +274,17 @@ def _table(rows: list[dict], columns: list[tuple[str, str]], rowClass=None) -> s
     return "".join(out)
 
 
+def _registrationText(registration: dict) -> str | None:
+    """The course's registration method, with the structures that exerted no force in it (an assumption the reader
+    must see: the field there follows the surrounding tissue)."""
+    method = registration.get("method")
+    newTissue = (registration.get("withoutCounterpart") or {}).get("structures")
+    if method and newTissue:
+        margin = registration["withoutCounterpart"].get("marginMm")
+        return f"{method} (without counterpart, + {margin:g} mm: {', '.join(newTissue)})"
+    return method
+
+
 def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity: bool = False,
                anonymize: bool = False) -> str:
     """The self-contained HTML report (pictures embedded as base64 PNG)."""
@@ -305,7 +316,7 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
         rows.append({
             "name": c["name"] + (" (current)" if c["current"] else ""), "date": c["date"],
             "fractions": c["numberOfFractions"], "source": c["fractionsSource"], "rx": c["prescriptionGy"],
-            "reg": reg.get("method"), "coverage": c["doseGridCoveragePercent"],
+            "reg": _registrationText(reg), "coverage": c["doseGridCoveragePercent"],
             "recovery": _recoveryText(c["recovery"]),
             "fold": quality.get("foldingVoxelCount"), "maxPhys": c["maxPhysicalDoseGy"], "maxEqd2": c["maxEqd2Gy"],
         })
