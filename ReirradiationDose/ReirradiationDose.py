@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 PRIOR_COURSE_SLOTS = 3  # prior courses editable in the GUI; scripts may pass any number to Logic.process
 RECOVERY_MODELS = ["none", "constant", "nieder-doi", "price"]
+REGISTRATION_METHODS = ["deformable", "rigid", "rigid (MRI)"]
+REGISTRATION_SLOTS = ["Prior course 1", "Prior course 2", "Prior course 3", "none"]  # PRIOR_COURSE_SLOTS + none
 CONSTRAINT_SETS = ["pelvic-reirradiation", "general"]  # refreshed from core.constraints at widget set-up
 
 
@@ -71,6 +73,9 @@ Reporting follows the ESTRO-EORTC re-irradiation consensus (Andratschke et al., 
 class ReirradiationDoseParameterNode:
     """Everything the module needs; the single source of truth of the GUI.
 
+    ``registration*``: the Registration section (moving volume and its structures, method, and the prior-course
+    slot that receives the transform).
+
     Prior course n (1..PRIOR_COURSE_SLOTS) is ``priorDose<n>`` (physical dose), ``priorTransform<n>`` (maps the
     prior course onto the current CT; none = same frame), ``priorFractions<n>`` and ``priorMonthsBefore<n>`` (time
     between the end of that course and the start of the current one, for the recovery model).
@@ -81,6 +86,11 @@ class ReirradiationDoseParameterNode:
     currentStructures: vtkMRMLSegmentationNode
     currentDose: vtkMRMLScalarVolumeNode
     currentFractions: Annotated[int, WithinRange(1, 100)] = 25
+
+    registrationMoving: vtkMRMLScalarVolumeNode
+    registrationMovingStructures: vtkMRMLSegmentationNode
+    registrationMethod: Annotated[str, Choice(REGISTRATION_METHODS)] = "deformable"
+    registrationSlot: Annotated[str, Choice(REGISTRATION_SLOTS)] = "Prior course 1"
 
     priorDose1: vtkMRMLScalarVolumeNode
     priorTransform1: vtkMRMLTransformNode
@@ -148,6 +158,10 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.showOverMriCheckBox.connect("toggled(bool)", self._updateSliceLayers)
         self.ui.colourWashCheckBox.connect("toggled(bool)", self._updateSliceLayers)
         self.ui.importDicomButton.connect("clicked(bool)", self.onImportDicomButton)
+        self.ui.registerButton.connect("clicked(bool)", self.onRegisterButton)
+        self.ui.reviewRegistrationButton.connect("clicked(bool)", self.onReviewRegistrationButton)
+        self.ui.propagateStructuresButton.connect("clicked(bool)", self.onPropagateStructuresButton)
+        self._lastRegistration = None  # (transform node, moving volume) of the last Register
         # a course's dose selected -> its fractions from the RTPLAN when the dose came from the DICOM database
         self._doseCourses = [
             (self.ui.currentDoseSelector, "currentFractions", self.ui.currentFractionsSourceLabel),
@@ -256,11 +270,19 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.applyButton.enabled = ready
         self.ui.applyButton.toolTip = (_("Compute the cumulative EQD2") if ready else
                                        _("Select the current planning CT and the current dose"))
+        canRegister = bool(p and p.currentCt and p.registrationMoving and p.registrationMoving != p.currentCt)
+        self.ui.registerButton.enabled = canRegister
+        last = self._lastRegistration
+        haveLast = bool(last and last[0].GetScene() is not None and last[1].GetScene() is not None)
+        self.ui.reviewRegistrationButton.enabled = haveLast
+        self.ui.propagateStructuresButton.enabled = bool(haveLast and p and p.registrationMovingStructures)
 
-    def onApplyButton(self) -> None:
-        p = self._parameterNode
-        dialog = slicer.util.createProgressDialog(windowTitle=_("Reirradiation dose"), labelText=_("Starting"),
-                                                  maximum=100, autoClose=False)
+    @staticmethod
+    def _progressDialog(title: str):
+        """A modal progress dialog and the ``progress(fraction, message)`` callback that feeds it and raises
+        ProcessingCancelled when its Cancel button was pressed."""
+        dialog = slicer.util.createProgressDialog(windowTitle=title, labelText=_("Starting"), maximum=100,
+                                                  autoClose=False)
         dialog.setCancelButtonText(_("Cancel"))
 
         def progress(fraction: float, message: str = "") -> None:
@@ -271,6 +293,50 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             if dialog.wasCanceled:
                 raise ProcessingCancelled()
 
+        return dialog, progress
+
+    def onRegisterButton(self) -> None:
+        p = self._parameterNode
+        dialog, progress = self._progressDialog(_("Registration"))
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Registration failed."), waitCursor=True):
+                try:
+                    result = self.logic.register(p.currentCt, p.registrationMoving, p.registrationMethod,
+                                                 fixedStructures=p.currentStructures,
+                                                 movingStructures=p.registrationMovingStructures,
+                                                 progress=progress)
+                except ProcessingCancelled:
+                    self.ui.registrationStatusLabel.text = _("Cancelled: nothing was added to the scene.")
+                    return
+                node = result["transform"]
+                if p.registrationSlot != "none":
+                    setattr(p, f"priorTransform{REGISTRATION_SLOTS.index(p.registrationSlot) + 1}", node)
+                self._lastRegistration = (node, p.registrationMoving)
+                self.ui.registrationStatusLabel.text = "\n".join([result["summary"], *result["warnings"]])
+                self._checkCanApply()
+        finally:
+            dialog.close()
+
+    def onReviewRegistrationButton(self) -> None:
+        node, moving = self._lastRegistration
+        with slicer.util.tryWithErrorDisplay(_("The review volumes could not be made."), waitCursor=True):
+            made = self.logic.reviewRegistration(self._parameterNode.currentCt, moving, node)
+            slicer.util.setSliceViewerLayers(background=made.get("checkerboard"), foreground=None, fit=True)
+            self.ui.registrationStatusLabel.text = _("Review volumes: {names}").format(
+                names=", ".join(n.GetName() for n in made.values()))
+
+    def onPropagateStructuresButton(self) -> None:
+        node, moving = self._lastRegistration
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("The structures could not be carried over."), waitCursor=True):
+            segmentation, warnings = self.logic.propagateStructures(p.registrationMovingStructures, node,
+                                                                    p.currentCt, moving)
+            self.ui.registrationStatusLabel.text = "\n".join(
+                [_("Structures carried onto the current CT: {name}").format(name=segmentation.GetName()), *warnings])
+
+    def onApplyButton(self) -> None:
+        p = self._parameterNode
+        dialog, progress = self._progressDialog(_("Reirradiation dose"))
         try:
             with slicer.util.tryWithErrorDisplay(_("Cumulative dose failed."), waitCursor=True):
                 try:
@@ -386,6 +452,43 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
 
         geometry = None if referenceVolumeNode is None else arrayAndGeometryFromVolumeNode(referenceVolumeNode)[1]
         return transformNodeFromDicomRegistration(scene or slicer.mrmlScene, path, geometry)
+
+    @staticmethod
+    def register(fixedVolume, movingVolume, method: str = "deformable", fixedStructures=None,
+                 movingStructures=None, outputTransform=None, progress=None) -> dict:
+        """Register ``movingVolume`` (prior CT, or MRI with ``method="rigid (MRI)"``) onto ``fixedVolume`` (the
+        current planning CT) with ``ReirradiationDoseLib.mrml.registration.registerVolumes`` and place the moving
+        volume under the new transform node, so it is shown aligned. ``method``: one of ``REGISTRATION_METHODS``.
+        Returns the dict of ``registerVolumes`` (``transform``, ``summary``, ``warnings``, ``quality``...); on
+        failure or cancel nothing is added and the moving volume keeps its place."""
+        from ReirradiationDoseLib.mrml.registration import registerVolumes
+
+        if method not in REGISTRATION_METHODS:
+            raise ValueError(f"unknown registration method '{method}' (use one of {', '.join(REGISTRATION_METHODS)})")
+        result = registerVolumes(fixedVolume.GetScene(), fixedVolume, movingVolume,
+                                 "deformable" if method == "deformable" else "rigid",
+                                 multimodal=method == "rigid (MRI)", fixedStructures=fixedStructures,
+                                 movingStructures=movingStructures if method == "deformable" else None,
+                                 outputTransform=outputTransform, progress=progress)
+        movingVolume.SetAndObserveTransformNodeID(result["transform"].GetID())
+        return result
+
+    @staticmethod
+    def reviewRegistration(fixedVolume, movingVolume, transformNode) -> dict:
+        """Warped moving volume, checkerboard, difference and (deformable) Jacobian determinant volumes
+        (``ReirradiationDoseLib.mrml.registration.reviewVolumes``)."""
+        from ReirradiationDoseLib.mrml.registration import reviewVolumes
+
+        return reviewVolumes(fixedVolume.GetScene(), fixedVolume, movingVolume, transformNode)
+
+    @staticmethod
+    def propagateStructures(segmentationNode, transformNode, fixedVolume, movingVolume):
+        """The moving CT's structures on the current CT; ``(segmentation node, warnings)``
+        (``ReirradiationDoseLib.mrml.registration.propagateSegmentation``)."""
+        from ReirradiationDoseLib.mrml.registration import propagateSegmentation
+
+        return propagateSegmentation(fixedVolume.GetScene(), segmentationNode, transformNode, fixedVolume,
+                                     movingVolume)
 
     @staticmethod
     def importDicomFolder(folder: str) -> list[str]:

@@ -53,3 +53,18 @@ def test_invalid_geometry_rejected():
     with pytest.raises(ValueError):
         ImageGeometry((2, 2, 2), (1, 1, 1), direction=(1, 0, 0, 0, 2, 0, 0, 0, 1))
     assert ImageGeometry.fromImage(sitk.Image(3, 4, 5, sitk.sitkUInt8)).shape == (5, 4, 3)
+
+
+def test_coarsened_keeps_the_box_and_never_refines():
+    rotated = tuple(sitk.VersorTransform((0, 0, 1), 0.2).GetMatrix())
+    g = ImageGeometry((512, 512, 150), (0.98, 0.98, 2.0), (-250.0, -240.0, -150.0), rotated)
+    c = g.coarsened(2.5)
+    assert c.spacingMm == (2.5, 2.5, 2.5)
+    assert c.originMm == g.originMm and c.direction == g.direction
+    # first voxel centre kept; the last node reaches the last voxel centre or lies within one coarse step beyond
+    extent = np.array(g.spacingMm) * (np.array(g.sizeXyz) - 1)
+    reach = np.array(c.spacingMm) * (np.array(c.sizeXyz) - 1)
+    assert np.all(reach >= extent - 1e-9) and np.all(reach < extent + 2.5)
+    assert c.sizeXyz == (202, 202, 121)
+    assert g.coarsened(0.5) == g  # already coarser: unchanged
+    assert ImageGeometry((10, 10, 10), (3.5, 3.5, 5.0)).coarsened(2.5).spacingMm == (3.5, 3.5, 5.0)

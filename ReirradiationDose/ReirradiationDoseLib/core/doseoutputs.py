@@ -25,7 +25,7 @@ import SimpleITK as sitk
 
 from .atomic import atomicOutputDir
 from .dosereport import constraintRows, dvhRows, reportHtml, summaryDict, writeCsv
-from .geometry import imageFromArray
+from .geometry import ImageGeometry, imageFromArray
 from .progress import noProgress
 
 logger = logging.getLogger(__name__)
@@ -96,11 +96,6 @@ def writeDoseOutputs(result, outputDir, pictures: bool | Callable = True, includ
     return [final / name for name in dict.fromkeys(written)]
 
 
-# Deformable registrations are written as DICOM REG on a grid no finer than this (the demons field is computed at
-# 2-3 mm on clinical CTs and smooth below that; 512x512x150 at 1x1x2 mm would make a 470 MB vector grid, 57 MB here)
-REG_GRID_SPACING_MM = 2.5
-
-
 def _writeRegistrations(result, folder: Path, anonymize: bool = False) -> list[str]:
     """The transforms used (reference CT LPS -> course / MRI LPS, SimpleITK convention), so a run can be reviewed
     and reused: ``registration_<course>.h5`` and ``registration_mri.tfm``; and each course's registration as a
@@ -128,21 +123,17 @@ def _writeRegistrations(result, folder: Path, anonymize: bool = False) -> list[s
 
 def _writeDicomRegistration(result, course, folder: Path, anonymize: bool) -> str | None:
     from . import dicomreg
+    from .registration import FIELD_EXPORT_SPACING_MM
 
     fixedUid = str(result.referenceInfo.get("frameOfReferenceUid") or "")
     movingUid = str((course.doseInfo or {}).get("frameOfReferenceUid") or "")
     if anonymize or not fixedUid or not movingUid or fixedUid == movingUid:
         return None
-    reference = result.referenceImage
-    spacing = np.maximum(np.array(reference.GetSpacing()), REG_GRID_SPACING_MM)
-    extent = np.array(reference.GetSpacing()) * (np.array(reference.GetSize()) - 1)
-    grid = sitk.Image([int(v) for v in np.ceil(extent / spacing - 1e-6).astype(int) + 1], sitk.sitkUInt8)
-    grid.SetSpacing([float(v) for v in spacing])
-    grid.SetOrigin(reference.GetOrigin())
-    grid.SetDirection(reference.GetDirection())
+    grid = ImageGeometry.fromImage(result.referenceImage).coarsened(FIELD_EXPORT_SPACING_MM)
     path = folder / f"registration_{safeName(course.name)}.dcm"
     dicomreg.writeDicomRegistration(path, course.transform, fixedUid, movingUid,
-                                    _patientStudyFor(result.referenceInfo, anonymize=False), referenceGrid=grid,
+                                    _patientStudyFor(result.referenceInfo, anonymize=False),
+                                    referenceGrid=grid.emptyImage(sitk.sitkUInt8),
                                     seriesDescription=f"Reirradiation: {course.name} to current CT"[:64],
                                     contentDescription=f"course '{course.name}' registered onto the reference CT")
     return path.name

@@ -139,6 +139,15 @@ class ImageGeometry:
             and np.allclose(self.direction, other.direction, atol=1e-5)
         )
 
+    def coarsened(self, minimumSpacingMm: float) -> ImageGeometry:
+        """The same box (origin, direction, first to last voxel centre, or just beyond) sampled no finer than
+        ``minimumSpacingMm`` along each axis; axes already that coarse keep their spacing."""
+        spacing = np.maximum(np.array(self.spacingMm), float(minimumSpacingMm))
+        extent = np.array(self.spacingMm) * (np.array(self.sizeXyz) - 1)
+        size = np.ceil(extent / spacing - 1e-6).astype(int) + 1
+        return ImageGeometry(tuple(int(v) for v in size), tuple(float(v) for v in spacing), self.originMm,
+                             self.direction)
+
     def emptyImage(self, pixelId=sitk.sitkFloat32) -> sitk.Image:
         image = sitk.Image(list(self.sizeXyz), pixelId)
         self.applyTo(image)

@@ -327,14 +327,16 @@ def _readStructures(path, geometry: ImageGeometry, segio, warnings: list) -> tup
 
 def registerCourse(referenceImage: sitk.Image, courseImage: sitk.Image, method: str, bodyMask=None,
                    progress=None, structureMasks: dict | None = None,
-                   withoutCounterpart: sitk.Image | None = None) -> tuple[sitk.Transform, dict]:
+                   withoutCounterpart: sitk.Image | None = None,
+                   initialization: str = "geometry") -> tuple[sitk.Transform, dict]:
     """Register a course's planning CT onto the reference CT: rigid, then (optionally) deformable.
 
     ``structureMasks`` (deformable only): ``{name: (reference mask image, course mask image)}`` organs delineated
     on both CTs; they guide the demons as extra matching channels (structure-guided mode, see
     :func:`_pairedStructureMasks`). ``withoutCounterpart`` (deformable only): reference-grid mask of tissue that has
     no counterpart in the course's CT (the recurrence, new fibrosis; :func:`_withoutCounterpartMask`); it exerts
-    no force and the field there follows its surroundings.
+    no force and the field there follows its surroundings. ``initialization`` of the rigid step: ``"geometry"``
+    (image centres) or ``"moments"`` (centres of mass, for an MRI whose field of view differs from the CT's).
 
     Returns the transform (reference LPS → course LPS, for pull-back resampling) and a description with the
     registration's parameters and quality numbers.
@@ -346,7 +348,8 @@ def registerCourse(referenceImage: sitk.Image, courseImage: sitk.Image, method: 
     moving = sitk.Cast(courseImage, sitk.sitkFloat32)
     description: dict = {"method": method}
     progress(0.0, "Rigid registration")
-    rigid = reg.registerRigid(fixed, moving, progress=subProgress(progress, 0.0, 0.25))
+    rigid = reg.registerRigid(fixed, moving, initialization=initialization,
+                              progress=subProgress(progress, 0.0, 0.25 if method == "deformable" else 1.0))
     description["rigid"] = _resultSummary(rigid)
     if method == "rigid":
         return rigid.transform, description
@@ -410,7 +413,7 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
     elif course.registration in ("rigid", "deformable"):
         courseImage, courseInfo = _readImage(course.image, f"course '{course.name}' image", dicomimage)
         identities.append(("image", str(course.image), courseInfo.get("patientId", "")))
-        bodyName = _findBody(masks)
+        bodyName = findBody(masks)
         bodyImage = None
         if bodyName is not None:
             from .geometry import imageFromArray
@@ -476,7 +479,7 @@ def _checkSamePatient(identities: list[tuple[str, str, str]], case: CaseSpec, wa
             warnings.append(message + " (accepted: allowPatientMismatch)")
 
 
-def _findBody(masks: dict) -> str | None:
+def findBody(masks: dict) -> str | None:
     for name in masks:
         if name.strip().lower() in ("body", "external", "skin", "outline", "body outline"):
             return name
@@ -489,9 +492,17 @@ WITHOUT_COUNTERPART_MARGIN_MM = 5.0
 
 
 def _withoutCounterpartMask(course: CourseSpec, masks: dict, referenceImage, warnings: list):
-    """The reference structures whose tissue has no counterpart in the course's CT (``course.withoutCounterpart``;
-    default every structure whose name starts with GTV: a recurrence is tissue the prior CT did not hold), grown by
-    ``WITHOUT_COUNTERPART_MARGIN_MM``, as a mask image on the reference grid; with the names used.
+    """:func:`withoutCounterpartMask` for a course of the case file."""
+    return withoutCounterpartMask(masks, ImageGeometry.fromImage(referenceImage), course.withoutCounterpart,
+                                  warnings, f"course '{course.name}'")
+
+
+def withoutCounterpartMask(masks: dict, geometry: ImageGeometry, names=None, warnings: list | None = None,
+                           owner: str = "the registration"):
+    """The reference structures whose tissue has no counterpart in the moving CT (``names``; None: every
+    structure whose name starts with GTV, since a recurrence is tissue the prior CT did not hold), grown by
+    ``WITHOUT_COUNTERPART_MARGIN_MM``, as a uint8 mask image on ``geometry``; with the names used. A name that is
+    not among ``masks`` is reported in ``warnings`` (as ``owner``'s) and ignored. ``(None, names)`` when empty.
 
     Demons matching the recurrence's tumour against whatever prior tissue lay there (sacrum, muscle) drags the
     tissue around it. On the clinical-size demo case (Testing/benchmarks/registration_demo.py), GTV and Fibrosis
@@ -502,56 +513,67 @@ def _withoutCounterpartMask(course: CourseSpec, masks: dict, referenceImage, war
     from .geometry import imageFromArray
 
     byName = {name.strip().lower(): name for name in masks}
-    if course.withoutCounterpart is None:
-        names = [name for name in masks if name.strip().lower().startswith("gtv")]
+    if names is None:
+        used = [name for name in masks if name.strip().lower().startswith("gtv")]
     else:
-        names = []
-        for wanted in course.withoutCounterpart:
+        used = []
+        for wanted in names:
             if wanted.strip().lower() in byName:
-                names.append(byName[wanted.strip().lower()])
-            else:
-                warnings.append(f"course '{course.name}': structure '{wanted}' named in 'withoutCounterpart' is not "
-                                "among the reference structures; ignored")
-    union = np.zeros(ImageGeometry.fromImage(referenceImage).shape, dtype=bool)
-    for name in names:
+                used.append(byName[wanted.strip().lower()])
+            elif warnings is not None:
+                warnings.append(f"{owner}: structure '{wanted}' named in 'withoutCounterpart' is not among the "
+                                "reference structures; ignored")
+    union = np.zeros(geometry.shape, dtype=bool)
+    for name in used:
         union |= np.asarray(masks[name], dtype=bool)
     if not union.any():
-        return None, names
-    geometry = ImageGeometry.fromImage(referenceImage)
+        return None, used
     grown = ndimage.distance_transform_edt(~union, sampling=np.array(geometry.spacingMm)[::-1]) \
         <= WITHOUT_COUNTERPART_MARGIN_MM
-    return imageFromArray(grown.astype(np.uint8), geometry), names
+    return imageFromArray(grown.astype(np.uint8), geometry), used
 
 
 def _pairedStructureMasks(case, course: CourseSpec, masks: dict, referenceImage, courseImage) -> dict | None:
-    """Organs delineated on both CTs, as ``{name: (reference mask, course mask)}`` images for structure-guided DIR.
-
-    Pairs the reference structures with the course's own structures (``"structures"`` of the course, rasterised
-    on the course CT's grid) by name (case-insensitive), leaving out the body outline (already the registration
-    mask) and targets (``case.targets`` and any GTV/CTV/ITV/PTV name: a recurrence's target is not the prior
-    target moved). On the demo case (Testing/benchmarks/registration_demo.py) the pairs halve the displacement
-    error p95 around the recurrence and raise the Jacobian minimum from 0.12 to 0.40. None when nothing pairs.
-    """
+    """:func:`pairStructureMasks` of the reference structures with the course's own (``"structures"`` of the
+    course, rasterised on the course CT's grid); None without course structures."""
     if course.structures is None or not masks:
         return None
     from . import segio
-    from .geometry import imageFromArray
 
     courseMasks, courseGeometry, _ = segio.readSegmentationWithGeometry(course.structures,
                                                                         ImageGeometry.fromImage(courseImage))
-    skip = {t.strip().lower() for t in case.targets} | {"body", "external", "skin", "outline", "body outline"}
-    byName = {name.strip().lower(): name for name in courseMasks}
-    referenceGeometry = ImageGeometry.fromImage(referenceImage)
+    pairs = pairStructureMasks(masks, ImageGeometry.fromImage(referenceImage), courseMasks, courseGeometry,
+                               case.targets)
+    logger.info("Structure-guided registration of course '%s': %s", course.name, ", ".join(sorted(pairs or {}))
+                or "none")
+    return pairs
+
+
+def pairStructureMasks(referenceMasks: dict, referenceGeometry: ImageGeometry, movingMasks: dict,
+                       movingGeometry: ImageGeometry, targets=()) -> dict | None:
+    """Organs delineated on both CTs, as ``{name: (reference mask, moving mask)}`` uint8 images for
+    structure-guided DIR.
+
+    Pairs by name (case-insensitive), leaving out the body outline (already the registration mask) and targets
+    (``targets`` and any GTV/CTV/ITV/PTV name: a recurrence's target is not the prior target moved) and structures
+    empty on either side. On the demo case (Testing/benchmarks/registration_demo.py) the pairs halve the
+    displacement error p95 around the recurrence and raise the Jacobian minimum from 0.12 to 0.40. None when
+    nothing pairs.
+    """
+    from .geometry import imageFromArray
+
+    skip = {t.strip().lower() for t in targets} | {"body", "external", "skin", "outline", "body outline"}
+    byName = {name.strip().lower(): name for name in movingMasks}
     pairs = {}
-    for name, mask in masks.items():
+    for name, mask in referenceMasks.items():
         key = name.strip().lower()
         if key in skip or key[:3] in ("gtv", "ctv", "itv", "ptv") or key not in byName:
             continue
-        other = np.asarray(courseMasks[byName[key]], dtype=bool)
+        mask = np.asarray(mask, dtype=bool)
+        other = np.asarray(movingMasks[byName[key]], dtype=bool)
         if mask.any() and other.any():
             pairs[name] = (imageFromArray(mask.astype(np.uint8), referenceGeometry),
-                           imageFromArray(other.astype(np.uint8), courseGeometry))
-    logger.info("Structure-guided registration of course '%s': %s", course.name, ", ".join(sorted(pairs)) or "none")
+                           imageFromArray(other.astype(np.uint8), movingGeometry))
     return pairs or None
 
 

@@ -76,6 +76,13 @@ _INTENSITY_THRESHOLD = 1e-6
 _FOLDING_GUARD = 0.05
 
 
+# A deformable registration leaving this module (DICOM REG, a Slicer grid transform node) is sampled no finer than
+# this: the demons field is computed at 2-3 mm on clinical CTs (maxVoxels) and smoothed over >= 2.5 mm, so linear
+# interpolation between 2.5 mm nodes moves it by hundredths of a mm, while 512x512x150 at 1x1x2 mm would make a
+# 470 MB vector grid (57 MB at 2.5 mm).
+FIELD_EXPORT_SPACING_MM = 2.5
+
+
 @dataclass(frozen=True)
 class RegistrationResult:
     """Outcome of a registration.

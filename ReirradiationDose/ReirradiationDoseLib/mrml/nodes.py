@@ -203,12 +203,14 @@ def _showAsDose(node, maximumGy: float) -> None:
     display.ApplyThresholdOn()
 
 
-def arrayAndGeometryFromVolumeNode(node) -> tuple[np.ndarray, ImageGeometry]:
+def arrayAndGeometryFromVolumeNode(node, ignoreParentTransform: bool = False) -> tuple[np.ndarray, ImageGeometry]:
     """A copy of the node's voxels (indexed [k, j, i]) and their grid in LPS: the exact inverse of
-    :func:`volumeNodeFromArray`. A node under a transform is refused (harden it first)."""
+    :func:`volumeNodeFromArray`. A node under a transform is refused (harden it first), unless
+    ``ignoreParentTransform``: then its own grid is returned, as if the transform were not there."""
     if node is None or not node.IsA("vtkMRMLVolumeNode"):
         raise InputError("a volume node is required")
-    _requireNoTransform(node, "volume")
+    if not ignoreParentTransform:
+        _requireNoTransform(node, "volume")
     image = node.GetImageData()
     array = _arrayFromImageData(image, f"volume '{node.GetName()}'")
     matrix = vtk.vtkMatrix4x4()

@@ -1,0 +1,277 @@
+"""Registration in the scene: volume nodes in, a transform node out, with what a reviewer needs to trust it.
+
+- :func:`registerVolumes`: the current CT (fixed) and a prior CT or an MRI (moving) -> a transform node placed like
+  every registration of this extension (transform *from parent* = fixed RAS -> moving RAS; put the moving volume
+  and its dose under it to see them on today's anatomy). Rigid (Mattes mutual information; an MRI starts from the
+  centres of mass), or rigid then deformable (diffeomorphic demons inside the body outline, guided by the organs
+  delineated on both CTs, with the recurrence exerting no force): the core's
+  :func:`~ReirradiationDoseLib.core.pipeline.registerCourse`, the same as the ``dose`` command runs.
+- :func:`reviewVolumes`: the moving volume warped onto the fixed grid, a checkerboard, the difference and (for a
+  deformable transform) the Jacobian determinant, as volume nodes for visual review.
+- :func:`propagateSegmentation`: the moving CT's structures carried onto the fixed CT (nearest neighbour pull-back).
+
+Every function computes first and adds nodes last; on failure it removes what it created, and a re-run replaces
+its earlier outputs (found by attribute) only once the new ones exist, so nothing is lost or half-made.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from ..core import pipeline as corePipeline
+from ..core import regquality
+from ..core.dosemapping import mapLabels
+from ..core.errors import InputError
+from ..core.geometry import ImageGeometry, imageFromArray
+from ..core.progress import noProgress, subProgress
+from ..core.registration import FIELD_EXPORT_SPACING_MM, homogeneousMatrix, resampleMoving
+from .nodes import (
+    arrayAndGeometryFromVolumeNode,
+    masksFromSegmentationNode,
+    nodesWithAttribute,
+    removeNodes,
+    segmentationNodeFromMasks,
+    volumeNodeFromArray,
+)
+from .transforms import sitkTransformFromNode, transformNodeFromSitk, updateTransformNodeFromSitk
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["registerVolumes", "reviewVolumes", "propagateSegmentation", "REGISTRATION_ATTRIBUTE",
+           "REVIEW_ATTRIBUTE"]
+
+REGISTRATION_ATTRIBUTE = "Reirradiation.Registration"  # on transform nodes made here: "rigid" / "deformable"
+REVIEW_ATTRIBUTE = "Reirradiation.RegistrationReview"  # on review volumes: "<transform node ID>:<kind>"
+REVIEW_KINDS = ("warped", "checkerboard", "difference", "jacobian")
+
+
+def _isRegistration(transformNode) -> bool:
+    """A transform node made by this extension's registration or DICOM REG reader."""
+    return transformNode is not None and bool(transformNode.GetAttribute(REGISTRATION_ATTRIBUTE)
+                                              or transformNode.GetAttribute("Reirradiation.DicomRegistrationFile"))
+
+
+def _image(node, what: str, moving: bool = False, transformNode=None) -> tuple[sitk.Image, ImageGeometry]:
+    """The volume's voxels as a float32 image on its own grid. A moving volume may sit under ``transformNode`` or
+    under any registration of this extension (placed there to be seen aligned): its own grid is what the
+    registration maps into. Any other parent transform is refused (harden it first)."""
+    parent = node.GetParentTransformNode() if node is not None else None
+    ignore = moving and parent is not None and (parent is transformNode or _isRegistration(parent))
+    try:
+        array, geometry = arrayAndGeometryFromVolumeNode(node, ignoreParentTransform=ignore)
+    except InputError as error:
+        raise InputError(f"{what}: {error}") from error
+    return imageFromArray(array.astype(np.float32, copy=False), geometry), geometry
+
+
+def _rigidSummary(transform: sitk.Transform, fixedGeometry: ImageGeometry) -> str:
+    matrix = homogeneousMatrix(transform)
+    angle = np.degrees(np.arccos(np.clip((np.trace(matrix[:3, :3]) - 1.0) / 2.0, -1.0, 1.0)))
+    low, high = fixedGeometry.boundsLps()
+    centre = (low + high) / 2.0
+    shift = np.linalg.norm(matrix[:3, :3] @ centre + matrix[:3, 3] - centre)
+    return f"rotation {angle:.1f}°, shift of the fixed image's centre {shift:.1f} mm"
+
+
+def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable", *, multimodal: bool = False,
+                    fixedStructures=None, movingStructures=None, withoutCounterpart=None, targets=(),
+                    outputTransform=None, name: str | None = None, progress=None) -> dict:
+    """Register ``movingVolume`` (prior CT, or MRI with ``multimodal=True``) onto ``fixedVolume`` (current CT).
+
+    Parameters
+    ----------
+    method : ``"rigid"`` or ``"deformable"`` (rigid, then demons; CT to CT only).
+    fixedStructures : segmentation of the fixed CT. Its body outline (Body / External / Skin / Outline) bounds the
+        deformable registration; its GTV* structures (or ``withoutCounterpart``) exert no force.
+    movingStructures : segmentation of the moving CT; organs named alike on both sides guide the demons.
+    withoutCounterpart : fixed structures whose tissue the moving CT does not hold (None: every GTV*; ``[]``: none),
+        grown by 5 mm (:func:`~ReirradiationDoseLib.core.pipeline.withoutCounterpartMask`).
+    targets : further fixed structure names never used as guides (GTV/CTV/ITV/PTV names never are).
+    outputTransform : an existing transform node to fill (linear for rigid, grid for deformable); default a new one.
+    progress : ``progress(fraction, message)``; raising ``ProcessingCancelled`` stops it with the scene untouched.
+
+    Returns ``{"transform", "description", "quality", "warnings", "summary"}``; the node carries attributes
+    ``Reirradiation.Registration`` (method), ``...Fixed`` / ``...Moving`` (node IDs) and ``...Description`` (JSON
+    of the settings and quality numbers). A deformable field is stored on the fixed CT's box no finer than
+    ``FIELD_EXPORT_SPACING_MM``.
+    """
+    progress = progress or noProgress
+    if method not in ("rigid", "deformable"):
+        raise InputError(f"unknown registration method '{method}' (use 'rigid' or 'deformable')")
+    if multimodal and method == "deformable":
+        raise InputError("deformable registration is for a prior CT onto the current CT; register an MRI rigidly")
+    if fixedVolume is None or movingVolume is None:
+        raise InputError("a fixed (current CT) and a moving volume (prior CT or MRI) are required")
+    if fixedVolume is movingVolume:
+        raise InputError(f"the fixed and moving volumes are the same node '{fixedVolume.GetName()}'")
+    wanted = "vtkMRMLLinearTransformNode" if method == "rigid" else "vtkMRMLGridTransformNode"
+    if outputTransform is not None and not outputTransform.IsA(wanted):
+        raise InputError(f"the output transform '{outputTransform.GetName()}' is a {outputTransform.GetClassName()}; "
+                         f"a {method} registration needs a {wanted}")
+    fixed, fixedGeometry = _image(fixedVolume, f"fixed volume '{fixedVolume.GetName()}'")
+    moving, movingGeometry = _image(movingVolume, f"moving volume '{movingVolume.GetName()}'", True,
+                                    outputTransform)
+    warnings: list[str] = []
+    masks = masksFromSegmentationNode(fixedStructures, fixedGeometry) if fixedStructures is not None else {}
+    bodyName = corePipeline.findBody(masks)
+    body = None
+    if bodyName is not None and masks[bodyName].any():
+        body = imageFromArray(masks[bodyName].astype(np.uint8), fixedGeometry)
+    elif method == "deformable":
+        warnings.append("no body outline (Body / External / Skin / Outline) among the fixed structures: the "
+                        "deformable registration covers the whole fixed image, air included")
+    pairs, newTissue, newTissueNames = None, None, []
+    if method == "deformable":
+        if movingStructures is not None and masks:
+            movingMasks = masksFromSegmentationNode(movingStructures, movingGeometry)
+            pairs = corePipeline.pairStructureMasks(masks, fixedGeometry, movingMasks, movingGeometry, targets)
+        if masks:
+            newTissue, newTissueNames = corePipeline.withoutCounterpartMask(
+                masks, fixedGeometry, None if withoutCounterpart is None else list(withoutCounterpart), warnings)
+
+    transform, description = corePipeline.registerCourse(
+        fixed, moving, method, body, subProgress(progress, 0.0, 0.95), structureMasks=pairs,
+        withoutCounterpart=newTissue, initialization="moments" if multimodal else "geometry")
+    description["structureGuided"] = sorted(pairs or {})
+    if method == "deformable":
+        description["withoutCounterpart"] = {"structures": newTissueNames,
+                                             "marginMm": corePipeline.WITHOUT_COUNTERPART_MARGIN_MM}
+
+    progress(0.96, "Storing the transform")
+    label = name or f"{movingVolume.GetName()} to {fixedVolume.GetName()} ({method})"
+    grid = fixedGeometry.coarsened(FIELD_EXPORT_SPACING_MM) if method == "deformable" else None
+    if outputTransform is not None:
+        updateTransformNodeFromSitk(outputTransform, transform, grid)
+        node = outputTransform
+    else:
+        node = transformNodeFromSitk(scene, transform, label, grid)
+    node.SetAttribute(REGISTRATION_ATTRIBUTE, method)
+    node.SetAttribute(REGISTRATION_ATTRIBUTE + "Fixed", fixedVolume.GetID())
+    node.SetAttribute(REGISTRATION_ATTRIBUTE + "Moving", movingVolume.GetID())
+    node.SetAttribute(REGISTRATION_ATTRIBUTE + "Description", json.dumps(description, default=str))
+    quality = description.get("quality") or {}
+    if method == "rigid":
+        summary = (f"Rigid registration of '{movingVolume.GetName()}' onto '{fixedVolume.GetName()}': "
+                   f"{_rigidSummary(transform, fixedGeometry)}.")
+    elif "error" in quality:
+        summary = f"Deformable registration done; its quality could not be computed ({quality['error']})."
+    else:
+        folding = quality.get("foldingVoxelCountInBody", quality.get("foldingVoxelCount", 0))
+        summary = (f"Deformable registration of '{movingVolume.GetName()}' onto '{fixedVolume.GetName()}': "
+                   f"Jacobian {quality['jacobianMin']:.2f} to {quality['jacobianMax']:.2f}, "
+                   f"{'no folding' if folding == 0 else f'{folding} folding voxels in the body'}; displacement in "
+                   f"the {quality['region']} mean {quality['displacementMeanMm']:.1f} / p95 "
+                   f"{quality['displacementP95Mm']:.1f} / max {quality['displacementMaxMm']:.1f} mm.")
+        if folding:
+            warnings.append(f"the deformable registration folds at {folding} voxels in the body (Jacobian <= 0): "
+                            "review it before mapping dose through it")
+    progress(1.0, "Registration done")
+    logger.info("%s", summary)
+    return {"transform": node, "description": description, "quality": quality, "warnings": warnings,
+            "summary": summary}
+
+
+def reviewVolumes(scene, fixedVolume, movingVolume, transformNode, squaresMm: float = 20.0,
+                  kinds=REVIEW_KINDS) -> dict:
+    """Volumes for judging ``transformNode`` (fixed -> moving, as :func:`registerVolumes` makes it) by eye.
+
+    ``kinds`` from ``"warped"`` (the moving volume on the fixed grid, pulled through the transform; outside the
+    moving scan its lowest value), ``"checkerboard"`` (fixed and warped in alternating squares of about
+    ``squaresMm``), ``"difference"`` (warped - fixed) and ``"jacobian"`` (det(I + grad u) of a deformable transform
+    on its own grid; below 0 = folding; skipped for a linear transform). Returns ``{kind: node}``. A second call
+    for the same transform node replaces the earlier volumes (once the new ones exist).
+    """
+    unknown = [k for k in kinds if k not in REVIEW_KINDS]
+    if unknown:
+        raise InputError(f"unknown review volume(s) {unknown} (use {', '.join(REVIEW_KINDS)})")
+    if transformNode is None:
+        raise InputError("a registration transform node is required")
+    fixed, fixedGeometry = _image(fixedVolume, f"fixed volume '{fixedVolume.GetName()}'")
+    moving, _ = _image(movingVolume, f"moving volume '{movingVolume.GetName()}'", True, transformNode)
+    transform = sitkTransformFromNode(transformNode, fixedGeometry)
+    lowest = float(sitk.GetArrayViewFromImage(moving).min())
+    warped = resampleMoving(moving, fixed, transform, defaultValue=lowest)
+    images: dict[str, tuple[np.ndarray, ImageGeometry]] = {}
+    if "warped" in kinds:
+        images["warped"] = (sitk.GetArrayFromImage(warped), fixedGeometry)
+    if "checkerboard" in kinds:
+        images["checkerboard"] = (sitk.GetArrayFromImage(regquality.checkerboard(fixed, warped, squaresMm)),
+                                  fixedGeometry)
+    if "difference" in kinds:
+        images["difference"] = (sitk.GetArrayFromImage(regquality.differenceImage(fixed, warped)), fixedGeometry)
+    if "jacobian" in kinds and not transformNode.IsA("vtkMRMLLinearTransformNode"):
+        down = transform.Downcast() if hasattr(transform, "Downcast") else transform
+        jacobian, jacobianGeometry = regquality.jacobianDeterminant(down.GetDisplacementField())
+        images["jacobian"] = (jacobian, jacobianGeometry)
+
+    names = {"warped": f"{movingVolume.GetName()} warped", "checkerboard": f"{transformNode.GetName()} checkerboard",
+             "difference": f"{transformNode.GetName()} difference (moving - fixed)",
+             "jacobian": f"{transformNode.GetName()} Jacobian determinant"}
+    created, old = {}, []
+    try:
+        for kind, (array, geometry) in images.items():
+            key = f"{transformNode.GetID()}:{kind}"
+            old += nodesWithAttribute(scene, REVIEW_ATTRIBUTE, key)
+            node = volumeNodeFromArray(scene, array, geometry, names[kind])
+            node.SetAttribute(REVIEW_ATTRIBUTE, key)
+            created[kind] = node
+            display = node.GetDisplayNode()
+            display.AutoWindowLevelOff()
+            if kind == "jacobian":
+                display.SetWindowLevelMinMax(0.0, 2.0)
+            elif kind == "difference":
+                display.SetWindowLevelMinMax(-200.0, 200.0)
+            else:
+                source = fixedVolume.GetDisplayNode()
+                if source is not None:
+                    display.SetWindowLevel(source.GetWindow(), source.GetLevel())
+    except Exception:
+        removeNodes(scene, created.values())
+        raise
+    removeNodes(scene, old)
+    return created
+
+
+def propagateSegmentation(scene, segmentationNode, transformNode, fixedVolume, movingVolume,
+                          name: str | None = None) -> tuple:
+    """The moving CT's segmentation carried onto the fixed CT through ``transformNode`` (fixed -> moving).
+
+    Each segment is rasterised on the moving volume's grid and pulled back with nearest neighbour
+    (:func:`~ReirradiationDoseLib.core.dosemapping.mapLabels`). Returns ``(new segmentation node, warnings)``; a
+    warning names every structure that reaches fixed voxels whose counterpart lies beyond the moving scan (it may
+    be cut there) or that maps entirely outside the fixed volume.
+    """
+    if segmentationNode is None or transformNode is None:
+        raise InputError("a segmentation and a registration transform node are required")
+    _, fixedGeometry = _image(fixedVolume, f"fixed volume '{fixedVolume.GetName()}'")
+    _, movingGeometry = _image(movingVolume, f"moving volume '{movingVolume.GetName()}'", True, transformNode)
+    masks = masksFromSegmentationNode(segmentationNode, movingGeometry)
+    transform = sitkTransformFromNode(transformNode, fixedGeometry)
+    segmentation = segmentationNode.GetSegmentation()
+    colors = {}
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(index)
+        colors[segment.GetName()] = segment.GetColor()
+    mapped, warnings, nearEdge = {}, [], None
+    for structure, mask in masks.items():
+        result = mapLabels(mask, movingGeometry, transform, fixedGeometry)
+        mapped[structure] = np.asarray(result.labels, dtype=bool)
+        if nearEdge is None:  # fixed voxels next to those that map outside the moving scan
+            nearEdge = ndimage.binary_dilation(~result.coveredMask) if not result.coveredMask.all() \
+                else np.zeros(fixedGeometry.shape, dtype=bool)
+        if mask.any() and not mapped[structure].any():
+            warnings.append(f"structure '{structure}' of '{segmentationNode.GetName()}' maps entirely outside "
+                            f"'{fixedVolume.GetName()}'")
+        elif (mapped[structure] & nearEdge).any():
+            warnings.append(f"structure '{structure}' of '{segmentationNode.GetName()}' reaches the end of the "
+                            f"moving scan '{movingVolume.GetName()}' on '{fixedVolume.GetName()}': it may be cut "
+                            "there")
+    node = segmentationNodeFromMasks(scene, mapped, fixedGeometry, colors,
+                                     name or f"{segmentationNode.GetName()} on {fixedVolume.GetName()}",
+                                     referenceVolumeNode=fixedVolume)
+    return node, warnings
