@@ -1,7 +1,8 @@
 """Benchmark: our deformable registration vs elastix's default B-spline parameter map, on known deformations.
 
 Cases (truth known analytically, ``regquality.analyticDeformationField``; the fixed image is the moving image
-pulled through the truth, so the registration must recover it):
+pulled through the truth, continued beyond the moving scan by its edge voxels (see ``makeCase``), so the
+registration must recover it):
 
 1. synthetic pelvis 256x256x100 (1.5x1.5x3 mm), 12/10/5 mm deformation: ours and elastix side by side;
 2. real CT (MSD spleen crop 164x166x26, 0.8x0.8x5 mm), 12/10/3 mm deformation: ours (and elastix);
@@ -87,14 +88,20 @@ def errorStats(field: sitk.Image, truth: sitk.Image, evaluate: np.ndarray) -> di
 
 
 def makeCase(moving: sitk.Image, body: sitk.Image | None, amplitudeMm, wavelengthMm=200.0):
+    """Fixed image = moving pulled through the known field. Where the field reaches beyond the moving scan, the
+    moving is continued by copies of its edge voxels: a real fixed scan holds tissue there, not the -1000 HU edge
+    that resampling would fabricate (which alone cost 0.25 mm of p95 on the spleen crop, whose 26 slices end
+    inside the body). Those voxels are not evaluated (``inside``): their truth has no data in the moving scan."""
     truth = regquality.analyticDeformationField(moving, amplitudeMm, wavelengthMm)
     transform = displacementFieldTransform(truth)
-    fixed = resampleMoving(moving, moving, transform)
+    pad = [int(np.ceil((max(amplitudeMm) + 5.0) / s)) for s in moving.GetSpacing()]
+    fixed = resampleMoving(sitk.ZeroFluxNeumannPad(moving, pad, pad), moving, transform)
     ones = sitk.Image(moving.GetSize(), sitk.sitkUInt8) + 1
     ones.CopyInformation(moving)
     inside = sitk.GetArrayFromImage(sitk.Resample(ones, moving, transform, sitk.sitkNearestNeighbor, 0)) > 0
     if body is not None:
-        fixedBody = sitk.Resample(body, moving, transform, sitk.sitkNearestNeighbor, 0)
+        fixedBody = sitk.Resample(sitk.ZeroFluxNeumannPad(body, pad, pad), moving, transform,
+                                  sitk.sitkNearestNeighbor, 0)
     else:
         fixedBody = sitk.Cast(fixed > -400, sitk.sitkUInt8)
     evaluate = inside & (sitk.GetArrayFromImage(fixedBody) > 0)
