@@ -447,10 +447,10 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
         SlicerRT's plugin (directions as DICOM PS3.3 C.20.2.1.1 / C.20.3.1.1 define them; SlicerRT composes a
         Matrix Sequence in the opposite order). A deformable REG is sampled on ``referenceVolumeNode`` (the current
         CT). Place the prior volume and dose under the returned node. Returns ``(node, warnings)``."""
-        from ReirradiationDoseLib.mrml.nodes import arrayAndGeometryFromVolumeNode
+        from ReirradiationDoseLib.mrml.nodes import geometryFromVolumeNode
         from ReirradiationDoseLib.mrml.transforms import transformNodeFromDicomRegistration
 
-        geometry = None if referenceVolumeNode is None else arrayAndGeometryFromVolumeNode(referenceVolumeNode)[1]
+        geometry = None if referenceVolumeNode is None else geometryFromVolumeNode(referenceVolumeNode)
         return transformNodeFromDicomRegistration(scene or slicer.mrmlScene, path, geometry)
 
     @staticmethod

@@ -73,6 +73,7 @@ def test_volume_round_trip_with_oblique_direction(scene, dtype):
     array = (rng.normal(size=geometry.shape) * 50).astype(dtype)
     node = N.volumeNodeFromArray(scene, array, geometry, "CT")
     back, backGeometry = N.arrayAndGeometryFromVolumeNode(node)
+    assert N.geometryFromVolumeNode(node) == backGeometry  # the grid alone, without copying voxels
     assert back.dtype == array.dtype
     np.testing.assert_array_equal(back, array)
     assert backGeometry.sizeXyz == geometry.sizeXyz

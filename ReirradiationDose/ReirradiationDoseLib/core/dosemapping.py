@@ -28,7 +28,8 @@ from .errors import InputError
 from .geometry import ImageGeometry, imageFromArray
 from .progress import noProgress
 
-__all__ = ["MappedDose", "MappedLabels", "mapDose", "mapLabels", "conservativeMaxFilter", "ellipsoidFootprint"]
+__all__ = ["MappedDose", "MappedLabels", "mapDose", "mapLabels", "mapMasks", "conservativeMaxFilter",
+           "ellipsoidFootprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +135,32 @@ def mapLabels(priorLabels: np.ndarray, priorGeometry: ImageGeometry, transform: 
     progress(1.0, "structures propagated")
     return MappedLabels(labels=out, coveredMask=covered, coverageFraction=float(covered.mean()),
                         method="pull-back nearest neighbour", geometry=referenceGeometry)
+
+
+def mapMasks(priorMasks: dict, priorGeometry: ImageGeometry, transform: sitk.Transform | None,
+             referenceGeometry: ImageGeometry) -> tuple[dict, np.ndarray]:
+    """Propagate several (possibly overlapping) binary masks as :func:`mapLabels` does each one, resampling once
+    per 32 masks: each mask is one bit of a uint32 label map, and nearest neighbour carries a source voxel's bits
+    together. Returns ``({name: bool mask on the reference grid}, coveredMask)``."""
+    names = list(priorMasks)
+    mapped, covered = {}, None
+    for start in range(0, len(names), 32):
+        chunk = names[start:start + 32]
+        packed = np.zeros(priorGeometry.shape, dtype=np.uint32)
+        for bit, name in enumerate(chunk):
+            mask = np.asarray(priorMasks[name], dtype=bool)
+            if mask.shape != priorGeometry.shape:
+                raise InputError(f"mask '{name}' {mask.shape} does not match its geometry "
+                                 f"({priorGeometry.describe()})")
+            packed |= mask.astype(np.uint32) << np.uint32(bit)
+        result = mapLabels(packed, priorGeometry, transform, referenceGeometry)
+        covered = result.coveredMask
+        for bit, name in enumerate(chunk):
+            mapped[name] = (result.labels & np.uint32(1 << bit)) != 0
+    if covered is None:
+        covered = mapLabels(np.zeros(priorGeometry.shape, np.uint8), priorGeometry, transform,
+                            referenceGeometry).coveredMask
+    return mapped, covered
 
 
 def ellipsoidFootprint(spacingMm, radiusMm: float) -> np.ndarray:

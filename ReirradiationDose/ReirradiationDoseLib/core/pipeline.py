@@ -313,12 +313,11 @@ def _readStructures(path, geometry: ImageGeometry, segio, warnings: list) -> tup
     else:
         masks, maskGeometry, colors = segio.readSegmentationWithGeometry(path, geometry)
         if not maskGeometry.sameGridAs(geometry):
-            from .dosemapping import mapLabels
+            from .dosemapping import mapMasks
             logger.info("Resampling the structures of %s onto the reference grid (nearest neighbour)", path)
             warnings.append(f"structures of {path.name} were on their own grid and were resampled onto the "
                             "reference grid (nearest neighbour)")
-            masks = {name: np.asarray(mapLabels(mask.astype(np.uint8), maskGeometry, None, geometry).labels) > 0
-                     for name, mask in masks.items()}
+            masks, _ = mapMasks(masks, maskGeometry, None, geometry)
     for name, mask in list(masks.items()):
         if not mask.any():
             warnings.append(f"structure '{name}' in {path.name} is empty on the reference grid")

@@ -28,6 +28,7 @@ __all__ = [
     "DOSE_COLOR_TABLE_NAME",
     "volumeNodeFromArray",
     "arrayAndGeometryFromVolumeNode",
+    "geometryFromVolumeNode",
     "segmentationNodeFromMasks",
     "masksFromSegmentationNode",
     "ensureClosedSurface",
@@ -207,19 +208,26 @@ def arrayAndGeometryFromVolumeNode(node, ignoreParentTransform: bool = False) ->
     """A copy of the node's voxels (indexed [k, j, i]) and their grid in LPS: the exact inverse of
     :func:`volumeNodeFromArray`. A node under a transform is refused (harden it first), unless
     ``ignoreParentTransform``: then its own grid is returned, as if the transform were not there."""
+    geometry = geometryFromVolumeNode(node, ignoreParentTransform)
+    return _arrayFromImageData(node.GetImageData(), f"volume '{node.GetName()}'"), geometry
+
+
+def geometryFromVolumeNode(node, ignoreParentTransform: bool = False) -> ImageGeometry:
+    """The grid of :func:`arrayAndGeometryFromVolumeNode` without copying the voxels (same checks)."""
     if node is None or not node.IsA("vtkMRMLVolumeNode"):
         raise InputError("a volume node is required")
     if not ignoreParentTransform:
         _requireNoTransform(node, "volume")
     image = node.GetImageData()
-    array = _arrayFromImageData(image, f"volume '{node.GetName()}'")
+    if image is None or image.GetPointData().GetScalars() is None:
+        raise InputError(f"volume '{node.GetName()}' has no voxel data")
     matrix = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(matrix)
     ijkToRas = arrayFromVtkMatrix(matrix)
     extent = image.GetExtent()
     if extent[0] or extent[2] or extent[4]:  # an extent not starting at 0 shifts the first voxel
         ijkToRas[:3, 3] = ijkToRas[:3, :3] @ np.array([extent[0], extent[2], extent[4]], float) + ijkToRas[:3, 3]
-    return array, _geometryFromIjkToRas(ijkToRas, image.GetDimensions())
+    return _geometryFromIjkToRas(ijkToRas, image.GetDimensions())
 
 
 # ---- segmentations --------------------------------------------------------------------------------------------

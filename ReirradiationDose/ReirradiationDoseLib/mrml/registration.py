@@ -25,20 +25,26 @@ from scipy import ndimage
 
 from ..core import pipeline as corePipeline
 from ..core import regquality
-from ..core.dosemapping import mapLabels
+from ..core.dosemapping import mapMasks
 from ..core.errors import InputError
 from ..core.geometry import ImageGeometry, imageFromArray
 from ..core.progress import noProgress, subProgress
 from ..core.registration import FIELD_EXPORT_SPACING_MM, homogeneousMatrix, resampleMoving
 from .nodes import (
     arrayAndGeometryFromVolumeNode,
+    geometryFromVolumeNode,
     masksFromSegmentationNode,
     nodesWithAttribute,
     removeNodes,
     segmentationNodeFromMasks,
     volumeNodeFromArray,
 )
-from .transforms import sitkTransformFromNode, transformNodeFromSitk, updateTransformNodeFromSitk
+from .transforms import (
+    DICOM_REGISTRATION_ATTRIBUTE,
+    sitkTransformFromNode,
+    transformNodeFromSitk,
+    updateTransformNodeFromSitk,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,20 +59,30 @@ REVIEW_KINDS = ("warped", "checkerboard", "difference", "jacobian")
 def _isRegistration(transformNode) -> bool:
     """A transform node made by this extension's registration or DICOM REG reader."""
     return transformNode is not None and bool(transformNode.GetAttribute(REGISTRATION_ATTRIBUTE)
-                                              or transformNode.GetAttribute("Reirradiation.DicomRegistrationFile"))
+                                              or transformNode.GetAttribute(DICOM_REGISTRATION_ATTRIBUTE))
 
 
-def _image(node, what: str, moving: bool = False, transformNode=None) -> tuple[sitk.Image, ImageGeometry]:
-    """The volume's voxels as a float32 image on its own grid. A moving volume may sit under ``transformNode`` or
-    under any registration of this extension (placed there to be seen aligned): its own grid is what the
-    registration maps into. Any other parent transform is refused (harden it first)."""
+def _read(read, node, what: str, moving: bool, transformNode):
+    """``read(node, ignoreParentTransform)`` with the parent-transform rule: a moving volume may sit under
+    ``transformNode`` or under any registration of this extension (placed there to be seen aligned), since its own
+    grid is what the registration maps into; any other parent transform is refused (harden it first)."""
     parent = node.GetParentTransformNode() if node is not None else None
     ignore = moving and parent is not None and (parent is transformNode or _isRegistration(parent))
     try:
-        array, geometry = arrayAndGeometryFromVolumeNode(node, ignoreParentTransform=ignore)
+        return read(node, ignore)
     except InputError as error:
         raise InputError(f"{what}: {error}") from error
+
+
+def _image(node, what: str, moving: bool = False, transformNode=None) -> tuple[sitk.Image, ImageGeometry]:
+    """The volume's voxels as a float32 image on its own grid (parent transform: :func:`_read`)."""
+    array, geometry = _read(arrayAndGeometryFromVolumeNode, node, what, moving, transformNode)
     return imageFromArray(array.astype(np.float32, copy=False), geometry), geometry
+
+
+def _geometry(node, what: str, moving: bool = False, transformNode=None) -> ImageGeometry:
+    """The volume's grid, voxels not copied (parent transform: :func:`_read`)."""
+    return _read(geometryFromVolumeNode, node, what, moving, transformNode)
 
 
 def _rigidSummary(transform: sitk.Transform, fixedGeometry: ImageGeometry) -> str:
@@ -161,7 +177,7 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
     elif "error" in quality:
         summary = f"Deformable registration done; its quality could not be computed ({quality['error']})."
     else:
-        folding = quality.get("foldingVoxelCountInBody", quality.get("foldingVoxelCount", 0))
+        folding = quality["foldingVoxelCountInBody"]
         summary = (f"Deformable registration of '{movingVolume.GetName()}' onto '{fixedVolume.GetName()}': "
                    f"Jacobian {quality['jacobianMin']:.2f} to {quality['jacobianMax']:.2f}, "
                    f"{'no folding' if folding == 0 else f'{folding} folding voxels in the body'}; displacement in "
@@ -205,8 +221,8 @@ def reviewVolumes(scene, fixedVolume, movingVolume, transformNode, squaresMm: fl
     if "difference" in kinds:
         images["difference"] = (sitk.GetArrayFromImage(regquality.differenceImage(fixed, warped)), fixedGeometry)
     if "jacobian" in kinds and not transformNode.IsA("vtkMRMLLinearTransformNode"):
-        down = transform.Downcast() if hasattr(transform, "Downcast") else transform
-        jacobian, jacobianGeometry = regquality.jacobianDeterminant(down.GetDisplacementField())
+        # a grid node reads back as a DisplacementFieldTransform on its own grid
+        jacobian, jacobianGeometry = regquality.jacobianDeterminant(transform.GetDisplacementField())
         images["jacobian"] = (jacobian, jacobianGeometry)
 
     names = {"warped": f"{movingVolume.GetName()} warped", "checkerboard": f"{transformNode.GetName()} checkerboard",
@@ -242,14 +258,14 @@ def propagateSegmentation(scene, segmentationNode, transformNode, fixedVolume, m
     """The moving CT's segmentation carried onto the fixed CT through ``transformNode`` (fixed -> moving).
 
     Each segment is rasterised on the moving volume's grid and pulled back with nearest neighbour
-    (:func:`~ReirradiationDoseLib.core.dosemapping.mapLabels`). Returns ``(new segmentation node, warnings)``; a
+    (:func:`~ReirradiationDoseLib.core.dosemapping.mapMasks`). Returns ``(new segmentation node, warnings)``; a
     warning names every structure that reaches fixed voxels whose counterpart lies beyond the moving scan (it may
     be cut there) or that maps entirely outside the fixed volume.
     """
     if segmentationNode is None or transformNode is None:
         raise InputError("a segmentation and a registration transform node are required")
-    _, fixedGeometry = _image(fixedVolume, f"fixed volume '{fixedVolume.GetName()}'")
-    _, movingGeometry = _image(movingVolume, f"moving volume '{movingVolume.GetName()}'", True, transformNode)
+    fixedGeometry = _geometry(fixedVolume, f"fixed volume '{fixedVolume.GetName()}'")
+    movingGeometry = _geometry(movingVolume, f"moving volume '{movingVolume.GetName()}'", True, transformNode)
     masks = masksFromSegmentationNode(segmentationNode, movingGeometry)
     transform = sitkTransformFromNode(transformNode, fixedGeometry)
     segmentation = segmentationNode.GetSegmentation()
@@ -257,13 +273,10 @@ def propagateSegmentation(scene, segmentationNode, transformNode, fixedVolume, m
     for index in range(segmentation.GetNumberOfSegments()):
         segment = segmentation.GetNthSegment(index)
         colors[segment.GetName()] = segment.GetColor()
-    mapped, warnings, nearEdge = {}, [], None
+    mapped, covered = mapMasks(masks, movingGeometry, transform, fixedGeometry)
+    nearEdge = ndimage.binary_dilation(~covered)  # fixed voxels next to those that map outside the moving scan
+    warnings = []
     for structure, mask in masks.items():
-        result = mapLabels(mask, movingGeometry, transform, fixedGeometry)
-        mapped[structure] = np.asarray(result.labels, dtype=bool)
-        if nearEdge is None:  # fixed voxels next to those that map outside the moving scan
-            nearEdge = ndimage.binary_dilation(~result.coveredMask) if not result.coveredMask.all() \
-                else np.zeros(fixedGeometry.shape, dtype=bool)
         if mask.any() and not mapped[structure].any():
             warnings.append(f"structure '{structure}' of '{segmentationNode.GetName()}' maps entirely outside "
                             f"'{fixedVolume.GetName()}'")

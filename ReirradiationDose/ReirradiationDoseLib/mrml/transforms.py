@@ -27,12 +27,16 @@ from ..core.registration import displacementFieldFromTransform, displacementFiel
 from .nodes import arrayFromVtkMatrix, vtkMatrixFromArray
 
 __all__ = [
+    "DICOM_REGISTRATION_ATTRIBUTE",
     "lpsMatrixFromSitk",
     "transformNodeFromDicomRegistration",
     "transformNodeFromSitk",
     "sitkTransformFromNode",
     "updateTransformNodeFromSitk",
 ]
+
+# on nodes read from a DICOM REG: its path (the Kind, Frames and Warnings attributes share the prefix)
+DICOM_REGISTRATION_ATTRIBUTE = "Reirradiation.DicomRegistrationFile"
 
 _F4 = np.diag([-1.0, -1.0, 1.0, 1.0])
 _F3 = np.diag([-1.0, -1.0, 1.0])
@@ -183,7 +187,7 @@ def transformNodeFromDicomRegistration(scene, path, referenceGeometry: ImageGeom
     label = name or found.seriesDescription or found.contentLabel or "DICOM registration"
     node = transformNodeFromSitk(scene, found.transform, label,
                                  referenceGeometry if found.kind == "deformable" else None)
-    node.SetAttribute("Reirradiation.DicomRegistrationFile", str(path))
+    node.SetAttribute(DICOM_REGISTRATION_ATTRIBUTE, str(path))
     node.SetAttribute("Reirradiation.DicomRegistrationKind", found.kind)
     node.SetAttribute("Reirradiation.DicomRegistrationFrames",
                       f"{found.fixedFrameOfReferenceUid} -> {found.movingFrameOfReferenceUid}")
