@@ -8,8 +8,10 @@ Without ``--case`` the small demo case is generated into a temporary folder (cor
 case generate one first (``generateDemoCase(folder, size="clinical")``) and pass it. The script runs what
 ``core/pipeline.py`` runs for ``"registration": "deformable"`` ("pipeline": rigid Mattes, then demons inside the
 current body outline, structure-guided by the organs delineated on both CTs, ``pipeline._pairedStructureMasks``,
-with the course's ``withoutCounterpart`` structures exerting no force, ``pipeline._withoutCounterpartMask``), the
-same without ``withoutCounterpart`` ("structure-guided") and without either ("intensity only"), and reports
+with the course's ``withoutCounterpart`` structures (current CT) and ``courseWithoutCounterpart`` structures (prior
+CT, the primary tumour) exerting no force, ``pipeline._withoutCounterpartMask`` / ``_courseWithoutCounterpartMask``),
+the same without the prior-CT side ("current side only"), without either ("structure-guided") and without
+structures at all ("intensity only"), and reports
 
 - the displacement error inside the current body against ``truth/prior_registration.nrrd`` (median, p95, max,
   per structure p95), the Jacobian minimum and the wall-clock times (median of ``--repeats``);
@@ -17,8 +19,8 @@ same without ``withoutCounterpart`` ("structure-guided") and without either ("in
   grid, as the issue's check does) with the registration, with the true field (the dose-mapping floor) and with
   rigid only, as % of ``expectedCompositeEqd2Gy``.
 
-Peers: "structure-guided", "intensity only", "rigid only" and "true field" measured in the same run (ratios
-printed), and the p95 error within 10 mm of the GTV (where the prior dose matters most).
+Peers: "current side only", "structure-guided", "intensity only", "rigid only" and "true field" measured in the same
+run (ratios printed), and the p95 error within 10 mm of the GTV (where the prior dose matters most).
 """
 
 from __future__ import annotations
@@ -106,21 +108,26 @@ def main(argv=None) -> int:
 
     case = casefile.parseCaseFile(caseDir / "case.json")
     prior = next(c for c in case.courses if c.registration == "deformable")
-    pairs = pipeline._pairedStructureMasks(case, prior, masks, fixed, moving)
+    priorMasks = pipeline._courseMasks(prior, moving)
+    pairs = pipeline._pairedStructureMasks(case, prior, masks, fixed, moving, priorMasks)
     newTissue, newTissueNames = pipeline._withoutCounterpartMask(prior, masks, fixed, [])
-    print(f"structure pairs: {sorted(pairs or {})}; without counterpart: {newTissueNames}")
-    modes = (("pipeline", pairs, newTissue), ("structure-guided", pairs, None), ("intensity only", None, None))
-    times: dict[str, list] = {"rigid": [], **{mode: [] for mode, _, _ in modes}}
+    goneTissue, goneTissueNames = pipeline._courseWithoutCounterpartMask(prior, priorMasks, moving, [])
+    print(f"structure pairs: {sorted(pairs or {})}; without counterpart: {newTissueNames} (current CT), "
+          f"{goneTissueNames} (prior CT)")
+    modes = (("pipeline", pairs, newTissue, goneTissue), ("current side only", pairs, newTissue, None),
+             ("structure-guided", pairs, None, None), ("intensity only", None, None, None))
+    times: dict[str, list] = {"rigid": [], **{mode: [] for mode, *_ in modes}}
     results = {}
     for _ in range(max(1, args.repeats)):
         t0 = time.perf_counter()
         rigid = reg.registerRigid(fixed, moving)
         times["rigid"].append(time.perf_counter() - t0)
-        for mode, structures, withoutCounterpart in modes:
+        for mode, structures, withoutCounterpart, movingWithoutCounterpart in modes:
             t0 = time.perf_counter()
             results[mode] = reg.registerDeformable(fixed, moving, initialTransform=rigid.transform,
                                                    fixedMask=bodyImage, structureMasks=structures,
-                                                   withoutCounterpart=withoutCounterpart)
+                                                   withoutCounterpart=withoutCounterpart,
+                                                   movingWithoutCounterpart=movingWithoutCounterpart)
             times[mode].append(time.perf_counter() - t0)
     deformable = results["pipeline"]
 
@@ -139,7 +146,8 @@ def main(argv=None) -> int:
         print(f"displacement error in body, {name:16s}: median {np.median(e):.2f} mm, p95 "
               f"{np.percentile(e, 95):.2f} mm, max {e.max():.2f} mm")
     p95 = {k: np.percentile(e[body], 95) for k, e in errors.items()}
-    print(f"ratio p95 pipeline / intensity only: {p95['pipeline'] / p95['intensity only']:.2f}, "
+    print(f"ratio p95 pipeline / current side only: {p95['pipeline'] / p95['current side only']:.2f}, "
+          f"/ intensity only: {p95['pipeline'] / p95['intensity only']:.2f}, "
           f"/ structure-guided only: {p95['pipeline'] / p95['structure-guided']:.2f}, "
           f"/ rigid only: {p95['pipeline'] / p95['rigid only']:.2f}")
     gtvDistance = ndimage.distance_transform_edt(~masks["GTV"], sampling=np.array(fixed.GetSpacing())[::-1])

@@ -157,7 +157,9 @@ def test_deformable_registration_meets_truth_within_2_percent(demoCase, tmp_path
     assert quality["foldingVoxelCount"] == 0 and quality["jacobianMin"] > 0.1
     # the structures that exerted no force are recorded and stated in the report
     assert registration["withoutCounterpart"] == {"structures": ["GTV", "Fibrosis"], "marginMm": 5.0}
-    assert "deformable (without counterpart, + 5 mm: GTV, Fibrosis)" in (out / "report.html").read_text()
+    assert registration["courseWithoutCounterpart"] == {"structures": ["GTV_primary"], "marginMm": 5.0}
+    assert ("deformable (without counterpart, + 5 mm: GTV, Fibrosis; in the course&#x27;s CT only: GTV_primary)"
+            in (out / "report.html").read_text())
 
 
 def test_report_states_the_recovery_applied(truthRun):

@@ -51,6 +51,10 @@ def test_without_counterpart_names_are_kept_and_default_to_none(caseDir):
     assert parseCaseFile(write(caseDir, data)).courses[0].withoutCounterpart == ("GTV", "Fibrosis")
     data["courses"][0]["withoutCounterpart"] = []
     assert parseCaseFile(write(caseDir, data)).courses[0].withoutCounterpart == ()
+    assert parseCaseFile(write(caseDir, data)).courses[0].courseWithoutCounterpart is None
+    data["courses"][0]["courseWithoutCounterpart"] = ["GTV_primary "]
+    data["courses"][0]["structures"] = "rs.dcm"  # the course's own structures (any existing file will do here)
+    assert parseCaseFile(write(caseDir, data)).courses[0].courseWithoutCounterpart == ("GTV_primary",)
 
 
 def test_transform_file_registration(caseDir):
@@ -80,6 +84,10 @@ def test_transform_file_registration(caseDir):
      "plannedCourse 'dose' is not supported in a case file yet"),
     (lambda d: d["courses"][0].update(withoutCounterpart="GTV"), "'withoutCounterpart' must be a list of structure"),
     (lambda d: d["courses"][0].update(withoutCounterpart=["GTV", ""]), "'withoutCounterpart' must be a list"),
+    (lambda d: d["courses"][0].update(courseWithoutCounterpart="GTV_primary"),
+     "'courseWithoutCounterpart' must be a list of structure"),
+    (lambda d: d["courses"][0].update(courseWithoutCounterpart=["GTV_primary"]),
+     "names structures in 'courseWithoutCounterpart' but has no 'structures'"),
 ])
 def test_bad_case_files_are_refused_with_a_clear_message(caseDir, mutate, message):
     data = baseCase()

@@ -55,3 +55,26 @@ def test_empty_list_or_empty_structures_give_no_mask():
     assert pipeline._withoutCounterpartMask(course, _masks(geometry), reference, []) == (None, [])
     course = CourseSpec(name="prior", dose="d", registration="deformable", withoutCounterpart=("Rectum",))
     assert pipeline._withoutCounterpartMask(course, _masks(geometry), reference, []) == (None, ["Rectum"])
+
+
+def test_course_side_defaults_to_the_course_gtvs_on_its_own_grid_and_warns_on_unknown_names(tmp_path):
+    """``courseWithoutCounterpart``: the course's own structures (on its CT's grid) whose tissue the reference CT no
+    longer holds; default every GTV* (the prior primary tumour), names case-insensitive, unknown names warned
+    naming the course's structure file."""
+    courseImage, geometry = _reference()
+    courseMasks = _masks(geometry)
+    warnings = []
+    course = CourseSpec(name="prior", dose="d", registration="deformable", structures=tmp_path / "prior_rs.dcm")
+    mask, names = pipeline._courseWithoutCounterpartMask(course, courseMasks, courseImage, warnings)
+    assert names == ["GTV_recurrence"] and warnings == []
+    array = sitk.GetArrayFromImage(mask).astype(bool)
+    assert array[10, 20, 15] and not array[10, 20, 14] and not array[10, 5, 5]
+    course = CourseSpec(name="prior", dose="d", registration="deformable", structures=tmp_path / "prior_rs.dcm",
+                        courseWithoutCounterpart=("FIBROSIS", "GTV_primary"))
+    mask, names = pipeline._courseWithoutCounterpartMask(course, courseMasks, courseImage, warnings)
+    assert names == ["Fibrosis"]
+    assert sitk.GetArrayFromImage(mask).astype(bool)[10, 5, 5]
+    assert warnings == ["course 'prior': structure 'GTV_primary' named in 'courseWithoutCounterpart' is not among "
+                        "the structures of prior_rs.dcm; ignored"]
+    # a course without structures of its own has nothing to leave out
+    assert pipeline._courseWithoutCounterpartMask(course, None, courseImage, []) == (None, [])

@@ -11,8 +11,10 @@ them)::
         {"name": "prior", "dose": "prior/RTDOSE.dcm", "plan": "prior/RTPLAN.dcm", "date": "2024-05-02",
          "image": "prior/CT", "structures": "prior/RTSTRUCT.dcm",
          "registration": "deformable",             # none | rigid | deformable | a transform file
-         "withoutCounterpart": ["GTV", "Fibrosis"]},  # optional, deformable only: reference structures whose tissue
-                                                   # has no counterpart in this course's CT (default: every GTV*)
+         "withoutCounterpart": ["GTV", "Fibrosis"],   # optional, deformable only: reference structures whose
+                                                   # tissue this course's CT does not hold (default: every GTV*)
+         "courseWithoutCounterpart": ["GTV_primary"]},  # optional, deformable only: this course's structures whose
+                                                   # tissue the reference CT no longer holds (default: every GTV*)
         {"name": "current", "dose": "current/RTDOSE.dcm", "fractions": 17, "date": "2026-11-02"}
       ],
       "tissues": {"GTV": {"alphaBeta": 10}, "Rectum": {"alphaBeta": 3,
@@ -48,7 +50,7 @@ _TOP_KEYS = {
     "description",
 }
 _COURSE_KEYS = {"name", "dose", "plan", "fractions", "date", "image", "structures", "registration", "current",
-                "withoutCounterpart"}
+                "withoutCounterpart", "courseWithoutCounterpart"}
 _MRI_KEYS = {"image", "registration"}
 _TISSUE_KEYS = {"alphaBeta", "recovery", "priority", "isTarget", "aliases"}
 # "dose" (a planned distribution for per-organ prescription scaling) is not read from a case file: refused with a
@@ -69,6 +71,7 @@ class CourseSpec:
     transformFile: Path | None = None
     isCurrent: bool = False
     withoutCounterpart: tuple[str, ...] | None = None  # None: every reference structure named GTV*
+    courseWithoutCounterpart: tuple[str, ...] | None = None  # None: every structure of the course named GTV*
 
 
 @dataclass(frozen=True)
@@ -182,13 +185,12 @@ def parseCase(data, path) -> CaseSpec:
         if registration in ("rigid", "deformable") and image is None:
             raise InputError(f"course '{name}' asks for {registration} registration but names no 'image' "
                              "(its planning CT)", path)
-        withoutCounterpart = raw.get("withoutCounterpart")
-        if withoutCounterpart is not None:
-            if not isinstance(withoutCounterpart, list) or not all(isinstance(v, str) and v.strip()
-                                                                   for v in withoutCounterpart):
-                raise InputError(f"course '{name}' 'withoutCounterpart' must be a list of structure names (use [] "
-                                 "for none)", path)
-            withoutCounterpart = tuple(v.strip() for v in withoutCounterpart)
+        withoutCounterpart, courseWithoutCounterpart = (_structureNames(raw.get(key), f"course '{name}' '{key}'",
+                                                                        path)
+                                                        for key in ("withoutCounterpart", "courseWithoutCounterpart"))
+        if courseWithoutCounterpart and not raw.get("structures"):
+            raise InputError(f"course '{name}' names structures in 'courseWithoutCounterpart' but has no "
+                             "'structures' (the RTSTRUCT of its planning CT)", path)
         current = raw.get("current")
         if current is not None and not isinstance(current, bool):
             raise InputError(f"course '{name}' 'current' must be true or false", path)
@@ -198,7 +200,7 @@ def parseCase(data, path) -> CaseSpec:
             fractions=fractions, date=_date(raw.get("date"), f"course '{name}' date", path), image=image,
             structures=existing(raw["structures"], f"course '{name}' structures") if raw.get("structures") else None,
             registration=registration, transformFile=transformFile, isCurrent=bool(current),
-            withoutCounterpart=withoutCounterpart))
+            withoutCounterpart=withoutCounterpart, courseWithoutCounterpart=courseWithoutCounterpart))
     _chooseCurrent(courses, path)
 
     mri = None
@@ -331,6 +333,15 @@ def _registration(value, what: str, existing, path: Path) -> tuple[str, Path | N
     if value.lower().endswith((".h5", ".hdf5", ".tfm", ".txt", ".nrrd", ".nii", ".nii.gz", ".mha", ".dcm")):
         return "file", existing(value, f"{what} transform file")
     raise InputError(f"{what} registration '{value}' is not none, rigid, deformable or a transform file", path)
+
+
+def _structureNames(value, what: str, path) -> tuple[str, ...] | None:
+    """A list of structure names (stripped) as a tuple; None when absent."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise InputError(f"{what} must be a list of structure names (use [] for none)", path)
+    return tuple(v.strip() for v in value)
 
 
 def _chooseCurrent(courses: list[dict], path: Path) -> None:

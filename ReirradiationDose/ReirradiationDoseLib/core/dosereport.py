@@ -278,10 +278,15 @@ def _registrationText(registration: dict) -> str | None:
     """The course's registration method, with the structures that exerted no force in it (an assumption the reader
     must see: the field there follows the surrounding tissue)."""
     method = registration.get("method")
-    newTissue = (registration.get("withoutCounterpart") or {}).get("structures")
-    if method and newTissue:
-        margin = registration["withoutCounterpart"].get("marginMm")
-        return f"{method} (without counterpart, + {margin:g} mm: {', '.join(newTissue)})"
+    parts = []
+    for key, where in (("withoutCounterpart", ""), ("courseWithoutCounterpart", "in the course's CT only: ")):
+        names = (registration.get(key) or {}).get("structures")
+        if names:
+            parts.append(f"{where}{', '.join(names)}")
+    if method and parts:
+        margin = next(registration[k]["marginMm"] for k in ("withoutCounterpart", "courseWithoutCounterpart")
+                      if (registration.get(k) or {}).get("structures"))
+        return f"{method} (without counterpart, + {margin:g} mm: {'; '.join(parts)})"
     return method
 
 

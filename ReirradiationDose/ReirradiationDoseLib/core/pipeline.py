@@ -327,14 +327,17 @@ def _readStructures(path, geometry: ImageGeometry, segio, warnings: list) -> tup
 def registerCourse(referenceImage: sitk.Image, courseImage: sitk.Image, method: str, bodyMask=None,
                    progress=None, structureMasks: dict | None = None,
                    withoutCounterpart: sitk.Image | None = None,
-                   initialization: str = "geometry") -> tuple[sitk.Transform, dict]:
+                   initialization: str = "geometry",
+                   courseWithoutCounterpart: sitk.Image | None = None) -> tuple[sitk.Transform, dict]:
     """Register a course's planning CT onto the reference CT: rigid, then (optionally) deformable.
 
     ``structureMasks`` (deformable only): ``{name: (reference mask image, course mask image)}`` organs delineated
     on both CTs; they guide the demons as extra matching channels (structure-guided mode, see
     :func:`_pairedStructureMasks`). ``withoutCounterpart`` (deformable only): reference-grid mask of tissue that has
     no counterpart in the course's CT (the recurrence, new fibrosis; :func:`_withoutCounterpartMask`); it exerts
-    no force and the field there follows its surroundings. ``initialization`` of the rigid step: ``"geometry"``
+    no force and the field there follows its surroundings; ``courseWithoutCounterpart`` likewise, a mask on the
+    course CT's grid of tissue the reference CT no longer holds (the prior primary tumour,
+    :func:`_courseWithoutCounterpartMask`). ``initialization`` of the rigid step: ``"geometry"``
     (image centres) or ``"moments"`` (centres of mass, for an MRI whose field of view differs from the CT's).
 
     Returns the transform (reference LPS → course LPS, for pull-back resampling) and a description with the
@@ -356,6 +359,7 @@ def registerCourse(referenceImage: sitk.Image, courseImage: sitk.Image, method: 
     deformable = reg.registerDeformable(fixed, moving, initialTransform=rigid.transform, fixedMask=bodyMask,
                                         structureMasks=structureMasks or None,
                                         withoutCounterpart=withoutCounterpart,
+                                        movingWithoutCounterpart=courseWithoutCounterpart,
                                         progress=subProgress(progress, 0.25, 0.95))
     description["deformable"] = _resultSummary(deformable)
     try:
@@ -398,9 +402,10 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
         identities.append(("plan", str(course.plan), planPatientId))
     transform = None
     registration: dict = {"method": course.registration}
-    if course.withoutCounterpart is not None and course.registration != "deformable":
-        warnings.append(f"course '{course.name}': 'withoutCounterpart' is used by deformable registration only; "
-                        f"ignored with registration '{course.registration}'")
+    for key in ("withoutCounterpart", "courseWithoutCounterpart"):
+        if getattr(course, key) is not None and course.registration != "deformable":
+            warnings.append(f"course '{course.name}': '{key}' is used by deformable registration only; "
+                            f"ignored with registration '{course.registration}'")
     if course.registration == "file":
         registration["file"] = str(course.transformFile)
         if transformio.isDicomRegistration(course.transformFile):
@@ -417,16 +422,20 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
         if bodyName is not None:
             from .geometry import imageFromArray
             bodyImage = imageFromArray(masks[bodyName].astype(np.uint8), ImageGeometry.fromImage(referenceImage))
-        pairs = _pairedStructureMasks(case, course, masks, referenceImage, courseImage) \
-            if course.registration == "deformable" else None  # structure-guided DIR (registration helper)
-        newTissue, newTissueNames = (_withoutCounterpartMask(course, masks, referenceImage, warnings)
-                                     if course.registration == "deformable" else (None, []))
+        pairs, newTissue, newTissueNames, goneTissue, goneTissueNames = None, None, [], None, []
+        if course.registration == "deformable":
+            courseMasks = _courseMasks(course, courseImage)
+            pairs = _pairedStructureMasks(case, course, masks, referenceImage, courseImage, courseMasks)
+            newTissue, newTissueNames = _withoutCounterpartMask(course, masks, referenceImage, warnings)
+            goneTissue, goneTissueNames = _courseWithoutCounterpartMask(course, courseMasks, courseImage, warnings)
         transform, registration = registerCourse(referenceImage, courseImage, course.registration, bodyImage,
                                                  subProgress(progress, 0.05, 0.95), structureMasks=pairs,
-                                                 withoutCounterpart=newTissue)
+                                                 withoutCounterpart=newTissue, courseWithoutCounterpart=goneTissue)
         if course.registration == "deformable":
             registration["withoutCounterpart"] = {"structures": newTissueNames,
                                                   "marginMm": WITHOUT_COUNTERPART_MARGIN_MM}
+            registration["courseWithoutCounterpart"] = {"structures": goneTissueNames,
+                                                        "marginMm": WITHOUT_COUNTERPART_MARGIN_MM}
         registration["movingImage"] = str(course.image)
     else:
         _checkSameFrame(case, course, doseInfo, referenceInfo, warnings)
@@ -497,11 +506,13 @@ def _withoutCounterpartMask(course: CourseSpec, masks: dict, referenceImage, war
 
 
 def withoutCounterpartMask(masks: dict, geometry: ImageGeometry, names=None, warnings: list | None = None,
-                           owner: str = "the registration"):
-    """The reference structures whose tissue has no counterpart in the moving CT (``names``; None: every
-    structure whose name starts with GTV, since a recurrence is tissue the prior CT did not hold), grown by
-    ``WITHOUT_COUNTERPART_MARGIN_MM``, as a uint8 mask image on ``geometry``; with the names used. A name that is
-    not among ``masks`` is reported in ``warnings`` (as ``owner``'s) and ignored. ``(None, names)`` when empty.
+                           owner: str = "the registration", key: str = "withoutCounterpart",
+                           among: str = "the reference structures"):
+    """The structures (``masks`` on ``geometry``) whose tissue has no counterpart in the other CT (``names``;
+    None: every structure whose name starts with GTV: a recurrence is tissue the prior CT did not hold, a prior
+    primary tumour tissue the current CT no longer holds), grown by ``WITHOUT_COUNTERPART_MARGIN_MM``, as a uint8
+    mask image on ``geometry``; with the names used. A name that is not among ``masks`` is reported in
+    ``warnings`` (as ``owner``'s ``key``, not among ``among``) and ignored. ``(None, names)`` when empty.
 
     Demons matching the recurrence's tumour against whatever prior tissue lay there (sacrum, muscle) drags the
     tissue around it. On the clinical-size demo case (Testing/benchmarks/registration_demo.py), GTV and Fibrosis
@@ -520,8 +531,7 @@ def withoutCounterpartMask(masks: dict, geometry: ImageGeometry, names=None, war
             if wanted.strip().lower() in byName:
                 used.append(byName[wanted.strip().lower()])
             elif warnings is not None:
-                warnings.append(f"{owner}: structure '{wanted}' named in 'withoutCounterpart' is not among the "
-                                "reference structures; ignored")
+                warnings.append(f"{owner}: structure '{wanted}' named in '{key}' is not among {among}; ignored")
     union = np.zeros(geometry.shape, dtype=bool)
     for name in used:
         union |= np.asarray(masks[name], dtype=bool)
@@ -532,15 +542,33 @@ def withoutCounterpartMask(masks: dict, geometry: ImageGeometry, names=None, war
     return imageFromArray(grown.astype(np.uint8), geometry), used
 
 
-def _pairedStructureMasks(case, course: CourseSpec, masks: dict, referenceImage, courseImage) -> dict | None:
-    """:func:`pairStructureMasks` of the reference structures with the course's own (``"structures"`` of the
-    course, rasterised on the course CT's grid); None without course structures."""
-    if course.structures is None or not masks:
+def _courseMasks(course: CourseSpec, courseImage) -> dict | None:
+    """The course's own structures (``"structures"`` of the course) rasterised on its CT's grid; None without."""
+    if course.structures is None:
         return None
     from . import segio
 
-    courseMasks, courseGeometry, _ = segio.readSegmentationWithGeometry(course.structures,
-                                                                        ImageGeometry.fromImage(courseImage))
+    courseMasks, _, _ = segio.readSegmentationWithGeometry(course.structures, ImageGeometry.fromImage(courseImage))
+    return courseMasks
+
+
+def _courseWithoutCounterpartMask(course: CourseSpec, courseMasks: dict | None, courseImage, warnings: list):
+    """:func:`withoutCounterpartMask` of the course's own structures (``courseWithoutCounterpart``) on its CT."""
+    if not courseMasks:
+        return None, []
+    return withoutCounterpartMask(courseMasks, ImageGeometry.fromImage(courseImage), course.courseWithoutCounterpart,
+                                  warnings, f"course '{course.name}'", "courseWithoutCounterpart",
+                                  f"the structures of {Path(course.structures).name}")
+
+
+def _pairedStructureMasks(case, course: CourseSpec, masks: dict, referenceImage, courseImage,
+                          courseMasks: dict | None = None) -> dict | None:
+    """:func:`pairStructureMasks` of the reference structures with the course's own (``"structures"`` of the
+    course, rasterised on the course CT's grid, or ``courseMasks`` already so); None without course structures."""
+    if course.structures is None or not masks:
+        return None
+    courseMasks = courseMasks if courseMasks is not None else _courseMasks(course, courseImage)
+    courseGeometry = ImageGeometry.fromImage(courseImage)
     pairs = pairStructureMasks(masks, ImageGeometry.fromImage(referenceImage), courseMasks, courseGeometry,
                                case.targets)
     logger.info("Structure-guided registration of course '%s': %s", course.name, ", ".join(sorted(pairs or {}))

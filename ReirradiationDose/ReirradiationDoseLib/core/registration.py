@@ -555,7 +555,8 @@ def registerDeformable(fixed: sitk.Image, moving: sitk.Image, initialTransform: 
                        extrapolationSigmaMm: float = 15.0,
                        metric: str = "mattes", gridSpacingMm: float = 40.0,
                        intensityThreshold: float = _INTENSITY_THRESHOLD,
-                       withoutCounterpart: sitk.Image | None = None) -> RegistrationResult:
+                       withoutCounterpart: sitk.Image | None = None,
+                       movingWithoutCounterpart: sitk.Image | None = None) -> RegistrationResult:
     """Deformable registration of ``moving`` onto ``fixed`` after ``initialTransform`` (usually the rigid result).
 
     Parameters
@@ -592,6 +593,13 @@ def registerDeformable(fixed: sitk.Image, moving: sitk.Image, initialTransform: 
         recurrence, new fibrosis). It exerts no force (between chunks of iterations the fixed image there is set to
         the warped moving image) and the field there follows the tissue around it, instead of dragging that tissue
         to match the tumour against whatever the prior CT held there.
+    movingWithoutCounterpart : demons: mask on the moving grid of tissue that the fixed image no longer holds (the
+        primary tumour of the prior course, since responded or resected). Where the field maps a fixed voxel into
+        it, that voxel exerts no force (as beyond the end of a shorter moving scan), so the prior tumour's contrast
+        does not pull the fixed tissue towards it. Demo case with its prior GTV_primary so (registration_demo.py,
+        clinical size): p95 displacement error in the rectum 4.3 -> 2.4 mm (small size 2.7 -> 2.2 mm), maximum in
+        the body 9.8 -> 6.0 mm, Jacobian minimum in the body 0.09 -> 0.47; p95 in the body 1.26 -> 1.27 mm, within
+        10 mm of the GTV 2.24 -> 2.45 mm.
     progress : ``progress(fraction, message)``; may raise ProcessingCancelled.
 
     Where the moving scan ends inside the registered box (a shorter prior CT), it continues with its nearest scanned
@@ -652,6 +660,14 @@ def registerDeformable(fixed: sitk.Image, moving: sitk.Image, initialTransform: 
         # where the moving scan ends inside the box, it continues with its nearest scanned values (no force there,
         # _withoutUnknown) instead of an air edge that would pull tissue towards it
         movingFilled, movingKnown = _onGrid(moving, fixedC, initial)
+        if movingWithoutCounterpart is not None:
+            if movingWithoutCounterpart.GetSize() != moving.GetSize():
+                raise InputError("the mask of moving tissue without counterpart must be on the grid of the moving "
+                                 "image")
+            # tissue only the moving image holds counts as moving voxels without data: no force where it lands
+            gone = sitk.Resample(sitk.Cast(movingWithoutCounterpart > 0, sitk.sitkFloat32), fixedC, initial,
+                                 sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+            movingKnown = (1.0 - gone) if movingKnown is None else movingKnown * (1.0 - gone)
         fixedKnown = None
         if withoutCounterpart is not None:
             if withoutCounterpart.GetSize() != fixed.GetSize():
@@ -681,7 +697,9 @@ def registerDeformable(fixed: sitk.Image, moving: sitk.Image, initialTransform: 
                            "firstOrderExp": firstOrderExp,
                            "intensityWindowHu": list(intensityWindowHu), "force": "symmetric (ESM)",
                            "maximumUpdateStepVoxels": 2.0, "intensityThreshold": intensityThreshold,
-                           "minimumSmoothingSigmaVoxels": _MIN_SIGMA_VOXELS})
+                           "minimumSmoothingSigmaVoxels": _MIN_SIGMA_VOXELS,
+                           "fixedWithoutCounterpart": withoutCounterpart is not None,
+                           "movingWithoutCounterpart": movingWithoutCounterpart is not None})
         methodName = "diffeomorphic demons"
     else:
         movingOnFixed = resampleMoving(moving, fixedC, initial, defaultValue=0.0)

@@ -95,7 +95,8 @@ def _rigidSummary(transform: sitk.Transform, fixedGeometry: ImageGeometry) -> st
 
 
 def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable", *, multimodal: bool = False,
-                    fixedStructures=None, movingStructures=None, withoutCounterpart=None, targets=(),
+                    fixedStructures=None, movingStructures=None, withoutCounterpart=None,
+                    movingWithoutCounterpart=None, targets=(),
                     outputTransform=None, name: str | None = None, progress=None) -> dict:
     """Register ``movingVolume`` (prior CT, or MRI with ``multimodal=True``) onto ``fixedVolume`` (current CT).
 
@@ -104,9 +105,12 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
     method : ``"rigid"`` or ``"deformable"`` (rigid, then demons; CT to CT only).
     fixedStructures : segmentation of the fixed CT. Its body outline (Body / External / Skin / Outline) bounds the
         deformable registration; its GTV* structures (or ``withoutCounterpart``) exert no force.
-    movingStructures : segmentation of the moving CT; organs named alike on both sides guide the demons.
+    movingStructures : segmentation of the moving CT; organs named alike on both sides guide the demons; its GTV*
+        structures (or ``movingWithoutCounterpart``) exert no force (the prior tumour, since responded).
     withoutCounterpart : fixed structures whose tissue the moving CT does not hold (None: every GTV*; ``[]``: none),
         grown by 5 mm (:func:`~ReirradiationDoseLib.core.pipeline.withoutCounterpartMask`).
+    movingWithoutCounterpart : moving structures whose tissue the fixed CT no longer holds (None: every GTV*;
+        ``[]``: none), grown by 5 mm.
     targets : further fixed structure names never used as guides (GTV/CTV/ITV/PTV names never are).
     outputTransform : an existing transform node to fill (linear for rigid, grid for deformable); default a new one.
     progress : ``progress(fraction, message)``; raising ``ProcessingCancelled`` stops it with the scene untouched.
@@ -141,22 +145,30 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
     elif method == "deformable":
         warnings.append("no body outline (Body / External / Skin / Outline) among the fixed structures: the "
                         "deformable registration covers the whole fixed image, air included")
-    pairs, newTissue, newTissueNames = None, None, []
+    pairs, newTissue, newTissueNames, goneTissue, goneTissueNames = None, None, [], None, []
     if method == "deformable":
-        if movingStructures is not None and masks:
+        if movingStructures is not None:
             movingMasks = masksFromSegmentationNode(movingStructures, movingGeometry)
-            pairs = corePipeline.pairStructureMasks(masks, fixedGeometry, movingMasks, movingGeometry, targets)
+            if masks:
+                pairs = corePipeline.pairStructureMasks(masks, fixedGeometry, movingMasks, movingGeometry, targets)
+            goneNames = None if movingWithoutCounterpart is None else list(movingWithoutCounterpart)
+            goneTissue, goneTissueNames = corePipeline.withoutCounterpartMask(
+                movingMasks, movingGeometry, goneNames, warnings, "the registration", "movingWithoutCounterpart",
+                f"the structures of '{movingStructures.GetName()}'")
         if masks:
             newTissue, newTissueNames = corePipeline.withoutCounterpartMask(
                 masks, fixedGeometry, None if withoutCounterpart is None else list(withoutCounterpart), warnings)
 
     transform, description = corePipeline.registerCourse(
         fixed, moving, method, body, subProgress(progress, 0.0, 0.95), structureMasks=pairs,
-        withoutCounterpart=newTissue, initialization="moments" if multimodal else "geometry")
+        withoutCounterpart=newTissue, initialization="moments" if multimodal else "geometry",
+        courseWithoutCounterpart=goneTissue)
     description["structureGuided"] = sorted(pairs or {})
     if method == "deformable":
         description["withoutCounterpart"] = {"structures": newTissueNames,
                                              "marginMm": corePipeline.WITHOUT_COUNTERPART_MARGIN_MM}
+        description["movingWithoutCounterpart"] = {"structures": goneTissueNames,
+                                                   "marginMm": corePipeline.WITHOUT_COUNTERPART_MARGIN_MM}
 
     progress(0.96, "Storing the transform")
     label = name or f"{movingVolume.GetName()} to {fixedVolume.GetName()} ({method})"
@@ -183,6 +195,10 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
                    f"{'no folding' if folding == 0 else f'{folding} folding voxels in the body'}; displacement in "
                    f"the {quality['region']} mean {quality['displacementMeanMm']:.1f} / p95 "
                    f"{quality['displacementP95Mm']:.1f} / max {quality['displacementMaxMm']:.1f} mm.")
+        if newTissueNames or goneTissueNames:
+            summary += (" Without counterpart (no force): "
+                        + "; ".join(f"{', '.join(names)} ({side})" for names, side in
+                                    ((newTissueNames, "fixed"), (goneTissueNames, "moving")) if names) + ".")
         if folding:
             warnings.append(f"the deformable registration folds at {folding} voxels in the body (Jacobian <= 0): "
                             "review it before mapping dose through it")

@@ -42,7 +42,7 @@ __all__ = ["generateDemoCase", "ensureDemoCase", "DemoCase", "CaseGrids", "caseG
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.2"  # 1.1: textures move with the anatomy (bowel pattern and gas); 1.2: fat and muscle texture
+GENERATOR_VERSION = "1.3"  # 1.1: textures move with the anatomy (bowel pattern and gas); 1.2: fat and muscle texture
 PATIENT_NAME = "REIRRADIATION^DEMO"
 PATIENT_ID = "REIRR-DEMO-0001"
 PRIOR_INTERVAL_DAYS = 913  # about 2.5 years between the prior and the current course
@@ -632,7 +632,9 @@ def _generate(outputDir, size, seed, today, progress) -> DemoCase:
             {"name": "prior", "dose": "prior/RTDOSE.dcm", "plan": "prior/RTPLAN.dcm", "date": priorDate.isoformat(),
              "image": "prior/CT", "structures": "prior/RTSTRUCT.dcm", "registration": "deformable",
              # the recurrence and the fibrosis around it are tissue the prior CT did not hold
-             "withoutCounterpart": ["GTV", "Fibrosis"]},
+             "withoutCounterpart": ["GTV", "Fibrosis"],
+             # the primary tumour of the prior CT has responded: tissue the current CT no longer holds
+             "courseWithoutCounterpart": ["GTV_primary"]},
             {"name": "current", "dose": "current/RTDOSE.dcm", "plan": "current/RTPLAN.dcm",
              "date": today.isoformat(), "registration": "none"}],
         "tissues": CASE_TISSUES, "defaultAlphaBeta": DEFAULT_ALPHA_BETA, "targets": list(CASE_TARGETS),
