@@ -78,3 +78,23 @@ def test_course_side_defaults_to_the_course_gtvs_on_its_own_grid_and_warns_on_un
                         "the structures of prior_rs.dcm; ignored"]
     # a course without structures of its own has nothing to leave out
     assert pipeline._courseWithoutCounterpartMask(course, None, courseImage, []) == (None, [])
+
+
+def test_course_labelmap_on_its_own_grid_is_brought_onto_the_course_ct(tmp_path):
+    """A course's structures as a .seg.nrrd on a grid of their own (here 2 mm, the CT 1 x 1 x 2 mm) come onto the
+    course CT's grid, so its tissue without counterpart is a mask on the grid registerDeformable requires."""
+    from ReirradiationDoseLib.core import segio
+
+    courseImage, geometry = _reference()
+    own = ImageGeometry((20, 20, 20), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    gtv = np.zeros(own.shape, bool)
+    gtv[10, 8:12, 8:12] = True  # 8 x 8 mm at z = 20 mm: voxel centres x and y 16-22 mm, extent 15-23 mm
+    path = tmp_path / "prior.seg.nrrd"
+    segio.writeSegNrrd(path, {"GTV_primary": gtv, "Rectum": np.zeros(own.shape, bool)}, own)
+    course = CourseSpec(name="prior", dose="d", registration="deformable", structures=path)
+    courseMasks = pipeline._courseMasks(course, courseImage)
+    assert courseMasks["GTV_primary"].shape == geometry.shape
+    # the 1 mm voxels whose centres lie in that extent (15-22 mm): 8 x 8 of them, on one 2 mm slice
+    assert courseMasks["GTV_primary"][10, 15:23, 15:23].all() and courseMasks["GTV_primary"].sum() == 64
+    mask, names = pipeline._courseWithoutCounterpartMask(course, courseMasks, courseImage, [])
+    assert names == ["GTV_primary"] and mask.GetSize() == courseImage.GetSize()

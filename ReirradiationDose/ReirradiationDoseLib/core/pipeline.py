@@ -543,12 +543,17 @@ def withoutCounterpartMask(masks: dict, geometry: ImageGeometry, names=None, war
 
 
 def _courseMasks(course: CourseSpec, courseImage) -> dict | None:
-    """The course's own structures (``"structures"`` of the course) rasterised on its CT's grid; None without."""
+    """The course's own structures (``"structures"`` of the course) on its CT's grid (contours rasterised on it, a
+    labelmap on a grid of its own resampled onto it, nearest neighbour); None without."""
     if course.structures is None:
         return None
     from . import segio
 
-    courseMasks, _, _ = segio.readSegmentationWithGeometry(course.structures, ImageGeometry.fromImage(courseImage))
+    geometry = ImageGeometry.fromImage(courseImage)
+    courseMasks, maskGeometry, _ = segio.readSegmentationWithGeometry(course.structures, geometry)
+    if not maskGeometry.sameGridAs(geometry):
+        from .dosemapping import mapMasks
+        courseMasks, _ = mapMasks(courseMasks, maskGeometry, None, geometry)
     return courseMasks
 
 
@@ -564,7 +569,8 @@ def _courseWithoutCounterpartMask(course: CourseSpec, courseMasks: dict | None, 
 def _pairedStructureMasks(case, course: CourseSpec, masks: dict, referenceImage, courseImage,
                           courseMasks: dict | None = None) -> dict | None:
     """:func:`pairStructureMasks` of the reference structures with the course's own (``"structures"`` of the
-    course, rasterised on the course CT's grid, or ``courseMasks`` already so); None without course structures."""
+    course on the course CT's grid, :func:`_courseMasks`, or ``courseMasks`` already so); None without course
+    structures."""
     if course.structures is None or not masks:
         return None
     courseMasks = courseMasks if courseMasks is not None else _courseMasks(course, courseImage)

@@ -10,9 +10,9 @@ then the rigid transform ``R``; ``RegistrationResult.displacementField`` holds t
 ``T(x) - x`` on the fixed grid (what the Jacobian and the quality report are computed on).
 
 Methods (chosen by measurement, see ``Testing/benchmarks/registration_vs_elastix.py``; 2 cores, same run: on a
-256x256x100 pelvis phantom with a known 12/10/5 mm deformation, demons 43.0 s, p95 error 1.27 mm in the body, no
-folding; elastix's default B-spline map 125.0 s (2.9x), p95 5.7 mm, 165 folding voxels; real CT (spleen crop):
-demons 15.5 s, p95 0.79 mm, elastix 16.0 s, 2.73 mm; 512x512x150: demons 59 s, p95 1.74 mm, no folding):
+256x256x100 pelvis phantom with a known 12/10/5 mm deformation, demons 39.0 s, p95 error 1.27 mm in the body, no
+folding; elastix's default B-spline map 103.9 s (2.7x), p95 5.7 mm, 165 folding voxels; real CT (spleen crop):
+demons 17.7 s, p95 0.79 mm, elastix 13.7 s, 2.73 mm; 512x512x150: demons 41.0 s, p95 1.41 mm, no folding):
 
 - ``"demons"`` (default, CT to CT): multi-resolution diffeomorphic demons (Vercauteren et al., NeuroImage 2009;
   45:S61-S72) with the symmetric (ESM) force, the first-order exponential at the finest level (guarded against
