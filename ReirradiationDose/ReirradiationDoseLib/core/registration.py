@@ -216,8 +216,9 @@ def registerRigid(fixed: sitk.Image, moving: sitk.Image, metric: str = "mattes",
     progress(0.0, "rigid registration: initialising")
     fixedF, movingF = _asFloat(fixed), _asFloat(moving)
     if workingSpacingMm:
+        fullFixed = fixedF
         fixedF, movingF = (_atWorkingSpacing(image, float(workingSpacingMm)) for image in (fixedF, movingF))
-        if fixedMask is not None:
+        if fixedMask is not None and fixedF is not fullFixed:  # the fixed grid changed: the mask follows it
             fixedMask = sitk.Resample(fixedMask, fixedF, sitk.Transform(3, sitk.sitkIdentity),
                                       sitk.sitkNearestNeighbor, 0)
 
