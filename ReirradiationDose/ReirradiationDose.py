@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 PRIOR_COURSE_SLOTS = 3  # prior courses editable in the GUI; scripts may pass any number to Logic.process
 RECOVERY_MODELS = ["none", "constant", "nieder-doi", "price"]
-REGISTRATION_METHODS = ["deformable", "rigid", "rigid (MRI)"]
+REGISTRATION_METHODS = ["deformable", "rigid", "rigid (MRI)", "affine (MRI)"]
 REGISTRATION_SLOTS = ["Prior course 1", "Prior course 2", "Prior course 3", "none"]  # PRIOR_COURSE_SLOTS + none
 CONSTRAINT_SETS = ["pelvic-reirradiation", "general"]  # refreshed from core.constraints at widget set-up
 
@@ -456,18 +456,17 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def register(fixedVolume, movingVolume, method: str = "deformable", fixedStructures=None,
                  movingStructures=None, outputTransform=None, progress=None) -> dict:
-        """Register ``movingVolume`` (prior CT, or MRI with ``method="rigid (MRI)"``) onto ``fixedVolume`` (the
-        current planning CT) with ``ReirradiationDoseLib.mrml.registration.registerVolumes`` and place the moving
-        volume under the new transform node, so it is shown aligned. ``method``: one of ``REGISTRATION_METHODS``.
-        Returns the dict of ``registerVolumes`` (``transform``, ``summary``, ``warnings``, ``quality``...); on
-        failure or cancel nothing is added and the moving volume keeps its place."""
+        """Register ``movingVolume`` (prior CT, or MRI with ``method="rigid (MRI)"`` / ``"affine (MRI)"``) onto
+        ``fixedVolume`` (the current planning CT) with ``ReirradiationDoseLib.mrml.registration.registerVolumes``
+        and place the moving volume under the new transform node, so it is shown aligned. ``method``: one of
+        ``REGISTRATION_METHODS``. Returns the dict of ``registerVolumes`` (``transform``, ``summary``, ``warnings``,
+        ``quality``...); on failure or cancel nothing is added and the moving volume keeps its place."""
         from ReirradiationDoseLib.mrml.registration import registerVolumes
 
         if method not in REGISTRATION_METHODS:
             raise ValueError(f"unknown registration method '{method}' (use one of {', '.join(REGISTRATION_METHODS)})")
-        result = registerVolumes(fixedVolume.GetScene(), fixedVolume, movingVolume,
-                                 "deformable" if method == "deformable" else "rigid",
-                                 multimodal=method == "rigid (MRI)", fixedStructures=fixedStructures,
+        result = registerVolumes(fixedVolume.GetScene(), fixedVolume, movingVolume, method.split(" ")[0],
+                                 multimodal=method.endswith("(MRI)"), fixedStructures=fixedStructures,
                                  movingStructures=movingStructures if method == "deformable" else None,
                                  outputTransform=outputTransform, progress=progress)
         movingVolume.SetAndObserveTransformNodeID(result["transform"].GetID())

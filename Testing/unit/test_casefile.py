@@ -65,6 +65,17 @@ def test_transform_file_registration(caseDir):
     assert case.courses[0].transformFile.name == "reg.tfm"
 
 
+def test_affine_registration_for_a_course_and_the_mri(caseDir):
+    data = baseCase()
+    data["courses"][0]["registration"] = "affine"
+    data["mri"] = {"image": "ct.nrrd", "registration": "affine"}
+    case = parseCaseFile(write(caseDir, data))
+    assert case.courses[0].registration == "affine" and case.mri.registration == "affine"
+    data["courses"][0].pop("image")
+    with pytest.raises(InputError, match="course 'prior' asks for affine registration but names no 'image'"):
+        parseCaseFile(write(caseDir, data))
+
+
 @pytest.mark.parametrize("mutate, message", [
     (lambda d: d.update(colour="red"), "unknown key.*colour"),
     (lambda d: d["courses"][0].update(fractionz=3), "unknown key.*courses\\[0\\].*fractionz"),
@@ -78,7 +89,10 @@ def test_transform_file_registration(caseDir):
     (lambda d: d["courses"][1].update(name="prior"), "two courses are named 'prior'"),
     (lambda d: d["courses"][0].update(date="10/01/2024"), "date written YYYY-MM-DD"),
     (lambda d: d.pop("referenceImage"), "'referenceImage' is required"),
-    (lambda d: d["courses"][0].update(registration="magic"), "registration 'magic' is not"),
+    (lambda d: d["courses"][0].update(registration="magic"),
+     "registration 'magic' is not none, rigid, affine, deformable or a transform file"),
+    (lambda d: d.update(mri={"image": "ct.nrrd", "registration": "deformable"}),
+     "MRI to CT registration is rigid or affine"),
     (lambda d: d["courses"][1].pop("date"), "course date missing for: current"),
     (lambda d: d.update(plannedCourse={"fractions": 17, "dose": "current.nrrd"}),
      "plannedCourse 'dose' is not supported in a case file yet"),

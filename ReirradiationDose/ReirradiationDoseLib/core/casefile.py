@@ -6,11 +6,11 @@ them)::
     {
       "referenceImage": "current/CT",            # DICOM folder or NRRD/NIfTI: the grid of every output
       "structures": "current/RTSTRUCT.dcm",       # RTSTRUCT or .seg.nrrd on the reference image
-      "mri": {"image": "MR", "registration": "rigid"},          # optional; registration: rigid | none | FILE
+      "mri": {"image": "MR", "registration": "rigid"},   # optional; registration: rigid | affine | none | FILE
       "courses": [                                 # oldest first; the last (or "current": true) is current
         {"name": "prior", "dose": "prior/RTDOSE.dcm", "plan": "prior/RTPLAN.dcm", "date": "2024-05-02",
          "image": "prior/CT", "structures": "prior/RTSTRUCT.dcm",
-         "registration": "deformable",             # none | rigid | deformable | a transform file
+         "registration": "deformable",             # none | rigid | affine | deformable | a transform file
          "withoutCounterpart": ["GTV", "Fibrosis"],   # optional, deformable only: reference structures whose
                                                    # tissue this course's CT does not hold (default: every GTV*)
          "courseWithoutCounterpart": ["GTV_primary"]},  # optional, deformable only: this course's structures whose
@@ -42,7 +42,7 @@ from .errors import InputError
 
 __all__ = ["CaseSpec", "CourseSpec", "MriSpec", "TissueSpec", "parseCaseFile", "parseCase", "REGISTRATION_METHODS"]
 
-REGISTRATION_METHODS = ("none", "rigid", "deformable")
+REGISTRATION_METHODS = ("none", "rigid", "affine", "deformable")
 
 _TOP_KEYS = {
     "referenceImage", "structures", "mri", "courses", "tissues", "defaultAlphaBeta", "targets", "constraints",
@@ -67,7 +67,7 @@ class CourseSpec:
     date: _dt.date | None = None
     image: Path | None = None
     structures: Path | None = None
-    registration: str = "none"  # none | rigid | deformable | "file"
+    registration: str = "none"  # none | rigid | affine | deformable | "file"
     transformFile: Path | None = None
     isCurrent: bool = False
     withoutCounterpart: tuple[str, ...] | None = None  # None: every reference structure named GTV*
@@ -182,7 +182,7 @@ def parseCase(data, path) -> CaseSpec:
         registration, transformFile = _registration(raw.get("registration", "none"), f"course '{name}'",
                                                     existing, path)
         image = existing(raw["image"], f"course '{name}' image") if raw.get("image") else None
-        if registration in ("rigid", "deformable") and image is None:
+        if registration in ("rigid", "affine", "deformable") and image is None:
             raise InputError(f"course '{name}' asks for {registration} registration but names no 'image' "
                              "(its planning CT)", path)
         withoutCounterpart, courseWithoutCounterpart = (_structureNames(raw.get(key), f"course '{name}' '{key}'",
@@ -213,7 +213,8 @@ def parseCase(data, path) -> CaseSpec:
             raise InputError("'mri' needs an 'image'", path)
         registration, transformFile = _registration(raw.get("registration", "rigid"), "mri", existing, path)
         if registration == "deformable":
-            raise InputError("MRI to CT registration is rigid (or 'none' / a transform file), not deformable", path)
+            raise InputError("MRI to CT registration is rigid or affine (or 'none' / a transform file), not "
+                             "deformable", path)
         mri = MriSpec(existing(raw["image"], "mri image"), registration, transformFile)
 
     tissues = {}
@@ -327,12 +328,13 @@ def _date(value, what: str, path: Path) -> _dt.date | None:
 
 def _registration(value, what: str, existing, path: Path) -> tuple[str, Path | None]:
     if not isinstance(value, str) or not value:
-        raise InputError(f"{what} registration must be none, rigid, deformable or a transform file", path)
+        raise InputError(f"{what} registration must be none, rigid, affine, deformable or a transform file", path)
     if value in REGISTRATION_METHODS:
         return value, None
     if value.lower().endswith((".h5", ".hdf5", ".tfm", ".txt", ".nrrd", ".nii", ".nii.gz", ".mha", ".dcm")):
         return "file", existing(value, f"{what} transform file")
-    raise InputError(f"{what} registration '{value}' is not none, rigid, deformable or a transform file", path)
+    raise InputError(f"{what} registration '{value}' is not none, rigid, affine, deformable or a transform file",
+                     path)
 
 
 def _structureNames(value, what: str, path) -> tuple[str, ...] | None:

@@ -283,6 +283,9 @@ def _registrationText(registration: dict) -> str | None:
         names = (registration.get(key) or {}).get("structures")
         if names:
             parts.append(f"{where}{', '.join(names)}")
+    scales = ((registration.get("affine") or {}).get("parameters") or {}).get("affine", {}).get("scales")
+    if method == "affine" and scales:
+        return f"affine (scales {', '.join(f'{v:.3f}' for v in scales)})"
     if method and parts:
         margin = next(registration[k]["marginMm"] for k in ("withoutCounterpart", "courseWithoutCounterpart")
                       if (registration.get(k) or {}).get("structures"))

@@ -329,7 +329,7 @@ def registerCourse(referenceImage: sitk.Image, courseImage: sitk.Image, method: 
                    withoutCounterpart: sitk.Image | None = None,
                    initialization: str = "geometry",
                    courseWithoutCounterpart: sitk.Image | None = None) -> tuple[sitk.Transform, dict]:
-    """Register a course's planning CT onto the reference CT: rigid, then (optionally) deformable.
+    """Register a course's planning CT onto the reference CT: rigid, then (``method``) affine or deformable.
 
     ``structureMasks`` (deformable only): ``{name: (reference mask image, course mask image)}`` organs delineated
     on both CTs; they guide the demons as extra matching channels (structure-guided mode, see
@@ -349,6 +349,11 @@ def registerCourse(referenceImage: sitk.Image, courseImage: sitk.Image, method: 
     fixed = sitk.Cast(referenceImage, sitk.sitkFloat32)
     moving = sitk.Cast(courseImage, sitk.sitkFloat32)
     description: dict = {"method": method}
+    if method == "affine":  # rigid, then the 12-parameter refinement (registerAffine)
+        progress(0.0, "Affine registration")
+        affine = reg.registerAffine(fixed, moving, initialization=initialization, progress=progress)
+        description["affine"] = _resultSummary(affine)
+        return affine.transform, description
     progress(0.0, "Rigid registration")
     rigid = reg.registerRigid(fixed, moving, initialization=initialization,
                               progress=subProgress(progress, 0.0, 0.25 if method == "deformable" else 1.0))
@@ -414,7 +419,7 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
                                            doseInfo.get("frameOfReferenceUid") or None, registration, warnings)
         else:
             transform = transformio.readTransform(course.transformFile)
-    elif course.registration in ("rigid", "deformable"):
+    elif course.registration in ("rigid", "affine", "deformable"):
         courseImage, courseInfo = _readImage(course.image, f"course '{course.name}' image", dicomimage)
         identities.append(("image", str(course.image), courseInfo.get("patientId", "")))
         bodyName = findBody(masks)
@@ -437,6 +442,11 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
             registration["courseWithoutCounterpart"] = {"structures": goneTissueNames,
                                                         "marginMm": WITHOUT_COUNTERPART_MARGIN_MM}
         registration["movingImage"] = str(course.image)
+        if course.registration == "affine":
+            from .registration import affineScaleWarning
+            warning = affineScaleWarning(transform, f"course '{course.name}' ({Path(course.image).name})")
+            if warning:
+                warnings.append(warning)
     else:
         _checkSameFrame(case, course, doseInfo, referenceInfo, warnings)
     return CourseInput(name=course.name, doseGy=np.asarray(dose.doseGy, dtype=np.float32),
@@ -654,12 +664,17 @@ def _registerMri(case: CaseSpec, referenceImage, progress, dicomimage, warnings:
                                            registration, warnings)
         else:
             transform = transformio.readTransform(case.mri.transformFile)
-    elif case.mri.registration == "rigid":
+    elif case.mri.registration in ("rigid", "affine"):
         from . import registration as reg
-        result = reg.registerRigid(sitk.Cast(referenceImage, sitk.sitkFloat32), sitk.Cast(mriImage, sitk.sitkFloat32),
-                                   metric="mattes", initialization="moments", progress=progress)
+        register = reg.registerRigid if case.mri.registration == "rigid" else reg.registerAffine
+        result = register(sitk.Cast(referenceImage, sitk.sitkFloat32), sitk.Cast(mriImage, sitk.sitkFloat32),
+                          metric="mattes", initialization="moments", progress=progress)
         transform = result.transform
         registration.update(_resultSummary(result))
+        if case.mri.registration == "affine":
+            warning = reg.affineScaleWarning(transform, f"MRI ({Path(case.mri.image).name})")
+            if warning:
+                warnings.append(warning)
     else:
         transform = sitk.Transform(3, sitk.sitkIdentity)
     resampled = sitk.Resample(sitk.Cast(mriImage, sitk.sitkFloat32), referenceImage, transform, sitk.sitkLinear, 0.0)

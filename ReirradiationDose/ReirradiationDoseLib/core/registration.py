@@ -45,6 +45,10 @@ from .progress import noProgress, subProgress
 __all__ = [
     "RegistrationResult",
     "registerRigid",
+    "registerAffine",
+    "affineDecomposition",
+    "affineScaleWarning",
+    "AFFINE_SCALE_WARNING",
     "registerDeformable",
     "resampleMoving",
     "displacementFieldFromTransform",
@@ -214,13 +218,7 @@ def registerRigid(fixed: sitk.Image, moving: sitk.Image, metric: str = "mattes",
         raise InputError(f"unknown initialisation '{initialization}' (use 'geometry' or 'moments')")
     start = time.perf_counter()
     progress(0.0, "rigid registration: initialising")
-    fixedF, movingF = _asFloat(fixed), _asFloat(moving)
-    if workingSpacingMm:
-        fullFixed = fixedF
-        fixedF, movingF = (_atWorkingSpacing(image, float(workingSpacingMm)) for image in (fixedF, movingF))
-        if fixedMask is not None and fixedF is not fullFixed:  # the fixed grid changed: the mask follows it
-            fixedMask = sitk.Resample(fixedMask, fixedF, sitk.Transform(3, sitk.sitkIdentity),
-                                      sitk.sitkNearestNeighbor, 0)
+    fixedF, movingF, fixedMask = _linearInputs(fixed, moving, fixedMask, workingSpacingMm)
 
     # an Euler initial transform is refined in place; any other is kept as a fixed prefix (moving initial
     # transform) and a rigid correction is optimised before it: T = initial o correction
@@ -237,39 +235,10 @@ def registerRigid(fixed: sitk.Image, moving: sitk.Image, metric: str = "mattes",
         transform = sitk.Euler3DTransform()
         transform.SetCenter(fixed.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2.0 for n in fixed.GetSize()]))
 
-    method = sitk.ImageRegistrationMethod()
-    if metric == "mattes":
-        method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
-    else:
-        method.SetMetricAsMeanSquares()
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    # the same fraction of every level, but never more than maxSamples per level: a 512x512x150 CT at full
-    # resolution otherwise draws 10 M samples per iteration for six parameters
-    voxels = [float(np.prod([max(1, n // f) for n in fixed.GetSize()])) for f in shrinkFactors]
-    method.SetMetricSamplingPercentagePerLevel([min(float(samplingPercentage), float(maxSamples) / v)
-                                                for v in voxels], int(seed))
-    if fixedMask is not None:
-        method.SetMetricFixedMask(sitk.Cast(fixedMask > 0, sitk.sitkUInt8))
-    method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3,
-                                                    numberOfIterations=int(numberOfIterations),
-                                                    relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
-    method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel(list(shrinkFactors))
-    method.SetSmoothingSigmasPerLevel(list(smoothingSigmasMm))
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    if prefix is not None:
-        method.SetMovingInitialTransform(prefix)
-    method.SetInitialTransform(transform, inPlace=True)
-
-    levels = len(shrinkFactors)
-    state = _observe(method, progress, "rigid registration",
-                     lambda: min(0.99, (method.GetCurrentLevel() + min(method.GetOptimizerIteration(),
-                                                                        numberOfIterations) / numberOfIterations)
-                                 / levels))
-    method.Execute(fixedF, movingF)
-    if state["cancelled"]:
-        raise ProcessingCancelled("rigid registration cancelled")
+    method, state = _optimiseLinear(fixedF, movingF, fixedMask, transform, prefix, metric, shrinkFactors,
+                                    smoothingSigmasMm, _samplingPercentages(fixed, shrinkFactors, samplingPercentage,
+                                                                            maxSamples),
+                                    numberOfIterations, seed, progress, "rigid registration")
     final: sitk.Transform = sitk.Euler3DTransform(transform)
     if prefix is not None:
         final = sitk.CompositeTransform([prefix, final])
@@ -289,6 +258,165 @@ def registerRigid(fixed: sitk.Image, moving: sitk.Image, metric: str = "mattes",
                     "seed": seed, "fixedMask": fixedMask is not None,
                     "stopCondition": method.GetOptimizerStopConditionDescription()},
         elapsedS=elapsed)
+
+
+def _linearInputs(fixed: sitk.Image, moving: sitk.Image, fixedMask: sitk.Image | None,
+                  workingSpacingMm: float | None):
+    """Float copies of both images (and the fixed mask) no finer than ``workingSpacingMm`` (None: as they are)."""
+    fixedF, movingF = _asFloat(fixed), _asFloat(moving)
+    if workingSpacingMm:
+        fullFixed = fixedF
+        fixedF, movingF = (_atWorkingSpacing(image, float(workingSpacingMm)) for image in (fixedF, movingF))
+        if fixedMask is not None and fixedF is not fullFixed:  # the fixed grid changed: the mask follows it
+            fixedMask = sitk.Resample(fixedMask, fixedF, sitk.Transform(3, sitk.sitkIdentity),
+                                      sitk.sitkNearestNeighbor, 0)
+    return fixedF, movingF, fixedMask
+
+
+def _samplingPercentages(fixed: sitk.Image, shrinkFactors, samplingPercentage: float, maxSamples: float) -> list:
+    """The same fraction of every pyramid level, but never more than ``maxSamples`` per level (counted on the
+    fixed image's own grid): a 512x512x150 CT at full resolution otherwise draws 10 M samples per iteration."""
+    voxels = [float(np.prod([max(1, n // f) for n in fixed.GetSize()])) for f in shrinkFactors]
+    return [min(float(samplingPercentage), float(maxSamples) / v) for v in voxels]
+
+
+def _optimiseLinear(fixedF: sitk.Image, movingF: sitk.Image, fixedMask: sitk.Image | None, transform: sitk.Transform,
+                    prefix: sitk.Transform | None, metric: str, shrinkFactors, smoothingSigmasMm,
+                    samplingPercentages, numberOfIterations: int, seed: int, progress, label: str,
+                    learningRate: float = 2.0, minStep: float = 1e-3):
+    """Optimise ``transform`` (in place) pulling ``movingF`` onto ``fixedF``: regular-step gradient descent with
+    scales from a 1 mm physical shift (``learningRate``: the first step, in mm), random sampling of
+    ``samplingPercentages`` per level (all voxels where 1) with ``seed``. Returns (method, observer state)."""
+    method = sitk.ImageRegistrationMethod()
+    if metric == "mattes":
+        method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
+    else:
+        method.SetMetricAsMeanSquares()
+    if all(p >= 1.0 for p in samplingPercentages):
+        method.SetMetricSamplingStrategy(method.NONE)
+    else:
+        method.SetMetricSamplingStrategy(method.RANDOM)
+        method.SetMetricSamplingPercentagePerLevel(list(samplingPercentages), int(seed))
+    if fixedMask is not None:
+        method.SetMetricFixedMask(sitk.Cast(fixedMask > 0, sitk.sitkUInt8))
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsRegularStepGradientDescent(learningRate=float(learningRate), minStep=float(minStep),
+                                                    numberOfIterations=int(numberOfIterations),
+                                                    relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel(list(shrinkFactors))
+    method.SetSmoothingSigmasPerLevel(list(smoothingSigmasMm))
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    if prefix is not None:
+        method.SetMovingInitialTransform(prefix)
+    method.SetInitialTransform(transform, inPlace=True)
+
+    levels = len(shrinkFactors)
+    state = _observe(method, progress, label,
+                     lambda: min(0.99, (method.GetCurrentLevel() + min(method.GetOptimizerIteration(),
+                                                                        numberOfIterations) / numberOfIterations)
+                                 / levels))
+    method.Execute(fixedF, movingF)
+    if state["cancelled"]:
+        raise ProcessingCancelled(f"{label} cancelled")
+    return method, state
+
+
+AFFINE_SCALE_WARNING = 0.05
+"""An affine registration whose principal scales differ from 1 by more than this is flagged: a patient does not change
+size between scans, and a miscalibrated pixel spacing or MRI gradient scaling is a few per cent at most; a larger
+scale more likely means the registration matched the wrong anatomy (a different bladder filling, a field edge)."""
+
+
+def registerAffine(fixed: sitk.Image, moving: sitk.Image, metric: str = "mattes",
+                   initialTransform: sitk.Transform | None = None, initialization: str = "geometry",
+                   fixedMask: sitk.Image | None = None, progress=None, *, shrinkFactors=(2, 1),
+                   smoothingSigmasMm=(1.0, 0.0), learningRateMm: float = 0.5, numberOfIterations: int = 200,
+                   samplingPercentage: float = 1.0, maxSamples: float = 2.0e5, seed: int = 20240611,
+                   workingSpacingMm: float | None = RIGID_WORKING_SPACING_MM) -> RegistrationResult:
+    """Affine registration (12 parameters): :func:`registerRigid` (its defaults), then the full linear map refined
+    from the rigid result, for an image whose scale differs from the fixed image's (a wrong pixel spacing in the
+    header, MRI gradient calibration).
+
+    The refinement runs on the last two pyramid levels only (``shrinkFactors``, ``smoothingSigmasMm``) with first
+    steps of ``learningRateMm`` (0.5 mm), on every voxel of the working copies (:func:`registerRigid`'s
+    ``workingSpacingMm``) up to ``maxSamples`` per level (beyond, a ``seed``-fixed random subset). Measured with the
+    demo MRI given known pixel-spacing errors (``Testing/benchmarks/affine_mri.py``, p95 distance to the true map in
+    the body): clinical size (0.7 x 0.7 x 3 mm MRI), +3 / -3 / 0 % rigid 4.89 mm, affine 0.43 mm; -2 / +1 / +3 %
+    5.48 -> 0.41 mm; no spacing error 0.15 (rigid) -> 0.40 mm. Small demo (2.5 x 2.5 x 5 mm): 5.42 -> 1.70, 4.94 ->
+    1.85 and 0.99 -> 1.71 mm (the rigid step's own settings for the refinement: 2.20, 2.56 and 2.53 mm). Six more
+    parameters cost a little where the scale is right: use it when the images are known or seen to differ in scale,
+    and check ``parameters["affine"]`` (:func:`affineDecomposition`) and :func:`affineScaleWarning`.
+
+    Returns a RegistrationResult whose transform is a ``sitk.AffineTransform`` mapping fixed to moving points
+    (after the initial transform's non-Euler prefix, if one was given, as in :func:`registerRigid`);
+    ``parameters["rigid"]`` holds the rigid step's parameters, metric value and iterations.
+    """
+    progress = progress or noProgress
+    metric = metric.lower()
+    start = time.perf_counter()
+    rigid = registerRigid(fixed, moving, metric=metric, initialTransform=initialTransform,
+                          initialization=initialization, fixedMask=fixedMask, progress=subProgress(progress, 0.0, 0.5),
+                          workingSpacingMm=workingSpacingMm)
+    members = _members(rigid.transform)
+    euler, prefix = members[-1], (sitk.CompositeTransform(members[:-1]) if len(members) > 1 else None)
+    affine = sitk.AffineTransform(3)
+    affine.SetCenter(euler.GetCenter())
+    affine.SetMatrix(euler.GetMatrix())
+    affine.SetTranslation(euler.GetTranslation())
+    progress(0.5, "affine registration")
+    fixedF, movingF, maskF = _linearInputs(fixed, moving, fixedMask, workingSpacingMm)
+    voxels = [float(np.prod([max(1, n // f) for n in fixedF.GetSize()])) for f in shrinkFactors]
+    method, state = _optimiseLinear(fixedF, movingF, maskF, affine, prefix, metric, shrinkFactors, smoothingSigmasMm,
+                                    [min(float(samplingPercentage), float(maxSamples) / v) for v in voxels],
+                                    numberOfIterations, seed,
+                                    subProgress(progress, 0.5, 1.0), "affine registration",
+                                    learningRate=learningRateMm, minStep=1e-4)
+    final: sitk.Transform = sitk.AffineTransform(affine)
+    if prefix is not None:
+        final = sitk.CompositeTransform([prefix, final])
+    elapsed = time.perf_counter() - start
+    decomposition = affineDecomposition(affine)
+    progress(1.0, "affine registration done")
+    logger.info("affine registration (%s): metric %.4g (rigid %.4g) after %d + %d iterations in %.1f s; scales %s",
+                metric, method.GetMetricValue(), rigid.metricValue, rigid.iterations, state["iterations"], elapsed,
+                decomposition["scales"])
+    return RegistrationResult(
+        transform=final, metricValue=float(method.GetMetricValue()),
+        iterations=int(rigid.iterations + state["iterations"]), method=f"affine ({metric})",
+        parameters={"metric": metric, "shrinkFactors": list(shrinkFactors),
+                    "smoothingSigmasMm": list(smoothingSigmasMm), "learningRateMm": learningRateMm,
+                    "numberOfIterations": numberOfIterations, "samplingPercentage": samplingPercentage,
+                    "maxSamples": maxSamples, "seed": seed,
+                    "workingSpacingMm": workingSpacingMm, "fixedMask": fixedMask is not None,
+                    "stopCondition": method.GetOptimizerStopConditionDescription(), "affine": decomposition,
+                    "rigid": {**rigid.parameters, "metricValue": rigid.metricValue, "iterations": rigid.iterations}},
+        elapsedS=elapsed)
+
+
+def affineDecomposition(transform: sitk.Transform) -> dict:
+    """What a linear fixed -> moving map does, from the polar decomposition of its 3x3 part ``A = R S``: the
+    principal ``scales`` (singular values of A, largest first: the moving image's anatomy is that many times the
+    fixed image's along the principal axes), the ``volumeRatio`` (det A), the ``rotationDeg`` of R, the largest
+    ``scaleDeviation`` |s - 1| and the ``anisotropy`` (largest / smallest scale - 1)."""
+    matrix = homogeneousMatrix(transform)[:3, :3]
+    u, singular, vt = np.linalg.svd(matrix)
+    rotation = u @ vt
+    angle = float(np.degrees(np.arccos(np.clip((np.trace(rotation) - 1.0) / 2.0, -1.0, 1.0))))
+    return {"scales": [round(float(v), 5) for v in singular], "volumeRatio": round(float(np.linalg.det(matrix)), 5),
+            "rotationDeg": round(angle, 3), "scaleDeviation": round(float(np.max(np.abs(singular - 1.0))), 5),
+            "anisotropy": round(float(singular[0] / singular[-1] - 1.0), 5)}
+
+
+def affineScaleWarning(transform: sitk.Transform, what: str) -> str | None:
+    """A warning naming ``what`` when a linear map scales by more than :data:`AFFINE_SCALE_WARNING`; else None."""
+    decomposition = affineDecomposition(transform)
+    if decomposition["scaleDeviation"] <= AFFINE_SCALE_WARNING:
+        return None
+    scales = ", ".join(f"{v:.3f}" for v in decomposition["scales"])
+    return (f"{what}: the affine registration scales the anatomy by {scales} along its principal axes (more than "
+            f"{100 * AFFINE_SCALE_WARNING:.0f} % from 1); a patient does not change size between scans: check the "
+            "image's pixel spacing and the alignment before using it, or register rigidly")
 
 
 def _atWorkingSpacing(image: sitk.Image, spacingMm: float) -> sitk.Image:

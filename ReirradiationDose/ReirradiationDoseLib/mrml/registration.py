@@ -29,7 +29,13 @@ from ..core.dosemapping import mapMasks
 from ..core.errors import InputError
 from ..core.geometry import ImageGeometry, imageFromArray
 from ..core.progress import noProgress, subProgress
-from ..core.registration import FIELD_EXPORT_SPACING_MM, homogeneousMatrix, resampleMoving
+from ..core.registration import (
+    FIELD_EXPORT_SPACING_MM,
+    affineDecomposition,
+    affineScaleWarning,
+    homogeneousMatrix,
+    resampleMoving,
+)
 from .nodes import (
     arrayAndGeometryFromVolumeNode,
     geometryFromVolumeNode,
@@ -51,7 +57,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["registerVolumes", "reviewVolumes", "propagateSegmentation", "REGISTRATION_ATTRIBUTE",
            "REVIEW_ATTRIBUTE"]
 
-REGISTRATION_ATTRIBUTE = "Reirradiation.Registration"  # on transform nodes made here: "rigid" / "deformable"
+REGISTRATION_ATTRIBUTE = "Reirradiation.Registration"  # on transform nodes made here: rigid / affine / deformable
 REVIEW_ATTRIBUTE = "Reirradiation.RegistrationReview"  # on review volumes: "<transform node ID>:<kind>"
 REVIEW_KINDS = ("warped", "checkerboard", "difference", "jacobian")
 
@@ -87,7 +93,7 @@ def _geometry(node, what: str, moving: bool = False, transformNode=None) -> Imag
 
 def _rigidSummary(transform: sitk.Transform, fixedGeometry: ImageGeometry) -> str:
     matrix = homogeneousMatrix(transform)
-    angle = np.degrees(np.arccos(np.clip((np.trace(matrix[:3, :3]) - 1.0) / 2.0, -1.0, 1.0)))
+    angle = affineDecomposition(transform)["rotationDeg"]  # of the rotation part, should the map also scale
     low, high = fixedGeometry.boundsLps()
     centre = (low + high) / 2.0
     shift = np.linalg.norm(matrix[:3, :3] @ centre + matrix[:3, 3] - centre)
@@ -102,7 +108,10 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
 
     Parameters
     ----------
-    method : ``"rigid"`` or ``"deformable"`` (rigid, then demons; CT to CT only).
+    method : ``"rigid"``, ``"affine"`` (rigid, then the 12-parameter refinement of
+        :func:`~ReirradiationDoseLib.core.registration.registerAffine`, for images that differ in scale; its
+        principal scales are in the summary, and a warning when one is more than 5 % from 1) or ``"deformable"``
+        (rigid, then demons; CT to CT only).
     fixedStructures : segmentation of the fixed CT. Its body outline (Body / External / Skin / Outline) bounds the
         deformable registration; its GTV* structures (or ``withoutCounterpart``) exert no force.
     movingStructures : segmentation of the moving CT; organs named alike on both sides guide the demons; its GTV*
@@ -112,7 +121,8 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
     movingWithoutCounterpart : moving structures whose tissue the fixed CT no longer holds (None: every GTV*;
         ``[]``: none), grown by 5 mm.
     targets : further fixed structure names never used as guides (GTV/CTV/ITV/PTV names never are).
-    outputTransform : an existing transform node to fill (linear for rigid, grid for deformable); default a new one.
+    outputTransform : an existing transform node to fill (linear for rigid and affine, grid for deformable);
+        default a new one.
     progress : ``progress(fraction, message)``; raising ``ProcessingCancelled`` stops it with the scene untouched.
 
     Returns ``{"transform", "description", "quality", "warnings", "summary"}``; the node carries attributes
@@ -121,18 +131,19 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
     ``FIELD_EXPORT_SPACING_MM``.
     """
     progress = progress or noProgress
-    if method not in ("rigid", "deformable"):
-        raise InputError(f"unknown registration method '{method}' (use 'rigid' or 'deformable')")
+    if method not in ("rigid", "affine", "deformable"):
+        raise InputError(f"unknown registration method '{method}' (use 'rigid', 'affine' or 'deformable')")
     if multimodal and method == "deformable":
-        raise InputError("deformable registration is for a prior CT onto the current CT; register an MRI rigidly")
+        raise InputError("deformable registration is for a prior CT onto the current CT; register an MRI rigidly "
+                         "(or affine)")
     if fixedVolume is None or movingVolume is None:
         raise InputError("a fixed (current CT) and a moving volume (prior CT or MRI) are required")
     if fixedVolume is movingVolume:
         raise InputError(f"the fixed and moving volumes are the same node '{fixedVolume.GetName()}'")
-    wanted = "vtkMRMLLinearTransformNode" if method == "rigid" else "vtkMRMLGridTransformNode"
+    wanted = "vtkMRMLGridTransformNode" if method == "deformable" else "vtkMRMLLinearTransformNode"
     if outputTransform is not None and not outputTransform.IsA(wanted):
         raise InputError(f"the output transform '{outputTransform.GetName()}' is a {outputTransform.GetClassName()}; "
-                         f"a {method} registration needs a {wanted}")
+                         f"{method} registration needs a {wanted}")
     fixed, fixedGeometry = _image(fixedVolume, f"fixed volume '{fixedVolume.GetName()}'")
     moving, movingGeometry = _image(movingVolume, f"moving volume '{movingVolume.GetName()}'", True,
                                     outputTransform)
@@ -186,6 +197,15 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
     if method == "rigid":
         summary = (f"Rigid registration of '{movingVolume.GetName()}' onto '{fixedVolume.GetName()}': "
                    f"{_rigidSummary(transform, fixedGeometry)}.")
+    elif method == "affine":
+        parts = affineDecomposition(transform)
+        scales = ", ".join(f"{v:.3f}" for v in parts["scales"])
+        summary = (f"Affine registration of '{movingVolume.GetName()}' onto '{fixedVolume.GetName()}': principal "
+                   f"scales {scales} (volume ratio {parts['volumeRatio']:.3f}), "
+                   f"{_rigidSummary(transform, fixedGeometry)}.")
+        warning = affineScaleWarning(transform, f"'{movingVolume.GetName()}'")
+        if warning:
+            warnings.append(warning)
     elif "error" in quality:
         summary = f"Deformable registration done; its quality could not be computed ({quality['error']})."
     else:
