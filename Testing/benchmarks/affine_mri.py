@@ -8,7 +8,9 @@ Without ``--case`` the small demo case is generated into a temporary folder. The
 current CT as it is and with its header's pixel spacing scaled about its centre by +3 / -3 / 0 % and -2 / +1 / +3 %
 (the anatomy then appears scaled by those factors: the true map is the scaling after the generator's rigid MRI
 transform). For each: p95 and maximum distance (mm) between the registration's and the true mapping of the current
-CT's body voxels (every 50th), the principal scales found (``core.registration.affineDecomposition``) and the time.
+CT's body voxels (every 50th), the principal scales found (``core.registration.affineDecomposition``), the time, and
+whether the affine refinement was kept (it must match the images better than its rigid start by the same metric on
+the same voxels, ``core.registration.compareLinear``).
 
 Peers in the same run: ``registerRigid`` (what the case file's ``"rigid"`` does) and ``registerAffine`` with the
 rigid step's own settings (three levels, 2 mm first steps, 25 % random samples) and with two levels but 2 mm first
@@ -90,8 +92,11 @@ def main(argv=None) -> int:
             elapsed = time.perf_counter() - t0
             d = distances(result.transform, true)
             scales = reg.affineDecomposition(result.transform)["scales"]
+            kept = result.parameters.get("affineKept")
+            verdict = "" if kept is None else ("  affine kept" if kept else "  rigid kept (metric {affine:.4f} vs "
+                                               "{rigid:.4f})".format(**result.parameters["metricComparison"]))
             print(f"{label:17s} {name:35s} p95 {np.percentile(d, 95):7.2f} mm  max {d.max():7.2f} mm  scales "
-                  f"{', '.join(f'{s:.4f}' for s in scales)}  {elapsed:5.1f} s", flush=True)
+                  f"{', '.join(f'{s:.4f}' for s in scales)}  {elapsed:5.1f} s{verdict}", flush=True)
     return 0
 
 

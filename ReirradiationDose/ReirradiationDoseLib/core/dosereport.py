@@ -283,7 +283,10 @@ def _registrationText(registration: dict) -> str | None:
         names = (registration.get(key) or {}).get("structures")
         if names:
             parts.append(f"{where}{', '.join(names)}")
-    scales = ((registration.get("affine") or {}).get("parameters") or {}).get("affine", {}).get("scales")
+    affine = (registration.get("affine") or {}).get("parameters") or {}
+    if method == "affine" and affine.get("affineKept") is False:
+        return "rigid (the affine refinement matched the images worse and was not used)"
+    scales = affine.get("affine", {}).get("scales")
     if method == "affine" and scales:
         return f"affine (scales {', '.join(f'{v:.3f}' for v in scales)})"
     if method and parts:

@@ -443,10 +443,9 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
                                                         "marginMm": WITHOUT_COUNTERPART_MARGIN_MM}
         registration["movingImage"] = str(course.image)
         if course.registration == "affine":
-            from .registration import affineScaleWarning
-            warning = affineScaleWarning(transform, f"course '{course.name}' ({Path(course.image).name})")
-            if warning:
-                warnings.append(warning)
+            from .registration import affineWarnings
+            warnings.extend(affineWarnings(transform, registration["affine"]["parameters"],
+                                           f"course '{course.name}' ({Path(course.image).name})"))
     else:
         _checkSameFrame(case, course, doseInfo, referenceInfo, warnings)
     return CourseInput(name=course.name, doseGy=np.asarray(dose.doseGy, dtype=np.float32),
@@ -672,9 +671,7 @@ def _registerMri(case: CaseSpec, referenceImage, progress, dicomimage, warnings:
         transform = result.transform
         registration.update(_resultSummary(result))
         if case.mri.registration == "affine":
-            warning = reg.affineScaleWarning(transform, f"MRI ({Path(case.mri.image).name})")
-            if warning:
-                warnings.append(warning)
+            warnings.extend(reg.affineWarnings(transform, result.parameters, f"MRI ({Path(case.mri.image).name})"))
     else:
         transform = sitk.Transform(3, sitk.sitkIdentity)
     resampled = sitk.Resample(sitk.Cast(mriImage, sitk.sitkFloat32), referenceImage, transform, sitk.sitkLinear, 0.0)

@@ -32,7 +32,7 @@ from ..core.progress import noProgress, subProgress
 from ..core.registration import (
     FIELD_EXPORT_SPACING_MM,
     affineDecomposition,
-    affineScaleWarning,
+    affineWarnings,
     homogeneousMatrix,
     resampleMoving,
 )
@@ -110,7 +110,8 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
     ----------
     method : ``"rigid"``, ``"affine"`` (rigid, then the 12-parameter refinement of
         :func:`~ReirradiationDoseLib.core.registration.registerAffine`, for images that differ in scale; its
-        principal scales are in the summary, and a warning when one is more than 5 % from 1) or ``"deformable"``
+        principal scales are in the summary; warned when one is more than 5 % from 1, or when the refinement matched
+        the images worse than its rigid start, whose result is then used) or ``"deformable"``
         (rigid, then demons; CT to CT only).
     fixedStructures : segmentation of the fixed CT. Its body outline (Body / External / Skin / Outline) bounds the
         deformable registration; its GTV* structures (or ``withoutCounterpart``) exert no force.
@@ -200,12 +201,12 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
     elif method == "affine":
         parts = affineDecomposition(transform)
         scales = ", ".join(f"{v:.3f}" for v in parts["scales"])
-        summary = (f"Affine registration of '{movingVolume.GetName()}' onto '{fixedVolume.GetName()}': principal "
-                   f"scales {scales} (volume ratio {parts['volumeRatio']:.3f}), "
-                   f"{_rigidSummary(transform, fixedGeometry)}.")
-        warning = affineScaleWarning(transform, f"'{movingVolume.GetName()}'")
-        if warning:
-            warnings.append(warning)
+        kept = description["affine"]["parameters"]["affineKept"]
+        summary = (f"Affine registration of '{movingVolume.GetName()}' onto '{fixedVolume.GetName()}': "
+                   + (f"principal scales {scales} (volume ratio {parts['volumeRatio']:.3f}), " if kept else
+                      "the refinement matched worse than the rigid start, whose result is used: ")
+                   + f"{_rigidSummary(transform, fixedGeometry)}.")
+        warnings.extend(affineWarnings(transform, description["affine"]["parameters"], f"'{movingVolume.GetName()}'"))
     elif "error" in quality:
         summary = f"Deformable registration done; its quality could not be computed ({quality['error']})."
     else:
