@@ -28,6 +28,7 @@ demons 17.7 s, p95 0.79 mm, elastix 13.7 s, 2.73 mm; 512x512x150: demons 41.0 s,
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
@@ -211,6 +212,18 @@ def registerRigid(fixed: sitk.Image, moving: sitk.Image, metric: str = "mattes",
     RegistrationResult whose transform is a ``sitk.Euler3DTransform`` mapping fixed to moving points.
     """
     progress = progress or noProgress
+    metric = _checkLinear(fixed, moving, metric, initialization)
+    start = time.perf_counter()
+    progress(0.0, "rigid registration: initialising")
+    return _rigidOn(fixed, _linearInputs(fixed, moving, fixedMask, workingSpacingMm), metric, initialTransform,
+                    initialization, progress, start, shrinkFactors=shrinkFactors,
+                    smoothingSigmasMm=smoothingSigmasMm, samplingPercentage=samplingPercentage,
+                    numberOfIterations=numberOfIterations, seed=seed, maxSamples=maxSamples,
+                    workingSpacingMm=workingSpacingMm)
+
+
+def _checkLinear(fixed: sitk.Image, moving: sitk.Image, metric: str, initialization: str) -> str:
+    """Refuse what :func:`registerRigid` / :func:`registerAffine` cannot do; the metric's name in lower case."""
     _check3d(fixed, "fixed")
     _check3d(moving, "moving")
     metric = metric.lower()
@@ -218,9 +231,15 @@ def registerRigid(fixed: sitk.Image, moving: sitk.Image, metric: str = "mattes",
         raise InputError(f"unknown registration metric '{metric}' (use 'mattes' or 'meansquares')")
     if initialization not in ("geometry", "moments"):
         raise InputError(f"unknown initialisation '{initialization}' (use 'geometry' or 'moments')")
-    start = time.perf_counter()
-    progress(0.0, "rigid registration: initialising")
-    fixedF, movingF, fixedMask = _linearInputs(fixed, moving, fixedMask, workingSpacingMm)
+    return metric
+
+
+def _rigidOn(fixed: sitk.Image, prepared: tuple, metric: str, initialTransform: sitk.Transform | None,
+             initialization: str, progress, start: float, *, shrinkFactors, smoothingSigmasMm,
+             samplingPercentage: float, numberOfIterations: int, seed: int, maxSamples: float,
+             workingSpacingMm: float | None) -> RegistrationResult:
+    """:func:`registerRigid` on its working copies ``prepared`` = :func:`_linearInputs` (``start``: its clock)."""
+    fixedF, movingF, fixedMask = prepared
 
     # an Euler initial transform is refined in place; any other is kept as a fixed prefix (moving initial
     # transform) and a rigid correction is optimised before it: T = initial o correction
@@ -282,6 +301,20 @@ def _samplingPercentages(fixed: sitk.Image, shrinkFactors, samplingPercentage: f
     return [min(float(samplingPercentage), float(maxSamples) / v) for v in voxels]
 
 
+def _metricMethod(metric: str, fixedMask: sitk.Image | None) -> sitk.ImageRegistrationMethod:
+    """A registration method with the metric of :func:`registerRigid` / :func:`registerAffine` (Mattes mutual
+    information with 50 bins, or mean squares), restricted to ``fixedMask``, linear interpolation."""
+    method = sitk.ImageRegistrationMethod()
+    if metric == "mattes":
+        method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
+    else:
+        method.SetMetricAsMeanSquares()
+    if fixedMask is not None:
+        method.SetMetricFixedMask(sitk.Cast(fixedMask > 0, sitk.sitkUInt8))
+    method.SetInterpolator(sitk.sitkLinear)
+    return method
+
+
 def _optimiseLinear(fixedF: sitk.Image, movingF: sitk.Image, fixedMask: sitk.Image | None, transform: sitk.Transform,
                     prefix: sitk.Transform | None, metric: str, shrinkFactors, smoothingSigmasMm,
                     samplingPercentages, numberOfIterations: int, seed: int, progress, label: str,
@@ -289,19 +322,12 @@ def _optimiseLinear(fixedF: sitk.Image, movingF: sitk.Image, fixedMask: sitk.Ima
     """Optimise ``transform`` (in place) pulling ``movingF`` onto ``fixedF``: regular-step gradient descent with
     scales from a 1 mm physical shift (``learningRate``: the first step, in mm), random sampling of
     ``samplingPercentages`` per level (all voxels where 1) with ``seed``. Returns (method, observer state)."""
-    method = sitk.ImageRegistrationMethod()
-    if metric == "mattes":
-        method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
-    else:
-        method.SetMetricAsMeanSquares()
+    method = _metricMethod(metric, fixedMask)
     if all(p >= 1.0 for p in samplingPercentages):
         method.SetMetricSamplingStrategy(method.NONE)
     else:
         method.SetMetricSamplingStrategy(method.RANDOM)
         method.SetMetricSamplingPercentagePerLevel(list(samplingPercentages), int(seed))
-    if fixedMask is not None:
-        method.SetMetricFixedMask(sitk.Cast(fixedMask > 0, sitk.sitkUInt8))
-    method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(learningRate=float(learningRate), minStep=float(minStep),
                                                     numberOfIterations=int(numberOfIterations),
                                                     relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
@@ -361,11 +387,16 @@ def registerAffine(fixed: sitk.Image, moving: sitk.Image, metric: str = "mattes"
     way).
     """
     progress = progress or noProgress
-    metric = metric.lower()
+    metric = _checkLinear(fixed, moving, metric, initialization)
     start = time.perf_counter()
-    rigid = registerRigid(fixed, moving, metric=metric, initialTransform=initialTransform,
-                          initialization=initialization, fixedMask=fixedMask, progress=subProgress(progress, 0.0, 0.5),
-                          workingSpacingMm=workingSpacingMm)
+    progress(0.0, "rigid registration: initialising")
+    fixedF, movingF, maskF = prepared = _linearInputs(fixed, moving, fixedMask, workingSpacingMm)
+    # the rigid step as registerRigid would run it (its own defaults), on the working copies made once above
+    rigidDefaults = {name: p.default for name, p in inspect.signature(registerRigid).parameters.items()
+                     if name in ("shrinkFactors", "smoothingSigmasMm", "samplingPercentage", "numberOfIterations",
+                                 "seed", "maxSamples")}
+    rigid = _rigidOn(fixed, prepared, metric, initialTransform, initialization, subProgress(progress, 0.0, 0.5),
+                     start, workingSpacingMm=workingSpacingMm, **rigidDefaults)
     members = _members(rigid.transform)
     euler, prefix = members[-1], (sitk.CompositeTransform(members[:-1]) if len(members) > 1 else None)
     affine = sitk.AffineTransform(3)
@@ -373,10 +404,8 @@ def registerAffine(fixed: sitk.Image, moving: sitk.Image, metric: str = "mattes"
     affine.SetMatrix(euler.GetMatrix())
     affine.SetTranslation(euler.GetTranslation())
     progress(0.5, "affine registration")
-    fixedF, movingF, maskF = _linearInputs(fixed, moving, fixedMask, workingSpacingMm)
-    voxels = [float(np.prod([max(1, n // f) for n in fixedF.GetSize()])) for f in shrinkFactors]
     method, state = _optimiseLinear(fixedF, movingF, maskF, affine, prefix, metric, shrinkFactors, smoothingSigmasMm,
-                                    [min(float(samplingPercentage), float(maxSamples) / v) for v in voxels],
+                                    _samplingPercentages(fixedF, shrinkFactors, samplingPercentage, maxSamples),
                                     numberOfIterations, seed,
                                     subProgress(progress, 0.5, 1.0), "affine registration",
                                     learningRate=learningRateMm, minStep=1e-4)
@@ -418,17 +447,10 @@ def compareLinear(fixed: sitk.Image, moving: sitk.Image, fixedMask: sitk.Image |
     values = {}
     fraction = min(1.0, float(maxSamples) / float(np.prod(fixed.GetSize())))
     for name, transform in transforms.items():
-        method = sitk.ImageRegistrationMethod()
-        if metric == "mattes":
-            method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
-        else:
-            method.SetMetricAsMeanSquares()
+        method = _metricMethod(metric, fixedMask)
         if fraction < 1.0:
             method.SetMetricSamplingStrategy(method.RANDOM)
             method.SetMetricSamplingPercentage(fraction, int(seed))
-        if fixedMask is not None:
-            method.SetMetricFixedMask(sitk.Cast(fixedMask > 0, sitk.sitkUInt8))
-        method.SetInterpolator(sitk.sitkLinear)
         if prefix is not None:
             method.SetMovingInitialTransform(prefix)
         method.SetInitialTransform(transform, inPlace=False)
