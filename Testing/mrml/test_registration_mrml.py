@@ -251,7 +251,12 @@ def test_bad_requests_and_cancel_leave_the_scene_untouched(scene):
     with pytest.raises(InputError, match="moving volume 'Moving'.*under the transform 'Manual shift'"):
         registerVolumes(scene, fixed, moving, "rigid")
     moving.SetAndObserveTransformNodeID(None)
+    blank = volumeNodeFromArray(scene, np.zeros(geometry.shape, np.float32), geometry, "Blank MRI")
     count = scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match=r"rigid registration of 'Blank MRI' \(moving\) onto 'Fixed' \(fixed\): the "
+                                         r"moving image has the same value \(0\) in every voxel"):
+        registerVolumes(scene, fixed, blank, "rigid", multimodal=True)
+    assert scene.GetNumberOfNodes() == count
 
     def cancel(fraction, message=""):
         if fraction > 0.1:

@@ -305,6 +305,28 @@ def test_prior_course_dated_after_current_refused(tmp_path, goodCourse, capsys):
 
 # ---- images -------------------------------------------------------------------------------------------------------
 
+def test_blank_images_to_register_refused_naming_the_file(tmp_path, study, goodCourse, capsys):
+    """A blank series (every voxel the same: a wrongly exported MRI, a scout) gives a flat metric, and demons would
+    return no deformation without a word: refused before registering, naming the image, what it was to be
+    registered onto, and why; no output folder is left behind."""
+    blank = writeImageSeries(np.zeros(CT.shape, np.int16), CT, tmp_path / "MR_blank", study, modality="MR")
+    assert blank
+    case = writeCase(tmp_path, goodCourse, mri={"image": str(tmp_path / "MR_blank"), "registration": "rigid"})
+    cliRefusal(capsys, ["dose", str(case), "--output", str(tmp_path / "out"), "--no-pictures"],
+               tmp_path / "MR_blank", "MRI: rigid registration of this image (moving) onto the reference CT",
+               goodCourse["ct"], "the moving image has the same value (0) in every voxel")
+    assert not (tmp_path / "out").exists()
+    # a prior course whose planning CT is blank, registered deformably
+    prior = writeCourse(tmp_path / "prior", study)
+    writeImageSeries(np.zeros(CT.shape, np.int16), CT, tmp_path / "prior" / "CT_blank", study)
+    case = writeCase(tmp_path, goodCourse, prior)
+    data = json.loads(case.read_text())
+    data["courses"][0].update(image=str(tmp_path / "prior" / "CT_blank"), registration="deformable")
+    case.write_text(json.dumps(data))
+    refusal(lambda: loadCaseInputs(parseCaseFile(case)), tmp_path / "prior" / "CT_blank",
+            "course 'prior': deformable registration of this image (moving)", "same value (0) in every voxel")
+
+
 def test_gantry_tilted_ct_refused(tmp_path, study):
     ref = writeImageSeries(np.zeros(CT.shape, np.int16), CT, tmp_path / "tilt", study)
     # a 15 degree gantry tilt: the column direction leaves the axial plane, slice positions still step along z

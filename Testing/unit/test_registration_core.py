@@ -438,3 +438,59 @@ def test_rigid_on_a_fine_ct_runs_at_the_working_spacing_and_still_recovers_the_m
         errors = [np.linalg.norm(np.subtract(result.transform.TransformPoint(p.tolist()),
                                              truth.TransformPoint(p.tolist()))) for p in points]
         assert max(errors) < 0.5, f"working spacing {spacing}: max error {max(errors):.3f} mm"
+
+
+def test_linear_registration_gives_the_same_transform_every_run_and_restores_itk_s_threads(phantom):
+    """ITK's Mattes metric sums the threads' shares in arrival order; the registration runs it on one thread so the
+    same images give the same transform bit for bit, and leaves the process-wide thread count as it found it."""
+    moving, body = phantom
+    fixed = resampleMoving(moving, moving, knownRigid())
+    previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(4)  # several threads even on a one-core runner
+    try:
+        runs = [registerRigid(fixed, moving, metric="mattes", samplingPercentage=1.0) for _ in range(4)]
+        assert {tuple(r.transform.GetParameters()) for r in runs} == {tuple(runs[0].transform.GetParameters())}
+        assert {r.metricValue for r in runs} == {runs[0].metricValue}
+        assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == 4
+
+        def cancel(fraction, message=""):
+            raise ProcessingCancelled()
+
+        with pytest.raises(ProcessingCancelled):
+            registerRigid(fixed, moving, metric="mattes", progress=cancel)
+        assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == 4
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
+
+
+def test_demons_gives_the_same_field_every_run(deformableCase):
+    fixed, moving, fixedBody, _, result, _ = deformableCase
+    previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(4)
+    try:
+        again = registerDeformable(fixed, moving, None, fixedBody)
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
+    first, second = (sitk.GetArrayFromImage(r.displacementField) for r in (result, again))
+    assert np.abs(first).max() > 5.0  # a real deformation, not two empty fields
+    assert np.array_equal(first, second)
+
+
+def test_images_registration_cannot_use_are_refused_with_the_reason(phantom):
+    moving, _ = phantom
+    blank = sitk.Image(moving.GetSize(), sitk.sitkFloat32)
+    blank.CopyInformation(moving)
+    with pytest.raises(InputError, match=r"the moving image has the same value \(0\) in every voxel"):
+        registerRigid(moving, blank)
+    with pytest.raises(InputError, match=r"the fixed image has the same value \(0\) in every voxel"):
+        registerDeformable(blank, moving)
+    holes = sitk.GetArrayFromImage(moving)
+    holes[5, 5, :7] = np.nan
+    withNan = sitk.GetImageFromArray(holes)
+    withNan.CopyInformation(moving)
+    with pytest.raises(InputError, match="the moving image holds 7 voxels that are not numbers"):
+        registerRigid(moving, withNan)
+    far = sitk.TranslationTransform(3, (5000.0, 0.0, 0.0))  # an initial transform that misses the image
+    with pytest.raises(InputError, match="does not overlap the fixed image enough to register .ITK: All samples map "
+                                         r"outside moving image buffer\): "):
+        registerRigid(moving, moving, initialTransform=far)

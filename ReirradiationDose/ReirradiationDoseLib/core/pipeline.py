@@ -433,9 +433,14 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
             pairs = _pairedStructureMasks(case, course, masks, referenceImage, courseImage, courseMasks)
             newTissue, newTissueNames = _withoutCounterpartMask(course, masks, referenceImage, warnings)
             goneTissue, goneTissueNames = _courseWithoutCounterpartMask(course, courseMasks, courseImage, warnings)
-        transform, registration = registerCourse(referenceImage, courseImage, course.registration, bodyImage,
-                                                 subProgress(progress, 0.05, 0.95), structureMasks=pairs,
-                                                 withoutCounterpart=newTissue, courseWithoutCounterpart=goneTissue)
+        try:
+            transform, registration = registerCourse(referenceImage, courseImage, course.registration, bodyImage,
+                                                     subProgress(progress, 0.05, 0.95), structureMasks=pairs,
+                                                     withoutCounterpart=newTissue,
+                                                     courseWithoutCounterpart=goneTissue)
+        except InputError as error:
+            raise InputError(f"course '{course.name}': {course.registration} registration of this image (moving) "
+                             f"onto the reference CT {case.referenceImage} (fixed): {error}", course.image) from error
         if course.registration == "deformable":
             registration["withoutCounterpart"] = {"structures": newTissueNames,
                                                   "marginMm": WITHOUT_COUNTERPART_MARGIN_MM}
@@ -666,8 +671,12 @@ def _registerMri(case: CaseSpec, referenceImage, progress, dicomimage, warnings:
     elif case.mri.registration in ("rigid", "affine"):
         from . import registration as reg
         register = reg.registerRigid if case.mri.registration == "rigid" else reg.registerAffine
-        result = register(sitk.Cast(referenceImage, sitk.sitkFloat32), sitk.Cast(mriImage, sitk.sitkFloat32),
-                          metric="mattes", initialization="moments", progress=progress)
+        try:
+            result = register(sitk.Cast(referenceImage, sitk.sitkFloat32), sitk.Cast(mriImage, sitk.sitkFloat32),
+                              metric="mattes", initialization="moments", progress=progress)
+        except InputError as error:
+            raise InputError(f"MRI: {case.mri.registration} registration of this image (moving) onto the reference "
+                             f"CT {case.referenceImage} (fixed): {error}", case.mri.image) from error
         transform = result.transform
         registration.update(_resultSummary(result))
         if case.mri.registration == "affine":

@@ -28,6 +28,7 @@ demons 17.7 s, p95 0.79 mm, elastix 13.7 s, 2.73 mm; 512x512x150: demons 41.0 s,
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
@@ -65,7 +66,8 @@ logger = logging.getLogger(__name__)
 DEFORMABLE_METHODS = ("demons", "bspline")
 # Rigid registration runs on images no finer than this (anti-aliased, then resampled): six parameters need no 1 mm
 # voxels, and ITK otherwise smooths and shrinks the full-resolution images at every level. Clinical-size demo case
-# (512x512x150, 1x1x2 mm), same run of Testing/benchmarks/registration_demo.py: 60.7 s -> 10.2 s, the transform
+# (512x512x150, 1x1x2 mm), same run of Testing/benchmarks/registration_demo.py: 103.8 s -> 17.4 s (metric on one
+# thread, _reproducible; on two: 60.7 s -> 10.2 s), the transform
 # within 0.47 mm of the full-resolution one everywhere in the body (the small demo case's 3.5 mm CT is unchanged).
 RIGID_WORKING_SPACING_MM = 2.0
 _AIR_HU = -1000.0
@@ -123,10 +125,73 @@ class RegistrationResult:
 # helpers
 # ---------------------------------------------------------------------------------------------------------------
 def _check3d(image: sitk.Image, what: str) -> None:
+    """Refuse an image registration cannot use: not 3D, thinner than 4 voxels, holding values that are not numbers,
+    or the same value everywhere (a blank series: every metric is flat, and demons would return no deformation
+    without a word)."""
     if not isinstance(image, sitk.Image) or image.GetDimension() != 3:
         raise InputError(f"the {what} image must be a 3D image")
     if min(image.GetSize()) < 4:
         raise InputError(f"the {what} image is too small to register ({image.GetSize()} voxels)")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"the {what} image has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+                         "registration needs a scalar image")
+    values = sitk.GetArrayViewFromImage(image)
+    if values.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(values)))
+        if bad:
+            raise InputError(f"the {what} image holds {bad} voxels that are not numbers (NaN or infinite)")
+    low, high = values.min(), values.max()
+    if low == high:
+        raise InputError(f"the {what} image has the same value ({float(low):g}) in every voxel: there is nothing to "
+                         "register (a blank or wrongly exported series?)")
+
+
+@contextlib.contextmanager
+def _reproducible():
+    """Run ITK's metric on one thread, so that the same images give the same transform every run.
+
+    ITK's Mattes mutual information (v4) has each thread buffer its share of the joint-histogram derivatives and add
+    it into one shared array under a lock, in whatever order the threads arrive: with two threads the metric value
+    differs in its 10th-12th digit from run to run, and an optimiser carries that on (measured here, small demo,
+    the prior CT's rigid registration three times: -0.90722003482, -0.90722003547, -0.90722003587; an affine MRI
+    refinement's scales differed in the 5th decimal, and in one case it went astray in two of three benchmark runs).
+    On one thread the transform is identical bit for bit. Cost, 2 cores, clinical-size demo: rigid prior CT 10 -> 17 s,
+    affine MRI 19-34 -> 40 s (the demons stage is unaffected: it was already reproducible). The process-wide default
+    is restored afterwards, also on an error."""
+    previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
+
+
+# ITK's words when the images do not overlap (or stop overlapping while the optimiser moves), and what they mean
+_ITK_NO_OVERLAP = ("samples map outside moving image buffer", "Joint PDF summed to zero")
+
+
+def _executeRegistration(run: Callable, fixed: sitk.Image, moving: sitk.Image):
+    """``run(fixed, moving)`` (an ImageRegistrationMethod's Execute or MetricEvaluate) on one thread
+    (:func:`_reproducible`), with ITK's "the images do not overlap" errors turned into an InputError a user can act
+    on."""
+    try:
+        with _reproducible():
+            return run(fixed, moving)
+    except RuntimeError as error:
+        if not any(words in str(error) for words in _ITK_NO_OVERLAP):
+            raise
+        raise InputError("the moving image does not overlap the fixed image enough to register (ITK: "
+                         f"{_itkReason(error)}): it may cover another part of the body, or the optimiser moved it "
+                         "away; check the two images' positions, or give an initial transform") from error
+
+
+def _itkReason(error: RuntimeError) -> str:
+    """The first sentence after 'ITK ERROR: ...:' in a SimpleITK exception, without the source file and object
+    address."""
+    text = str(error)
+    marker = text.rfind("ITK ERROR:")
+    reason = " ".join((text[marker:].split("):", 1)[-1] if marker >= 0 else text).split())
+    return reason.split(". ", 1)[0].rstrip(".")
 
 
 def _asFloat(image: sitk.Image) -> sitk.Image:
@@ -344,7 +409,7 @@ def _optimiseLinear(fixedF: sitk.Image, movingF: sitk.Image, fixedMask: sitk.Ima
                      lambda: min(0.99, (method.GetCurrentLevel() + min(method.GetOptimizerIteration(),
                                                                         numberOfIterations) / numberOfIterations)
                                  / levels))
-    method.Execute(fixedF, movingF)
+    _executeRegistration(method.Execute, fixedF, movingF)
     if state["cancelled"]:
         raise ProcessingCancelled(f"{label} cancelled")
     return method, state
@@ -372,10 +437,11 @@ def registerAffine(fixed: sitk.Image, moving: sitk.Image, metric: str = "mattes"
     demo MRI given known pixel-spacing errors (``Testing/benchmarks/affine_mri.py``, p95 distance to the true map in
     the body): clinical size (0.7 x 0.7 x 3 mm MRI), +3 / -3 / 0 % rigid 4.89 mm, affine 0.43 mm; -2 / +1 / +3 %
     5.48 -> 0.41 mm; without a spacing error the refined map matched worse than its rigid start and the rigid result
-    (0.15 mm) was kept. Small demo (2.5 x 2.5 x 5 mm): 5.42 -> 1.72-1.75 mm; -2 / +1 / +3 % 4.94 -> 1.85 mm in
-    the first benchmark run, while in the next two the refinement went astray (Mattes -0.38 against the rigid -0.95;
-    three repeats outside the benchmark did not) and the rigid result was kept;
-    no spacing error: rigid kept (0.99 mm; the refined map there was 1.71 mm). Use it when the images are known or
+    (0.15 mm) was kept. Small demo (2.5 x 2.5 x 5 mm): 5.42 -> 1.75 mm; -2 / +1 / +3 % 4.94 -> 1.85 mm; no
+    spacing error: rigid kept (0.99 mm; the refined map there was 1.71 mm). Before the metric ran on one thread
+    (:func:`_reproducible`) the -2 / +1 / +3 % refinement went astray in two of three benchmark runs (Mattes -0.38
+    against the rigid -0.95) and the rigid result was kept: the optimiser is sensitive there to differences in the
+    metric's 10th digit; it now gives the same map every run. Use it when the images are known or
     seen to differ in scale, and check ``parameters["affine"]`` (:func:`affineDecomposition`),
     ``parameters["affineKept"]`` and :func:`affineWarnings`.
 
@@ -455,7 +521,7 @@ def compareLinear(fixed: sitk.Image, moving: sitk.Image, fixedMask: sitk.Image |
         if prefix is not None:
             method.SetMovingInitialTransform(prefix)
         method.SetInitialTransform(transform, inPlace=False)
-        values[name] = float(method.MetricEvaluate(fixed, moving))
+        values[name] = float(_executeRegistration(method.MetricEvaluate, fixed, moving))
     return values
 
 
@@ -1025,7 +1091,7 @@ def _bsplineField(fixed: sitk.Image, movingOnFixed: sitk.Image, metric: str, gri
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     state = _observe(method, progress, "deformable registration (B-spline)",
                      lambda: min(0.99, (method.GetCurrentLevel() + 0.5) / nLevels))
-    method.Execute(_asFloat(fixed), movingOnFixed)
+    _executeRegistration(method.Execute, _asFloat(fixed), movingOnFixed)
     stateOut["iterations"] += state["iterations"]
     stateOut["metric"] = method.GetMetricValue()
     if state["cancelled"]:

@@ -171,10 +171,14 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
             newTissue, newTissueNames = corePipeline.withoutCounterpartMask(
                 masks, fixedGeometry, None if withoutCounterpart is None else list(withoutCounterpart), warnings)
 
-    transform, description = corePipeline.registerCourse(
-        fixed, moving, method, body, subProgress(progress, 0.0, 0.95), structureMasks=pairs,
-        withoutCounterpart=newTissue, initialization="moments" if multimodal else "geometry",
-        courseWithoutCounterpart=goneTissue)
+    try:
+        transform, description = corePipeline.registerCourse(
+            fixed, moving, method, body, subProgress(progress, 0.0, 0.95), structureMasks=pairs,
+            withoutCounterpart=newTissue, initialization="moments" if multimodal else "geometry",
+            courseWithoutCounterpart=goneTissue)
+    except InputError as error:
+        raise InputError(f"{method} registration of '{movingVolume.GetName()}' (moving) onto "
+                         f"'{fixedVolume.GetName()}' (fixed): {error}") from error
     description["structureGuided"] = sorted(pairs or {})
     if method == "deformable":
         description["withoutCounterpart"] = {"structures": newTissueNames,
