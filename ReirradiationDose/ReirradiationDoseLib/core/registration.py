@@ -34,7 +34,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import SimpleITK as sitk
@@ -246,13 +246,56 @@ def _observe(process, progress, label: str, fractionOf: Callable[[], float]):
 # ---------------------------------------------------------------------------------------------------------------
 # rigid
 # ---------------------------------------------------------------------------------------------------------------
+METRIC_DOMAIN_RATIO = 0.8
+"""``metricDomain="auto"`` computes the metric over the moving image's voxels when the moving image's box holds less
+than this fraction of the fixed image's volume. ITK samples the metric on its fixed image; when that is the larger
+image (a planning CT of the whole pelvis against an MRI slab of 9 cm), most samples have no counterpart and the
+metric rewards sliding the small image to wherever it overlaps least badly. Measured with the demo MRI cut to slabs
+along its slices (``Testing/benchmarks/mri_field_of_view.py``, p95 distance to the true map in the body the slab
+covers): small demo (6-9 cm slabs) over the CT's voxels 5.7-69 mm from the centres of mass, over the MRI's voxels
+0.4-1.3 mm; clinical size (7-11 cm) 0.3-82 mm against 0.2-0.8 mm. The whole MRI (a fifth to a quarter of the CT's
+box): 0.70 against 0.64 mm small, 0.21 against 0.08 mm clinical."""
+
+
+def _boxVolumeMm3(image: sitk.Image) -> float:
+    return float(np.prod(np.array(image.GetSize(), dtype=float) * np.array(image.GetSpacing())))
+
+
+def _metricDomain(fixed: sitk.Image, moving: sitk.Image, requested: str, fixedMask: sitk.Image | None,
+                  initialTransform: sitk.Transform | None) -> str:
+    """``"fixed"`` or ``"moving"``: over whose voxels the metric is computed (see :data:`METRIC_DOMAIN_RATIO`)."""
+    if requested not in ("auto", "fixed", "moving"):
+        raise InputError(f"unknown metric domain '{requested}' (use 'auto', 'fixed' or 'moving')")
+    linearStart = True
+    if initialTransform is not None:
+        try:
+            homogeneousMatrix(initialTransform)
+        except ValueError:
+            linearStart = False
+    swappable = fixedMask is None and linearStart
+    if requested == "moving" and not swappable:
+        raise InputError("the metric can be computed over the moving image's voxels only without a fixed mask and "
+                         "from a linear initial transform")
+    if requested != "auto":
+        return requested
+    smaller = _boxVolumeMm3(moving) < METRIC_DOMAIN_RATIO * _boxVolumeMm3(fixed)
+    return "moving" if swappable and smaller else "fixed"
+
+
+def _inverse(transform: sitk.Transform) -> sitk.Transform:
+    """The inverse of a linear (or composite of linear) transform, as its own kind."""
+    inverse = transform.GetInverse()
+    return inverse.Downcast() if hasattr(inverse, "Downcast") else inverse
+
+
 def registerRigid(fixed: sitk.Image, moving: sitk.Image, metric: str = "mattes",
                   initialTransform: sitk.Transform | None = None, initialization: str = "geometry",
                   fixedMask: sitk.Image | None = None, progress=None, *, shrinkFactors=(4, 2, 1),
                   smoothingSigmasMm=(2.0, 1.0, 0.0), samplingPercentage: float = 0.25,
                   numberOfIterations: int = 200, seed: int = 20240611,
                   maxSamples: float = 2.0e5,
-                  workingSpacingMm: float | None = RIGID_WORKING_SPACING_MM) -> RegistrationResult:
+                  workingSpacingMm: float | None = RIGID_WORKING_SPACING_MM,
+                  metricDomain: str = "auto") -> RegistrationResult:
     """Rigid (rotation + translation, Euler angles about the fixed image's centre) registration.
 
     Multi-resolution (``shrinkFactors`` / ``smoothingSigmasMm``), regular-step gradient descent with optimiser
@@ -270,6 +313,10 @@ def registerRigid(fixed: sitk.Image, moving: sitk.Image, metric: str = "mattes",
     fixedMask : restrict the metric to this region of the fixed image (e.g. the body).
     workingSpacingMm : axes finer than this are Gaussian-smoothed and resampled to it (both images, the mask by
         nearest neighbour) before the pyramid, whose shrink factors then apply to that grid; None: full resolution.
+    metricDomain : over whose voxels the metric is computed: ``"fixed"``, ``"moving"`` (the images are registered
+        the other way round and the map inverted; not with ``fixedMask`` or a non-linear initial transform) or
+        ``"auto"``: the moving image's when its box is much smaller (:data:`METRIC_DOMAIN_RATIO`: an MRI slab
+        against a planning CT), else the fixed image's. ``parameters["metricDomain"]`` records the choice.
     progress : ``progress(fraction, message)``; may raise ProcessingCancelled, which stops the registration.
 
     Returns
@@ -278,6 +325,14 @@ def registerRigid(fixed: sitk.Image, moving: sitk.Image, metric: str = "mattes",
     """
     progress = progress or noProgress
     metric = _checkLinear(fixed, moving, metric, initialization)
+    if _metricDomain(fixed, moving, metricDomain, fixedMask, initialTransform) == "moving":
+        swapped = registerRigid(moving, fixed, metric, None if initialTransform is None else _inverse(initialTransform),
+                                initialization, None, progress, shrinkFactors=shrinkFactors,
+                                smoothingSigmasMm=smoothingSigmasMm, samplingPercentage=samplingPercentage,
+                                numberOfIterations=numberOfIterations, seed=seed, maxSamples=maxSamples,
+                                workingSpacingMm=workingSpacingMm, metricDomain="fixed")
+        return replace(swapped, transform=_inverse(swapped.transform),
+                       parameters={**swapped.parameters, "metricDomain": "moving"})
     start = time.perf_counter()
     progress(0.0, "rigid registration: initialising")
     return _rigidOn(fixed, _linearInputs(fixed, moving, fixedMask, workingSpacingMm), metric, initialTransform,
@@ -339,7 +394,7 @@ def _rigidOn(fixed: sitk.Image, prepared: tuple, metric: str, initialTransform: 
         parameters={"metric": metric, "initialization": initialization if initialTransform is None else "given",
                     "shrinkFactors": list(shrinkFactors), "smoothingSigmasMm": list(smoothingSigmasMm),
                     "samplingPercentage": samplingPercentage, "maxSamples": maxSamples,
-                    "workingSpacingMm": workingSpacingMm,
+                    "workingSpacingMm": workingSpacingMm, "metricDomain": "fixed",
                     "numberOfIterations": numberOfIterations,
                     "seed": seed, "fixedMask": fixedMask is not None,
                     "stopCondition": method.GetOptimizerStopConditionDescription()},
@@ -426,7 +481,8 @@ def registerAffine(fixed: sitk.Image, moving: sitk.Image, metric: str = "mattes"
                    fixedMask: sitk.Image | None = None, progress=None, *, shrinkFactors=(2, 1),
                    smoothingSigmasMm=(1.0, 0.0), learningRateMm: float = 0.5, numberOfIterations: int = 200,
                    samplingPercentage: float = 1.0, maxSamples: float = 2.0e5, seed: int = 20240611,
-                   workingSpacingMm: float | None = RIGID_WORKING_SPACING_MM) -> RegistrationResult:
+                   workingSpacingMm: float | None = RIGID_WORKING_SPACING_MM,
+                   metricDomain: str = "auto") -> RegistrationResult:
     """Affine registration (12 parameters): :func:`registerRigid` (its defaults), then the full linear map refined
     from the rigid result, for an image whose scale differs from the fixed image's (a wrong pixel spacing in the
     header, MRI gradient calibration).
@@ -435,12 +491,13 @@ def registerAffine(fixed: sitk.Image, moving: sitk.Image, metric: str = "mattes"
     steps of ``learningRateMm`` (0.5 mm), on every voxel of the working copies (:func:`registerRigid`'s
     ``workingSpacingMm``) up to ``maxSamples`` per level (beyond, a ``seed``-fixed random subset). Measured with the
     demo MRI given known pixel-spacing errors (``Testing/benchmarks/affine_mri.py``, p95 distance to the true map in
-    the body): clinical size (0.7 x 0.7 x 3 mm MRI), +3 / -3 / 0 % rigid 4.89 mm, affine 0.43 mm; -2 / +1 / +3 %
-    5.48 -> 0.41 mm; without a spacing error the refined map matched worse than its rigid start and the rigid result
-    (0.15 mm) was kept. Small demo (2.5 x 2.5 x 5 mm): 5.42 -> 1.75 mm; -2 / +1 / +3 % 4.94 -> 1.85 mm; no
-    spacing error: rigid kept (0.99 mm; the refined map there was 1.71 mm). Before the metric ran on one thread
-    (:func:`_reproducible`) the -2 / +1 / +3 % refinement went astray in two of three benchmark runs (Mattes -0.38
-    against the rigid -0.95) and the rigid result was kept: the optimiser is sensitive there to differences in the
+    the body; the metric over the MRI's voxels, ``metricDomain="auto"``): clinical size (0.7 x 0.7 x 3 mm MRI),
+    +3 / -3 / 0 % rigid 4.92 mm, affine 0.50 mm; -2 / +1 / +3 % 5.28 -> 0.48 mm; without a spacing error the refined
+    map matched worse than its rigid start and the rigid result (0.25 mm) was kept. Small demo (2.5 x 2.5 x 5 mm):
+    6.10 -> 1.13 mm; 4.67 -> 1.16 mm; no spacing error: the refined map kept (1.13 mm, scales within 0.7 % of one;
+    rigid 0.84 mm). Over the CT's voxels, before the metric ran on one thread (:func:`_reproducible`), the small
+    -2 / +1 / +3 % refinement went astray in two of three benchmark runs (Mattes -0.38 against the rigid -0.95) and
+    the rigid result was kept: the optimiser is sensitive there to differences in the
     metric's 10th digit; it now gives the same map every run. Use it when the images are known or
     seen to differ in scale, and check ``parameters["affine"]`` (:func:`affineDecomposition`),
     ``parameters["affineKept"]`` and :func:`affineWarnings`.
@@ -451,10 +508,32 @@ def registerAffine(fixed: sitk.Image, moving: sitk.Image, metric: str = "mattes"
     only if it matches the images better than the rigid one by the same metric on the same voxels
     (:func:`compareLinear`, ``parameters["metricComparison"]``); otherwise the rigid result is returned and
     ``parameters["affineKept"]`` is False (callers warn; ``parameters["affine"]`` describes the refined map either
-    way).
+    way). ``metricDomain`` as in :func:`registerRigid` (with ``"moving"`` the metric values are those of the
+    images registered the other way round; ``parameters["affine"]`` still describes the fixed -> moving map).
     """
     progress = progress or noProgress
     metric = _checkLinear(fixed, moving, metric, initialization)
+    options = dict(shrinkFactors=shrinkFactors, smoothingSigmasMm=smoothingSigmasMm, learningRateMm=learningRateMm,
+                   numberOfIterations=numberOfIterations, samplingPercentage=samplingPercentage,
+                   maxSamples=maxSamples, seed=seed, workingSpacingMm=workingSpacingMm)
+    if _metricDomain(fixed, moving, metricDomain, fixedMask, initialTransform) == "moving":
+        result, refined = _affineFixedDomain(moving, fixed, metric, None if initialTransform is None
+                                             else _inverse(initialTransform), initialization, None, progress,
+                                             **options)
+        return replace(result, transform=_inverse(result.transform),
+                       parameters={**result.parameters, "affine": affineDecomposition(_inverse(refined)),
+                                   "metricDomain": "moving"})
+    result, _ = _affineFixedDomain(fixed, moving, metric, initialTransform, initialization, fixedMask, progress,
+                                   **options)
+    return result
+
+
+def _affineFixedDomain(fixed: sitk.Image, moving: sitk.Image, metric: str, initialTransform, initialization: str,
+                       fixedMask, progress, *, shrinkFactors, smoothingSigmasMm, learningRateMm: float,
+                       numberOfIterations: int, samplingPercentage: float, maxSamples: float, seed: int,
+                       workingSpacingMm) -> tuple[RegistrationResult, sitk.AffineTransform]:
+    """:func:`registerAffine` with the metric over the fixed image's voxels; also returns the refined map (kept or
+    not)."""
     start = time.perf_counter()
     progress(0.0, "rigid registration: initialising")
     fixedF, movingF, maskF = prepared = _linearInputs(fixed, moving, fixedMask, workingSpacingMm)
@@ -498,10 +577,11 @@ def registerAffine(fixed: sitk.Image, moving: sitk.Image, metric: str = "mattes"
                     "numberOfIterations": numberOfIterations, "samplingPercentage": samplingPercentage,
                     "maxSamples": maxSamples, "seed": seed,
                     "workingSpacingMm": workingSpacingMm, "fixedMask": fixedMask is not None,
+                    "metricDomain": "fixed",
                     "stopCondition": method.GetOptimizerStopConditionDescription(), "affine": decomposition,
                     "affineKept": bool(kept), "metricComparison": comparison,
                     "rigid": {**rigid.parameters, "metricValue": rigid.metricValue, "iterations": rigid.iterations}},
-        elapsedS=elapsed)
+        elapsedS=elapsed), affine
 
 
 def compareLinear(fixed: sitk.Image, moving: sitk.Image, fixedMask: sitk.Image | None, metric: str,
