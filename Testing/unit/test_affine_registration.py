@@ -170,6 +170,8 @@ def test_an_mri_slab_registers_when_the_metric_runs_over_its_own_voxels(demoImag
               for p in np.argwhere(sitk.GetArrayViewFromImage(covered) > 0)[::20]]
     overCt = reg.registerRigid(fixed, slab, initialization="moments", metricDomain="fixed")
     overSlab = reg.registerRigid(fixed, slab, initialization="moments")
-    assert overSlab.parameters["metricDomain"] == "moving"
+    assert overSlab.parameters["metricDomain"] == "moving" and isinstance(overSlab.transform, sitk.Euler3DTransform)
+    centre = fixed.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2.0 for n in fixed.GetSize()])
+    assert np.allclose(overSlab.transform.GetCenter(), centre)  # as any rigid result: about the CT's centre
     assert _p95(overCt.transform, truth, points) > 20.0
     assert _p95(overSlab.transform, truth, points) < 2.0

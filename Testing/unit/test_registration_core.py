@@ -494,3 +494,29 @@ def test_images_registration_cannot_use_are_refused_with_the_reason(phantom):
     with pytest.raises(InputError, match="does not overlap the fixed image enough to register .ITK: All samples map "
                                          r"outside moving image buffer\): "):
         registerRigid(moving, moving, initialTransform=far)
+
+
+@pytest.mark.parametrize("metric", ["meansquares", "mattes"])
+def test_rigid_with_the_metric_over_a_smaller_moving_image_recovers_the_motion(phantom, metric):
+    """A slab of the phantom (a third of its box) against the whole moved phantom: "auto" computes the metric over the
+    slab's voxels (registered the other way round, inverted) and gives back the usual Euler map about the fixed
+    image's centre, within 0.5 mm (measured 0.23 mm mean squares, 0.20 mm Mattes); refused where it cannot apply."""
+    source, body = phantom
+    truth = knownRigid()
+    fixed = resampleMoving(source, source, truth)
+    fixedBody = sitk.Resample(body, source, truth, sitk.sitkNearestNeighbor, 0)
+    slab = source[:, :, 10:22]
+    covered = sitk.Resample(sitk.Image(slab.GetSize(), sitk.sitkUInt8) + 1, fixed, truth, sitk.sitkNearestNeighbor, 0)
+    result = registerRigid(fixed, slab, metric=metric)
+    assert isinstance(result.transform, sitk.Euler3DTransform) and result.parameters["metricDomain"] == "moving"
+    centre = fixed.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2.0 for n in fixed.GetSize()])
+    assert np.allclose(result.transform.GetCenter(), centre)
+    errors = [np.linalg.norm(np.subtract(result.transform.TransformPoint(p.tolist()), truth.TransformPoint(p.tolist())))
+              for p in bodyPoints(sitk.And(covered, fixedBody), 200)]
+    assert max(errors) < 0.5, f"max error {max(errors):.3f} mm"
+    # same-size images: "auto" keeps the metric over the fixed image's voxels
+    assert registerRigid(fixed, source, metric=metric).parameters["metricDomain"] == "fixed"
+    with pytest.raises(InputError, match="only without a fixed mask"):
+        registerRigid(fixed, slab, fixedMask=fixedBody, metricDomain="moving")
+    with pytest.raises(InputError, match="unknown metric domain 'both'"):
+        registerRigid(fixed, slab, metricDomain="both")

@@ -282,10 +282,23 @@ def _metricDomain(fixed: sitk.Image, moving: sitk.Image, requested: str, fixedMa
     return "moving" if swappable and smaller else "fixed"
 
 
-def _inverse(transform: sitk.Transform) -> sitk.Transform:
-    """The inverse of a linear (or composite of linear) transform, as its own kind."""
+def _inverse(transform: sitk.Transform, centre=None) -> sitk.Transform:
+    """The inverse of a linear (or composite of linear) transform, as its own kind; an Euler or affine inverse is
+    given its centre of rotation at ``centre`` (the same map: only its parameters change)."""
     inverse = transform.GetInverse()
-    return inverse.Downcast() if hasattr(inverse, "Downcast") else inverse
+    inverse = inverse.Downcast() if hasattr(inverse, "Downcast") else inverse
+    if centre is None or not isinstance(inverse, (sitk.Euler3DTransform, sitk.AffineTransform)):
+        return inverse
+    centre = np.asarray(centre, dtype=float)
+    recentred = sitk.Euler3DTransform() if isinstance(inverse, sitk.Euler3DTransform) else sitk.AffineTransform(3)
+    recentred.SetCenter(centre.tolist())
+    recentred.SetMatrix(inverse.GetMatrix())
+    recentred.SetTranslation((np.array(inverse.TransformPoint(centre.tolist())) - centre).tolist())
+    return recentred
+
+
+def _centre(image: sitk.Image) -> tuple:
+    return image.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2.0 for n in image.GetSize()])
 
 
 def registerRigid(fixed: sitk.Image, moving: sitk.Image, metric: str = "mattes",
@@ -331,7 +344,7 @@ def registerRigid(fixed: sitk.Image, moving: sitk.Image, metric: str = "mattes",
                                 smoothingSigmasMm=smoothingSigmasMm, samplingPercentage=samplingPercentage,
                                 numberOfIterations=numberOfIterations, seed=seed, maxSamples=maxSamples,
                                 workingSpacingMm=workingSpacingMm, metricDomain="fixed")
-        return replace(swapped, transform=_inverse(swapped.transform),
+        return replace(swapped, transform=_inverse(swapped.transform, _centre(fixed)),
                        parameters={**swapped.parameters, "metricDomain": "moving"})
     start = time.perf_counter()
     progress(0.0, "rigid registration: initialising")
@@ -520,7 +533,7 @@ def registerAffine(fixed: sitk.Image, moving: sitk.Image, metric: str = "mattes"
         result, refined = _affineFixedDomain(moving, fixed, metric, None if initialTransform is None
                                              else _inverse(initialTransform), initialization, None, progress,
                                              **options)
-        return replace(result, transform=_inverse(result.transform),
+        return replace(result, transform=_inverse(result.transform, _centre(fixed)),
                        parameters={**result.parameters, "affine": affineDecomposition(_inverse(refined)),
                                    "metricDomain": "moving"})
     result, _ = _affineFixedDomain(fixed, moving, metric, initialTransform, initialization, fixedMask, progress,
