@@ -2,6 +2,7 @@
 every output written and readable."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -59,7 +60,11 @@ def test_outputs_are_complete_and_consistent(truthRun):
     current = next(c for c in summary["courses"] if c["name"] == "current")
     assert current["numberOfFractions"] == 17 and current["current"]
     assert summary["composite"]["sanityBound"]["ok"]
-    assert "REIRRADIATION" not in (truthRun / "report.html").read_text()  # identity omitted by default
+    report = (truthRun / "report.html").read_text()
+    assert "REIRRADIATION" not in report  # identity omitted by default
+    # how the MRI was brought onto the CT (here the generator's true transform, 5.5° about its centre)
+    assert re.search(r"<p>MRI MR: registration read from mri_registration\.tfm \(rotation 5\.5°, shift of the "
+                     r"CT&#x27;s centre \d+\.\d mm\)\.</p>", report)
     from ReirradiationDoseLib.core.rtdose import readRtDose
     rtdose = readRtDose(truthRun / "composite_eqd2.dcm")
     nrrd = sitk.GetArrayFromImage(sitk.ReadImage(str(truthRun / "composite_eqd2.nrrd")))
@@ -159,8 +164,11 @@ def test_deformable_registration_meets_truth_within_2_percent(demoCase, tmp_path
     # the structures that exerted no force are recorded and stated in the report
     assert registration["withoutCounterpart"] == {"structures": ["GTV", "Fibrosis"], "marginMm": 5.0}
     assert registration["courseWithoutCounterpart"] == {"structures": ["GTV_primary"], "marginMm": 5.0}
+    report = (out / "report.html").read_text()
     assert ("deformable (without counterpart, + 5 mm: GTV, Fibrosis; in the course&#x27;s CT only: GTV_primary)"
-            in (out / "report.html").read_text())
+            in report)
+    assert re.search(r"<p>MRI MR: rigid registration, Mattes mutual information over the MRI&#x27;s voxels; "
+                     r"rotation 5\.[3-7]°, shift of the CT&#x27;s centre \d+\.\d mm\.</p>", report)
     # the same case gives the same doses again, to the bit: ITK's registration metric runs on one thread
     # (registration._reproducible), and the demons stage does not depend on the thread count
     again = tmp_path / "again"

@@ -335,6 +335,8 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
                     ("rx", "Prescription (Gy)"), ("reg", "Registration"), ("fold", "Folding voxels"),
                     ("coverage", "Dose grid coverage (%)"), ("recovery", "Recovery"),
                     ("maxPhys", "Max physical (Gy)"), ("maxEqd2", "Max EQD2 (Gy)")]))
+    if result.mri is not None:
+        w(f"<p>{html.escape(_mriText(result.mri, result.referenceGeometry))}</p>")
     w("<h3>α/β per structure</h3>")
     abRows = [{"structure": s, "ab": _ownerAlphaBeta(result, s),
                "target": "yes" if s in settings.targets or _isTarget(result, s) else ""} for s in sorted(result.masks)]
@@ -384,6 +386,41 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
     w("<h2>Limitations</h2><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in LIMITATIONS) + "</ul>")
     w("</body></html>")
     return buf.getvalue()
+
+
+def _mriText(mri: dict, referenceGeometry) -> str:
+    """One line for the report on how the MRI was brought onto the reference CT: the method, for a registration
+    its metric and over whose voxels it was computed, and what the map does (rotation, shift of the CT's centre;
+    the scales of an affine map)."""
+    from .registration import affineDecomposition, homogeneousMatrix
+
+    registration = mri.get("registration") or {}
+    method = str(registration.get("method") or "none")
+    name = Path(str(mri.get("path") or "")).name or "(in memory)"
+    if method == "none":
+        return f"MRI {name}: not registered (its coordinates are taken as the reference CT's)."
+    motion = ""
+    transform = mri.get("transform")
+    try:
+        matrix = homogeneousMatrix(transform)
+        low, high = referenceGeometry.boundsLps()
+        centre = (np.asarray(low) + np.asarray(high)) / 2.0
+        shift = float(np.linalg.norm(matrix[:3, :3] @ centre + matrix[:3, 3] - centre))
+        motion = (f"rotation {affineDecomposition(transform)['rotationDeg']:.1f}°, shift of the CT's centre "
+                  f"{shift:.1f} mm")
+    except (ValueError, TypeError, AttributeError, RuntimeError):  # not a linear map (a displacement field)
+        pass
+    if method == "file":
+        source = Path(str(registration.get("file") or "")).name
+        return f"MRI {name}: registration read from {source}" + (f" ({motion})." if motion else ".")
+    parameters = registration.get("parameters") or {}
+    over = "the MRI's voxels" if parameters.get("metricDomain") == "moving" else "the CT's voxels"
+    metric = {"mattes": "Mattes mutual information", "meansquares": "mean squares"}.get(
+        str(parameters.get("metric")), str(parameters.get("metric")))
+    kind = "rigid"
+    if method.startswith("affine"):
+        kind = _registrationText({"method": "affine", "affine": registration}) or "affine"
+    return f"MRI {name}: {kind} registration, {metric} over {over}" + (f"; {motion}." if motion else ".")
 
 
 def _isTarget(result, structure) -> bool:
