@@ -186,6 +186,9 @@ def test_mri_rigid_node_matches_the_known_transform(demoCase):
                   for p in points]
         assert max(errors) < 2.0, errors
         assert "Rigid registration of 'MRI T2'" in out["summary"] and "rotation" in out["summary"]
+        # the generator turned the MRI by 5.5°: within what treatment-position images differ by, not warned
+        assert 4.5 < out["description"]["rotationDeg"] < 6.5 and out["warnings"] == []
+        assert out["description"]["rigid"]["parameters"]["metricDomain"] == "moving"  # the MRI's box is smaller
         # the module places the MRI under its registration to show it aligned; registering it again (filling the
         # same node) and reviewing it read the MRI's own voxels, not refused as a transformed volume
         mri.SetAndObserveTransformNodeID(node.GetID())

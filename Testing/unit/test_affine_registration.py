@@ -175,3 +175,42 @@ def test_an_mri_slab_registers_when_the_metric_runs_over_its_own_voxels(demoImag
     assert np.allclose(overSlab.transform.GetCenter(), centre)  # as any rigid result: about the CT's centre
     assert _p95(overCt.transform, truth, points) > 20.0
     assert _p95(overSlab.transform, truth, points) < 2.0
+
+
+def test_a_registration_rotating_by_more_than_10_degrees_is_warned(demoCase, demoImages, tmp_path):
+    """The demo MRI with its header turned by 25° about its centre (an MRI not in treatment position): the rigid
+    registration follows it (measured p95 1.06 mm, rotation 27.8°: the generator's own 5.5° on top), and the
+    pipeline warns, naming the MRI; the demo MRI as it is (5.5°) is not warned."""
+    import json
+
+    from ReirradiationDoseLib.core import casefile, pipeline
+    from ReirradiationDoseLib.core.progress import noProgress
+
+    assert reg.rotationWarning(9.9, "x") is None and reg.rotationWarning(None, "x") is None
+    fixed, mri, points, truth = demoImages
+    centre = np.array(mri.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2.0 for n in mri.GetSize()]))
+    turn = sitk.Euler3DTransform()
+    turn.SetCenter(centre.tolist())
+    turn.SetRotation(0.0, 0.0, np.deg2rad(25.0))
+    matrix = np.array(turn.GetMatrix()).reshape(3, 3)
+    turned = sitk.Image(mri)
+    turned.SetDirection((matrix @ np.array(mri.GetDirection()).reshape(3, 3)).ravel().tolist())
+    turned.SetOrigin((centre + matrix @ (np.array(mri.GetOrigin()) - centre)).tolist())
+    sitk.WriteImage(turned, str(tmp_path / "MR_turned.nrrd"))
+    raw = json.loads(demoCase.caseFile.read_text())
+    raw["mri"] = {"image": str(tmp_path / "MR_turned.nrrd"), "registration": "rigid"}
+    path = demoCase.outputDir / "case_turned_mri.json"  # beside case.json: its relative paths hold
+    path.write_text(json.dumps(raw))
+    warnings: list = []
+    out = pipeline._registerMri(casefile.parseCaseFile(path), fixed, noProgress, dicomimage, warnings)
+    assert _p95(out["transform"], sitk.CompositeTransform([turn, truth]), points) < 1.6  # measured 1.06 mm
+    assert out["registration"]["rotationDeg"] > 20.0
+    assert len(warnings) == 1 and warnings[0].startswith(f"MRI ({tmp_path / 'MR_turned.nrrd'}): the registration "
+                                                         "rotates it by 2"), warnings
+    assert "more than 10°" in warnings[0] and "treatment position" in warnings[0]
+    # the demo MRI as generated: 5.5°, no warning
+    raw["mri"] = {"image": str(demoCase.paths["mri"]), "registration": "rigid"}
+    path.write_text(json.dumps(raw))
+    warnings = []
+    out = pipeline._registerMri(casefile.parseCaseFile(path), fixed, noProgress, dicomimage, warnings)
+    assert 4.5 < out["registration"]["rotationDeg"] < 6.5 and warnings == []

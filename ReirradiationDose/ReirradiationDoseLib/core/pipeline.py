@@ -353,11 +353,13 @@ def registerCourse(referenceImage: sitk.Image, courseImage: sitk.Image, method: 
         progress(0.0, "Affine registration")
         affine = reg.registerAffine(fixed, moving, initialization=initialization, progress=progress)
         description["affine"] = _resultSummary(affine)
+        description["rotationDeg"] = reg.affineDecomposition(affine.transform)["rotationDeg"]
         return affine.transform, description
     progress(0.0, "Rigid registration")
     rigid = reg.registerRigid(fixed, moving, initialization=initialization,
                               progress=subProgress(progress, 0.0, 0.25 if method == "deformable" else 1.0))
     description["rigid"] = _resultSummary(rigid)
+    description["rotationDeg"] = reg.affineDecomposition(rigid.transform)["rotationDeg"]  # of the linear stage
     if method == "rigid":
         return rigid.transform, description
     progress(0.25, "Deformable registration")
@@ -447,6 +449,10 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
             registration["courseWithoutCounterpart"] = {"structures": goneTissueNames,
                                                         "marginMm": WITHOUT_COUNTERPART_MARGIN_MM}
         registration["movingImage"] = str(course.image)
+        from .registration import rotationWarning
+        rotated = rotationWarning(registration.get("rotationDeg"), f"course '{course.name}' ({course.image})")
+        if rotated:
+            warnings.append(rotated)
         if course.registration == "affine":
             from .registration import affineWarnings
             warnings.extend(affineWarnings(transform, registration["affine"]["parameters"],
@@ -679,6 +685,10 @@ def _registerMri(case: CaseSpec, referenceImage, progress, dicomimage, warnings:
                              f"CT {case.referenceImage} (fixed): {error}", case.mri.image) from error
         transform = result.transform
         registration.update(_resultSummary(result))
+        registration["rotationDeg"] = reg.affineDecomposition(transform)["rotationDeg"]
+        rotated = reg.rotationWarning(registration["rotationDeg"], f"MRI ({case.mri.image})")
+        if rotated:
+            warnings.append(rotated)
         if case.mri.registration == "affine":
             warnings.extend(reg.affineWarnings(transform, result.parameters, f"MRI ({Path(case.mri.image).name})"))
     else:

@@ -53,6 +53,8 @@ __all__ = [
     "affineWarnings",
     "compareLinear",
     "AFFINE_SCALE_WARNING",
+    "ROTATION_WARNING_DEG",
+    "rotationWarning",
     "registerDeformable",
     "resampleMoving",
     "displacementFieldFromTransform",
@@ -630,6 +632,23 @@ def affineDecomposition(transform: sitk.Transform) -> dict:
     return {"scales": [round(float(v), 5) for v in singular], "volumeRatio": round(float(np.linalg.det(matrix)), 5),
             "rotationDeg": round(angle, 3), "scaleDeviation": round(float(np.max(np.abs(singular - 1.0))), 5),
             "anisotropy": round(float(singular[0] / singular[-1] - 1.0), 5)}
+
+
+ROTATION_WARNING_DEG = 10.0
+"""A rigid or affine registration between images in treatment position (the MRI, a prior planning CT, onto today's
+CT) that rotates by more than this is flagged: the patient lies on the same flat couch in the same immobilisation,
+a few degrees apart at most (the demo MRI: 5.5°). More suggests the registration matched the wrong anatomy, or an
+image not taken in treatment position."""
+
+
+def rotationWarning(rotationDeg: float | None, what: str) -> str | None:
+    """The warning for a registration of ``what`` whose linear part rotates by ``rotationDeg`` (from
+    :func:`affineDecomposition`), or None within :data:`ROTATION_WARNING_DEG`."""
+    if rotationDeg is None or rotationDeg <= ROTATION_WARNING_DEG:
+        return None
+    return (f"{what}: the registration rotates it by {rotationDeg:.1f}° (more than {ROTATION_WARNING_DEG:g}°); images "
+            "in treatment position differ by a few degrees: check that it was taken in treatment position and look "
+            "at the overlay before trusting it")
 
 
 def affineWarnings(transform: sitk.Transform, parameters: dict, what: str) -> list[str]:

@@ -35,6 +35,7 @@ from ..core.registration import (
     affineWarnings,
     homogeneousMatrix,
     resampleMoving,
+    rotationWarning,
 )
 from .nodes import (
     arrayAndGeometryFromVolumeNode,
@@ -227,6 +228,9 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
         if folding:
             warnings.append(f"the deformable registration folds at {folding} voxels in the body (Jacobian <= 0): "
                             "review it before mapping dose through it")
+    rotated = rotationWarning(description.get("rotationDeg"), f"'{movingVolume.GetName()}'")
+    if rotated:
+        warnings.append(rotated)
     progress(1.0, "Registration done")
     logger.info("%s", summary)
     return {"transform": node, "description": description, "quality": quality, "warnings": warnings,
