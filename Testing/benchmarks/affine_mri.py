@@ -54,20 +54,26 @@ def withSpacingError(mri: sitk.Image, factors, truth: sitk.Transform):
     return out, sitk.CompositeTransform([scaling, truth])
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def demoMriCase(argv, description: str, prefix: str):
+    """The ``--case`` folder of the command line (default: the small demo case generated into a temporary folder),
+    its current CT, MRI, current structures and true CT -> MRI transform."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--case", type=Path, help="an existing demo case folder (default: generate one)")
-    args = parser.parse_args(argv)
-    caseDir = args.case
+    caseDir = parser.parse_args(argv).case
     if caseDir is None:
         from ReirradiationDoseLib.core.democase.generate import generateDemoCase
-        caseDir = Path(tempfile.mkdtemp(prefix="affine-bench-")) / "case"
+        caseDir = Path(tempfile.mkdtemp(prefix=prefix)) / "case"
         generateDemoCase(caseDir)
     fixed = sitk.Cast(dicomimage.readImageSeries(caseDir / "current" / "CT")[0], sitk.sitkFloat32)
     mri = sitk.Cast(dicomimage.readImageSeries(caseDir / "MR")[0], sitk.sitkFloat32)
     masks, _, _ = segio.readSegmentationWithGeometry(caseDir / "current" / "RTSTRUCT.dcm",
                                                      ImageGeometry.fromImage(fixed))
     truth = sitk.ReadTransform(str(caseDir / "truth" / "mri_registration.tfm"))
+    return caseDir, fixed, mri, masks, truth
+
+
+def main(argv=None) -> int:
+    caseDir, fixed, mri, masks, truth = demoMriCase(argv, __doc__.splitlines()[0], "affine-bench-")
     points = [fixed.TransformIndexToPhysicalPoint([int(i) for i in p[::-1]])
               for p in np.argwhere(masks["Body"])[::50]]
 

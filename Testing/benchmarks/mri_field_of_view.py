@@ -18,18 +18,15 @@ from the image centres.
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from ReirradiationDoseLib.core import dicomimage, segio
+from affine_mri import demoMriCase
+
 from ReirradiationDoseLib.core import registration as reg
-from ReirradiationDoseLib.core.geometry import ImageGeometry
 
 
 def slabs(count: int) -> dict:
@@ -52,19 +49,7 @@ def sagittal(mri: sitk.Image, size=(200, 160, 50), spacing=(1.2, 1.2, 4.0)) -> s
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", type=Path, help="an existing demo case folder (default: generate one)")
-    args = parser.parse_args(argv)
-    caseDir = args.case
-    if caseDir is None:
-        from ReirradiationDoseLib.core.democase.generate import generateDemoCase
-        caseDir = Path(tempfile.mkdtemp(prefix="mri-fov-bench-")) / "case"
-        generateDemoCase(caseDir)
-    fixed = sitk.Cast(dicomimage.readImageSeries(caseDir / "current" / "CT")[0], sitk.sitkFloat32)
-    mri = sitk.Cast(dicomimage.readImageSeries(caseDir / "MR")[0], sitk.sitkFloat32)
-    masks, _, _ = segio.readSegmentationWithGeometry(caseDir / "current" / "RTSTRUCT.dcm",
-                                                     ImageGeometry.fromImage(fixed))
-    truth = sitk.ReadTransform(str(caseDir / "truth" / "mri_registration.tfm"))
+    caseDir, fixed, mri, masks, truth = demoMriCase(argv, __doc__.splitlines()[0], "mri-fov-bench-")
     print(f"case: {caseDir}  CT {fixed.GetSize()} @ {tuple(round(s, 3) for s in fixed.GetSpacing())} mm, MRI "
           f"{mri.GetSize()} @ {tuple(round(s, 3) for s in mri.GetSpacing())} mm")
     methods = {
