@@ -33,9 +33,11 @@ def jacobianDeterminant(displacementField: sitk.Image) -> tuple[np.ndarray, Imag
     DisplacementFieldJacobianDeterminantFilter); returns a float32 array [k, j, i] and the field's geometry."""
     if displacementField.GetNumberOfComponentsPerPixel() != 3:
         raise InputError("a 3D displacement field (three components per voxel) is required")
-    field = sitk.Cast(displacementField, sitk.sitkVectorFloat64)
+    field = displacementField  # no copy of a 0.9 GB clinical-size field when it already is float64
+    if field.GetPixelID() != sitk.sitkVectorFloat64:
+        field = sitk.Cast(displacementField, sitk.sitkVectorFloat64)
     jac = sitk.DisplacementFieldJacobianDeterminant(field, True)
-    return sitk.GetArrayFromImage(jac).astype(np.float32), ImageGeometry.fromImage(displacementField)
+    return sitk.GetArrayFromImage(jac).astype(np.float32, copy=False), ImageGeometry.fromImage(displacementField)
 
 
 def targetRegistrationErrors(transform: sitk.Transform, landmarkPairs) -> np.ndarray:
@@ -68,7 +70,9 @@ def registrationQuality(result: RegistrationResult, fixed: sitk.Image, movingRes
         if not mask.any():
             raise InputError("the body mask is empty")
     jac, _ = jacobianDeterminant(field)
-    magnitude = np.linalg.norm(sitk.GetArrayFromImage(field), axis=-1)
+    vectors = sitk.GetArrayViewFromImage(field)  # a view: the field stays alive in this function
+    magnitude = np.sqrt(np.einsum("...i,...i->...", vectors, vectors))  # no squared copy of the field
+    del vectors
     jacIn = jac[mask] if mask is not None else jac.ravel()
     magIn = magnitude[mask] if mask is not None else magnitude.ravel()
     report = {
