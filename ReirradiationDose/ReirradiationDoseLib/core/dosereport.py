@@ -392,7 +392,7 @@ def _mriText(mri: dict, referenceGeometry) -> str:
     """One line for the report on how the MRI was brought onto the reference CT: the method, for a registration
     its metric and over whose voxels it was computed, and what the map does (rotation, shift of the CT's centre;
     the scales of an affine map)."""
-    from .registration import affineDecomposition, homogeneousMatrix
+    from .registration import linearMotion
 
     registration = mri.get("registration") or {}
     method = str(registration.get("method") or "none")
@@ -402,12 +402,8 @@ def _mriText(mri: dict, referenceGeometry) -> str:
     motion = ""
     transform = mri.get("transform")
     try:
-        matrix = homogeneousMatrix(transform)
-        low, high = referenceGeometry.boundsLps()
-        centre = (np.asarray(low) + np.asarray(high)) / 2.0
-        shift = float(np.linalg.norm(matrix[:3, :3] @ centre + matrix[:3, 3] - centre))
-        motion = (f"rotation {affineDecomposition(transform)['rotationDeg']:.1f}°, shift of the CT's centre "
-                  f"{shift:.1f} mm")
+        angle, shift = linearMotion(transform, referenceGeometry)
+        motion = f"rotation {angle:.1f}°, shift of the CT's centre {shift:.1f} mm"
     except (ValueError, TypeError, AttributeError, RuntimeError):  # not a linear map (a displacement field)
         pass
     if method == "file":

@@ -54,6 +54,7 @@ __all__ = [
     "compareLinear",
     "AFFINE_SCALE_WARNING",
     "ROTATION_WARNING_DEG",
+    "linearMotion",
     "rotationWarning",
     "registerDeformable",
     "resampleMoving",
@@ -340,21 +341,24 @@ def registerRigid(fixed: sitk.Image, moving: sitk.Image, metric: str = "mattes",
     """
     progress = progress or noProgress
     metric = _checkLinear(fixed, moving, metric, initialization)
+    options = dict(shrinkFactors=shrinkFactors, smoothingSigmasMm=smoothingSigmasMm,
+                   samplingPercentage=samplingPercentage, numberOfIterations=numberOfIterations, seed=seed,
+                   maxSamples=maxSamples, workingSpacingMm=workingSpacingMm)
     if _metricDomain(fixed, moving, metricDomain, fixedMask, initialTransform) == "moving":
-        swapped = registerRigid(moving, fixed, metric, None if initialTransform is None else _inverse(initialTransform),
-                                initialization, None, progress, shrinkFactors=shrinkFactors,
-                                smoothingSigmasMm=smoothingSigmasMm, samplingPercentage=samplingPercentage,
-                                numberOfIterations=numberOfIterations, seed=seed, maxSamples=maxSamples,
-                                workingSpacingMm=workingSpacingMm, metricDomain="fixed")
+        swapped = _rigidFixedDomain(moving, fixed, metric, None if initialTransform is None
+                                    else _inverse(initialTransform), initialization, None, progress, **options)
         return replace(swapped, transform=_inverse(swapped.transform, _centre(fixed)),
                        parameters={**swapped.parameters, "metricDomain": "moving"})
+    return _rigidFixedDomain(fixed, moving, metric, initialTransform, initialization, fixedMask, progress, **options)
+
+
+def _rigidFixedDomain(fixed: sitk.Image, moving: sitk.Image, metric: str, initialTransform, initialization: str,
+                      fixedMask, progress, *, workingSpacingMm, **options) -> RegistrationResult:
+    """:func:`registerRigid` (arguments checked) with the metric over the fixed image's voxels."""
     start = time.perf_counter()
     progress(0.0, "rigid registration: initialising")
     return _rigidOn(fixed, _linearInputs(fixed, moving, fixedMask, workingSpacingMm), metric, initialTransform,
-                    initialization, progress, start, shrinkFactors=shrinkFactors,
-                    smoothingSigmasMm=smoothingSigmasMm, samplingPercentage=samplingPercentage,
-                    numberOfIterations=numberOfIterations, seed=seed, maxSamples=maxSamples,
-                    workingSpacingMm=workingSpacingMm)
+                    initialization, progress, start, workingSpacingMm=workingSpacingMm, **options)
 
 
 def _checkLinear(fixed: sitk.Image, moving: sitk.Image, metric: str, initialization: str) -> str:
@@ -389,7 +393,7 @@ def _rigidOn(fixed: sitk.Image, prepared: tuple, metric: str, initialTransform: 
     else:
         prefix = initialTransform
         transform = sitk.Euler3DTransform()
-        transform.SetCenter(fixed.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2.0 for n in fixed.GetSize()]))
+        transform.SetCenter(_centre(fixed))
 
     method, state = _optimiseLinear(fixedF, movingF, fixedMask, transform, prefix, metric, shrinkFactors,
                                     smoothingSigmasMm, _samplingPercentages(fixed, shrinkFactors, samplingPercentage,
@@ -632,6 +636,17 @@ def affineDecomposition(transform: sitk.Transform) -> dict:
     return {"scales": [round(float(v), 5) for v in singular], "volumeRatio": round(float(np.linalg.det(matrix)), 5),
             "rotationDeg": round(angle, 3), "scaleDeviation": round(float(np.max(np.abs(singular - 1.0))), 5),
             "anisotropy": round(float(singular[0] / singular[-1] - 1.0), 5)}
+
+
+def linearMotion(transform: sitk.Transform, geometry: ImageGeometry) -> tuple[float, float]:
+    """What a linear fixed -> moving map does to a patient: the angle (degrees) of its rotation part
+    (:func:`affineDecomposition`) and the distance (mm) it moves the centre of ``geometry``'s box (the fixed
+    image's). ValueError if the map is not linear."""
+    matrix = homogeneousMatrix(transform)
+    low, high = geometry.boundsLps()
+    centre = (np.asarray(low) + np.asarray(high)) / 2.0
+    shift = float(np.linalg.norm(matrix[:3, :3] @ centre + matrix[:3, 3] - centre))
+    return affineDecomposition(transform)["rotationDeg"], shift
 
 
 ROTATION_WARNING_DEG = 10.0
@@ -1185,18 +1200,11 @@ def _bsplineField(fixed: sitk.Image, movingOnFixed: sitk.Image, metric: str, gri
     coarseSpacing = gridSpacingMm * scaleFactors[0]
     meshSize = [max(1, int(math.ceil(e / coarseSpacing))) for e in extent]
     bspline = sitk.BSplineTransformInitializer(fixed, meshSize, order=3)
-    method = sitk.ImageRegistrationMethod()
-    if metric == "mattes":
-        method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
-    elif metric == "meansquares":
-        method.SetMetricAsMeanSquares()
-    else:
+    if metric not in ("mattes", "meansquares"):
         raise InputError(f"unknown registration metric '{metric}' (use 'mattes' or 'meansquares')")
+    method = _metricMethod(metric, mask)
     method.SetMetricSamplingStrategy(method.RANDOM)
     method.SetMetricSamplingPercentage(0.1, 20240611)
-    if mask is not None:
-        method.SetMetricFixedMask(sitk.Cast(mask > 0, sitk.sitkUInt8))
-    method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsLBFGS2(solutionAccuracy=1e-5, numberOfIterations=int(max(iterationsPerLevel)),
                                 deltaConvergenceTolerance=1e-4)
     method.SetInitialTransformAsBSpline(bspline, inPlace=True, scaleFactors=scaleFactors)

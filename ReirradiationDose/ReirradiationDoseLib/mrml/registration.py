@@ -33,7 +33,7 @@ from ..core.registration import (
     FIELD_EXPORT_SPACING_MM,
     affineDecomposition,
     affineWarnings,
-    homogeneousMatrix,
+    linearMotion,
     resampleMoving,
     rotationWarning,
 )
@@ -93,11 +93,7 @@ def _geometry(node, what: str, moving: bool = False, transformNode=None) -> Imag
 
 
 def _rigidSummary(transform: sitk.Transform, fixedGeometry: ImageGeometry) -> str:
-    matrix = homogeneousMatrix(transform)
-    angle = affineDecomposition(transform)["rotationDeg"]  # of the rotation part, should the map also scale
-    low, high = fixedGeometry.boundsLps()
-    centre = (low + high) / 2.0
-    shift = np.linalg.norm(matrix[:3, :3] @ centre + matrix[:3, 3] - centre)
+    angle, shift = linearMotion(transform, fixedGeometry)  # the rotation part, should the map also scale
     return f"rotation {angle:.1f}°, shift of the fixed image's centre {shift:.1f} mm"
 
 
