@@ -36,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,35 @@ def _pointPercents(inputs: pipeline.DoseInputs, transform: sitk.Transform, point
     return out
 
 
+def demoRegistrationCase(caseDir: Path) -> types.SimpleNamespace:
+    """What the pipeline's deformable registration of the demo case's prior CT takes, and the truth to score it:
+    ``fixed``/``moving`` (float32 CTs), ``masks`` (current structures), ``body``/``bodyImage``, ``truthField``
+    (the generator's field) and ``truthArray`` (it sampled at the current CT's voxels, LPS mm), ``pairs``
+    (structure guides), ``newTissue``/``goneTissue`` (masks without counterpart on the current / prior CT) and
+    their names."""
+    fixed, _ = dicomimage.readImageSeries(caseDir / "current" / "CT")
+    moving, _ = dicomimage.readImageSeries(caseDir / "prior" / "CT")
+    fixed, moving = sitk.Cast(fixed, sitk.sitkFloat32), sitk.Cast(moving, sitk.sitkFloat32)
+    geometry = ImageGeometry.fromImage(fixed)
+    masks, _, _ = segio.readSegmentationWithGeometry(caseDir / "current" / "RTSTRUCT.dcm", geometry)
+    body = masks["Body"]
+    truthField = sitk.Cast(sitk.ReadImage(str(caseDir / "truth" / "prior_registration.nrrd")), sitk.sitkVectorFloat64)
+    # the clinical-size case stores the (smooth) field on a coarser grid: sample it at the CT's voxels
+    truthArray = sitk.GetArrayFromImage(reg.displacementFieldFromTransform(reg.displacementFieldTransform(truthField),
+                                                                           fixed))
+    case = casefile.parseCaseFile(caseDir / "case.json")
+    prior = next(c for c in case.courses if c.registration == "deformable")
+    priorMasks = pipeline._courseMasks(prior, moving)
+    pairs = pipeline._pairedStructureMasks(case, prior, masks, fixed, moving, priorMasks)
+    newTissue, newTissueNames = pipeline._withoutCounterpartMask(prior, masks, fixed, [])
+    goneTissue, goneTissueNames = pipeline._courseWithoutCounterpartMask(prior, priorMasks, moving, [])
+    return types.SimpleNamespace(fixed=fixed, moving=moving, masks=masks, body=body,
+                                 bodyImage=imageFromArray(body.astype(np.uint8), geometry), truthField=truthField,
+                                 truthArray=truthArray, pairs=pairs, newTissue=newTissue,
+                                 newTissueNames=newTissueNames, goneTissue=goneTissue,
+                                 goneTissueNames=goneTissueNames)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", type=Path, help="an existing demo case folder (default: generate one)")
@@ -98,26 +128,12 @@ def main(argv=None) -> int:
         caseDir = scratch / "case"
         generateDemoCase(caseDir)
     truth = json.loads((caseDir / "truth.json").read_text())
-    fixed, _ = dicomimage.readImageSeries(caseDir / "current" / "CT")
-    moving, _ = dicomimage.readImageSeries(caseDir / "prior" / "CT")
-    fixed, moving = sitk.Cast(fixed, sitk.sitkFloat32), sitk.Cast(moving, sitk.sitkFloat32)
-    geometry = ImageGeometry.fromImage(fixed)
-    masks, _, _ = segio.readSegmentationWithGeometry(caseDir / "current" / "RTSTRUCT.dcm", geometry)
-    body = masks["Body"]
-    bodyImage = imageFromArray(body.astype(np.uint8), geometry)
-    truthField = sitk.Cast(sitk.ReadImage(str(caseDir / "truth" / "prior_registration.nrrd")), sitk.sitkVectorFloat64)
-    # the clinical-size case stores the (smooth) field on a coarser grid: sample it at the CT's voxels
-    truthArray = sitk.GetArrayFromImage(reg.displacementFieldFromTransform(reg.displacementFieldTransform(truthField),
-                                                                           fixed))
-
-    case = casefile.parseCaseFile(caseDir / "case.json")
-    prior = next(c for c in case.courses if c.registration == "deformable")
-    priorMasks = pipeline._courseMasks(prior, moving)
-    pairs = pipeline._pairedStructureMasks(case, prior, masks, fixed, moving, priorMasks)
-    newTissue, newTissueNames = pipeline._withoutCounterpartMask(prior, masks, fixed, [])
-    goneTissue, goneTissueNames = pipeline._courseWithoutCounterpartMask(prior, priorMasks, moving, [])
-    print(f"structure pairs: {sorted(pairs or {})}; without counterpart: {newTissueNames} (current CT), "
-          f"{goneTissueNames} (prior CT)")
+    d = demoRegistrationCase(caseDir)
+    fixed, moving, masks, body, bodyImage = d.fixed, d.moving, d.masks, d.body, d.bodyImage
+    truthField, truthArray, pairs, newTissue, goneTissue = (d.truthField, d.truthArray, d.pairs, d.newTissue,
+                                                            d.goneTissue)
+    print(f"structure pairs: {sorted(pairs or {})}; without counterpart: {d.newTissueNames} (current CT), "
+          f"{d.goneTissueNames} (prior CT)")
     modes = (("pipeline", pairs, newTissue, goneTissue), ("current side only", pairs, newTissue, None),
              ("structure-guided", pairs, None, None), ("intensity only", None, None, None))
     times: dict[str, list] = {"rigid": [], "rigid at full resolution": [], **{mode: [] for mode, *_ in modes}}
