@@ -185,6 +185,41 @@ def test_deformable_registration_meets_truth_within_2_percent(demoCase, tmp_path
     assert withoutClock(repeated) == withoutClock(registration)
 
 
+def test_report_shows_the_registration_check(truthRun):
+    """REFERENCE §6, quality shown: the prior course's registration (here the true field, read from a file) is
+    measured in the report (Jacobian and displacement in the body) and shown as checkerboards of the current CT and
+    the prior CT through it, axial and coronal, rendered by Slicer's slice view under their own heading."""
+    from ReirradiationDoseLib.mrml.render import readPng
+
+    report = (truthRun / "report.html").read_text()
+    assert re.search(r"<p>Course &#x27;prior&#x27; \(file registration\): Jacobian in the body 0\.\d\d to 1\.\d\d, "
+                     r"no folding; displacement in the body mean \d+\.\d / p95 \d+\.\d / max \d+\.\d mm\.</p>",
+                     report)
+    assert "<h2>Registration check</h2>" in report
+    section = report[report.index("<h2>Registration check</h2>"):]
+    assert section.count("alt='Registration check, course &#x27;prior&#x27;") == 2
+    assert "alt='Registration check" not in report[:report.index("<h2>Registration check</h2>")]
+    for view in ("axial", "coronal"):
+        picture = readPng(truthRun / f"registration_prior_{view}.png")[..., :3].astype(float).mean(axis=-1)
+        assert picture.shape == (640, 640) and picture.std() > 20, view  # anatomy, not a blank view
+
+
+def test_checkerboard_squares_alternate_every_20_mm():
+    """The registration check's squares: 20 mm cubes, alternating along each axis (1 x 2 x 5 mm voxels: every 20,
+    10 and 4 voxels)."""
+    from ReirradiationDoseLib.core.geometry import ImageGeometry
+    from ReirradiationDoseLib.mrml.dosescene import _squares
+
+    geometry = ImageGeometry(sizeXyz=(60, 30, 12), spacingMm=(1.0, 2.0, 5.0), originMm=(0.0, 0.0, 0.0),
+                             direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    squares = _squares(geometry, 20.0)
+    assert squares.shape == (12, 30, 60)
+    assert squares[0, 0, :].tolist() == [False] * 20 + [True] * 20 + [False] * 20
+    assert squares[0, :, 0].tolist() == [False] * 10 + [True] * 10 + [False] * 10
+    assert squares[:, 0, 0].tolist() == [False] * 4 + [True] * 4 + [False] * 4
+    assert squares[4, 10, 20] == bool((1 + 1 + 1) % 2) and squares.mean() == pytest.approx(0.5, abs=0.05)
+
+
 def test_report_states_the_recovery_applied(truthRun):
     """The report's course table names every structure whose prior EQD2 was discounted (ESTRO-EORTC: state the
     recovery assumption beside cumulative doses): the demo discounts rectum and bowel 25 %, the sacral plexus

@@ -20,6 +20,9 @@ import numpy as np
 
 __all__ = ["dvhRows", "constraintRows", "summaryDict", "writeCsv", "reportHtml", "dvhSvg"]
 
+# titles of the registration-check pictures start with this (mrml/dosescene.py makes them)
+REGISTRATION_PICTURE_PREFIX = "Registration check"
+
 LIMITATIONS = (
     "EQD2 uses the linear-quadratic model with each voxel's own dose per fraction (d = D/n); it assumes full repair "
     "between fractions (no incomplete-repair correction for hyperfractionation with < 6 h between fractions).",
@@ -329,12 +332,15 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
             "fractions": c["numberOfFractions"], "source": c["fractionsSource"], "rx": c["prescriptionGy"],
             "reg": _registrationText(reg), "coverage": c["doseGridCoveragePercent"],
             "recovery": _recoveryText(c["recovery"]),
-            "fold": quality.get("foldingVoxelCount"), "maxPhys": c["maxPhysicalDoseGy"], "maxEqd2": c["maxEqd2Gy"],
+            "fold": quality.get("foldingVoxelCountInBody"), "maxPhys": c["maxPhysicalDoseGy"],
+            "maxEqd2": c["maxEqd2Gy"],
         })
     w(_table(rows, [("name", "Course"), ("date", "Date"), ("fractions", "Fractions"), ("source", "Fractions from"),
-                    ("rx", "Prescription (Gy)"), ("reg", "Registration"), ("fold", "Folding voxels"),
+                    ("rx", "Prescription (Gy)"), ("reg", "Registration"), ("fold", "Folding voxels (body)"),
                     ("coverage", "Dose grid coverage (%)"), ("recovery", "Recovery"),
                     ("maxPhys", "Max physical (Gy)"), ("maxEqd2", "Max EQD2 (Gy)")]))
+    for line in _qualityLines(summary["courses"]):
+        w(f"<p>{html.escape(line)}</p>")
     if result.mri is not None:
         w(f"<p>{html.escape(_mriText(result.mri, result.referenceGeometry))}</p>")
     w("<h3>α/β per structure</h3>")
@@ -354,14 +360,19 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
     else:
         w("<p>No constraint set was given.</p>")
 
-    if pictures:
-        w("<h2>Composite EQD2 isodose lines over the structures</h2><div>")
-        for title, png in pictures.items():
-            data = base64.b64encode(png).decode("ascii")
-            w(f"<img alt='{html.escape(title)}' title='{html.escape(title)}' src='data:image/png;base64,{data}'/>")
-        w("</div>")
+    pictures = pictures or {}
+    isodose = {t: png for t, png in pictures.items() if not t.startswith(REGISTRATION_PICTURE_PREFIX)}
+    if isodose:
+        w("<h2>Composite EQD2 isodose lines over the structures</h2>")
+        _pictures(w, isodose)
         if settings.isodoseLevelsGy:
             w(f"<p>Isodose levels (Gy EQD2): {', '.join(f'{v:g}' for v in settings.isodoseLevelsGy)}.</p>")
+    registrationPictures = {t: png for t, png in pictures.items() if t not in isodose}
+    if registrationPictures:
+        w("<h2>Registration check</h2><p>The current CT and each course's CT brought onto it, in alternating "
+          "squares: where the registration is right, edges (skin, bone, bowel, bladder) run on across the squares' "
+          "borders; where they break, the mapped dose there is displaced by as much.</p>")
+        _pictures(w, registrationPictures)
 
     w("<h2>Dose-volume histograms (composite EQD2)</h2>")
     curves = []
@@ -386,6 +397,32 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
     w("<h2>Limitations</h2><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in LIMITATIONS) + "</ul>")
     w("</body></html>")
     return buf.getvalue()
+
+
+def _pictures(w, pictures: dict[str, bytes]) -> None:
+    w("<div>")
+    for title, png in pictures.items():
+        data = base64.b64encode(png).decode("ascii")
+        w(f"<img alt='{html.escape(title)}' title='{html.escape(title)}' src='data:image/png;base64,{data}'/>")
+    w("</div>")
+
+
+def _qualityLines(courses: list[dict]) -> list[str]:
+    """One sentence per course whose registration has quality figures (deformable, or a supplied field)."""
+    from .regquality import qualityText
+
+    lines = []
+    for c in courses:
+        registration = c.get("registration") or {}
+        quality = registration.get("quality")
+        if not quality:
+            continue
+        what = f"Course '{c['name']}' ({registration.get('method')} registration)"
+        if "error" in quality:
+            lines.append(f"{what}: its quality could not be computed ({quality['error']}).")
+        else:
+            lines.append(f"{what}: {qualityText(quality)}.")
+    return lines
 
 
 def _mriText(mri: dict, referenceGeometry) -> str:

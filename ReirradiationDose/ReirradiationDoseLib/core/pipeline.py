@@ -80,6 +80,7 @@ class CourseInput:
     transform: sitk.Transform | None = None  # maps reference LPS points to the course's dose frame; None = same
     registration: dict = field(default_factory=lambda: {"method": "none"})
     identities: list = field(default_factory=list)  # (what, file, PatientID) of the course's files
+    reviewImage: np.ndarray | None = None  # the course's CT on the reference grid through the transform (int16 HU)
 
 
 @dataclass
@@ -116,6 +117,7 @@ class CourseResult:
     recovery: dict
     recoveryMap: np.ndarray | None  # fraction recovered per voxel (None for the current course)
     transform: sitk.Transform | None = None  # reference LPS -> course dose frame (None = same frame)
+    reviewImage: np.ndarray | None = None  # the course's CT pulled onto the reference grid (int16 HU), for review
 
 
 @dataclass
@@ -255,7 +257,8 @@ def computeDose(inputs: DoseInputs, progress=None) -> DoseResult:
             numberOfFractions=int(course.numberOfFractions), fractionsSource=course.fractionsSource,
             prescriptionGy=course.prescriptionGy, doseFile=course.doseFile, doseInfo=dict(course.doseInfo),
             registration=registration, mappedDoseGy=mappedDose, coverageFraction=float(mapped.coverageFraction),
-            eqd2Gy=eqd2, recovery=recovery, recoveryMap=rMap, transform=course.transform))
+            eqd2Gy=eqd2, recovery=recovery, recoveryMap=rMap, transform=course.transform,
+            reviewImage=course.reviewImage))
 
     progress(0.65, "Summing the composite EQD2")
     composite = radiobiology.compositeEqd2([c.eqd2Gy for c in results], [c.recoveryMap for c in results])
@@ -328,7 +331,8 @@ def registerCourse(referenceImage: sitk.Image, courseImage: sitk.Image, method: 
                    progress=None, structureMasks: dict | None = None,
                    withoutCounterpart: sitk.Image | None = None,
                    initialization: str = "geometry",
-                   courseWithoutCounterpart: sitk.Image | None = None) -> tuple[sitk.Transform, dict]:
+                   courseWithoutCounterpart: sitk.Image | None = None,
+                   review: dict | None = None) -> tuple[sitk.Transform, dict]:
     """Register a course's planning CT onto the reference CT: rigid, then (``method``) affine or deformable.
 
     ``structureMasks`` (deformable only): ``{name: (reference mask image, course mask image)}`` organs delineated
@@ -341,7 +345,8 @@ def registerCourse(referenceImage: sitk.Image, courseImage: sitk.Image, method: 
     (image centres) or ``"moments"`` (centres of mass, for an MRI whose field of view differs from the CT's).
 
     Returns the transform (reference LPS → course LPS, for pull-back resampling) and a description with the
-    registration's parameters and quality numbers.
+    registration's parameters and quality numbers. With a ``review`` dict, the course image pulled onto the reference
+    grid through the result is put in it under ``"warped"`` (float32; outside the course image: its minimum, air).
     """
     from . import registration as reg
 
@@ -354,6 +359,7 @@ def registerCourse(referenceImage: sitk.Image, courseImage: sitk.Image, method: 
         affine = reg.registerAffine(fixed, moving, initialization=initialization, progress=progress)
         description["affine"] = _resultSummary(affine)
         description["rotationDeg"] = reg.affineDecomposition(affine.transform)["rotationDeg"]
+        _keepWarped(review, moving, fixed, affine.transform)
         return affine.transform, description
     progress(0.0, "Rigid registration")
     rigid = reg.registerRigid(fixed, moving, initialization=initialization,
@@ -361,6 +367,7 @@ def registerCourse(referenceImage: sitk.Image, courseImage: sitk.Image, method: 
     description["rigid"] = _resultSummary(rigid)
     description["rotationDeg"] = reg.affineDecomposition(rigid.transform)["rotationDeg"]  # of the linear stage
     if method == "rigid":
+        _keepWarped(review, moving, fixed, rigid.transform)
         return rigid.transform, description
     progress(0.25, "Deformable registration")
     deformable = reg.registerDeformable(fixed, moving, initialTransform=rigid.transform, fixedMask=bodyMask,
@@ -371,11 +378,45 @@ def registerCourse(referenceImage: sitk.Image, courseImage: sitk.Image, method: 
     description["deformable"] = _resultSummary(deformable)
     try:
         from . import regquality
-        warped = sitk.Resample(moving, fixed, deformable.transform, sitk.sitkLinear, 0.0)
+        warped = _keepWarped(review, moving, fixed, deformable.transform)
         description["quality"] = regquality.registrationQuality(deformable, fixed, warped, bodyMask=bodyMask)
     except Exception as error:  # quality is reported, never fatal
         description["quality"] = {"error": str(error)}
     return deformable.transform, description
+
+
+def _keepWarped(review: dict | None, moving: sitk.Image, fixed: sitk.Image, transform: sitk.Transform) -> sitk.Image:
+    """``moving`` pulled onto ``fixed``'s grid through ``transform`` (outside it: its minimum, i.e. air), stored in
+    ``review["warped"]`` when a dict is given."""
+    air = float(sitk.GetArrayViewFromImage(moving).min())
+    warped = sitk.Resample(moving, fixed, transform, sitk.sitkLinear, air, sitk.sitkFloat32)
+    if review is not None:
+        review["warped"] = warped
+    return warped
+
+
+def _reviewArray(warped: sitk.Image | None) -> np.ndarray | None:
+    """The warped course CT as int16 HU (half the memory of float32), or None."""
+    if warped is None:
+        return None
+    return np.clip(np.rint(sitk.GetArrayViewFromImage(warped)), -32768, 32767).astype(np.int16)
+
+
+def suppliedQuality(transform: sitk.Transform, referenceImage: sitk.Image, bodyMask: sitk.Image | None) -> dict | None:
+    """Quality figures (:func:`.regquality.registrationQuality`) of a registration read from a file (a deformable
+    DICOM REG, a displacement field): a field made elsewhere can fold as well as ours. None for a linear transform
+    (Jacobian = its determinant everywhere); ``{"error": ...}`` when they cannot be computed (never fatal)."""
+    from . import regquality
+    from .registration import RegistrationResult, _members
+
+    if not any(isinstance(m, sitk.DisplacementFieldTransform | sitk.BSplineTransform) for m in _members(transform)):
+        return None
+    try:
+        supplied = RegistrationResult(transform=transform, metricValue=float("nan"), iterations=0,
+                                      method="supplied")
+        return regquality.registrationQuality(supplied, referenceImage, bodyMask=bodyMask)
+    except Exception as error:  # quality is reported, never fatal
+        return {"error": str(error)}
 
 
 def _dicomRegistration(path, fixedUid, movingUid, registration: dict, warnings: list):
@@ -408,6 +449,7 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
     if course.plan is not None:
         identities.append(("plan", str(course.plan), planPatientId))
     transform = None
+    reviewImage = None
     registration: dict = {"method": course.registration}
     for key in ("withoutCounterpart", "courseWithoutCounterpart"):
         if getattr(course, key) is not None and course.registration != "deformable":
@@ -421,25 +463,31 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
                                            doseInfo.get("frameOfReferenceUid") or None, registration, warnings)
         else:
             transform = transformio.readTransform(course.transformFile)
+        quality = suppliedQuality(transform, referenceImage, _bodyImage(masks, referenceImage))
+        if quality is not None:
+            registration["quality"] = quality
+        if course.image is not None:  # the course's CT through the supplied registration, for the review picture
+            courseImage, courseInfo = _readImage(course.image, f"course '{course.name}' image", dicomimage)
+            identities.append(("image", str(course.image), courseInfo.get("patientId", "")))
+            reviewImage = _reviewArray(_keepWarped(None, sitk.Cast(courseImage, sitk.sitkFloat32),
+                                                   sitk.Cast(referenceImage, sitk.sitkFloat32), transform))
+            del courseImage
     elif course.registration in ("rigid", "affine", "deformable"):
         courseImage, courseInfo = _readImage(course.image, f"course '{course.name}' image", dicomimage)
         identities.append(("image", str(course.image), courseInfo.get("patientId", "")))
-        bodyName = findBody(masks)
-        bodyImage = None
-        if bodyName is not None:
-            from .geometry import imageFromArray
-            bodyImage = imageFromArray(masks[bodyName].astype(np.uint8), ImageGeometry.fromImage(referenceImage))
+        bodyImage = _bodyImage(masks, referenceImage)
         pairs, newTissue, newTissueNames, goneTissue, goneTissueNames = None, None, [], None, []
         if course.registration == "deformable":
             courseMasks = _courseMasks(course, courseImage)
             pairs = _pairedStructureMasks(case, course, masks, referenceImage, courseImage, courseMasks)
             newTissue, newTissueNames = _withoutCounterpartMask(course, masks, referenceImage, warnings)
             goneTissue, goneTissueNames = _courseWithoutCounterpartMask(course, courseMasks, courseImage, warnings)
+        review: dict = {}
         try:
             transform, registration = registerCourse(referenceImage, courseImage, course.registration, bodyImage,
                                                      subProgress(progress, 0.05, 0.95), structureMasks=pairs,
                                                      withoutCounterpart=newTissue,
-                                                     courseWithoutCounterpart=goneTissue)
+                                                     courseWithoutCounterpart=goneTissue, review=review)
         except InputError as error:
             raise InputError(f"course '{course.name}': {course.registration} registration of this image (moving) "
                              f"onto the reference CT {case.referenceImage} (fixed): {error}", course.image) from error
@@ -457,13 +505,29 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
             from .registration import affineWarnings
             warnings.extend(affineWarnings(transform, registration["affine"]["parameters"],
                                            f"course '{course.name}' ({Path(course.image).name})"))
+        reviewImage = _reviewArray(review.get("warped"))
+        del review
     else:
         _checkSameFrame(case, course, doseInfo, referenceInfo, warnings)
+    from .regquality import foldingWarning
+    folded = foldingWarning(registration.get("quality"), f"course '{course.name}' "
+                            f"({course.transformFile if course.registration == 'file' else course.image})")
+    if folded:
+        warnings.append(folded)
     return CourseInput(name=course.name, doseGy=np.asarray(dose.doseGy, dtype=np.float32),
                        doseGeometry=dose.geometry, numberOfFractions=fractions, isCurrent=course.isCurrent,
                        date=course.date, fractionsSource=source, prescriptionGy=prescription,
                        doseFile=str(course.dose), doseInfo=doseInfo, transform=transform, registration=registration,
-                       identities=identities)
+                       identities=identities, reviewImage=reviewImage)
+
+
+def _bodyImage(masks: dict, referenceImage: sitk.Image) -> sitk.Image | None:
+    """The body outline (:func:`findBody`) as a uint8 image on the reference grid, or None."""
+    bodyName = findBody(masks)
+    if bodyName is None:
+        return None
+    from .geometry import imageFromArray
+    return imageFromArray(masks[bodyName].astype(np.uint8), ImageGeometry.fromImage(referenceImage))
 
 
 def _fractions(course: CourseSpec, rtplan) -> tuple[int, str, float | None, str]:

@@ -21,6 +21,8 @@ from .registration import RegistrationResult, displacementFieldFromTransform
 __all__ = [
     "jacobianDeterminant",
     "registrationQuality",
+    "foldingWarning",
+    "qualityText",
     "checkerboard",
     "differenceImage",
     "analyticDeformationField",
@@ -53,7 +55,9 @@ def registrationQuality(result: RegistrationResult, fixed: sitk.Image, movingRes
                         bodyMask: sitk.Image | None = None, landmarkPairs=None) -> dict:
     """Quality figures of a registration result.
 
-    Returns a dict with: ``foldingVoxelCount`` (Jacobian <= 0), ``jacobianMin``, ``jacobianMax``,
+    Returns a dict with: ``foldingVoxelCount`` (Jacobian <= 0), ``jacobianMin``, ``jacobianMax`` (over the whole
+    grid, air included) and ``foldingVoxelCountInBody``, ``jacobianMinInBody``, ``jacobianMaxInBody`` (inside the
+    body; the whole grid without a mask),
     ``displacementMeanMm``, ``displacementP95Mm``, ``displacementMaxMm`` (magnitude of ``T(x) - x`` inside the
     body, or the whole grid without a mask), ``tre`` (``meanMm``, ``maxMm``, ``perPairMm``) when landmarks are
     given, and ``meanAbsoluteDifference`` between fixed and ``movingResampled`` inside the body when given.
@@ -81,6 +85,8 @@ def registrationQuality(result: RegistrationResult, fixed: sitk.Image, movingRes
         "foldingVoxelCountInBody": int(np.count_nonzero(jacIn <= 0)),
         "jacobianMin": float(jac.min()),
         "jacobianMax": float(jac.max()),
+        "jacobianMinInBody": float(jacIn.min()),
+        "jacobianMaxInBody": float(jacIn.max()),
         "displacementMeanMm": float(magIn.mean()),
         "displacementP95Mm": float(np.percentile(magIn, 95)),
         "displacementMaxMm": float(magIn.max()),
@@ -95,6 +101,33 @@ def registrationQuality(result: RegistrationResult, fixed: sitk.Image, movingRes
         sel = diff[mask] if mask is not None else diff.ravel()
         report["meanAbsoluteDifference"] = float(np.nanmean(np.abs(sel)))
     return report
+
+
+def qualityText(quality: dict) -> str:
+    """The quality figures in one sentence (module summary, report): Jacobian range and folding in the body (and the
+    whole grid's when it differs), displacement statistics in the body."""
+    region = quality.get("region", "body")
+    folding = quality["foldingVoxelCountInBody"]
+    text = (f"Jacobian in the {region} {quality['jacobianMinInBody']:.2f} to {quality['jacobianMaxInBody']:.2f}, "
+            + ("no folding" if folding == 0 else f"{folding} folding voxels"))
+    if region != "whole grid" and quality["foldingVoxelCount"] != folding:
+        text += f" (whole grid, air included: {quality['foldingVoxelCount']} folding voxels)"
+    return (text + f"; displacement in the {region} mean {quality['displacementMeanMm']:.1f} / p95 "
+            f"{quality['displacementP95Mm']:.1f} / max {quality['displacementMaxMm']:.1f} mm")
+
+
+def foldingWarning(quality: dict | None, what: str) -> str | None:
+    """The warning for a registration that folds inside the body (Jacobian <= 0 there: two points of today's
+    anatomy taken from one point of the prior's, so the mapped dose there is not a mapping at all), naming ``what``;
+    None when it does not fold there or its quality is unknown. Folding outside the body (in air, where the field is
+    extrapolated) is reported in the numbers but not warned."""
+    folding = (quality or {}).get("foldingVoxelCountInBody")
+    if not folding:
+        return None
+    return (f"{what}: the deformable registration folds at {folding} voxels inside the body (Jacobian <= 0, minimum "
+            f"{quality['jacobianMinInBody']:.2f}): the dose mapped there is not a physical mapping; review the "
+            "registration (Jacobian map, checkerboard) before using the composite, or use the conservative composite "
+            "(the maximum of the mapped dose within a radius: conservativeRadiusMm)")
 
 
 def _sameGrid(a: sitk.Image, b: sitk.Image) -> None:

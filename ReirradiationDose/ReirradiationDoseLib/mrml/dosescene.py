@@ -260,9 +260,62 @@ def writeDosePictures(result, folder, sizePx=(640, 640)) -> dict[str, bytes]:
                                legend=legend + structureLegend, sizePx=sizePx)
         title = f"{orientation} over the {'MRI' if background is nodes.get('mri') else 'CT'}"
         pictures[title] = path.read_bytes()
+    pictures.update(_registrationPictures(scene, result, folder, centre, segmentations, structureLegend, sizePx))
     if not scene.WriteToMRB(str(folder / "scene.mrb")):
         raise RuntimeError(f"could not write {folder / 'scene.mrb'}")
     scene.Clear(1)
+    return pictures
+
+
+REVIEW_WINDOW_HU = (1000.0, 100.0)  # window, level of the registration check: fat, muscle and bone edges all show
+REVIEW_SQUARES_MM = 20.0
+
+
+def _squares(geometry: ImageGeometry, squaresMm: float) -> np.ndarray:
+    """A 3D checkerboard on ``geometry``'s grid: True on every other ``squaresMm`` cube (uint8 parity, no float
+    copies of a clinical-size grid)."""
+    spacing = np.asarray(geometry.spacingMm, dtype=float)
+    ni, nj, nk = geometry.sizeXyz
+    pi, pj, pk = ((np.arange(n) * s // squaresMm).astype(np.uint8) for n, s in zip((ni, nj, nk), spacing,
+                                                                                  strict=True))
+    return ((pk[:, None, None] + pj[None, :, None] + pi[None, None, :]) % 2).astype(bool)
+
+
+def _registrationPictures(scene, result, folder: Path, centre, segmentations, legend, sizePx) -> dict[str, bytes]:
+    """For every course whose CT was brought onto the reference CT (``reviewImage``): a checkerboard of the reference
+    CT and the course's CT through the registration, axial and coronal through the target centre, with the target
+    and organ outlines; misalignment shows as edges (bone, skin, bowel) broken at the squares' borders. The course's
+    CT on the reference grid stays in the scene as a volume ("<course> CT (registered)") for review in Slicer."""
+    from ..core.doseoutputs import safeName
+    from ..core.dosereport import REGISTRATION_PICTURE_PREFIX
+
+    pictures: dict[str, bytes] = {}
+    geometry = result.referenceGeometry
+    current = None
+    for course in result.courses:
+        if course.reviewImage is None:
+            continue
+        if current is None:
+            current, _ = arrayFromImage(result.referenceImage)
+        registered = volumeNodeFromArray(scene, course.reviewImage, geometry, f"{course.name} CT (registered)")
+        board = np.where(_squares(geometry, REVIEW_SQUARES_MM), course.reviewImage, current)
+        node = volumeNodeFromArray(scene, board, geometry, f"{course.name} registration checkerboard")
+        del board
+        try:
+            for volume in (node, registered):
+                display = volume.GetDisplayNode()
+                display.AutoWindowLevelOff()
+                display.SetWindowLevel(*REVIEW_WINDOW_HU)
+            for orientation in ("Axial", "Coronal"):
+                filename = f"registration_{safeName(course.name)}_{orientation.lower()}.png"
+                path = renderSliceView(scene, folder / filename, orientation=orientation, positionRas=centre,
+                                       background=node, segmentations=segmentations, legend=legend, sizePx=sizePx)
+                title = (f"{REGISTRATION_PICTURE_PREFIX}, course '{course.name}' ({orientation.lower()}): "
+                         "checkerboard of the current CT and the course's CT through its registration, "
+                         f"{REVIEW_SQUARES_MM:g} mm squares")
+                pictures[title] = path.read_bytes()
+        finally:
+            removeNodes(scene, [node])  # the scene keeps the registered CT, not the picture's checkerboard
     return pictures
 
 

@@ -211,19 +211,15 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
     elif "error" in quality:
         summary = f"Deformable registration done; its quality could not be computed ({quality['error']})."
     else:
-        folding = quality["foldingVoxelCountInBody"]
         summary = (f"Deformable registration of '{movingVolume.GetName()}' onto '{fixedVolume.GetName()}': "
-                   f"Jacobian {quality['jacobianMin']:.2f} to {quality['jacobianMax']:.2f}, "
-                   f"{'no folding' if folding == 0 else f'{folding} folding voxels in the body'}; displacement in "
-                   f"the {quality['region']} mean {quality['displacementMeanMm']:.1f} / p95 "
-                   f"{quality['displacementP95Mm']:.1f} / max {quality['displacementMaxMm']:.1f} mm.")
+                   f"{regquality.qualityText(quality)}.")
         if newTissueNames or goneTissueNames:
             summary += (" Without counterpart (no force): "
                         + "; ".join(f"{', '.join(names)} ({side})" for names, side in
                                     ((newTissueNames, "fixed"), (goneTissueNames, "moving")) if names) + ".")
-        if folding:
-            warnings.append(f"the deformable registration folds at {folding} voxels in the body (Jacobian <= 0): "
-                            "review it before mapping dose through it")
+        folded = regquality.foldingWarning(quality, f"'{movingVolume.GetName()}'")
+        if folded:
+            warnings.append(folded)
     rotated = rotationWarning(description.get("rotationDeg"), f"'{movingVolume.GetName()}'")
     if rotated:
         warnings.append(rotated)
