@@ -370,7 +370,9 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 slicer.modules.plots.logic().ShowChartInLayout(chart)
             except Exception:  # the plot view is a convenience: it must never break Apply
                 logger.exception("Could not show the DVH chart")
-        self.ui.statusLabel.text = result.get("summary", _("Done."))
+        # the warnings (unknown dose, fractions differing from the RTPLAN, a folding registration...) are shown, not
+        # only logged: the composite must not be read without them
+        self.ui.statusLabel.text = "\n".join([result.get("summary", _("Done.")), *result.get("warnings", [])])
 
     def _updateSliceLayers(self, _checked: bool = False, fit: bool = False) -> None:
         """Background: the current CT, or the MRI input when "Show over MRI" is ticked (and there is one).

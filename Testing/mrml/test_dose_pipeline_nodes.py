@@ -122,3 +122,44 @@ def test_failure_after_the_chart_removes_it_too(scene, inputs, monkeypatch):
     with pytest.raises(RuntimeError, match="forced failure"):
         run(scene, inputs)
     assert scene.GetNumberOfNodes() == count
+
+
+def _foldingFieldNode(scene, geometry, centreLps, amplitude, name):
+    """A grid transform node whose field ``u_x = -amplitude (x - c_x) exp(-|x - c|^2 / 2 (8 mm)^2)`` has Jacobian
+    ``1 - amplitude`` at ``c``."""
+    import SimpleITK as sitk
+
+    from ReirradiationDoseLib.mrml.transforms import transformNodeFromSitk
+
+    points = geometry.voxelCentresLps()
+    offset = points - np.asarray(centreLps, dtype=float)
+    u = np.zeros(points.shape)
+    u[..., 0] = -amplitude * offset[..., 0] * np.exp(-np.sum(offset ** 2, axis=-1) / (2 * 8.0 ** 2))
+    field = sitk.GetImageFromArray(u, isVector=True)
+    field.CopyInformation(geometry.emptyImage(sitk.sitkUInt8))
+    return transformNodeFromSitk(scene, sitk.DisplacementFieldTransform(field), name, geometry)
+
+
+def test_a_deformable_transform_node_folding_in_the_body_is_warned(scene, inputs):
+    """A prior course placed under a grid transform node that folds at the GTV (Jacobian 1 - 2.5 there): its
+    quality is measured on the planning CT's grid and the fold, inside the body, warned naming the course and the
+    node; a gentle field (Jacobian 1 - 0.3) gives its figures without a warning."""
+    _, geometry = arrayAndGeometryFromVolumeNode(inputs["ct"])
+    body = np.zeros(geometry.shape, bool)
+    body[1:11, 2:22, 2:22] = True
+    inputs["structures"] = segmentationNodeFromMasks(scene, {"GTV": inputs["gtv"], "Rectum": inputs["rectum"],
+                                                             "Body": body}, geometry, referenceVolumeNode=inputs["ct"])
+    k, j, i = (np.mean(a) for a in np.nonzero(inputs["gtv"]))
+    centre = geometry.indexToLps((i, j, k))
+    inputs["priors"][0]["transformNode"] = _foldingFieldNode(scene, geometry, centre, 2.5, "TPS DIR")
+    out = run(scene, inputs)
+    quality = out["result"].courses[0].registration["quality"]
+    assert quality["foldingVoxelCountInBody"] > 0 and quality["jacobianMinInBody"] < 0
+    warned = [w for w in out["warnings"] if "folds" in w]
+    assert len(warned) == 1 and "course 'Prior' (transform 'TPS DIR')" in warned[0], out["warnings"]
+
+    inputs["priors"][0]["transformNode"] = _foldingFieldNode(scene, geometry, centre, 0.3, "gentle DIR")
+    out = run(scene, inputs)
+    quality = out["result"].courses[0].registration["quality"]
+    assert quality["foldingVoxelCountInBody"] == 0 and 0.6 < quality["jacobianMinInBody"] < 0.8
+    assert not any("folds" in w for w in out["warnings"])

@@ -463,7 +463,7 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
                                            doseInfo.get("frameOfReferenceUid") or None, registration, warnings)
         else:
             transform = transformio.readTransform(course.transformFile)
-        quality = suppliedQuality(transform, referenceImage, _bodyImage(masks, referenceImage))
+        quality = suppliedQuality(transform, referenceImage, bodyOutlineImage(masks, referenceImage))
         if quality is not None:
             registration["quality"] = quality
         if course.image is not None:  # the course's CT through the supplied registration, for the review picture
@@ -475,7 +475,7 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
     elif course.registration in ("rigid", "affine", "deformable"):
         courseImage, courseInfo = _readImage(course.image, f"course '{course.name}' image", dicomimage)
         identities.append(("image", str(course.image), courseInfo.get("patientId", "")))
-        bodyImage = _bodyImage(masks, referenceImage)
+        bodyImage = bodyOutlineImage(masks, referenceImage)
         pairs, newTissue, newTissueNames, goneTissue, goneTissueNames = None, None, [], None, []
         if course.registration == "deformable":
             courseMasks = _courseMasks(course, courseImage)
@@ -521,7 +521,7 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
                        identities=identities, reviewImage=reviewImage)
 
 
-def _bodyImage(masks: dict, referenceImage: sitk.Image) -> sitk.Image | None:
+def bodyOutlineImage(masks: dict, referenceImage: sitk.Image) -> sitk.Image | None:
     """The body outline (:func:`findBody`) as a uint8 image on the reference grid, or None."""
     bodyName = findBody(masks)
     if bodyName is None:

@@ -17,7 +17,7 @@ import SimpleITK as sitk
 from ..core.casefile import TissueSpec
 from ..core.errors import InputError
 from ..core.geometry import imageFromArray
-from ..core.pipeline import CourseInput, DoseInputs, DoseSettings, computeDose
+from ..core.pipeline import CourseInput, DoseInputs, DoseSettings, bodyOutlineImage, computeDose, suppliedQuality
 from ..core.progress import noProgress, subProgress
 from .dicomdatabase import checkFractions
 from .dosescene import addDoseResultToScene
@@ -31,7 +31,12 @@ _DAYS_PER_MONTH = 365.25 / 12.0
 
 
 def _courseDoseInput(name: str, doseNode, transformNode, fractions: int, date, isCurrent: bool,
-                     referenceGeometry, dicomDatabase=None, warnings: list | None = None) -> CourseInput:
+                     referenceGeometry, dicomDatabase=None, warnings: list | None = None, referenceImage=None,
+                     bodyImage=None) -> CourseInput:
+    """One course from its nodes. A deformable transform node (a grid or B-spline transform, ours or a planning
+    system's DICOM REG loaded by SlicerRT) has its quality measured on the reference grid like the dose command's
+    (:func:`~ReirradiationDoseLib.core.pipeline.suppliedQuality`) and a fold inside ``bodyImage`` warned."""
+    from ..core.regquality import foldingWarning
     from .transforms import sitkTransformFromNode
 
     if doseNode is None:
@@ -42,6 +47,12 @@ def _courseDoseInput(name: str, doseNode, transformNode, fractions: int, date, i
     if transformNode is not None:
         transform = sitkTransformFromNode(transformNode, referenceGeometry)
         registration = {"method": "transform node", "node": transformNode.GetName()}
+        quality = None if referenceImage is None else suppliedQuality(transform, referenceImage, bodyImage)
+        if quality is not None:
+            registration["quality"] = quality
+            folded = foldingWarning(quality, f"course '{name}' (transform '{transformNode.GetName()}')")
+            if folded and warnings is not None:
+                warnings.append(folded)
     if doseNode.GetAttribute("DicomRtImport.DoseVolume") != "1":
         logger.info("Course %s: volume %s is not tagged as a dose volume; taken as Gy", name, doseNode.GetName())
     source, fractionWarnings = checkFractions(doseNode, int(fractions), dicomDatabase, name)
@@ -75,6 +86,7 @@ def doseInputsFromNodes(currentCt, currentDose, currentFractions: int, structure
         for index in range(segmentation.GetNumberOfSegments()):
             segment = segmentation.GetNthSegment(index)
             colors[segment.GetName()] = tuple(segment.GetColor())
+    bodyImage = bodyOutlineImage(masks, referenceImage)
     today = today or _dt.date.today()
     courses = []
     warnings: list[str] = []
@@ -86,7 +98,7 @@ def doseInputsFromNodes(currentCt, currentDose, currentFractions: int, structure
         date = today - _dt.timedelta(days=round(months * _DAYS_PER_MONTH))
         courses.append(_courseDoseInput(prior.get("name") or f"Prior course {index + 1}", prior.get("doseNode"),
                                         prior.get("transformNode"), prior.get("numberOfFractions"), date, False,
-                                        referenceGeometry, dicomDatabase, warnings))
+                                        referenceGeometry, dicomDatabase, warnings, referenceImage, bodyImage))
     courses.append(_courseDoseInput("Current course", currentDose, None, currentFractions, today, True,
                                     referenceGeometry, dicomDatabase, warnings))
     mriEntry = None
