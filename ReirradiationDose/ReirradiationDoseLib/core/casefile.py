@@ -13,8 +13,11 @@ them)::
          "registration": "deformable",             # none | rigid | affine | deformable | a transform file
          "withoutCounterpart": ["GTV", "Fibrosis"],   # optional, deformable only: reference structures whose
                                                    # tissue this course's CT does not hold (default: every GTV*)
-         "courseWithoutCounterpart": ["GTV_primary"]},  # optional, deformable only: this course's structures whose
+         "courseWithoutCounterpart": ["GTV_primary"],  # optional, deformable only: this course's structures whose
                                                    # tissue the reference CT no longer holds (default: every GTV*)
+         "landmarks": {"current": "landmarks_current.mrk.json", "course": "prior/landmarks.mrk.json"}},
+                                                   # optional: the same points on both CTs (paired by label; markups
+                                                   # JSON or CSV label,L,P,S): TRE of the registration at each
         {"name": "current", "dose": "current/RTDOSE.dcm", "fractions": 17, "date": "2026-11-02"}
       ],
       "tissues": {"GTV": {"alphaBeta": 10}, "Rectum": {"alphaBeta": 3,
@@ -50,7 +53,7 @@ _TOP_KEYS = {
     "description",
 }
 _COURSE_KEYS = {"name", "dose", "plan", "fractions", "date", "image", "structures", "registration", "current",
-                "withoutCounterpart", "courseWithoutCounterpart"}
+                "withoutCounterpart", "courseWithoutCounterpart", "landmarks"}
 _MRI_KEYS = {"image", "registration"}
 _TISSUE_KEYS = {"alphaBeta", "recovery", "priority", "isTarget", "aliases"}
 # "dose" (a planned distribution for per-organ prescription scaling) is not read from a case file: refused with a
@@ -72,6 +75,7 @@ class CourseSpec:
     isCurrent: bool = False
     withoutCounterpart: tuple[str, ...] | None = None  # None: every reference structure named GTV*
     courseWithoutCounterpart: tuple[str, ...] | None = None  # None: every structure of the course named GTV*
+    landmarks: tuple[Path, Path] | None = None  # (points on the reference CT, the same points on the course's CT)
 
 
 @dataclass(frozen=True)
@@ -194,13 +198,21 @@ def parseCase(data, path) -> CaseSpec:
         current = raw.get("current")
         if current is not None and not isinstance(current, bool):
             raise InputError(f"course '{name}' 'current' must be true or false", path)
+        landmarks = raw.get("landmarks")
+        if landmarks is not None:
+            if not isinstance(landmarks, dict) or set(landmarks) != {"current", "course"}:
+                raise InputError(f"course '{name}' 'landmarks' must be an object with 'current' (points on the "
+                                 "reference CT) and 'course' (the same points on this course's CT)", path)
+            landmarks = (existing(landmarks["current"], f"course '{name}' landmarks 'current'"),
+                         existing(landmarks["course"], f"course '{name}' landmarks 'course'"))
         courses.append(dict(
             name=name, dose=existing(raw["dose"], f"course '{name}' dose"),
             plan=existing(raw["plan"], f"course '{name}' plan") if raw.get("plan") else None,
             fractions=fractions, date=_date(raw.get("date"), f"course '{name}' date", path), image=image,
             structures=existing(raw["structures"], f"course '{name}' structures") if raw.get("structures") else None,
             registration=registration, transformFile=transformFile, isCurrent=bool(current),
-            withoutCounterpart=withoutCounterpart, courseWithoutCounterpart=courseWithoutCounterpart))
+            withoutCounterpart=withoutCounterpart, courseWithoutCounterpart=courseWithoutCounterpart,
+            landmarks=landmarks))
     _chooseCurrent(courses, path)
 
     mri = None
@@ -370,6 +382,9 @@ def _chooseCurrent(courses: list[dict], path: Path) -> None:
         if course["date"] == current["date"]:
             raise InputError(f"courses '{course['name']}' and '{current['name']}' have the same date; mark the "
                              "current one with \"current\": true", path)
+    if current.get("landmarks") is not None:
+        raise InputError(f"the current course '{current['name']}' is on the reference image: 'landmarks' check a prior "
+                         "course's registration, not the current one", path)
     if current["registration"] not in ("none",) and current["transformFile"] is None:
         raise InputError(f"the current course '{current['name']}' is on the reference image: its registration must "
                          "be 'none'", path)

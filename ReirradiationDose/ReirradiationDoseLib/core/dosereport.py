@@ -408,20 +408,27 @@ def _pictures(w, pictures: dict[str, bytes]) -> None:
 
 
 def _qualityLines(courses: list[dict]) -> list[str]:
-    """One sentence per course whose registration has quality figures (deformable, or a supplied field)."""
+    """Per course: its registration's quality figures (deformable, or a supplied field) and its landmark check."""
     from .regquality import qualityText
 
     lines = []
     for c in courses:
         registration = c.get("registration") or {}
-        quality = registration.get("quality")
-        if not quality:
-            continue
         what = f"Course '{c['name']}' ({registration.get('method')} registration)"
-        if "error" in quality:
+        quality = registration.get("quality")
+        if quality and "error" in quality:
             lines.append(f"{what}: its quality could not be computed ({quality['error']}).")
-        else:
+        elif quality:
             lines.append(f"{what}: {qualityText(quality)}.")
+        landmarks = registration.get("landmarks")
+        if landmarks:
+            above = landmarks["aboveTolerance"]
+            lines.append(f"{what}: landmark check at {landmarks['pairs']} point pairs, target registration error "
+                         f"mean {landmarks['meanMm']:.1f} / max {landmarks['maxMm']:.1f} mm "
+                         f"(worst: '{landmarks['worst']}'); "
+                         + (f"{len(above)} beyond" if above else "all within")
+                         + f" the tolerance of {landmarks['toleranceMm']:g} mm (AAPM TG-132: the largest voxel "
+                         "dimension).")
     return lines
 
 

@@ -509,6 +509,11 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
         del review
     else:
         _checkSameFrame(case, course, doseInfo, referenceInfo, warnings)
+    if course.landmarks is not None:
+        from .landmarks import landmarkCheck
+        landmarks, landmarkWarnings = landmarkCheck(transform, *course.landmarks, referenceImage.GetSpacing())
+        registration["landmarks"] = landmarks
+        warnings.extend(f"course '{course.name}': {w}" for w in landmarkWarnings)
     from .regquality import foldingWarning
     folded = foldingWarning(registration.get("quality"), f"course '{course.name}' "
                             f"({course.transformFile if course.registration == 'file' else course.image})")
