@@ -163,3 +163,46 @@ def test_a_deformable_transform_node_folding_in_the_body_is_warned(scene, inputs
     quality = out["result"].courses[0].registration["quality"]
     assert quality["foldingVoxelCountInBody"] == 0 and 0.6 < quality["jacobianMinInBody"] < 0.8
     assert not any("folds" in w for w in out["warnings"])
+
+
+def _pointList(scene, name, pointsLps):
+    node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
+    for label, (x, y, z) in pointsLps.items():
+        index = node.AddControlPoint([-x, -y, z])  # RAS
+        node.SetNthControlPointLabel(index, label)
+    return node
+
+
+def test_landmark_point_lists_check_the_course_registration(scene, inputs):
+    """Point lists in the scene: the current CT's in world coordinates, the prior CT's under the course's
+    registration (its own coordinates are the prior CT's). A registration that moves the points 3 mm along x meets
+    prior points placed 3 mm along x (TRE 0) and misses unmoved ones by 3 mm (beyond the 2 mm tolerance at these
+    4 x 4 x 5 mm voxels? no: the tolerance is the largest voxel dimension, 5 mm, so within it); a prior list under
+    another transform is refused."""
+    import SimpleITK as sitk
+
+    from ReirradiationDoseLib.core.errors import InputError
+    from ReirradiationDoseLib.mrml.transforms import transformNodeFromSitk
+
+    _, geometry = arrayAndGeometryFromVolumeNode(inputs["ct"])
+    points = {"a": (0.0, 0.0, 0.0), "b": (10.0, -8.0, 5.0), "c": (-12.0, 6.0, -10.0)}
+    moved = {k: (x + 3.0, y, z) for k, (x, y, z) in points.items()}
+    registration = transformNodeFromSitk(scene, sitk.TranslationTransform(3, (3.0, 0.0, 0.0)), "Reg", geometry)
+    current = _pointList(scene, "Landmarks today", points)
+    prior = _pointList(scene, "Landmarks prior", moved)
+    prior.SetAndObserveTransformNodeID(registration.GetID())
+    inputs["priors"][0].update(transformNode=registration, landmarks=(current, prior))
+    out = run(scene, inputs)
+    check = out["result"].courses[0].registration["landmarks"]
+    assert check["pairs"] == 3 and check["maxMm"] == pytest.approx(0.0, abs=1e-6)
+    assert check["files"] == ["Landmarks today", "Landmarks prior"] and check["toleranceMm"] == 5.0
+
+    unmoved = _pointList(scene, "Landmarks prior, unmoved", points)  # under no transform: the prior CT's frame
+    inputs["priors"][0]["landmarks"] = (current, unmoved)
+    check = run(scene, inputs)["result"].courses[0].registration["landmarks"]
+    assert check["perPairMm"] == pytest.approx({"a": 3.0, "b": 3.0, "c": 3.0}) and check["aboveTolerance"] == []
+
+    other = transformNodeFromSitk(scene, sitk.TranslationTransform(3, (1.0, 0.0, 0.0)), "Other", geometry)
+    unmoved.SetAndObserveTransformNodeID(other.GetID())
+    with pytest.raises(InputError, match="'Landmarks prior, unmoved' is under the transform 'Other'"):
+        run(scene, inputs)

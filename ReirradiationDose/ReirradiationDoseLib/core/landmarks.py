@@ -102,19 +102,22 @@ def _fromCsv(path: Path) -> tuple[list, str]:
     return rows, system
 
 
-def landmarkCheck(transform: sitk.Transform | None, currentPath, coursePath, referenceSpacingMm) -> tuple[dict, list]:
-    """TRE of ``transform`` (current-CT LPS -> course LPS; None: identity) at the landmarks of ``currentPath``
-    (on the current CT) and ``coursePath`` (the same points on the course's CT), paired by label.
+def landmarkCheck(transform: sitk.Transform | None, currentPoints, coursePoints,
+                  referenceSpacingMm) -> tuple[dict, list]:
+    """TRE of ``transform`` (current-CT LPS -> course LPS; None: identity) at the landmarks ``currentPoints`` (on the
+    current CT) and ``coursePoints`` (the same points on the course's CT), paired by label. Each is a file
+    (:func:`readLandmarks`) or a ``(name, {label: LPS point})`` pair (e.g. a Slicer point list's).
 
     Returns ``(summary, warnings)``: the summary holds ``pairs``, ``meanMm``, ``maxMm``, ``worst`` (label),
     ``perPairMm`` ``{label: mm}``, ``toleranceMm`` (the largest voxel dimension of the reference CT, at least
-    :data:`TRE_TOLERANCE_MIN_MM`), ``aboveTolerance`` (labels) and ``unpaired`` (labels in one file only); warnings
-    name the files for unpaired labels and for landmarks beyond the tolerance. No label in common: InputError."""
-    current, course = readLandmarks(currentPath), readLandmarks(coursePath)
+    :data:`TRE_TOLERANCE_MIN_MM`), ``aboveTolerance`` (labels), ``unpaired`` (labels in one list only) and ``files``;
+    warnings name the lists for unpaired labels and for landmarks beyond the tolerance. No label in common:
+    InputError."""
+    (currentName, current), (courseName, course) = (_named(points) for points in (currentPoints, coursePoints))
     common = [label for label in current if label in course]
     if not common:
-        raise InputError(f"no landmark label in common with {Path(coursePath).name} (points are paired by label)",
-                         currentPath)
+        raise InputError(f"no landmark label in common with {Path(courseName).name} (points are paired by label)",
+                         currentName)
     unpaired = sorted(set(current) ^ set(course))
     errors = {}
     for label in common:
@@ -126,11 +129,11 @@ def landmarkCheck(transform: sitk.Transform | None, currentPath, coursePath, ref
     worst = max(common, key=lambda label: errors[label])
     summary = {"pairs": len(common), "meanMm": float(np.mean(list(errors.values()))), "maxMm": errors[worst],
                "worst": worst, "perPairMm": errors, "toleranceMm": tolerance, "aboveTolerance": above,
-               "unpaired": unpaired, "files": [str(currentPath), str(coursePath)]}
+               "unpaired": unpaired, "files": [currentName, courseName]}
     warnings = []
     if unpaired:
         warnings.append(f"landmarks {', '.join(repr(v) for v in unpaired)} are in only one of "
-                        f"{Path(currentPath).name} and {Path(coursePath).name}: not used")
+                        f"{Path(currentName).name} and {Path(courseName).name}: not used")
     if above:
         warnings.append(f"the registration misses {len(above)} of {len(common)} landmarks by more than "
                         f"{tolerance:g} mm (the reference CT's largest voxel dimension, at least "
@@ -138,3 +141,10 @@ def landmarkCheck(transform: sitk.Transform | None, currentPath, coursePath, ref
                         + ", ".join(f"'{label}' {errors[label]:.1f} mm" for label in above)
                         + "; the dose mapped near them is displaced by as much")
     return summary, warnings
+
+
+def _named(points) -> tuple[str, dict]:
+    if isinstance(points, tuple):
+        name, table = points
+        return str(name), {str(k): np.asarray(v, dtype=float) for k, v in table.items()}
+    return str(points), readLandmarks(points)

@@ -32,7 +32,7 @@ _DAYS_PER_MONTH = 365.25 / 12.0
 
 def _courseDoseInput(name: str, doseNode, transformNode, fractions: int, date, isCurrent: bool,
                      referenceGeometry, dicomDatabase=None, warnings: list | None = None, referenceImage=None,
-                     bodyImage=None) -> CourseInput:
+                     bodyImage=None, landmarks=None) -> CourseInput:
     """One course from its nodes. A deformable transform node (a grid or B-spline transform, ours or a planning
     system's DICOM REG loaded by SlicerRT) has its quality measured on the reference grid like the dose command's
     (:func:`~ReirradiationDoseLib.core.pipeline.suppliedQuality`) and a fold inside ``bodyImage`` warned."""
@@ -53,6 +53,15 @@ def _courseDoseInput(name: str, doseNode, transformNode, fractions: int, date, i
             folded = foldingWarning(quality, f"course '{name}' (transform '{transformNode.GetName()}')")
             if folded and warnings is not None:
                 warnings.append(folded)
+    if landmarks is not None:
+        from ..core.landmarks import landmarkCheck
+        currentPoints, coursePoints = landmarks
+        summary, landmarkWarnings = landmarkCheck(
+            transform, (currentPoints.GetName(), pointsFromMarkupsNode(currentPoints, world=True)),
+            (coursePoints.GetName(), _coursePoints(coursePoints, transformNode, name)), referenceGeometry.spacingMm)
+        registration["landmarks"] = summary
+        if warnings is not None:
+            warnings.extend(f"course '{name}': {w}" for w in landmarkWarnings)
     if doseNode.GetAttribute("DicomRtImport.DoseVolume") != "1":
         logger.info("Course %s: volume %s is not tagged as a dose volume; taken as Gy", name, doseNode.GetName())
     source, fractionWarnings = checkFractions(doseNode, int(fractions), dicomDatabase, name)
@@ -64,6 +73,42 @@ def _courseDoseInput(name: str, doseNode, transformNode, fractions: int, date, i
                        doseInfo={"node": doseNode.GetName()}, transform=transform, registration=registration)
 
 
+def pointsFromMarkupsNode(node, world: bool) -> dict:
+    """``{label: LPS point}`` of a point list's placed control points: in world coordinates (``world``) or in the
+    node's own frame (its coordinates before its parent transform). A label twice or a point without one is refused
+    naming the node."""
+    from ..core.geometry import rasToLps
+
+    points = {}
+    for index in range(node.GetNumberOfControlPoints()):
+        if node.GetNthControlPointPositionStatus(index) != node.PositionDefined:
+            continue
+        label = node.GetNthControlPointLabel(index).strip()
+        if not label:
+            raise InputError(f"point list '{node.GetName()}': control point {index + 1} has no label (landmarks are "
+                             "paired by label)")
+        if label in points:
+            raise InputError(f"point list '{node.GetName()}': landmark '{label}' appears twice")
+        ras = [0.0, 0.0, 0.0]
+        (node.GetNthControlPointPositionWorld if world else node.GetNthControlPointPosition)(index, ras)
+        points[label] = np.asarray(rasToLps(ras), dtype=float)
+    if not points:
+        raise InputError(f"point list '{node.GetName()}' has no placed points")
+    return points
+
+
+def _coursePoints(node, transformNode, course: str) -> dict:
+    """The course's landmarks in the course CT's frame: a point list placed on the course's CT shown under its
+    registration sits under the same transform node (its own coordinates are then the course CT's); one under no
+    transform is taken as placed on the CT shown without it; under another transform it is refused."""
+    parent = node.GetParentTransformNode()
+    if parent is not None and (transformNode is None or parent.GetID() != transformNode.GetID()):
+        raise InputError(f"course '{course}': the point list '{node.GetName()}' is under the transform "
+                         f"'{parent.GetName()}', not the course's registration; place it under the registration (as "
+                         "the course's CT) or under none")
+    return pointsFromMarkupsNode(node, world=False)
+
+
 def doseInputsFromNodes(currentCt, currentDose, currentFractions: int, structures=None, mri=None,
                         priorCourses=(), settings: DoseSettings | None = None, today: _dt.date | None = None,
                         dicomDatabase=None) -> DoseInputs:
@@ -71,7 +116,10 @@ def doseInputsFromNodes(currentCt, currentDose, currentFractions: int, structure
 
     ``priorCourses``: ``[{"name", "doseNode", "transformNode", "numberOfFractions", "monthsBefore"}]`` — the
     transform node maps the current CT's points to the prior dose's frame ("from parent"), i.e. it is the
-    registration of the prior CT to the current CT as Slicer stores it.
+    registration of the prior CT to the current CT as Slicer stores it. An optional ``"landmarks"``:
+    ``(point list on the current CT, the same points on the prior CT)`` checks the registration at them (target
+    registration error per label, :func:`~ReirradiationDoseLib.core.landmarks.landmarkCheck`); the prior CT's point
+    list sits under the course's transform node (placed on the prior CT shown registered) or under none.
 
     ``dicomDatabase`` (``slicer.dicomDatabase`` in the application, or a ``dicomdatabase.FolderDicomIndex``): each
     dose loaded from DICOM has its fractions checked against its RTPLAN (:func:`.dicomdatabase.checkFractions`: a
@@ -98,7 +146,8 @@ def doseInputsFromNodes(currentCt, currentDose, currentFractions: int, structure
         date = today - _dt.timedelta(days=round(months * _DAYS_PER_MONTH))
         courses.append(_courseDoseInput(prior.get("name") or f"Prior course {index + 1}", prior.get("doseNode"),
                                         prior.get("transformNode"), prior.get("numberOfFractions"), date, False,
-                                        referenceGeometry, dicomDatabase, warnings, referenceImage, bodyImage))
+                                        referenceGeometry, dicomDatabase, warnings, referenceImage, bodyImage,
+                                        prior.get("landmarks")))
     courses.append(_courseDoseInput("Current course", currentDose, None, currentFractions, today, True,
                                     referenceGeometry, dicomDatabase, warnings))
     mriEntry = None
