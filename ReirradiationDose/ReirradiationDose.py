@@ -15,6 +15,7 @@ import qt
 import slicer
 import vtk
 from slicer import (
+    vtkMRMLMarkupsFiducialNode,
     vtkMRMLScalarVolumeNode,
     vtkMRMLSegmentationNode,
     vtkMRMLTableNode,
@@ -78,7 +79,9 @@ class ReirradiationDoseParameterNode:
 
     Prior course n (1..PRIOR_COURSE_SLOTS) is ``priorDose<n>`` (physical dose), ``priorTransform<n>`` (maps the
     prior course onto the current CT; none = same frame), ``priorFractions<n>`` and ``priorMonthsBefore<n>`` (time
-    between the end of that course and the start of the current one, for the recovery model).
+    between the end of that course and the start of the current one, for the recovery model) and ``priorLandmarks<n>``
+    (point list on that course's CT, under its registration; with ``currentLandmarks`` on the current CT the
+    registration is checked at the points of the same labels).
     """
 
     currentCt: vtkMRMLScalarVolumeNode
@@ -86,6 +89,7 @@ class ReirradiationDoseParameterNode:
     currentStructures: vtkMRMLSegmentationNode
     currentDose: vtkMRMLScalarVolumeNode
     currentFractions: Annotated[int, WithinRange(1, 100)] = 25
+    currentLandmarks: vtkMRMLMarkupsFiducialNode
 
     registrationMoving: vtkMRMLScalarVolumeNode
     registrationMovingStructures: vtkMRMLSegmentationNode
@@ -95,14 +99,17 @@ class ReirradiationDoseParameterNode:
     priorDose1: vtkMRMLScalarVolumeNode
     priorTransform1: vtkMRMLTransformNode
     priorFractions1: Annotated[int, WithinRange(1, 100)] = 25
+    priorLandmarks1: vtkMRMLMarkupsFiducialNode
     priorMonthsBefore1: Annotated[float, WithinRange(0.0, 600.0)] = 12.0
     priorDose2: vtkMRMLScalarVolumeNode
     priorTransform2: vtkMRMLTransformNode
     priorFractions2: Annotated[int, WithinRange(1, 100)] = 25
+    priorLandmarks2: vtkMRMLMarkupsFiducialNode
     priorMonthsBefore2: Annotated[float, WithinRange(0.0, 600.0)] = 24.0
     priorDose3: vtkMRMLScalarVolumeNode
     priorTransform3: vtkMRMLTransformNode
     priorFractions3: Annotated[int, WithinRange(1, 100)] = 25
+    priorLandmarks3: vtkMRMLMarkupsFiducialNode
     priorMonthsBefore3: Annotated[float, WithinRange(0.0, 600.0)] = 36.0
 
     tissueTable: vtkMRMLTableNode
@@ -413,16 +420,20 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def priorCoursesFromParameterNode(parameterNode) -> list[dict]:
         """The filled prior-course slots as ``[{"name", "doseNode", "transformNode", "numberOfFractions",
-        "monthsBefore"}]``."""
+        "monthsBefore"}]``, with ``"landmarks"`` (current CT's point list, the course CT's) when both are chosen."""
         courses = []
         for n in range(1, PRIOR_COURSE_SLOTS + 1):
             dose = getattr(parameterNode, f"priorDose{n}")
             if dose is None:
                 continue
-            courses.append({"name": f"Prior course {n}", "doseNode": dose,
-                            "transformNode": getattr(parameterNode, f"priorTransform{n}"),
-                            "numberOfFractions": int(getattr(parameterNode, f"priorFractions{n}")),
-                            "monthsBefore": float(getattr(parameterNode, f"priorMonthsBefore{n}"))})
+            course = {"name": f"Prior course {n}", "doseNode": dose,
+                      "transformNode": getattr(parameterNode, f"priorTransform{n}"),
+                      "numberOfFractions": int(getattr(parameterNode, f"priorFractions{n}")),
+                      "monthsBefore": float(getattr(parameterNode, f"priorMonthsBefore{n}"))}
+            landmarks = getattr(parameterNode, f"priorLandmarks{n}")
+            if landmarks is not None and parameterNode.currentLandmarks is not None:
+                course["landmarks"] = (parameterNode.currentLandmarks, landmarks)
+            courses.append(course)
         return courses
 
     @staticmethod
