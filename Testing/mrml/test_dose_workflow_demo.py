@@ -204,22 +204,6 @@ def test_report_shows_the_registration_check(truthRun):
         assert picture.shape == (640, 640) and picture.std() > 20, view  # anatomy, not a blank view
 
 
-def test_checkerboard_squares_alternate_every_20_mm():
-    """The registration check's squares: 20 mm cubes, alternating along each axis (1 x 2 x 5 mm voxels: every 20,
-    10 and 4 voxels)."""
-    from ReirradiationDoseLib.core.geometry import ImageGeometry
-    from ReirradiationDoseLib.mrml.dosescene import _squares
-
-    geometry = ImageGeometry(sizeXyz=(60, 30, 12), spacingMm=(1.0, 2.0, 5.0), originMm=(0.0, 0.0, 0.0),
-                             direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
-    squares = _squares(geometry, 20.0)
-    assert squares.shape == (12, 30, 60)
-    assert squares[0, 0, :].tolist() == [False] * 20 + [True] * 20 + [False] * 20
-    assert squares[0, :, 0].tolist() == [False] * 10 + [True] * 10 + [False] * 10
-    assert squares[:, 0, 0].tolist() == [False] * 4 + [True] * 4 + [False] * 4
-    assert squares[4, 10, 20] == bool((1 + 1 + 1) % 2) and squares.mean() == pytest.approx(0.5, abs=0.05)
-
-
 def test_report_states_the_recovery_applied(truthRun):
     """The report's course table names every structure whose prior EQD2 was discounted (ESTRO-EORTC: state the
     recovery assumption beside cumulative doses): the demo discounts rectum and bowel 25 %, the sacral plexus

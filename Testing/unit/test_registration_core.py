@@ -200,6 +200,17 @@ def test_checkerboard_squares_and_difference():
     assert np.all(sitk.GetArrayFromImage(regquality.differenceImage(a, b)) == 4.0)
 
 
+def test_checkerboard_squares_alternate_every_20_mm():
+    """The registration check's squares: 20 mm cubes, alternating along each axis (1 x 2 x 5 mm voxels: every 20,
+    10 and 4 voxels)."""
+    squares = regquality.checkerboardMask((60, 30, 12), (1.0, 2.0, 5.0), 20.0)
+    assert squares.shape == (12, 30, 60)
+    assert squares[0, 0, :].tolist() == [False] * 20 + [True] * 20 + [False] * 20
+    assert squares[0, :, 0].tolist() == [False] * 10 + [True] * 10 + [False] * 10
+    assert squares[:, 0, 0].tolist() == [False] * 4 + [True] * 4 + [False] * 4
+    assert squares[4, 10, 20] == bool((1 + 1 + 1) % 2) and squares.mean() == pytest.approx(0.5, abs=0.05)
+
+
 def test_transform_files_round_trip(tmp_path, phantom):
     moving, _ = phantom
     field = regquality.analyticDeformationField(moving, (5.0, 4.0, 2.0), 120.0)

@@ -359,7 +359,8 @@ def registerCourse(referenceImage: sitk.Image, courseImage: sitk.Image, method: 
         affine = reg.registerAffine(fixed, moving, initialization=initialization, progress=progress)
         description["affine"] = _resultSummary(affine)
         description["rotationDeg"] = reg.affineDecomposition(affine.transform)["rotationDeg"]
-        _keepWarped(review, moving, fixed, affine.transform)
+        if review is not None:
+            _keepWarped(review, moving, fixed, affine.transform)
         return affine.transform, description
     progress(0.0, "Rigid registration")
     rigid = reg.registerRigid(fixed, moving, initialization=initialization,
@@ -367,7 +368,8 @@ def registerCourse(referenceImage: sitk.Image, courseImage: sitk.Image, method: 
     description["rigid"] = _resultSummary(rigid)
     description["rotationDeg"] = reg.affineDecomposition(rigid.transform)["rotationDeg"]  # of the linear stage
     if method == "rigid":
-        _keepWarped(review, moving, fixed, rigid.transform)
+        if review is not None:  # the module's registration asks for none: no resampling of a whole CT for nothing
+            _keepWarped(review, moving, fixed, rigid.transform)
         return rigid.transform, description
     progress(0.25, "Deformable registration")
     deformable = reg.registerDeformable(fixed, moving, initialTransform=rigid.transform, fixedMask=bodyMask,
@@ -407,9 +409,9 @@ def suppliedQuality(transform: sitk.Transform, referenceImage: sitk.Image, bodyM
     DICOM REG, a displacement field): a field made elsewhere can fold as well as ours. None for a linear transform
     (Jacobian = its determinant everywhere); ``{"error": ...}`` when they cannot be computed (never fatal)."""
     from . import regquality
-    from .registration import RegistrationResult, _members
+    from .registration import RegistrationResult
 
-    if not any(isinstance(m, sitk.DisplacementFieldTransform | sitk.BSplineTransform) for m in _members(transform)):
+    if transform.IsLinear():  # composites too: linear when every member is
         return None
     try:
         supplied = RegistrationResult(transform=transform, metricValue=float("nan"), iterations=0,

@@ -269,13 +269,7 @@ def _metricDomain(fixed: sitk.Image, moving: sitk.Image, requested: str, fixedMa
     """``"fixed"`` or ``"moving"``: over whose voxels the metric is computed (see :data:`METRIC_DOMAIN_RATIO`)."""
     if requested not in ("auto", "fixed", "moving"):
         raise InputError(f"unknown metric domain '{requested}' (use 'auto', 'fixed' or 'moving')")
-    linearStart = True
-    if initialTransform is not None:
-        try:
-            homogeneousMatrix(initialTransform)
-        except ValueError:
-            linearStart = False
-    swappable = fixedMask is None and linearStart
+    swappable = fixedMask is None and (initialTransform is None or initialTransform.IsLinear())
     if requested == "moving" and not swappable:
         raise InputError("the metric can be computed over the moving image's voxels only without a fixed mask and "
                          "from a linear initial transform")

@@ -271,16 +271,6 @@ REVIEW_WINDOW_HU = (1000.0, 100.0)  # window, level of the registration check: f
 REVIEW_SQUARES_MM = 20.0
 
 
-def _squares(geometry: ImageGeometry, squaresMm: float) -> np.ndarray:
-    """A 3D checkerboard on ``geometry``'s grid: True on every other ``squaresMm`` cube (uint8 parity, no float
-    copies of a clinical-size grid)."""
-    spacing = np.asarray(geometry.spacingMm, dtype=float)
-    ni, nj, nk = geometry.sizeXyz
-    pi, pj, pk = ((np.arange(n) * s // squaresMm).astype(np.uint8) for n, s in zip((ni, nj, nk), spacing,
-                                                                                  strict=True))
-    return ((pk[:, None, None] + pj[None, :, None] + pi[None, None, :]) % 2).astype(bool)
-
-
 def _registrationPictures(scene, result, folder: Path, centre, segmentations, legend, sizePx) -> dict[str, bytes]:
     """For every course whose CT was brought onto the reference CT (``reviewImage``): a checkerboard of the reference
     CT and the course's CT through the registration, axial and coronal through the target centre, with the target
@@ -288,6 +278,7 @@ def _registrationPictures(scene, result, folder: Path, centre, segmentations, le
     CT on the reference grid stays in the scene as a volume ("<course> CT (registered)") for review in Slicer."""
     from ..core.doseoutputs import safeName
     from ..core.dosereport import REGISTRATION_PICTURE_PREFIX
+    from ..core.regquality import checkerboardMask
 
     pictures: dict[str, bytes] = {}
     geometry = result.referenceGeometry
@@ -298,7 +289,8 @@ def _registrationPictures(scene, result, folder: Path, centre, segmentations, le
         if current is None:
             current, _ = arrayFromImage(result.referenceImage)
         registered = volumeNodeFromArray(scene, course.reviewImage, geometry, f"{course.name} CT (registered)")
-        board = np.where(_squares(geometry, REVIEW_SQUARES_MM), course.reviewImage, current)
+        board = np.where(checkerboardMask(geometry.sizeXyz, geometry.spacingMm, REVIEW_SQUARES_MM),
+                         course.reviewImage, current)
         node = volumeNodeFromArray(scene, board, geometry, f"{course.name} registration checkerboard")
         del board
         try:
