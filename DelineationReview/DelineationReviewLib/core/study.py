@@ -62,7 +62,6 @@ import io
 import json
 import logging
 import math
-import os
 import re
 import sys
 import time
@@ -1296,9 +1295,6 @@ def writeStudyOutputs(study: StudyResult, outputDir) -> Path:
     comparisonRows = [row for c in study.roundsComparison["comparisons"] for row in _comparisonRows(c)]
     with atomicOutputDir(outputDir) as folder:
         folder = Path(folder)
-        umask = os.umask(0)
-        os.umask(umask)
-        folder.chmod(0o777 & ~umask)  # mkdtemp makes it private; the output is an ordinary folder
         (folder / "long.csv").write_text(_csvText(study.rows, LONG_COLUMNS), encoding="utf-8")
         (folder / "summary_by_case.csv").write_text(
             _csvText(study.summaryByCase, ("case", "round", "kind", "metric", *SUMMARY_STATISTICS)), encoding="utf-8")

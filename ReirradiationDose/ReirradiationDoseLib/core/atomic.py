@@ -34,6 +34,7 @@ def atomicOutputDir(path, overwrite: bool = True):
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:
+        temporary.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the output is an ordinary folder
         yield temporary
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -54,6 +55,13 @@ def atomicOutputDir(path, overwrite: bool = True):
         shutil.rmtree(backup, ignore_errors=True)
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read by setting and restoring it: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomicWriteFile(path, write) -> None:
     """Write a file through ``write(temporaryPath)`` on a temporary file in the same folder and an atomic rename:
     a failed write leaves neither a partial file nor a changed old one."""
@@ -61,6 +69,7 @@ def atomicWriteFile(path, write) -> None:
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; the file is an ordinary one
         write(temporary)
         os.replace(temporary, path)
     except BaseException:
