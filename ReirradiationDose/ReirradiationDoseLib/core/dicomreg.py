@@ -754,6 +754,7 @@ def writeDicomRegistration(path: str | os.PathLike, transform: sitk.Transform, f
     _commonInstanceReference(ds, ps.studyInstanceUid, [fixedSeries, movingSeries])
     path.parent.mkdir(parents=True, exist_ok=True)
     atomicWriteFile(path, lambda temporary: ds.save_as(temporary, enforce_file_format=True))
-    logger.info("wrote DICOM %s registration (%s -> %s) to %s", kind, fixedFrameOfReferenceUid,
-                movingFrameOfReferenceUid, path)
+    # the name only: inside an output folder being written the folder is still a temporary one (core/atomic)
+    logger.info("wrote DICOM %s registration %s (frame of reference %s -> %s)", kind, path.name,
+                fixedFrameOfReferenceUid, movingFrameOfReferenceUid)
     return str(ds.SOPInstanceUID)

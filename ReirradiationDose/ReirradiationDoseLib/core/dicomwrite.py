@@ -503,5 +503,6 @@ def writeRtDose(path: str | os.PathLike, doseGy: np.ndarray, geometry: ImageGeom
         stored = np.clip(np.rint(dose / scalingWritten), 0, 4294967295).astype("<u4")
     ds.PixelData = np.ascontiguousarray(stored).tobytes()
     _save(ds, path)
-    logger.info("wrote RTDOSE (%s, %s, max %.3f Gy) to %s", doseType, summationType, maxGy, path)
+    # the name only: inside an output folder being written it is still a temporary folder (core/atomic)
+    logger.info("wrote RTDOSE %s (%s, %s, max %.3f Gy)", Path(path).name, doseType, summationType, maxGy)
     return ds.SOPInstanceUID
