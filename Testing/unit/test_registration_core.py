@@ -531,3 +531,32 @@ def test_rigid_with_the_metric_over_a_smaller_moving_image_recovers_the_motion(p
         registerRigid(fixed, slab, fixedMask=fixedBody, metricDomain="moving")
     with pytest.raises(InputError, match="unknown metric domain 'both'"):
         registerRigid(fixed, slab, metricDomain="both")
+
+
+def test_a_field_on_a_coarser_grid_covers_the_whole_fixed_image():
+    """The demons field stays on its finest level's grid (2-3 mm on a clinical CT) instead of the CT's: continued by
+    its faces, it must move every voxel centre of the fixed image (ITK's displacement field transform leaves a point
+    outside its field unmoved), the same at the corners as at the box's faces."""
+    from ReirradiationDoseLib.core.registration import _coverImage
+
+    fixed = sitk.Image([60, 50, 20], sitk.sitkFloat32)
+    fixed.SetSpacing((0.9, 0.9, 2.0))
+    fixed.SetOrigin((-20.0, -10.0, 5.0))
+    field = sitk.Image([9, 7, 5], sitk.sitkVectorFloat64, 3)  # a 2.6 mm grid over the middle of the image
+    field.SetSpacing((2.6, 2.6, 2.6))
+    field.SetOrigin((-5.0, 2.0, 15.0))
+    array = sitk.GetArrayFromImage(field)
+    array[...] = (1.0, 2.0, 3.0)
+    array[:, :, -1] = (4.0, 5.0, 6.0)  # the +x face differs: replicated beyond it
+    covering = sitk.GetImageFromArray(array, isVector=True)
+    covering.CopyInformation(field)
+    covered = _coverImage(covering, fixed)
+    assert covered.GetSpacing() == (2.6, 2.6, 2.6)
+    transform = sitk.DisplacementFieldTransform(sitk.Image(covered))
+    size = np.array(fixed.GetSize()) - 1
+    for bits in np.ndindex(2, 2, 2):
+        corner = fixed.TransformIndexToPhysicalPoint([int(v) for v in size * np.array(bits)])
+        moved = np.subtract(transform.TransformPoint(corner), corner)
+        assert np.allclose(moved, (4.0, 5.0, 6.0) if bits[0] else (1.0, 2.0, 3.0)), (bits, moved)
+    # a field already covering the image is left as it is
+    assert _coverImage(covered, fixed).GetSize() == covered.GetSize()
