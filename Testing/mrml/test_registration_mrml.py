@@ -4,6 +4,9 @@ The demo case knows its deformation (``truth/prior_registration.nrrd``, current 
 MRI transform (``truth/mri_registration.tfm``), so the transform nodes are checked against them point by point.
 """
 
+import json
+import re
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -103,6 +106,16 @@ def test_deformable_node_recovers_the_known_deformation(registered):
     quality = out["quality"]
     assert quality["foldingVoxelCount"] == 0 and 0.2 < quality["jacobianMin"] < 1.0
     assert "no folding" in out["summary"] and "Jacobian" in out["summary"]
+    # AAPM TG-132's contour check of the result, in the summary and the node's description: the organs on both CTs
+    # (all guided it here) carried through it lie within the 5 mm slice of today's (measured MDA 0.5-1.0 mm)
+    check = description["contourCheck"]
+    rows = {r["structure"]: r for r in check["structures"]}
+    assert set(rows) == set(description["structureGuided"]) and all(r["guided"] for r in rows.values())
+    assert rows["Bladder"]["dice"] > 0.95 and all(r["mdaMm"] < 1.5 for r in rows.values()), rows
+    assert json.loads(node.GetAttribute("Reirradiation.RegistrationDescription"))["contourCheck"] == check
+    assert re.search(r"Contour check \(AAPM TG-132: MDA within 5 mm, Dice about 0\.8-0\.9\): Rectum \(guided\) "
+                     r"Dice 0\.9\d / MDA \d\.\d mm; Bladder \(guided\) Dice 0\.9\d", out["summary"]), out["summary"]
+    assert not [w for w in out["warnings"] if "AAPM TG-132" in w]
     assert registered["fractions"][-1] == 1.0 and registered["fractions"] == sorted(registered["fractions"])
 
 

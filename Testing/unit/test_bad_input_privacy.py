@@ -114,3 +114,15 @@ def test_anonymized_summary_carries_no_original_uids(demoCase, fastCase, tmp_pat
     for key, value in (("studyInstanceUid", rtdose.StudyInstanceUID),
                        ("frameOfReferenceUid", rtdose.FrameOfReferenceUID)):
         assert reference.get(key) in (None, "", value)
+
+
+def test_anonymizing_drops_uid_keys_only():
+    """Keys naming a UID go ("...Uid", "...UID", "uids"); a key that merely holds the letters stays (the contour
+    check's "guided" was dropped by a substring test, and the report then failed on the anonymised summary)."""
+    from ReirradiationDoseLib.core.dosereport import anonymizeSummary
+
+    out = anonymizeSummary({"sopInstanceUid": "1.2", "SOPInstanceUID": "1.3", "uids": ["1.4"], "fixedUid": "1.5",
+                            "guided": True, "patientId": "X", "files": ["a"],
+                            "registration": {"contourCheck": {"structures": [{"guided": False, "dice": 0.9}]}}})
+    assert out == {"guided": True, "registration": {"contourCheck": {"structures": [{"guided": False, "dice": 0.9}]}},
+                   "anonymized": True}

@@ -57,6 +57,13 @@ def test_without_counterpart_names_are_kept_and_default_to_none(caseDir):
     assert parseCaseFile(write(caseDir, data)).courses[0].courseWithoutCounterpart == ("GTV_primary",)
 
 
+def test_validation_structures_are_kept(caseDir):
+    data = baseCase()
+    assert parseCaseFile(write(caseDir, data)).courses[0].validationStructures == ()
+    data["courses"][0].update(validationStructures=[" Rectum", "SacralPlexus"], structures="rs.dcm")
+    assert parseCaseFile(write(caseDir, data)).courses[0].validationStructures == ("Rectum", "SacralPlexus")
+
+
 def test_transform_file_registration(caseDir):
     data = baseCase()
     data["courses"][0]["registration"] = "reg.tfm"
@@ -102,6 +109,13 @@ def test_affine_registration_for_a_course_and_the_mri(caseDir):
      "'courseWithoutCounterpart' must be a list of structure"),
     (lambda d: d["courses"][0].update(courseWithoutCounterpart=["GTV_primary"]),
      "names structures in 'courseWithoutCounterpart' but has no 'structures'"),
+    (lambda d: d["courses"][0].update(validationStructures="Rectum", structures="rs.dcm"),
+     "'validationStructures' must be a list of structure"),
+    (lambda d: d["courses"][0].update(validationStructures=["Rectum"]),
+     "course 'prior' names 'validationStructures'.*need \"registration\": \"deformable\" and the course's "
+     "'structures'"),
+    (lambda d: d["courses"][0].update(validationStructures=["Rectum"], structures="rs.dcm", registration="rigid"),
+     "course 'prior' names 'validationStructures'"),
 ])
 def test_bad_case_files_are_refused_with_a_clear_message(caseDir, mutate, message):
     data = baseCase()

@@ -15,9 +15,12 @@ them)::
                                                    # tissue this course's CT does not hold (default: every GTV*)
          "courseWithoutCounterpart": ["GTV_primary"],  # optional, deformable only: this course's structures whose
                                                    # tissue the reference CT no longer holds (default: every GTV*)
-         "landmarks": {"current": "landmarks_current.mrk.json", "course": "prior/landmarks.mrk.json"}},
+         "landmarks": {"current": "landmarks_current.mrk.json", "course": "prior/landmarks.mrk.json"},
                                                    # optional: the same points on both CTs (paired by label; markups
                                                    # JSON or CSV label,L,P,S): TRE of the registration at each
+         "validationStructures": ["SacralPlexus"]},  # optional, deformable only: structures on both CTs that do
+                                                   # not guide the registration, so that their contour check
+                                                   # (every structure on both CTs is checked) is independent
         {"name": "current", "dose": "current/RTDOSE.dcm", "fractions": 17, "date": "2026-11-02"}
       ],
       "tissues": {"GTV": {"alphaBeta": 10}, "Rectum": {"alphaBeta": 3,
@@ -53,7 +56,7 @@ _TOP_KEYS = {
     "description",
 }
 _COURSE_KEYS = {"name", "dose", "plan", "fractions", "date", "image", "structures", "registration", "current",
-                "withoutCounterpart", "courseWithoutCounterpart", "landmarks"}
+                "withoutCounterpart", "courseWithoutCounterpart", "landmarks", "validationStructures"}
 _MRI_KEYS = {"image", "registration"}
 _TISSUE_KEYS = {"alphaBeta", "recovery", "priority", "isTarget", "aliases"}
 # "dose" (a planned distribution for per-organ prescription scaling) is not read from a case file: refused with a
@@ -76,6 +79,8 @@ class CourseSpec:
     withoutCounterpart: tuple[str, ...] | None = None  # None: every reference structure named GTV*
     courseWithoutCounterpart: tuple[str, ...] | None = None  # None: every structure of the course named GTV*
     landmarks: tuple[Path, Path] | None = None  # (points on the reference CT, the same points on the course's CT)
+    # structures on both CTs kept out of the deformable registration's guidance, for an independent contour check
+    validationStructures: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -195,6 +200,12 @@ def parseCase(data, path) -> CaseSpec:
         if courseWithoutCounterpart and not raw.get("structures"):
             raise InputError(f"course '{name}' names structures in 'courseWithoutCounterpart' but has no "
                              "'structures' (the RTSTRUCT of its planning CT)", path)
+        validation = _structureNames(raw.get("validationStructures"), f"course '{name}' 'validationStructures'",
+                                     path) or ()
+        if validation and (registration != "deformable" or not raw.get("structures")):
+            raise InputError(f"course '{name}' names 'validationStructures' (structures kept out of the guidance of a "
+                             "deformable registration, to check it): they need \"registration\": \"deformable\" "
+                             "and the course's 'structures'", path)
         current = raw.get("current")
         if current is not None and not isinstance(current, bool):
             raise InputError(f"course '{name}' 'current' must be true or false", path)
@@ -212,7 +223,7 @@ def parseCase(data, path) -> CaseSpec:
             structures=existing(raw["structures"], f"course '{name}' structures") if raw.get("structures") else None,
             registration=registration, transformFile=transformFile, isCurrent=bool(current),
             withoutCounterpart=withoutCounterpart, courseWithoutCounterpart=courseWithoutCounterpart,
-            landmarks=landmarks))
+            landmarks=landmarks, validationStructures=tuple(validation)))
     _chooseCurrent(courses, path)
 
     mri = None

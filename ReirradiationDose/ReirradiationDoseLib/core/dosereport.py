@@ -14,6 +14,7 @@ import html
 import io
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -121,8 +122,9 @@ def anonymizeSummary(summary, newUids: dict | None = None):
     def scrub(value, key=""):
         lowered = key.lower()
         if isinstance(value, dict):
+            # a UID key: "...Uid", "...UID", "uid...", not a word that merely holds the letters ("guided")
             return {k: scrub(v, k) for k, v in value.items()
-                    if "uid" not in k.lower() and k.lower() not in ("files", "skippedfiles")
+                    if not re.search(r"UID|Uid|^uid", k) and k.lower() not in ("files", "skippedfiles")
                     and not k.lower().startswith("patient")}
         if isinstance(value, list):
             return [scrub(v, key) for v in value]
@@ -343,6 +345,7 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
         w(f"<p>{html.escape(line)}</p>")
     if result.mri is not None:
         w(f"<p>{html.escape(_mriText(result.mri, result.referenceGeometry))}</p>")
+    _contourCheckSection(w, summary["courses"])
     w("<h3>α/β per structure</h3>")
     abRows = [{"structure": s, "ab": _ownerAlphaBeta(result, s),
                "target": "yes" if s in settings.targets or _isTarget(result, s) else ""} for s in sorted(result.masks)]
@@ -430,6 +433,40 @@ def _qualityLines(courses: list[dict]) -> list[str]:
                          + f" the tolerance of {landmarks['toleranceMm']:g} mm (AAPM TG-132: the largest voxel "
                          "dimension).")
     return lines
+
+
+def _contourCheckSection(w, courses: list[dict]) -> None:
+    """The contour check of every course's registration (core/contourcheck): one row per structure on both CTs."""
+    rows = []
+    tolerances = set()
+    for c in courses:
+        check = (c.get("registration") or {}).get("contourCheck")
+        if not check:
+            continue
+        tolerances.add(check["toleranceMm"])
+        for r in check["structures"]:
+            result = {True: "within", False: "beyond", None: "not measured"}[r["withinTolerance"]]
+            rows.append({"course": c["name"], "structure": r["structure"], "guided": "yes" if r["guided"] else "no",
+                         "dice": r["dice"], "mda": r["mdaMm"], "hd95": r["hd95Mm"], "today": r["referenceCc"],
+                         "carried": r["propagatedCc"], "result": result, "note": r["note"],
+                         "_class": {"within": "pass", "beyond": "fail"}.get(result, "notevaluated")})
+    if not rows:
+        return
+    low, high = next(c["registration"]["contourCheck"]["diceGuide"] for c in courses
+                     if (c.get("registration") or {}).get("contourCheck"))
+    w("<h3>Contour check of the registration</h3>")
+    w("<p>" + html.escape(
+      f"Each structure delineated on both CTs, carried from the course's CT through its registration onto today's "
+      f"CT and compared with today's contour. AAPM TG-132 asks for a mean distance to agreement (MDA) within the "
+      f"image's voxel size (here {', '.join(f'{t:g}' for t in sorted(tolerances))} mm: the largest voxel dimension, "
+      f"at least 2 mm; rows beyond it are warned) and a Dice coefficient of about {low:g}–{high:g}, lower for small "
+      f"structures. Structures that guided the registration agree by construction; only the others are an "
+      f"independent check (name them in the course's 'validationStructures' to keep them out of the guidance). "
+      f"HD95: the larger of the two directed 95th-percentile surface distances.") + "</p>")
+    w(_table(rows, [("course", "Course"), ("structure", "Structure"), ("guided", "Guided the registration"),
+                    ("dice", "Dice"), ("mda", "MDA (mm)"), ("hd95", "HD95 (mm)"), ("today", "Volume today (cc)"),
+                    ("carried", "Volume carried (cc)"), ("result", "MDA tolerance"), ("note", "Note")],
+             rowClass=lambda r: r["_class"]))
 
 
 def _mriText(mri: dict, referenceGeometry) -> str:

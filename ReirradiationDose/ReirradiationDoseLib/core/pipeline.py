@@ -452,6 +452,7 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
         identities.append(("plan", str(course.plan), planPatientId))
     transform = None
     reviewImage = None
+    courseImage, courseMasks, pairs = None, None, None
     registration: dict = {"method": course.registration}
     for key in ("withoutCounterpart", "courseWithoutCounterpart"):
         if getattr(course, key) is not None and course.registration != "deformable":
@@ -473,12 +474,11 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
             identities.append(("image", str(course.image), courseInfo.get("patientId", "")))
             reviewImage = _reviewArray(_keepWarped(None, sitk.Cast(courseImage, sitk.sitkFloat32),
                                                    sitk.Cast(referenceImage, sitk.sitkFloat32), transform))
-            del courseImage
     elif course.registration in ("rigid", "affine", "deformable"):
         courseImage, courseInfo = _readImage(course.image, f"course '{course.name}' image", dicomimage)
         identities.append(("image", str(course.image), courseInfo.get("patientId", "")))
         bodyImage = bodyOutlineImage(masks, referenceImage)
-        pairs, newTissue, newTissueNames, goneTissue, goneTissueNames = None, None, [], None, []
+        newTissue, newTissueNames, goneTissue, goneTissueNames = None, [], None, []
         if course.registration == "deformable":
             courseMasks = _courseMasks(course, courseImage)
             pairs = _pairedStructureMasks(case, course, masks, referenceImage, courseImage, courseMasks)
@@ -511,6 +511,16 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
         del review
     else:
         _checkSameFrame(case, course, doseInfo, referenceInfo, warnings)
+        if course.image is not None and course.structures is not None:  # to show what no registration leaves
+            courseImage, courseInfo = _readImage(course.image, f"course '{course.name}' image", dicomimage)
+            identities.append(("image", str(course.image), courseInfo.get("patientId", "")))
+    if courseImage is not None and course.structures is not None:
+        progress(0.96, f"Course '{course.name}': contour check")
+        check = _contourCheck(case, course, masks, referenceImage, courseImage, courseMasks, transform,
+                              set(pairs or {}), warnings)
+        if check is not None:
+            registration["contourCheck"] = check
+    del courseImage, courseMasks, pairs
     if course.landmarks is not None:
         from .landmarks import landmarkCheck
         landmarks, landmarkWarnings = landmarkCheck(transform, *course.landmarks, referenceImage.GetSpacing())
@@ -667,10 +677,36 @@ def _pairedStructureMasks(case, course: CourseSpec, masks: dict, referenceImage,
     courseMasks = courseMasks if courseMasks is not None else _courseMasks(course, courseImage)
     courseGeometry = ImageGeometry.fromImage(courseImage)
     pairs = pairStructureMasks(masks, ImageGeometry.fromImage(referenceImage), courseMasks, courseGeometry,
-                               case.targets)
+                               tuple(case.targets) + tuple(course.validationStructures))
     logger.info("Structure-guided registration of course '%s': %s", course.name, ", ".join(sorted(pairs or {}))
                 or "none")
     return pairs
+
+
+def _contourCheck(case, course: CourseSpec, masks: dict, referenceImage, courseImage, courseMasks: dict | None,
+                  transform, guided, warnings: list) -> dict | None:
+    """The contour check of a course's registration (:func:`.contourcheck.checkRegistration`) with the course's
+    ``structures`` on its CT; validation structures found on one CT only are warned. None without course structures
+    or a course CT."""
+    from . import contourcheck
+
+    if course.structures is None or courseImage is None or not masks:
+        return None
+    courseMasks = courseMasks if courseMasks is not None else _courseMasks(course, courseImage)
+    leftOut = (tuple(case.targets) + tuple(course.withoutCounterpart or ())
+               + tuple(course.courseWithoutCounterpart or ()))
+    check = contourcheck.checkRegistration(masks, ImageGeometry.fromImage(referenceImage), courseMasks,
+                                           ImageGeometry.fromImage(courseImage), transform, guided, leftOut)
+    checked = {r["structure"].strip().lower() for r in check["structures"]}
+    for name in course.validationStructures:
+        if name.strip().lower() not in checked:
+            warnings.append(f"course '{course.name}': validation structure '{name}' is not delineated on both CTs "
+                            f"({Path(case.structures).name if case.structures else 'reference'} and "
+                            f"{Path(course.structures).name}): it neither guided nor checked the registration")
+    where = course.transformFile if course.registration == "file" else course.image
+    warnings.extend(contourcheck.agreementWarnings(check["structures"], check["toleranceMm"],
+                                                   f"course '{course.name}' ({where})"))
+    return check
 
 
 def pairStructureMasks(referenceMasks: dict, referenceGeometry: ImageGeometry, movingMasks: dict,
@@ -684,17 +720,13 @@ def pairStructureMasks(referenceMasks: dict, referenceGeometry: ImageGeometry, m
     displacement error p95 around the recurrence and raise the Jacobian minimum from 0.12 to 0.40. None when
     nothing pairs.
     """
+    from .contourcheck import pairedNames
     from .geometry import imageFromArray
 
-    skip = {t.strip().lower() for t in targets} | {"body", "external", "skin", "outline", "body outline"}
-    byName = {name.strip().lower(): name for name in movingMasks}
     pairs = {}
-    for name, mask in referenceMasks.items():
-        key = name.strip().lower()
-        if key in skip or key[:3] in ("gtv", "ctv", "itv", "ptv") or key not in byName:
-            continue
-        mask = np.asarray(mask, dtype=bool)
-        other = np.asarray(movingMasks[byName[key]], dtype=bool)
+    for name, courseName in pairedNames(referenceMasks, movingMasks, targets):
+        mask = np.asarray(referenceMasks[name], dtype=bool)
+        other = np.asarray(movingMasks[courseName], dtype=bool)
         if mask.any() and other.any():
             pairs[name] = (imageFromArray(mask.astype(np.uint8), referenceGeometry),
                            imageFromArray(other.astype(np.uint8), movingGeometry))

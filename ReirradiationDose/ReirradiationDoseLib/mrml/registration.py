@@ -23,6 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from ..core import contourcheck
 from ..core import pipeline as corePipeline
 from ..core import regquality
 from ..core.dosemapping import mapMasks
@@ -155,9 +156,9 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
         warnings.append("no body outline (Body / External / Skin / Outline) among the fixed structures: the "
                         "deformable registration covers the whole fixed image, air included")
     pairs, newTissue, newTissueNames, goneTissue, goneTissueNames = None, None, [], None, []
+    movingMasks = masksFromSegmentationNode(movingStructures, movingGeometry) if movingStructures is not None else {}
     if method == "deformable":
         if movingStructures is not None:
-            movingMasks = masksFromSegmentationNode(movingStructures, movingGeometry)
             if masks:
                 pairs = corePipeline.pairStructureMasks(masks, fixedGeometry, movingMasks, movingGeometry, targets)
             goneNames = None if movingWithoutCounterpart is None else list(movingWithoutCounterpart)
@@ -183,6 +184,12 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
         description["movingWithoutCounterpart"] = {"structures": goneTissueNames,
                                                    "marginMm": corePipeline.WITHOUT_COUNTERPART_MARGIN_MM}
 
+    if masks and movingMasks:
+        # AAPM TG-132's contour check: the organs delineated on both images, carried through the result
+        progress(0.95, "Contour check")
+        description["contourCheck"] = contourcheck.checkRegistration(
+            masks, fixedGeometry, movingMasks, movingGeometry, transform, guided=description["structureGuided"],
+            leftOut=tuple(targets) + tuple(newTissueNames) + tuple(goneTissueNames))
     progress(0.96, "Storing the transform")
     label = name or f"{movingVolume.GetName()} to {fixedVolume.GetName()} ({method})"
     grid = fixedGeometry.coarsened(FIELD_EXPORT_SPACING_MM) if method == "deformable" else None
@@ -223,6 +230,11 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
     rotated = rotationWarning(description.get("rotationDeg"), f"'{movingVolume.GetName()}'")
     if rotated:
         warnings.append(rotated)
+    check = description.get("contourCheck")
+    if check is not None:
+        summary += " " + contourcheck.checkText(check)
+        warnings.extend(contourcheck.agreementWarnings(check["structures"], check["toleranceMm"],
+                                                       f"'{movingVolume.GetName()}'"))
     progress(1.0, "Registration done")
     logger.info("%s", summary)
     return {"transform": node, "description": description, "quality": quality, "warnings": warnings,
