@@ -15,6 +15,7 @@ import qt
 import slicer
 import vtk
 from slicer import (
+    vtkMRMLLinearTransformNode,
     vtkMRMLMarkupsFiducialNode,
     vtkMRMLScalarVolumeNode,
     vtkMRMLSegmentationNode,
@@ -93,6 +94,7 @@ class ReirradiationDoseParameterNode:
 
     registrationMoving: vtkMRMLScalarVolumeNode
     registrationMovingStructures: vtkMRMLSegmentationNode
+    registrationInitialTransform: vtkMRMLLinearTransformNode
     registrationMethod: Annotated[str, Choice(REGISTRATION_METHODS)] = "deformable"
     registrationSlot: Annotated[str, Choice(REGISTRATION_SLOTS)] = "Prior course 1"
 
@@ -311,7 +313,8 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                     result = self.logic.register(p.currentCt, p.registrationMoving, p.registrationMethod,
                                                  fixedStructures=p.currentStructures,
                                                  movingStructures=p.registrationMovingStructures,
-                                                 progress=progress)
+                                                 progress=progress,
+                                                 initialTransform=p.registrationInitialTransform)
                 except ProcessingCancelled:
                     self.ui.registrationStatusLabel.text = _("Cancelled: nothing was added to the scene.")
                     return
@@ -468,20 +471,23 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def register(fixedVolume, movingVolume, method: str = "deformable", fixedStructures=None,
-                 movingStructures=None, outputTransform=None, progress=None) -> dict:
+                 movingStructures=None, outputTransform=None, progress=None, initialTransform=None) -> dict:
         """Register ``movingVolume`` (prior CT, or MRI with ``method="rigid (MRI)"`` / ``"affine (MRI)"``) onto
         ``fixedVolume`` (the current planning CT) with ``ReirradiationDoseLib.mrml.registration.registerVolumes``
         and place the moving volume under the new transform node, so it is shown aligned. ``method``: one of
         ``REGISTRATION_METHODS``. Returns the dict of ``registerVolumes`` (``transform``, ``summary``, ``warnings``,
-        ``quality``...); on failure or cancel nothing is added and the moving volume keeps its place."""
+        ``quality``...); on failure or cancel nothing is added and the moving volume keeps its place.
+        ``initialTransform``: a linear transform node where the registration starts (a manual pre-alignment);
+        ``movingStructures``: organs that guide a deformable registration, and with ``fixedStructures`` the contour
+        check of any registration."""
         from ReirradiationDoseLib.mrml.registration import registerVolumes
 
         if method not in REGISTRATION_METHODS:
             raise ValueError(f"unknown registration method '{method}' (use one of {', '.join(REGISTRATION_METHODS)})")
         result = registerVolumes(fixedVolume.GetScene(), fixedVolume, movingVolume, method.split(" ")[0],
                                  multimodal=method.endswith("(MRI)"), fixedStructures=fixedStructures,
-                                 movingStructures=movingStructures if method == "deformable" else None,
-                                 outputTransform=outputTransform, progress=progress)
+                                 movingStructures=movingStructures, outputTransform=outputTransform,
+                                 progress=progress, initialTransform=initialTransform)
         movingVolume.SetAndObserveTransformNodeID(result["transform"].GetID())
         return result
 

@@ -303,3 +303,41 @@ def test_validation_structures_stay_out_of_the_guidance_and_are_checked(demoCase
         assert rows[name]["mdaMm"] < 1.5 and rows[name]["withinTolerance"], rows[name]
     assert rows["Rectum"]["dice"] > 0.88
     assert any("validation structure 'Prostate' is not delineated on both CTs" in w for w in summary["warnings"])
+
+
+def test_the_mri_registration_starts_from_a_given_transform(demoCase, tmp_path):
+    """Case-file 'initialTransform' of the MRI: the rigid registration starts from it (recorded, stated in the report)
+    and still refines it: started from the generator's own transform it stays within 1 mm of it. A file that is not
+    a transform is refused naming the MRI's initialTransform and the file."""
+    from ReirradiationDoseLib.core.errors import InputError
+
+    truthMri = demoCase.paths["mriRegistration"]
+    case = caseWithRegistration(demoCase, tmp_path, "rigid", mri="rigid")
+    data = json.loads(case.read_text())
+    data["mri"]["initialTransform"] = "truth/mri_registration.tfm"
+    sitk.WriteTransform(sitk.TranslationTransform(3, (1.0, -1.0, 0.5)), str(case.parent / "start.tfm"))
+    data["courses"][0]["initialTransform"] = "start.tfm"  # a course's registration starts there too
+    case.write_text(json.dumps(data))
+    result = runDoseWorkflow(parseCaseFile(case))
+    from ReirradiationDoseLib.core.dosereport import _registrationText
+    prior = result.courses[0].registration
+    assert prior["initialTransform"] == str((case.parent / "start.tfm").resolve())
+    assert prior["rigid"]["parameters"]["initialization"] == "given"
+    assert _registrationText(prior) == "rigid (started from start.tfm)"
+    registration = result.mri["registration"]
+    assert registration["initialTransform"] == str(truthMri.resolve())
+    assert registration["parameters"]["initialization"] == "given"
+    truth = sitk.ReadTransform(str(truthMri))
+    low, high = result.referenceGeometry.boundsLps()
+    for f in (0.3, 0.5, 0.7):
+        point = (low + f * (high - low)).tolist()
+        assert np.linalg.norm(np.subtract(result.mri["transform"].TransformPoint(point),
+                                          truth.TransformPoint(point))) < 1.0
+    from ReirradiationDoseLib.core.dosereport import _mriText
+    assert ", started from mri_registration.tfm; rotation 5." in _mriText(result.mri, result.referenceGeometry)
+    data["mri"]["initialTransform"] = "truth/not_a_transform.txt"
+    (case.parent / "truth" / "not_a_transform.txt").write_text("hello")
+    case.write_text(json.dumps(data))
+    with pytest.raises(InputError, match="not_a_transform.txt: MRI initialTransform: the transform could not be "
+                                         "read"):
+        runDoseWorkflow(parseCaseFile(case))

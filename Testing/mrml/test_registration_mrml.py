@@ -182,6 +182,40 @@ def test_propagated_prior_structures_land_on_todays_organs(registered):
         scene.RemoveNode(made)
 
 
+def test_registration_starts_from_a_hand_alignment(demoCase):
+    """The module's manual start: the moving volume placed under a linear transform node moved by hand until it lies
+    roughly on the current CT (here 10° and 25 mm off the truth, after a 70° turn that defeats the automatic start,
+    test_registration_core.py), chosen as the initial transform: the registration starts there, the volume may sit
+    under it meanwhile, and the result lies within 0.5 mm of the truth. A grid transform is refused as a start."""
+    scene = createScene()
+    try:
+        current, array, geometry = _volume(scene, demoCase.paths["currentCt"], "Current CT")
+        fixed = geometry.emptyImage()
+        centre = fixed.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in fixed.GetSize()])
+        turned = sitk.Euler3DTransform(centre, 0.0, 0.0, np.deg2rad(70.0), (40.0, 20.0, 0.0))
+        image = sitk.GetImageFromArray(array.astype(np.float32))
+        image.CopyInformation(fixed)
+        movingImage = sitk.Resample(image, fixed, turned, sitk.sitkLinear, -1000.0)
+        moving = volumeNodeFromArray(scene, sitk.GetArrayFromImage(movingImage), geometry, "Turned CT")
+        byHand = transformNodeFromSitk(scene, sitk.Euler3DTransform(centre, 0.0, 0.0, np.deg2rad(-60.0),
+                                                                    (-30.0, -15.0, 0.0)), "by hand")
+        moving.SetAndObserveTransformNodeID(byHand.GetID())
+        out = registerVolumes(scene, current, moving, "rigid", initialTransform=byHand)
+        got, truth = sitkTransformFromNode(out["transform"]), turned.GetInverse()
+        low, high = geometry.boundsLps()
+        errors = [np.linalg.norm(np.subtract(got.TransformPoint(p.tolist()), truth.TransformPoint(p.tolist())))
+                  for p in (low + f * (high - low) for f in np.linspace(0.25, 0.75, 5)[:, None] * np.ones(3))]
+        assert max(errors) < 0.5, errors
+        assert out["description"]["initialTransform"] == "by hand"
+        assert out["description"]["rigid"]["parameters"]["initialization"] == "given"
+        grid = transformNodeFromSitk(scene, displacementFieldTransform(sitk.Image([4, 4, 4], sitk.sitkVectorFloat64,
+                                                                                  3)), "a field", geometry)
+        with pytest.raises(InputError, match="initial transform 'a field' is a vtkMRMLGridTransformNode"):
+            registerVolumes(scene, current, moving, "rigid", initialTransform=grid)
+    finally:
+        closeScene(scene)
+
+
 def test_mri_rigid_node_matches_the_known_transform(demoCase):
     scene = createScene()
     try:

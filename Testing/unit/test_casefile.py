@@ -64,6 +64,15 @@ def test_validation_structures_are_kept(caseDir):
     assert parseCaseFile(write(caseDir, data)).courses[0].validationStructures == ("Rectum", "SacralPlexus")
 
 
+def test_initial_transforms_are_kept(caseDir):
+    data = baseCase()
+    data["courses"][0]["initialTransform"] = "reg.tfm"
+    data["mri"] = {"image": "ct.nrrd", "registration": "affine", "initialTransform": "reg.tfm"}
+    case = parseCaseFile(write(caseDir, data))
+    assert case.courses[0].initialTransform == (caseDir / "reg.tfm").resolve()
+    assert case.mri.initialTransform == (caseDir / "reg.tfm").resolve() and case.courses[1].initialTransform is None
+
+
 def test_transform_file_registration(caseDir):
     data = baseCase()
     data["courses"][0]["registration"] = "reg.tfm"
@@ -116,6 +125,15 @@ def test_affine_registration_for_a_course_and_the_mri(caseDir):
      "'structures'"),
     (lambda d: d["courses"][0].update(validationStructures=["Rectum"], structures="rs.dcm", registration="rigid"),
      "course 'prior' names 'validationStructures'"),
+    (lambda d: d["courses"][0].update(initialTransform="reg.tfm", registration="none"),
+     "course 'prior' 'initialTransform' is where a registration starts: it needs registration rigid, affine or "
+     "deformable \\(not 'none'\\)"),
+    (lambda d: d["courses"][0].update(initialTransform="prior.nrrd"),
+     "course 'prior' 'initialTransform' must be a transform file \\(.h5, .hdf5, .tfm or .txt; got 'prior.nrrd'\\)"),
+    (lambda d: d["courses"][0].update(initialTransform="missing.tfm"),
+     "course 'prior' initialTransform 'missing.tfm' does not exist"),
+    (lambda d: d.update(mri={"image": "ct.nrrd", "registration": "reg.tfm", "initialTransform": "reg.tfm"}),
+     "mri 'initialTransform' is where a registration starts.*\\(not 'file'\\)"),
 ])
 def test_bad_case_files_are_refused_with_a_clear_message(caseDir, mutate, message):
     data = baseCase()

@@ -6,7 +6,8 @@ them)::
     {
       "referenceImage": "current/CT",            # DICOM folder or NRRD/NIfTI: the grid of every output
       "structures": "current/RTSTRUCT.dcm",       # RTSTRUCT or .seg.nrrd on the reference image
-      "mri": {"image": "MR", "registration": "rigid"},   # optional; registration: rigid | affine | none | FILE
+      "mri": {"image": "MR", "registration": "rigid"},   # optional; registration: rigid | affine | none | FILE;
+                                                 # "initialTransform": a file where rigid / affine starts
       "courses": [                                 # oldest first; the last (or "current": true) is current
         {"name": "prior", "dose": "prior/RTDOSE.dcm", "plan": "prior/RTPLAN.dcm", "date": "2024-05-02",
          "image": "prior/CT", "structures": "prior/RTSTRUCT.dcm",
@@ -18,9 +19,11 @@ them)::
          "landmarks": {"current": "landmarks_current.mrk.json", "course": "prior/landmarks.mrk.json"},
                                                    # optional: the same points on both CTs (paired by label; markups
                                                    # JSON or CSV label,L,P,S): TRE of the registration at each
-         "validationStructures": ["SacralPlexus"]},  # optional, deformable only: structures on both CTs that do
+         "validationStructures": ["SacralPlexus"],  # optional, deformable only: structures on both CTs that do
                                                    # not guide the registration, so that their contour check
                                                    # (every structure on both CTs is checked) is independent
+         "initialTransform": "prior/prealigned.tfm"},  # optional, rigid / affine / deformable: where the
+                                                   # registration starts instead of the image centres
         {"name": "current", "dose": "current/RTDOSE.dcm", "fractions": 17, "date": "2026-11-02"}
       ],
       "tissues": {"GTV": {"alphaBeta": 10}, "Rectum": {"alphaBeta": 3,
@@ -56,8 +59,9 @@ _TOP_KEYS = {
     "description",
 }
 _COURSE_KEYS = {"name", "dose", "plan", "fractions", "date", "image", "structures", "registration", "current",
-                "withoutCounterpart", "courseWithoutCounterpart", "landmarks", "validationStructures"}
-_MRI_KEYS = {"image", "registration"}
+                "withoutCounterpart", "courseWithoutCounterpart", "landmarks", "validationStructures",
+                "initialTransform"}
+_MRI_KEYS = {"image", "registration", "initialTransform"}
 _TISSUE_KEYS = {"alphaBeta", "recovery", "priority", "isTarget", "aliases"}
 # "dose" (a planned distribution for per-organ prescription scaling) is not read from a case file: refused with a
 # clear message rather than silently ignored (core.budget.organScalingFactors does it from Python).
@@ -81,6 +85,7 @@ class CourseSpec:
     landmarks: tuple[Path, Path] | None = None  # (points on the reference CT, the same points on the course's CT)
     # structures on both CTs kept out of the deformable registration's guidance, for an independent contour check
     validationStructures: tuple[str, ...] = ()
+    initialTransform: Path | None = None  # where the registration starts instead of the image centres (a file)
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,7 @@ class MriSpec:
     image: Path
     registration: str = "rigid"
     transformFile: Path | None = None
+    initialTransform: Path | None = None  # where the rigid / affine registration starts (a transform file)
 
 
 @dataclass(frozen=True)
@@ -206,6 +212,7 @@ def parseCase(data, path) -> CaseSpec:
             raise InputError(f"course '{name}' names 'validationStructures' (structures kept out of the guidance of a "
                              "deformable registration, to check it): they need \"registration\": \"deformable\" "
                              "and the course's 'structures'", path)
+        initial = _initialTransform(raw.get("initialTransform"), registration, f"course '{name}'", existing, path)
         current = raw.get("current")
         if current is not None and not isinstance(current, bool):
             raise InputError(f"course '{name}' 'current' must be true or false", path)
@@ -223,7 +230,7 @@ def parseCase(data, path) -> CaseSpec:
             structures=existing(raw["structures"], f"course '{name}' structures") if raw.get("structures") else None,
             registration=registration, transformFile=transformFile, isCurrent=bool(current),
             withoutCounterpart=withoutCounterpart, courseWithoutCounterpart=courseWithoutCounterpart,
-            landmarks=landmarks, validationStructures=tuple(validation)))
+            landmarks=landmarks, validationStructures=tuple(validation), initialTransform=initial))
     _chooseCurrent(courses, path)
 
     mri = None
@@ -238,7 +245,8 @@ def parseCase(data, path) -> CaseSpec:
         if registration == "deformable":
             raise InputError("MRI to CT registration is rigid or affine (or 'none' / a transform file), not "
                              "deformable", path)
-        mri = MriSpec(existing(raw["image"], "mri image"), registration, transformFile)
+        mri = MriSpec(existing(raw["image"], "mri image"), registration, transformFile,
+                      _initialTransform(raw.get("initialTransform"), registration, "mri", existing, path))
 
     tissues = {}
     rawTissues = data.get("tissues", {})
@@ -358,6 +366,21 @@ def _registration(value, what: str, existing, path: Path) -> tuple[str, Path | N
         return "file", existing(value, f"{what} transform file")
     raise InputError(f"{what} registration '{value}' is not none, rigid, affine, deformable or a transform file",
                      path)
+
+
+def _initialTransform(value, registration: str, what: str, existing, path: Path) -> Path | None:
+    """The optional ``initialTransform`` of a course or the MRI: a transform file (reference-CT points to the image's,
+    as a registration file) where a rigid / affine / deformable registration starts instead of the automatic
+    initialisation (a manual pre-alignment, when the images start far apart)."""
+    if value is None:
+        return None
+    if registration not in ("rigid", "affine", "deformable"):
+        raise InputError(f"{what} 'initialTransform' is where a registration starts: it needs registration rigid, "
+                         f"affine or deformable (not '{registration}')", path)
+    if not isinstance(value, str) or not value.lower().endswith((".h5", ".hdf5", ".tfm", ".txt")):
+        raise InputError(f"{what} 'initialTransform' must be a transform file (.h5, .hdf5, .tfm or .txt; got "
+                         f"{value!r})", path)
+    return existing(value, f"{what} initialTransform")
 
 
 def _structureNames(value, what: str, path) -> tuple[str, ...] | None:

@@ -288,17 +288,23 @@ def _registrationText(registration: dict) -> str | None:
         names = (registration.get(key) or {}).get("structures")
         if names:
             parts.append(f"{where}{', '.join(names)}")
+    start = registration.get("initialTransform")
+    start = f"started from {Path(str(start)).name}" if start else ""
     affine = (registration.get("affine") or {}).get("parameters") or {}
-    if method == "affine" and affine.get("affineKept") is False:
-        return "rigid (the affine refinement matched the images worse and was not used)"
     scales = affine.get("affine", {}).get("scales")
-    if method == "affine" and scales:
-        return f"affine (scales {', '.join(f'{v:.3f}' for v in scales)})"
-    if method and parts:
-        margin = next(registration[k]["marginMm"] for k in ("withoutCounterpart", "courseWithoutCounterpart")
-                      if (registration.get(k) or {}).get("structures"))
-        return f"{method} (without counterpart, + {margin:g} mm: {'; '.join(parts)})"
-    return method
+    if method == "affine" and affine.get("affineKept") is False:
+        text, details = "rigid", ["the affine refinement matched the images worse and was not used"]
+    elif method == "affine" and scales:
+        text, details = "affine", [f"scales {', '.join(f'{v:.3f}' for v in scales)}"]
+    else:
+        text, details = method, []
+        if parts:
+            margin = next(registration[k]["marginMm"] for k in ("withoutCounterpart", "courseWithoutCounterpart")
+                          if (registration.get(k) or {}).get("structures"))
+            details.append(f"without counterpart, + {margin:g} mm: {'; '.join(parts)}")
+    if start:
+        details.append(start)
+    return f"{text} ({'; '.join(details)})" if text and details else text
 
 
 def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity: bool = False,
@@ -497,7 +503,10 @@ def _mriText(mri: dict, referenceGeometry) -> str:
     kind = "rigid"
     if method.startswith("affine"):
         kind = _registrationText({"method": "affine", "affine": registration}) or "affine"
-    return f"MRI {name}: {kind} registration, {metric} over {over}" + (f"; {motion}." if motion else ".")
+    start = registration.get("initialTransform")
+    start = f", started from {Path(str(start)).name}" if start else ""
+    return (f"MRI {name}: {kind} registration, {metric} over {over}{start}"
+            + (f"; {motion}." if motion else "."))
 
 
 def _isTarget(result, structure) -> bool:

@@ -332,7 +332,8 @@ def registerCourse(referenceImage: sitk.Image, courseImage: sitk.Image, method: 
                    withoutCounterpart: sitk.Image | None = None,
                    initialization: str = "geometry",
                    courseWithoutCounterpart: sitk.Image | None = None,
-                   review: dict | None = None) -> tuple[sitk.Transform, dict]:
+                   review: dict | None = None,
+                   initialTransform: sitk.Transform | None = None) -> tuple[sitk.Transform, dict]:
     """Register a course's planning CT onto the reference CT: rigid, then (``method``) affine or deformable.
 
     ``structureMasks`` (deformable only): ``{name: (reference mask image, course mask image)}`` organs delineated
@@ -342,7 +343,9 @@ def registerCourse(referenceImage: sitk.Image, courseImage: sitk.Image, method: 
     no force and the field there follows its surroundings; ``courseWithoutCounterpart`` likewise, a mask on the
     course CT's grid of tissue the reference CT no longer holds (the prior primary tumour,
     :func:`_courseWithoutCounterpartMask`). ``initialization`` of the rigid step: ``"geometry"``
-    (image centres) or ``"moments"`` (centres of mass, for an MRI whose field of view differs from the CT's).
+    (image centres) or ``"moments"`` (centres of mass, for an MRI whose field of view differs from the CT's);
+    ``initialTransform`` (reference LPS -> course LPS, e.g. a manual pre-alignment) starts the rigid step there
+    instead.
 
     Returns the transform (reference LPS → course LPS, for pull-back resampling) and a description with the
     registration's parameters and quality numbers. With a ``review`` dict, the course image pulled onto the reference
@@ -356,14 +359,15 @@ def registerCourse(referenceImage: sitk.Image, courseImage: sitk.Image, method: 
     description: dict = {"method": method}
     if method == "affine":  # rigid, then the 12-parameter refinement (registerAffine)
         progress(0.0, "Affine registration")
-        affine = reg.registerAffine(fixed, moving, initialization=initialization, progress=progress)
+        affine = reg.registerAffine(fixed, moving, initialization=initialization, progress=progress,
+                                    initialTransform=initialTransform)
         description["affine"] = _resultSummary(affine)
         description["rotationDeg"] = reg.affineDecomposition(affine.transform)["rotationDeg"]
         if review is not None:
             _keepWarped(review, moving, fixed, affine.transform)
         return affine.transform, description
     progress(0.0, "Rigid registration")
-    rigid = reg.registerRigid(fixed, moving, initialization=initialization,
+    rigid = reg.registerRigid(fixed, moving, initialization=initialization, initialTransform=initialTransform,
                               progress=subProgress(progress, 0.0, 0.25 if method == "deformable" else 1.0))
     description["rigid"] = _resultSummary(rigid)
     description["rotationDeg"] = reg.affineDecomposition(rigid.transform)["rotationDeg"]  # of the linear stage
@@ -485,11 +489,13 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
             newTissue, newTissueNames = _withoutCounterpartMask(course, masks, referenceImage, warnings)
             goneTissue, goneTissueNames = _courseWithoutCounterpartMask(course, courseMasks, courseImage, warnings)
         review: dict = {}
+        initial = _initialTransform(course.initialTransform, f"course '{course.name}'")
         try:
             transform, registration = registerCourse(referenceImage, courseImage, course.registration, bodyImage,
                                                      subProgress(progress, 0.05, 0.95), structureMasks=pairs,
                                                      withoutCounterpart=newTissue,
-                                                     courseWithoutCounterpart=goneTissue, review=review)
+                                                     courseWithoutCounterpart=goneTissue, review=review,
+                                                     initialTransform=initial)
         except InputError as error:
             raise InputError(f"course '{course.name}': {course.registration} registration of this image (moving) "
                              f"onto the reference CT {case.referenceImage} (fixed): {error}", course.image) from error
@@ -499,6 +505,8 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
             registration["courseWithoutCounterpart"] = {"structures": goneTissueNames,
                                                         "marginMm": WITHOUT_COUNTERPART_MARGIN_MM}
         registration["movingImage"] = str(course.image)
+        if course.initialTransform is not None:
+            registration["initialTransform"] = str(course.initialTransform)
         from .registration import rotationWarning
         rotated = rotationWarning(registration.get("rotationDeg"), f"course '{course.name}' ({course.image})")
         if rotated:
@@ -536,6 +544,19 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
                        date=course.date, fractionsSource=source, prescriptionGy=prescription,
                        doseFile=str(course.dose), doseInfo=doseInfo, transform=transform, registration=registration,
                        identities=identities, reviewImage=reviewImage)
+
+
+def _initialTransform(path, what: str) -> sitk.Transform | None:
+    """The transform file where a registration starts (``initialTransform`` of a course or the MRI), or None."""
+    if path is None:
+        return None
+    from .transformio import readTransform
+
+    try:
+        return readTransform(path)
+    except InputError as error:
+        reason = str(error).removeprefix(f"{error.path}: ") if error.path else str(error)
+        raise InputError(f"{what} initialTransform: {reason}", path) from error
 
 
 def bodyOutlineImage(masks: dict, referenceImage: sitk.Image) -> sitk.Image | None:
@@ -780,14 +801,17 @@ def _registerMri(case: CaseSpec, referenceImage, progress, dicomimage, warnings:
     elif case.mri.registration in ("rigid", "affine"):
         from . import registration as reg
         register = reg.registerRigid if case.mri.registration == "rigid" else reg.registerAffine
+        initial = _initialTransform(case.mri.initialTransform, "MRI")
         try:
             result = register(sitk.Cast(referenceImage, sitk.sitkFloat32), sitk.Cast(mriImage, sitk.sitkFloat32),
-                              metric="mattes", initialization="moments", progress=progress)
+                              metric="mattes", initialization="moments", progress=progress, initialTransform=initial)
         except InputError as error:
             raise InputError(f"MRI: {case.mri.registration} registration of this image (moving) onto the reference "
                              f"CT {case.referenceImage} (fixed): {error}", case.mri.image) from error
         transform = result.transform
         registration.update(_resultSummary(result))
+        if initial is not None:
+            registration["initialTransform"] = str(case.mri.initialTransform)
         registration["rotationDeg"] = reg.affineDecomposition(transform)["rotationDeg"]
         rotated = reg.rotationWarning(registration["rotationDeg"], f"MRI ({case.mri.image})")
         if rotated:

@@ -70,21 +70,24 @@ def _isRegistration(transformNode) -> bool:
                                               or transformNode.GetAttribute(DICOM_REGISTRATION_ATTRIBUTE))
 
 
-def _read(read, node, what: str, moving: bool, transformNode):
+def _read(read, node, what: str, moving: bool, transformNode, alsoUnder=None):
     """``read(node, ignoreParentTransform)`` with the parent-transform rule: a moving volume may sit under
-    ``transformNode`` or under any registration of this extension (placed there to be seen aligned), since its own
-    grid is what the registration maps into; any other parent transform is refused (harden it first)."""
+    ``transformNode``, under ``alsoUnder`` (the initial transform it was aligned by hand with) or under any
+    registration of this extension (placed there to be seen aligned), since its own grid is what the registration
+    maps into; any other parent transform is refused (harden it first)."""
     parent = node.GetParentTransformNode() if node is not None else None
-    ignore = moving and parent is not None and (parent is transformNode or _isRegistration(parent))
+    ignore = moving and parent is not None and (parent is transformNode or (alsoUnder is not None and parent is
+                                                                            alsoUnder) or _isRegistration(parent))
     try:
         return read(node, ignore)
     except InputError as error:
         raise InputError(f"{what}: {error}") from error
 
 
-def _image(node, what: str, moving: bool = False, transformNode=None) -> tuple[sitk.Image, ImageGeometry]:
+def _image(node, what: str, moving: bool = False, transformNode=None,
+           alsoUnder=None) -> tuple[sitk.Image, ImageGeometry]:
     """The volume's voxels as a float32 image on its own grid (parent transform: :func:`_read`)."""
-    array, geometry = _read(arrayAndGeometryFromVolumeNode, node, what, moving, transformNode)
+    array, geometry = _read(arrayAndGeometryFromVolumeNode, node, what, moving, transformNode, alsoUnder)
     return imageFromArray(array.astype(np.float32, copy=False), geometry), geometry
 
 
@@ -101,7 +104,7 @@ def _rigidSummary(transform: sitk.Transform, fixedGeometry: ImageGeometry) -> st
 def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable", *, multimodal: bool = False,
                     fixedStructures=None, movingStructures=None, withoutCounterpart=None,
                     movingWithoutCounterpart=None, targets=(),
-                    outputTransform=None, name: str | None = None, progress=None) -> dict:
+                    outputTransform=None, name: str | None = None, progress=None, initialTransform=None) -> dict:
     """Register ``movingVolume`` (prior CT, or MRI with ``multimodal=True``) onto ``fixedVolume`` (current CT).
 
     Parameters
@@ -122,6 +125,10 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
     targets : further fixed structure names never used as guides (GTV/CTV/ITV/PTV names never are).
     outputTransform : an existing transform node to fill (linear for rigid and affine, grid for deformable);
         default a new one.
+    initialTransform : a linear transform node where the registration starts instead of the automatic
+        initialisation: a manual pre-alignment, the moving volume placed under it and moved in the Transforms module
+        until it lies roughly on the fixed one (as Slicer stores it: fixed points to the moving volume's own
+        coordinates "from parent"). The moving volume may sit under it while registering.
     progress : ``progress(fraction, message)``; raising ``ProcessingCancelled`` stops it with the scene untouched.
 
     Returns ``{"transform", "description", "quality", "warnings", "summary"}``; the node carries attributes
@@ -143,9 +150,13 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
     if outputTransform is not None and not outputTransform.IsA(wanted):
         raise InputError(f"the output transform '{outputTransform.GetName()}' is a {outputTransform.GetClassName()}; "
                          f"{method} registration needs a {wanted}")
+    if initialTransform is not None and not initialTransform.IsA("vtkMRMLLinearTransformNode"):
+        raise InputError(f"the initial transform '{initialTransform.GetName()}' is a "
+                         f"{initialTransform.GetClassName()}; a registration starts from a linear transform node")
     fixed, fixedGeometry = _image(fixedVolume, f"fixed volume '{fixedVolume.GetName()}'")
     moving, movingGeometry = _image(movingVolume, f"moving volume '{movingVolume.GetName()}'", True,
-                                    outputTransform)
+                                    outputTransform, initialTransform)
+    initial = None if initialTransform is None else sitkTransformFromNode(initialTransform, fixedGeometry)
     warnings: list[str] = []
     masks = masksFromSegmentationNode(fixedStructures, fixedGeometry) if fixedStructures is not None else {}
     bodyName = corePipeline.findBody(masks)
@@ -173,11 +184,13 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
         transform, description = corePipeline.registerCourse(
             fixed, moving, method, body, subProgress(progress, 0.0, 0.95), structureMasks=pairs,
             withoutCounterpart=newTissue, initialization="moments" if multimodal else "geometry",
-            courseWithoutCounterpart=goneTissue)
+            courseWithoutCounterpart=goneTissue, initialTransform=initial)
     except InputError as error:
         raise InputError(f"{method} registration of '{movingVolume.GetName()}' (moving) onto "
                          f"'{fixedVolume.GetName()}' (fixed): {error}") from error
     description["structureGuided"] = sorted(pairs or {})
+    if initialTransform is not None:
+        description["initialTransform"] = initialTransform.GetName()
     if method == "deformable":
         description["withoutCounterpart"] = {"structures": newTissueNames,
                                              "marginMm": corePipeline.WITHOUT_COUNTERPART_MARGIN_MM}
