@@ -263,6 +263,13 @@ def test_contour_check_with_the_true_field(demoCase, truthRun):
         assert not row["guided"] and row["withinTolerance"] and row["comparedPercent"] == 100.0, name
         assert row["dice"] > (0.75 if name == "SacralPlexus" else 0.88) and row["mdaMm"] < 2.0, (name, row)
     assert rows["Bladder"]["dice"] > 0.95 and rows["Bladder"]["referenceCc"] == pytest.approx(195.0, abs=1.0)
+    import csv
+    with (truthRun / "contour_check.csv").open(encoding="utf-8") as handle:
+        table = list(csv.DictReader(handle))
+    assert [r["structure"] for r in table] == [r["structure"] for r in check["structures"]]
+    bladder = next(r for r in table if r["structure"] == "Bladder")
+    assert bladder["course"] == "prior" and float(bladder["dice"]) == pytest.approx(rows["Bladder"]["dice"])
+    assert bladder["guided"] == "False" and bladder["toleranceMm"] == "5.0"
     report = (truthRun / "report.html").read_text()
     section = report[report.index("<h3>Contour check of the registration</h3>"):]
     assert "AAPM TG-132 asks for a mean distance to agreement (MDA) within the image&#x27;s voxel size (here 5 mm" \

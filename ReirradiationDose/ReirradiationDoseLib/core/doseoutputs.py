@@ -8,6 +8,7 @@ Files (on the reference grid, LPS geometry in the NRRD headers)::
     alpha_beta.nrrd            the α/β map used (Gy)
     remaining_budget.nrrd      largest physical dose a planned course may add (when a planned course is given)
     dvh.csv, constraints.csv, summary.json, report.html
+    contour_check.csv          the contour check of each course's registration (courses with their own structures)
     composite_eqd2.dcm         RTDOSE (DoseType EFFECTIVE, SeriesDescription states EQD2 and α/β)
     *.png, scene.mrb           pictures and the Slicer scene, through ``pictureWriter`` (the mrml layer)
 """
@@ -24,7 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .atomic import atomicOutputDir
-from .dosereport import constraintRows, dvhRows, reportHtml, summaryDict, writeCsv
+from .dosereport import constraintRows, contourCheckRows, dvhRows, reportHtml, summaryDict, writeCsv
 from .geometry import ImageGeometry, imageFromArray
 from .progress import noProgress
 
@@ -68,6 +69,10 @@ def writeDoseOutputs(result, outputDir, pictures: bool | Callable = True, includ
         writeCsv(folder / "dvh.csv", dvhRows(result))
         writeCsv(folder / "constraints.csv", constraintRows(result))
         written += ["dvh.csv", "constraints.csv"]
+        contourRows = contourCheckRows(result)
+        if contourRows:
+            writeCsv(folder / "contour_check.csv", contourRows)
+            written.append("contour_check.csv")
 
         progress(0.3, "Writing the RTDOSE")
         rtdosePath, ps = _writeRtDose(result, folder / "composite_eqd2.dcm", anonymize)

@@ -97,6 +97,16 @@ def _ownerAlphaBeta(result, structure):
         return None
 
 
+def contourCheckRows(result) -> list[dict]:
+    """One row per course and structure of the courses' contour checks (core/contourcheck), with the tolerance."""
+    rows = []
+    for course in result.courses:
+        check = (course.registration or {}).get("contourCheck")
+        for row in (check or {}).get("structures", []):
+            rows.append({"course": course.name, **row, "toleranceMm": check["toleranceMm"]})
+    return rows
+
+
 def constraintRows(result) -> list[dict]:
     """One flat row per constraint result: structure, metric, limit, α/β, value, margin, status, source."""
     rows = []
@@ -468,7 +478,9 @@ def _contourCheckSection(w, courses: list[dict]) -> None:
       f"at least 2 mm; rows beyond it are warned) and a Dice coefficient of about {low:g}–{high:g}, lower for small "
       f"structures. Structures that guided the registration agree by construction; only the others are an "
       f"independent check (name them in the course's 'validationStructures' to keep them out of the guidance). "
-      f"HD95: the larger of the two directed 95th-percentile surface distances.") + "</p>")
+      f"HD95: the larger of the two directed 95th-percentile surface distances. An organ whose surface lands says "
+      f"little of the displacement inside it (a uniform bladder) or along it (an elongated bone): check those with "
+      f"landmarks and the checkerboards below.") + "</p>")
     w(_table(rows, [("course", "Course"), ("structure", "Structure"), ("guided", "Guided the registration"),
                     ("dice", "Dice"), ("mda", "MDA (mm)"), ("hd95", "HD95 (mm)"), ("today", "Volume today (cc)"),
                     ("carried", "Volume carried (cc)"), ("result", "MDA tolerance"), ("note", "Note")],
