@@ -18,6 +18,9 @@ structures at all ("intensity only"), and reports
 - the RMS difference (HU) between the prior CT pulled through each field (and through the true field) and the current
   CT, in the body, the bladder and the sacrum: where the true field does not match the images better than the
   registration's, the remaining displacement error is beyond what the intensities show;
+- the report's contour check (``core/contourcheck``: MDA of the organs carried from the prior CT) through the true
+  field, the pipeline's, intensity only and rigid only, beside the displacement error p95 inside each organ: how much
+  of the error a surface check sees;
 - the composite EQD2 at every truth point of ``truth.json`` (trilinear sampling of the composite on the reference
   grid, as the issue's check does) with the registration, with the true field (the dose-mapping floor) and with
   rigid only, as % of ``expectedCompositeEqd2Gy``.
@@ -43,7 +46,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from ReirradiationDoseLib.core import casefile, dicomimage, pipeline, regquality, segio
+from ReirradiationDoseLib.core import casefile, contourcheck, dicomimage, pipeline, regquality, segio
 from ReirradiationDoseLib.core import registration as reg
 from ReirradiationDoseLib.core.geometry import ImageGeometry, imageFromArray
 
@@ -92,7 +95,7 @@ def demoRegistrationCase(caseDir: Path) -> types.SimpleNamespace:
     ``fixed``/``moving`` (float32 CTs), ``masks`` (current structures), ``body``/``bodyImage``, ``truthField``
     (the generator's field) and ``truthArray`` (it sampled at the current CT's voxels, LPS mm), ``pairs``
     (structure guides), ``newTissue``/``goneTissue`` (masks without counterpart on the current / prior CT) and
-    their names."""
+    their names, ``priorMasks`` (the prior CT's structures on its grid)."""
     fixed, _ = dicomimage.readImageSeries(caseDir / "current" / "CT")
     moving, _ = dicomimage.readImageSeries(caseDir / "prior" / "CT")
     fixed, moving = sitk.Cast(fixed, sitk.sitkFloat32), sitk.Cast(moving, sitk.sitkFloat32)
@@ -113,7 +116,7 @@ def demoRegistrationCase(caseDir: Path) -> types.SimpleNamespace:
                                  bodyImage=imageFromArray(body.astype(np.uint8), geometry), truthField=truthField,
                                  truthArray=truthArray, pairs=pairs, newTissue=newTissue,
                                  newTissueNames=newTissueNames, goneTissue=goneTissue,
-                                 goneTissueNames=goneTissueNames)
+                                 goneTissueNames=goneTissueNames, priorMasks=priorMasks)
 
 
 def main(argv=None) -> int:
@@ -186,6 +189,17 @@ def main(argv=None) -> int:
     currentHu = sitk.GetArrayFromImage(fixed)
     fields = {"true field": reg.displacementFieldTransform(truthField),
               **{mode: result.transform for mode, result in results.items()}, "rigid only": rigid.transform}
+    # what the report's contour check (AAPM TG-132, core/contourcheck) sees of each field, beside the truth: MDA of the
+    # organs carried from the prior CT, and the displacement error p95 inside each organ
+    geometry = ImageGeometry.fromImage(fixed)
+    for name in ("true field", "pipeline", "intensity only", "rigid only"):
+        check = contourcheck.checkRegistration(masks, geometry, d.priorMasks, ImageGeometry.fromImage(moving),
+                                               fields[name], guided=sorted(pairs or {}) if name == "pipeline" else (),
+                                               leftOut=tuple(d.newTissueNames) + tuple(d.goneTissueNames))
+        error = errors.get(name) if name != "true field" else np.zeros(body.shape)
+        print(f"contour check, {name:14s} (MDA mm / true p95 error inside mm): " + ", ".join(
+            f"{r['structure']} {r['mdaMm']:.1f}/{np.percentile(error[masks[r['structure']]], 95):.1f}"
+            for r in check["structures"]) + f"; tolerance {check['toleranceMm']:g} mm")
     scanned = sitk.Image(moving.GetSize(), sitk.sitkUInt8) + 1
     scanned.CopyInformation(moving)
     covered = body.copy()
