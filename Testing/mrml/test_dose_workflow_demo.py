@@ -287,6 +287,29 @@ def test_contour_check_shows_what_no_registration_leaves(demoCase, tmp_path):
     assert rows["Bladder"]["dice"] < 0.85 and rows["SacralPlexus"]["dice"] < 0.5
     bladder = [w for w in result.warnings if "structure 'Bladder'" in w]
     assert len(bladder) == 1 and "lies 5." in bladder[0] and "AAPM TG-132" in bladder[0]
+    # the carried organs go into the scene beside today's (kept cropped to their boxes in the result): the same
+    # masks, so the same Dice as the check's
+    from ReirradiationDoseLib.mrml.dosescene import addDoseResultToScene
+    from ReirradiationDoseLib.mrml.nodes import masksFromSegmentationNode
+    from ReirradiationDoseLib.mrml.scene import closeScene, createScene
+
+    start, cropped = result.courses[0].carriedStructures["Bladder"]
+    assert cropped.shape != result.masks["Bladder"].shape and cropped.any()
+    scene = createScene()
+    try:
+        nodes = addDoseResultToScene(scene, result)
+        carried = nodes["carried:prior"]
+        assert carried.GetName() == "prior structures carried by its registration"
+        assert carried.GetSegmentation().GetNumberOfSegments() == len(rows)
+        masks = masksFromSegmentationNode(carried, result.referenceGeometry)
+        today = result.masks["Bladder"]
+        assert 2 * np.count_nonzero(masks["Bladder"] & today) / (masks["Bladder"].sum() + today.sum()) \
+            == pytest.approx(rows["Bladder"]["dice"], abs=1e-9)
+        assert masks["Bladder"].sum() == cropped.sum()
+        assert tuple(carried.GetSegmentation().GetSegment("Bladder").GetColor()) == pytest.approx(
+            result.structureColors["Bladder"][:3])
+    finally:
+        closeScene(scene)
 
 
 @pytest.mark.slow

@@ -68,3 +68,14 @@ def test_coarsened_keeps_the_box_and_never_refines():
     assert c.sizeXyz == (202, 202, 121)
     assert g.coarsened(0.5) == g  # already coarser: unchanged
     assert ImageGeometry((10, 10, 10), (3.5, 3.5, 5.0)).coarsened(2.5).spacingMm == (3.5, 3.5, 5.0)
+
+
+def test_crop_is_the_sub_grid_at_an_index():
+    geometry = ImageGeometry((10, 20, 30), (0.5, 1.0, 2.0), (5.0, -3.0, 7.0),
+                             (0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+    box = geometry.crop((4, 2, 3), (5, 6, 7))  # k, j, i start and shape
+    assert box.sizeXyz == (7, 6, 5) and box.spacingMm == geometry.spacingMm and box.direction == geometry.direction
+    assert np.allclose(box.indexToLps((0, 0, 0)), geometry.indexToLps((3, 2, 4)))
+    assert np.allclose(box.indexToLps((6, 5, 4)), geometry.indexToLps((9, 7, 8)))
+    with pytest.raises(ValueError, match="not inside"):
+        geometry.crop((0, 0, 8), (1, 1, 3))

@@ -171,14 +171,15 @@ def agreementWarnings(rows, toleranceMm: float, what: str) -> list[str]:
 
 
 def checkRegistration(referenceMasks: dict, referenceGeometry, courseMasks: dict, courseGeometry, transform,
-                      guided=(), leftOut=()) -> dict:
+                      guided=(), leftOut=(), carried: dict | None = None) -> dict:
     """The contour check of a registration: every structure in both ``referenceMasks`` (today's, on
     ``referenceGeometry``) and ``courseMasks`` (on the course CT's ``courseGeometry``; :func:`pairedNames`, without
     ``leftOut``), the course's carried onto the reference grid through ``transform`` (reference LPS -> course LPS;
     None: the identity) with nearest neighbour, and compared (:func:`contourAgreement`).
 
     Returns ``{"toleranceMm", "diceGuide", "structures": [row dicts]}``; ``guided``: names that guided the
-    registration (their rows say so).
+    registration (their rows say so). ``carried`` (a dict): filled with the course's structures as carried,
+    ``{name: (start index (k, j, i), bool mask cropped to its bounding box)}`` (for showing them; empty ones left out).
     """
     from .dosemapping import mapMasks
 
@@ -190,7 +191,11 @@ def checkRegistration(referenceMasks: dict, referenceGeometry, courseMasks: dict
     mapped, covered = mapMasks({c: courseMasks[c] for _, c in names}, courseGeometry, transform, referenceGeometry)
     guidedKeys = {str(n).strip().lower() for n in guided}
     for name, courseName in names:
-        row = contourAgreement(name, referenceMasks[name], mapped.pop(courseName), referenceGeometry.spacingMm,
+        mask = mapped.pop(courseName)
+        if carried is not None and mask.any():
+            box = _box(mask)
+            carried[courseName] = (tuple(int(b.start) for b in box), mask[box].copy())
+        row = contourAgreement(name, referenceMasks[name], mask, referenceGeometry.spacingMm,
                                covered, guided=name.strip().lower() in guidedKeys, courseName=courseName,
                                toleranceMm=tolerance)
         check["structures"].append(row.toDict())

@@ -148,6 +148,15 @@ class ImageGeometry:
         return ImageGeometry(tuple(int(v) for v in size), tuple(float(v) for v in spacing), self.originMm,
                              self.direction)
 
+    def crop(self, startKji, shapeKji) -> ImageGeometry:
+        """The sub-grid of ``shapeKji`` voxels starting at index ``startKji`` (array order k, j, i)."""
+        start = np.asarray(startKji, dtype=int)[::-1]
+        size = np.asarray(shapeKji, dtype=int)[::-1]
+        if np.any(start < 0) or np.any(start + size > np.array(self.sizeXyz)) or np.any(size < 1):
+            raise ValueError(f"the box at {tuple(start)} of {tuple(size)} voxels is not inside {self.sizeXyz}")
+        return ImageGeometry(tuple(int(v) for v in size), self.spacingMm, tuple(self.indexToLps(start)),
+                             self.direction)
+
     def emptyImage(self, pixelId=sitk.sitkFloat32) -> sitk.Image:
         image = sitk.Image(list(self.sizeXyz), pixelId)
         self.applyTo(image)

@@ -81,6 +81,8 @@ class CourseInput:
     registration: dict = field(default_factory=lambda: {"method": "none"})
     identities: list = field(default_factory=list)  # (what, file, PatientID) of the course's files
     reviewImage: np.ndarray | None = None  # the course's CT on the reference grid through the transform (int16 HU)
+    # the course's own structures carried onto the reference grid (contour check): {name: (start kji, cropped mask)}
+    carriedStructures: dict | None = None
 
 
 @dataclass
@@ -118,6 +120,7 @@ class CourseResult:
     recoveryMap: np.ndarray | None  # fraction recovered per voxel (None for the current course)
     transform: sitk.Transform | None = None  # reference LPS -> course dose frame (None = same frame)
     reviewImage: np.ndarray | None = None  # the course's CT pulled onto the reference grid (int16 HU), for review
+    carriedStructures: dict | None = None  # the course's structures carried onto the reference grid (cropped)
 
 
 @dataclass
@@ -258,7 +261,7 @@ def computeDose(inputs: DoseInputs, progress=None) -> DoseResult:
             prescriptionGy=course.prescriptionGy, doseFile=course.doseFile, doseInfo=dict(course.doseInfo),
             registration=registration, mappedDoseGy=mappedDose, coverageFraction=float(mapped.coverageFraction),
             eqd2Gy=eqd2, recovery=recovery, recoveryMap=rMap, transform=course.transform,
-            reviewImage=course.reviewImage))
+            reviewImage=course.reviewImage, carriedStructures=course.carriedStructures))
 
     progress(0.65, "Summing the composite EQD2")
     composite = radiobiology.compositeEqd2([c.eqd2Gy for c in results], [c.recoveryMap for c in results])
@@ -456,7 +459,7 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
         identities.append(("plan", str(course.plan), planPatientId))
     transform = None
     reviewImage = None
-    courseImage, courseMasks, pairs = None, None, None
+    courseImage, courseMasks, pairs, carried = None, None, None, None
     registration: dict = {"method": course.registration}
     for key in ("withoutCounterpart", "courseWithoutCounterpart"):
         if getattr(course, key) is not None and course.registration != "deformable":
@@ -524,8 +527,9 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
             identities.append(("image", str(course.image), courseInfo.get("patientId", "")))
     if courseImage is not None and course.structures is not None:
         progress(0.96, f"Course '{course.name}': contour check")
+        carried = {}
         check = _contourCheck(case, course, masks, referenceImage, courseImage, courseMasks, transform,
-                              set(pairs or {}), warnings)
+                              set(pairs or {}), warnings, carried)
         if check is not None:
             registration["contourCheck"] = check
     del courseImage, courseMasks, pairs
@@ -543,7 +547,7 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
                        doseGeometry=dose.geometry, numberOfFractions=fractions, isCurrent=course.isCurrent,
                        date=course.date, fractionsSource=source, prescriptionGy=prescription,
                        doseFile=str(course.dose), doseInfo=doseInfo, transform=transform, registration=registration,
-                       identities=identities, reviewImage=reviewImage)
+                       identities=identities, reviewImage=reviewImage, carriedStructures=carried or None)
 
 
 def _initialTransform(path, what: str) -> sitk.Transform | None:
@@ -705,7 +709,7 @@ def _pairedStructureMasks(case, course: CourseSpec, masks: dict, referenceImage,
 
 
 def _contourCheck(case, course: CourseSpec, masks: dict, referenceImage, courseImage, courseMasks: dict | None,
-                  transform, guided, warnings: list) -> dict | None:
+                  transform, guided, warnings: list, carried: dict | None = None) -> dict | None:
     """The contour check of a course's registration (:func:`.contourcheck.checkRegistration`) with the course's
     ``structures`` on its CT; validation structures found on one CT only are warned. None without course structures
     or a course CT."""
@@ -717,7 +721,7 @@ def _contourCheck(case, course: CourseSpec, masks: dict, referenceImage, courseI
     leftOut = (tuple(case.targets) + tuple(course.withoutCounterpart or ())
                + tuple(course.courseWithoutCounterpart or ()))
     check = contourcheck.checkRegistration(masks, ImageGeometry.fromImage(referenceImage), courseMasks,
-                                           ImageGeometry.fromImage(courseImage), transform, guided, leftOut)
+                                           ImageGeometry.fromImage(courseImage), transform, guided, leftOut, carried)
     checked = {r["structure"].strip().lower() for r in check["structures"]}
     for name in course.validationStructures:
         if name.strip().lower() not in checked:

@@ -118,6 +118,25 @@ def addDoseResultToScene(scene, result, referenceVolumeNode=None, segmentationNo
             segmentationNode.SetAttribute(OUTPUT_ATTRIBUTE, "structures")
             created.append(segmentationNode)
         nodes["structures"] = segmentationNode
+        colourOf = {name.strip().lower(): colour for name, colour in (result.structureColors or {}).items()}
+        for course in result.courses:
+            if not course.carriedStructures:
+                continue
+            # the course's own organs carried through its registration (the contour check's), for review beside
+            # today's; hidden in the pictures (render shows only the segmentations it is given)
+            key = f"carried:{course.name}"
+            old = _find(scene, key)
+            if old is not None:
+                removeNodes(scene, [old])
+            names = list(course.carriedStructures)
+            carried = segmentationNodeFromMasks(
+                scene, {n: course.carriedStructures[n][1] for n in names}, geometry,
+                colors={n: colourOf[n.strip().lower()] for n in names if n.strip().lower() in colourOf} or None,
+                name=f"{course.name} structures carried by its registration", referenceVolumeNode=referenceVolumeNode,
+                startsKji={n: course.carriedStructures[n][0] for n in names})
+            carried.SetAttribute(OUTPUT_ATTRIBUTE, key)
+            created.append(carried)
+            nodes[key] = carried
         composite = np.nan_to_num(result.compositeEqd2Gy, nan=0.0).astype(np.float32)
         nodes["composite"] = _volume(scene, "composite", composite, geometry, "Composite EQD2 (Gy)", created,
                                      isDose=True)

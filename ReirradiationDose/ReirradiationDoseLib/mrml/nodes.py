@@ -247,13 +247,16 @@ def _closedSurfaceName() -> str:
 def segmentationNodeFromMasks(scene, masks: Mapping[str, np.ndarray], geometry: ImageGeometry,
                               colors: Mapping[str, Sequence[float]] | Sequence[Sequence[float]] | None = None,
                               name: str = "Structures",
-                              referenceVolumeNode=None) -> slicer.vtkMRMLSegmentationNode:
+                              referenceVolumeNode=None, startsKji: Mapping[str, Sequence[int]] | None = None
+                              ) -> slicer.vtkMRMLSegmentationNode:
     """A new segmentation node with one named, coloured segment per mask.
 
     Each mask (bool array [k, j, i] on ``geometry``) becomes a binary labelmap segment in its own layer, so
     overlapping structures stay independent; the binary labelmap is the source representation. The closed surface
     (for 3D display) is made on demand by :func:`ensureClosedSurface`. The segmentation's reference geometry is
     ``referenceVolumeNode``'s when given, otherwise ``geometry``. Segment IDs are the structure names.
+    ``startsKji``: masks given cropped to a box of ``geometry`` starting at that index (k, j, i), e.g. a structure's
+    bounding box (:meth:`.ImageGeometry.crop`).
     """
     if isinstance(colors, Mapping):
         colorOf = {key: tuple(float(c) for c in value[:3]) for key, value in colors.items()}
@@ -262,8 +265,11 @@ def segmentationNodeFromMasks(scene, masks: Mapping[str, np.ndarray], geometry: 
     else:
         colorOf = {}
     fallback = defaultStructureColors(list(masks))
+    startsKji = startsKji or {}
+    geometries = {structure: geometry.crop(startsKji[structure], np.shape(mask)) if structure in startsKji
+                  else geometry for structure, mask in masks.items()}
     for structure, mask in masks.items():
-        _requireShape(np.asarray(mask), geometry, f"structure '{structure}'")
+        _requireShape(np.asarray(mask), geometries[structure], f"structure '{structure}'")
 
     node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
     try:
@@ -282,7 +288,8 @@ def segmentationNodeFromMasks(scene, masks: Mapping[str, np.ndarray], geometry: 
             segment.SetName(str(structure))
             segment.SetColor(*colorOf.get(structure, fallback[structure]))
             segment.AddRepresentation(_binaryLabelmapName(),
-                                      orientedImageFromArray(np.asarray(mask).astype(np.uint8), geometry))
+                                      orientedImageFromArray(np.asarray(mask).astype(np.uint8),
+                                                             geometries[structure]))
             if not segmentation.AddSegment(segment, str(structure)):
                 raise InputError(f"structure '{structure}' could not be added to the segmentation '{name}'")
     except Exception:
