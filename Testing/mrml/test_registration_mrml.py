@@ -182,6 +182,25 @@ def test_propagated_prior_structures_land_on_todays_organs(registered):
         scene.RemoveNode(made)
 
 
+@pytest.mark.slow
+def test_validation_structures_check_the_registration_independently(registered):
+    """registerVolumes(validationStructures=...): the rectum does not guide the demons, and its contour check is then
+    an independent one (measured MDA 1.0 mm, as when it guides); the other organs still guide."""
+    scene = registered["scene"]
+    out = registerVolumes(scene, registered["current"], registered["prior"], "deformable",
+                          fixedStructures=registered["currentStructures"],
+                          movingStructures=registered["priorStructures"], validationStructures=["Rectum"])
+    try:
+        description = out["description"]
+        assert "Rectum" not in description["structureGuided"] and "Bladder" in description["structureGuided"]
+        rows = {r["structure"]: r for r in description["contourCheck"]["structures"]}
+        assert not rows["Rectum"]["guided"] and rows["Bladder"]["guided"]
+        assert rows["Rectum"]["mdaMm"] < 1.5 and rows["Rectum"]["dice"] > 0.88
+        assert "Rectum Dice 0.9" in out["summary"] and "Rectum (guided)" not in out["summary"]
+    finally:
+        scene.RemoveNode(out["transform"])
+
+
 def test_registration_starts_from_a_hand_alignment(demoCase):
     """The module's manual start: the moving volume placed under a linear transform node moved by hand until it lies
     roughly on the current CT (here 10° and 25 mm off the truth, after a 70° turn that defeats the automatic start,

@@ -104,7 +104,8 @@ def _rigidSummary(transform: sitk.Transform, fixedGeometry: ImageGeometry) -> st
 def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable", *, multimodal: bool = False,
                     fixedStructures=None, movingStructures=None, withoutCounterpart=None,
                     movingWithoutCounterpart=None, targets=(),
-                    outputTransform=None, name: str | None = None, progress=None, initialTransform=None) -> dict:
+                    outputTransform=None, name: str | None = None, progress=None, initialTransform=None,
+                    validationStructures=()) -> dict:
     """Register ``movingVolume`` (prior CT, or MRI with ``multimodal=True``) onto ``fixedVolume`` (current CT).
 
     Parameters
@@ -123,6 +124,8 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
     movingWithoutCounterpart : moving structures whose tissue the fixed CT no longer holds (None: every GTV*;
         ``[]``: none), grown by 5 mm.
     targets : further fixed structure names never used as guides (GTV/CTV/ITV/PTV names never are).
+    validationStructures : organs on both images kept out of the guidance, so that their contour check (AAPM TG-132,
+        made for every registration with structures on both sides) is independent.
     outputTransform : an existing transform node to fill (linear for rigid and affine, grid for deformable);
         default a new one.
     initialTransform : a linear transform node where the registration starts instead of the automatic
@@ -171,7 +174,8 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
     if method == "deformable":
         if movingStructures is not None:
             if masks:
-                pairs = corePipeline.pairStructureMasks(masks, fixedGeometry, movingMasks, movingGeometry, targets)
+                pairs = corePipeline.pairStructureMasks(masks, fixedGeometry, movingMasks, movingGeometry,
+                                                        tuple(targets) + tuple(validationStructures))
             goneNames = None if movingWithoutCounterpart is None else list(movingWithoutCounterpart)
             goneTissue, goneTissueNames = corePipeline.withoutCounterpartMask(
                 movingMasks, movingGeometry, goneNames, warnings, "the registration", "movingWithoutCounterpart",
