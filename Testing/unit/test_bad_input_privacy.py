@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pydicom
 import pytest
@@ -126,3 +127,33 @@ def test_anonymizing_drops_uid_keys_only():
                             "registration": {"contourCheck": {"structures": [{"guided": False, "dice": 0.9}]}}})
     assert out == {"guided": True, "registration": {"contourCheck": {"structures": [{"guided": False, "dice": 0.9}]}},
                    "anonymized": True}
+
+
+def test_anonymized_warnings_carry_no_folders_or_uids(demoCase, fastCase, tmp_path, caplog, capsys):
+    """Warnings are free text naming files and frames of reference: anonymised, their absolute paths keep only the
+    file or folder name (the folders above may carry the patient's name) and their UIDs are replaced, in the summary
+    and the report alike. Here the prior course is taken unregistered, which warns naming both frames and files."""
+    from ReirradiationDoseLib.core.dosereport import anonymizeText
+
+    assert anonymizeText("course 'prior' (/data/DOE JANE/prior/CT): lies 5.5 mm (1.2.826.0.1.3680043.8.498.9)") \
+        == "course 'prior' (CT): lies 5.5 mm ((UID))"
+    assert anonymizeText(r"image 'C:\Users\Doe\ct.nrrd', 81.76 Gy in 17 fx, slicer 5.13.31053.0") \
+        == "image 'ct.nrrd', 81.76 Gy in 17 fx, slicer 5.13.31053.0"
+    data = json.loads(fastCase.read_text(encoding="utf-8"))
+    data["courses"][0]["registration"] = "none"
+    data["allowFrameOfReferenceMismatch"] = True
+    case = tmp_path / "case_none.json"
+    case.write_text(json.dumps(data), encoding="utf-8")
+    runDose(case, tmp_path / "plain", caplog, capsys)
+    plain = json.loads((tmp_path / "plain" / "summary.json").read_text(encoding="utf-8"))
+    frame = next(w for w in plain["warnings"] if "frame of reference" in w)
+    folder = str(demoCase.outputDir.resolve())
+    assert folder in frame  # not anonymised: the full paths, for the physicist
+    runDose(case, tmp_path / "anon", caplog, capsys, "--anonymize")
+    for name in ("summary.json", "report.html"):
+        text = (tmp_path / "anon" / name).read_text(encoding="utf-8")
+        assert folder not in text and str(tmp_path) not in text, name
+        assert not re.search(r"\d+(\.\d+){4,}", json.dumps(json.loads(text)["warnings"]) if name.endswith("json")
+                             else text.split("<h2>Warnings</h2>")[1]), name
+    anon = json.loads((tmp_path / "anon" / "summary.json").read_text(encoding="utf-8"))
+    assert any("frame of reference (UID)" in w and "(RTDOSE.dcm)" in w for w in anon["warnings"])

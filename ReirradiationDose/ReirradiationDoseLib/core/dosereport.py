@@ -123,7 +123,23 @@ def constraintRows(result) -> list[dict]:
     return rows
 
 
-_PATH_KEYS = ("path", "file", "dosefile", "casefile", "movingimage", "image", "node")
+_PATH_KEYS = ("path", "file", "dosefile", "casefile", "movingimage", "image", "node", "initialtransform")
+# in free text (warnings): absolute paths (POSIX or Windows; their folders may carry patient names) and DICOM UIDs
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])(?:/|[A-Za-z]:\\)(?:[^\s'\"()/\\]+[/\\])+(?=[^\s'\"()/\\]*)")
+_UID = re.compile(r"(?<![\w.])\d+(?:\.\d+){4,}(?![\w.])")
+
+
+_ENCLOSED = re.compile(r"(?<=\()(?:/|[A-Za-z]:\\)[^()]*(?=\))|(?<=')(?:/|[A-Za-z]:\\)[^']*(?=')")
+
+
+def _lastComponent(match) -> str:
+    return re.split(r"[/\\]", match.group(0).rstrip("/\\"))[-1]
+
+
+def anonymizeText(text: str) -> str:
+    """Free text (a warning) without identifying detail: absolute paths reduced to their last component (whole when
+    in parentheses or quotes, as the warnings write them, spaces and all), DICOM UIDs replaced."""
+    return _UID.sub("(UID)", _ABSOLUTE_PATH.sub("", _ENCLOSED.sub(_lastComponent, text)))
 
 
 def anonymizeSummary(summary, newUids: dict | None = None):
@@ -140,6 +156,8 @@ def anonymizeSummary(summary, newUids: dict | None = None):
             return [scrub(v, key) for v in value]
         if isinstance(value, str) and lowered in _PATH_KEYS and ("/" in value or "\\" in value):
             return Path(value).name
+        if isinstance(value, str) and lowered == "warnings":
+            return anonymizeText(value)
         return value
 
     out = scrub(summary)
@@ -410,8 +428,8 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
         w(_table(summary["plannedCourse"]["budgetByOrgan"],
                  [(k, k) for k in summary["plannedCourse"]["budgetByOrgan"][0]]))
 
-    if result.warnings:
-        w("<h2>Warnings</h2><ul>" + "".join(f"<li class='warn'>{html.escape(m)}</li>" for m in result.warnings)
+    if summary["warnings"]:  # anonymised there when asked
+        w("<h2>Warnings</h2><ul>" + "".join(f"<li class='warn'>{html.escape(m)}</li>" for m in summary["warnings"])
           + "</ul>")
     w("<h2>Limitations</h2><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in LIMITATIONS) + "</ul>")
     w("</body></html>")
