@@ -31,7 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import InputError
-from .landmarks import TRE_TOLERANCE_MIN_MM
+from .landmarks import registrationToleranceMm
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +72,9 @@ class ContourAgreement:
 
 
 def agreementTolerance(spacingMmXyz) -> float:
-    """The MDA tolerance: the reference grid's largest voxel dimension, at least 2 mm (TG-132; as the landmarks')."""
-    return max(TRE_TOLERANCE_MIN_MM, float(max(float(s) for s in spacingMmXyz)))
+    """The MDA tolerance: the landmarks' (:func:`.landmarks.registrationToleranceMm`), the reference grid's largest
+    voxel dimension, at least 2 mm (TG-132)."""
+    return registrationToleranceMm(spacingMmXyz)
 
 
 def pairedNames(referenceNames, courseNames, leftOut=()) -> list[tuple[str, str]]:

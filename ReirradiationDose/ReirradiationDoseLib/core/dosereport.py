@@ -307,6 +307,12 @@ def _table(rows: list[dict], columns: list[tuple[str, str]], rowClass=None) -> s
     return "".join(out)
 
 
+def _startText(registration: dict) -> str:
+    """"started from <file>" for a registration given an initial transform, else ""."""
+    start = registration.get("initialTransform")
+    return f"started from {Path(str(start)).name}" if start else ""
+
+
 def _registrationText(registration: dict) -> str | None:
     """The course's registration method, with the structures that exerted no force in it (an assumption the reader
     must see: the field there follows the surrounding tissue)."""
@@ -316,8 +322,7 @@ def _registrationText(registration: dict) -> str | None:
         names = (registration.get(key) or {}).get("structures")
         if names:
             parts.append(f"{where}{', '.join(names)}")
-    start = registration.get("initialTransform")
-    start = f"started from {Path(str(start)).name}" if start else ""
+    start = _startText(registration)
     affine = (registration.get("affine") or {}).get("parameters") or {}
     scales = affine.get("affine", {}).get("scales")
     if method == "affine" and affine.get("affineKept") is False:
@@ -533,9 +538,8 @@ def _mriText(mri: dict, referenceGeometry) -> str:
     kind = "rigid"
     if method.startswith("affine"):
         kind = _registrationText({"method": "affine", "affine": registration}) or "affine"
-    start = registration.get("initialTransform")
-    start = f", started from {Path(str(start)).name}" if start else ""
-    return (f"MRI {name}: {kind} registration, {metric} over {over}{start}"
+    start = _startText(registration)
+    return (f"MRI {name}: {kind} registration, {metric} over {over}{', ' + start if start else ''}"
             + (f"; {motion}." if motion else "."))
 
 

@@ -24,9 +24,15 @@ import SimpleITK as sitk
 
 from .errors import InputError
 
-__all__ = ["readLandmarks", "landmarkCheck", "TRE_TOLERANCE_MIN_MM"]
+__all__ = ["readLandmarks", "landmarkCheck", "registrationToleranceMm", "TRE_TOLERANCE_MIN_MM"]
 
 TRE_TOLERANCE_MIN_MM = 2.0
+
+
+def registrationToleranceMm(referenceSpacingMm) -> float:
+    """AAPM TG-132's tolerance of a registration check (landmark TRE, contour MDA): the reference CT's largest voxel
+    dimension, at least :data:`TRE_TOLERANCE_MIN_MM`."""
+    return max(TRE_TOLERANCE_MIN_MM, float(max(float(s) for s in referenceSpacingMm)))
 
 
 def readLandmarks(path) -> dict[str, np.ndarray]:
@@ -124,7 +130,7 @@ def landmarkCheck(transform: sitk.Transform | None, currentPoints, coursePoints,
         mapped = np.array(transform.TransformPoint([float(v) for v in current[label]])) if transform is not None \
             else current[label]
         errors[label] = float(np.linalg.norm(mapped - course[label]))
-    tolerance = max(TRE_TOLERANCE_MIN_MM, float(max(referenceSpacingMm)))
+    tolerance = registrationToleranceMm(referenceSpacingMm)
     above = [label for label in common if errors[label] > tolerance]
     worst = max(common, key=lambda label: errors[label])
     summary = {"pairs": len(common), "meanMm": float(np.mean(list(errors.values()))), "maxMm": errors[worst],
