@@ -206,3 +206,104 @@ def test_landmark_point_lists_check_the_course_registration(scene, inputs):
     unmoved.SetAndObserveTransformNodeID(other.GetID())
     with pytest.raises(InputError, match="'Landmarks prior, unmoved' is under the transform 'Other'"):
         run(scene, inputs)
+
+
+def _gradedPrior(scene, inputs):
+    """A prior dose rising 1 Gy per 4 mm voxel along x (40-63 Gy) in place of the uniform one: a transform's shift
+    shows in its map."""
+    _, geometry = arrayAndGeometryFromVolumeNode(inputs["prior"])
+    graded = (40.0 + np.arange(geometry.shape[2], dtype=np.float32))[None, None, :] * np.ones(geometry.shape,
+                                                                                               np.float32)
+    inputs["prior"] = volumeNodeFromArray(scene, graded, geometry, "Prior dose, graded", isDose=True)
+    inputs["priors"][0]["doseNode"] = inputs["prior"]
+    return geometry
+
+
+def _priorMapped(out):
+    """The prior course's mapped physical dose on the planning CT's grid."""
+    return np.asarray(out["result"].courses[0].mappedDoseGy)
+
+
+def test_a_prior_dose_under_its_registration_is_mapped_once(scene, inputs):
+    """The module places the prior CT under its registration to show it aligned; a user does the same with the prior
+    dose. Its own grid is the prior frame, which the registration maps: the same result as the dose under no
+    transform (it used to be refused with "harden the transform first", and a hardened dose would then have been
+    moved twice). Under no registration at all, its parent is used (as the views show the dose) and warned; under
+    another transform than the course's registration it is refused naming both."""
+    import SimpleITK as sitk
+
+    from ReirradiationDoseLib.core.errors import InputError
+    from ReirradiationDoseLib.mrml.transforms import transformNodeFromSitk
+
+    geometry = _gradedPrior(scene, inputs)
+    registration = transformNodeFromSitk(scene, sitk.TranslationTransform(3, (8.0, 0.0, 0.0)), "Reg", geometry)
+    inputs["priors"][0]["transformNode"] = registration
+    apart = _priorMapped(run(scene, inputs))
+    # pull-back: today's x takes the prior dose at x + 8 mm, two voxels on: 2 Gy more than at x
+    assert apart[6, 12, 10] == pytest.approx(40.0 + 12.0, abs=1e-4)
+
+    inputs["prior"].SetAndObserveTransformNodeID(registration.GetID())
+    under = run(scene, inputs)
+    assert np.array_equal(_priorMapped(under), apart, equal_nan=True)
+    assert not any("no registration was chosen" in w for w in under["warnings"])
+
+    inputs["priors"][0]["transformNode"] = None
+    implied = run(scene, inputs)
+    assert np.array_equal(_priorMapped(implied), apart, equal_nan=True)
+    assert implied["result"].courses[0].registration["node"] == "Reg"
+    told = "course 'Prior': no registration was chosen; the dose 'Prior dose, graded' sits under the transform 'Reg'"
+    assert any(told in w for w in implied["warnings"]), implied["warnings"]
+
+    other = transformNodeFromSitk(scene, sitk.TranslationTransform(3, (4.0, 0.0, 0.0)), "Other", geometry)
+    inputs["priors"][0]["transformNode"] = other
+    count = scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match="the dose 'Prior dose, graded' is under the transform 'Reg', not the "
+                                         "course's registration 'Other'"):
+        run(scene, inputs)
+    assert scene.GetNumberOfNodes() == count
+
+
+def test_today_s_dose_under_a_transform_is_refused(scene, inputs):
+    import SimpleITK as sitk
+
+    from ReirradiationDoseLib.core.errors import InputError
+    from ReirradiationDoseLib.mrml.transforms import transformNodeFromSitk
+
+    _, geometry = arrayAndGeometryFromVolumeNode(inputs["ct"])
+    moved = transformNodeFromSitk(scene, sitk.TranslationTransform(3, (4.0, 0.0, 0.0)), "Moved", geometry)
+    inputs["current"].SetAndObserveTransformNodeID(moved.GetID())
+    with pytest.raises(InputError, match="'Current dose' is under the transform 'Moved'; harden the transform"):
+        run(scene, inputs)
+
+
+def test_a_registration_nested_under_another_transform_maps_through_both(scene, inputs):
+    """Slicer shows a volume under a transform node through that node and every node above it; the dose mapping uses
+    the same chain (it used to take the selected node's own transform only, silently). A linear node under a linear
+    node (8 mm then 4 mm along x: 12 mm, three voxels) and a grid node under a linear one give what one node with the
+    whole map gives."""
+    import SimpleITK as sitk
+
+    from ReirradiationDoseLib.core.registration import displacementFieldTransform
+    from ReirradiationDoseLib.mrml.transforms import transformNodeFromSitk
+
+    geometry = _gradedPrior(scene, inputs)
+    outer = transformNodeFromSitk(scene, sitk.TranslationTransform(3, (4.0, 0.0, 0.0)), "Setup", geometry)
+    inner = transformNodeFromSitk(scene, sitk.TranslationTransform(3, (8.0, 0.0, 0.0)), "Reg", geometry)
+    inner.SetAndObserveTransformNodeID(outer.GetID())
+    inputs["priors"][0]["transformNode"] = inner
+    out = run(scene, inputs)
+    assert _priorMapped(out)[6, 12, 10] == pytest.approx(40.0 + 13.0, abs=1e-4)
+    assert out["result"].courses[0].registration["chain"] == ["Reg", "Setup"]
+    whole = transformNodeFromSitk(scene, sitk.TranslationTransform(3, (12.0, 0.0, 0.0)), "Whole", geometry)
+    inputs["priors"][0]["transformNode"] = whole
+    assert np.allclose(_priorMapped(run(scene, inputs)), _priorMapped(out), atol=1e-5, equal_nan=True)
+
+    # a displacement field (8 mm along x everywhere) under the 4 mm linear node
+    field = sitk.GetImageFromArray(np.tile(np.array([8.0, 0.0, 0.0]), geometry.shape + (1,)), isVector=True)
+    field.CopyInformation(geometry.emptyImage(sitk.sitkUInt8))
+    grid = transformNodeFromSitk(scene, displacementFieldTransform(field), "DIR", geometry)
+    assert grid.IsA("vtkMRMLGridTransformNode")
+    grid.SetAndObserveTransformNodeID(outer.GetID())
+    inputs["priors"][0]["transformNode"] = grid
+    nested = _priorMapped(run(scene, inputs))
+    assert nested[6, 12, 10] == pytest.approx(40.0 + 13.0, abs=1e-4)

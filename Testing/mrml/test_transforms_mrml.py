@@ -160,3 +160,45 @@ def test_dicom_registration_files_become_transform_nodes(tmp_path):
     for p in np.atleast_2d(inside):
         expectedRas = np.array(deformable.TransformPoint([float(v) for v in p])) * F
         assert np.allclose(node.GetTransformFromParent().TransformPoint((p * F).tolist()), expectedRas, atol=0.05)
+
+
+def _fromWorldLps(node, pointsLps):
+    """Where Slicer's own transform from world (the node and every node above it) takes LPS points."""
+    general = vtk.vtkGeneralTransform()
+    node.GetTransformFromWorld(general)
+    return np.array([np.array(general.TransformPoint((p * F).tolist())) * F for p in pointsLps])
+
+
+def test_a_node_under_other_nodes_gives_its_whole_chain():
+    """A node is read with the nodes it sits under, as Slicer shows a volume placed under it: two linear nodes as
+    one matrix; a grid under a linear node as their composition; a grid stored "to parent" (not a plain grid) under a
+    linear node sampled on the reference grid, exact at its voxel centres. Each equals Slicer's transform from world."""
+    scene = slicer.vtkMRMLScene()
+    ref = fieldReference()
+    geometry = ImageGeometry.fromImage(ref)
+    outer = transformNodeFromSitk(scene, sitk.TranslationTransform(3, (6.0, -4.0, 2.0)), "setup")
+    inner = transformNodeFromSitk(scene, rigidLps(), "rigid")
+    inner.SetAndObserveTransformNodeID(outer.GetID())
+    linear = sitkTransformFromNode(inner)
+    assert linear.GetName() == "AffineTransform"
+    expected = _fromWorldLps(inner, POINTS_LPS)
+    assert np.allclose([linear.TransformPoint(p.tolist()) for p in POINTS_LPS], expected, atol=1e-6)
+    # the setup shift acts first: rigid(p + shift)
+    assert np.allclose(expected[1], rigidLps().TransformPoint((POINTS_LPS[1] + [6.0, -4.0, 2.0]).tolist()), atol=1e-6)
+
+    field = analyticDeformationField(ref, amplitudeMm=(3.0, 2.0, 1.0), wavelengthMm=80.0)
+    grid = transformNodeFromSitk(scene, displacementFieldTransform(field), "DIR")
+    grid.SetAndObserveTransformNodeID(outer.GetID())
+    composed = sitkTransformFromNode(grid)
+    inside = geometry.indexToLps(np.array([[5.3, 7.1, 4.4], [10.0, 3.0, 8.0], [17.5, 12.2, 2.6]]))
+    assert np.allclose([composed.TransformPoint(p.tolist()) for p in inside], _fromWorldLps(grid, inside), atol=1e-4)
+
+    toParent = scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "edited")
+    toParent.SetAndObserveTransformToParent(grid.GetTransformFromParent())
+    toParent.SetAndObserveTransformNodeID(outer.GetID())
+    with pytest.raises(ValueError, match="reference grid"):
+        sitkTransformFromNode(toParent)
+    sampled = sitkTransformFromNode(toParent, referenceGeometry=geometry)
+    centres = geometry.indexToLps(np.array([[6.0, 8.0, 4.0], [12.0, 10.0, 6.0], [3.0, 15.0, 9.0]]))
+    assert np.allclose([sampled.TransformPoint(p.tolist()) for p in centres], _fromWorldLps(toParent, centres),
+                       atol=1e-6)

@@ -35,18 +35,39 @@ def _courseDoseInput(name: str, doseNode, transformNode, fractions: int, date, i
                      bodyImage=None, landmarks=None) -> CourseInput:
     """One course from its nodes. A deformable transform node (a grid or B-spline transform, ours or a planning
     system's DICOM REG loaded by SlicerRT) has its quality measured on the reference grid like the dose command's
-    (:func:`~ReirradiationDoseLib.core.pipeline.suppliedQuality`) and a fold inside ``bodyImage`` warned."""
+    (:func:`~ReirradiationDoseLib.core.pipeline.suppliedQuality`) and a fold inside ``bodyImage`` warned.
+
+    The transform is the node's whole chain (:func:`.transforms.sitkTransformFromNode`: with the transform nodes it
+    sits under). A dose volume placed under a transform node is mapped as Slicer shows it: under the course's
+    registration its own grid is the course's frame, which the registration maps; under a transform node while the
+    course has none, that node is taken as the registration (and warned); under another node than the course's
+    registration it is refused (its grid would be mapped twice or through the wrong transform). Today's dose under a
+    transform is refused (harden it first: it is then on the reference frame)."""
     from ..core.regquality import foldingWarning
-    from .transforms import sitkTransformFromNode
+    from .transforms import sitkTransformFromNode, transformChainNames
 
     if doseNode is None:
         raise InputError(f"course '{name}' has no dose volume")
-    dose, geometry = arrayAndGeometryFromVolumeNode(doseNode)
+    parent = None if isCurrent else doseNode.GetParentTransformNode()  # today's dose: hardened or refused
+    if parent is not None and transformNode is None:
+        transformNode = parent
+        if warnings is not None:
+            warnings.append(f"course '{name}': no registration was chosen; the dose '{doseNode.GetName()}' sits under "
+                            f"the transform '{parent.GetName()}', which was used (as the views show the dose)")
+    elif parent is not None and parent.GetID() != transformNode.GetID():
+        raise InputError(f"course '{name}': the dose '{doseNode.GetName()}' is under the transform "
+                         f"'{parent.GetName()}', not the course's registration '{transformNode.GetName()}'; place "
+                         "the dose under the registration or under no transform (the registration maps the dose's own "
+                         "grid, as the course's planning system wrote it)")
+    dose, geometry = arrayAndGeometryFromVolumeNode(doseNode, ignoreParentTransform=parent is not None)
     transform = None
     registration = {"method": "none"}
     if transformNode is not None:
         transform = sitkTransformFromNode(transformNode, referenceGeometry)
-        registration = {"method": "transform node", "node": transformNode.GetName()}
+        chain = transformChainNames(transformNode)
+        registration = {"method": "transform node", "node": chain[0]}
+        if len(chain) > 1:
+            registration["chain"] = chain
         quality = None if referenceImage is None else suppliedQuality(transform, referenceImage, bodyImage)
         if quality is not None:
             registration["quality"] = quality

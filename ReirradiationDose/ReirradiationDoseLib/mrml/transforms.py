@@ -10,7 +10,8 @@ RAS. With ``F = diag(-1, -1, 1)``:
   ``vtkOrientedGridTransform`` set as the transform *from parent* of a ``vtkMRMLGridTransformNode``).
 
 Reading a node back gives the same LPS transform; a node that only holds its "to parent" direction (e.g. edited in
-Slicer) is sampled through its from-parent transform on a reference grid.
+Slicer) is sampled through its from-parent transform on a reference grid. A node placed under other transform nodes
+is read with them (its transform from world), as Slicer shows a volume placed under it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "transformNodeFromDicomRegistration",
     "transformNodeFromSitk",
     "sitkTransformFromNode",
+    "transformChainNames",
     "updateTransformNodeFromSitk",
 ]
 
@@ -142,28 +144,73 @@ def transformNodeFromSitk(scene, transform: sitk.Transform, name: str = "Registr
 
 
 def sitkTransformFromNode(node, referenceGeometry: ImageGeometry | None = None) -> sitk.Transform:
-    """The fixed -> moving LPS SimpleITK transform held by a transform node (its transform from parent).
+    """The fixed -> moving LPS SimpleITK transform held by a transform node: its transform *from world*, i.e. its own
+    transform from parent after those of the transform nodes it sits under (Slicer shows a volume placed under
+    the node through all of them, so the dose mapping must use all of them).
 
-    Linear nodes give an ``AffineTransform``; grid nodes a ``DisplacementFieldTransform`` (on the node's own grid,
-    or sampled on ``referenceGeometry`` when the node stores a transform that is not a plain grid, e.g. the
-    inverse of a "to parent" grid).
+    Linear nodes give an ``AffineTransform`` (a chain of linear nodes one matrix); grid nodes a
+    ``DisplacementFieldTransform`` on the node's own grid (in a chain, composed with the others). A node that
+    stores a transform that is not a plain grid (e.g. the inverse of a "to parent" grid), alone or anywhere in the
+    chain, is sampled (the whole chain) on ``referenceGeometry``: exact at its voxel centres, where the dose mapping
+    evaluates it.
     """
-    if node.IsA("vtkMRMLLinearTransformNode") or node.IsLinear():
+    chain = [node]
+    while chain[-1].GetParentTransformNode() is not None:
+        parent = chain[-1].GetParentTransformNode()
+        if any(parent is seen for seen in chain):  # pragma: no cover - MRML refuses circular hierarchies
+            raise InputError(f"transform '{node.GetName()}' sits in a circular transform hierarchy")
+        chain.append(parent)
+    if all(n.IsLinear() for n in chain):
         matrix = vtk.vtkMatrix4x4()
-        node.GetMatrixTransformFromParent(matrix)
-        lps = _F4 @ arrayFromVtkMatrix(matrix) @ _F4
-        affine = sitk.AffineTransform(3)
-        affine.SetMatrix([float(v) for v in lps[:3, :3].ravel()])
-        affine.SetTranslation([float(v) for v in lps[:3, 3]])
-        return affine
-    fromParent = node.GetTransformFromParent()
-    if fromParent is not None and fromParent.IsA("vtkOrientedGridTransform") and not fromParent.GetInverseFlag() \
-            and fromParent.GetDisplacementGrid() is not None:
-        return displacementFieldTransform(_fieldFromGridTransform(fromParent))
+        node.GetMatrixTransformFromWorld(matrix)
+        return _affineFromRas(arrayFromVtkMatrix(matrix))
+    if all(n.IsLinear() or _plainGrid(n) is not None for n in chain):
+        members = [_ownTransform(n) for n in chain]
+        # SimpleITK applies a composite's last transform first: the outermost parent acts first on a world point
+        return members[0] if len(members) == 1 else sitk.CompositeTransform(members)
     if referenceGeometry is None:
         raise InputError(f"transform '{node.GetName()}' is not a plain grid from parent; a reference grid is needed "
                          "to sample it")
-    return displacementFieldTransform(_sampleVtkTransform(fromParent, referenceGeometry))
+    if len(chain) == 1:
+        return displacementFieldTransform(_sampleVtkTransform(node.GetTransformFromParent(), referenceGeometry))
+    fromWorld = vtk.vtkGeneralTransform()
+    node.GetTransformFromWorld(fromWorld)
+    return displacementFieldTransform(_sampleVtkTransform(fromWorld, referenceGeometry))
+
+
+def transformChainNames(node) -> list[str]:
+    """The names of ``node`` and of the transform nodes it sits under, innermost first (for reports)."""
+    names = []
+    while node is not None and len(names) < 64:
+        names.append(node.GetName())
+        node = node.GetParentTransformNode()
+    return names
+
+
+def _affineFromRas(matrixRas: np.ndarray) -> sitk.AffineTransform:
+    lps = _F4 @ matrixRas @ _F4
+    affine = sitk.AffineTransform(3)
+    affine.SetMatrix([float(v) for v in lps[:3, :3].ravel()])
+    affine.SetTranslation([float(v) for v in lps[:3, 3]])
+    return affine
+
+
+def _plainGrid(node):
+    """The node's own from-parent grid transform when it is stored as such (not inverted), else None."""
+    fromParent = node.GetTransformFromParent()
+    if fromParent is not None and fromParent.IsA("vtkOrientedGridTransform") and not fromParent.GetInverseFlag() \
+            and fromParent.GetDisplacementGrid() is not None:
+        return fromParent
+    return None
+
+
+def _ownTransform(node) -> sitk.Transform:
+    """A linear or plain-grid node's own transform from parent, as SimpleITK (LPS)."""
+    if node.IsLinear():
+        matrix = vtk.vtkMatrix4x4()
+        node.GetMatrixTransformFromParent(matrix)
+        return _affineFromRas(arrayFromVtkMatrix(matrix))
+    return displacementFieldTransform(_fieldFromGridTransform(_plainGrid(node)))
 
 
 def transformNodeFromDicomRegistration(scene, path, referenceGeometry: ImageGeometry | None = None,
