@@ -307,3 +307,28 @@ def test_a_registration_nested_under_another_transform_maps_through_both(scene, 
     inputs["priors"][0]["transformNode"] = grid
     nested = _priorMapped(run(scene, inputs))
     assert nested[6, 12, 10] == pytest.approx(40.0 + 13.0, abs=1e-4)
+
+
+def test_an_mri_under_its_registration_is_resampled_through_it(scene, inputs):
+    """The module's registration places the MRI under its transform node; the dose workflow takes it as placed (it
+    used to refuse it: "harden the transform first"): resampled onto the planning CT's grid through the node and the
+    nodes above it, and the node named in the MRI's registration."""
+    import SimpleITK as sitk
+
+    from ReirradiationDoseLib.mrml.transforms import transformNodeFromSitk
+
+    _, geometry = arrayAndGeometryFromVolumeNode(inputs["ct"])
+    # an MRI rising 10 units per 4 mm voxel along x, on the CT's grid
+    mriArray = (10.0 * np.arange(geometry.shape[2], dtype=np.float32))[None, None, :] * np.ones(geometry.shape,
+                                                                                                 np.float32)
+    mri = volumeNodeFromArray(scene, mriArray, geometry, "MR")
+    plain = run(scene, inputs, mri=mri)["result"].mri
+    assert sitk.GetArrayFromImage(plain["image"])[6, 12, 10] == pytest.approx(100.0, abs=1e-4)
+    registration = transformNodeFromSitk(scene, sitk.TranslationTransform(3, (8.0, 0.0, 0.0)), "MRI reg", geometry)
+    setup = transformNodeFromSitk(scene, sitk.TranslationTransform(3, (4.0, 0.0, 0.0)), "Setup", geometry)
+    registration.SetAndObserveTransformNodeID(setup.GetID())
+    mri.SetAndObserveTransformNodeID(registration.GetID())
+    placed = run(scene, inputs, mri=mri)["result"].mri
+    # today's x shows the MRI at x + 12 mm: three voxels on
+    assert sitk.GetArrayFromImage(placed["image"])[6, 12, 10] == pytest.approx(130.0, abs=1e-4)
+    assert placed["registration"] == {"method": "transform node", "node": "MRI reg", "chain": ["MRI reg", "Setup"]}

@@ -178,7 +178,25 @@ def test_propagated_prior_structures_land_on_todays_organs(registered):
                                               registered["prior"])
     cut = {w.split("'")[1] for w in warnings if "reaches the end of the moving scan 'Prior CT'" in w}
     assert cut == {"Body", "PelvicBones"}, warnings
-    for made in (node, shifted, shift):
+    # the prior structures placed under the registration (to be seen on the registered prior CT): their own
+    # coordinates are the prior CT's, carried once (they used to be refused, "harden the transform first", and
+    # hardened they would have been carried twice); under another transform they are refused naming it
+    priorStructures = registered["priorStructures"]
+    priorStructures.SetAndObserveTransformNodeID(registered["out"]["transform"].GetID())
+    try:
+        again, _ = propagateSegmentation(scene, priorStructures, registered["out"]["transform"],
+                                         registered["current"], registered["prior"])
+        againMasks = masksFromSegmentationNode(again, registered["geometry"])
+        assert all(np.array_equal(againMasks[name], masks[name]) for name in masks)
+        priorStructures.SetAndObserveTransformNodeID(shift.GetID())
+        count = scene.GetNumberOfNodes()
+        with pytest.raises(InputError, match="segmentation 'Prior structures': .*under the transform 'shift 60 mm'"):
+            propagateSegmentation(scene, priorStructures, registered["out"]["transform"], registered["current"],
+                                  registered["prior"])
+        assert scene.GetNumberOfNodes() == count
+    finally:
+        priorStructures.SetAndObserveTransformNodeID(None)
+    for made in (node, shifted, shift, again):
         scene.RemoveNode(made)
 
 

@@ -304,18 +304,21 @@ def ensureClosedSurface(segmentationNode) -> None:
     segmentationNode.CreateClosedSurfaceRepresentation()
 
 
-def masksFromSegmentationNode(segmentationNode, geometry: ImageGeometry) -> dict[str, np.ndarray]:
+def masksFromSegmentationNode(segmentationNode, geometry: ImageGeometry,
+                              ignoreParentTransform: bool = False) -> dict[str, np.ndarray]:
     """Every segment as a bool mask on ``geometry``: {segment name: array [k, j, i]}.
 
     The resampling onto ``geometry`` is explicit: a binary-labelmap segment is resampled with nearest-neighbour
     interpolation (voxel centres of ``geometry`` take the label of the source voxel they fall in; outside the source
     extent: False). A segmentation whose source is a closed surface (e.g. an RTSTRUCT loaded by SlicerRT) is
     rasterised directly on ``geometry`` (a copy is converted; the node is not modified). A node under a transform is
-    refused (harden it first).
+    refused (harden it first), unless ``ignoreParentTransform``: then its own coordinates are taken, as if the
+    transform were not there.
     """
     if segmentationNode is None or not segmentationNode.IsA("vtkMRMLSegmentationNode"):
         raise InputError("a segmentation node is required")
-    _requireNoTransform(segmentationNode, "segmentation")
+    if not ignoreParentTransform:
+        _requireNoTransform(segmentationNode, "segmentation")
     segmentation = segmentationNode.GetSegmentation()
     reference = _emptyOrientedImage(geometry)
     labelmapName = _binaryLabelmapName()

@@ -173,14 +173,31 @@ def doseInputsFromNodes(currentCt, currentDose, currentFractions: int, structure
                                     referenceGeometry, dicomDatabase, warnings))
     mriEntry = None
     if mri is not None:
-        mriArray, mriGeometry = arrayAndGeometryFromVolumeNode(mri)
-        resampled = sitk.Resample(imageFromArray(mriArray.astype(np.float32), mriGeometry), referenceImage,
-                                  sitk.Transform(3, sitk.sitkIdentity), sitk.sitkLinear, 0.0)
-        mriEntry = {"image": resampled, "registration": {"method": "as placed in the scene"},
-                    "path": mri.GetName()}
+        mriEntry = _mriAsPlaced(mri, referenceImage, referenceGeometry)
     return DoseInputs(referenceImage=referenceImage, masks=masks, courses=courses,
                       settings=settings or DoseSettings(), referenceInfo={"node": currentCt.GetName()},
                       structureColors=colors, mri=mriEntry, warnings=warnings)
+
+
+def _mriAsPlaced(mri, referenceImage, referenceGeometry) -> dict:
+    """The MRI on the planning CT's grid as the views show it: under a transform node (where the module's
+    registration puts it) resampled through that node and the nodes above it
+    (:func:`.transforms.sitkTransformFromNode`), else as its own geometry places it."""
+    from .transforms import sitkTransformFromNode, transformChainNames
+
+    parent = mri.GetParentTransformNode()
+    mriArray, mriGeometry = arrayAndGeometryFromVolumeNode(mri, ignoreParentTransform=parent is not None)
+    transform = sitk.Transform(3, sitk.sitkIdentity)
+    registration: dict = {"method": "as placed in the scene"}
+    if parent is not None:
+        transform = sitkTransformFromNode(parent, referenceGeometry)
+        chain = transformChainNames(parent)
+        registration = {"method": "transform node", "node": chain[0]}
+        if len(chain) > 1:
+            registration["chain"] = chain
+    resampled = sitk.Resample(imageFromArray(mriArray.astype(np.float32), mriGeometry), referenceImage, transform,
+                              sitk.sitkLinear, 0.0)
+    return {"image": resampled, "registration": registration, "path": mri.GetName()}
 
 
 def settingsForModule(structureNames, tissueTable=None, defaultAlphaBetaGy: float = 3.0,

@@ -84,6 +84,13 @@ def _read(read, node, what: str, moving: bool, transformNode, alsoUnder=None):
         raise InputError(f"{what}: {error}") from error
 
 
+def _structures(node, movingGeometry: ImageGeometry, transformNode, alsoUnder=None) -> dict:
+    """The moving image's segmentation as masks on its grid (parent transform: :func:`_read`, as for the moving
+    volume: under the registration, placed there to be seen aligned, its own coordinates are the moving image's)."""
+    return _read(lambda n, ignore: masksFromSegmentationNode(n, movingGeometry, ignoreParentTransform=ignore), node,
+                 f"segmentation '{node.GetName()}'", True, transformNode, alsoUnder)
+
+
 def _image(node, what: str, moving: bool = False, transformNode=None,
            alsoUnder=None) -> tuple[sitk.Image, ImageGeometry]:
     """The volume's voxels as a float32 image on its own grid (parent transform: :func:`_read`)."""
@@ -170,7 +177,8 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
         warnings.append("no body outline (Body / External / Skin / Outline) among the fixed structures: the "
                         "deformable registration covers the whole fixed image, air included")
     pairs, newTissue, newTissueNames, goneTissue, goneTissueNames = None, None, [], None, []
-    movingMasks = masksFromSegmentationNode(movingStructures, movingGeometry) if movingStructures is not None else {}
+    movingMasks = {} if movingStructures is None else _structures(movingStructures, movingGeometry,
+                                                                     outputTransform, initialTransform)
     if method == "deformable":
         if movingStructures is not None:
             if masks:
@@ -332,7 +340,7 @@ def propagateSegmentation(scene, segmentationNode, transformNode, fixedVolume, m
         raise InputError("a segmentation and a registration transform node are required")
     fixedGeometry = _geometry(fixedVolume, f"fixed volume '{fixedVolume.GetName()}'")
     movingGeometry = _geometry(movingVolume, f"moving volume '{movingVolume.GetName()}'", True, transformNode)
-    masks = masksFromSegmentationNode(segmentationNode, movingGeometry)
+    masks = _structures(segmentationNode, movingGeometry, transformNode)
     transform = sitkTransformFromNode(transformNode, fixedGeometry)
     segmentation = segmentationNode.GetSegmentation()
     colors = {}
