@@ -170,7 +170,9 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.registerButton.connect("clicked(bool)", self.onRegisterButton)
         self.ui.reviewRegistrationButton.connect("clicked(bool)", self.onReviewRegistrationButton)
         self.ui.propagateStructuresButton.connect("clicked(bool)", self.onPropagateStructuresButton)
+        self.ui.saveOutputsButton.connect("clicked(bool)", self.onSaveOutputsButton)
         self._lastRegistration = None  # (transform node, moving volume) of the last Register
+        self._lastDoseResult = None  # the core result of the last Apply, for "Save"
         # a course's dose selected -> its fractions from the RTPLAN when the dose came from the DICOM database
         self._doseCourses = [
             (self.ui.currentDoseSelector, "currentFractions", self.ui.currentFractionsSourceLabel),
@@ -367,8 +369,23 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         finally:
             dialog.close()
 
+    def onSaveOutputsButton(self) -> None:
+        if self._lastDoseResult is None:
+            return
+        parent = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(),
+                                                     _("Folder in which to save the report, RTDOSE and tables"))
+        if not parent:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Saving the outputs failed."), waitCursor=True):
+            folder = self.logic.saveOutputs(self._lastDoseResult, parent)
+            self.ui.statusLabel.text = _("Saved in {folder}: open report.html.").format(folder=folder)
+
     def _showResult(self, result: dict) -> None:
         p = self._parameterNode
+        self._lastDoseResult = result.get("result")
+        self.ui.saveOutputsButton.enabled = self._lastDoseResult is not None
+        self.ui.saveOutputsButton.toolTip = _("Write the report, the composite as an RTDOSE, the maps and tables "
+                                              "of this run into a new folder")
         for key in ("compositeEqd2", "alphaBetaMap", "dvhTable", "constraintTable"):
             if result.get(key) is not None:
                 setattr(p, key, result[key])
@@ -574,6 +591,31 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
             dicomDatabase=self._openDicomDatabase())
 
     @staticmethod
+    def saveOutputs(doseResult, parentFolder, includeIdentity: bool = False) -> str:
+        """Write a run's outputs (what the ``dose`` command writes: report, RTDOSE carrying the planning CT's
+        patient, study and frame of reference when it was loaded from DICOM, maps, tables, pictures) into a new
+        folder ``Reirradiation <date> <time>`` inside ``parentFolder``; returns its path. ``doseResult``: the
+        ``"result"`` of :meth:`process`."""
+        import datetime
+        from pathlib import Path
+
+        from ReirradiationDoseLib.mrml.pipeline import saveDoseOutputs
+
+        if doseResult is None:
+            raise ValueError(_("Compute the cumulative EQD2 first."))
+        parent = Path(parentFolder)
+        if not parent.is_dir():
+            raise ValueError(f"the folder {parent} does not exist")
+        stamp = datetime.datetime.now().strftime("%Y-%m-%d %H%M%S")
+        folder = parent / f"Reirradiation {stamp}"
+        suffix = 2
+        while folder.exists():
+            folder = parent / f"Reirradiation {stamp} ({suffix})"
+            suffix += 1
+        saveDoseOutputs(doseResult, folder, includeIdentity=includeIdentity)
+        return str(folder)
+
+    @staticmethod
     def _openDicomDatabase(database=None):
         """``database`` (default ``slicer.dicomDatabase``) when it is open, else None. Given to the workflow, each
         DICOM dose's fractions are checked against its RTPLAN and a FRACTION/BEAM dose is refused."""
@@ -620,7 +662,15 @@ class ReirradiationDoseTest(ScriptedLoadableModuleTest):
         composite, _ = arrayAndGeometryFromVolumeNode(result["compositeEqd2"])
         centre = composite[6, 12, 12]
         self.assertAlmostEqual(float(centre), 79.38, delta=0.01)  # 50 + 29.38 Gy EQD2(3)
-        self.delayDisplay(f"Composite EQD2 {centre:.2f} Gy: test passed")
+        self.delayDisplay(f"Composite EQD2 {centre:.2f} Gy; saving the report")
+        import os
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as parent:
+            saved = ReirradiationDoseLogic.saveOutputs(result["result"], parent)
+            for name in ("report.html", "composite_eqd2.dcm", "dvh.csv", "summary.json"):
+                self.assertTrue(os.path.isfile(os.path.join(saved, name)), name)
+        self.delayDisplay("Report, RTDOSE and tables saved: test passed")
 
     def test_ReirradiationDose_fractionsFromDicomDatabase(self):
         """The demo case through Slicer's DICOM database and SlicerRT: 25 fx (prior) and 17 fx (current)."""

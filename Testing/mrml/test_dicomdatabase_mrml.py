@@ -311,3 +311,87 @@ def test_workflow_refuses_a_fraction_dose(scene, demoCase, tmp_path):
         doseInputsFromNodes(current, current, 17, priorCourses=[
             {"name": "Primary", "doseNode": prior, "numberOfFractions": 25, "monthsBefore": 30.0}],
             dicomDatabase=FolderDicomIndex(folder))
+
+
+def loadCtLikeSlicer(scene, folder):
+    """A CT volume node with the subject-hierarchy items Slicer's DICOM scalar-volume plugin gives it: the series
+    UID, the SOP instance UIDs of its slices, under its patient and study."""
+    from ReirradiationDoseLib.core.dicomimage import readImageSeries
+
+    image, info = readImageSeries(folder)
+    node = volumeNodeFromArray(scene, sitk.GetArrayFromImage(image).astype(np.int16), ImageGeometry.fromImage(image),
+                               "CT")
+    shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    constants = slicer.vtkMRMLSubjectHierarchyConstants
+    item = shNode.GetItemByDataNode(node) or shNode.CreateItem(shNode.GetSceneItemID(), node)
+    shNode.SetItemUID(item, constants.GetDICOMUIDName(), info.seriesInstanceUid)
+    shNode.SetItemUID(item, constants.GetDICOMInstanceUIDName(), " ".join(info.sopInstanceUids))
+    slicer.vtkSlicerSubjectHierarchyModuleLogic.InsertDicomSeriesInHierarchy(
+        shNode, info.patientId, info.studyInstanceUid, info.seriesInstanceUid)
+    return node, info
+
+
+def _structures(scene, demoCase, ct, info):
+    from ReirradiationDoseLib.core import segio
+    from ReirradiationDoseLib.mrml.nodes import segmentationNodeFromMasks
+
+    masks, _, _ = segio.readSegmentationWithGeometry(demoCase.paths["currentStructures"], info.geometry)
+    return segmentationNodeFromMasks(scene, masks, info.geometry, referenceVolumeNode=ct)
+
+
+def test_saved_outputs_name_the_planning_ct_s_patient_study_and_frame(scene, demoCase, tmp_path):
+    """The module's "Save" writes what the dose command writes; its RTDOSE carries the planning CT's patient, study
+    and frame of reference, read through the DICOM database (before, the module's result had none: the RTDOSE got
+    new UIDs, and no planning system would have placed it on the CT). The report leaves the identity out."""
+    import json
+
+    from ReirradiationDoseLib.mrml.pipeline import runDoseWorkflow, saveDoseOutputs
+
+    ct, info = loadCtLikeSlicer(scene, demoCase.paths["currentCt"])
+    current = loadLikeSlicerRt(scene, demoCase.paths["currentDose"])
+    out = runDoseWorkflow(scene, ct, current, 17, structures=_structures(scene, demoCase, ct, info),
+                          isodoseLevelsGy=[20, 30], dicomDatabase=FolderDicomIndex(demoCase.outputDir))
+    written = saveDoseOutputs(out["result"], tmp_path / "saved")
+    names = {p.name for p in written}
+    assert {"composite_eqd2.dcm", "report.html", "summary.json", "dvh.csv", "constraints.csv",
+            "isodose_axial.png", "scene.mrb"} <= names
+    rtDose = pydicom.dcmread(tmp_path / "saved" / "composite_eqd2.dcm", stop_before_pixels=True)
+    assert rtDose.FrameOfReferenceUID == info.frameOfReferenceUid != ""
+    assert rtDose.StudyInstanceUID == info.studyInstanceUid and rtDose.PatientID == info.patientId
+    report = (tmp_path / "saved" / "report.html").read_text()
+    assert info.patientId not in report and "Patient identity omitted" in report
+    warnings = json.loads((tmp_path / "saved" / "summary.json").read_text())["warnings"]
+    assert not any("carries no DICOM frame of reference" in w for w in warnings), warnings
+
+
+def test_saved_outputs_without_dicom_say_the_rtdose_is_not_on_the_ct_s_frame(scene, demoCase, tmp_path,
+                                                                             monkeypatch):
+    """A planning CT not loaded from DICOM: the RTDOSE gets new UIDs and the warnings say so (once, however often
+    the run is saved); pictures that cannot be rendered leave the other outputs written, and say so."""
+    import json
+
+    from ReirradiationDoseLib.mrml import dosescene
+    from ReirradiationDoseLib.mrml.pipeline import runDoseWorkflow, saveDoseOutputs
+
+    ct, info = loadCtLikeSlicer(scene, demoCase.paths["currentCt"])
+    current = loadLikeSlicerRt(scene, demoCase.paths["currentDose"])
+    out = runDoseWorkflow(scene, ct, current, 17, structures=_structures(scene, demoCase, ct, info),
+                          dicomDatabase=None)
+    before = list(out["result"].warnings)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no OpenGL context")
+
+    monkeypatch.setattr(dosescene, "renderSliceView", broken)
+    for attempt in ("first", "second"):
+        written = {p.name for p in saveDoseOutputs(out["result"], tmp_path / attempt)}
+        assert "composite_eqd2.dcm" in written and not any(n.endswith((".png", ".mrb")) for n in written)
+        assert not list((tmp_path / attempt).glob("*.png")) and not list((tmp_path / attempt).glob("*.mrb"))
+        warnings = json.loads((tmp_path / attempt / "summary.json").read_text())["warnings"]
+        frame = [w for w in warnings if "carries no DICOM frame of reference" in w]
+        assert len(frame) == 1 and frame[0].startswith("RTDOSE: the reference image (CT)"), warnings
+        assert sum("pictures and scene.mrb skipped: they could not be rendered (no OpenGL context)" in w
+                   for w in warnings) == 1
+        rtDose = pydicom.dcmread(tmp_path / attempt / "composite_eqd2.dcm", stop_before_pixels=True)
+        assert rtDose.FrameOfReferenceUID != info.frameOfReferenceUid
+    assert out["result"].warnings == before

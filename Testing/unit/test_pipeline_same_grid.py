@@ -131,3 +131,20 @@ def test_remaining_budget_per_voxel_is_the_lq_inverse_of_what_is_left(threeCours
     D = result.remainingBudgetGy[rectum]
     assert np.allclose(handEqd2(D.astype(float), 10, 3.0), np.maximum(allowed[rectum], 0), atol=1e-3)
     assert result.budgetByOrgan[0]["structure"] == "Rectum"
+
+
+def test_without_structures_every_voxel_takes_the_default_alpha_beta_and_it_is_warned(threeCourses):
+    """No structures (the module's Apply with none selected, a case file without ``structures``): the composite is
+    computed with the default α/β everywhere, voxel for voxel as by hand, and the warnings say the target took it
+    too (this used to stop with "no structures given"). No recovery applies (it is defined per organ)."""
+    import dataclasses
+
+    inputs, doses, *_ = threeCourses
+    bare = dataclasses.replace(inputs, masks={}, settings=dataclasses.replace(inputs.settings, defaultAlphaBetaGy=2.5))
+    result = computeDose(bare)
+    expected = sum(handEqd2(d.astype(float), n, 2.5) for d, n in zip(doses, (25, 5, 17), strict=True))
+    assert np.all(result.alphaBetaGy == 2.5)
+    assert np.max(np.abs(result.compositeEqd2Gy - expected)) < 1e-3
+    assert ("no structures were given: every voxel takes the default α/β of 2.5 Gy, the target included, and there "
+            "are no DVHs or structure constraints") in result.warnings
+    assert result.dvh == {} and all(r.status == "not evaluated" for r in result.constraintResults)

@@ -157,7 +157,8 @@ def _writeRtDose(result, path: Path, anonymize: bool):
     """The composite as an RTDOSE referencing the planning CT's study and frame of reference.
 
     Unknown voxels (NaN) cannot be stored in an RTDOSE: they are written as 0 Gy and the fact is stated in the
-    RTDOSE's comment and in the warnings.
+    RTDOSE's comment and in the warnings. A reference image without a DICOM frame of reference (NRRD, a volume not
+    loaded from DICOM) gives an RTDOSE with new UIDs, warned.
     """
     from . import dicomwrite
 
@@ -171,6 +172,11 @@ def _writeRtDose(result, path: Path, anonymize: bool):
     abValues = sorted({round(float(v), 2) for v in np.unique(result.alphaBetaGy)})
     description = "EQD2 composite, a/b " + "/".join(f"{v:g}" for v in abValues) + " Gy (voxel-wise)"
     info = result.referenceInfo
+    if not info.get("frameOfReferenceUid") and not anonymize:
+        source = Path(str(info.get("path") or "")).name or str(info.get("node") or "the reference image")
+        result.warnings.append(f"RTDOSE: the reference image ({source}) carries no DICOM frame of reference (it was "
+                               "not read from DICOM): the RTDOSE has a new frame of reference and study, and a "
+                               "planning system will not place it on the planning CT by itself")
     ps = _patientStudyFor(info, anonymize)
     dicomwrite.writeRtDose(path, composite, result.referenceGeometry, ps, doseType="EFFECTIVE",
                            summationType="MULTI_PLAN", seriesDescription=description[:64], comment=comment)

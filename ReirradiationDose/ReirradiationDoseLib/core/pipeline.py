@@ -224,7 +224,11 @@ def computeDose(inputs: DoseInputs, progress=None) -> DoseResult:
 
     tissueTable = tissueTableFor(settings)
     alphaBeta, ownerLabels, ownerNames = alphaBetaMap(masks, tissueTable,
-                                                      defaultAlphaBetaGy=settings.defaultAlphaBetaGy)
+                                                      defaultAlphaBetaGy=settings.defaultAlphaBetaGy,
+                                                      shape=referenceGeometry.shape)
+    if not masks:  # one α/β everywhere: targets cannot be told from organs
+        warnings.append(f"no structures were given: every voxel takes the default α/β of {float(alphaBeta.flat[0]):g} "
+                        "Gy, the target included, and there are no DVHs or structure constraints")
 
     results: list[CourseResult] = []
     for index, course in enumerate(inputs.courses):
@@ -248,7 +252,7 @@ def computeDose(inputs: DoseInputs, progress=None) -> DoseResult:
         if course.isCurrent:
             recovery, rMap = {"model": "none (current course)"}, None
         else:
-            rMap = recoveryMap(masks, tissueTable, course.date, current.date)
+            rMap = recoveryMap(masks, tissueTable, course.date, current.date, shape=referenceGeometry.shape)
             recovery = recoverySummary(masks, tissueTable, course.date, current.date)
             recovery["maxRecoveredFraction"] = float(rMap.max()) if rMap is not None and rMap.size else 0.0
         logger.info("Course %s: %d fractions (%s), mapped dose max %.2f Gy, coverage %.1f %%", course.name,

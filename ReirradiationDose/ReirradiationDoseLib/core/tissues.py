@@ -185,15 +185,22 @@ def _checkMasks(masks: dict[str, np.ndarray]) -> tuple[int, ...] | None:
     return shape
 
 
-def ownerMap(masks: dict[str, np.ndarray], table: TissueTable) -> tuple[np.ndarray, list[str]]:
+def ownerMap(masks: dict[str, np.ndarray], table: TissueTable,
+             shape: tuple | None = None) -> tuple[np.ndarray, list[str]]:
     """Which structure owns each voxel under the overlap rule.
 
     Returns ``(owner, names)``: ``owner`` int16, 0 outside every structure, ``k`` for ``names[k - 1]``; ``names``
-    are the mask names in precedence order (first wins).
+    are the mask names in precedence order (first wins). ``shape``: the grid's, needed when there are no masks (every
+    voxel is then outside every structure).
     """
-    shape = _checkMasks(masks)
-    if shape is None:
-        raise InputError("no structures given")
+    masksShape = _checkMasks(masks)
+    if masksShape is None:
+        if shape is None:
+            raise InputError("no structures given")
+        return np.zeros(tuple(shape), dtype=np.int16), []
+    if shape is not None and tuple(shape) != tuple(masksShape):
+        raise InputError(f"the structures' grid {masksShape} is not the dose grid {tuple(shape)}")
+    shape = masksShape
     ranked = sorted(masks, key=lambda name: table.entryFor(name).precedence + (name,))
     owner = np.zeros(shape, dtype=np.int16)
     # Paint lowest precedence first so that higher precedence overwrites.
@@ -204,7 +211,8 @@ def ownerMap(masks: dict[str, np.ndarray], table: TissueTable) -> tuple[np.ndarr
 
 
 def alphaBetaMap(masks: dict[str, np.ndarray], table: TissueTable | None = None,
-                 defaultAlphaBetaGy: float | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                 defaultAlphaBetaGy: float | None = None,
+                 shape: tuple | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Voxel α/β map (Gy) from structure masks with the overlap rule (REFERENCE §1).
 
     Parameters
@@ -212,6 +220,7 @@ def alphaBetaMap(masks: dict[str, np.ndarray], table: TissueTable | None = None,
     masks : structure name → mask (bool, or fractional weights: any weight > 0 counts as inside) on one grid.
     table : tissue table (default: :meth:`TissueTable.default`).
     defaultAlphaBetaGy : α/β outside every structure and for structures not in the table (default: the table's, 3).
+    shape : the grid's shape, needed when ``masks`` is empty (then every voxel takes the default).
 
     Returns
     -------
@@ -221,14 +230,15 @@ def alphaBetaMap(masks: dict[str, np.ndarray], table: TissueTable | None = None,
     default = table.defaultAlphaBetaGy if defaultAlphaBetaGy is None else float(defaultAlphaBetaGy)
     if not np.isfinite(default) or default <= 0:
         raise InputError(f"the default α/β must be a positive number of Gy, got {defaultAlphaBetaGy!r}")
-    owner, names = ownerMap(masks, table)
+    owner, names = ownerMap(masks, table, shape)
     lut = np.array([default] + [table.lookup(n).alphaBetaGy if table.lookup(n) else default for n in names],
                    dtype=np.float32)
     return lut[owner], owner, names
 
 
 def recoveryMap(masks: dict[str, np.ndarray], table: TissueTable | None, priorDate: datetime.date | None,
-                currentDate: datetime.date | None, defaultModel: RecoveryModel | None = None) -> np.ndarray:
+                currentDate: datetime.date | None, defaultModel: RecoveryModel | None = None,
+                shape: tuple | None = None) -> np.ndarray:
     """Recovered fraction r per voxel for a prior course (float32, 0..1).
 
     Each voxel takes the recovery model of its owner (same overlap rule as :func:`alphaBetaMap`), evaluated at the
@@ -238,7 +248,7 @@ def recoveryMap(masks: dict[str, np.ndarray], table: TissueTable | None, priorDa
     """
     table = table or TissueTable.default()
     days = _intervalDays(priorDate, currentDate)
-    owner, names = ownerMap(masks, table)
+    owner, names = ownerMap(masks, table, shape)
     values = [defaultModel.fractionFor(days) if defaultModel is not None else 0.0]
     for name in names:
         entry = table.lookup(name)

@@ -49,13 +49,17 @@ from ..core.rtplan import readRtPlan
 logger = logging.getLogger(__name__)
 
 __all__ = ["CourseDicomInfo", "DicomDatabaseLike", "DoseNotAPlanDose", "FolderDicomIndex", "checkFractions",
-           "courseInfoFromDatabase", "doseSeriesUids", "TAG_MODALITY", "TAG_SOP_INSTANCE_UID"]
+           "courseInfoFromDatabase", "doseSeriesUids", "referenceInfoFromDatabase", "TAG_MODALITY",
+           "TAG_SOP_INSTANCE_UID"]
 
 TAG_MODALITY = "0008,0060"
 TAG_SOP_INSTANCE_UID = "0008,0018"
 TAG_SERIES_INSTANCE_UID = "0020,000E"
 TAG_STUDY_INSTANCE_UID = "0020,000D"
 TAG_PATIENT_ID = "0010,0020"
+TAG_PATIENT_NAME = "0010,0010"
+TAG_STUDY_DATE = "0008,0020"
+TAG_FRAME_OF_REFERENCE_UID = "0020,0052"
 
 
 class DicomDatabaseLike(Protocol):
@@ -256,25 +260,64 @@ def doseSeriesUids(doseNode) -> tuple[str, tuple[str, ...], str, str]:
     The study UID is the "DICOM" UID of the series item's parent (the study item); empty strings when absent.
     :class:`InputError` when the node has no series UID (it was not loaded from the DICOM database).
     """
-    import slicer
-
     if doseNode is None:
         raise InputError("no dose volume is selected")
-    name = doseNode.GetName()
-    scene = doseNode.GetScene()
-    shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene) if scene is not None else None
-    item = shNode.GetItemByDataNode(doseNode) if shNode is not None else 0
-    constants = slicer.vtkMRMLSubjectHierarchyConstants
-    seriesUid = shNode.GetItemUID(item, constants.GetDICOMUIDName()) if item else ""
+    seriesUid, instances, studyUid, referenced = _seriesUids(doseNode)
     if not seriesUid:
-        raise InputError(f"the dose volume '{name}' was not loaded from the DICOM database (its subject hierarchy item "
-                         "has no DICOM series UID), so its RTPLAN cannot be found; enter the number of fractions "
-                         "by hand")
-    instances = tuple(shNode.GetItemUID(item, constants.GetDICOMInstanceUIDName()).split())
+        raise InputError(f"the dose volume '{doseNode.GetName()}' was not loaded from the DICOM database (its subject "
+                         "hierarchy item has no DICOM series UID), so its RTPLAN cannot be found; enter the number of "
+                         "fractions by hand")
+    return seriesUid, instances, studyUid, referenced
+
+
+def _seriesUids(node) -> tuple[str, tuple[str, ...], str, str]:
+    """:func:`doseSeriesUids` of any data node, with an empty series UID when it has none."""
+    import slicer
+
+    scene = node.GetScene()
+    shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene) if scene is not None else None
+    item = shNode.GetItemByDataNode(node) if shNode is not None else 0
+    if not item:
+        return "", (), "", ""
+    constants = slicer.vtkMRMLSubjectHierarchyConstants
+    seriesUid = shNode.GetItemUID(item, constants.GetDICOMUIDName()) or ""
+    instances = tuple((shNode.GetItemUID(item, constants.GetDICOMInstanceUIDName()) or "").split())
     parent = shNode.GetItemParent(item)
     studyUid = shNode.GetItemUID(parent, constants.GetDICOMUIDName()) if parent else ""
     referenced = shNode.GetItemAttribute(item, constants.GetDICOMReferencedInstanceUIDsAttributeName()) or ""
-    return seriesUid, instances, studyUid, referenced
+    return seriesUid, instances, studyUid or "", referenced
+
+
+def referenceInfoFromDatabase(volumeNode, database: DicomDatabaseLike | None) -> dict:
+    """The planning CT's DICOM identity, for the outputs: the exported RTDOSE must name the CT's patient, study and
+    frame of reference, or a planning system will not place it on the CT.
+
+    Read from the first file of the node's series in ``database`` (the node's subject-hierarchy item holds the
+    series UID when Slicer's DICOM module loaded it): ``{"node", "path", "seriesInstanceUid", "modality",
+    "patientName", "patientId", "studyInstanceUid", "studyDate", "frameOfReferenceUid"}``. Only ``{"node": name}``
+    when the node was not loaded from DICOM or its files are not in the database (the RTDOSE then gets new UIDs,
+    and says so in the warnings).
+    """
+    info: dict = {"node": volumeNode.GetName()}
+    if database is None:
+        return info
+    seriesUid, instances, studyUid, _ = _seriesUids(volumeNode)
+    files = [str(f) for f in database.filesForSeries(seriesUid)] if seriesUid else []
+    if not files:
+        if seriesUid:
+            logger.warning("the series of '%s' (SeriesInstanceUID %s) is not in the DICOM database",
+                           volumeNode.GetName(), seriesUid)
+        return info
+    if instances:
+        files = [f for f in files if database.fileValue(f, TAG_SOP_INSTANCE_UID) in instances] or files
+    path = files[0]
+    info.update(path=path, seriesInstanceUid=seriesUid, modality=database.fileValue(path, TAG_MODALITY),
+                patientName=database.fileValue(path, TAG_PATIENT_NAME),
+                patientId=database.fileValue(path, TAG_PATIENT_ID),
+                studyInstanceUid=database.fileValue(path, TAG_STUDY_INSTANCE_UID) or studyUid,
+                studyDate=database.fileValue(path, TAG_STUDY_DATE),
+                frameOfReferenceUid=database.fileValue(path, TAG_FRAME_OF_REFERENCE_UID))
+    return info
 
 
 # ---- from the UIDs to the files, and what they say ----------------------------------------------------------------

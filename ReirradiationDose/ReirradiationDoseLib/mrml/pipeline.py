@@ -8,6 +8,7 @@ by the run are removed (see :func:`~ReirradiationDoseLib.mrml.dosescene.addDoseR
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import logging
 
@@ -19,13 +20,13 @@ from ..core.errors import InputError
 from ..core.geometry import imageFromArray
 from ..core.pipeline import CourseInput, DoseInputs, DoseSettings, bodyOutlineImage, computeDose, suppliedQuality
 from ..core.progress import noProgress, subProgress
-from .dicomdatabase import checkFractions
+from .dicomdatabase import checkFractions, referenceInfoFromDatabase
 from .dosescene import addDoseResultToScene
 from .nodes import arrayAndGeometryFromVolumeNode, masksFromSegmentationNode
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["runDoseWorkflow", "doseInputsFromNodes"]
+__all__ = ["runDoseWorkflow", "doseInputsFromNodes", "saveDoseOutputs"]
 
 _DAYS_PER_MONTH = 365.25 / 12.0
 
@@ -144,7 +145,9 @@ def doseInputsFromNodes(currentCt, currentDose, currentFractions: int, structure
 
     ``dicomDatabase`` (``slicer.dicomDatabase`` in the application, or a ``dicomdatabase.FolderDicomIndex``): each
     dose loaded from DICOM has its fractions checked against its RTPLAN (:func:`.dicomdatabase.checkFractions`: a
-    FRACTION/BEAM or RELATIVE dose is refused, a different planned number is a warning, the source is recorded).
+    FRACTION/BEAM or RELATIVE dose is refused, a different planned number is a warning, the source is recorded),
+    and the planning CT's patient, study and frame of reference are read for the exported RTDOSE
+    (:func:`.dicomdatabase.referenceInfoFromDatabase`).
     """
     referenceArray, referenceGeometry = arrayAndGeometryFromVolumeNode(currentCt)
     referenceImage = imageFromArray(referenceArray, referenceGeometry)
@@ -175,7 +178,8 @@ def doseInputsFromNodes(currentCt, currentDose, currentFractions: int, structure
     if mri is not None:
         mriEntry = _mriAsPlaced(mri, referenceImage, referenceGeometry)
     return DoseInputs(referenceImage=referenceImage, masks=masks, courses=courses,
-                      settings=settings or DoseSettings(), referenceInfo={"node": currentCt.GetName()},
+                      settings=settings or DoseSettings(),
+                      referenceInfo=referenceInfoFromDatabase(currentCt, dicomDatabase),
                       structureColors=colors, mri=mriEntry, warnings=warnings)
 
 
@@ -257,3 +261,35 @@ def runDoseWorkflow(scene, currentCt, currentDose, currentFractions: int, struct
     return {"compositeEqd2": nodes["composite"], "alphaBetaMap": nodes["alphaBeta"], "dvhTable": nodes["dvhTable"],
             "constraintTable": nodes["constraintTable"], "isodoseModels": nodes.get("isodose", []),
             "dvhChart": nodes["dvhChart"], "result": result, "summary": summary, "warnings": result.warnings}
+
+
+def saveDoseOutputs(result, outputDir, includeIdentity: bool = False, anonymize: bool = False,
+                    progress=None) -> list:
+    """Write a run's outputs into the new folder ``outputDir``, as the ``dose`` command does (composite and course
+    maps, α/β map, DVH / constraint / contour-check tables, the composite as an RTDOSE, ``summary.json``, the HTML
+    report, the pictures and ``scene.mrb``; :func:`~ReirradiationDoseLib.core.doseoutputs.writeDoseOutputs`:
+    atomic, nothing is left half-written). ``result``: the ``"result"`` of :func:`runDoseWorkflow`.
+
+    The pictures are rendered in a scene of their own; should that fail (the application's rendering), the other
+    outputs are written without them and the report says so. Returns the written paths.
+    """
+    from pathlib import Path
+
+    from ..core.doseoutputs import writeDoseOutputs
+    from .dosescene import writeDosePictures
+
+    def pictures(doseResult, folder):
+        try:
+            return writeDosePictures(doseResult, folder)
+        except Exception as error:  # pictures are a view of the numbers: never lose the numbers for them
+            logger.exception("The pictures could not be rendered")
+            for made in [*Path(folder).glob("*.png"), *Path(folder).glob("*.mrb")]:
+                made.unlink()
+            doseResult.warnings.append(f"pictures and scene.mrb skipped: they could not be rendered ({error})")
+            return {}
+
+    # the writers add their warnings (unknown dose written as 0 Gy, ...) to the result: to a copy, so that saving the
+    # same run twice does not repeat them
+    copy = dataclasses.replace(result, warnings=list(result.warnings))
+    return writeDoseOutputs(copy, outputDir, pictures=pictures, includeIdentity=includeIdentity,
+                            anonymize=anonymize, progress=progress)
