@@ -245,10 +245,28 @@ def test_registration_starts_from_a_hand_alignment(demoCase):
         assert max(errors) < 0.5, errors
         assert out["description"]["initialTransform"] == "by hand"
         assert out["description"]["rigid"]["parameters"]["initialization"] == "given"
+        assert "initialTransformFrom" not in out["description"] and "Started from" not in out["summary"]
+        # the same hand alignment not chosen as the start, the volume only under it: the registration starts where
+        # the views show the volume, and the result includes the alignment (it used to be refused, "harden the
+        # transform first": hardened, the prior CT would have left the frame of its dose and structures)
+        implied = registerVolumes(scene, current, moving, "rigid")
+        got = sitkTransformFromNode(implied["transform"])
+        errors = [np.linalg.norm(np.subtract(got.TransformPoint(p.tolist()), truth.TransformPoint(p.tolist())))
+                  for p in (low + f * (high - low) for f in np.linspace(0.25, 0.75, 5)[:, None] * np.ones(3))]
+        assert max(errors) < 0.5, errors
+        assert implied["description"]["initialTransform"] == "by hand"
+        assert "Started from 'by hand', the transform 'Turned CT' was under; the result includes it." in \
+            implied["summary"]
         grid = transformNodeFromSitk(scene, displacementFieldTransform(sitk.Image([4, 4, 4], sitk.sitkVectorFloat64,
                                                                                   3)), "a field", geometry)
         with pytest.raises(InputError, match="initial transform 'a field' is a vtkMRMLGridTransformNode"):
             registerVolumes(scene, current, moving, "rigid", initialTransform=grid)
+        moving.SetAndObserveTransformNodeID(grid.GetID())
+        count = scene.GetNumberOfNodes()
+        with pytest.raises(InputError, match="moving volume 'Turned CT' is under the vtkMRMLGridTransformNode "
+                                             "'a field': a registration starts from a linear transform"):
+            registerVolumes(scene, current, moving, "rigid")
+        assert scene.GetNumberOfNodes() == count
     finally:
         closeScene(scene)
 
@@ -333,9 +351,10 @@ def test_bad_requests_and_cancel_leave_the_scene_untouched(scene):
         registerVolumes(scene, fixed, fixed, "rigid")
     with pytest.raises(InputError, match="unknown registration method 'bspline'"):
         registerVolumes(scene, fixed, moving, "bspline")
-    mover = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "Manual shift")
-    moving.SetAndObserveTransformNodeID(mover.GetID())
-    with pytest.raises(InputError, match="moving volume 'Moving'.*under the transform 'Manual shift'"):
+    # under a linear node the moving volume starts from it (test_registration_starts_from_a_hand_alignment); under a
+    # non-linear one that is not a registration it is refused, naming it
+    moving.SetAndObserveTransformNodeID(grid.GetID())
+    with pytest.raises(InputError, match="moving volume 'Moving' is under the vtkMRMLGridTransformNode 'Existing "):
         registerVolumes(scene, fixed, moving, "rigid")
     moving.SetAndObserveTransformNodeID(None)
     blank = volumeNodeFromArray(scene, np.zeros(geometry.shape, np.float32), geometry, "Blank MRI")

@@ -138,7 +138,9 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
     initialTransform : a linear transform node where the registration starts instead of the automatic
         initialisation: a manual pre-alignment, the moving volume placed under it and moved in the Transforms module
         until it lies roughly on the fixed one (as Slicer stores it: fixed points to the moving volume's own
-        coordinates "from parent"). The moving volume may sit under it while registering.
+        coordinates "from parent"). The moving volume may sit under it while registering. None, with the moving
+        volume under a linear transform node that is not a registration of this extension: that node is the start
+        (the views show the volume through it), and the summary says so; under a non-linear one it is refused.
     progress : ``progress(fraction, message)``; raising ``ProcessingCancelled`` stops it with the scene untouched.
 
     Returns ``{"transform", "description", "quality", "warnings", "summary"}``; the node carries attributes
@@ -160,6 +162,19 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
     if outputTransform is not None and not outputTransform.IsA(wanted):
         raise InputError(f"the output transform '{outputTransform.GetName()}' is a {outputTransform.GetClassName()}; "
                          f"{method} registration needs a {wanted}")
+    parent = movingVolume.GetParentTransformNode()
+    impliedStart = (initialTransform is None and parent is not None and parent is not outputTransform
+                    and not _isRegistration(parent))
+    if impliedStart:
+        # the moving volume is shown through a transform the user placed it under (a hand alignment): the
+        # registration starts where the views show it, and its result includes that transform, so that it maps into
+        # the moving image's own frame, where its dose and structures are (hardening the transform into the volume
+        # instead would cut that link)
+        if not parent.IsA("vtkMRMLLinearTransformNode"):
+            raise InputError(f"moving volume '{movingVolume.GetName()}' is under the {parent.GetClassName()} "
+                             f"'{parent.GetName()}': a registration starts from a linear transform; take the volume "
+                             "out from under it, or place it under a linear transform node aligned by hand")
+        initialTransform = parent
     if initialTransform is not None and not initialTransform.IsA("vtkMRMLLinearTransformNode"):
         raise InputError(f"the initial transform '{initialTransform.GetName()}' is a "
                          f"{initialTransform.GetClassName()}; a registration starts from a linear transform node")
@@ -203,6 +218,8 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
     description["structureGuided"] = sorted(pairs or {})
     if initialTransform is not None:
         description["initialTransform"] = initialTransform.GetName()
+        if impliedStart:
+            description["initialTransformFrom"] = "the transform the moving volume sits under"
     if method == "deformable":
         description["withoutCounterpart"] = {"structures": newTissueNames,
                                              "marginMm": corePipeline.WITHOUT_COUNTERPART_MARGIN_MM}
@@ -260,6 +277,9 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
         summary += " " + contourcheck.checkText(check)
         warnings.extend(contourcheck.agreementWarnings(check["structures"], check["toleranceMm"],
                                                        f"'{movingVolume.GetName()}'"))
+    if impliedStart:
+        summary += (f" Started from '{initialTransform.GetName()}', the transform '{movingVolume.GetName()}' was "
+                    "under; the result includes it.")
     progress(1.0, "Registration done")
     logger.info("%s", summary)
     return {"transform": node, "description": description, "quality": quality, "warnings": warnings,
