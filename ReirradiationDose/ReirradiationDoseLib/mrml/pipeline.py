@@ -31,6 +31,18 @@ __all__ = ["runDoseWorkflow", "doseInputsFromNodes", "saveDoseOutputs"]
 _DAYS_PER_MONTH = 365.25 / 12.0
 
 
+def _fromTransformNode(node, referenceGeometry) -> tuple[sitk.Transform, dict]:
+    """A transform node's whole chain as a SimpleITK transform (:func:`.transforms.sitkTransformFromNode`) and the
+    registration record naming it (and the nodes it sits under)."""
+    from .transforms import sitkTransformFromNode, transformChainNames
+
+    chain = transformChainNames(node)
+    registration = {"method": "transform node", "node": chain[0]}
+    if len(chain) > 1:
+        registration["chain"] = chain
+    return sitkTransformFromNode(node, referenceGeometry), registration
+
+
 def _courseDoseInput(name: str, doseNode, transformNode, fractions: int, date, isCurrent: bool,
                      referenceGeometry, dicomDatabase=None, warnings: list | None = None, referenceImage=None,
                      bodyImage=None, landmarks=None) -> CourseInput:
@@ -45,7 +57,6 @@ def _courseDoseInput(name: str, doseNode, transformNode, fractions: int, date, i
     registration it is refused (its grid would be mapped twice or through the wrong transform). Today's dose under a
     transform is refused (harden it first: it is then on the reference frame)."""
     from ..core.regquality import foldingWarning
-    from .transforms import sitkTransformFromNode, transformChainNames
 
     if doseNode is None:
         raise InputError(f"course '{name}' has no dose volume")
@@ -64,11 +75,7 @@ def _courseDoseInput(name: str, doseNode, transformNode, fractions: int, date, i
     transform = None
     registration = {"method": "none"}
     if transformNode is not None:
-        transform = sitkTransformFromNode(transformNode, referenceGeometry)
-        chain = transformChainNames(transformNode)
-        registration = {"method": "transform node", "node": chain[0]}
-        if len(chain) > 1:
-            registration["chain"] = chain
+        transform, registration = _fromTransformNode(transformNode, referenceGeometry)
         quality = None if referenceImage is None else suppliedQuality(transform, referenceImage, bodyImage)
         if quality is not None:
             registration["quality"] = quality
@@ -187,18 +194,12 @@ def _mriAsPlaced(mri, referenceImage, referenceGeometry) -> dict:
     """The MRI on the planning CT's grid as the views show it: under a transform node (where the module's
     registration puts it) resampled through that node and the nodes above it
     (:func:`.transforms.sitkTransformFromNode`), else as its own geometry places it."""
-    from .transforms import sitkTransformFromNode, transformChainNames
-
     parent = mri.GetParentTransformNode()
     mriArray, mriGeometry = arrayAndGeometryFromVolumeNode(mri, ignoreParentTransform=parent is not None)
     transform = sitk.Transform(3, sitk.sitkIdentity)
     registration: dict = {"method": "as placed in the scene"}
     if parent is not None:
-        transform = sitkTransformFromNode(parent, referenceGeometry)
-        chain = transformChainNames(parent)
-        registration = {"method": "transform node", "node": chain[0]}
-        if len(chain) > 1:
-            registration["chain"] = chain
+        transform, registration = _fromTransformNode(parent, referenceGeometry)
     resampled = sitk.Resample(imageFromArray(mriArray.astype(np.float32), mriGeometry), referenceImage, transform,
                               sitk.sitkLinear, 0.0)
     return {"image": resampled, "registration": registration, "path": mri.GetName()}
