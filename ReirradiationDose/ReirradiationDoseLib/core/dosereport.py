@@ -127,8 +127,6 @@ _PATH_KEYS = ("path", "file", "dosefile", "casefile", "movingimage", "image", "n
 # in free text (warnings): absolute paths (POSIX or Windows; their folders may carry patient names) and DICOM UIDs
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.])(?:/|[A-Za-z]:\\)(?:[^\s'\"()/\\]+[/\\])+(?=[^\s'\"()/\\]*)")
 _UID = re.compile(r"(?<![\w.])\d+(?:\.\d+){4,}(?![\w.])")
-
-
 _ENCLOSED = re.compile(r"(?<=\()(?:/|[A-Za-z]:\\)[^()]*(?=\))|(?<=')(?:/|[A-Za-z]:\\)[^']*(?=')")
 
 
@@ -478,11 +476,13 @@ def _contourCheckSection(w, courses: list[dict]) -> None:
     """The contour check of every course's registration (core/contourcheck): one row per structure on both CTs."""
     rows = []
     tolerances = set()
+    low, high = None, None
     for c in courses:
         check = (c.get("registration") or {}).get("contourCheck")
         if not check:
             continue
         tolerances.add(check["toleranceMm"])
+        low, high = check["diceGuide"]
         for r in check["structures"]:
             result = {True: "within", False: "beyond", None: "not measured"}[r["withinTolerance"]]
             rows.append({"course": c["name"], "structure": r["structure"], "guided": "yes" if r["guided"] else "no",
@@ -491,8 +491,6 @@ def _contourCheckSection(w, courses: list[dict]) -> None:
                          "_class": {"within": "pass", "beyond": "fail"}.get(result, "notevaluated")})
     if not rows:
         return
-    low, high = next(c["registration"]["contourCheck"]["diceGuide"] for c in courses
-                     if (c.get("registration") or {}).get("contourCheck"))
     w("<h3>Contour check of the registration</h3>")
     w("<p>" + html.escape(
       f"Each structure delineated on both CTs, carried from the course's CT through its registration onto today's "

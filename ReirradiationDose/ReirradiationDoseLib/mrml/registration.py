@@ -74,10 +74,15 @@ def _read(read, node, what: str, moving: bool, transformNode, alsoUnder=None):
     """``read(node, ignoreParentTransform)`` with the parent-transform rule: a moving volume may sit under
     ``transformNode``, under ``alsoUnder`` (the initial transform it was aligned by hand with) or under any
     registration of this extension (placed there to be seen aligned), since its own grid is what the registration
-    maps into; any other parent transform is refused (harden it first)."""
+    maps into; under any other transform it is refused, without the usual advice to harden it: a hardened moving
+    image leaves the frame of its dose and structures. A fixed image under a transform is refused (harden it first)."""
     parent = node.GetParentTransformNode() if node is not None else None
     ignore = moving and parent is not None and (parent is transformNode or (alsoUnder is not None and parent is
                                                                             alsoUnder) or _isRegistration(parent))
+    if moving and parent is not None and not ignore:
+        raise InputError(f"{what}: '{node.GetName()}' is under the transform '{parent.GetName()}', which is not the "
+                         "registration: place it under the registration or under no transform (its own grid is the "
+                         "frame the registration maps into; hardening the transform would move it out of that frame)")
     try:
         return read(node, ignore)
     except InputError as error:
