@@ -127,6 +127,7 @@ class ReirradiationDoseParameterNode:
     constraintTable: vtkMRMLTableNode
     showOverMri: bool = False
     colourWash: bool = False
+    includeIdentity: bool = False
 
 
 def isodoseLevelsFromText(text: str) -> list[float]:
@@ -377,7 +378,8 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if not parent:
             return
         with slicer.util.tryWithErrorDisplay(_("Saving the outputs failed."), waitCursor=True):
-            folder = self.logic.saveOutputs(self._lastDoseResult, parent)
+            folder = self.logic.saveOutputs(self._lastDoseResult, parent,
+                                            includeIdentity=self._parameterNode.includeIdentity)
             self.ui.statusLabel.text = _("Saved in {folder}: open report.html.").format(folder=folder)
 
     def _showResult(self, result: dict) -> None:

@@ -61,6 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     except ProcessingCancelled:
         print(f"reirradiation {args.command}: cancelled", file=sys.stderr)
         return 130
+    except OSError as error:  # a file or folder that cannot be read or written: name it, no traceback
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"reirradiation {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # a bug: say so plainly; the traceback with --verbose
+        if args.verbose:
+            raise
+        print(f"reirradiation {args.command}: internal error ({type(error).__name__}: {error}). This is a bug: "
+              "please report it with the command and its inputs; run with --verbose for the details",
+              file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":  # pragma: no cover

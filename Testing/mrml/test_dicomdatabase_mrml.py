@@ -362,6 +362,9 @@ def test_saved_outputs_name_the_planning_ct_s_patient_study_and_frame(scene, dem
     assert info.patientId not in report and "Patient identity omitted" in report
     warnings = json.loads((tmp_path / "saved" / "summary.json").read_text())["warnings"]
     assert not any("carries no DICOM frame of reference" in w for w in warnings), warnings
+    # the module's "Patient's name and ID in the report" box
+    saveDoseOutputs(out["result"], tmp_path / "named", includeIdentity=True)
+    assert info.patientId in (tmp_path / "named" / "report.html").read_text()
 
 
 def test_saved_outputs_without_dicom_say_the_rtdose_is_not_on_the_ct_s_frame(scene, demoCase, tmp_path,

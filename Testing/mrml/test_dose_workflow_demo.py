@@ -70,6 +70,12 @@ def test_outputs_are_complete_and_consistent(truthRun):
     nrrd = sitk.GetArrayFromImage(sitk.ReadImage(str(truthRun / "composite_eqd2.nrrd")))
     known = np.isfinite(nrrd)
     assert rtdose.doseType == "EFFECTIVE"
+    # the maps say what they hold in their headers
+    for name, words in (("composite_eqd2.nrrd", "composite EQD2"), ("course_prior_eqd2.nrrd", "course prior alone (25"),
+                        ("course_current_physical.nrrd", "physical dose of course current"),
+                        ("alpha_beta.nrrd", "alpha/beta")):
+        header = sitk.ReadImage(str(truthRun / name))
+        assert words in header.GetMetaData("quantity") and header.GetMetaData("unit") == "Gy", name
     assert np.max(np.abs(rtdose.doseGy[known] - nrrd[known])) < 1e-3
 
 

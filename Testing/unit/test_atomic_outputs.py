@@ -1,6 +1,7 @@
 import pytest
 
-from ReirradiationDoseLib.core.atomic import atomicOutputDir
+from ReirradiationDoseLib.core.atomic import OUTPUT_MARKER, atomicOutputDir
+from ReirradiationDoseLib.core.errors import InputError
 
 
 def test_success_moves_folder_into_place(tmp_path):
@@ -16,47 +17,58 @@ def test_failure_leaves_no_partial_output_and_keeps_previous(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("previous complete run")
+    (out / OUTPUT_MARKER).write_text("")
     with pytest.raises(RuntimeError):
         with atomicOutputDir(out) as tmp:
             (tmp / "half.txt").write_text("half")
             raise RuntimeError("interrupted")
-    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "old.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
 def test_replaces_previous_output(tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "old.txt").write_text("x")
+    with atomicOutputDir(out) as tmp:
+        (tmp / "old.txt").write_text("x")
     with atomicOutputDir(out) as tmp:
         (tmp / "new.txt").write_text("y")
-    assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
-def test_outputs_are_ordinary_folders_and_files_not_private(tmp_path):
-    """The temporary folder and file are made private (mkdtemp / mkstemp: 0700 / 0600); what lands gets the
-    permissions any new folder or file gets under the umask, so that a colleague (or the TPS import service) can
-    read a report or a DICOM REG written on a shared drive. Found: the dose command's output folder and its
-    registration_<course>.dcm were private."""
-    import os
-    import stat
+def test_a_folder_that_is_not_an_earlier_output_is_never_replaced(tmp_path, monkeypatch):
+    """Found by a bad-input review: the output folder replaced whatever folder it named — the case's own input
+    folder (every CT, RTDOSE and RTSTRUCT deleted), or with ``-o ""`` the current folder. Only an empty folder or
+    an earlier output (it holds the marker every output gets) is replaced; anything else is refused, untouched."""
+    inputs = tmp_path / "case"
+    inputs.mkdir()
+    (inputs / "RTDOSE.dcm").write_bytes(b"dose")
+    with pytest.raises(InputError, match="not an earlier output of Reirradiation") as raised:
+        with atomicOutputDir(inputs) as tmp:
+            (tmp / "summary.json").write_text("{}")
+    assert str(inputs) in str(raised.value)
+    assert sorted(p.name for p in inputs.iterdir()) == ["RTDOSE.dcm"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case"]
+    monkeypatch.chdir(inputs)
+    with pytest.raises(InputError, match="no output folder given"):
+        with atomicOutputDir(""):
+            pass
+    assert sorted(p.name for p in inputs.iterdir()) == ["RTDOSE.dcm"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with atomicOutputDir(empty) as tmp:
+        (tmp / "a.txt").write_text("x")
+    assert sorted(p.name for p in empty.iterdir()) == [OUTPUT_MARKER, "a.txt"]
 
-    from ReirradiationDoseLib.core.atomic import atomicWriteFile, atomicWriteText
 
-    previous = os.umask(0o022)
-    try:
-        out = tmp_path / "out"
-        with atomicOutputDir(out) as tmp:
-            atomicWriteText(tmp / "a.txt", "done")
-            atomicWriteFile(tmp / "b.dcm", lambda temporary: open(temporary, "wb").write(b"x"))
-        assert stat.S_IMODE(out.stat().st_mode) == 0o755
-        assert stat.S_IMODE((out / "a.txt").stat().st_mode) == 0o644
-        assert stat.S_IMODE((out / "b.dcm").stat().st_mode) == 0o644
-        os.umask(0o077)  # a user who keeps everything private keeps it so
-        with atomicOutputDir(tmp_path / "private") as tmp:
-            atomicWriteText(tmp / "a.txt", "done")
-        assert stat.S_IMODE((tmp_path / "private").stat().st_mode) == 0o700
-        assert stat.S_IMODE((tmp_path / "private" / "a.txt").stat().st_mode) == 0o600
-    finally:
-        os.umask(previous)
+def test_an_output_that_cannot_be_made_is_refused_before_the_run(tmp_path):
+    """Checked before the computation (the dose command called it after minutes of registration: a traceback)."""
+    from ReirradiationDoseLib.core.atomic import checkOutputDir
+
+    file = tmp_path / "file.txt"
+    file.write_text("x")
+    with pytest.raises(InputError, match="exists and is not a folder"):
+        checkOutputDir(file)
+    with pytest.raises(InputError, match="cannot be made: .*file.txt is not a writable folder"):
+        checkOutputDir(file / "new" / "out")
+    assert checkOutputDir(tmp_path / "new" / "out") == tmp_path / "new" / "out"

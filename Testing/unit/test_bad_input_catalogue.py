@@ -522,3 +522,124 @@ def test_case_file_non_finite_numbers_and_nul_in_paths_refused(tmp_path, goodCou
     edit(data)
     case.write_text(json.dumps(data))  # json writes NaN as the (accepted) NaN literal
     refusal(lambda: parseCaseFile(case), case, fragment)
+
+
+# ---- found by a bad-input review (session 23): refused or warned at once, naming the file ----------------------
+
+def test_case_file_key_given_twice_refused_a_byte_order_mark_accepted_a_folder_named(tmp_path, goodCourse):
+    """``"fractions": 25, ..., "fractions": 5`` took the last silently; a case saved by Notepad (UTF-8 with a BOM)
+    was refused with a decoder message; a folder given as the case said "not found"."""
+    case = writeCase(tmp_path, goodCourse)
+    text = case.read_text()
+    case.write_text(text.replace('"targets"', '"defaultAlphaBeta": 3, "defaultAlphaBeta": 2, "targets"'))
+    refusal(lambda: parseCaseFile(case), case, "the key 'defaultAlphaBeta' is given twice")
+    case.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert parseCaseFile(case).courses[0].name == "current"
+    refusal(lambda: parseCaseFile(tmp_path), tmp_path, "this is a folder: give the case file (JSON) itself")
+
+
+@pytest.mark.parametrize("entry, fragment", [
+    ({"alphaBeta": 3}, "unknown key(s) 'alphaBeta'"),
+    ({"limit": "abc"}, "'limit' must be a number, got 'abc'"),
+    ({"limit": None}, "'limit' must be a number, got None"),
+    ({"alphaBetaGy": "three"}, "'alphaBetaGy' must be a number or null, got 'three'"),
+    ({"aliases": "Rectal wall"}, "'aliases' must be a list of structure names"),
+    ({"metric": "D105%", "unit": "Gy"}, "the volume percentage must lie between 0 and 100"),
+    ({"metric": "V40Gy[%]", "unit": "%", "limit": 200}, "the limit 200 % is impossible"),
+    ({"limit": -90}, "the limit -90 Gy is impossible"),
+], ids=["misspelt-key", "limit-text", "limit-null", "alpha-beta-text", "aliases-text", "D105%", "V-200%",
+        "negative-limit"])
+def test_constraint_file_mistakes_refused_when_the_case_is_read(tmp_path, goodCourse, entry, fragment):
+    """A misspelt ``alphaBeta`` was ignored (the constraint read in physical dose, and passed); a limit that is not
+    a number, a constraint that is not an object, a list that is an object crashed with a traceback after the
+    registrations. Now the case file refuses them at once, naming itself and the constraint file."""
+    constraint = {"structure": "Rectum", "metric": "D2cc", "limit": 75, "unit": "Gy", "alphaBetaGy": 3, **entry}
+    constraints = tmp_path / "constraints.json"
+    constraints.write_text(json.dumps({"name": "mine", "constraints": [constraint]}))
+    case = writeCase(tmp_path, goodCourse, constraints=str(constraints))
+    refusal(lambda: parseCaseFile(case), "case.json", "constraints.json", "constraint Rectum", fragment)
+
+
+def test_constraint_file_of_the_wrong_shape_refused(tmp_path, goodCourse):
+    constraints = tmp_path / "constraints.json"
+    for data, fragment in (({"constraints": ["Rectum D2cc < 75 Gy"]}, "each constraint must be an object"),
+                           ({"constraints": {"Rectum": {"metric": "D2cc"}}}, "'constraints' must be a list")):
+        constraints.write_text(json.dumps(data))
+        case = writeCase(tmp_path, goodCourse, constraints=str(constraints))
+        refusal(lambda: parseCaseFile(case), "case.json", "constraints.json", fragment)  # noqa: B023
+
+
+@pytest.mark.parametrize("recovery, fragment", [
+    ({"model": "constant", "fraction": "25%"}, "could not convert string to float: '25%'"),
+    ({"model": "nieder2"}, "unknown recovery model 'nieder2'"),
+], ids=["fraction-text", "unknown-model"])
+def test_recovery_mistakes_refused_naming_the_case(tmp_path, goodCourse, recovery, fragment):
+    case = writeCase(tmp_path, goodCourse, tissues={"Rectum": {"alphaBeta": 3, "recovery": recovery}})
+    refusal(lambda: parseCaseFile(case), "case.json", "tissues['Rectum'].recovery", fragment)
+
+
+def test_courses_writing_the_same_files_or_sharing_one_dose_refused(tmp_path, study, goodCourse):
+    prior = writeCourse(tmp_path / "prior", study)
+    case = writeCase(tmp_path, goodCourse, prior)
+    data = json.loads(case.read_text())
+    data["courses"][0]["name"], data["courses"][1]["name"] = "course 1", "course_1"
+    case.write_text(json.dumps(data))
+    refusal(lambda: parseCaseFile(case), "case.json", "'course 1' and 'course_1' would write the same output files")
+    data["courses"][0]["name"], data["courses"][0]["dose"] = "prior", data["courses"][1]["dose"]
+    case.write_text(json.dumps(data))
+    refusal(lambda: parseCaseFile(case), "case.json", "'prior' and 'course_1' give the same dose file (RD.dcm)")
+
+
+def test_an_rtplan_the_dose_does_not_belong_to_refused_case_fractions_over_the_plan_warned(tmp_path, study,
+                                                                                            goodCourse):
+    """Each course given the other's RTPLAN: the prior was converted with the current plan's fractions (composite
+    max 81.8 -> 87.9 Gy on the demo, exit 0). The RTDOSE names its plan: another plan is refused. Fractions in the
+    case file that differ from the plan's were only logged; now they are in the run's warnings (report, summary)."""
+    prior = writeCourse(tmp_path / "prior", study, fractions=25)
+    case = writeCase(tmp_path, goodCourse, prior)
+    data = json.loads(case.read_text())
+    data["courses"][0]["plan"], data["courses"][1]["plan"] = data["courses"][1]["plan"], data["courses"][0]["plan"]
+    case.write_text(json.dumps(data))
+    refusal(lambda: loadCaseInputs(parseCaseFile(case)), "course 'prior': the RTDOSE", str(prior["rd"]),
+            "belongs to another RTPLAN than the one given", str(goodCourse["rp"]))
+    data["courses"][0]["plan"], data["courses"][1]["plan"] = data["courses"][1]["plan"], data["courses"][0]["plan"]
+    data["courses"][0]["fractions"] = 5
+    case.write_text(json.dumps(data))
+    inputs = loadCaseInputs(parseCaseFile(case))
+    assert inputs.courses[0].numberOfFractions == 5
+    assert "course 'prior': 5 fractions from the case file replace the 25 of its RTPLAN (RP.dcm)" in inputs.warnings
+
+
+def test_a_dose_image_in_cgy_or_an_eqd2_given_as_a_course_refused(tmp_path, study, goodCourse):
+    """A dose NRRD in cGy (no units in the file) gave a composite of 140 000 Gy with exit 0; the tool's own EQD2
+    composite given as a course would be converted a second time."""
+    from ReirradiationDoseLib.core.dicomwrite import eqd2SeriesDescription
+    from ReirradiationDoseLib.core.geometry import imageFromArray
+
+    rd = readRtDose(goodCourse["rd"])
+    cgy = tmp_path / "dose_cgy.nrrd"
+    sitk.WriteImage(imageFromArray((rd.doseGy * 100).astype(np.float32), rd.geometry), str(cgy))
+    case = writeCase(tmp_path, goodCourse)
+    data = json.loads(case.read_text())
+    data["courses"][0].update(dose=str(cgy), fractions=5)
+    data["courses"][0].pop("plan")
+    case.write_text(json.dumps(data))
+    refusal(lambda: loadCaseInputs(parseCaseFile(case)), "dose_cgy.nrrd", "the dose reaches 1000.0 Gy",
+            "is this one in cGy?")
+    eqd2 = tmp_path / "eqd2.dcm"
+    writeRtDose(eqd2, rd.doseGy, rd.geometry, study, doseType="EFFECTIVE", summationType="MULTI_PLAN",
+                seriesDescription=eqd2SeriesDescription(3.0))
+    data["courses"][0]["dose"] = str(eqd2)
+    case.write_text(json.dumps(data))
+    refusal(lambda: loadCaseInputs(parseCaseFile(case)), "eqd2.dcm", "already an EQD2 or BED")
+
+
+def test_tissue_or_target_names_matching_no_structure_warned(tmp_path, goodCourse):
+    """A misspelt "Rectumm" left the rectum without the case's recovery, silently."""
+    case = writeCase(tmp_path, goodCourse, tissues={"Rectumm": {"alphaBeta": 3}}, targets=["GTV", "GTV_boost"])
+    result = runDoseWorkflow(parseCaseFile(case))
+    assert any(w.startswith("tissues['Rectumm'] in the case matches no structure (structures: Body, GTV, Rectum)")
+               for w in result.warnings), result.warnings
+    assert "target 'GTV_boost' in the case matches no structure: check the name" in result.warnings
+    case = writeCase(tmp_path, goodCourse, tissues={"Rectum": {"alphaBeta": 3}})
+    assert not any("matches no structure" in w for w in runDoseWorkflow(parseCaseFile(case)).warnings)

@@ -95,6 +95,13 @@ def test_anonymize_writes_a_deidentified_rtdose_with_new_uids(demoCase, fastCase
     plain = pydicom.dcmread(tmp_path / "plain" / "composite_eqd2.dcm")
     assert (str(plain.PatientName), plain.PatientID) == (PATIENT_NAME, PATIENT_ID)
     assert (plain.StudyInstanceUID, plain.FrameOfReferenceUID) == (ct.StudyInstanceUID, ct.FrameOfReferenceUID)
+    # a MULTI_PLAN sum references the plans it sums (each course's RTDOSE names its RTPLAN); anonymised, none
+    plans = {pydicom.dcmread(demoCase.outputDir / c / "RTDOSE.dcm").ReferencedRTPlanSequence[0]
+             .ReferencedSOPInstanceUID for c in ("prior", "current")}
+    assert plain.DoseSummationType == "MULTI_PLAN" and len(plans) == 2
+    assert {r.ReferencedSOPInstanceUID for r in plain.ReferencedRTPlanSequence} == plans
+    assert "ReferencedRTPlanSequence" not in rtdose
+    assert plain.DoseComment.endswith("courses.") and len(plain.DoseComment) <= 64
     # each anonymised run draws new UIDs (not derivable from the originals without the run's random salt)
     runDose(fastCase, tmp_path / "anon2", caplog, capsys, "--anonymize")
     again = pydicom.dcmread(tmp_path / "anon2" / "composite_eqd2.dcm")

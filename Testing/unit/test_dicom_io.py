@@ -122,7 +122,15 @@ def test_rtdose_eqd2_labelling(tmp_path, study):
                 seriesDescription=eqd2SeriesDescription(3.0), comment=longComment)
     rd = readRtDose(tmp_path / "eqd2.dcm")
     assert rd.comment == longComment.strip()  # trailing padding spaces are not significant in DICOM text
-    assert len(pydicom.dcmread(tmp_path / "eqd2.dcm").DoseComment) <= 64
+    # cut at a word, not inside one: "Composite EQD2 (Gy) = sum over courses of (1 - recovery) x..."
+    assert pydicom.dcmread(tmp_path / "eqd2.dcm").DoseComment == "Composite EQD2 (Gy) = sum over courses of (1 - " \
+        "recovery) x..."
+    writeRtDose(tmp_path / "two.dcm", dose, GEOMETRY, study, doseType="EFFECTIVE", summationType="MULTI_PLAN",
+                comment="First sentence. Second sentence that goes past sixty-four characters.",
+                referencedPlanUid=["1.2.3.4", "", "1.2.3.5", "1.2.3.4"])
+    two = pydicom.dcmread(tmp_path / "two.dcm")
+    assert two.DoseComment == "First sentence."
+    assert [r.ReferencedSOPInstanceUID for r in two.ReferencedRTPlanSequence] == ["1.2.3.4", "1.2.3.5"]
     assert rd.doseType == "EFFECTIVE"
     assert "EQD2" in rd.seriesDescription and "3 Gy" in rd.seriesDescription
     assert rd.studyInstanceUid == study.studyInstanceUid

@@ -80,7 +80,8 @@ def test_negative_dose_refused(threeCourses):
 
 def test_constraints_use_their_own_alpha_beta_and_dose(threeCourses, tmp_path):
     """A cumulative constraint at α/β 2 is compared with the composite at α/β 2, not the voxel map's 3; a
-    first-course limit without α/β with the current course's physical dose."""
+    first-course limit is read on every course alone — without α/β in its physical dose, with one in its own EQD2
+    at that α/β, no recovery — one result per course, each naming the dose it was read from."""
     import json
 
     from ReirradiationDoseLib.core.pipeline import DoseSettings
@@ -90,19 +91,38 @@ def test_constraints_use_their_own_alpha_beta_and_dose(threeCourses, tmp_path):
     constraints.write_text(json.dumps({"name": "test", "constraints": [
         {"structure": "Rectum", "metric": "Dmax", "limit": 1000, "unit": "Gy", "alphaBetaGy": 2.0,
          "kind": "cumulative", "source": "test"},
-        {"structure": "Rectum", "metric": "Dmax", "limit": 1000, "unit": "Gy", "alphaBetaGy": None,
+        {"structure": "Rectum", "metric": "Dmax", "limit": 50, "unit": "Gy", "alphaBetaGy": None,
+         "kind": "first-course", "source": "test"},
+        {"structure": "Rectum", "metric": "Dmax", "limit": 1000, "unit": "Gy", "alphaBetaGy": 3.0,
+         "kind": "first-course", "source": "test"},
+        {"structure": "Plexus", "metric": "Dmax", "limit": 50, "unit": "Gy", "alphaBetaGy": None,
          "kind": "first-course", "source": "test"}]}))
     inputs.settings = DoseSettings(tissues=inputs.settings.tissues, targets=("GTV",), constraints=str(constraints))
     result = computeDose(inputs)
-    cumulative, firstCourse = result.constraintResults
+    cumulative, *rest = result.constraintResults
     onlyRectum = rectum & ~gtv
     expectedAt2 = (0.75 * handEqd2(doses[0].astype(float), 25, 2.0) + 0.75 * handEqd2(doses[1].astype(float), 5, 2.0)
                    + handEqd2(doses[2].astype(float), 17, 2.0))
     expectedAt2 = np.where(gtv, handEqd2(doses[0].astype(float), 25, 2.0) + handEqd2(doses[1].astype(float), 5, 2.0)
                            + handEqd2(doses[2].astype(float), 17, 2.0), expectedAt2)
     assert cumulative.value == pytest.approx(expectedAt2[rectum].max(), abs=1e-3)
-    assert firstCourse.value == pytest.approx(float(doses[2][rectum].max()), abs=1e-3)
+    assert cumulative.course is None and cumulative.dose == "composite EQD2 at α/β 2 Gy (all courses, recovery applied)"
     assert onlyRectum.any()
+    physical, atThree, missing = rest[:3], rest[3:6], rest[6:]
+    names = ("first", "second", "current")
+    assert [r.course for r in physical] == [r.course for r in atThree] == list(names)
+    for item, dose, name in zip(physical, doses, names, strict=True):
+        value = float(dose[rectum].max())
+        assert item.value == pytest.approx(value, abs=1e-3)
+        assert item.status == ("pass" if value < 50 else "fail")
+        assert item.dose == f"course '{name}' alone: physical dose"
+    # the first course's 0-60 Gy fails its single-course 50 Gy; the second course's 0-20 Gy passes it
+    assert [r.status for r in physical[:2]] == ["fail", "pass"]
+    for item, dose, n, name in zip(atThree, doses, (25, 5, 17), names, strict=True):
+        assert item.value == pytest.approx(handEqd2(dose.astype(float), n, 3.0)[rectum].max(), abs=1e-3)
+        assert item.dose == f"course '{name}' alone: EQD2 at α/β 3 Gy"
+    # an organ that is not delineated is said once, not once per course
+    assert len(missing) == 1 and missing[0].status == "not evaluated" and "Plexus" in missing[0].reason
 
 
 def test_remaining_budget_per_voxel_is_the_lq_inverse_of_what_is_left(threeCourses, tmp_path):
@@ -148,3 +168,19 @@ def test_without_structures_every_voxel_takes_the_default_alpha_beta_and_it_is_w
     assert ("no structures were given: every voxel takes the default α/β of 2.5 Gy, the target included, and there "
             "are no DVHs or structure constraints") in result.warnings
     assert result.dvh == {} and all(r.status == "not evaluated" for r in result.constraintResults)
+
+
+def test_dvh_rows_say_how_much_of_a_structure_takes_another_alpha_beta(threeCourses):
+    """The rectum overlaps the GTV, whose α/β 10 wins there: its DVH rows give its own α/β 3 and the share of its
+    voxels at another α/β, so that a Dmax read in the GTV part is not taken for an α/β 3 value."""
+    from ReirradiationDoseLib.core.dosereport import dvhRows
+
+    inputs, doses, gtv, rectum, cord = threeCourses
+    rows = [r for r in dvhRows(computeDose(inputs)) if r["structure"] == "Rectum"]
+    assert len(rows) == 4  # the composite and the three courses
+    share = 100.0 * np.count_nonzero(rectum & gtv) / np.count_nonzero(rectum)
+    assert 0 < share < 100
+    for row in rows:
+        assert row["alphaBetaGy"] == 3.0 and row["otherAlphaBetaPercent"] == pytest.approx(share)
+    gtvRows = [r for r in dvhRows(computeDose(inputs)) if r["structure"] == "GTV"]
+    assert all(r["otherAlphaBetaPercent"] == 0.0 for r in gtvRows)

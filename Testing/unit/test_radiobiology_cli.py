@@ -80,3 +80,68 @@ def test_dvh_command_json_and_csv(tmp_path, doseFile, capsys):
     assert result["d2ccGy"] is None and "d2ccGy" in result["undefined"]  # 0.5 cc structure
     assert result["d95PercentGy"] == pytest.approx(20.0)
     assert "Box" in csvPath.read_text() and "Box" in capsys.readouterr().out
+
+
+def test_eqd2_and_dvh_commands_read_an_rtdose(tmp_path, demoCase, capsys):
+    """Both commands crashed on every RTDOSE (the reader's result was unpacked as a tuple). The demo's current
+    course (30.6 Gy / 17 fx) read from its RTDOSE: EQD2 at α/β 3 voxel for voxel; an EFFECTIVE RTDOSE (an EQD2
+    already, named so) is refused by eqd2, not converted twice."""
+    from ReirradiationDoseLib.core.dicomwrite import PatientStudy, eqd2SeriesDescription, writeRtDose
+    from ReirradiationDoseLib.core.rtdose import readRtDose
+
+    path = demoCase.outputDir / "current" / "RTDOSE.dcm"
+    physical = readRtDose(path).doseGy
+    out = tmp_path / "eqd2.nrrd"
+    assert main(["eqd2", "--dose", str(path), "--fractions", "17", "--alpha-beta", "3", "-o", str(out)]) == 0
+    eqd2 = arrayFromImage(sitk.ReadImage(str(out)))[0]
+    assert np.max(np.abs(eqd2 - physical * (physical / 17 + 3) / 5)) < 1e-3 and eqd2.max() > 25
+    effective = tmp_path / "eqd2.dcm"
+    writeRtDose(effective, eqd2, readRtDose(path).geometry, PatientStudy.new("X^Y", "1", "20260101"),
+                doseType="EFFECTIVE", seriesDescription=eqd2SeriesDescription(3.0))
+    # an EFFECTIVE dose that does not say it is an EQD2 (a proton plan's RBE-weighted dose) is converted
+    proton = tmp_path / "proton.dcm"
+    writeRtDose(proton, physical, readRtDose(path).geometry, PatientStudy.new("X^Y", "1", "20260101"),
+                doseType="EFFECTIVE", seriesDescription="Proton plan dose (RBE 1.1)")
+    assert main(["eqd2", "--dose", str(proton), "--fractions", "17", "--alpha-beta", "3",
+                 "-o", str(tmp_path / "proton.nrrd")]) == 0
+    assert main(["eqd2", "--dose", str(effective), "--fractions", "17", "--alpha-beta", "3",
+                 "-o", str(tmp_path / "twice.nrrd")]) == 2
+    assert "already an EQD2 or BED" in capsys.readouterr().err and not (tmp_path / "twice.nrrd").exists()
+    table = tmp_path / "dvh.json"
+    structures = demoCase.outputDir / "current" / "RTSTRUCT.dcm"
+    assert main(["dvh", "--dose", str(effective), "--segmentation", str(structures), "--json", str(table)]) == 0
+    assert table.exists()
+
+
+def test_output_files_are_checked_before_anything_is_written(tmp_path, demoCase, doseFile, capsys):
+    """An output named like an input overwrote it; -o x.txt, a folder, or a --csv that could not be written came
+    as a traceback after the work (the iov --json already written); --supersample 50 asked for 91.6 GiB."""
+    rounds = demoCase.outputDir / "observers" / "round1"
+    before = doseFile.read_bytes()
+    cases = [
+        (["eqd2", "--dose", str(doseFile), "--fractions", "5", "--alpha-beta", "3", "-o", str(doseFile)],
+         "--output: this is one of the inputs; it would be overwritten"),
+        (["eqd2", "--dose", str(doseFile), "--fractions", "5", "--alpha-beta", "3", "-o", str(tmp_path / "x.txt")],
+         "--output: the file must end with .nrrd"),
+        (["eqd2", "--dose", str(doseFile), "--fractions", "5", "--alpha-beta", "3", "-o", str(tmp_path)],
+         "must end with"),
+        (["dvh", "--dose", str(doseFile), "--segmentation", str(rounds / "obs1.dcm"), "--supersample", "50"],
+         "--supersample must be at most 8"),
+        (["iov", "--observer", f"a={rounds / 'obs1.dcm'}", "--observer", f"b={rounds / 'obs2.dcm'}",
+          "--json", str(tmp_path / "ok.json"), "--csv", str(doseFile / "r.csv")],
+         "--csv: the file cannot be written"),
+        (["iov", "--observer", f"a={rounds / 'obs1.dcm'}", "--observer", f"b={rounds / 'obs2.dcm'}",
+          "--csv", str(rounds / "obs1.dcm")], "--csv: the file must end with .csv"),
+        (["iov", "--observer", f"a={rounds / 'obs1.dcm'}", "--observer", f"b={rounds / 'obs2.dcm'}",
+          "--json", str(tmp_path / "same.json"), "--csv", str(tmp_path / "same.json")], "must end with .csv"),
+    ]
+    for argv, fragment in cases:
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        assert fragment in capsys.readouterr().err, argv
+    assert doseFile.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dose.nrrd"]
+    out = tmp_path / "new" / "iov.csv"
+    assert main(["iov", "--observer", f"a={rounds / 'obs1.dcm'}", "--observer", f"b={rounds / 'obs2.dcm'}",
+                 "--image", str(demoCase.outputDir / "current" / "CT"), "--csv", str(out)]) == 0
+    assert out.read_text().splitlines()[0] == "scope,a,b,metric,value,unit,undefinedReason"

@@ -14,6 +14,7 @@ def test_study_command_two_rounds(tmp_path, capsys):
     output = tmp_path / "out"
     output.mkdir()
     (output / "stale.txt").write_text("from an earlier run")
+    (output / ".reirradiation-output").write_text("")  # an earlier output: replaced (any other folder is refused)
     code = main(["study", str(root), "--output", str(output), "--reference", "majority", "--hd-percentile", "98",
                  "--no-pictures"])
     assert code == 0

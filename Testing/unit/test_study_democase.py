@@ -62,3 +62,46 @@ def test_marks_and_reference_image_are_used(demoStudy):
     assert unit["marks"] is not None
     honoured = observerValues(rows, "round1", "marks.nMarks")
     assert len(honoured) == 5 and all(v >= 1 for v in honoured.values())
+
+
+def test_a_study_says_what_it_could_not_compare(demoCase, tmp_path):
+    """Found by a bad-input review: an observer .dcm that is not DICOM (empty, text) was dropped silently and the
+    round analysed with four observers; OBS2.dcm beside obs2.dcm counted as two observers; rounds with different
+    observers were compared as if paired; an observer from another patient or scan was compared without a word."""
+    import os
+    import shutil
+
+    import pydicom
+
+    source = demoCase.outputDir / "observers"
+
+    def case(name):
+        folder = tmp_path / "study" / name
+        for roundName in ("round1", "round2"):
+            shutil.copytree(source / roundName, folder / roundName)
+        os.symlink(demoCase.outputDir / "current" / "CT", folder / "image")
+        return folder
+
+    (case("text") / "round1" / "obs3.dcm").write_text("not DICOM")
+    shutil.copy(case("twice") / "round1" / "obs2.dcm", tmp_path / "study" / "twice" / "round1" / "OBS2.dcm")
+    (case("missing") / "round2" / "obs5.dcm").unlink()
+    other = case("other") / "round1" / "obs2.dcm"
+    ds = pydicom.dcmread(other)
+    ds.PatientID = "OTHER-999"
+    ds.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID = "1.2.3.4.5"
+    ds.save_as(other)
+    output = tmp_path / "out"
+    assert main(["study", str(tmp_path / "study"), "--output", str(output), "--no-pictures"]) == 0
+    study = json.loads((output / "study.json").read_text())
+    failures = {f["case"]: f["error"] for f in study["failures"]}
+    assert "obs3.dcm is not a readable DICOM file" in failures["text"]
+    assert "OBS2.dcm" in failures["twice"] and "differ only in upper and lower case" in failures["twice"]
+    comparison = json.loads((output / "rounds_comparison.json").read_text())["comparisons"][0]
+    notes = {e["case"]: e.get("note") for e in comparison["cases"]}
+    assert notes == {"missing": "different observers: only in round1: obs5; only in round2: none", "other": None}
+    assert "1 case(s) (missing) compare different observer sets" in comparison["conclusion"]
+    unit = next(r for r in study["results"] if r["case"] == "other" and r["round"] == "round1")
+    assert any(n.startswith("observer 'obs2' (obs2.dcm) belongs to patient ID OTHER-999, the case image to ")
+               for n in unit["notes"]), unit["notes"]
+    assert any("obs2.dcm) was drawn on another frame of reference than the case image (1.2.3.4.5 against" in n
+               for n in unit["notes"])

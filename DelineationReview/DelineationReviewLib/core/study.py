@@ -274,13 +274,19 @@ def _maskStem(path: Path) -> str | None:
 
 
 def _isRtStruct(path: Path) -> bool:
-    try:
-        import pydicom
+    """True for an RTSTRUCT, False for another DICOM object (a CT slice exported beside it); a ``.dcm`` that is not
+    readable DICOM (empty, text, damaged) is refused naming it: it was dropped silently, and the round analysed
+    with one observer fewer."""
+    import pydicom
 
+    try:
         dataset = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"])
-        return str(getattr(dataset, "Modality", "")).upper() == "RTSTRUCT"
-    except Exception:  # noqa: BLE001 - not a readable DICOM file: not an observer file
-        return False
+    except Exception as error:  # noqa: BLE001 - pydicom raises many kinds for damaged files
+        raise InputError(f"{path.name} is not a readable DICOM file ({type(error).__name__}): an observer file that "
+                         "cannot be read would silently leave its observer out; fix or remove it", path) from None
+    if "Modality" not in dataset:
+        raise InputError(f"{path.name} is not a readable DICOM file (no Modality): fix or remove it", path)
+    return str(dataset.Modality).upper() == "RTSTRUCT"
 
 
 def _observerFiles(folder: Path) -> dict[str, Path]:
@@ -293,10 +299,57 @@ def _observerFiles(folder: Path) -> dict[str, Path]:
             continue
         if path.name.casefold().endswith(".dcm") and not _isRtStruct(path):
             continue
-        if stem in files:
-            raise InputError(f"two files give observer {stem!r} ({files[stem].name} and {path.name})", folder)
+        same = next((other for other in files if other.casefold() == stem.casefold()), None)
+        if same is not None:
+            raise InputError(f"two files give observer {stem!r} ({files[same].name} and {path.name}): observer "
+                             "names that differ only in upper and lower case are one observer", folder)
         files[stem] = path
     return files
+
+
+def _dicomIdentity(path) -> tuple[str, str]:
+    """(PatientID, frame of reference UID) of an RTSTRUCT (its referenced frame) or of a DICOM image folder (its
+    first readable file); empty strings where unknown (NRRD, unreadable)."""
+    import pydicom
+
+    path = Path(path)
+    candidates = [path] if path.is_file() else sorted(path.glob("*"))[:50] if path.is_dir() else []
+    for candidate in candidates:
+        if not candidate.is_file():
+            continue
+        try:
+            ds = pydicom.dcmread(candidate, stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - not DICOM: look at the next file
+            continue
+        frame = str(ds.get("FrameOfReferenceUID", "") or "")
+        if not frame and ds.get("ReferencedFrameOfReferenceSequence"):
+            frame = str(ds.ReferencedFrameOfReferenceSequence[0].get("FrameOfReferenceUID", "") or "")
+        return str(ds.get("PatientID", "") or ""), frame
+    return "", ""
+
+
+def _identityNotes(files: dict, imagePath: str | None) -> list[str]:
+    """Notes for RTSTRUCT observers whose patient or frame of reference differs from the case image's (or, without
+    a DICOM image, from the first observer's): contours from another patient, or drawn on another scan, would be
+    compared as if on this one. Notes, not refusals: de-identification may renew the UIDs of each file."""
+    reference = _dicomIdentity(imagePath) if imagePath else ("", "")
+    what = "the case image"
+    if not any(reference):
+        first = next((p for p in files.values() if str(p).casefold().endswith(".dcm")), None)
+        reference = _dicomIdentity(first) if first else ("", "")
+        what = f"observer {next(k for k, v in files.items() if v == first)!r}" if first else ""
+    notes = []
+    for observer, path in files.items():
+        if not str(path).casefold().endswith(".dcm"):
+            continue
+        patient, frame = _dicomIdentity(path)
+        if patient and reference[0] and patient != reference[0]:
+            notes.append(f"observer {observer!r} ({Path(path).name}) belongs to patient ID {patient}, {what} to "
+                         f"{reference[0]}: check that it is this case's file")
+        if frame and reference[1] and frame != reference[1]:
+            notes.append(f"observer {observer!r} ({Path(path).name}) was drawn on another frame of reference than "
+                         f"{what} ({frame} against {reference[1]}): check that it was drawn on this scan")
+    return notes
 
 
 @dataclass(frozen=True)
@@ -644,7 +697,7 @@ def _analyzeUnit(case: StudyCase, roundName: str, options: StudyOptions, analyze
         raise InputError(f"round {roundName!r} has {len(files)} observer file(s); at least two are needed",
                          case.path)
     referenceGeometry = None
-    notes: list[str] = []
+    notes: list[str] = _identityNotes(files, case.imagePath)
     rtStructFiles = [p for p in files.values() if str(p).casefold().endswith(".dcm")]
     if rtStructFiles and case.imagePath:
         referenceGeometry = readCaseImage(case.imagePath)[1]
@@ -902,6 +955,12 @@ def compareRounds(results: Sequence[dict], hdLabel: str = "HD95") -> dict:
         perCase = []
         for case in cases:
             entry = {"case": case}
+            observersA = set(byRound[roundA][case].get("observers") or ())
+            observersB = set(byRound[roundB][case].get("observers") or ())
+            if observersA != observersB:  # a paired change over different readers is not the readers' change
+                onlyA = ", ".join(sorted(observersA - observersB)) or "none"
+                onlyB = ", ".join(sorted(observersB - observersA)) or "none"
+                entry["note"] = f"different observers: only in {roundA}: {onlyA}; only in {roundB}: {onlyB}"
             for pairMetric, _, _ in COMPARED_METRICS:
                 a = _unitMedian(byRound[roundA][case], pairMetric)
                 b = _unitMedian(byRound[roundB][case], pairMetric)
@@ -928,6 +987,10 @@ def compareRounds(results: Sequence[dict], hdLabel: str = "HD95") -> dict:
             tests[pairMetric] = test
         dice = tests["dice"]
         conclusion, moreConcordant = _conclusion(roundA, roundB, dice)
+        differing = [e["case"] for e in perCase if e.get("note")]
+        if differing:
+            conclusion += (f"; {len(differing)} case(s) ({', '.join(differing)}) compare different observer sets "
+                           "between the rounds")
         comparisons.append({"roundA": roundA, "roundB": roundB, "cases": perCase, "tests": tests,
                             "moreConcordant": moreConcordant,
                             "significant": None if dice["pValue"] is None else bool(dice["pValue"] < 0.05),
@@ -964,7 +1027,7 @@ def _comparisonRows(comparison: dict) -> list[dict]:
             rows.append({"comparison": label, "roundA": comparison["roundA"], "roundB": comparison["roundB"],
                          "case": entry["case"], "metric": f"median pair {pairMetric}",
                          "roundAValue": values["roundA"], "roundBValue": values["roundB"],
-                         "change": values["change"], "wilcoxonP": None, "note": ""})
+                         "change": values["change"], "wilcoxonP": None, "note": entry.get("note", "")})
     for pairMetric, _, _ in COMPARED_METRICS:
         test = comparison["tests"][pairMetric]
         medianA = _nanMedian([e[pairMetric]["roundA"] for e in comparison["cases"]])

@@ -24,11 +24,13 @@ def addArguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..core.atomic import checkOutputDir
     from ..core.casefile import parseCaseFile
     from ..core.doseoutputs import writeDoseOutputs
     from ..core.pipeline import runDoseWorkflow
     from ..core.progress import TextProgressBar, subProgress
 
+    checkOutputDir(args.output)  # at once, not after minutes of registration
     case = parseCaseFile(args.case)
     bar = TextProgressBar()
     result = runDoseWorkflow(case, progress=subProgress(bar, 0.0, 0.8))
@@ -38,8 +40,10 @@ def run(args: argparse.Namespace) -> int:
     bar.finish()
     summary = json.loads((Path(args.output) / "summary.json").read_text())
     failed = [c for c in summary["constraints"] if c.get("status") == "fail"]
-    logger.info("Composite EQD2 max %.2f Gy; %d constraint(s) failed; outputs in %s (%d files)",
-                summary["composite"]["maxGy"] or 0.0, len(failed), args.output, len(written))
+    cumulative = sum(c.get("kind") == "cumulative" for c in failed)
+    logger.info("Composite EQD2 max %.2f Gy; %d cumulative and %d single-course constraint(s) failed; outputs in %s "
+                "(%d files)", summary["composite"]["maxGy"] or 0.0, cumulative, len(failed) - cumulative,
+                args.output, len(written))
     for message in result.warnings:
         logger.warning("warning: %s", message)
     return 0

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
 import sys
 from pathlib import Path
 
 NAME = "dvh"
-HELP = "dose-volume histograms and metrics (volume, Dmin/Dmean/Dmax, D0.03cc, D2cc, D95%) per structure"
+MAX_SUPERSAMPLE = 8
+HELP = "dose-volume histograms and metrics (volume, Dmin/Dmean/Dmax, D0.03cc, D2cc, D95%%) per structure"
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +55,14 @@ def run(args: argparse.Namespace) -> int:
     from ..core.errors import InputError
     from .eqd2 import readDoseFile
 
+    from ..core.atomic import atomicWriteText, checkOutputFiles
+
     if args.supersample < 1:
         raise InputError("--supersample must be ≥ 1")
+    if args.supersample > MAX_SUPERSAMPLE:  # 50 asked for 91.6 GiB on a demo dose grid
+        raise InputError(f"--supersample must be at most {MAX_SUPERSAMPLE} (each step multiplies the grid by its cube)")
+    checkOutputFiles({"--csv": args.csv, "--json": args.json}, [args.dose, args.segmentation],
+                     {"--csv": (".csv",), "--json": (".json",)})
     dose, geometry, _ = readDoseFile(args.dose)
     masks, maskGeometry = _readStructures(args.segmentation, geometry, args.supersample)
     if args.structure:
@@ -72,16 +80,17 @@ def run(args: argparse.Namespace) -> int:
     for row in results:
         writer.writerow([row["name"]] + [("" if row[k] is None else f"{row[k]:.4f}") for k in _CSV_COLUMNS[1:]])
     if args.csv:
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.csv, "w", newline="") as handle:
-            out = csv.writer(handle)
-            out.writerow(_CSV_COLUMNS)
-            for row in results:
-                out.writerow([row["name"]] + ["" if row[k] is None else row[k] for k in _CSV_COLUMNS[1:]])
+        Path(args.csv).absolute().parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.StringIO(newline="")
+        out = csv.writer(buffer)
+        out.writerow(_CSV_COLUMNS)
+        for row in results:
+            out.writerow([row["name"]] + ["" if row[k] is None else row[k] for k in _CSV_COLUMNS[1:]])
+        atomicWriteText(Path(args.csv).absolute(), buffer.getvalue())
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).absolute().parent.mkdir(parents=True, exist_ok=True)
         payload = {"dose": str(args.dose), "segmentation": str(args.segmentation),
                    "supersample": args.supersample, "structures": results}
-        Path(args.json).write_text(json.dumps(payload, indent=1))
+        atomicWriteText(Path(args.json).absolute(), json.dumps(payload, indent=1))
         logger.info("wrote %s", args.json)
     return 0

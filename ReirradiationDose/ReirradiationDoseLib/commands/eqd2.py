@@ -22,8 +22,10 @@ HELP = "convert a physical dose of one course to EQD2 (Gy) per voxel, d = voxel 
 logger = logging.getLogger(__name__)
 
 
-def readDoseFile(path: str | Path) -> tuple[np.ndarray, ImageGeometry, dict]:
-    """Dose in Gy and its grid from an image file (NRRD, NIfTI, MHA via SimpleITK) or a DICOM RTDOSE."""
+def readDoseFile(path: str | Path, physicalOnly: bool = False) -> tuple[np.ndarray, ImageGeometry, dict]:
+    """Dose in Gy and its grid from an image file (NRRD, NIfTI, MHA via SimpleITK) or a DICOM RTDOSE.
+    ``physicalOnly``: refuse an RTDOSE that is not a whole-plan dose, or is already an EQD2 (converted again it
+    would count the fractionation twice)."""
     import SimpleITK as sitk
 
     from ..core.geometry import arrayFromImage
@@ -36,12 +38,13 @@ def readDoseFile(path: str | Path) -> tuple[np.ndarray, ImageGeometry, dict]:
         with open(path, "rb") as handle:
             isDicom = handle.read(132)[128:132] == b"DICM"
     if isDicom:
-        try:
-            from ..core.rtdose import readRtDose
-        except ImportError:
-            raise InputError("RTDOSE input needs core.rtdose (not available in this installation)", path) from None
-        dose, geometry, info = readRtDose(path)
-        return np.asarray(dose, dtype=np.float32), geometry, dict(info) if isinstance(info, dict) else {"info": info}
+        from ..core.rtdose import readRtDose, refuseEqd2Dose, requirePlanDose
+
+        rtDose = readRtDose(path)
+        if physicalOnly:
+            refuseEqd2Dose(requirePlanDose(rtDose, path), path)
+        return (np.asarray(rtDose.doseGy, dtype=np.float32), rtDose.geometry,
+                {"format": "RTDOSE", "doseType": rtDose.doseType, "summationType": rtDose.summationType})
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
@@ -72,8 +75,15 @@ def run(args: argparse.Namespace) -> int:
     from ..core.geometry import imageFromArray
     from ..core.radiobiology import bedGy, eqd2Gy, validateNumberOfFractions
 
+    from ..core.atomic import checkOutputFiles
+
     fractions = validateNumberOfFractions(args.fractions)
-    dose, geometry, _ = readDoseFile(args.dose)
+    images = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+    checkOutputFiles({"--output": args.output, "--bed-output": args.bed_output,
+                      "--alpha-beta-output": args.alpha_beta_output},
+                     [args.dose, args.segmentation, None if args.tissues == "default" else args.tissues],
+                     dict.fromkeys(("--output", "--bed-output", "--alpha-beta-output"), images))
+    dose, geometry, _ = readDoseFile(args.dose, physicalOnly=True)
     if (args.alpha_beta is None) == (args.segmentation is None):
         raise InputError("give either --alpha-beta (one value) or --segmentation (an α/β map from the tissue table)")
     if args.alpha_beta is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
 from pathlib import Path
@@ -185,9 +186,15 @@ def csvRows(report: dict) -> list[dict]:
 def run(args: argparse.Namespace) -> int:
     from DelineationReviewLib.core.iov import DEFAULT_CROP_MARGIN_MM, analyzeObservers
 
+    from ..core.atomic import atomicWriteText, checkOutputFiles
     from ..core.errors import InputError
 
     parsed = [parseObserverArgument(text) for text in args.observer]
+    # before the analysis: a --csv that cannot be written left the --json written and a traceback; one naming
+    # an observer's file overwrote it
+    checkOutputFiles({"--json": args.json, "--csv": args.csv},
+                     [path for _, path, _ in parsed] + [args.image, getattr(args, "marks", None)],
+                     {"--json": (".json",), "--csv": (".csv",)})
     names = [name for name, _, _ in parsed]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
@@ -228,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
     if report["cigen"] is not None:
         logger.info("CIgen %.3f, volume CV %.3f", report["cigen"], report["volumeCv"])
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        atomicWriteText(Path(args.json).absolute(), json.dumps(report, indent=2))
         logger.info("report written to %s", args.json)
     if args.csv:
         rows = csvRows(report)
@@ -236,9 +243,10 @@ def run(args: argparse.Namespace) -> int:
             from DelineationReviewLib.core.marks import iovCsvRows
 
             rows += iovCsvRows(report["marks"])
-        with open(args.csv, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        atomicWriteText(Path(args.csv).absolute(), buffer.getvalue())
         logger.info("metrics written to %s", args.csv)
     return 0

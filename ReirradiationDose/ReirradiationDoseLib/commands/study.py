@@ -105,8 +105,11 @@ def run(args: argparse.Namespace) -> int:
     from DelineationReviewLib.core.study import StudyOptions, analyzeStudy, printFailures, writeStudyOutputs
     from ReirradiationDoseLib.core.errors import InputError
 
+    from ReirradiationDoseLib.core.atomic import checkOutputDir
+
     if args.jobs < 1:
         raise InputError(f"--jobs must be at least 1, got {args.jobs}")
+    checkOutputDir(args.output)  # at once, not after the study's analysis
     reference = None if str(args.reference).lower() == "none" else args.reference
     options = StudyOptions(structure=args.structure, reference=reference, toleranceMm=args.tolerance_mm,
                            hdPercentile=args.hd_percentile, hdConvention=args.hd_convention,

@@ -12,7 +12,69 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomicOutputDir", "atomicWriteText", "atomicWriteFile"]
+__all__ = ["OUTPUT_MARKER", "checkOutputDir", "checkOutputFiles", "atomicOutputDir", "atomicWriteText",
+           "atomicWriteFile"]
+
+# every output folder holds this file; only a folder that holds it (or an empty one) is ever replaced
+OUTPUT_MARKER = ".reirradiation-output"
+
+
+def checkOutputDir(path, overwrite: bool = True) -> Path:
+    """The absolute output folder, or an InputError naming it when it cannot be written or must not be replaced:
+    an empty path (it would be the current folder), a file, a folder holding anything but an earlier output of
+    this tool (its inputs, the current folder, someone's documents: replacing it would delete them), or a place
+    where no folder can be made. Called before a long run, so that it fails at once, and again when writing."""
+    from .errors import InputError
+
+    if not str(path).strip():
+        raise InputError("no output folder given (an empty path would mean the current folder)")
+    path = Path(path).absolute()
+    if path.exists() and not path.is_dir():
+        raise InputError("the output path exists and is not a folder", path)
+    if path.exists() and any(path.iterdir()):
+        if not overwrite:
+            raise InputError("the output folder exists and is not empty", path)
+        if not (path / OUTPUT_MARKER).is_file():
+            raise InputError("the output folder exists and holds files that are not an earlier output of "
+                             f"Reirradiation (it has no {OUTPUT_MARKER}): it is not replaced; give a new folder, "
+                             "or empty this one first", path)
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"the output folder cannot be made: {existing} is not a writable folder", path)
+    return path
+
+
+def checkOutputFiles(outputs: dict, inputs=(), suffixes: dict | None = None) -> None:
+    """Refuse, before anything is computed or written, output files (``{option: path}``, None = not asked) that
+    cannot be written: an empty path, a folder, a folder that cannot be made, the same file twice, an input file
+    (``inputs``: it would be overwritten), or a name without one of ``suffixes[option]``. A command checked its
+    outputs only when writing them: one written, the next failing with a traceback, an input overwritten."""
+    from .errors import InputError
+
+    asked = {option: path for option, path in outputs.items() if path is not None}
+    seen: dict = {}
+    inputPaths = {Path(str(p).split("#")[0]).absolute() for p in inputs if p}
+    for option, path in asked.items():
+        if not str(path).strip():
+            raise InputError(f"{option}: no file name given")
+        target = Path(path).absolute()
+        wanted = (suffixes or {}).get(option)
+        if wanted and not target.name.casefold().endswith(tuple(wanted)):
+            raise InputError(f"{option}: the file must end with {' or '.join(wanted)}", target)
+        if target.is_dir():
+            raise InputError(f"{option}: this is a folder; give a file name", target)
+        if target in inputPaths:
+            raise InputError(f"{option}: this is one of the inputs; it would be overwritten", target)
+        if target in seen:
+            raise InputError(f"{option} and {seen[target]} name the same file", target)
+        seen[target] = option
+        existing = target.parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise InputError(f"{option}: the file cannot be written: {existing} is not a writable folder", target)
 
 
 @contextlib.contextmanager
@@ -21,20 +83,17 @@ def atomicOutputDir(path, overwrite: bool = True):
 
     Parameters
     ----------
-    path : the final output folder.
-    overwrite : replace an existing ``path`` (default). When False an existing non-empty folder is refused.
+    path : the final output folder; an existing one is replaced only when it is empty or an earlier output (it
+        holds ``OUTPUT_MARKER``, which every output gets): :func:`checkOutputDir`.
+    overwrite : replace an existing earlier output (default). When False an existing non-empty folder is refused.
     """
-    from .errors import InputError
-
-    path = Path(path).absolute()
-    if path.exists() and not path.is_dir():
-        raise InputError("the output path exists and is not a folder", path)
-    if path.exists() and any(path.iterdir()) and not overwrite:
-        raise InputError("the output folder exists and is not empty", path)
+    path = checkOutputDir(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:
         temporary.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the output is an ordinary folder
+        (temporary / OUTPUT_MARKER).write_text("Written by Reirradiation. Writing the same output again replaces "
+                                               "this folder as a whole.\n", encoding="utf-8")
         yield temporary
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -66,6 +125,7 @@ def atomicWriteFile(path, write) -> None:
     """Write a file through ``write(temporaryPath)`` on a temporary file in the same folder and an atomic rename:
     a failed write leaves neither a partial file nor a changed old one."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(fd)
     try:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,13 +142,31 @@ class CaseSpec:
 def parseCaseFile(path) -> CaseSpec:
     """Read and validate a case file (see the module docstring for the schema)."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError("this is a folder: give the case file (JSON) itself", path)
     if not path.is_file():
         raise InputError("case file not found", path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        # utf-8-sig: a byte-order mark (Windows Notepad writes one) is not an error
+        data = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=_noDuplicateKeys)
+    except (UnicodeDecodeError, json.JSONDecodeError, _DuplicateKey) as error:
         raise InputError(f"not a valid JSON case file ({error})", path) from None
     return parseCase(data, path)
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _noDuplicateKeys(pairs) -> dict:
+    """A JSON object whose keys are unique: a key given twice (``"fractions": 25`` ... ``"fractions": 5``) is an
+    error, not silently the last one."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(f"the key '{key}' is given twice in one object")
+        out[key] = value
+    return out
 
 
 def parseCase(data, path) -> CaseSpec:
@@ -188,6 +207,14 @@ def parseCase(data, path) -> CaseSpec:
             raise InputError(f"{where} needs a 'name'", path)
         if name in names:
             raise InputError(f"two courses are named '{name}'; course names must be unique", path)
+        # the output files are named after the course (course_<name>_eqd2.nrrd): names that give the same file
+        # name would overwrite each other's maps
+        fileName = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "course"
+        clash = next((other for other in names
+                      if (re.sub(r"[^A-Za-z0-9_.-]+", "_", other).strip("_") or "course") == fileName), None)
+        if clash is not None:
+            raise InputError(f"the courses '{clash}' and '{name}' would write the same output files "
+                             f"(course_{fileName}_...): name them more distinctly", path)
         names.add(name)
         if "dose" not in raw:
             raise InputError(f"course '{name}' needs a 'dose' (RTDOSE or NRRD)", path)
@@ -232,6 +259,13 @@ def parseCase(data, path) -> CaseSpec:
             withoutCounterpart=withoutCounterpart, courseWithoutCounterpart=courseWithoutCounterpart,
             landmarks=landmarks, validationStructures=tuple(validation), initialTransform=initial))
     _chooseCurrent(courses, path)
+    doses: dict = {}
+    for course in courses:
+        key = Path(course["dose"]).resolve()
+        if key in doses:
+            raise InputError(f"the courses '{doses[key]}' and '{course['name']}' give the same dose file "
+                             f"({Path(course['dose']).name}): each course needs its own dose", path)
+        doses[key] = course["name"]
 
     mri = None
     if data.get("mri") is not None:
@@ -263,6 +297,12 @@ def parseCase(data, path) -> CaseSpec:
         if recovery is not None and not isinstance(recovery, dict):
             raise InputError(f"tissues['{name}'].recovery must be an object like "
                              "{\"model\": \"constant\", \"fraction\": 0.25}", path)
+        if recovery is not None:  # checked now, naming the case file, not when the maps are built
+            from .recovery import recoveryModelFromDict
+            try:
+                recoveryModelFromDict(recovery)
+            except (InputError, TypeError, ValueError) as error:
+                raise InputError(f"tissues['{name}'].recovery: {error}", path) from None
         priority = raw.get("priority")
         if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
             raise InputError(f"tissues['{name}'].priority must be an integer", path)
@@ -283,6 +323,12 @@ def parseCase(data, path) -> CaseSpec:
         constraints = existing(constraints, "constraints file")
     elif constraints is not None and not isinstance(constraints, str):
         raise InputError("'constraints' must be a shipped set name or a JSON file path", path)
+    if constraints is not None:  # read now: a bad constraint file stops the run before its registrations
+        from .constraints import loadConstraintSet
+        try:
+            loadConstraintSet(constraints)
+        except InputError as error:
+            raise InputError(f"'constraints': {error}", path) from None
 
     levels = data.get("isodoseLevelsGy", [])
     if not isinstance(levels, list):

@@ -25,6 +25,16 @@ from .errors import InputError
 from .resources import resourcePath
 from .tissues import normalizeStructureName
 
+
+def _noDuplicateKeys(pairs) -> dict:
+    """A JSON object whose keys are unique (a key given twice is an error, not silently the last one)."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key '{key}' is given twice in one object")
+        out[key] = value
+    return out
+
 __all__ = [
     "SHIPPED_CONSTRAINT_SETS",
     "OrganConstraint",
@@ -40,6 +50,8 @@ SHIPPED_CONSTRAINT_SETS = {
 }
 _COMPARISONS = ("<", "<=", ">", ">=")
 _KINDS = ("cumulative", "first-course")
+_KEYS = {"structure", "aliases", "metric", "comparison", "limit", "unit", "alphaBetaGy", "kind", "level", "source",
+         "note"}
 
 
 @dataclass(frozen=True)
@@ -60,10 +72,17 @@ class OrganConstraint:
 
     def __post_init__(self):
         object.__setattr__(self, "aliases", tuple(str(a) for a in self.aliases))
-        parsed = parseDvhMetric(self.metric)
+        try:
+            parsed = parseDvhMetric(self.metric)
+        except InputError as error:
+            raise InputError(f"constraint {self.structure} {self.metric}: {error}") from None
         limit = float(self.limit)
         if not math.isfinite(limit):
             raise InputError(f"constraint {self.structure} {self.metric}: the limit must be a number")
+        if limit < 0 or (str(self.unit) == "%" and limit > 100):
+            rule = "a percentage lies between 0 and 100" if self.unit == "%" else "a dose or volume is not negative"
+            raise InputError(f"constraint {self.structure} {self.metric}: the limit {limit:g} {self.unit} is "
+                             f"impossible ({rule})")
         object.__setattr__(self, "limit", limit)
         if self.comparison not in _COMPARISONS:
             raise InputError(f"constraint {self.structure} {self.metric}: comparison must be one of {_COMPARISONS}")
@@ -103,8 +122,27 @@ class OrganConstraint:
 
     @classmethod
     def fromDict(cls, data: dict) -> OrganConstraint:
+        """One constraint from its JSON object; a misspelt key, a limit or α/β that is not a number, aliases that are
+        not a list of names are refused (a misspelt ``alphaBeta`` was ignored and the constraint read in physical
+        dose)."""
+        if not isinstance(data, dict):
+            raise InputError(f"each constraint must be an object with structure, metric, limit, unit..., got {data!r}")
+        unknown = sorted(set(data) - _KEYS)
+        if unknown:
+            raise InputError(f"constraint {data.get('structure', '?')} {data.get('metric', '')}: unknown key(s) "
+                             f"{', '.join(map(repr, unknown))} (known: {', '.join(sorted(_KEYS))})")
+        what = f"constraint {data.get('structure', '?')} {data.get('metric', '')}"
+        for key in ("limit", "alphaBetaGy"):
+            value = data.get(key)
+            if (value is None and key == "limit") or (value is not None and (
+                    isinstance(value, bool) or not isinstance(value, (int, float)))):
+                raise InputError(f"{what}: '{key}' must be a number{' or null' if key == 'alphaBetaGy' else ''}, "
+                                 f"got {value!r}")
+        aliases = data.get("aliases", [])
+        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+            raise InputError(f"{what}: 'aliases' must be a list of structure names, got {aliases!r}")
         try:
-            return cls(structure=str(data["structure"]), aliases=tuple(data.get("aliases", ())),
+            return cls(structure=str(data["structure"]), aliases=tuple(aliases),
                        metric=str(data["metric"]), limit=data["limit"], unit=str(data["unit"]),
                        alphaBetaGy=data.get("alphaBetaGy"), kind=str(data.get("kind", "cumulative")),
                        source=str(data.get("source", "")), comparison=str(data.get("comparison", "<")),
@@ -125,8 +163,10 @@ class ConstraintSet:
 
     @classmethod
     def fromDict(cls, data: dict) -> ConstraintSet:
-        if "constraints" not in data:
+        if not isinstance(data, dict) or "constraints" not in data:
             raise InputError("a constraint set needs a 'constraints' list")
+        if not isinstance(data["constraints"], list):
+            raise InputError(f"'constraints' must be a list of constraints, got {type(data['constraints']).__name__}")
         return cls(str(data.get("name", "custom")), tuple(OrganConstraint.fromDict(c) for c in data["constraints"]),
                    str(data.get("description", "")))
 
@@ -142,8 +182,8 @@ def loadConstraintSet(nameOrPath: str | Path) -> ConstraintSet:
             raise InputError(f"no constraint set named {str(nameOrPath)!r} (shipped: "
                              f"{', '.join(SHIPPED_CONSTRAINT_SETS)}) and no such file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
+        data = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=_noDuplicateKeys)
+    except (OSError, UnicodeDecodeError, ValueError) as error:  # JSONDecodeError and a key given twice included
         raise InputError(f"cannot read the constraint set: {error}", path) from None
     try:
         return ConstraintSet.fromDict(data)
@@ -162,6 +202,8 @@ class ConstraintResult:
     status: str  # "pass" | "fail" | "not evaluated"
     reason: str = ""
     structureName: str | None = None
+    dose: str = ""  # the dose the value was read from ("composite EQD2 at α/β 3 Gy ...", "course 'prior' alone ...")
+    course: str | None = None  # the course a first-course limit was evaluated on (None: cumulative)
 
     @property
     def marginGy(self) -> float | None:
@@ -170,7 +212,7 @@ class ConstraintResult:
     def toDict(self) -> dict:
         return {"constraint": self.constraint.toDict(), "structureName": self.structureName, "value": self.value,
                 "unit": self.constraint.unit, "passed": self.passed, "margin": self.margin, "status": self.status,
-                "reason": self.reason}
+                "reason": self.reason, "dose": self.dose, "course": self.course}
 
 
 def _compare(value: float, limit: float, comparison: str) -> bool:

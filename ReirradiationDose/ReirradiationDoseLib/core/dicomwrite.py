@@ -171,6 +171,19 @@ def _newDataset(sopClassUid: str, sopInstanceUid: str | None, ps: PatientStudy, 
     return ds
 
 
+def _fitLo(text: str, limit: int = 64) -> str:
+    """``text`` cut to an LO's 64 characters at the end of its last whole sentence that fits (else of its last whole
+    word, marked "..."), not in the middle of a word."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    end = text.rfind(". ", 0, limit)
+    if end > 0:
+        return text[:end + 1]
+    cut = text.rfind(" ", 0, limit - 3)
+    return (text[:cut] if cut > 0 else text[:limit - 3]) + "..."
+
+
 def _save(ds: Dataset, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -438,7 +451,7 @@ def writeRtPlan(path: str | os.PathLike, ps: PatientStudy, numberOfFractions: in
 
 def writeRtDose(path: str | os.PathLike, doseGy: np.ndarray, geometry: ImageGeometry, ps: PatientStudy,
                 doseType: str = "PHYSICAL", summationType: str = "PLAN", seriesDescription: str = "",
-                referencedPlanUid: str | None = None, comment: str = "") -> str:
+                referencedPlanUid: str | list[str] | tuple[str, ...] | None = None, comment: str = "") -> str:
     """Write a dose grid as a multi-frame RTDOSE (uint32 with DoseGridScaling, DoseUnits GY).
 
     Stored value = round(dose / DoseGridScaling) with DoseGridScaling = max(dose) / 4e9 (quantisation step
@@ -446,7 +459,8 @@ def writeRtDose(path: str | os.PathLike, doseGy: np.ndarray, geometry: ImageGeom
     image-plane normal (row x column), so it is negative when the k axis points against the normal. For EQD2 outputs
     use ``doseType="EFFECTIVE"`` and ``seriesDescription=eqd2SeriesDescription(alphaBeta)``, with ``ps`` being the
     planning CT's study (same StudyInstanceUID and FrameOfReferenceUID). ``comment`` goes to DoseComment (cut to
-    64 characters, the LO limit) and in full to ImageComments. Returns the SOPInstanceUID.
+    64 characters, the LO limit) and in full to ImageComments. ``referencedPlanUid``: the RTPLAN(s) the dose belongs
+    to (ReferencedRTPlanSequence; several for a MULTI_PLAN sum). Returns the SOPInstanceUID.
     """
     dose = np.asarray(doseGy, dtype=np.float64)
     if dose.shape != geometry.shape:
@@ -490,13 +504,17 @@ def writeRtDose(path: str | os.PathLike, doseGy: np.ndarray, geometry: ImageGeom
     ds.DoseSummationType = summationType
     ds.DoseGridScaling = _ds(scaling)
     if comment:
-        ds.DoseComment = comment[:64]  # LO: at most 64 characters
+        ds.DoseComment = _fitLo(comment)  # LO: at most 64 characters
         ds.ImageComments = comment[:10240]  # LT: the full text
-    if referencedPlanUid:
+    planUids = [referencedPlanUid] if isinstance(referencedPlanUid, str) else list(referencedPlanUid or ())
+    references = []
+    for uid in dict.fromkeys(u for u in planUids if u):
         ref = Dataset()
         ref.ReferencedSOPClassUID = RT_PLAN_STORAGE
-        ref.ReferencedSOPInstanceUID = referencedPlanUid
-        ds.ReferencedRTPlanSequence = Sequence([ref])
+        ref.ReferencedSOPInstanceUID = uid
+        references.append(ref)
+    if references:
+        ds.ReferencedRTPlanSequence = Sequence(references)
     # the written scaling is rounded to 16 characters: requantise with exactly what a reader will use
     scalingWritten = float(ds.DoseGridScaling)
     if scalingWritten != scaling:

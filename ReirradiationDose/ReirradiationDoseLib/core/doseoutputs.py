@@ -38,8 +38,14 @@ def safeName(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "course"
 
 
-def writeNrrd(path: Path, array: np.ndarray, geometry) -> Path:
-    sitk.WriteImage(imageFromArray(np.asarray(array, dtype=np.float32), geometry), str(path), useCompression=True)
+def writeNrrd(path: Path, array: np.ndarray, geometry, quantity: str = "", unit: str = "Gy") -> Path:
+    """A float32 map as compressed NRRD; ``quantity`` and ``unit`` go into its header (``quantity:=...``,
+    ``unit:=...``), so that the file says what its numbers are without the report beside it."""
+    image = imageFromArray(np.asarray(array, dtype=np.float32), geometry)
+    if quantity:
+        image.SetMetaData("quantity", quantity)
+        image.SetMetaData("unit", unit)
+    sitk.WriteImage(image, str(path), useCompression=True)
     return path
 
 
@@ -55,14 +61,25 @@ def writeDoseOutputs(result, outputDir, pictures: bool | Callable = True, includ
     geometry = result.referenceGeometry
     with atomicOutputDir(outputDir) as folder:
         progress(0.0, "Writing volumes")
-        written.append(writeNrrd(folder / "composite_eqd2.nrrd", result.compositeEqd2Gy, geometry).name)
+        unknown = "; NaN = unknown (outside a course's dose grid)"
+        written.append(writeNrrd(folder / "composite_eqd2.nrrd", result.compositeEqd2Gy, geometry,
+                                 "composite EQD2: sum over courses of (1 - recovery) x EQD2 at the voxel alpha/beta "
+                                 "(alpha_beta.nrrd)" + unknown).name)
         for course in result.courses:
             stem = f"course_{safeName(course.name)}"
-            written.append(writeNrrd(folder / f"{stem}_eqd2.nrrd", course.eqd2Gy, geometry).name)
-            written.append(writeNrrd(folder / f"{stem}_physical.nrrd", course.mappedDoseGy, geometry).name)
-        written.append(writeNrrd(folder / "alpha_beta.nrrd", result.alphaBetaGy, geometry).name)
+            written.append(writeNrrd(folder / f"{stem}_eqd2.nrrd", course.eqd2Gy, geometry,
+                                     f"EQD2 of course {safeName(course.name)} alone ({course.numberOfFractions} "
+                                     "fractions) at the voxel alpha/beta, no recovery" + unknown).name)
+            written.append(writeNrrd(folder / f"{stem}_physical.nrrd", course.mappedDoseGy, geometry,
+                                     f"physical dose of course {safeName(course.name)} on the reference grid"
+                                     + unknown).name)
+        written.append(writeNrrd(folder / "alpha_beta.nrrd", result.alphaBetaGy, geometry,
+                                 "alpha/beta of the tissue owning each voxel").name)
         if result.remainingBudgetGy is not None:
-            written.append(writeNrrd(folder / "remaining_budget.nrrd", result.remainingBudgetGy, geometry).name)
+            written.append(writeNrrd(folder / "remaining_budget.nrrd", result.remainingBudgetGy, geometry,
+                                     f"largest physical dose a planned course of {result.settings.plannedFractions} "
+                                     "fractions may add before the tightest cumulative near-maximum limit of the "
+                                     "organs holding the voxel; NaN outside constrained organs").name)
 
         written += _writeRegistrations(result, folder, anonymize)
         progress(0.2, "Writing tables")
@@ -164,7 +181,9 @@ def _writeRtDose(result, path: Path, anonymize: bool):
 
     composite = np.asarray(result.compositeEqd2Gy, dtype=np.float32)
     unknown = ~np.isfinite(composite)
-    comment = "Composite EQD2 (Gy) = sum over courses of (1 - recovery) x EQD2, voxel-wise alpha/beta."
+    # DoseComment holds 64 characters (LO): the first sentence fits; ImageComments holds the whole text
+    comment = "Composite EQD2 (Gy): sum of (1 - recovery) x EQD2 of courses."
+    comment += " Voxel-wise alpha/beta."
     if unknown.any():
         comment += f" {int(unknown.sum())} voxels of unknown dose (outside a course's dose grid) written as 0."
         result.warnings.append(f"RTDOSE: {int(unknown.sum())} voxels of unknown composite dose written as 0 Gy")
@@ -178,8 +197,12 @@ def _writeRtDose(result, path: Path, anonymize: bool):
                                "not read from DICOM): the RTDOSE has a new frame of reference and study, and a "
                                "planning system will not place it on the planning CT by itself")
     ps = _patientStudyFor(info, anonymize)
+    # the plans summed (each course's RTDOSE names its RTPLAN), as a MULTI_PLAN dose references them; not when
+    # anonymised (the UIDs lead back to the patient's own records)
+    plans = [] if anonymize else [str((c.doseInfo or {}).get("referencedPlanUid") or "") for c in result.courses]
     dicomwrite.writeRtDose(path, composite, result.referenceGeometry, ps, doseType="EFFECTIVE",
-                           summationType="MULTI_PLAN", seriesDescription=description[:64], comment=comment)
+                           summationType="MULTI_PLAN", seriesDescription=description[:64], comment=comment,
+                           referencedPlanUid=plans)
     return path, ps
 
 

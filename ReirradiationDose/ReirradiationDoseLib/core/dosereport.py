@@ -72,17 +72,24 @@ def _jsonable(value):
 
 
 def dvhRows(result) -> list[dict]:
-    """One row per structure and dose (composite and each course), the metrics of the DVH."""
+    """One row per structure and dose (composite and each course), the metrics of the DVH. ``alphaBetaGy`` is the
+    structure's own α/β; ``otherAlphaBetaPercent`` the share of its voxels that take another (where a target or a
+    higher-priority organ owns them), so that the metrics are not read as all at the structure's α/β."""
     rows = []
     for structure, entry in result.dvh.items():
         unknown = entry.get("_unknownPercent", {})
+        own, otherPercent = _ownerAlphaBeta(result, structure), None
+        mask = result.masks.get(structure)
+        if own is not None and mask is not None and mask.any() and result.alphaBetaGy is not None:
+            # voxels owned by another structure (a target, a higher-priority organ) take that one's α/β
+            otherPercent = 100.0 * float(np.mean(~np.isclose(result.alphaBetaGy[mask], own)))
         for which, dvh in entry.items():
             if which.startswith("_"):
                 continue
             d = dvh.toDict()
             rows.append({
                 "structure": structure, "dose": "composite EQD2" if which == "composite" else f"{which} EQD2",
-                "alphaBetaGy": _ownerAlphaBeta(result, structure), "volumeCc": d.get("volumeCc"),
+                "alphaBetaGy": own, "otherAlphaBetaPercent": otherPercent, "volumeCc": d.get("volumeCc"),
                 "dminGy": d.get("dminGy"), "dmeanGy": d.get("dmeanGy"), "dmaxGy": d.get("dmaxGy"),
                 "d0_03ccGy": d.get("d0_03ccGy"), "d2ccGy": d.get("d2ccGy"), "d95PercentGy": d.get("d95PercentGy"),
                 "unknownVolumePercent": unknown.get(which, 0.0),
@@ -108,7 +115,8 @@ def contourCheckRows(result) -> list[dict]:
 
 
 def constraintRows(result) -> list[dict]:
-    """One flat row per constraint result: structure, metric, limit, α/β, value, margin, status, source."""
+    """One flat row per constraint result: structure, metric, limit, α/β, value, margin, status, the dose the value
+    was read from (a first-course limit has one row per course), source."""
     rows = []
     for item in result.constraintResults:
         d = item.toDict() if hasattr(item, "toDict") else dict(item)
@@ -119,7 +127,8 @@ def constraintRows(result) -> list[dict]:
             "comparison": constraint.get("comparison"), "limit": constraint.get("limit"), "unit": d.get("unit"),
             "alphaBetaGy": constraint.get("alphaBetaGy"), "kind": constraint.get("kind"),
             "level": constraint.get("level"), "value": d.get("value"), "margin": d.get("margin"),
-            "status": d.get("status"), "reason": d.get("reason"), "source": constraint.get("source")})
+            "status": d.get("status"), "dose": d.get("dose", ""), "reason": d.get("reason"),
+            "source": constraint.get("source")})
     return rows
 
 
@@ -387,14 +396,20 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
     abRows = [{"structure": s, "ab": _ownerAlphaBeta(result, s),
                "target": "yes" if s in settings.targets or _isTarget(result, s) else ""} for s in sorted(result.masks)]
     w(_table(abRows, [("structure", "Structure"), ("ab", "α/β (Gy)"), ("target", "Target")]))
-    w(f"<p>Voxels outside every structure: α/β = {settings.defaultAlphaBetaGy:g} Gy. Overlaps: targets first, then the "
-      "most dose-limiting tissue (lowest α/β).</p>")
+    w(f"<p>Voxels outside every structure: α/β = {settings.defaultAlphaBetaGy:g} Gy. Overlaps: a voxel takes the "
+      "α/β of the structure that owns it: targets first, then the higher priority of the tissue table (the more "
+      "dose-limiting organ), then the lower α/β. The DVH table gives each structure's own α/β and the share of its "
+      "voxels that another structure owns.</p>")
     sanity = summary["composite"]["sanityBound"]
     w(f"<p>Composite EQD2 maximum {sanity['compositeMaxGy']:.2f} Gy; sum of course maxima "
       f"{sanity['sumOfCourseMaximaGy']:.2f} Gy (sanity bound {'respected' if sanity['ok'] else 'VIOLATED'}).</p>")
 
-    w("<h2>Cumulative constraints</h2>")
+    w("<h2>Organ constraints</h2>")
     if summary["constraints"]:
+        w("<p>Cumulative constraints are compared with the composite EQD2 at the constraint's α/β (all courses, "
+          "recovery applied); first-course limits (single-course tolerances from their source) with each course's "
+          "own dose, one row per course: a prior course's row says what the organ received in that course. The "
+          "column <i>Dose</i> names the dose of every row.</p>")
         w(_table(summary["constraints"], _constraintColumns(summary["constraints"]),
                  rowClass=lambda r: str(r.get("status", "")).replace(" ", "")))
     else:
@@ -422,7 +437,8 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
     if curves:
         w(dvhSvg(curves))
     w(_table([r for r in summary["dvh"]], [
-        ("structure", "Structure"), ("dose", "Dose"), ("alphaBetaGy", "α/β"), ("volumeCc", "Volume (cc)"),
+        ("structure", "Structure"), ("dose", "Dose"), ("alphaBetaGy", "α/β"),
+        ("otherAlphaBetaPercent", "Voxels at another α/β (%)"), ("volumeCc", "Volume (cc)"),
         ("dminGy", "Dmin"), ("dmeanGy", "Dmean"), ("dmaxGy", "Dmax"), ("d0_03ccGy", "D0.03cc"), ("d2ccGy", "D2cc"),
         ("d95PercentGy", "D95%"), ("unknownVolumePercent", "Unknown dose (% of volume, excluded)")]))
 
@@ -571,6 +587,6 @@ def _constraintColumns(rows: list[dict]) -> list[tuple[str, str]]:
     preferred = [("structure", "Structure"), ("metric", "Metric"), ("comparison", ""), ("limit", "Limit"),
                  ("unit", "Unit"),
                  ("value", "Value"), ("margin", "Margin"), ("status", "Result"), ("kind", "Kind"),
-                 ("alphaBetaGy", "α/β"), ("source", "Source"), ("reason", "Note")]
+                 ("alphaBetaGy", "α/β"), ("dose", "Dose"), ("source", "Source"), ("reason", "Note")]
     keys = set().union(*(r.keys() for r in rows))
     return [(k, t) for k, t in preferred if k in keys]

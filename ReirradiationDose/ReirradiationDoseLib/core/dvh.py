@@ -274,6 +274,8 @@ def parseDvhMetric(text: str) -> DvhMetric:
     match = _D_AT_V.match(compact)
     if match:
         unit = "%" if match.group(2) == "%" else "cc"
+        if unit == "%" and not 0 <= float(match.group(1)) <= 100:
+            raise InputError(f"DVH metric {text!r}: the volume percentage must lie between 0 and 100")
         return DvhMetric(compact, "dose-at-volume", float(match.group(1)), unit)
     match = _V_AT_D.match(compact)
     if match:

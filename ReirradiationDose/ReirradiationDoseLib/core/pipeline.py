@@ -229,6 +229,8 @@ def computeDose(inputs: DoseInputs, progress=None) -> DoseResult:
     if not masks:  # one α/β everywhere: targets cannot be told from organs
         warnings.append(f"no structures were given: every voxel takes the default α/β of {float(alphaBeta.flat[0]):g} "
                         "Gy, the target included, and there are no DVHs or structure constraints")
+    else:
+        warnings.extend(_unmatchedTissues(settings, tissueTable, masks))
 
     results: list[CourseResult] = []
     for index, course in enumerate(inputs.courses):
@@ -453,11 +455,12 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
 
     progress(0.0, f"Course '{course.name}': reading the dose")
     dose = rtdose.readRtDose(course.dose)
-    rtdose.requirePlanDose(dose, course.dose)
+    rtdose.refuseEqd2Dose(rtdose.requirePlanDose(dose, course.dose), course.dose)
+    _refuseImplausibleDose(dose, course)
     doseInfo = _asDict(dose.info() if hasattr(dose, "info") else {
         k: getattr(dose, k) for k in ("doseType", "summationType", "units", "frameOfReferenceUid",
                                       "sopInstanceUid", "referencedPlanUid") if hasattr(dose, k)})
-    fractions, source, prescription, planPatientId = _fractions(course, rtplan)
+    fractions, source, prescription, planPatientId = _fractions(course, rtplan, dose, warnings)
     identities = [("dose", str(course.dose), getattr(dose, "patientId", "") or "")]
     if course.plan is not None:
         identities.append(("plan", str(course.plan), planPatientId))
@@ -576,7 +579,27 @@ def bodyOutlineImage(masks: dict, referenceImage: sitk.Image) -> sitk.Image | No
     return imageFromArray(masks[bodyName].astype(np.uint8), ImageGeometry.fromImage(referenceImage))
 
 
-def _fractions(course: CourseSpec, rtplan) -> tuple[int, str, float | None, str]:
+# a course's physical dose above this (Gy) is not an external-beam course: most likely a dose in cGy without units
+IMPLAUSIBLE_COURSE_DOSE_GY = 200.0
+
+
+def _refuseImplausibleDose(dose, course: CourseSpec) -> None:
+    """A dose file without units (NRRD) whose maximum exceeds 200 Gy: most likely cGy (an RTDOSE states its units
+    and is read in Gy). Refused naming the file, instead of a composite of 140 000 Gy with exit code 0."""
+    if getattr(dose, "fromDicom", True):
+        return
+    top = float(np.nanmax(dose.doseGy)) if np.size(dose.doseGy) else 0.0
+    if top > IMPLAUSIBLE_COURSE_DOSE_GY:
+        raise InputError(f"course '{course.name}': the dose reaches {top:.1f} Gy, not a plausible course: a dose "
+                         "image must be in Gy (is this one in cGy? divide it by 100)", course.dose)
+
+
+def _fractions(course: CourseSpec, rtplan, dose=None, warnings: list | None = None
+               ) -> tuple[int, str, float | None, str]:
+    """The course's number of fractions (case file, else its RTPLAN), the source of that number, the prescription
+    and the plan's patient ID. An RTPLAN that the RTDOSE does not belong to (the dose names another plan) is
+    refused: its fractions would convert the wrong course. Fractions in the case file that differ from the plan's
+    are used and warned."""
     prescription = None
     planFractions = None
     patientId = ""
@@ -585,10 +608,19 @@ def _fractions(course: CourseSpec, rtplan) -> tuple[int, str, float | None, str]
         planFractions = plan.numberOfFractions
         prescription = plan.prescriptionGy
         patientId = plan.patientId
+        referenced = str(getattr(dose, "referencedPlanUid", "") or "")
+        if referenced and plan.sopInstanceUid and referenced != plan.sopInstanceUid:
+            raise InputError(f"course '{course.name}': the RTDOSE ({course.dose}) belongs to another "
+                             f"RTPLAN than the one given ({course.plan}): its ReferencedRTPlanSequence "
+                             f"names {referenced}, the plan is {plan.sopInstanceUid}. Give the course's own plan (or "
+                             "its 'fractions' without a 'plan')", course.plan)
     if course.fractions is not None:
         if planFractions is not None and planFractions != course.fractions:
-            logger.warning("Course %s: %d fractions given in the case file override the RTPLAN's %d",
-                           course.name, course.fractions, planFractions)
+            message = (f"course '{course.name}': {course.fractions} fractions from the case file replace the "
+                       f"{planFractions} of its RTPLAN ({Path(course.plan).name})")
+            logger.warning("%s", message)
+            if warnings is not None:
+                warnings.append(message)
             return course.fractions, f"case file (overrides RTPLAN's {planFractions})", prescription, patientId
         return course.fractions, "case file", prescription, patientId
     if planFractions is None:
@@ -833,6 +865,25 @@ def _registerMri(case: CaseSpec, referenceImage, progress, dicomimage, warnings:
             "path": str(case.mri.image)}
 
 
+def _unmatchedTissues(settings: DoseSettings, tissueTable, masks: dict) -> list[str]:
+    """Warnings for the case's tissue entries (and named targets beyond the default GTV/CTV) that match no structure:
+    a misspelt "Rectumm" left the rectum at the shipped entry, without the case's recovery, and said nothing."""
+    from .tissues import normalizeStructureName
+
+    owners = {entry.name for entry in (tissueTable.lookup(name) for name in masks) if entry is not None}
+    messages = []
+    for name in settings.tissues:
+        entry = tissueTable.lookup(name)
+        if entry is None or entry.name not in owners:
+            messages.append(f"tissues['{name}'] in the case matches no structure (structures: "
+                            f"{', '.join(sorted(masks))}): its α/β and recovery apply nowhere; check the name")
+    for name in settings.targets:
+        if name not in ("GTV", "CTV") and name not in settings.tissues and not any(
+                normalizeStructureName(name) == normalizeStructureName(m) for m in masks):
+            messages.append(f"target '{name}' in the case matches no structure: check the name")
+    return messages
+
+
 def tissueTableFor(settings: DoseSettings):
     """The shipped tissue table with the case's per-structure edits and target list applied.
 
@@ -899,15 +950,20 @@ def knownDvh(doseGy: np.ndarray, mask: np.ndarray, geometry: ImageGeometry, name
 def _dvhAndConstraints(settings, masks, geometry, composite, courseResults):
     """DVHs of the composite and of each course (at the voxel α/β map), and the constraint results.
 
-    A constraint is stated in EQD2 at its own α/β (e.g. spinal cord at 2 Gy): it is evaluated on the composite
-    recomputed at that α/β — cumulative constraints on all courses, first-course constraints on the current course
-    alone — so a structure's tissue α/β never silently replaces the constraint's. A first-course constraint without
-    an α/β (a single-course protocol limit, e.g. CORSAIR femoral head Dmax) is compared with the current course's
-    physical dose. Where part of the organ has
-    unknown dose, a constraint that would pass is reported "not evaluated" (a fail stays a fail: the known part
-    alone already breaks it).
+    A constraint is stated in EQD2 at its own α/β (e.g. spinal cord at 2 Gy) or, without one, in the dose of its
+    source. A cumulative constraint is evaluated on the composite recomputed at its α/β (all courses, recovery
+    applied; without an α/β the composite at the voxel α/β map), so a structure's tissue α/β never silently replaces
+    the constraint's. A first-course limit (a single-course tolerance, e.g. Tunio's lumbosacral plexus V50 < 30 %)
+    is evaluated on every course alone, one result per course, in that course's EQD2 at the constraint's α/β or, without
+    one, its physical dose: a prior course's row says what the organ received then (before, only the current course
+    was read, and a plexus that the prior course had given V50 90 % passed at 0 %). Every result names the dose it
+    was read from. Where part of the organ has unknown dose, a constraint that would pass is reported "not evaluated"
+    (a fail stays a fail: the known part alone already breaks it).
     """
-    from .constraints import ConstraintResult, ConstraintSet, evaluateConstraints, loadConstraintSet
+    from dataclasses import replace
+
+    from .constraints import ConstraintSet, evaluateConstraints, loadConstraintSet
+    from .radiobiology import eqd2Gy
 
     dvh: dict = {}
     for name, mask in masks.items():
@@ -925,34 +981,48 @@ def _dvhAndConstraints(settings, masks, geometry, composite, courseResults):
     if not settings.constraints:
         return dvh, results
     constraintSet = loadConstraintSet(settings.constraints)
-    current = [c for c in courseResults if c.isCurrent]
     cache: dict = {}
-    for constraint in constraintSet.constraints:
-        courses = courseResults if constraint.kind == "cumulative" else current
+
+    def doseFor(constraint, course):
+        """(the dose array, its description) a constraint is read from; ``course`` None: the composite."""
         ab = constraint.alphaBetaGy
-        key = (constraint.kind, ab)
-        if key not in cache:
-            if ab is not None:
-                dose = compositeAtAlphaBeta(courses, ab)
-            elif constraint.kind == "cumulative":
-                dose = composite  # no α/β given: the voxel-wise α/β map
-            else:
-                dose = current[0].mappedDoseGy  # a single-course limit stated in physical dose
-            cache[key] = {name: knownDvh(dose, mask, geometry, name) for name, mask in masks.items() if mask.any()}
+        if course is None:
+            if ab is None:
+                return (lambda: composite), "composite EQD2 (voxel α/β map, recovery applied)"
+            return (lambda: compositeAtAlphaBeta(courseResults, ab)), \
+                f"composite EQD2 at α/β {ab:g} Gy (all courses, recovery applied)"
+        if ab is None:
+            return (lambda: course.mappedDoseGy), f"course '{course.name}' alone: physical dose"
+        return (lambda: eqd2Gy(course.mappedDoseGy, course.numberOfFractions, float(ab), allowNan=True)), \
+            f"course '{course.name}' alone: EQD2 at α/β {ab:g} Gy"
+
+    for constraint in constraintSet.constraints:
         subset = ConstraintSet(name=constraintSet.name, constraints=(constraint,))
-        for item in evaluateConstraints(subset, {name: d for name, (d, _) in cache[key].items()}):
-            if item.structureName is None:
-                empty = [name for name, mask in masks.items() if not mask.any() and constraint.matches(name)]
-                if empty:
-                    item = ConstraintResult(item.constraint, None, None, None, "not evaluated",
-                                            f"structure '{empty[0]}' is empty (no contours on the reference grid)",
-                                            empty[0])
-            unknown = cache[key].get(item.structureName, (None, 0.0))[1] if item.structureName else 0.0
-            if unknown > 0 and item.status == "pass":
-                item = ConstraintResult(item.constraint, item.value, None, item.margin, "not evaluated",
-                                        f"{unknown:.1f} % of {item.structureName} has unknown dose (outside a "
-                                        f"course's dose grid); the known part passes", item.structureName)
-            results.append(item)
+        courses = [None] if constraint.kind == "cumulative" else list(courseResults)
+        for course in courses:
+            compute, description = doseFor(constraint, course)
+            if description not in cache:
+                dose = compute()
+                cache[description] = {name: knownDvh(dose, mask, geometry, name) for name, mask in masks.items()
+                                      if mask.any()}
+            dvhs = cache[description]
+            courseName = None if course is None else course.name
+            for item in evaluateConstraints(subset, {name: d for name, (d, _) in dvhs.items()}):
+                item = replace(item, dose=description, course=courseName)
+                if item.structureName is None:
+                    if course is not None and course is not courses[0]:
+                        continue  # an organ that is missing is said once, not once per course
+                    empty = [name for name, mask in masks.items() if not mask.any() and constraint.matches(name)]
+                    item = replace(item, dose="" if course is not None else description, course=None)
+                    if empty:
+                        item = replace(item, reason=f"structure '{empty[0]}' is empty (no contours on the reference "
+                                                    f"grid)", structureName=empty[0])
+                unknown = dvhs.get(item.structureName, (None, 0.0))[1] if item.structureName else 0.0
+                if unknown > 0 and item.status == "pass":
+                    item = replace(item, passed=None, status="not evaluated",
+                                   reason=f"{unknown:.1f} % of {item.structureName} has unknown dose (outside a "
+                                          f"course's dose grid); the known part passes")
+                results.append(item)
     return dvh, results
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,6 +217,19 @@ def _readRtDoseDataset(ds, path: Path, allowRelative: bool) -> RtDose:
     logger.info("read RTDOSE %s: %s, max %.3f Gy, %s/%s", path.name, geometry.describe(), result.maxGy,
                 result.doseType, result.summationType)
     return result
+
+
+def refuseEqd2Dose(rtDose: RtDose, path: str | os.PathLike | None = None) -> RtDose:
+    """Refuse a dose that is already an EQD2 (or BED): DoseType EFFECTIVE and named so in its series description or
+    comment, as this tool's composite is. Converting it again would count the fractionation twice. An EFFECTIVE
+    dose that is not (a proton plan's RBE-weighted dose) passes."""
+    where = path if path is not None else (rtDose.path or None)
+    text = f"{rtDose.seriesDescription} {rtDose.comment}".upper()
+    if rtDose.doseType == "EFFECTIVE" and re.search(r"\b(EQD ?2|BED)\b", text):
+        raise InputError("this RTDOSE is already an EQD2 or BED (DoseType EFFECTIVE, "
+                         f"'{(rtDose.seriesDescription or rtDose.comment)[:60]}'): give the course's physical "
+                         "(or RBE-weighted) plan dose", where)
+    return rtDose
 
 
 def requirePlanDose(rtDose: RtDose, path: str | os.PathLike | None = None) -> RtDose:

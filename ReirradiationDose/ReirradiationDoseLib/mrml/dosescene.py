@@ -168,7 +168,7 @@ def addDoseResultToScene(scene, result, referenceVolumeNode=None, segmentationNo
                 created.append(model)
             nodes["isodose"] = models
         nodes["dvhTable"] = _table(scene, "dvhTable", "DVH metrics (EQD2)", dvhRows(result), created)
-        nodes["constraintTable"] = _table(scene, "constraintTable", "Cumulative constraints",
+        nodes["constraintTable"] = _table(scene, "constraintTable", "Organ constraints",
                                           constraintRows(result), created)
         nodes["dvhCurves"], nodes["dvhChart"] = _dvhChart(scene, result, created)
         placeInStudy(scene, [n for n in created if n.IsA("vtkMRMLDisplayableNode")],
