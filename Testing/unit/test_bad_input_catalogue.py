@@ -643,3 +643,23 @@ def test_tissue_or_target_names_matching_no_structure_warned(tmp_path, goodCours
     assert "target 'GTV_boost' in the case matches no structure: check the name" in result.warnings
     case = writeCase(tmp_path, goodCourse, tissues={"Rectum": {"alphaBeta": 3}})
     assert not any("matches no structure" in w for w in runDoseWorkflow(parseCaseFile(case)).warnings)
+
+
+def test_structures_of_another_scan_refused_unless_allowed(tmp_path, goodCourse, capsys):
+    """The prior CT's RTSTRUCT given as today's structures was rasterised on today's CT with only "contours partly
+    outside" said: it is drawn in another frame of reference, and refused naming both frames."""
+    other = PatientStudy.new("Catalogue^Patient", "CAT-001", "20230301", "another scan")
+    prior = writeCourse(tmp_path / "prior", other)
+    case = writeCase(tmp_path, goodCourse, structures=str(prior["rs"]))
+    today = readImageSeries(goodCourse["ct"])[1].frameOfReferenceUid
+    refusal(lambda: loadCaseInputs(parseCaseFile(case)), prior["rs"], "the structures were drawn in frame of "
+            f"reference {other.frameOfReferenceUid}", f"the reference image is in {today}")
+    case = writeCase(tmp_path, goodCourse, structures=str(prior["rs"]), allowFrameOfReferenceMismatch=True)
+    inputs = loadCaseInputs(parseCaseFile(case))
+    assert any("(accepted: allowFrameOfReferenceMismatch)" in w for w in inputs.warnings)
+
+
+def test_iov_needs_two_observers(demoCase, capsys):
+    rounds = demoCase.outputDir / "observers" / "round1"
+    cliRefusal(capsys, ["iov", "--observer", f"a={rounds / 'obs1.dcm'}", "--image",
+                        str(demoCase.outputDir / "current" / "CT")], "needs at least two observers", "got 1")

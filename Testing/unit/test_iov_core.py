@@ -456,7 +456,7 @@ def test_cli_refuses_duplicate_names_and_missing_files(tmp_path, capsys):
     path = writeMask(tmp_path / "m.nrrd", np.ones(shape, bool), grid(shape))
     assert cliMain(["iov", "--observer", f"a={path}", "--observer", f"a={path}"]) == 2
     assert "more than once" in capsys.readouterr().err
-    assert cliMain(["iov", "--observer", f"a={tmp_path / 'missing.nrrd'}"]) == 2
+    assert cliMain(["iov", "--observer", f"a={tmp_path / 'missing.nrrd'}", "--observer", f"b={path}"]) == 2
     assert "not found" in capsys.readouterr().err
     assert cliMain(["iov", "--observer", "noequals"]) == 2
 

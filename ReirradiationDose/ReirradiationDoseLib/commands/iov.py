@@ -190,6 +190,9 @@ def run(args: argparse.Namespace) -> int:
     from ..core.errors import InputError
 
     parsed = [parseObserverArgument(text) for text in args.observer]
+    if len(parsed) < 2:
+        raise InputError(f"interobserver variation needs at least two observers (--observer NAME=FILE, repeated); "
+                         f"got {len(parsed)}")
     # before the analysis: a --csv that cannot be written left the --json written and a traceback; one naming
     # an observer's file overwrote it
     checkOutputFiles({"--json": args.json, "--csv": args.csv},

@@ -228,8 +228,9 @@ def readImageSeries(path: str | os.PathLike, seriesInstanceUid: str | None = Non
         if len(candidates) > 1:
             listing = "; ".join(f"{s.modality} '{s.seriesDescription}' ({len(s.files)} files) {s.seriesInstanceUid}"
                                 for s in candidates)
-            raise InputError(f"the folder holds {len(candidates)} image series; choose one by SeriesInstanceUID: "
-                             f"{listing}", folder)
+            raise InputError(f"the folder holds {len(candidates)} image series: point at one file of the series "
+                             f"you want (its whole series is read), or keep one series per folder: {listing}",
+                             folder)
         chosen = candidates[0]
     slices = [(p, ds) for p, ds in datasets if str(ds.get("SeriesInstanceUID", "")) == chosen.seriesInstanceUid]
     return _assemble(folder, chosen, slices, skipped)

@@ -170,7 +170,9 @@ def loadCaseInputs(case: CaseSpec, progress=None) -> DoseInputs:
     colors: dict[str, tuple] = {}
     if case.structures is not None:
         progress(0.03, "Rasterising the structures")
-        masks, colors = _readStructures(case.structures, referenceGeometry, segio, warnings)
+        masks, colors = _readStructures(case.structures, referenceGeometry, segio, warnings,
+                                        referenceInfo.get("frameOfReferenceUid") or "",
+                                        case.allowFrameOfReferenceMismatch)
     timings["load"] = time.perf_counter() - started
 
     courses = []
@@ -303,16 +305,26 @@ def _asDict(info) -> dict:
     return {"description": str(info)}
 
 
-def _readStructures(path, geometry: ImageGeometry, segio, warnings: list) -> tuple[dict, dict]:
+def _readStructures(path, geometry: ImageGeometry, segio, warnings: list, frameOfReferenceUid: str = "",
+                    allowMismatch: bool = False) -> tuple[dict, dict]:
     """Structures on the reference grid; for an RTSTRUCT every ROI without contours, every point ROI and every
     contour outside the image is reported in the warnings (not only the log). Empty ROIs are kept as empty masks,
-    so a constraint on them says the organ is empty rather than missing."""
+    so a constraint on them says the organ is empty rather than missing. An RTSTRUCT drawn in another frame of
+    reference than the reference image's (``frameOfReferenceUid``; the prior CT's structures given as today's) is
+    refused, or warned with ``allowMismatch``: before, only "contours partly outside" was said."""
     path = Path(path)
     masks = colors = None
     if path.suffix.lower() == ".dcm":
         from .rtstruct import rasterizeAllWithReport, readRtStruct
 
         rt = readRtStruct(path)
+        if frameOfReferenceUid and rt.frameOfReferenceUid and rt.frameOfReferenceUid != frameOfReferenceUid:
+            message = (f"the structures were drawn in frame of reference {rt.frameOfReferenceUid}, the reference "
+                       f"image is in {frameOfReferenceUid}: they belong to another scan (the prior CT's?)")
+            if not allowMismatch:
+                raise InputError(message + "; give the reference CT's own RTSTRUCT (or set "
+                                 "allowFrameOfReferenceMismatch if the frames are known to coincide)", path)
+            warnings.append(f"{path.name}: {message} (accepted: allowFrameOfReferenceMismatch)")
         masks, report = rasterizeAllWithReport(rt, geometry, includeEmpty=True)
         colors = {r.name: tuple(c / 255.0 for c in r.color) for r in rt.rois if r.color is not None and r.name in masks}
         if report.emptyRois:
