@@ -296,11 +296,29 @@ def test_patient_mismatch_in_a_case_refused_by_the_pipeline(tmp_path, study, goo
 def test_prior_course_dated_after_current_refused(tmp_path, goodCourse, capsys):
     case = writeCase(tmp_path, goodCourse, goodCourse)
     data = json.loads(case.read_text())
-    data["courses"][0]["date"] = "2027-01-01"
+    data["courses"][0]["date"] = "2026-11-01"
     case.write_text(json.dumps(data))
-    refusal(lambda: parseCaseFile(case), case, "prior course 'prior' is dated 2027-01-01", "after the current")
-    cliRefusal(capsys, ["dose", str(case), "--output", str(tmp_path / "out")], "case.json", "2027-01-01")
+    refusal(lambda: parseCaseFile(case), case, "prior course 'prior' is dated 2026-11-01", "after the current")
+    cliRefusal(capsys, ["dose", str(case), "--output", str(tmp_path / "out")], "case.json", "2026-11-01")
     refusal(lambda: intervalDays(dt.date(2027, 1, 1), dt.date(2026, 10, 1)), "after the current course date")
+
+
+def test_course_dated_in_the_future_refused(tmp_path, study, goodCourse):
+    """2062 typed for 2026 was accepted and set the interval of every time-based recovery model."""
+    case = writeCase(tmp_path, goodCourse, writeCourse(tmp_path / "prior", study))
+    data = json.loads(case.read_text())
+    ahead = dt.date.today() + dt.timedelta(days=400)
+    data["courses"][1]["date"] = "2062-11-23"
+    data["courses"][0]["date"] = "2031-01-01"
+    case.write_text(json.dumps(data))
+    refusal(lambda: parseCaseFile(case), case, "course 'prior' is dated 2031-01-01, in the future (today is")
+    data["courses"][0]["date"] = "2023-03-01"
+    data["courses"][1]["date"] = ahead.isoformat()
+    case.write_text(json.dumps(data))
+    refusal(lambda: parseCaseFile(case), f"course 'current' is dated {ahead}, more than a year ahead")
+    data["courses"][1]["date"] = (dt.date.today() + dt.timedelta(days=30)).isoformat()  # planned: accepted
+    case.write_text(json.dumps(data))
+    assert parseCaseFile(case).courses[1].date > dt.date.today()
 
 
 # ---- images -------------------------------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ def test_affine_registration_for_a_course_and_the_mri(caseDir):
     (lambda d: d.update(colour="red"), "unknown key.*colour"),
     (lambda d: d["courses"][0].update(fractionz=3), "unknown key.*courses\\[0\\].*fractionz"),
     (lambda d: d["courses"][1].update(dose="missing.dcm"), "missing.dcm' does not exist"),
-    (lambda d: d["courses"][0].update(date="2027-01-01"), "prior course 'prior' is dated 2027-01-01 — after"),
+    (lambda d: d["courses"][0].update(date="2026-11-01"), "prior course 'prior' is dated 2026-11-01 — after"),
     (lambda d: d["courses"][0].update(fractions=0), "fractions must be a positive whole number"),
     (lambda d: d["courses"][0].update(fractions=2.5), "fractions must be a positive whole number"),
     (lambda d: d["tissues"]["GTV"].update(alphaBeta=-1), "α/β of 'GTV' must be a positive number"),

@@ -120,7 +120,7 @@ def test_mismatched_shapes_are_refused():
 
 
 def test_many_overlapping_masks_map_as_each_would_alone():
-    """mapMasks packs 32 masks per resample: 40 overlapping masks (two chunks) through a displacement field and a
+    """mapMasks packs 31 masks per resample: 40 overlapping masks (two chunks) through a displacement field and a
     shift give exactly what mapLabels gives mask by mask, and the same coverage."""
     rng = np.random.default_rng(7)
     centres = rng.uniform(-30, 30, size=(40, 3))

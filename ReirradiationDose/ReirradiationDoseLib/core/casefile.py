@@ -453,7 +453,15 @@ def _chooseCurrent(courses: list[dict], path: Path) -> None:
     if not flagged:
         courses[-1]["isCurrent"] = True
     current = next(c for c in courses if c["isCurrent"])
+    today = _dt.date.today()
     for course in courses:
+        # a prior course has been given, and today's course starts within a year: a date beyond is a typing slip
+        # (2062 for 2026) that sets the interval of every time-based recovery model
+        latest = today if course is not current else today + _dt.timedelta(days=366)
+        if course["date"] is not None and course["date"] > latest:
+            raise InputError(f"course '{course['name']}' is dated {course['date']}, "
+                             f"{'in the future' if course is not current else 'more than a year ahead'} (today is "
+                             f"{today}): check the date (it sets the interval for recovery)", path)
         if course is current or course["date"] is None or current["date"] is None:
             continue
         if course["date"] > current["date"]:
