@@ -54,6 +54,18 @@ def test_a_folder_that_is_not_an_earlier_output_is_never_replaced(tmp_path, monk
         with atomicOutputDir(""):
             pass
     assert sorted(p.name for p in inputs.iterdir()) == ["RTDOSE.dcm"]
+    # an output written before the marker existed is known by its summary naming the software
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "summary.json").write_text('{"software": "Reirradiation", "courses": []}')
+    with atomicOutputDir(legacy) as tmp:
+        (tmp / "a.txt").write_text("x")
+    assert sorted(p.name for p in legacy.iterdir()) == [OUTPUT_MARKER, "a.txt"]
+    (inputs / "summary.json").write_text('{"software": "another tool"}')
+    with pytest.raises(InputError, match="not an earlier output of Reirradiation"):
+        with atomicOutputDir(inputs):
+            pass
+    (inputs / "summary.json").unlink()
     empty = tmp_path / "empty"
     empty.mkdir()
     with atomicOutputDir(empty) as tmp:

@@ -34,7 +34,7 @@ def checkOutputDir(path, overwrite: bool = True) -> Path:
     if path.exists() and any(path.iterdir()):
         if not overwrite:
             raise InputError("the output folder exists and is not empty", path)
-        if not (path / OUTPUT_MARKER).is_file():
+        if not _isEarlierOutput(path):
             raise InputError("the output folder exists and holds files that are not an earlier output of "
                              f"Reirradiation (it has no {OUTPUT_MARKER}): it is not replaced; give a new folder, "
                              "or empty this one first", path)
@@ -75,6 +75,23 @@ def checkOutputFiles(outputs: dict, inputs=(), suffixes: dict | None = None) -> 
             existing = existing.parent
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
             raise InputError(f"{option}: the file cannot be written: {existing} is not a writable folder", target)
+
+
+def _isEarlierOutput(path: Path) -> bool:
+    """An output of this tool: it holds the marker, or (written before the marker existed) a ``summary.json`` or
+    ``study.json`` that names Reirradiation as its software."""
+    import json
+
+    if (path / OUTPUT_MARKER).is_file():
+        return True
+    for name in ("summary.json", "study.json"):
+        try:
+            data = json.loads((path / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and str(data.get("software", "")).lower().startswith("reirradiation"):
+            return True
+    return False
 
 
 @contextlib.contextmanager
