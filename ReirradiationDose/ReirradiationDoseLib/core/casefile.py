@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
+from .resources import DuplicateKeyError, uniqueKeysObject
 
 __all__ = ["CaseSpec", "CourseSpec", "MriSpec", "TissueSpec", "parseCaseFile", "parseCase", "REGISTRATION_METHODS"]
 
@@ -148,25 +149,10 @@ def parseCaseFile(path) -> CaseSpec:
         raise InputError("case file not found", path)
     try:
         # utf-8-sig: a byte-order mark (Windows Notepad writes one) is not an error
-        data = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=_noDuplicateKeys)
-    except (UnicodeDecodeError, json.JSONDecodeError, _DuplicateKey) as error:
+        data = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=uniqueKeysObject)
+    except (UnicodeDecodeError, json.JSONDecodeError, DuplicateKeyError) as error:
         raise InputError(f"not a valid JSON case file ({error})", path) from None
     return parseCase(data, path)
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _noDuplicateKeys(pairs) -> dict:
-    """A JSON object whose keys are unique: a key given twice (``"fractions": 25`` ... ``"fractions": 5``) is an
-    error, not silently the last one."""
-    out = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(f"the key '{key}' is given twice in one object")
-        out[key] = value
-    return out
 
 
 def parseCase(data, path) -> CaseSpec:

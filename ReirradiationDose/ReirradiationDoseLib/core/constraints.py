@@ -22,18 +22,8 @@ from pathlib import Path
 
 from .dvh import DvhResult, parseDvhMetric
 from .errors import InputError
-from .resources import resourcePath
+from .resources import resourcePath, uniqueKeysObject
 from .tissues import normalizeStructureName
-
-
-def _noDuplicateKeys(pairs) -> dict:
-    """A JSON object whose keys are unique (a key given twice is an error, not silently the last one)."""
-    out = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"the key '{key}' is given twice in one object")
-        out[key] = value
-    return out
 
 __all__ = [
     "SHIPPED_CONSTRAINT_SETS",
@@ -182,7 +172,7 @@ def loadConstraintSet(nameOrPath: str | Path) -> ConstraintSet:
             raise InputError(f"no constraint set named {str(nameOrPath)!r} (shipped: "
                              f"{', '.join(SHIPPED_CONSTRAINT_SETS)}) and no such file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=_noDuplicateKeys)
+        data = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=uniqueKeysObject)
     except (OSError, UnicodeDecodeError, ValueError) as error:  # JSONDecodeError and a key given twice included
         raise InputError(f"cannot read the constraint set: {error}", path) from None
     try:
