@@ -105,3 +105,23 @@ def test_a_study_says_what_it_could_not_compare(demoCase, tmp_path):
                for n in unit["notes"]), unit["notes"]
     assert any("obs2.dcm) was drawn on another frame of reference than the case image (1.2.3.4.5 against" in n
                for n in unit["notes"])
+
+
+def test_a_surface_dice_tolerance_below_the_voxel_size_is_noted(demoStudy):
+    """Found by an independent check of the demo study (all metrics agree to float rounding): at 2 mm on the
+    demo's 3.5 mm grid surface Dice counts only exactly shared surface voxels (any tolerance below 3.5 mm gives the
+    same numbers). Each round's results say so, and the note names both sizes."""
+    _, output, _, _ = demoStudy
+    study = json.loads((output / "study.json").read_text())
+    for unit in study["results"]:
+        assert any(n.startswith("the surface-Dice tolerance 2 mm is below the smallest voxel spacing 3.5 mm")
+                   for n in unit["notes"]), unit["notes"]
+        assert unit["iov"]["notes"] == [n for n in unit["notes"] if n.startswith("the surface-Dice tolerance")]
+
+
+def test_surface_dice_tolerance_note_only_below_the_spacing():
+    from DelineationReviewLib.core.iov import surfaceDiceToleranceNote
+
+    assert surfaceDiceToleranceNote(2.0, (1.0, 1.0, 3.0)) is None
+    assert surfaceDiceToleranceNote(3.5, (3.5, 3.5, 5.0)) is None
+    assert "below the smallest voxel spacing 1.2 mm" in surfaceDiceToleranceNote(1.0, (1.2, 1.2, 3.0))

@@ -727,6 +727,7 @@ def _analyzeUnit(case: StudyCase, roundName: str, options: StudyOptions, analyze
     iovResult = analyzer(masks, geometry, reference=options.reference, toleranceMm=options.toleranceMm,
                          hdPercentile=options.hdPercentile, hdConvention=options.hdConvention)
     iovDict = _toJsonable(iovResult.toDict() if hasattr(iovResult, "toDict") else iovResult)
+    notes += list(iovDict.get("notes") or ()) if isinstance(iovDict, dict) else []
     marks = None
     if case.marksPath:
         reporter = _marksReporter()

@@ -815,7 +815,7 @@ def _summary(iov: IovResult, structureName: str, referenceLabel: str, evaluation
     if evaluation is not None:
         flagged = evaluation.flaggedObservers
         parts.append(f"border marks: {', '.join(flagged)} flagged" if flagged else "border marks: no observer flagged")
-    return "; ".join(parts) + "."
+    return "; ".join(parts) + "." + "".join(f" Note: {note}." for note in getattr(iov, "notes", ()))
 
 
 # ---------------------------------------------------------------------------------------------------------------

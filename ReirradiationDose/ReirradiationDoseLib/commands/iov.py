@@ -237,6 +237,8 @@ def run(args: argparse.Namespace) -> int:
         logger.info("%s vs %s: Dice %s, HD %s", pair["a"], pair["b"], dice, hd)
     if report["cigen"] is not None:
         logger.info("CIgen %.3f, volume CV %.3f", report["cigen"], report["volumeCv"])
+    for note in report.get("notes") or ():
+        logger.warning("note: %s", note)
     if args.json:
         atomicWriteText(Path(args.json).absolute(), json.dumps(report, indent=2))
         logger.info("report written to %s", args.json)
