@@ -270,7 +270,8 @@ def _demoInputs(scene, demoCase, priorFractions, database):
 
     prior = loadLikeSlicerRt(scene, demoCase.paths["priorDose"])
     current = loadLikeSlicerRt(scene, demoCase.paths["currentDose"])
-    return doseInputsFromNodes(current, current, 17, priorCourses=[
+    ct, _ = loadCtLikeSlicer(scene, demoCase.paths["currentCt"])  # (the dose as the CT is refused)
+    return doseInputsFromNodes(ct, current, 17, priorCourses=[
         {"name": "Primary", "doseNode": prior, "numberOfFractions": priorFractions, "monthsBefore": 30.0}],
         dicomDatabase=database)
 
@@ -307,8 +308,9 @@ def test_workflow_refuses_a_fraction_dose(scene, demoCase, tmp_path):
 
     prior = loadLikeSlicerRt(scene, priorDose)
     current = loadLikeSlicerRt(scene, folder / demoCase.paths["currentDose"].relative_to(demoCase.outputDir))
+    ct, _ = loadCtLikeSlicer(scene, demoCase.paths["currentCt"])
     with pytest.raises(DoseNotAPlanDose, match="FRACTION dose"):
-        doseInputsFromNodes(current, current, 17, priorCourses=[
+        doseInputsFromNodes(ct, current, 17, priorCourses=[
             {"name": "Primary", "doseNode": prior, "numberOfFractions": 25, "monthsBefore": 30.0}],
             dicomDatabase=FolderDicomIndex(folder))
 

@@ -12,6 +12,11 @@ from ReirradiationDoseLib.mrml.pipeline import runDoseWorkflow
 
 @pytest.fixture
 def inputs(scene):
+    return makeDoseInputs(scene)
+
+
+def makeDoseInputs(scene) -> dict:
+    """A CT, a current and a prior dose, GTV and rectum on one small grid (also used by other test files)."""
     geometry = ImageGeometry((24, 24, 12), (4.0, 4.0, 5.0), (-46.0, -46.0, -27.5))
     ct = volumeNodeFromArray(scene, np.zeros(geometry.shape, np.int16), geometry, "CT")
     current = volumeNodeFromArray(scene, np.full(geometry.shape, 30.6, np.float32), geometry, "Current dose",

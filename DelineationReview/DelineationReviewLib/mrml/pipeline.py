@@ -87,7 +87,7 @@ from DelineationReviewLib.core.surface import CropBox, growCropBox, marginVoxels
 from DelineationReviewLib.mrml.marks import markSetFromMarkupsNodes
 from ReirradiationDoseLib.core.errors import InputError
 from ReirradiationDoseLib.core.geometry import ImageGeometry, lpsToRas
-from ReirradiationDoseLib.core.progress import noProgress, subProgress
+from ReirradiationDoseLib.core.progress import finishProgress, noProgress, subProgress
 from ReirradiationDoseLib.core.segio import geometryFromSlicerGeometryString
 from ReirradiationDoseLib.mrml.nodes import (
     arrayFromVtkMatrix,
@@ -789,7 +789,7 @@ def runDelineationReview(scene, observerSegmentations, structureName: str, refer
     except BaseException:
         removeNodes(scene, outputs.created)
         raise
-    progress(1.0, "Done")
+    finishProgress(progress, "Done")
 
     summary = _summary(iov, structureName, referenceLabel, evaluation)
     logger.info("%s", summary)

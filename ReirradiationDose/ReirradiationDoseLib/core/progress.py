@@ -11,7 +11,7 @@ from typing import Protocol
 
 from .errors import ProcessingCancelled
 
-__all__ = ["ProgressCallback", "noProgress", "subProgress", "ProcessingCancelled"]
+__all__ = ["ProgressCallback", "noProgress", "subProgress", "finishProgress", "ProcessingCancelled"]
 
 
 class ProgressCallback(Protocol):
@@ -20,6 +20,17 @@ class ProgressCallback(Protocol):
 
 def noProgress(fraction: float, message: str = "") -> None:
     """The default callback: does nothing."""
+
+
+def finishProgress(progress: Callable[[float, str], None] | None, message: str = "Done") -> None:
+    """Report 100 %. A cancel that arrives then is too late: the work is done and its nodes are in the scene, so it
+    is ignored (raised from here it left the outputs in the scene while the module said "nothing was added")."""
+    if progress is None:
+        return
+    try:
+        progress(1.0, message)
+    except ProcessingCancelled:
+        pass
 
 
 def subProgress(progress: Callable[[float, str], None] | None, start: float, stop: float) -> ProgressCallback:

@@ -18,8 +18,16 @@ import SimpleITK as sitk
 from ..core.casefile import TissueSpec
 from ..core.errors import InputError
 from ..core.geometry import imageFromArray
-from ..core.pipeline import CourseInput, DoseInputs, DoseSettings, bodyOutlineImage, computeDose, suppliedQuality
-from ..core.progress import noProgress, subProgress
+from ..core.pipeline import (
+    IMPLAUSIBLE_COURSE_DOSE_GY,
+    CourseInput,
+    DoseInputs,
+    DoseSettings,
+    bodyOutlineImage,
+    computeDose,
+    suppliedQuality,
+)
+from ..core.progress import finishProgress, noProgress, subProgress
 from .dicomdatabase import checkFractions, referenceInfoFromDatabase
 from .dosescene import addDoseResultToScene
 from .nodes import arrayAndGeometryFromVolumeNode, masksFromSegmentationNode
@@ -91,8 +99,15 @@ def _courseDoseInput(name: str, doseNode, transformNode, fractions: int, date, i
         registration["landmarks"] = summary
         if warnings is not None:
             warnings.extend(f"course '{name}': {w}" for w in landmarkWarnings)
+    top = float(np.nanmax(dose)) if np.size(dose) else 0.0
     if doseNode.GetAttribute("DicomRtImport.DoseVolume") != "1":
         logger.info("Course %s: volume %s is not tagged as a dose volume; taken as Gy", name, doseNode.GetName())
+        if top > IMPLAUSIBLE_COURSE_DOSE_GY:  # no units (not an RTDOSE loaded by SlicerRT): most likely cGy
+            raise InputError(f"course '{name}': the dose '{doseNode.GetName()}' reaches {top:.1f} Gy, not a "
+                             "plausible course: a dose volume must be in Gy (is this one in cGy? divide it by 100)")
+    elif top > IMPLAUSIBLE_COURSE_DOSE_GY and warnings is not None:  # a dose volume: Gy, but check it
+        warnings.append(f"course '{name}': the dose '{doseNode.GetName()}' reaches {top:.1f} Gy, more than an "
+                        f"external-beam course gives ({IMPLAUSIBLE_COURSE_DOSE_GY:g} Gy): check that it is in Gy")
     source, fractionWarnings = checkFractions(doseNode, int(fractions), dicomDatabase, name)
     if warnings is not None:
         warnings.extend(fractionWarnings)
@@ -138,6 +153,51 @@ def _coursePoints(node, transformNode, course: str) -> dict:
     return pointsFromMarkupsNode(node, world=False)
 
 
+def _checkNodes(currentCt, currentDose, currentFractions, structures, mri, priorCourses) -> None:
+    """Refuse, naming the node, what a widget selection can get wrong: a node of the wrong kind (a labelmap as the
+    structures, a volume as a transform), a node deleted from the scene since it was chosen, one dose volume in two
+    courses (counted twice), the CT as a dose, missing fractions. Before, these ran with the deleted node, counted a
+    dose twice silently, or stopped in an AttributeError."""
+    scene = currentCt.GetScene() if currentCt is not None else None
+    if currentCt is None or not currentCt.IsA("vtkMRMLScalarVolumeNode"):
+        raise InputError("choose the current planning CT (a scalar volume)")
+
+    def check(node, what: str, kind: str, label: str):
+        if node is None:
+            return
+        if not node.IsA(kind) or (kind == "vtkMRMLScalarVolumeNode" and node.IsA("vtkMRMLLabelMapVolumeNode")):
+            raise InputError(f"{what} '{node.GetName()}' is a {node.GetClassName()}, not {label}")
+        if node.GetScene() is not scene:
+            raise InputError(f"{what} '{node.GetName()}' is no longer in the scene (deleted?): choose it again")
+
+    check(currentCt, "the planning CT", "vtkMRMLScalarVolumeNode", "a volume")
+    check(currentDose, "the current dose", "vtkMRMLScalarVolumeNode", "a dose volume")
+    check(structures, "the structures", "vtkMRMLSegmentationNode",
+          "a segmentation (import a labelmap into a segmentation in the Segmentations module)")
+    check(mri, "the MRI", "vtkMRMLScalarVolumeNode", "a volume")
+    doses = [("the current course", currentDose)]
+    for index, prior in enumerate(priorCourses):
+        name = prior.get("name") or f"Prior course {index + 1}"
+        check(prior.get("doseNode"), f"course '{name}': the dose", "vtkMRMLScalarVolumeNode", "a dose volume")
+        check(prior.get("transformNode"), f"course '{name}': the registration", "vtkMRMLTransformNode",
+              "a transform")
+        fractions = prior.get("numberOfFractions")
+        if fractions is None or isinstance(fractions, bool) or not float(fractions).is_integer() or fractions < 1:
+            raise InputError(f"course '{name}' needs its number of fractions (a whole number of at least 1), "
+                             f"got {fractions!r}")
+        doses.append((f"course '{name}'", prior.get("doseNode")))
+    seen: dict = {}
+    for what, node in doses:
+        if node is None:
+            continue
+        if node is currentCt:
+            raise InputError(f"{what}: the dose '{node.GetName()}' is the planning CT")
+        if node.GetID() in seen:
+            raise InputError(f"{seen[node.GetID()]} and {what} use the same dose '{node.GetName()}': it would be "
+                             "counted twice")
+        seen[node.GetID()] = what
+
+
 def doseInputsFromNodes(currentCt, currentDose, currentFractions: int, structures=None, mri=None,
                         priorCourses=(), settings: DoseSettings | None = None, today: _dt.date | None = None,
                         dicomDatabase=None) -> DoseInputs:
@@ -156,11 +216,21 @@ def doseInputsFromNodes(currentCt, currentDose, currentFractions: int, structure
     and the planning CT's patient, study and frame of reference are read for the exported RTDOSE
     (:func:`.dicomdatabase.referenceInfoFromDatabase`).
     """
+    _checkNodes(currentCt, currentDose, currentFractions, structures, mri, priorCourses)
     referenceArray, referenceGeometry = arrayAndGeometryFromVolumeNode(currentCt)
     referenceImage = imageFromArray(referenceArray, referenceGeometry)
     masks, colors = {}, {}
+    nodeWarnings: list[str] = []
     if structures is not None:
         masks = masksFromSegmentationNode(structures, referenceGeometry)
+        empty = sorted(name for name, mask in masks.items() if not mask.any())
+        if masks and len(empty) == len(masks):
+            raise InputError(f"no structure of '{structures.GetName()}' lies on the planning CT "
+                             f"'{currentCt.GetName()}' (every segment is empty on its grid): the segmentation belongs "
+                             "to another image or position")
+        if empty:
+            nodeWarnings.append(f"structure(s) {', '.join(empty)} of '{structures.GetName()}' are empty on the "
+                                f"planning CT '{currentCt.GetName()}' (outside it, or without contours)")
         segmentation = structures.GetSegmentation()
         for index in range(segmentation.GetNumberOfSegments()):
             segment = segmentation.GetNthSegment(index)
@@ -168,7 +238,7 @@ def doseInputsFromNodes(currentCt, currentDose, currentFractions: int, structure
     bodyImage = bodyOutlineImage(masks, referenceImage)
     today = today or _dt.date.today()
     courses = []
-    warnings: list[str] = []
+    warnings: list[str] = nodeWarnings
     for index, prior in enumerate(priorCourses):
         months = float(prior.get("monthsBefore", 0.0) or 0.0)
         if months <= 0:
@@ -242,6 +312,7 @@ def runDoseWorkflow(scene, currentCt, currentDose, currentFractions: int, struct
     progress = progress or noProgress
     if scene is None:
         scene = currentCt.GetScene()
+    _checkNodes(currentCt, currentDose, currentFractions, structures, mri, priorCourses)
     structureNames = []
     if structures is not None:
         segmentation = structures.GetSegmentation()
@@ -254,7 +325,7 @@ def runDoseWorkflow(scene, currentCt, currentDose, currentFractions: int, struct
     result = computeDose(inputs, subProgress(progress, 0.05, 0.85))
     progress(0.86, "Creating the output nodes")
     nodes = addDoseResultToScene(scene, result, referenceVolumeNode=currentCt, segmentationNode=structures)
-    progress(1.0, "Done")
+    finishProgress(progress, "Done")
     failed = [r for r in result.constraintResults if r.status == "fail"]
     finite = np.isfinite(result.compositeEqd2Gy)
     summary = (f"Composite EQD2 max {float(result.compositeEqd2Gy[finite].max()) if finite.any() else 0:.1f} Gy; "

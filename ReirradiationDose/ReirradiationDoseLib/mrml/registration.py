@@ -29,7 +29,7 @@ from ..core import regquality
 from ..core.dosemapping import mapMasks
 from ..core.errors import InputError
 from ..core.geometry import ImageGeometry, imageFromArray
-from ..core.progress import noProgress, subProgress
+from ..core.progress import finishProgress, noProgress, subProgress
 from ..core.registration import (
     FIELD_EXPORT_SPACING_MM,
     affineDecomposition,
@@ -285,7 +285,7 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
     if impliedStart:
         summary += (f" Started from '{initialTransform.GetName()}', the transform '{movingVolume.GetName()}' was "
                     "under; the result includes it.")
-    progress(1.0, "Registration done")
+    finishProgress(progress, "Registration done")
     logger.info("%s", summary)
     return {"transform": node, "description": description, "quality": quality, "warnings": warnings,
             "summary": summary}

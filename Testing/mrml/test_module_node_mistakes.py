@@ -1,0 +1,102 @@
+"""What a widget selection can get wrong, through the Logic's entry points on a real MRML scene (found by a review
+that tried about 60 such mistakes on slicer-core): refused naming the node, the scene left as it was."""
+
+import numpy as np
+import pytest
+
+from ReirradiationDoseLib.core.errors import InputError, ProcessingCancelled
+from ReirradiationDoseLib.core.geometry import ImageGeometry
+from ReirradiationDoseLib.mrml.nodes import (arrayAndGeometryFromVolumeNode, segmentationNodeFromMasks,
+                                             volumeNodeFromArray)
+from ReirradiationDoseLib.mrml.pipeline import runDoseWorkflow
+from test_dose_pipeline_nodes import makeDoseInputs
+
+
+@pytest.fixture
+def inputs(scene):
+    return makeDoseInputs(scene)
+
+
+def nodeIds(scene):
+    return sorted(scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes()))
+
+
+def refused(scene, call, *fragments):
+    before = nodeIds(scene)
+    with pytest.raises(InputError) as raised:
+        call()
+    for fragment in fragments:
+        assert fragment in str(raised.value), str(raised.value)
+    assert nodeIds(scene) == before  # nothing left behind
+
+
+def run(scene, nodes, **kwargs):
+    arguments = dict(structures=nodes["structures"], priorCourses=nodes["priors"])
+    arguments.update(kwargs)
+    return runDoseWorkflow(scene, nodes["ct"], arguments.pop("currentDose", nodes["current"]), 17, **arguments)
+
+
+def test_structures_off_the_ct_refused_and_partly_empty_ones_warned(scene, inputs):
+    """A segmentation 2 m away gave empty masks, no warning and "0 constraint results failed"."""
+    far = ImageGeometry((24, 24, 12), (4.0, 4.0, 5.0), (2000.0, -46.0, -27.5))
+    away = segmentationNodeFromMasks(scene, {"GTV": inputs["gtv"]}, far, name="Far structures")
+    refused(scene, lambda: run(scene, inputs, structures=away), "no structure of 'Far structures' lies on the "
+            "planning CT 'CT'")
+    empty = np.zeros_like(inputs["gtv"])
+    partly = segmentationNodeFromMasks(scene, {"GTV": inputs["gtv"], "Bladder": empty}, ImageGeometry(
+        (24, 24, 12), (4.0, 4.0, 5.0), (-46.0, -46.0, -27.5)), name="Partly", referenceVolumeNode=inputs["ct"])
+    out = run(scene, inputs, structures=partly)
+    assert any("structure(s) Bladder of 'Partly' are empty on the planning CT 'CT'" in w for w in out["warnings"])
+
+
+def test_one_dose_in_two_courses_the_ct_as_dose_and_wrong_node_kinds_refused(scene, inputs):
+    priors = [dict(inputs["priors"][0], doseNode=inputs["current"])]
+    refused(scene, lambda: run(scene, inputs, priorCourses=priors), "the current course and course 'Prior' use the "
+            "same dose 'Current dose': it would be counted twice")
+    refused(scene, lambda: run(scene, inputs, currentDose=inputs["ct"]), "the current course: the dose 'CT' is the "
+            "planning CT")
+    labels = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "Labels")
+    refused(scene, lambda: run(scene, inputs, structures=labels), "the structures 'Labels' is a "
+            "vtkMRMLLabelMapVolumeNode, not a segmentation")
+    priors = [dict(inputs["priors"][0], transformNode=inputs["ct"])]
+    refused(scene, lambda: run(scene, inputs, priorCourses=priors), "course 'Prior': the registration 'CT' is a "
+            "vtkMRMLScalarVolumeNode, not a transform")
+    priors = [dict(inputs["priors"][0], numberOfFractions=None)]
+    refused(scene, lambda: run(scene, inputs, priorCourses=priors), "course 'Prior' needs its number of fractions")
+
+
+def test_a_node_deleted_since_it_was_chosen_refused(scene, inputs):
+    scene.RemoveNode(inputs["prior"])
+    refused(scene, lambda: run(scene, inputs), "course 'Prior': the dose 'Prior dose' is no longer in the scene")
+
+
+def test_a_dose_in_cgy_refused_or_warned(scene, inputs):
+    """3060 "Gy" in 17 fractions gave a composite of 112 046 Gy without a word. A volume not tagged as a dose (no
+    units) above 200 Gy is refused; a dose volume (from an RTDOSE: Gy) above it is warned."""
+    array, geometry = arrayAndGeometryFromVolumeNode(inputs["current"])
+    untagged = volumeNodeFromArray(scene, array * 100.0, geometry, "Dose export")
+    refused(scene, lambda: run(scene, inputs, currentDose=untagged), "the dose 'Dose export' reaches 3060.0 Gy",
+            "is this one in cGy?")
+    tagged = volumeNodeFromArray(scene, array * 100.0, geometry, "Dose (cGy)", isDose=True)
+    out = run(scene, inputs, currentDose=tagged)
+    assert any("reaches 3060.0 Gy, more than an external-beam course gives" in w for w in out["warnings"])
+
+
+def test_a_cancel_at_100_percent_keeps_the_finished_result(scene, inputs):
+    """A cancel arriving with the last progress call came out as ProcessingCancelled with the outputs in the scene
+    (the module then said "nothing was added"): once done, the result is kept and returned."""
+    def cancelAtTheEnd(fraction, message=""):
+        if fraction >= 1.0:
+            raise ProcessingCancelled("Cancel pressed")
+
+    out = run(scene, inputs, progress=cancelAtTheEnd)
+    assert out["compositeEqd2"].GetScene() is scene
+    before = nodeIds(scene)
+
+    def cancelHalfway(fraction, message=""):
+        if fraction >= 0.5:
+            raise ProcessingCancelled("Cancel pressed")
+
+    with pytest.raises(ProcessingCancelled):
+        run(scene, inputs, progress=cancelHalfway)
+    assert nodeIds(scene) == before
