@@ -100,3 +100,31 @@ def test_a_cancel_at_100_percent_keeps_the_finished_result(scene, inputs):
     with pytest.raises(ProcessingCancelled):
         run(scene, inputs, progress=cancelHalfway)
     assert nodeIds(scene) == before
+
+
+def test_a_failed_rerun_keeps_the_previous_result_and_a_rerun_leaves_no_stale_output(scene, inputs, monkeypatch):
+    """The outputs were replaced one by one as the new ones were made: a re-run that failed late (here in the
+    constraint table) had already removed the previous composite, course and α/β volumes. And a re-run without a
+    course left that course's EQD2 volume in the scene."""
+    from ReirradiationDoseLib.mrml import dosescene
+
+    first = run(scene, inputs)
+    before = nodeIds(scene)
+    original = dosescene._table
+
+    def failing(scene_, key, *args, **kwargs):
+        if key == "constraintTable":
+            raise RuntimeError("forced failure in the constraint table")
+        return original(scene_, key, *args, **kwargs)
+
+    monkeypatch.setattr(dosescene, "_table", failing)
+    with pytest.raises(RuntimeError, match="forced failure"):
+        run(scene, inputs)
+    assert nodeIds(scene) == before and first["compositeEqd2"].GetScene() is scene
+    monkeypatch.setattr(dosescene, "_table", original)
+    names = lambda: sorted(scene.GetNthNode(i).GetName() for i in range(scene.GetNumberOfNodes()))  # noqa: E731
+    assert "Prior EQD2 (Gy)" in names()
+    again = run(scene, inputs, priorCourses=[])
+    assert "Prior EQD2 (Gy)" not in names() and first["compositeEqd2"].GetScene() is None
+    assert names().count("Composite EQD2 (Gy)") == 1 and again["compositeEqd2"].GetScene() is scene
+    assert inputs["prior"].GetScene() is scene and inputs["structures"].GetScene() is scene  # inputs stay

@@ -26,17 +26,9 @@ __all__ = ["addDoseResultToScene", "writeDosePictures", "targetCentreRas", "OUTP
 OUTPUT_ATTRIBUTE = "Reirradiation.Output"
 
 
-def _find(scene, key: str):
-    found = nodesWithAttribute(scene, OUTPUT_ATTRIBUTE, key)
-    return found[0] if found else None
-
-
 def _volume(scene, key: str, array: np.ndarray, geometry: ImageGeometry, name: str, created: list,
             isDose: bool = False):
-    """Create the output volume ``key``; the one a previous run made is removed first (no piling up)."""
-    old = _find(scene, key)
-    if old is not None:
-        removeNodes(scene, [old])
+    """Create the output volume ``key`` (a previous run's is removed when the whole new result is in place)."""
     node = volumeNodeFromArray(scene, array, geometry, name, isDose=isDose)
     node.SetAttribute(OUTPUT_ATTRIBUTE, key)
     created.append(node)
@@ -44,9 +36,6 @@ def _volume(scene, key: str, array: np.ndarray, geometry: ImageGeometry, name: s
 
 
 def _table(scene, key: str, name: str, rows: list[dict], created: list):
-    old = _find(scene, key)
-    if old is not None:
-        removeNodes(scene, [old])
     table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
     table.SetAttribute(OUTPUT_ATTRIBUTE, key)
     created.append(table)
@@ -95,12 +84,18 @@ def addDoseResultToScene(scene, result, referenceVolumeNode=None, segmentationNo
                          isodoseLevelsGy=None) -> dict:
     """Add (or update) the outputs of ``result`` in ``scene``; returns ``{key: node}``.
 
-    Output nodes carry the attribute ``Reirradiation.Output`` = key, so a re-run replaces them. Inputs are never
-    modified. If anything fails, the nodes created by this call are removed before the error propagates.
+    Output nodes carry the attribute ``Reirradiation.Output`` = key, so a re-run replaces them: once the whole new
+    result is in the scene, every output of the previous run is removed, also those this run does not make again (a
+    course no longer given, the MRI, the budget) — not before, so that a run that fails leaves the previous result
+    as it was (it was removed piece by piece as the new one was made, and lost when a step failed). Inputs are
+    never modified nor removed. If anything fails, the nodes created by this call are removed before the error
+    propagates.
     """
     from ..core.dosereport import constraintRows, dvhRows
 
     created: list = []
+    inputs = {n.GetID() for n in (referenceVolumeNode, segmentationNode) if n is not None}
+    previous = [n for n in _allOutputs(scene) if n.GetID() not in inputs]
     geometry = result.referenceGeometry
     nodes: dict = {}
     try:
@@ -109,9 +104,6 @@ def addDoseResultToScene(scene, result, referenceVolumeNode=None, segmentationNo
             referenceVolumeNode = _volume(scene, "referenceImage", array, geometry, "Planning CT", created)
         nodes["referenceImage"] = referenceVolumeNode
         if segmentationNode is None and result.masks:
-            old = _find(scene, "structures")
-            if old is not None:
-                removeNodes(scene, [old])
             segmentationNode = segmentationNodeFromMasks(scene, result.masks, geometry,
                                                          colors=result.structureColors or None, name="Structures",
                                                          referenceVolumeNode=referenceVolumeNode)
@@ -125,9 +117,6 @@ def addDoseResultToScene(scene, result, referenceVolumeNode=None, segmentationNo
             # the course's own organs carried through its registration (the contour check's), for review beside
             # today's; hidden in the pictures (render shows only the segmentations it is given)
             key = f"carried:{course.name}"
-            old = _find(scene, key)
-            if old is not None:
-                removeNodes(scene, [old])
             names = list(course.carriedStructures)
             carried = segmentationNodeFromMasks(
                 scene, {n: course.carriedStructures[n][1] for n in names}, geometry,
@@ -158,8 +147,6 @@ def addDoseResultToScene(scene, result, referenceVolumeNode=None, segmentationNo
             mriArray, _ = arrayFromImage(result.mri["image"])
             nodes["mri"] = _volume(scene, "mri", mriArray, geometry, "MRI (registered)", created)
         levels = list(isodoseLevelsGy if isodoseLevelsGy is not None else result.settings.isodoseLevelsGy)
-        for old in [n for n in _allOutputs(scene) if n.GetAttribute(OUTPUT_ATTRIBUTE).startswith("isodose:")]:
-            removeNodes(scene, [old])
         if levels:
             models = createIsodoseModels(scene, (composite, geometry), levels, name="Composite EQD2",
                                          colors=compositeIsodoseColors(levels), lineThicknessPx=3)
@@ -176,6 +163,7 @@ def addDoseResultToScene(scene, result, referenceVolumeNode=None, segmentationNo
     except BaseException:
         removeNodes(scene, created)
         raise
+    removeNodes(scene, [n for n in previous if n.GetScene() is scene])
     return nodes
 
 
@@ -187,9 +175,6 @@ def _dvhChart(scene, result, created: list):
     and a line chart with one series per structure, coloured like the structure. Replaces a previous run's."""
     import vtk
 
-    for old in [n for n in _allOutputs(scene) if n.GetAttribute(OUTPUT_ATTRIBUTE).startswith("dvhSeries:")
-                or n.GetAttribute(OUTPUT_ATTRIBUTE) in ("dvhCurves", "dvhChart")]:
-        removeNodes(scene, [old])
     dvhs = {name: entry["composite"] for name, entry in result.dvh.items()
             if not name.startswith("_") and "composite" in entry and not entry["composite"].isEmpty}
     topGy = max([d.dmaxGy or 0.0 for d in dvhs.values()], default=0.0)
