@@ -493,16 +493,19 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
                  movingStructures=None, outputTransform=None, progress=None, initialTransform=None) -> dict:
         """Register ``movingVolume`` (prior CT, or MRI with ``method="rigid (MRI)"`` / ``"affine (MRI)"``) onto
         ``fixedVolume`` (the current planning CT) with ``ReirradiationDoseLib.mrml.registration.registerVolumes``
-        and place the moving volume under the new transform node, so it is shown aligned. ``method``: one of
+        and place the moving volume under the transform node (the one an earlier registration of the same pair and
+        method made, refilled, else a new one), so it is shown aligned. ``method``: one of
         ``REGISTRATION_METHODS``. Returns the dict of ``registerVolumes`` (``transform``, ``summary``, ``warnings``,
         ``quality``...); on failure or cancel nothing is added and the moving volume keeps its place.
         ``initialTransform``: a linear transform node where the registration starts (a manual pre-alignment);
         ``movingStructures``: organs that guide a deformable registration, and with ``fixedStructures`` the contour
         check of any registration."""
-        from ReirradiationDoseLib.mrml.registration import registerVolumes
+        from ReirradiationDoseLib.mrml.registration import earlierRegistration, registerVolumes
 
         if method not in REGISTRATION_METHODS:
             raise ValueError(f"unknown registration method '{method}' (use one of {', '.join(REGISTRATION_METHODS)})")
+        if outputTransform is None:  # registering a pair again refills its node: one per pair, not one per click
+            outputTransform = earlierRegistration(fixedVolume, movingVolume, method.split(" ")[0])
         result = registerVolumes(fixedVolume.GetScene(), fixedVolume, movingVolume, method.split(" ")[0],
                                  multimodal=method.endswith("(MRI)"), fixedStructures=fixedStructures,
                                  movingStructures=movingStructures, outputTransform=outputTransform,

@@ -128,3 +128,34 @@ def test_a_failed_rerun_keeps_the_previous_result_and_a_rerun_leaves_no_stale_ou
     assert "Prior EQD2 (Gy)" not in names() and first["compositeEqd2"].GetScene() is None
     assert names().count("Composite EQD2 (Gy)") == 1 and again["compositeEqd2"].GetScene() is scene
     assert inputs["prior"].GetScene() is scene and inputs["structures"].GetScene() is scene  # inputs stay
+
+
+def test_registering_and_carrying_again_replaces_the_earlier_result(scene):
+    """Each Register made a new transform node and each propagation a new "... on <CT>" segmentation. The module's
+    Logic.register now registers into the node an earlier registration of the same pair and method made
+    (earlierRegistration: the moving volume under it is registered afresh, not started from it); carrying the same
+    structures again replaces them. Called without an output node, registerVolumes still makes a new one."""
+    from ReirradiationDoseLib.mrml.registration import earlierRegistration, propagateSegmentation, registerVolumes
+
+    geometry = ImageGeometry((20, 20, 10), (4.0, 4.0, 5.0), (-40.0, -40.0, -25.0))
+    ramp = np.fromfunction(lambda k, j, i: 10.0 * i + 5.0 * j + 3.0 * k, geometry.shape).astype(np.float32)
+    fixed = volumeNodeFromArray(scene, ramp, geometry, "Fixed")
+    moving = volumeNodeFromArray(scene, np.roll(ramp, 1, 2), geometry, "Moving")
+    mask = np.zeros(geometry.shape, bool)
+    mask[3:7, 5:12, 5:12] = True
+    structures = segmentationNodeFromMasks(scene, {"Rectum": mask}, geometry, name="Prior structures")
+    made = []
+    for _ in range(2):
+        # as the module's Logic.register does
+        out = registerVolumes(scene, fixed, moving, "rigid",
+                              outputTransform=earlierRegistration(fixed, moving, "rigid"))
+        moving.SetAndObserveTransformNodeID(out["transform"].GetID())
+        made.append(out["transform"].GetID())
+        assert "Started from" not in out["summary"]
+        propagateSegmentation(scene, structures, out["transform"], fixed, moving)
+    names = [scene.GetNthNode(i).GetName() for i in range(scene.GetNumberOfNodes())]
+    assert made[0] == made[1] and [n for n in names if n.endswith("(rigid)")] == ["Moving to Fixed (rigid)"]
+    assert [n for n in names if n.endswith(" on Fixed")] == ["Prior structures on Fixed"]
+    assert earlierRegistration(fixed, moving, "affine") is None  # another method: its own node
+    fresh = registerVolumes(scene, fixed, moving, "rigid")  # the API without an output node: a new one
+    assert fresh["transform"].GetID() != made[0]

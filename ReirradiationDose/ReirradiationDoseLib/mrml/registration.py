@@ -57,11 +57,27 @@ from .transforms import (
 logger = logging.getLogger(__name__)
 
 __all__ = ["registerVolumes", "reviewVolumes", "propagateSegmentation", "REGISTRATION_ATTRIBUTE",
-           "REVIEW_ATTRIBUTE"]
+           "REVIEW_ATTRIBUTE", "earlierRegistration"]
 
 REGISTRATION_ATTRIBUTE = "Reirradiation.Registration"  # on transform nodes made here: rigid / affine / deformable
+PROPAGATED_ATTRIBUTE = "Reirradiation.Propagated"  # on carried segmentations: source | transform | fixed volume IDs
 REVIEW_ATTRIBUTE = "Reirradiation.RegistrationReview"  # on review volumes: "<transform node ID>:<kind>"
 REVIEW_KINDS = ("warped", "checkerboard", "difference", "jacobian")
+
+
+def earlierRegistration(fixedVolume, movingVolume, method: str):
+    """The transform node an earlier :func:`registerVolumes` made for this fixed and moving volume and method
+    (the one the moving volume sits under first), or None. The module registers into it again (as
+    ``outputTransform``), so that re-registering a pair refills its node instead of adding one per run."""
+    scene = fixedVolume.GetScene()
+    wanted = "vtkMRMLGridTransformNode" if method == "deformable" else "vtkMRMLLinearTransformNode"
+    found = [scene.GetNthNodeByClass(i, wanted) for i in range(scene.GetNumberOfNodesByClass(wanted))]
+    found = [n for n in found if n.GetAttribute(REGISTRATION_ATTRIBUTE) == method
+             and n.GetAttribute(REGISTRATION_ATTRIBUTE + "Fixed") == fixedVolume.GetID()
+             and n.GetAttribute(REGISTRATION_ATTRIBUTE + "Moving") == movingVolume.GetID()]
+    parent = movingVolume.GetParentTransformNode()
+    found.sort(key=lambda n: parent is None or n.GetID() != parent.GetID())
+    return found[0] if found else None
 
 
 def _isRegistration(transformNode) -> bool:
@@ -383,7 +399,13 @@ def propagateSegmentation(scene, segmentationNode, transformNode, fixedVolume, m
             warnings.append(f"structure '{structure}' of '{segmentationNode.GetName()}' reaches the end of the "
                             f"moving scan '{movingVolume.GetName()}' on '{fixedVolume.GetName()}': it may be cut "
                             "there")
+    key = f"{segmentationNode.GetID()}|{transformNode.GetID() if transformNode is not None else ''}|" \
+          f"{fixedVolume.GetID()}"
+    earlier = nodesWithAttribute(scene, PROPAGATED_ATTRIBUTE, key)
     node = segmentationNodeFromMasks(scene, mapped, fixedGeometry, colors,
                                      name or f"{segmentationNode.GetName()} on {fixedVolume.GetName()}",
                                      referenceVolumeNode=fixedVolume)
+    node.SetAttribute(PROPAGATED_ATTRIBUTE, key)
+    # carrying the same structures through the same transform again replaces the earlier result (they piled up)
+    removeNodes(scene, earlier)
     return node, warnings
