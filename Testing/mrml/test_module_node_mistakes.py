@@ -65,6 +65,12 @@ def test_one_dose_in_two_courses_the_ct_as_dose_and_wrong_node_kinds_refused(sce
     refused(scene, lambda: run(scene, inputs, priorCourses=priors), "course 'Prior' needs its number of fractions")
 
 
+def test_isodose_levels_that_are_not_doses_refused(scene, inputs):
+    """NaN or negative levels given to the Logic were dropped silently (the widget's text box refuses them)."""
+    refused(scene, lambda: run(scene, inputs, isodoseLevelsGy=[50.0, float("nan"), -20.0]),
+            "isodose levels must be positive doses in Gy, got nan, -20.0")
+
+
 def test_a_node_deleted_since_it_was_chosen_refused(scene, inputs):
     scene.RemoveNode(inputs["prior"])
     refused(scene, lambda: run(scene, inputs), "course 'Prior': the dose 'Prior dose' is no longer in the scene")

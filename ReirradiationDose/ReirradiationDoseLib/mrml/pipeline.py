@@ -279,7 +279,11 @@ def settingsForModule(structureNames, tissueTable=None, defaultAlphaBetaGy: floa
                       recoveryModel: str = "none", constantRecoveryPercent: float = 0.0,
                       constraintSetName: str | None = "pelvic-reirradiation", isodoseLevelsGy=(),
                       targets=("GTV", "CTV")) -> DoseSettings:
-    """Settings from the module's widgets: one recovery model for the organs at risk of every prior course."""
+    """Settings from the module's widgets: one recovery model for the organs at risk of every prior course. Isodose
+    levels that are not positive finite doses are refused (they were dropped silently)."""
+    bad = [level for level in isodoseLevelsGy if not (np.isfinite(float(level)) and float(level) > 0)]
+    if bad:
+        raise InputError(f"isodose levels must be positive doses in Gy, got {', '.join(map(str, bad))}")
     tissues: dict = dict(tissueTable or {})
     if recoveryModel not in (None, "", "none"):
         recovery = {"model": recoveryModel}
