@@ -335,9 +335,9 @@ def _identityNotes(files: dict, imagePath: str | None) -> list[str]:
     reference = _dicomIdentity(imagePath) if imagePath else ("", "")
     what = "the case image"
     if not any(reference):
-        first = next((p for p in files.values() if str(p).casefold().endswith(".dcm")), None)
-        reference = _dicomIdentity(first) if first else ("", "")
-        what = f"observer {next(k for k, v in files.items() if v == first)!r}" if first else ""
+        first = next(((k, p) for k, p in files.items() if str(p).casefold().endswith(".dcm")), None)
+        reference = _dicomIdentity(first[1]) if first else ("", "")
+        what = f"observer {first[0]!r}" if first else ""
     notes = []
     for observer, path in files.items():
         if not str(path).casefold().endswith(".dcm"):

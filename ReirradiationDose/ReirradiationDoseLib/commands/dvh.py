@@ -52,10 +52,9 @@ def _readStructures(path: str, doseGeometry, supersample: int):
 
 def run(args: argparse.Namespace) -> int:
     from ..core.dvh import computeDvh
+    from ..core.atomic import atomicWriteText, checkOutputFiles
     from ..core.errors import InputError
     from .eqd2 import readDoseFile
-
-    from ..core.atomic import atomicWriteText, checkOutputFiles
 
     if args.supersample < 1:
         raise InputError("--supersample must be ≥ 1")
@@ -80,7 +79,6 @@ def run(args: argparse.Namespace) -> int:
     for row in results:
         writer.writerow([row["name"]] + [("" if row[k] is None else f"{row[k]:.4f}") for k in _CSV_COLUMNS[1:]])
     if args.csv:
-        Path(args.csv).absolute().parent.mkdir(parents=True, exist_ok=True)
         buffer = io.StringIO(newline="")
         out = csv.writer(buffer)
         out.writerow(_CSV_COLUMNS)
@@ -88,7 +86,6 @@ def run(args: argparse.Namespace) -> int:
             out.writerow([row["name"]] + ["" if row[k] is None else row[k] for k in _CSV_COLUMNS[1:]])
         atomicWriteText(Path(args.csv).absolute(), buffer.getvalue())
     if args.json:
-        Path(args.json).absolute().parent.mkdir(parents=True, exist_ok=True)
         payload = {"dose": str(args.dose), "segmentation": str(args.segmentation),
                    "supersample": args.supersample, "structures": results}
         atomicWriteText(Path(args.json).absolute(), json.dumps(payload, indent=1))

@@ -72,10 +72,9 @@ def addArguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import SimpleITK as sitk
 
+    from ..core.atomic import checkOutputFiles
     from ..core.geometry import imageFromArray
     from ..core.radiobiology import bedGy, eqd2Gy, validateNumberOfFractions
-
-    from ..core.atomic import checkOutputFiles
 
     fractions = validateNumberOfFractions(args.fractions)
     images = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")

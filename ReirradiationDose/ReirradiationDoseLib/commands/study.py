@@ -103,9 +103,8 @@ def pictureCallbackIfAvailable():
 
 def run(args: argparse.Namespace) -> int:
     from DelineationReviewLib.core.study import StudyOptions, analyzeStudy, printFailures, writeStudyOutputs
-    from ReirradiationDoseLib.core.errors import InputError
-
     from ReirradiationDoseLib.core.atomic import checkOutputDir
+    from ReirradiationDoseLib.core.errors import InputError
 
     if args.jobs < 1:
         raise InputError(f"--jobs must be at least 1, got {args.jobs}")

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 __all__ = ["OUTPUT_MARKER", "checkOutputDir", "checkOutputFiles", "atomicOutputDir", "atomicWriteText",
-           "atomicWriteFile"]
+           "atomicWriteFile", "safeName"]
 
 # every output folder holds this file; only a folder that holds it (or an empty one) is ever replaced
 OUTPUT_MARKER = ".reirradiation-output"
@@ -38,11 +39,9 @@ def checkOutputDir(path, overwrite: bool = True) -> Path:
             raise InputError("the output folder exists and holds files that are not an earlier output of "
                              f"Reirradiation (it has no {OUTPUT_MARKER}): it is not replaced; give a new folder, "
                              "or empty this one first", path)
-    existing = path.parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"the output folder cannot be made: {existing} is not a writable folder", path)
+    blocked = _unwritableAncestor(path)
+    if blocked is not None:
+        raise InputError(f"the output folder cannot be made: {blocked} is not a writable folder", path)
     return path
 
 
@@ -70,11 +69,23 @@ def checkOutputFiles(outputs: dict, inputs=(), suffixes: dict | None = None) -> 
         if target in seen:
             raise InputError(f"{option} and {seen[target]} name the same file", target)
         seen[target] = option
-        existing = target.parent
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            raise InputError(f"{option}: the file cannot be written: {existing} is not a writable folder", target)
+        blocked = _unwritableAncestor(target)
+        if blocked is not None:
+            raise InputError(f"{option}: the file cannot be written: {blocked} is not a writable folder", target)
+
+
+def _unwritableAncestor(path: Path) -> Path | None:
+    """The nearest existing ancestor of ``path`` when it is not a folder this process may write into (the place
+    where ``path`` cannot be made), else None."""
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return None if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK) else existing
+
+
+def safeName(name: str) -> str:
+    """A name usable in an output file name (a course's maps: ``course_<safeName>_eqd2.nrrd``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "course"
 
 
 def _isEarlierOutput(path: Path) -> bool:

@@ -44,10 +44,10 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import safeName
 from .errors import InputError
 from .resources import DuplicateKeyError, uniqueKeysObject
 
@@ -195,9 +195,8 @@ def parseCase(data, path) -> CaseSpec:
             raise InputError(f"two courses are named '{name}'; course names must be unique", path)
         # the output files are named after the course (course_<name>_eqd2.nrrd): names that give the same file
         # name would overwrite each other's maps
-        fileName = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "course"
-        clash = next((other for other in names
-                      if (re.sub(r"[^A-Za-z0-9_.-]+", "_", other).strip("_") or "course") == fileName), None)
+        fileName = safeName(name)
+        clash = next((other for other in names if safeName(other) == fileName), None)
         if clash is not None:
             raise InputError(f"the courses '{clash}' and '{name}' would write the same output files "
                              f"(course_{fileName}_...): name them more distinctly", path)

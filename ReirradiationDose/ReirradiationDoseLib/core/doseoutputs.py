@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from .atomic import atomicOutputDir
+from .atomic import atomicOutputDir, safeName
 from .dosereport import constraintRows, contourCheckRows, dvhRows, reportHtml, summaryDict, writeCsv
 from .geometry import ImageGeometry, imageFromArray
 from .progress import noProgress
@@ -32,10 +31,6 @@ from .progress import noProgress
 logger = logging.getLogger(__name__)
 
 __all__ = ["writeDoseOutputs", "safeName"]
-
-
-def safeName(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "course"
 
 
 def writeNrrd(path: Path, array: np.ndarray, geometry, quantity: str = "", unit: str = "Gy") -> Path:

@@ -468,7 +468,8 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
     progress(0.0, f"Course '{course.name}': reading the dose")
     dose = rtdose.readRtDose(course.dose)
     rtdose.refuseEqd2Dose(rtdose.requirePlanDose(dose, course.dose), course.dose)
-    _refuseImplausibleDose(dose, course)
+    if not getattr(dose, "fromDicom", True):  # an RTDOSE states its units (read in Gy)
+        implausibleDoseWarning(dose.doseGy, course.name, "the dose", False, where=course.dose)
     doseInfo = _asDict(dose.info() if hasattr(dose, "info") else {
         k: getattr(dose, k) for k in ("doseType", "summationType", "units", "frameOfReferenceUid",
                                       "sopInstanceUid", "referencedPlanUid") if hasattr(dose, k)})
@@ -595,15 +596,19 @@ def bodyOutlineImage(masks: dict, referenceImage: sitk.Image) -> sitk.Image | No
 IMPLAUSIBLE_COURSE_DOSE_GY = 200.0
 
 
-def _refuseImplausibleDose(dose, course: CourseSpec) -> None:
-    """A dose file without units (NRRD) whose maximum exceeds 200 Gy: most likely cGy (an RTDOSE states its units
-    and is read in Gy). Refused naming the file, instead of a composite of 140 000 Gy with exit code 0."""
-    if getattr(dose, "fromDicom", True):
-        return
-    top = float(np.nanmax(dose.doseGy)) if np.size(dose.doseGy) else 0.0
-    if top > IMPLAUSIBLE_COURSE_DOSE_GY:
-        raise InputError(f"course '{course.name}': the dose reaches {top:.1f} Gy, not a plausible course: a dose "
-                         "image must be in Gy (is this one in cGy? divide it by 100)", course.dose)
+def implausibleDoseWarning(doseGy, course: str, what: str, unitsKnown: bool, kind: str = "image",
+                           where=None) -> str | None:
+    """A course's dose whose maximum exceeds ``IMPLAUSIBLE_COURSE_DOSE_GY``: without units (a NRRD, a volume not
+    tagged as a dose) most likely cGy, refused naming ``what`` (the dose) and ``where`` (its file), instead of a
+    composite of 140 000 Gy with exit code 0; with units (an RTDOSE) the returned warning. None when plausible."""
+    top = float(np.nanmax(doseGy)) if np.size(doseGy) else 0.0
+    if top <= IMPLAUSIBLE_COURSE_DOSE_GY:
+        return None
+    if not unitsKnown:
+        raise InputError(f"course '{course}': {what} reaches {top:.1f} Gy, not a plausible course: a dose {kind} "
+                         "must be in Gy (is this one in cGy? divide it by 100)", where)
+    return (f"course '{course}': {what} reaches {top:.1f} Gy, more than an external-beam course gives "
+            f"({IMPLAUSIBLE_COURSE_DOSE_GY:g} Gy): check that it is in Gy")
 
 
 def _fractions(course: CourseSpec, rtplan, dose=None, warnings: list | None = None

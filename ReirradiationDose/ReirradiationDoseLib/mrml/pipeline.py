@@ -19,12 +19,12 @@ from ..core.casefile import TissueSpec
 from ..core.errors import InputError
 from ..core.geometry import imageFromArray
 from ..core.pipeline import (
-    IMPLAUSIBLE_COURSE_DOSE_GY,
     CourseInput,
     DoseInputs,
     DoseSettings,
     bodyOutlineImage,
     computeDose,
+    implausibleDoseWarning,
     suppliedQuality,
 )
 from ..core.progress import finishProgress, noProgress, subProgress
@@ -99,15 +99,12 @@ def _courseDoseInput(name: str, doseNode, transformNode, fractions: int, date, i
         registration["landmarks"] = summary
         if warnings is not None:
             warnings.extend(f"course '{name}': {w}" for w in landmarkWarnings)
-    top = float(np.nanmax(dose)) if np.size(dose) else 0.0
-    if doseNode.GetAttribute("DicomRtImport.DoseVolume") != "1":
+    tagged = doseNode.GetAttribute("DicomRtImport.DoseVolume") == "1"  # a dose volume (SlicerRT's RTDOSE): Gy
+    if not tagged:
         logger.info("Course %s: volume %s is not tagged as a dose volume; taken as Gy", name, doseNode.GetName())
-        if top > IMPLAUSIBLE_COURSE_DOSE_GY:  # no units (not an RTDOSE loaded by SlicerRT): most likely cGy
-            raise InputError(f"course '{name}': the dose '{doseNode.GetName()}' reaches {top:.1f} Gy, not a "
-                             "plausible course: a dose volume must be in Gy (is this one in cGy? divide it by 100)")
-    elif top > IMPLAUSIBLE_COURSE_DOSE_GY and warnings is not None:  # a dose volume: Gy, but check it
-        warnings.append(f"course '{name}': the dose '{doseNode.GetName()}' reaches {top:.1f} Gy, more than an "
-                        f"external-beam course gives ({IMPLAUSIBLE_COURSE_DOSE_GY:g} Gy): check that it is in Gy")
+    implausible = implausibleDoseWarning(dose, name, f"the dose '{doseNode.GetName()}'", tagged, "volume")
+    if implausible and warnings is not None:
+        warnings.append(implausible)
     source, fractionWarnings = checkFractions(doseNode, int(fractions), dicomDatabase, name)
     if warnings is not None:
         warnings.extend(fractionWarnings)
