@@ -90,6 +90,8 @@ class ReirradiationDoseParameterNode:
     currentStructures: vtkMRMLSegmentationNode
     currentDose: vtkMRMLScalarVolumeNode
     currentFractions: Annotated[int, WithinRange(1, 100)] = 25
+    currentFractionsPerDay: Annotated[int, WithinRange(1, 4)] = 1
+    currentHoursBetweenFractions: Annotated[float, WithinRange(0.5, 12.0)] = 6.0
     currentLandmarks: vtkMRMLMarkupsFiducialNode
 
     registrationMoving: vtkMRMLScalarVolumeNode
@@ -120,6 +122,7 @@ class ReirradiationDoseParameterNode:
     constantRecoveryPercent: Annotated[float, WithinRange(0.0, 100.0)] = 0.0
     constraintSetName: str = "pelvic-reirradiation"
     isodoseLevelsGy: str = "20, 40, 54"
+    repairHalfTimeHours: Annotated[float, WithinRange(0.0, 24.0)] = 0.0  # 0: not given
 
     compositeEqd2: vtkMRMLScalarVolumeNode
     alphaBetaMap: vtkMRMLScalarVolumeNode
@@ -355,6 +358,9 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 try:
                     result = self.logic.process(
                         currentCt=p.currentCt, currentDose=p.currentDose, currentFractions=p.currentFractions,
+                        currentFractionsPerDay=p.currentFractionsPerDay,
+                        currentHoursBetweenFractions=p.currentHoursBetweenFractions,
+                        repairHalfTimeHours=p.repairHalfTimeHours or None,
                         structures=p.currentStructures, mri=p.currentMri,
                         priorCourses=self.logic.priorCoursesFromParameterNode(p),
                         tissueTable=p.tissueTable, defaultAlphaBetaGy=p.defaultAlphaBetaGy,
@@ -562,8 +568,13 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
                 recoveryModel: str = "none", constantRecoveryPercent: float = 0.0,
                 constraintSetName: str = "pelvic-reirradiation", isodoseLevelsGy: list[float] | None = None,
                 compositeEqd2=None, alphaBetaMap=None, dvhTable=None, constraintTable=None,
-                progress=None) -> dict:
+                progress=None, currentFractionsPerDay: int = 1, currentHoursBetweenFractions: float | None = None,
+                repairHalfTimeHours: float | None = None) -> dict:
         """Compute the composite EQD2 of the current and prior courses on the current CT's grid.
+
+        A current course given more than once a day (``currentFractionsPerDay`` > 1, ``currentHoursBetweenFractions``
+        apart; a prior course's dict may carry ``fractionsPerDay`` and ``hoursBetweenFractions`` too) includes
+        incomplete repair between the fractions of a day, with ``repairHalfTimeHours`` for every tissue.
 
         Delegates to ``ReirradiationDoseLib.mrml.pipeline.runDoseWorkflow`` (same keyword arguments, plus
         ``scene``), which maps each prior dose through its transform, converts every course to EQD2 per voxel,
@@ -593,7 +604,9 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
             constantRecoveryPercent=float(constantRecoveryPercent), constraintSetName=constraintSetName,
             isodoseLevelsGy=list(isodoseLevelsGy or []), compositeEqd2=compositeEqd2, alphaBetaMap=alphaBetaMap,
             dvhTable=dvhTable, constraintTable=constraintTable, progress=progress,
-            dicomDatabase=self._openDicomDatabase())
+            dicomDatabase=self._openDicomDatabase(), currentFractionsPerDay=int(currentFractionsPerDay),
+            currentHoursBetweenFractions=currentHoursBetweenFractions if int(currentFractionsPerDay) > 1 else None,
+            repairHalfTimeHours=repairHalfTimeHours)
 
     @staticmethod
     def saveOutputs(doseResult, parentFolder, includeIdentity: bool = False) -> str:

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from ReirradiationDoseLib.core.errors import InputError
 from ReirradiationDoseLib.core.geometry import ImageGeometry
 from ReirradiationDoseLib.mrml import dosescene
 from ReirradiationDoseLib.mrml.nodes import (arrayAndGeometryFromVolumeNode, segmentationNodeFromMasks,
@@ -337,3 +338,28 @@ def test_an_mri_under_its_registration_is_resampled_through_it(scene, inputs):
     # today's x shows the MRI at x + 12 mm: three voxels on
     assert sitk.GetArrayFromImage(placed["image"])[6, 12, 10] == pytest.approx(130.0, abs=1e-4)
     assert placed["registration"] == {"method": "transform node", "node": "MRI reg", "chain": ["MRI reg", "Setup"]}
+
+
+def test_twice_daily_courses_through_nodes(scene, inputs):
+    """The module's current course twice a day, 6 h apart, every tissue's repair half-time 1.5 h; the prior course
+    (its dict) three times a day 4 h apart. Current 30.6 Gy / 17 fx = 8 days of two and one of one: factor 18/17;
+    prior 50 Gy / 25 fx = 8 days of three and one of one, φ = 2^(−4/1.5). Outside the organs (α/β 3):
+    50 (2 g_p + 3) / 5 + 30.6 (1.8 g_c + 3) / 5. Without a half-time it is refused, the scene unchanged."""
+    before = scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match="no repair half-time"):
+        run(scene, inputs, currentFractionsPerDay=2, currentHoursBetweenFractions=6.0)
+    assert scene.GetNumberOfNodes() == before
+    inputs["priors"][0].update(fractionsPerDay=3, hoursBetweenFractions=4.0)
+    out = run(scene, inputs, currentFractionsPerDay=2, currentHoursBetweenFractions=6.0, repairHalfTimeHours=1.5)
+    phi = 2 ** (-4 / 1.5)
+    priorFactor = (8 * (3 + 2 * (2 * phi + phi ** 2)) + 1) / 25
+    currentFactor = 18 / 17
+    composite, _ = arrayAndGeometryFromVolumeNode(out["compositeEqd2"])
+    outside = ~(inputs["gtv"] | inputs["rectum"])
+    expected = 50 * (2 * priorFactor + 3) / 5 + 30.6 * (1.8 * currentFactor + 3) / 5
+    assert composite[outside] == pytest.approx(expected, abs=1e-3)
+    assert expected > 79.38 + 3  # more than the once-a-day 79.38 Gy (REFERENCE §2 case 6)
+    assert [c.incompleteRepair["fractionsPerDay"] for c in out["result"].courses] == [3, 2]
+    with pytest.raises(InputError, match="course 'Prior': 3 fractions a day need the hours between them"):
+        inputs["priors"][0].pop("hoursBetweenFractions")
+        run(scene, inputs, repairHalfTimeHours=1.5)

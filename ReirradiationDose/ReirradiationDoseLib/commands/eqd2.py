@@ -1,7 +1,10 @@
 """``reirradiation eqd2``: EQD2 (and optionally BED) per voxel of one course's physical dose.
 
 α/β is either one number (``--alpha-beta``) or a voxel map from structures and the tissue table
-(``--segmentation`` + ``--tissues``; overlaps resolved by the table's priority rule, REFERENCE §1).
+(``--segmentation`` + ``--tissues``; overlaps resolved by the table's priority rule, REFERENCE §1). A course given more
+than once a day (``--fractions-per-day 2 --hours-between-fractions 6``) needs a repair half-time
+(``--repair-half-time``, hours; with ``--segmentation`` a tissue table's own half-times take precedence) for the
+incomplete-repair correction (Thames 1985, radiobiology.incompleteRepairFactor).
 """
 
 from __future__ import annotations
@@ -64,6 +67,13 @@ def addArguments(parser: argparse.ArgumentParser) -> None:
                         help="tissue table JSON for the α/β map ('default': the shipped table)")
     parser.add_argument("--default-alpha-beta", type=float, default=None,
                         help="α/β outside every structure with --segmentation (default: the table's, 3 Gy)")
+    parser.add_argument("--fractions-per-day", type=float, default=1,
+                        help="fractions given per day (default 1; 2 for twice a day: incomplete repair is modelled)")
+    parser.add_argument("--hours-between-fractions", type=float, default=None,
+                        help="hours between the fractions of one day (needed with --fractions-per-day above 1)")
+    parser.add_argument("--repair-half-time", type=float, default=None,
+                        help="repair half-time in hours for the incomplete-repair correction (needed with more than "
+                             "one fraction a day; with --segmentation, for tissues without their own in the table)")
     parser.add_argument("--output", "-o", required=True, help="output EQD2 image (.nrrd)")
     parser.add_argument("--bed-output", help="also write BED (Gy) to this image")
     parser.add_argument("--alpha-beta-output", help="also write the α/β map used (Gy) to this image")
@@ -74,9 +84,20 @@ def run(args: argparse.Namespace) -> int:
 
     from ..core.atomic import checkOutputFiles
     from ..core.geometry import imageFromArray
-    from ..core.radiobiology import bedGy, eqd2Gy, validateNumberOfFractions
+    from ..core.radiobiology import FractionSchedule, bedGy, eqd2Gy, incompleteRepairFactor, validateNumberOfFractions
 
     fractions = validateNumberOfFractions(args.fractions)
+    schedule = FractionSchedule(validateNumberOfFractions(args.fractions_per_day, "number of fractions per day"),
+                                args.hours_between_fractions)
+    if args.repair_half_time is not None:
+        from ..core.tissues import checkRepairHalfTime
+        checkRepairHalfTime(args.repair_half_time, "--repair-half-time:")
+    if schedule.isHyperfractionated and args.repair_half_time is None and args.segmentation is None:
+        raise InputError(f"{schedule.describe()}: give --repair-half-time (hours) for the incomplete-repair "
+                         "correction (published values about 0.5-5 h; a longer one gives a higher EQD2)")
+    if not schedule.isHyperfractionated and args.repair_half_time is not None:
+        raise InputError("--repair-half-time is for a course given more than once a day: give --fractions-per-day "
+                         "and --hours-between-fractions, or leave it out")
     images = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
     checkOutputFiles({"--output": args.output, "--bed-output": args.bed_output,
                       "--alpha-beta-output": args.alpha_beta_output},
@@ -85,25 +106,45 @@ def run(args: argparse.Namespace) -> int:
     dose, geometry, _ = readDoseFile(args.dose, physicalOnly=True)
     if (args.alpha_beta is None) == (args.segmentation is None):
         raise InputError("give either --alpha-beta (one value) or --segmentation (an α/β map from the tissue table)")
+    repairFactor = 1.0
     if args.alpha_beta is not None:
         alphaBeta = float(args.alpha_beta)
         alphaBetaLabel = f"{alphaBeta:g}"
         abMap = None
+        if schedule.isHyperfractionated:
+            repairFactor = incompleteRepairFactor(fractions, schedule, args.repair_half_time)
     else:
+        from dataclasses import replace
+
         from ..core.segio import readSegmentation
-        from ..core.tissues import TissueTable, alphaBetaMap
+        from ..core.tissues import TissueTable, alphaBetaMap, repairHalfTimes
 
         table = TissueTable.default() if args.tissues == "default" else TissueTable.fromJson(args.tissues)
         masks = readSegmentation(args.segmentation, geometry)
-        abMap, _, names = alphaBetaMap(masks, table, args.default_alpha_beta)
+        abMap, owner, names = alphaBetaMap(masks, table, args.default_alpha_beta)
         alphaBeta = abMap
         alphaBetaLabel = "map"
         logger.info("α/β map from %d structures (precedence: %s)", len(names), ", ".join(names))
-    eqd2 = eqd2Gy(dose, fractions, alphaBeta)
+        if schedule.isHyperfractionated:
+            if args.repair_half_time is not None:
+                table = replace(table, defaultRepairHalfTimeHours=float(args.repair_half_time))
+            halfTimes, missing = repairHalfTimes(names, table)
+            if missing:
+                raise InputError(f"{schedule.describe()}: no repair half-time for {', '.join(missing)}; give "
+                                 "--repair-half-time (hours) for tissues without their own in the table")
+            lut = incompleteRepairFactor(fractions, schedule, np.array(halfTimes, dtype=np.float64))
+            repairFactor = lut.astype(np.float32)[owner]
+    eqd2 = eqd2Gy(dose, fractions, alphaBeta, repairFactor=repairFactor)
     metadata = {"ReirradiationDose.Quantity": "EQD2", "ReirradiationDose.Unit": "Gy",
                 "ReirradiationDose.AlphaBetaGy": alphaBetaLabel,
                 "ReirradiationDose.NumberOfFractions": str(fractions),
+                "ReirradiationDose.FractionsPerDay": str(schedule.fractionsPerDay),
                 "ReirradiationDose.Source": json.dumps({"dose": str(args.dose)})}
+    if schedule.isHyperfractionated:
+        metadata["ReirradiationDose.HoursBetweenFractions"] = f"{schedule.hoursBetweenFractions:g}"
+        metadata["ReirradiationDose.IncompleteRepairFactor"] = (
+            f"{float(np.min(repairFactor)):.6g}" if np.ndim(repairFactor) == 0 or np.ptp(repairFactor) == 0
+            else f"{float(np.min(repairFactor)):.6g}-{float(np.max(repairFactor)):.6g} (per tissue)")
 
     def write(array, path, quantity):
         image = imageFromArray(np.asarray(array, dtype=np.float32), geometry)
@@ -116,10 +157,13 @@ def run(args: argparse.Namespace) -> int:
 
     write(eqd2, args.output, "EQD2")
     if args.bed_output:
-        write(bedGy(dose, fractions, alphaBeta), args.bed_output, "BED")
+        write(bedGy(dose, fractions, alphaBeta, repairFactor=repairFactor), args.bed_output, "BED")
     if args.alpha_beta_output:
         write(abMap if abMap is not None else np.full(geometry.shape, alphaBeta, np.float32), args.alpha_beta_output,
               "AlphaBeta")
-    logger.info("EQD2 (α/β %s Gy, %d fx): max %.2f Gy (physical max %.2f Gy)", alphaBetaLabel, fractions,
-                float(np.max(eqd2)), float(np.max(dose)))
+    logger.info("EQD2 (α/β %s Gy, %d fx, %s): max %.2f Gy (physical max %.2f Gy)", alphaBetaLabel, fractions,
+                schedule.describe(), float(np.max(eqd2)), float(np.max(dose)))
+    if schedule.isHyperfractionated:
+        logger.info("incomplete repair (Thames 1985): quadratic term ×%.4g–%.4g", float(np.min(repairFactor)),
+                    float(np.max(repairFactor)))
     return 0

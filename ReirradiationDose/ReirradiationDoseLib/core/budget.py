@@ -6,7 +6,9 @@ discounted for recovery, ``Σ (1 − r) EQD2_prior``). The largest physical dose
 
     D = n/2 · (−α/β + sqrt((α/β)² + 4 E (2 + α/β) / n))  =  2 E (2 + α/β) / (α/β + sqrt((α/β)² + 4 E (2 + α/β) / n))
 
-(the second form is used: no cancellation for small E). ``D = 0`` when ``E ≤ 0`` (no budget left).
+(the second form is used: no cancellation for small E). ``D = 0`` when ``E ≤ 0`` (no budget left). A course given
+more than once a day has the incomplete-repair factor ``g`` on its quadratic term (radiobiology.incompleteRepairFactor):
+``g D² / n + (α/β) D − E (2 + α/β) = 0``, the same forms with ``n / g`` for ``n``.
 
 Per organ: the largest factor ``s`` by which a planned physical dose distribution may be scaled so that the organ's
 constrained DVH metric of ``prior + EQD2(s · planned)`` stays within the limit, found by bisection (every supported
@@ -23,7 +25,7 @@ import numpy as np
 from .constraints import OrganConstraint
 from .dvh import DvhResult
 from .errors import InputError
-from .radiobiology import _validateAlphaBeta, eqd2Gy, validateNumberOfFractions
+from .radiobiology import _validateAlphaBeta, _validateRepairFactor, eqd2Gy, validateNumberOfFractions
 
 __all__ = [
     "remainingPhysicalDoseGy",
@@ -34,20 +36,22 @@ __all__ = [
 ]
 
 
-def remainingPhysicalDoseGy(allowedExtraEqd2Gy, numberOfFractions, alphaBetaGy):
+def remainingPhysicalDoseGy(allowedExtraEqd2Gy, numberOfFractions, alphaBetaGy, repairFactor=1.0):
     """Largest physical dose (Gy) in ``numberOfFractions`` whose EQD2 at ``alphaBetaGy`` is ≤ ``allowedExtraEqd2Gy``.
 
     Arrays or scalars; NaN allowances stay NaN (no limit there); ``E ≤ 0`` gives 0. Example: E = 50 Gy, n = 25, any
-    α/β → 50 Gy; E = 40 Gy, n = 5, α/β 3 → 25 Gy.
+    α/β → 50 Gy; E = 40 Gy, n = 5, α/β 3 → 25 Gy. ``repairFactor``: the planned course's incomplete-repair factor
+    ``g`` (≥ 1, scalar or per voxel; 1 for one fraction a day).
     """
     n = float(validateNumberOfFractions(numberOfFractions))
     ab = _validateAlphaBeta(alphaBetaGy)
-    scalar = np.ndim(allowedExtraEqd2Gy) == 0 and np.ndim(ab) == 0
+    g = _validateRepairFactor(repairFactor, None)
+    scalar = np.ndim(allowedExtraEqd2Gy) == 0 and np.ndim(ab) == 0 and np.ndim(g) == 0
     extra = np.asarray(allowedExtraEqd2Gy, dtype=np.float64)
     abArray = np.asarray(ab, dtype=np.float64)
     positive = np.where(extra > 0, extra, 0.0)
     with np.errstate(invalid="ignore"):
-        root = np.sqrt(abArray * abArray + 4.0 * positive * (2.0 + abArray) / n)
+        root = np.sqrt(abArray * abArray + 4.0 * positive * (2.0 + abArray) * np.asarray(g, dtype=np.float64) / n)
         dose = 2.0 * positive * (2.0 + abArray) / (abArray + root)
     dose = np.where(np.isnan(extra), np.nan, dose)
     return float(dose) if scalar else dose

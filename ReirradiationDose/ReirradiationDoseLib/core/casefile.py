@@ -24,15 +24,20 @@ them)::
                                                    # (every structure on both CTs is checked) is independent
          "initialTransform": "prior/prealigned.tfm"},  # optional, rigid / affine / deformable: where the
                                                    # registration starts instead of the image centres
-        {"name": "current", "dose": "current/RTDOSE.dcm", "fractions": 17, "date": "2026-11-02"}
+        {"name": "current", "dose": "current/RTDOSE.dcm", "fractions": 17, "date": "2026-11-02",
+         "fractionsPerDay": 1, "hoursBetweenFractions": null}   # optional: e.g. 2 and 6 for twice a day,
+                                                   # 6 h apart (incomplete repair, needs repairHalfTimeHours)
       ],
       "tissues": {"GTV": {"alphaBeta": 10}, "Rectum": {"alphaBeta": 3,
-                  "recovery": {"model": "constant", "fraction": 0.25}, "priority": 5}},
+                  "recovery": {"model": "constant", "fraction": 0.25}, "priority": 5,
+                  "repairHalfTimeHours": 1.5}},    # optional; overrides the case's repairHalfTimeHours
       "defaultAlphaBeta": 3,
+      "repairHalfTimeHours": 1.5,                  # needed when a course gives more than one fraction a day
       "targets": ["GTV", "CTV"],
       "constraints": "pelvic-reirradiation",     # a shipped set name or a JSON file
       "isodoseLevelsGy": [30, 50, 70, 90],
       "plannedCourse": {"fractions": 17},          # optional: remaining budget for a new course of n fractions
+                                                   # (also "fractionsPerDay", "hoursBetweenFractions")
       "conservativeRadiusMm": 0,                   # optional: max of the mapped prior dose within this radius
       "allowFrameOfReferenceMismatch": false,      # optional override (accepted with a warning)
       "allowPatientMismatch": false                # optional override: files of different PatientIDs
@@ -49,6 +54,7 @@ from pathlib import Path
 
 from .atomic import safeName
 from .errors import InputError
+from .radiobiology import FractionSchedule
 from .resources import DuplicateKeyError, uniqueKeysObject
 
 __all__ = ["CaseSpec", "CourseSpec", "MriSpec", "TissueSpec", "parseCaseFile", "parseCase", "REGISTRATION_METHODS"]
@@ -58,16 +64,16 @@ REGISTRATION_METHODS = ("none", "rigid", "affine", "deformable")
 _TOP_KEYS = {
     "referenceImage", "structures", "mri", "courses", "tissues", "defaultAlphaBeta", "targets", "constraints",
     "isodoseLevelsGy", "plannedCourse", "conservativeRadiusMm", "allowFrameOfReferenceMismatch", "allowPatientMismatch",
-    "description",
+    "description", "repairHalfTimeHours",
 }
 _COURSE_KEYS = {"name", "dose", "plan", "fractions", "date", "image", "structures", "registration", "current",
                 "withoutCounterpart", "courseWithoutCounterpart", "landmarks", "validationStructures",
-                "initialTransform"}
+                "initialTransform", "fractionsPerDay", "hoursBetweenFractions"}
 _MRI_KEYS = {"image", "registration", "initialTransform"}
-_TISSUE_KEYS = {"alphaBeta", "recovery", "priority", "isTarget", "aliases"}
+_TISSUE_KEYS = {"alphaBeta", "recovery", "priority", "isTarget", "aliases", "repairHalfTimeHours"}
 # "dose" (a planned distribution for per-organ prescription scaling) is not read from a case file: refused with a
 # clear message rather than silently ignored (core.budget.organScalingFactors does it from Python).
-_PLANNED_KEYS = {"fractions", "name"}
+_PLANNED_KEYS = {"fractions", "name", "fractionsPerDay", "hoursBetweenFractions"}
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,7 @@ class CourseSpec:
     # structures on both CTs kept out of the deformable registration's guidance, for an independent contour check
     validationStructures: tuple[str, ...] = ()
     initialTransform: Path | None = None  # where the registration starts instead of the image centres (a file)
+    schedule: FractionSchedule = FractionSchedule()  # fractions a day and hours between them
 
 
 @dataclass(frozen=True)
@@ -105,12 +112,14 @@ class TissueSpec:
     priority: int | None = None
     isTarget: bool | None = None
     aliases: tuple[str, ...] = ()
+    repairHalfTimeHours: float | None = None
 
 
 @dataclass(frozen=True)
 class PlannedCourseSpec:
     fractions: int
     name: str = "planned"
+    schedule: FractionSchedule = FractionSchedule()
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,7 @@ class CaseSpec:
     allowFrameOfReferenceMismatch: bool = False
     allowPatientMismatch: bool = False
     description: str = ""
+    repairHalfTimeHours: float | None = None  # tissues without their own, for courses given more than once a day
 
     @property
     def currentCourse(self) -> CourseSpec:
@@ -242,7 +252,8 @@ def parseCase(data, path) -> CaseSpec:
             structures=existing(raw["structures"], f"course '{name}' structures") if raw.get("structures") else None,
             registration=registration, transformFile=transformFile, isCurrent=bool(current),
             withoutCounterpart=withoutCounterpart, courseWithoutCounterpart=courseWithoutCounterpart,
-            landmarks=landmarks, validationStructures=tuple(validation), initialTransform=initial))
+            landmarks=landmarks, validationStructures=tuple(validation), initialTransform=initial,
+            schedule=_schedule(raw, f"course '{name}'", path)))
     _chooseCurrent(courses, path)
     doses: dict = {}
     for course in courses:
@@ -297,7 +308,10 @@ def parseCase(data, path) -> CaseSpec:
         isTarget = raw.get("isTarget")
         if isTarget is not None and not isinstance(isTarget, bool):
             raise InputError(f"tissues['{name}'].isTarget must be true or false", path)
-        tissues[name] = TissueSpec(alphaBeta, recovery, priority, isTarget, tuple(aliases))
+        halfTime = raw.get("repairHalfTimeHours")
+        if halfTime is not None:
+            halfTime = _repairHalfTime(halfTime, f"tissues['{name}']", path)
+        tissues[name] = TissueSpec(alphaBeta, recovery, priority, isTarget, tuple(aliases), halfTime)
 
     targets = data.get("targets", ["GTV", "CTV"])
     if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
@@ -333,7 +347,23 @@ def parseCase(data, path) -> CaseSpec:
         if "fractions" not in raw:
             raise InputError("'plannedCourse' needs 'fractions'", path)
         planned = PlannedCourseSpec(_positiveInt(raw["fractions"], "plannedCourse fractions", path),
-                                    name=str(raw.get("name", "planned")))
+                                    name=str(raw.get("name", "planned")),
+                                    schedule=_schedule(raw, "plannedCourse", path))
+
+    halfTime = data.get("repairHalfTimeHours")
+    if halfTime is not None:
+        halfTime = _repairHalfTime(halfTime, "the case's", path)
+    hyperfractionated = [f"course '{c['name']}'" for c in courses if c["schedule"].isHyperfractionated]
+    if planned is not None and planned.schedule.isHyperfractionated:
+        hyperfractionated.append("plannedCourse")
+    if hyperfractionated and halfTime is None and not any(t.repairHalfTimeHours for t in tissues.values()):
+        raise InputError(f"{' and '.join(hyperfractionated)} "
+                         f"{'give' if len(hyperfractionated) > 1 else 'gives'} more than one fraction a day: the "
+                         "incomplete-repair correction needs the tissues' repair half-time. Give "
+                         "\"repairHalfTimeHours\" (hours, for every tissue) and, where a tissue differs, the "
+                         "same key in its 'tissues' entry. Published half-times lie between about 0.5 and 5 h and "
+                         "are uncertain; a longer one gives a higher EQD2 (the cautious side for organs at risk)",
+                         path)
 
     radius = data.get("conservativeRadiusMm", 0.0)
     if not isinstance(radius, (int, float)) or isinstance(radius, bool) or not (0 <= radius <= 20):
@@ -352,7 +382,7 @@ def parseCase(data, path) -> CaseSpec:
         targets=tuple(targets), constraints=constraints, isodoseLevelsGy=levels, plannedCourse=planned,
         conservativeRadiusMm=float(radius), allowFrameOfReferenceMismatch=allowMismatch,
         allowPatientMismatch=allowPatientMismatch,
-        description=str(data.get("description", "")))
+        description=str(data.get("description", "")), repairHalfTimeHours=halfTime)
 
 
 def _refuseUnknown(raw: dict, allowed: set, where: str, path: Path) -> None:
@@ -367,6 +397,28 @@ def _positiveInt(value, what: str, path: Path) -> int:
             or value != int(value) or value <= 0):
         raise InputError(f"{what} must be a positive whole number (got {value!r})", path)
     return int(value)
+
+
+def _schedule(raw: dict, what: str, path: Path) -> FractionSchedule:
+    """``fractionsPerDay`` and ``hoursBetweenFractions`` of a course (or the planned course), checked."""
+    perDay = raw.get("fractionsPerDay", 1)
+    hours = raw.get("hoursBetweenFractions")
+    perDay = _positiveInt(perDay, f"{what} fractionsPerDay", path)
+    if hours is not None:
+        hours = _positiveFloat(hours, f"{what} hoursBetweenFractions", path)
+    try:
+        return FractionSchedule(perDay, hours)
+    except InputError as error:
+        raise InputError(f"{what}: {error}", path) from None
+
+
+def _repairHalfTime(value, what: str, path: Path) -> float:
+    from .tissues import checkRepairHalfTime
+
+    try:
+        return checkRepairHalfTime(value, what)
+    except InputError as error:
+        raise InputError(str(error), path) from None
 
 
 def _positiveFloat(value, what: str, path: Path) -> float:

@@ -24,9 +24,18 @@ __all__ = ["dvhRows", "constraintRows", "summaryDict", "writeCsv", "reportHtml",
 # titles of the registration-check pictures start with this (mrml/dosescene.py makes them)
 REGISTRATION_PICTURE_PREFIX = "Registration check"
 
+FULL_REPAIR_LIMITATION = (
+    "EQD2 uses the linear-quadratic model with each voxel's own dose per fraction (d = D/n); every course here is "
+    "given once a day and full repair between fractions is assumed. A course given more than once a day needs its "
+    "fractions per day and the hours between them (fractionsPerDay, hoursBetweenFractions) for the incomplete-repair "
+    "correction; without them it is computed as if given once a day.")
+INCOMPLETE_REPAIR_LIMITATION = (
+    "EQD2 uses the linear-quadratic model with each voxel's own dose per fraction (d = D/n). Courses given more than "
+    "once a day include incomplete repair between the fractions of a day (Thames 1985: mono-exponential repair with "
+    "each tissue's half-time, complete repair overnight, the fractions of a day equally spaced); the half-times are "
+    "uncertain (published values about 0.5-5 h) and a longer one gives a higher EQD2.")
 LIMITATIONS = (
-    "EQD2 uses the linear-quadratic model with each voxel's own dose per fraction (d = D/n); it assumes full repair "
-    "between fractions (no incomplete-repair correction for hyperfractionation with < 6 h between fractions).",
+    FULL_REPAIR_LIMITATION,
     "Prior doses are mapped point-wise through the registration (pull-back, linear interpolation); dose is not "
     "conserved under deformation. Where the deformable registration is doubtful, use the conservative option "
     "(maximum of the prior dose within a radius).",
@@ -193,6 +202,7 @@ def summaryDict(result, includeIdentity: bool = False, anonymize: bool = False, 
             "doseGridCoveragePercent": 100.0 * c.coverageFraction, "recovery": c.recovery,
             "maxPhysicalDoseGy": float(np.nanmax(c.mappedDoseGy)) if np.isfinite(c.mappedDoseGy).any() else None,
             "maxEqd2Gy": float(np.nanmax(c.eqd2Gy)) if np.isfinite(c.eqd2Gy).any() else None,
+            "schedule": c.schedule.toDict(), "incompleteRepair": c.incompleteRepair,
         })
     composite = result.compositeEqd2Gy
     finite = np.isfinite(composite)
@@ -217,13 +227,38 @@ def summaryDict(result, includeIdentity: bool = False, anonymize: bool = False, 
         "constraintSet": settings.constraints,
         "isodoseLevelsGy": list(settings.isodoseLevelsGy),
         "plannedCourse": None if settings.plannedFractions is None else {
-            "fractions": settings.plannedFractions, "budgetByOrgan": result.budgetByOrgan},
+            "fractions": settings.plannedFractions, **settings.plannedSchedule.toDict(),
+            "budgetByOrgan": result.budgetByOrgan},
         "conservativeRadiusMm": settings.conservativeRadiusMm,
         "warnings": result.warnings,
-        "limitations": list(LIMITATIONS),
+        "limitations": limitations(result),
         "timingsS": result.timingsS,
     })
     return anonymizeSummary(summary, newUids) if anonymize else summary
+
+
+def limitations(result) -> list[str]:
+    """The report's limitations; the first says whether incomplete repair was modelled for this case's courses."""
+    corrected = any(getattr(c, "incompleteRepair", None) for c in result.courses) or (
+        result.settings.plannedFractions is not None and result.settings.plannedSchedule.isHyperfractionated)
+    return [INCOMPLETE_REPAIR_LIMITATION if corrected else FULL_REPAIR_LIMITATION, *LIMITATIONS[1:]]
+
+
+def _scheduleText(course: dict) -> str:
+    """"1", or "2, 6 h apart; incomplete repair T½ 1.5 h (×1.0625 on the quadratic term)" for the courses table."""
+    schedule = course.get("schedule") or {}
+    perDay = schedule.get("fractionsPerDay", 1)
+    if perDay == 1:
+        return "1"
+    repair = course.get("incompleteRepair") or {}
+    halfTimes = sorted({v for v in (repair.get("repairHalfTimeHours") or {}).values() if v is not None})
+    factors = sorted({round(v, 4) for v in (repair.get("quadraticFactor") or {}).values()})
+    text = f"{perDay}, {schedule.get('hoursBetweenFractions'):g} h apart"
+    if halfTimes:
+        text += ("; incomplete repair, T½ " + "–".join(f"{v:g}" for v in (halfTimes[0], halfTimes[-1])[
+            :1 if len(halfTimes) == 1 else 2]) + " h (quadratic term ×" + "–".join(
+            f"{v:.4g}" for v in (factors[0], factors[-1])[:1 if len(factors) == 1 else 2]) + ")")
+    return text
 
 
 def _sanityBound(result) -> dict:
@@ -378,14 +413,15 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
         rows.append({
             "name": c["name"] + (" (current)" if c["current"] else ""), "date": c["date"],
             "fractions": c["numberOfFractions"], "source": c["fractionsSource"], "rx": c["prescriptionGy"],
+            "schedule": _scheduleText(c),
             "reg": _registrationText(reg), "coverage": c["doseGridCoveragePercent"],
             "recovery": _recoveryText(c["recovery"]),
             "fold": quality.get("foldingVoxelCountInBody"), "maxPhys": c["maxPhysicalDoseGy"],
             "maxEqd2": c["maxEqd2Gy"],
         })
     w(_table(rows, [("name", "Course"), ("date", "Date"), ("fractions", "Fractions"), ("source", "Fractions from"),
-                    ("rx", "Prescription (Gy)"), ("reg", "Registration"), ("fold", "Folding voxels (body)"),
-                    ("coverage", "Dose grid coverage (%)"), ("recovery", "Recovery"),
+                    ("schedule", "Fractions a day"), ("rx", "Prescription (Gy)"), ("reg", "Registration"),
+                    ("fold", "Folding voxels (body)"), ("coverage", "Dose grid coverage (%)"), ("recovery", "Recovery"),
                     ("maxPhys", "Max physical (Gy)"), ("maxEqd2", "Max EQD2 (Gy)")]))
     for line in _qualityLines(summary["courses"]):
         w(f"<p>{html.escape(line)}</p>")
@@ -450,7 +486,8 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
     if summary["warnings"]:  # anonymised there when asked
         w("<h2>Warnings</h2><ul>" + "".join(f"<li class='warn'>{html.escape(m)}</li>" for m in summary["warnings"])
           + "</ul>")
-    w("<h2>Limitations</h2><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in LIMITATIONS) + "</ul>")
+    w("<h2>Limitations</h2><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in summary["limitations"])
+      + "</ul>")
     w("</body></html>")
     return buf.getvalue()
 

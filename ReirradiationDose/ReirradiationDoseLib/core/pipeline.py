@@ -13,7 +13,8 @@ Two stages, so the Slicer module can feed nodes instead of files: :func:`loadCas
 1. The reference grid is the current planning CT. Structures are rasterised onto it.
 2. Each course's physical dose is pulled back onto the reference grid through its registration
    (linear interpolation; voxels mapping outside the course's dose grid are *unknown* (NaN), never 0 Gy).
-3. Each course is converted to EQD2 voxel by voxel with that voxel's own dose per fraction and α/β.
+3. Each course is converted to EQD2 voxel by voxel with that voxel's own dose per fraction and α/β (and, for a
+   course given more than once a day, the incomplete-repair factor of that voxel's tissue's repair half-time).
 4. Composite EQD2 = Σ_k (1 − r_k) EQD2_k, r_k = recovery of prior course k on organ-at-risk voxels (0 for the
    current course and for targets). Voxels where any course is unknown are unknown in the composite.
 """
@@ -33,6 +34,7 @@ from .casefile import CaseSpec, CourseSpec
 from .errors import InputError
 from .geometry import ImageGeometry
 from .progress import noProgress, subProgress
+from .radiobiology import FractionSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,8 @@ class DoseSettings:
     conservativeRadiusMm: float = 0.0
     description: str = ""
     sourcePath: str = ""  # the case file, when there is one
+    repairHalfTimeHours: float | None = None  # tissues without their own, for courses given more than once a day
+    plannedSchedule: FractionSchedule = FractionSchedule()  # the planned course's fractions a day
 
     @classmethod
     def fromCase(cls, case: CaseSpec) -> DoseSettings:
@@ -60,7 +64,8 @@ class DoseSettings:
                    constraints=case.constraints, isodoseLevelsGy=case.isodoseLevelsGy,
                    plannedFractions=case.plannedCourse.fractions if case.plannedCourse else None,
                    conservativeRadiusMm=case.conservativeRadiusMm, description=case.description,
-                   sourcePath=str(case.path))
+                   sourcePath=str(case.path), repairHalfTimeHours=case.repairHalfTimeHours,
+                   plannedSchedule=case.plannedCourse.schedule if case.plannedCourse else FractionSchedule())
 
 
 @dataclass
@@ -83,6 +88,7 @@ class CourseInput:
     reviewImage: np.ndarray | None = None  # the course's CT on the reference grid through the transform (int16 HU)
     # the course's own structures carried onto the reference grid (contour check): {name: (start kji, cropped mask)}
     carriedStructures: dict | None = None
+    schedule: FractionSchedule = FractionSchedule()  # fractions a day and hours between them
 
 
 @dataclass
@@ -121,6 +127,17 @@ class CourseResult:
     transform: sitk.Transform | None = None  # reference LPS -> course dose frame (None = same frame)
     reviewImage: np.ndarray | None = None  # the course's CT pulled onto the reference grid (int16 HU), for review
     carriedStructures: dict | None = None  # the course's structures carried onto the reference grid (cropped)
+    schedule: FractionSchedule = FractionSchedule()
+    # incomplete-repair factor g of the quadratic term per voxel (float 1.0: one fraction a day), and what it assumed
+    repairFactor: object = 1.0
+    incompleteRepair: dict | None = None
+
+    def eqd2At(self, alphaBetaGy: float) -> np.ndarray:
+        """This course's EQD2 at one α/β for every voxel (its own repair factors), NaN where its dose is unknown."""
+        from .radiobiology import eqd2Gy
+
+        return eqd2Gy(self.mappedDoseGy, self.numberOfFractions, float(alphaBetaGy), allowNan=True,
+                      repairFactor=self.repairFactor)
 
 
 @dataclass
@@ -233,6 +250,7 @@ def computeDose(inputs: DoseInputs, progress=None) -> DoseResult:
                         "Gy, the target included, and there are no DVHs or structure constraints")
     else:
         warnings.extend(_unmatchedTissues(settings, tissueTable, masks))
+    repairFactorOf = _incompleteRepair(inputs, settings, tissueTable, ownerLabels, ownerNames, warnings)
 
     results: list[CourseResult] = []
     for index, course in enumerate(inputs.courses):
@@ -252,7 +270,9 @@ def computeDose(inputs: DoseInputs, progress=None) -> DoseResult:
                                                            settings.conservativeRadiusMm)
             registration["conservativeRadiusMm"] = settings.conservativeRadiusMm
         _reportCoverage(course, mappedDose, masks, warnings)
-        eqd2 = radiobiology.eqd2Gy(mappedDose, course.numberOfFractions, alphaBeta, allowNan=True)
+        repairFactor, incompleteRepair = repairFactorOf(course.numberOfFractions, course.schedule)
+        eqd2 = radiobiology.eqd2Gy(mappedDose, course.numberOfFractions, alphaBeta, allowNan=True,
+                                   repairFactor=repairFactor)
         if course.isCurrent:
             recovery, rMap = {"model": "none (current course)"}, None
         else:
@@ -269,13 +289,14 @@ def computeDose(inputs: DoseInputs, progress=None) -> DoseResult:
             prescriptionGy=course.prescriptionGy, doseFile=course.doseFile, doseInfo=dict(course.doseInfo),
             registration=registration, mappedDoseGy=mappedDose, coverageFraction=float(mapped.coverageFraction),
             eqd2Gy=eqd2, recovery=recovery, recoveryMap=rMap, transform=course.transform,
-            reviewImage=course.reviewImage, carriedStructures=course.carriedStructures))
+            reviewImage=course.reviewImage, carriedStructures=course.carriedStructures, schedule=course.schedule,
+            repairFactor=repairFactor, incompleteRepair=incompleteRepair))
 
     progress(0.65, "Summing the composite EQD2")
     composite = radiobiology.compositeEqd2([c.eqd2Gy for c in results], [c.recoveryMap for c in results])
     progress(0.7, "DVH and constraints")
     dvh, constraintResults = _dvhAndConstraints(settings, masks, referenceGeometry, composite, results)
-    budget, budgetByOrgan = _remainingBudget(settings, masks, referenceGeometry, results)
+    budget, budgetByOrgan = _remainingBudget(settings, masks, referenceGeometry, results, repairFactorOf)
     timings["compute"] = time.perf_counter() - started
     progress(1.0, "Done")
     return DoseResult(
@@ -567,7 +588,8 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
                        doseGeometry=dose.geometry, numberOfFractions=fractions, isCurrent=course.isCurrent,
                        date=course.date, fractionsSource=source, prescriptionGy=prescription,
                        doseFile=str(course.dose), doseInfo=doseInfo, transform=transform, registration=registration,
-                       identities=identities, reviewImage=reviewImage, carriedStructures=carried or None)
+                       identities=identities, reviewImage=reviewImage, carriedStructures=carried or None,
+                       schedule=course.schedule)
 
 
 def _initialTransform(path, what: str) -> sitk.Transform | None:
@@ -631,6 +653,12 @@ def _fractions(course: CourseSpec, rtplan, dose=None, warnings: list | None = No
                              f"RTPLAN than the one given ({course.plan}): its ReferencedRTPlanSequence "
                              f"names {referenced}, the plan is {plan.sopInstanceUid}. Give the course's own plan (or "
                              "its 'fractions' without a 'plan')", course.plan)
+        perDay = plan.fractionsPerDay
+        if perDay is not None and perDay != course.schedule.fractionsPerDay and warnings is not None:
+            warnings.append(f"course '{course.name}': its RTPLAN's fraction pattern ({Path(course.plan).name}) gives "
+                            f"{perDay} fraction(s) a day, the case file {course.schedule.fractionsPerDay}: the case's "
+                            "is used (give 'fractionsPerDay' and 'hoursBetweenFractions' for the incomplete-repair "
+                            "correction of a course given more than once a day)")
     if course.fractions is not None:
         if planFractions is not None and planFractions != course.fractions:
             message = (f"course '{course.name}': {course.fractions} fractions from the case file replace the "
@@ -913,7 +941,8 @@ def tissueTableFor(settings: DoseSettings):
     from .recovery import NoRecovery, recoveryModelFromDict
     from .tissues import TissueEntry, TissueTable
 
-    table = replace(TissueTable.default(), defaultAlphaBetaGy=settings.defaultAlphaBetaGy)
+    table = replace(TissueTable.default(), defaultAlphaBetaGy=settings.defaultAlphaBetaGy,
+                    defaultRepairHalfTimeHours=settings.repairHalfTimeHours)
     targets = {t for t in settings.targets}
     for name, spec in settings.tissues.items():
         existing = table.lookup(name)
@@ -929,7 +958,9 @@ def tissueTableFor(settings: DoseSettings):
             isTarget=isTarget,
             aliases=tuple(dict.fromkeys((existing.aliases if existing else ()) + spec.aliases
                                         + ((name,) if existing and name != existing.name else ()))),
-            prefixes=existing.prefixes if existing else (), source="case file"))
+            prefixes=existing.prefixes if existing else (), source="case file",
+            repairHalfTimeHours=spec.repairHalfTimeHours if spec.repairHalfTimeHours is not None else (
+                existing.repairHalfTimeHours if existing else None)))
     for name in targets:
         existing = table.lookup(name)
         if existing is None:
@@ -941,10 +972,54 @@ def tissueTableFor(settings: DoseSettings):
 
 def compositeAtAlphaBeta(courses: list[CourseResult], alphaBetaGy: float) -> np.ndarray:
     """Σ (1 − r_k) EQD2_k at one α/β for all voxels (what a constraint stated at that α/β is compared with)."""
-    from .radiobiology import compositeEqd2, eqd2Gy
+    from .radiobiology import compositeEqd2
 
-    return compositeEqd2([eqd2Gy(c.mappedDoseGy, c.numberOfFractions, float(alphaBetaGy), allowNan=True)
-                          for c in courses], [c.recoveryMap for c in courses])
+    return compositeEqd2([c.eqd2At(alphaBetaGy) for c in courses], [c.recoveryMap for c in courses])
+
+
+def _incompleteRepair(inputs: DoseInputs, settings: DoseSettings, tissueTable, ownerLabels, ownerNames,
+                      warnings: list[str]):
+    """A function ``(numberOfFractions, schedule) → (repair factor, summary)`` for the courses and the planned course.
+
+    The factor is 1.0 for one fraction a day; for more, each voxel takes the Thames factor of its owner tissue's
+    repair half-time (the case's ``tissues`` entry, else the case's ``repairHalfTimeHours``), one value per tissue
+    mapped through the owner labels. A hyperfractionated course with a tissue left without a half-time is refused
+    naming it; half-times given while every course is once a day are noted as unused.
+    """
+    from .radiobiology import incompleteRepairFactor
+    from .tissues import repairHalfTimes
+
+    hyper = [f"course '{c.name}'" for c in inputs.courses if c.schedule.isHyperfractionated]
+    if settings.plannedFractions is not None and settings.plannedSchedule.isHyperfractionated:
+        hyper.append("the planned course")
+    halfTimes, missing = repairHalfTimes(ownerNames, tissueTable)
+    if not hyper:
+        if any(value is not None for value in halfTimes):
+            warnings.append("repair half-times were given but every course is given once a day: they are not used "
+                            "(the incomplete-repair correction is for more than one fraction a day)")
+        return lambda n, schedule: (1.0, None)
+    if missing:
+        raise InputError(f"{' and '.join(hyper)} {'give' if len(hyper) > 1 else 'gives'} more than one fraction a "
+                         "day, and these voxels have no repair half-time for the incomplete-repair correction: "
+                         f"{', '.join(missing)}. Give a repair half-time for every tissue (case file: "
+                         "\"repairHalfTimeHours\", per tissue in its 'tissues' entry; module: Repair half-time)",
+                         settings.sourcePath or None)
+    labels = np.unique(ownerLabels)
+    perTissue = {("outside every structure" if k == 0 else ownerNames[k - 1]): halfTimes[k] for k in labels}
+
+    def factorOf(numberOfFractions: int, schedule: FractionSchedule):
+        if not schedule.isHyperfractionated:
+            return 1.0, None
+        lut = incompleteRepairFactor(numberOfFractions, schedule, np.array(halfTimes, dtype=np.float64))
+        factors = lut.astype(np.float32)[ownerLabels] if len(set(lut.tolist())) > 1 else float(lut[0])
+        summary = {"model": "incomplete repair between the fractions of a day (Thames 1985, mono-exponential, "
+                            "complete repair overnight)", **schedule.toDict(),
+                   "repairHalfTimeHours": perTissue,
+                   "quadraticFactor": {name: float(lut[k]) for k, name in zip(
+                       labels, perTissue, strict=True)}}
+        return factors, summary
+
+    return factorOf
 
 
 def knownDvh(doseGy: np.ndarray, mask: np.ndarray, geometry: ImageGeometry, name: str):
@@ -980,7 +1055,6 @@ def _dvhAndConstraints(settings, masks, geometry, composite, courseResults):
     from dataclasses import replace
 
     from .constraints import ConstraintSet, evaluateConstraints, loadConstraintSet
-    from .radiobiology import eqd2Gy
 
     dvh: dict = {}
     for name, mask in masks.items():
@@ -1010,8 +1084,7 @@ def _dvhAndConstraints(settings, masks, geometry, composite, courseResults):
                 f"composite EQD2 at α/β {ab:g} Gy (all courses, recovery applied)"
         if ab is None:
             return (lambda: course.mappedDoseGy), f"course '{course.name}' alone: physical dose"
-        return (lambda: eqd2Gy(course.mappedDoseGy, course.numberOfFractions, float(ab), allowNan=True)), \
-            f"course '{course.name}' alone: EQD2 at α/β {ab:g} Gy"
+        return (lambda: course.eqd2At(ab)), f"course '{course.name}' alone: EQD2 at α/β {ab:g} Gy"
 
     for constraint in constraintSet.constraints:
         subset = ConstraintSet(name=constraintSet.name, constraints=(constraint,))
@@ -1043,12 +1116,14 @@ def _dvhAndConstraints(settings, masks, geometry, composite, courseResults):
     return dvh, results
 
 
-def _remainingBudget(settings, masks, geometry, courseResults):
+def _remainingBudget(settings, masks, geometry, courseResults, repairFactorOf):
     """Per voxel, the largest physical dose a planned course of n fractions may add before the tightest cumulative
     near-maximum limit (Dmax, D0.03cc, D0.1cc, D2cc) of every organ containing the voxel is reached (LQ inverse,
-    REFERENCE §1, at the constraint's α/β). NaN outside constrained organs."""
+    REFERENCE §1, at the constraint's α/β; a planned course given more than once a day with its incomplete-repair
+    factor). NaN outside constrained organs."""
     if settings.plannedFractions is None or not settings.constraints:
         return None, []
+    plannedFactor, _ = repairFactorOf(settings.plannedFractions, settings.plannedSchedule)
     from .budget import remainingPhysicalDoseGy
     from .constraints import loadConstraintSet
 
@@ -1069,12 +1144,16 @@ def _remainingBudget(settings, masks, geometry, courseResults):
                 priorByAlphaBeta[ab] = compositeAtAlphaBeta(courseResults, ab)
             prior = priorByAlphaBeta[ab]
             allowed = remainingPhysicalDoseGy(constraint.limit - prior[mask].astype(np.float64),
-                                              settings.plannedFractions, ab)
+                                              settings.plannedFractions, ab,
+                                              repairFactor=plannedFactor if np.ndim(plannedFactor) == 0
+                                              else plannedFactor[mask])
             current = budget[mask]
             budget[mask] = np.where(np.isnan(current), allowed, np.fmin(current, allowed))
             finite = np.asarray(allowed)[np.isfinite(allowed)]
             rows.append({"structure": name, "constraint": f"{constraint.metric} < {constraint.limit:g} Gy EQD2",
                          "alphaBetaGy": ab, "priorMaxEqd2Gy": float(np.nanmax(prior[mask])),
                          "minRemainingPhysicalGy": float(finite.min()) if finite.size else None,
-                         "plannedFractions": settings.plannedFractions, "source": constraint.source})
+                         "plannedFractions": settings.plannedFractions,
+                         "plannedFractionsPerDay": settings.plannedSchedule.fractionsPerDay,
+                         "source": constraint.source})
     return budget, rows

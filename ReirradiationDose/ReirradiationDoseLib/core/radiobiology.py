@@ -10,7 +10,13 @@ Formulas (REFERENCE §1; Fowler, Br J Radiol 1989;62:679; Withers et al. 1983), 
   ``EQD2_total = Σ_k (1 − r_k) EQD2_k`` ("discount-the-prior" wording, REFERENCE §1), where ``r_k`` is 0 for the
   current course and for target voxels.
 
-Limitation: no incomplete-repair correction (hyperfractionation with < 6 h between fractions is not modelled).
+Incomplete repair (hyperfractionation: more than one fraction a day, hours apart): the quadratic term of each
+fraction interacts with the unrepaired damage of the earlier fractions of the same day (Thames HD, Int J Radiat Biol
+1985;47:319-339; mono-exponential repair, half-time ``T½``, complete repair between days). With ``φ = 2^(−Δt / T½)``
+for fractions ``Δt`` hours apart, a day of ``m`` fractions contributes ``m + 2 Σ_{i<j} φ^(j−i)`` instead of ``m``
+quadratic terms, so ``BED = D (1 + g d / (α/β))`` with the factor ``g`` = (those terms summed over the days) / ``n``
+≥ 1 (:func:`incompleteRepairFactor`; for ``m`` fractions on every day ``g = 1 + h_m(φ)``, Thames' ``h_m``; ``h_2 = φ``).
+``g = 1`` for one fraction a day.
 
 dtypes: a float32 dose stays float32 (scalars are used as Python floats so that NumPy 2 does not promote to
 float64, REFERENCE §7); pass ``dtype=np.float64`` to ask for more. Scalars in, Python float out.
@@ -28,6 +34,8 @@ import numpy as np
 from .errors import InputError
 
 __all__ = [
+    "FractionSchedule",
+    "incompleteRepairFactor",
     "eqd2Gy",
     "bedGy",
     "eqd2FromBedGy",
@@ -124,8 +132,21 @@ def _prepare(physicalDoseGy, numberOfFractions, alphaBetaGy, allowNan, dtype):
     return doseArray, float(n), abArray, work
 
 
-def bedGy(physicalDoseGy, numberOfFractions, alphaBetaGy, *, allowNan: bool = False, dtype=None):
-    """Biologically effective dose per voxel, ``BED = D (1 + (D / n) / (α/β))`` (Gy_α/β).
+def _validateRepairFactor(repairFactor, work):
+    """The incomplete-repair factor ``g`` (≥ 1; 1 = full repair between fractions) as a float or an array."""
+    value, isScalar = _asScalarOrArray(repairFactor, "incomplete-repair factor")
+    if isScalar:
+        if not math.isfinite(value) or value < 1.0:
+            raise InputError(f"the incomplete-repair factor must be a finite number ≥ 1, got {value!r}")
+        return value
+    if value.size and not (np.all(np.isfinite(value)) and value.min() >= 1.0):
+        raise InputError("the incomplete-repair factor map must be finite and ≥ 1 in every voxel")
+    return np.asarray(value, dtype=work if work is not None else np.float64)
+
+
+def bedGy(physicalDoseGy, numberOfFractions, alphaBetaGy, *, allowNan: bool = False, dtype=None,
+          repairFactor=1.0):
+    """Biologically effective dose per voxel, ``BED = D (1 + g (D / n) / (α/β))`` (Gy_α/β).
 
     Parameters
     ----------
@@ -134,32 +155,41 @@ def bedGy(physicalDoseGy, numberOfFractions, alphaBetaGy, *, allowNan: bool = Fa
     alphaBetaGy : scalar or array (voxel map, broadcastable to the dose) of α/β in Gy, > 0.
     allowNan : let NaN voxels (e.g. outside a mapped dose's coverage) pass through as NaN.
     dtype : result dtype for arrays (default: the dose's float dtype, float64 for integer doses).
+    repairFactor : incomplete-repair factor ``g`` of the quadratic term (scalar or voxel map, ≥ 1; see
+        :func:`incompleteRepairFactor`); 1 = full repair between fractions.
 
-    Source: Fowler JF, Br J Radiol 1989;62:679-694; REFERENCE §1.
+    Source: Fowler JF, Br J Radiol 1989;62:679-694; REFERENCE §1; Thames 1985 for ``g``.
     """
     dose, n, ab, work = _prepare(physicalDoseGy, numberOfFractions, alphaBetaGy, allowNan, dtype)
-    if work is None:
-        return dose * (1.0 + dose / (n * ab))
-    result = dose * (1.0 + dose / (n * ab))
-    return np.asarray(result, dtype=work)
+    g = _validateRepairFactor(repairFactor, work)
+    result = dose * (1.0 + g * dose / (n * ab))
+    if work is None and isinstance(g, float):
+        return result
+    return np.asarray(result, dtype=work if work is not None else np.float64)
 
 
-def eqd2Gy(physicalDoseGy, numberOfFractions, alphaBetaGy, *, allowNan: bool = False, dtype=None):
-    """Equivalent dose in 2 Gy fractions per voxel, ``EQD2 = D (d + α/β) / (2 + α/β)`` with ``d = D / n``.
+def eqd2Gy(physicalDoseGy, numberOfFractions, alphaBetaGy, *, allowNan: bool = False, dtype=None,
+           repairFactor=1.0):
+    """Equivalent dose in 2 Gy fractions per voxel, ``EQD2 = D (g d + α/β) / (2 + α/β)`` with ``d = D / n``.
 
     ``d`` is the dose per fraction **of each voxel** (REFERENCE §1). Examples (REFERENCE §2): 50 Gy/25 fx →
     50 Gy for any α/β; 25 Gy/5 fx → 40.0 Gy at α/β 3; a voxel at 20 Gy of a 50 Gy/25 fx plan → 15.2 Gy at α/β 3.
 
+    ``g`` is the incomplete-repair factor (``repairFactor``, 1 for one fraction a day; :func:`incompleteRepairFactor`).
+    Example (REFERENCE §2 case 7): 40.8 Gy in 34 fractions of 1.2 Gy → 34.27 Gy EQD2₃ with full repair; given
+    twice a day 6 h apart with a repair half-time of 1.5 h (``g = 1 + 2⁻⁴``) → 34.88 Gy.
+
     Parameters are those of :func:`bedGy`. Returns a Python float for scalar input, else an array.
 
     Source: Withers HR et al., Int J Radiat Oncol Biol Phys 1983;9:1385; Bentzen et al., Radiother Oncol 2012
-    (QUANTEC/ICRU nomenclature "EQD2_α/β"); REFERENCE §1.
+    (QUANTEC/ICRU nomenclature "EQD2_α/β"); REFERENCE §1; Thames 1985 for ``g``.
     """
     dose, n, ab, work = _prepare(physicalDoseGy, numberOfFractions, alphaBetaGy, allowNan, dtype)
-    if work is None:
-        return dose * (dose / n + ab) / (2.0 + ab)
-    result = dose * (dose / n + ab) / (2.0 + ab)
-    return np.asarray(result, dtype=work)
+    g = _validateRepairFactor(repairFactor, work)
+    result = dose * (g * dose / n + ab) / (2.0 + ab)
+    if work is None and isinstance(g, float):
+        return result
+    return np.asarray(result, dtype=work if work is not None else np.float64)
 
 
 def eqd2FromBedGy(bed, alphaBetaGy):
@@ -172,15 +202,105 @@ def eqd2FromBedGy(bed, alphaBetaGy):
     return np.asarray(bed) / (1.0 + 2.0 / ab)
 
 
+# more fractions a day than this is not an external-beam schedule (CHART gave three)
+MAX_FRACTIONS_PER_DAY = 4
+# a repair half-time beyond this (hours) is not a published value for any tissue (they lie between ~0.3 and ~5 h)
+MAX_REPAIR_HALF_TIME_H = 24.0
+
+
+@dataclass(frozen=True)
+class FractionSchedule:
+    """How a course's fractions fall on its days: ``fractionsPerDay`` (1 = once a day) given ``hoursBetweenFractions``
+    apart on each day (needed when more than one a day). The last day takes what is left (34 fractions twice a day:
+    17 days of two; 35: 17 days of two and one of one)."""
+
+    fractionsPerDay: int = 1
+    hoursBetweenFractions: float | None = None
+
+    def __post_init__(self):
+        perDay = validateNumberOfFractions(self.fractionsPerDay, "number of fractions per day")
+        if perDay > MAX_FRACTIONS_PER_DAY:
+            raise InputError(f"{perDay} fractions a day is not a radiotherapy schedule (at most "
+                             f"{MAX_FRACTIONS_PER_DAY})")
+        object.__setattr__(self, "fractionsPerDay", perDay)
+        hours = self.hoursBetweenFractions
+        if perDay == 1:
+            if hours is not None:
+                raise InputError("hours between fractions are for more than one fraction a day (fractions per day is "
+                                 "1): give the number of fractions per day, or leave the hours out")
+            return
+        if hours is None:
+            raise InputError(f"{perDay} fractions a day need the hours between them (the incomplete-repair "
+                             "correction depends on it)")
+        if isinstance(hours, bool) or not isinstance(hours, numbers.Real) or not math.isfinite(hours) or hours <= 0:
+            raise InputError(f"the hours between fractions must be a positive number, got {hours!r}")
+        if (perDay - 1) * float(hours) >= 24.0:
+            raise InputError(f"{perDay} fractions a day {float(hours):g} h apart do not fit in a day")
+        object.__setattr__(self, "hoursBetweenFractions", float(hours))
+
+    @property
+    def isHyperfractionated(self) -> bool:
+        """More than one fraction a day: incomplete repair between them is modelled."""
+        return self.fractionsPerDay > 1
+
+    def describe(self) -> str:
+        if not self.isHyperfractionated:
+            return "one fraction a day"
+        return f"{self.fractionsPerDay} fractions a day, {self.hoursBetweenFractions:g} h apart"
+
+    def toDict(self) -> dict:
+        return {"fractionsPerDay": self.fractionsPerDay, "hoursBetweenFractions": self.hoursBetweenFractions}
+
+
+def _quadraticTermsOfOneDay(fractions: int, phi: float) -> float:
+    """``k + 2 Σ_{i<j} φ^(j−i)`` for a day of ``k`` equally spaced fractions (the sum of their quadratic terms, in
+    units of one fraction's, with the unrepaired interaction of each earlier fraction of the day)."""
+    return fractions + 2.0 * sum((fractions - lag) * phi ** lag for lag in range(1, fractions))
+
+
+def incompleteRepairFactor(numberOfFractions, schedule: FractionSchedule, repairHalfTimeHours):
+    """The factor ``g ≥ 1`` on the quadratic term of a course given on ``schedule`` (Thames 1985, see the module).
+
+    ``g = [full days × S(m) + S(rest)] / n`` with ``S(k) = k + 2 Σ_{lag=1}^{k−1} (k − lag) φ^lag`` and
+    ``φ = 2^(−Δt / T½)``; complete repair between days (overnight). ``g = 1`` for one fraction a day, whatever the
+    half-time. ``repairHalfTimeHours``: scalar, or an array (one ``g`` per element; compute per tissue, not per voxel).
+    Examples: two a day 6 h apart, T½ 1.5 h → ``1 + 1/16``; three a day 6 h apart, T½ 6 h → ``1 + (4φ + 2φ²)/3``
+    with φ = 0.5, i.e. 1.8333.
+    """
+    n = validateNumberOfFractions(numberOfFractions)
+    if not isinstance(schedule, FractionSchedule):
+        raise InputError(f"the schedule must be a FractionSchedule, got {schedule!r}")
+    halfTimes = np.asarray(repairHalfTimeHours, dtype=np.float64)
+    if not schedule.isHyperfractionated:
+        return 1.0 if halfTimes.ndim == 0 else np.ones(halfTimes.shape)
+    if halfTimes.size and not (np.all(np.isfinite(halfTimes)) and halfTimes.min() > 0
+                               and halfTimes.max() <= MAX_REPAIR_HALF_TIME_H):
+        raise InputError("a repair half-time must be a positive number of hours, at most "
+                         f"{MAX_REPAIR_HALF_TIME_H:g} (got {repairHalfTimeHours!r})")
+    m = schedule.fractionsPerDay
+    fullDays, rest = divmod(n, m)
+
+    def factor(halfTime: float) -> float:
+        phi = 2.0 ** (-schedule.hoursBetweenFractions / halfTime)
+        return (fullDays * _quadraticTermsOfOneDay(m, phi) + _quadraticTermsOfOneDay(rest, phi)) / n
+
+    if halfTimes.ndim == 0:
+        return factor(float(halfTimes))
+    return np.array([factor(float(t)) for t in halfTimes.ravel()]).reshape(halfTimes.shape)
+
+
 @dataclass(frozen=True)
 class Fractionation:
     """How a course was given: ``numberOfFractions`` (whole, ≥ 1) and optionally its prescription (Gy)."""
 
     numberOfFractions: int
     prescriptionGy: float | None = None
+    schedule: FractionSchedule = FractionSchedule()
 
     def __post_init__(self):
         object.__setattr__(self, "numberOfFractions", validateNumberOfFractions(self.numberOfFractions))
+        if not isinstance(self.schedule, FractionSchedule):
+            raise InputError(f"the schedule must be a FractionSchedule, got {self.schedule!r}")
         if self.prescriptionGy is not None:
             value = float(self.prescriptionGy)
             if not math.isfinite(value) or value <= 0:
@@ -193,12 +313,13 @@ class Fractionation:
         return None if self.prescriptionGy is None else self.prescriptionGy / self.numberOfFractions
 
     def describe(self) -> str:
-        if self.prescriptionGy is None:
-            return f"{self.numberOfFractions} fx"
-        return f"{self.prescriptionGy:g} Gy / {self.numberOfFractions} fx"
+        text = f"{self.numberOfFractions} fx" if self.prescriptionGy is None else \
+            f"{self.prescriptionGy:g} Gy / {self.numberOfFractions} fx"
+        return text if not self.schedule.isHyperfractionated else f"{text}, {self.schedule.describe()}"
 
     def toDict(self) -> dict:
-        return {"numberOfFractions": self.numberOfFractions, "prescriptionGy": self.prescriptionGy}
+        return {"numberOfFractions": self.numberOfFractions, "prescriptionGy": self.prescriptionGy,
+                **self.schedule.toDict()}
 
 
 @dataclass(frozen=True)
@@ -223,9 +344,20 @@ class Course:
                 "date": None if self.date is None else self.date.isoformat(), "isCurrent": bool(self.isCurrent)}
 
 
-def courseEqd2Gy(physicalDoseGy, course: Course | Fractionation, alphaBetaGy, **kwargs):
-    """EQD2 of one course's physical dose, with the voxel's own dose per fraction (see :func:`eqd2Gy`)."""
+def courseEqd2Gy(physicalDoseGy, course: Course | Fractionation, alphaBetaGy, repairHalfTimeHours=None, **kwargs):
+    """EQD2 of one course's physical dose, with the voxel's own dose per fraction (see :func:`eqd2Gy`).
+
+    A course given more than once a day needs ``repairHalfTimeHours`` (one value, in hours) for its incomplete-repair
+    factor; for a voxel map of half-times compute the factor per tissue and pass ``repairFactor`` to :func:`eqd2Gy`.
+    """
     fractionation = course.fractionation if isinstance(course, Course) else course
+    schedule = fractionation.schedule
+    if schedule.isHyperfractionated:
+        if repairHalfTimeHours is None:
+            raise InputError(f"{schedule.describe()}: the incomplete-repair correction needs the tissue's repair "
+                             "half-time (hours)")
+        kwargs["repairFactor"] = incompleteRepairFactor(fractionation.numberOfFractions, schedule,
+                                                        float(repairHalfTimeHours))
     return eqd2Gy(physicalDoseGy, fractionation.numberOfFractions, alphaBetaGy, **kwargs)
 
 

@@ -32,6 +32,7 @@ class FractionGroup:
     numberOfBrachyApplicationSetups: int = 0
     beamDosesGy: tuple = ()
     referencedDoseReferenceNumbers: tuple = ()
+    fractionsPerDay: int | None = None  # the most fractions on one day of the FractionPattern, when the plan has one
 
     @property
     def beamDoseSumGy(self) -> float | None:
@@ -84,6 +85,12 @@ class RtPlan:
             raise InputError(f"the RTPLAN has {len(groups)} fraction groups ({listing}); choose one explicitly",
                              self.path)
         return int(groups[0].numberOfFractionsPlanned)
+
+    @property
+    def fractionsPerDay(self) -> int | None:
+        """Fractions per day from the plan's FractionPattern (the most of any group), None when no group states it."""
+        values = [g.fractionsPerDay for g in self.fractionGroups if g.fractionsPerDay]
+        return max(values) if values else None
 
     def fractionGroup(self, number: int) -> FractionGroup:
         for g in self.fractionGroups:
@@ -150,6 +157,18 @@ def readRtPlan(path: str | os.PathLike) -> RtPlan:
         return _readRtPlanDataset(ds, path)
 
 
+def _fractionsPerDay(group) -> int | None:
+    """The most fractions given on one day by a fraction group's FractionPattern (PS3.3 C.8.8.13: a string of 0/1,
+    NumberOfFractionPatternDigitsPerDay digits per day, 1 = a fraction), or None when the plan has no usable pattern
+    (most TPSs leave it out)."""
+    digits = _int(group.get("NumberOfFractionPatternDigitsPerDay"))
+    pattern = str(group.get("FractionPattern", "") or "").strip()
+    if not digits or digits < 1 or not pattern or set(pattern) - {"0", "1"} or len(pattern) % digits:
+        return None
+    days = [pattern[start:start + digits].count("1") for start in range(0, len(pattern), digits)]
+    return max(days) or None
+
+
 def _readRtPlanDataset(ds, path: Path) -> RtPlan:
     groups = []
     try:
@@ -162,7 +181,8 @@ def _readRtPlanDataset(ds, path: Path) -> RtPlan:
                 numberOfFractionsPlanned=_int(fg.get("NumberOfFractionsPlanned")),
                 numberOfBeams=_int(fg.get("NumberOfBeams")) or 0,
                 numberOfBrachyApplicationSetups=_int(fg.get("NumberOfBrachyApplicationSetups")) or 0,
-                beamDosesGy=beamDoses, referencedDoseReferenceNumbers=refs))
+                beamDosesGy=beamDoses, referencedDoseReferenceNumbers=refs,
+                fractionsPerDay=_fractionsPerDay(fg)))
         refsDose = []
         for dr in ds.get("DoseReferenceSequence", []):
             refsDose.append(DoseReference(

@@ -37,6 +37,8 @@ __all__ = [
     "ownerMap",
     "recoveryMap",
     "recoverySummary",
+    "checkRepairHalfTime",
+    "repairHalfTimes",
 ]
 
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
@@ -59,12 +61,16 @@ class TissueEntry:
     aliases: tuple[str, ...] = ()
     prefixes: tuple[str, ...] = ()
     source: str = ""
+    repairHalfTimeHours: float | None = None  # for courses given more than once a day (incomplete repair)
 
     def __post_init__(self):
         ab = float(self.alphaBetaGy)
         if not np.isfinite(ab) or ab <= 0:
             raise InputError(f"tissue {self.name!r}: α/β must be a positive number of Gy, got {self.alphaBetaGy!r}")
         object.__setattr__(self, "alphaBetaGy", ab)
+        if self.repairHalfTimeHours is not None:
+            object.__setattr__(self, "repairHalfTimeHours",
+                               checkRepairHalfTime(self.repairHalfTimeHours, f"tissue {self.name!r}"))
         object.__setattr__(self, "priority", int(self.priority))
         object.__setattr__(self, "isTarget", bool(self.isTarget))
         object.__setattr__(self, "aliases", tuple(str(a) for a in self.aliases))
@@ -80,7 +86,8 @@ class TissueEntry:
     def toDict(self) -> dict:
         return {"name": self.name, "alphaBetaGy": self.alphaBetaGy, "isTarget": self.isTarget,
                 "priority": self.priority, "recovery": self.recovery.toDict(), "aliases": list(self.aliases),
-                "prefixes": list(self.prefixes), "source": self.source}
+                "prefixes": list(self.prefixes), "source": self.source,
+                "repairHalfTimeHours": self.repairHalfTimeHours}
 
     @classmethod
     def fromDict(cls, data: dict) -> TissueEntry:
@@ -88,7 +95,8 @@ class TissueEntry:
             return cls(name=str(data["name"]), alphaBetaGy=data["alphaBetaGy"],
                        recovery=recoveryModelFromDict(data.get("recovery")), priority=int(data.get("priority", 0)),
                        isTarget=bool(data.get("isTarget", False)), aliases=tuple(data.get("aliases", ())),
-                       prefixes=tuple(data.get("prefixes", ())), source=str(data.get("source", "")))
+                       prefixes=tuple(data.get("prefixes", ())), source=str(data.get("source", "")),
+                       repairHalfTimeHours=data.get("repairHalfTimeHours"))
         except KeyError as error:
             raise InputError(f"a tissue entry lacks {error.args[0]!r}: {data!r}") from None
 
@@ -101,9 +109,14 @@ class TissueTable:
     defaultAlphaBetaGy: float = 3.0
     name: str = "custom"
     defaultSource: str = ""
+    # for tissues without their own, when a course is given more than once a day (None: none assumed, asked for)
+    defaultRepairHalfTimeHours: float | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "entries", tuple(self.entries))
+        if self.defaultRepairHalfTimeHours is not None:
+            object.__setattr__(self, "defaultRepairHalfTimeHours",
+                               checkRepairHalfTime(self.defaultRepairHalfTimeHours, "the default"))
         ab = float(self.defaultAlphaBetaGy)
         if not np.isfinite(ab) or ab <= 0:
             raise InputError(f"the default α/β must be a positive number of Gy, got {self.defaultAlphaBetaGy!r}")
@@ -139,10 +152,11 @@ class TissueTable:
             raise InputError("a tissue table needs a 'tissues' list")
         return cls(tuple(TissueEntry.fromDict(e) for e in data["tissues"]),
                    float(data.get("defaultAlphaBetaGy", 3.0)), str(data.get("name", "custom")),
-                   str(data.get("defaultSource", "")))
+                   str(data.get("defaultSource", "")), data.get("defaultRepairHalfTimeHours"))
 
     def toDict(self) -> dict:
         return {"name": self.name, "defaultAlphaBetaGy": self.defaultAlphaBetaGy, "defaultSource": self.defaultSource,
+                "defaultRepairHalfTimeHours": self.defaultRepairHalfTimeHours,
                 "tissues": [e.toDict() for e in self.entries]}
 
     def withEntry(self, entry: TissueEntry) -> TissueTable:
@@ -171,6 +185,32 @@ class TissueTable:
             return entry
         return TissueEntry(structureName, self.defaultAlphaBetaGy, NoRecovery(), priority=-1, isTarget=False,
                            source=f"not in tissue table '{self.name}': default α/β")
+
+
+def checkRepairHalfTime(value, what: str) -> float:
+    """A repair half-time in hours: positive, finite, at most a day (published values lie between ~0.3 and ~5 h)."""
+    from .radiobiology import MAX_REPAIR_HALF_TIME_H
+
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not np.isfinite(value) or not 0 < value <= MAX_REPAIR_HALF_TIME_H:
+        raise InputError(f"{what} repair half-time must be a positive number of hours, at most "
+                         f"{MAX_REPAIR_HALF_TIME_H:g} (got {value!r})")
+    return float(value)
+
+
+def repairHalfTimes(names: list[str], table: TissueTable) -> tuple[list[float | None], list[str]]:
+    """The repair half-time (h) of each owner label of :func:`ownerMap` (index 0: outside every structure, then
+    ``names`` in order): the tissue's own, else the table's default. Returns ``(values, missing)``; ``missing``
+    names the structures (and "outside every structure") left without one (their value is None)."""
+    default = table.defaultRepairHalfTimeHours
+    values: list[float | None] = [default]
+    for name in names:
+        entry = table.lookup(name)
+        own = entry.repairHalfTimeHours if entry is not None else None
+        values.append(own if own is not None else default)
+    missing = [("outside every structure" if index == 0 else names[index - 1])
+               for index, value in enumerate(values) if value is None]
+    return values, missing
 
 
 def _checkMasks(masks: dict[str, np.ndarray]) -> tuple[int, ...] | None:

@@ -28,6 +28,7 @@ from ..core.pipeline import (
     suppliedQuality,
 )
 from ..core.progress import finishProgress, noProgress, subProgress
+from ..core.radiobiology import FractionSchedule
 from .dicomdatabase import checkFractions, referenceInfoFromDatabase
 from .dosescene import addDoseResultToScene
 from .nodes import arrayAndGeometryFromVolumeNode, masksFromSegmentationNode
@@ -53,7 +54,7 @@ def _fromTransformNode(node, referenceGeometry) -> tuple[sitk.Transform, dict]:
 
 def _courseDoseInput(name: str, doseNode, transformNode, fractions: int, date, isCurrent: bool,
                      referenceGeometry, dicomDatabase=None, warnings: list | None = None, referenceImage=None,
-                     bodyImage=None, landmarks=None) -> CourseInput:
+                     bodyImage=None, landmarks=None, fractionsPerDay=1, hoursBetweenFractions=None) -> CourseInput:
     """One course from its nodes. A deformable transform node (a grid or B-spline transform, ours or a planning
     system's DICOM REG loaded by SlicerRT) has its quality measured on the reference grid like the dose command's
     (:func:`~ReirradiationDoseLib.core.pipeline.suppliedQuality`) and a fold inside ``bodyImage`` warned.
@@ -105,13 +106,18 @@ def _courseDoseInput(name: str, doseNode, transformNode, fractions: int, date, i
     implausible = implausibleDoseWarning(dose, name, f"the dose '{doseNode.GetName()}'", tagged, "volume")
     if implausible and warnings is not None:
         warnings.append(implausible)
+    try:
+        schedule = FractionSchedule(fractionsPerDay, hoursBetweenFractions)
+    except InputError as error:
+        raise InputError(f"course '{name}': {error}") from None
     source, fractionWarnings = checkFractions(doseNode, int(fractions), dicomDatabase, name)
     if warnings is not None:
         warnings.extend(fractionWarnings)
     return CourseInput(name=name, doseGy=np.asarray(dose, dtype=np.float32), doseGeometry=geometry,
                        numberOfFractions=int(fractions), isCurrent=isCurrent, date=date,
                        fractionsSource=source, doseFile=doseNode.GetName(),
-                       doseInfo={"node": doseNode.GetName()}, transform=transform, registration=registration)
+                       doseInfo={"node": doseNode.GetName()}, transform=transform, registration=registration,
+                       schedule=schedule)
 
 
 def pointsFromMarkupsNode(node, world: bool) -> dict:
@@ -197,8 +203,13 @@ def _checkNodes(currentCt, currentDose, currentFractions, structures, mri, prior
 
 def doseInputsFromNodes(currentCt, currentDose, currentFractions: int, structures=None, mri=None,
                         priorCourses=(), settings: DoseSettings | None = None, today: _dt.date | None = None,
-                        dicomDatabase=None) -> DoseInputs:
+                        dicomDatabase=None, currentFractionsPerDay: int = 1,
+                        currentHoursBetweenFractions: float | None = None) -> DoseInputs:
     """Build the core's in-memory inputs from nodes.
+
+    A course given more than once a day: ``currentFractionsPerDay`` / ``currentHoursBetweenFractions``, and
+    ``"fractionsPerDay"`` / ``"hoursBetweenFractions"`` in a prior course's dict (incomplete repair, with the
+    settings' repair half-time).
 
     ``priorCourses``: ``[{"name", "doseNode", "transformNode", "numberOfFractions", "monthsBefore"}]`` — the
     transform node maps the current CT's points to the prior dose's frame ("from parent"), i.e. it is the
@@ -245,9 +256,12 @@ def doseInputsFromNodes(currentCt, currentDose, currentFractions: int, structure
         courses.append(_courseDoseInput(prior.get("name") or f"Prior course {index + 1}", prior.get("doseNode"),
                                         prior.get("transformNode"), prior.get("numberOfFractions"), date, False,
                                         referenceGeometry, dicomDatabase, warnings, referenceImage, bodyImage,
-                                        prior.get("landmarks")))
+                                        prior.get("landmarks"), prior.get("fractionsPerDay", 1),
+                                        prior.get("hoursBetweenFractions")))
     courses.append(_courseDoseInput("Current course", currentDose, None, currentFractions, today, True,
-                                    referenceGeometry, dicomDatabase, warnings))
+                                    referenceGeometry, dicomDatabase, warnings,
+                                    fractionsPerDay=currentFractionsPerDay,
+                                    hoursBetweenFractions=currentHoursBetweenFractions))
     mriEntry = None
     if mri is not None:
         mriEntry = _mriAsPlaced(mri, referenceImage, referenceGeometry)
@@ -275,7 +289,7 @@ def _mriAsPlaced(mri, referenceImage, referenceGeometry) -> dict:
 def settingsForModule(structureNames, tissueTable=None, defaultAlphaBetaGy: float = 3.0,
                       recoveryModel: str = "none", constantRecoveryPercent: float = 0.0,
                       constraintSetName: str | None = "pelvic-reirradiation", isodoseLevelsGy=(),
-                      targets=("GTV", "CTV")) -> DoseSettings:
+                      targets=("GTV", "CTV"), repairHalfTimeHours: float | None = None) -> DoseSettings:
     """Settings from the module's widgets: one recovery model for the organs at risk of every prior course. Isodose
     levels that are not positive finite doses are refused (they were dropped silently)."""
     bad = [level for level in isodoseLevelsGy if not (np.isfinite(float(level)) and float(level) > 0)]
@@ -293,16 +307,23 @@ def settingsForModule(structureNames, tissueTable=None, defaultAlphaBetaGy: floa
             if name.lower() in targetKeys or name.lower().startswith(("gtv", "ctv", "ptv", "itv")):
                 continue
             spec = tissues.get(name, TissueSpec())
-            tissues[name] = TissueSpec(spec.alphaBetaGy, recovery, spec.priority, spec.isTarget, spec.aliases)
+            tissues[name] = TissueSpec(spec.alphaBetaGy, recovery, spec.priority, spec.isTarget, spec.aliases,
+                                       spec.repairHalfTimeHours)
+    if repairHalfTimeHours is not None:
+        from ..core.tissues import checkRepairHalfTime
+        repairHalfTimeHours = checkRepairHalfTime(repairHalfTimeHours, "the")
     return DoseSettings(tissues=tissues, defaultAlphaBetaGy=float(defaultAlphaBetaGy), targets=tuple(targets),
-                        constraints=constraintSetName or None, isodoseLevelsGy=tuple(sorted(isodoseLevelsGy)))
+                        constraints=constraintSetName or None, isodoseLevelsGy=tuple(sorted(isodoseLevelsGy)),
+                        repairHalfTimeHours=repairHalfTimeHours)
 
 
 def runDoseWorkflow(scene, currentCt, currentDose, currentFractions: int, structures=None, mri=None,
                     priorCourses=(), tissueTable=None, defaultAlphaBetaGy: float = 3.0, recoveryModel: str = "none",
                     constantRecoveryPercent: float = 0.0, constraintSetName: str = "pelvic-reirradiation",
                     isodoseLevelsGy=(), compositeEqd2=None, alphaBetaMap=None, dvhTable=None,
-                    constraintTable=None, progress=None, dicomDatabase=None) -> dict:
+                    constraintTable=None, progress=None, dicomDatabase=None, currentFractionsPerDay: int = 1,
+                    currentHoursBetweenFractions: float | None = None,
+                    repairHalfTimeHours: float | None = None) -> dict:
     """Compute the composite EQD2 from nodes and add (or update) the output nodes; see the module docstring.
 
     Returns ``{"compositeEqd2", "alphaBetaMap", "dvhTable", "constraintTable", "isodoseModels", "dvhChart",
@@ -319,10 +340,12 @@ def runDoseWorkflow(scene, currentCt, currentDose, currentFractions: int, struct
         segmentation = structures.GetSegmentation()
         structureNames = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
     settings = settingsForModule(structureNames, tissueTable, defaultAlphaBetaGy, recoveryModel,
-                                 constantRecoveryPercent, constraintSetName, isodoseLevelsGy)
+                                 constantRecoveryPercent, constraintSetName, isodoseLevelsGy,
+                                 repairHalfTimeHours=repairHalfTimeHours)
     progress(0.0, "Reading the input nodes")
     inputs = doseInputsFromNodes(currentCt, currentDose, currentFractions, structures, mri, priorCourses, settings,
-                                 dicomDatabase=dicomDatabase)
+                                 dicomDatabase=dicomDatabase, currentFractionsPerDay=currentFractionsPerDay,
+                                 currentHoursBetweenFractions=currentHoursBetweenFractions)
     result = computeDose(inputs, subProgress(progress, 0.05, 0.85))
     progress(0.86, "Creating the output nodes")
     nodes = addDoseResultToScene(scene, result, referenceVolumeNode=currentCt, segmentationNode=structures)
