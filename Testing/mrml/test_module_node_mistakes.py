@@ -165,3 +165,48 @@ def test_registering_and_carrying_again_replaces_the_earlier_result(scene):
     assert earlierRegistration(fixed, moving, "affine") is None  # another method: its own node
     fresh = registerVolumes(scene, fixed, moving, "rigid")  # the API without an output node: a new one
     assert fresh["transform"].GetID() != made[0]
+
+
+def test_degenerate_geometry_refused_or_noted(scene, inputs):
+    """Found by the same review: (a) carrying structures that do not lie on the moving CT made an all-empty
+    segmentation without a word; (b) a one-slice reference volume cropped every observer's GTV to that slice and the
+    review reported Dice 0.86 for them as if whole; (c) a one-slice "planning CT" ran the dose workflow (no isodose
+    lines, volumes of one slice)."""
+    import SimpleITK as sitk
+
+    from DelineationReviewLib.mrml.pipeline import runDelineationReview
+    from ReirradiationDoseLib.mrml.registration import propagateSegmentation
+    from ReirradiationDoseLib.mrml.transforms import transformNodeFromSitk
+
+    geometry = ImageGeometry((20, 20, 10), (4.0, 4.0, 5.0), (-40.0, -40.0, -25.0))
+    fixed = volumeNodeFromArray(scene, np.zeros(geometry.shape, np.float32), geometry, "Fixed")
+    moving = volumeNodeFromArray(scene, np.zeros(geometry.shape, np.float32), geometry, "Moving")
+    transform = transformNodeFromSitk(scene, sitk.Euler3DTransform(), "Reg")
+    mask = np.zeros(geometry.shape, bool)
+    mask[3:7, 5:12, 5:12] = True
+    far = ImageGeometry(geometry.sizeXyz, geometry.spacingMm, (-40.0, -40.0, 1975.0))
+    elsewhere = segmentationNodeFromMasks(scene, {"Rectum": mask}, far, name="Wrong structures")
+    refused(scene, lambda: propagateSegmentation(scene, elsewhere, transform, fixed, moving),
+            "no structure of 'Wrong structures' lies on the moving volume 'Moving'")
+    partly = segmentationNodeFromMasks(scene, {"Rectum": mask, "Empty": np.zeros(geometry.shape, bool)}, geometry,
+                                       name="Prior structures")
+    _, warnings = propagateSegmentation(scene, partly, transform, fixed, moving)
+    assert any("structure(s) Empty of 'Prior structures' are empty on the moving volume 'Moving'" in w
+               for w in warnings)
+
+    observers = [segmentationNodeFromMasks(scene, {"GTV": m}, geometry, name=n)
+                 for n, m in (("obs1", mask), ("obs2", np.roll(mask, 1, 2)))]
+    whole = runDelineationReview(scene, observers, "GTV")
+    assert "outside the common grid" not in whole["summary"]
+    oneSlice = volumeNodeFromArray(scene, np.zeros((1, 20, 20), np.float32),
+                                   ImageGeometry((20, 20, 1), geometry.spacingMm, (-40.0, -40.0, 0.0)), "one slice")
+    cropped = runDelineationReview(scene, observers, "GTV", referenceVolume=oneSlice)
+    # each GTV is 4 slices thick (k 3-6); the volume holds slice k = 5: 3 of 4 slices lie outside it
+    assert cropped["iovResult"].notes[0].startswith("75.0 % of the GTV of observer 'obs1' lies outside the common "
+                                                    "grid (reference volume 'one slice'")
+    assert "75.0 % of the GTV of observer 'obs2'" in cropped["summary"]
+
+    ct = volumeNodeFromArray(scene, np.zeros((1, 24, 24), np.int16),
+                             ImageGeometry((24, 24, 1), (4.0, 4.0, 5.0), (-46.0, -46.0, -2.5)), "CT one slice")
+    refused(scene, lambda: runDoseWorkflow(scene, ct, inputs["current"], 17, priorCourses=inputs["priors"]),
+            "the planning CT 'CT one slice' is 24 × 24 × 1 voxels: one voxel thick along z")

@@ -184,3 +184,24 @@ def test_dvh_rows_say_how_much_of_a_structure_takes_another_alpha_beta(threeCour
         assert row["alphaBetaGy"] == 3.0 and row["otherAlphaBetaPercent"] == pytest.approx(share)
     gtvRows = [r for r in dvhRows(computeDose(inputs)) if r["structure"] == "GTV"]
     assert all(r["otherAlphaBetaPercent"] == 0.0 for r in gtvRows)
+
+
+def test_a_one_slice_reference_image_is_refused(tmp_path):
+    """A one-slice "planning CT" ran the whole workflow and gave volumes of one slice and no isodose surfaces."""
+    import json
+
+    import SimpleITK as sitk
+
+    from ReirradiationDoseLib.core.casefile import parseCaseFile
+    from ReirradiationDoseLib.core.geometry import imageFromArray
+    from ReirradiationDoseLib.core.pipeline import loadCaseInputs
+
+    geometry = ImageGeometry((16, 16, 1), (2.0, 2.0, 3.0), (0.0, 0.0, 0.0))
+    sitk.WriteImage(imageFromArray(np.zeros(geometry.shape, np.int16), geometry), str(tmp_path / "ct.nrrd"))
+    sitk.WriteImage(imageFromArray(np.full(geometry.shape, 30.0, np.float32), geometry), str(tmp_path / "dose.nrrd"))
+    (tmp_path / "case.json").write_text(json.dumps({"referenceImage": "ct.nrrd", "courses": [
+        {"name": "current", "dose": "dose.nrrd", "fractions": 17}]}))
+    with pytest.raises(InputError, match="the reference image .* is 16 × 16 × 1 voxels: one voxel thick along z") \
+            as raised:
+        loadCaseInputs(parseCaseFile(tmp_path / "case.json"))
+    assert str(raised.value.path).endswith("ct.nrrd")

@@ -69,6 +69,7 @@ the slice with the most uncertainty-band voxels, observer outlines over the agre
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -247,6 +248,23 @@ def _segmentMask(segmentationNode, segmentId: str, geometry: ImageGeometry) -> n
         raise InputError(f"segment '{segmentId}' of '{segmentationNode.GetName()}' could not be read")
     masks = masksFromSegmentationNode(single, geometry)
     return next(iter(masks.values()))
+
+
+def _outsidePercent(segmentationNode, segmentId: str, geometry: ImageGeometry) -> float:
+    """Percentage of the segment's voxels (on the segmentation's own grid) whose centres lie outside ``geometry``:
+    the part of a delineation the common grid crops away (0 when the grids are the same or there is no own grid)."""
+    try:
+        own = _segmentationOwnGeometry(segmentationNode)
+    except InputError:
+        return 0.0
+    if own.sameGridAs(geometry):
+        return 0.0
+    kji = np.argwhere(_segmentMask(segmentationNode, segmentId, own))
+    if not kji.size:
+        return 0.0
+    index = geometry.lpsToIndex(own.indexToLps(kji[:, ::-1].astype(float)))
+    inside = np.all((index >= -0.5) & (index <= np.array(geometry.sizeXyz, dtype=float) - 0.5), axis=1)
+    return 100.0 * float(np.count_nonzero(~inside)) / len(inside)
 
 
 def _markSet(borderMarks) -> MarkSet | None:
@@ -678,9 +696,16 @@ def runDelineationReview(scene, observerSegmentations, structureName: str, refer
     chosen = [_chooseSegment(node, structureName) for node in observers]  # all names checked before any work
     markSet = _markSet(borderMarks)
     masks: dict[str, np.ndarray] = {}
+    gridNotes: list[str] = []
     for index, (node, name, (segmentId, segmentName)) in enumerate(zip(observers, names, chosen, strict=True)):
         progress(0.15 * index / len(observers), f"Reading {segmentName} of {name}")
         masks[name] = _segmentMask(node, segmentId, geometry)
+        outside = _outsidePercent(node, segmentId, geometry)
+        if outside > 0:
+            # a reference volume (or first observer's grid) smaller than a delineation crops it: every metric would
+            # describe the part inside only, silently (a one-slice reference volume gave Dice 0.86 for 4-slice GTVs)
+            gridNotes.append(f"{outside:.1f} % of the {segmentName} of observer '{name}' lies outside the common grid "
+                             f"({gridSource}, {geometry.describe()}): the metrics describe the part inside only")
         if not masks[name].any():
             logger.warning("the %s of observer '%s' is empty on the common grid (%s)", segmentName, name, gridSource)
     logger.info("delineation review of '%s': %d observers on the %s (%s)", structureName, len(masks), gridSource,
@@ -691,6 +716,10 @@ def runDelineationReview(scene, observerSegmentations, structureName: str, refer
     iov = analyzeObservers(masks, geometry, reference=reference, toleranceMm=toleranceMm,
                            hdPercentile=hausdorffPercentile, hdConvention=hausdorffConvention,
                            progress=subProgress(progress, 0.15, 0.8))
+    if gridNotes:
+        for note in gridNotes:
+            logger.warning("%s", note)
+        iov = dataclasses.replace(iov, notes=(*gridNotes, *iov.notes))
     n = len(masks)
     crop = iov.crop
     progress(0.8, "Consensus segments")

@@ -180,6 +180,7 @@ def loadCaseInputs(case: CaseSpec, progress=None) -> DoseInputs:
     progress(0.0, "Loading the reference image")
     referenceImage, referenceInfo = _readImage(case.referenceImage, "reference image", dicomimage)
     referenceGeometry = ImageGeometry.fromImage(referenceImage)
+    requireVolumeGrid(referenceGeometry, "the reference image (the current planning CT)", case.referenceImage)
     logger.info("Reference image: %s", referenceGeometry.describe())
     for skipped in referenceInfo.get("skippedFiles") or ():
         warnings.append(f"reference image folder: file skipped: {skipped}")
@@ -603,6 +604,16 @@ def _initialTransform(path, what: str) -> sitk.Transform | None:
     except InputError as error:
         reason = str(error).removeprefix(f"{error.path}: ") if error.path else str(error)
         raise InputError(f"{what} initialTransform: {reason}", path) from error
+
+
+def requireVolumeGrid(geometry: ImageGeometry, what: str, where=None) -> None:
+    """Refuse an image of one slice (or one row): the composite's isodose surfaces, DVH volumes and the registration
+    need a volume. A one-slice "planning CT" ran before and gave no isodose lines and volumes of one slice."""
+    thin = [axis for axis, size in zip("xyz", geometry.sizeXyz, strict=True) if size < 2]
+    if thin:
+        raise InputError(f"{what} is {' × '.join(map(str, geometry.sizeXyz))} voxels: one voxel thick along "
+                         f"{', '.join(thin)}; the cumulative dose needs the whole planning CT (a volume), not a "
+                         "single slice", where)
 
 
 def bodyOutlineImage(masks: dict, referenceImage: sitk.Image) -> sitk.Image | None:

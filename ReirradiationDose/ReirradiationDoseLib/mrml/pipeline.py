@@ -25,6 +25,7 @@ from ..core.pipeline import (
     bodyOutlineImage,
     computeDose,
     implausibleDoseWarning,
+    requireVolumeGrid,
     suppliedQuality,
 )
 from ..core.progress import finishProgress, noProgress, subProgress
@@ -226,6 +227,7 @@ def doseInputsFromNodes(currentCt, currentDose, currentFractions: int, structure
     """
     _checkNodes(currentCt, currentDose, currentFractions, structures, mri, priorCourses)
     referenceArray, referenceGeometry = arrayAndGeometryFromVolumeNode(currentCt)
+    requireVolumeGrid(referenceGeometry, f"the planning CT '{currentCt.GetName()}'")
     referenceImage = imageFromArray(referenceArray, referenceGeometry)
     masks, colors = {}, {}
     nodeWarnings: list[str] = []

@@ -382,6 +382,11 @@ def propagateSegmentation(scene, segmentationNode, transformNode, fixedVolume, m
     fixedGeometry = _geometry(fixedVolume, f"fixed volume '{fixedVolume.GetName()}'")
     movingGeometry = _geometry(movingVolume, f"moving volume '{movingVolume.GetName()}'", True, transformNode)
     masks = _structures(segmentationNode, movingGeometry, transformNode)
+    empty = sorted(name for name, mask in masks.items() if not mask.any())
+    if masks and len(empty) == len(masks):
+        raise InputError(f"no structure of '{segmentationNode.GetName()}' lies on the moving volume "
+                         f"'{movingVolume.GetName()}' (every segment is empty on its grid): the segmentation belongs "
+                         "to another image or position; choose the moving CT's own structures")
     transform = sitkTransformFromNode(transformNode, fixedGeometry)
     segmentation = segmentationNode.GetSegmentation()
     colors = {}
@@ -391,6 +396,9 @@ def propagateSegmentation(scene, segmentationNode, transformNode, fixedVolume, m
     mapped, covered = mapMasks(masks, movingGeometry, transform, fixedGeometry)
     nearEdge = ndimage.binary_dilation(~covered)  # fixed voxels next to those that map outside the moving scan
     warnings = []
+    if empty:
+        warnings.append(f"structure(s) {', '.join(empty)} of '{segmentationNode.GetName()}' are empty on the moving "
+                        f"volume '{movingVolume.GetName()}' (outside it, or without contours): carried over empty")
     for structure, mask in masks.items():
         if mask.any() and not mapped[structure].any():
             warnings.append(f"structure '{structure}' of '{segmentationNode.GetName()}' maps entirely outside "
