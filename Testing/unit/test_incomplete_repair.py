@@ -63,10 +63,10 @@ def test_factor_matches_thames_closed_forms_and_its_limits():
     assert incompleteRepairFactor(35, FractionSchedule(2, 6), 1.5) == pytest.approx((17 * (2 + 2 / 16) + 1) / 35)
     # once a day: no correction whatever the half-time
     assert incompleteRepairFactor(25, FractionSchedule(), 4.0) == 1.0
-    # 23 h apart with a 0.5 h half-time: repair is complete (φ = 2^-46)
-    assert incompleteRepairFactor(30, FractionSchedule(2, 23.0), 0.5) == pytest.approx(1.0, abs=1e-12)
-    # two fractions a minute apart with a 24 h half-time act as one fraction of twice the dose
-    g = incompleteRepairFactor(30, FractionSchedule(2, 1 / 60), 24.0)
+    # 12 h apart with a 0.5 h half-time: repair is complete (φ = 2^-24)
+    assert incompleteRepairFactor(30, FractionSchedule(2, 12.0), 0.5) == pytest.approx(1.0, abs=1e-6)
+    # two fractions a minute apart with a 12 h half-time act as one fraction of twice the dose
+    g = incompleteRepairFactor(30, FractionSchedule(2, 1 / 60), 12.0)
     assert eqd2Gy(60.0, 30, 3.0, repairFactor=g) == pytest.approx(eqd2Gy(60.0, 15, 3.0), rel=1e-3)  # 84 Gy
     assert eqd2Gy(60.0, 30, 3.0) == pytest.approx(60.0)  # not 84 Gy when each fraction is repaired
     # per tissue: one factor per half-time
@@ -89,6 +89,7 @@ def test_hyperfractionated_rectal_reirradiation_reference_values():
 def test_schedules_that_are_not_schedules_are_refused():
     for args, message in [((1, 6.0), "more than one fraction a day"), ((2, None), "hours between them"),
                           ((3, 12.0), "do not fit in a day"), ((5, 2.0), "not a radiotherapy schedule"),
+                          ((2, 20.0), "leave 4 h from a day's last fraction to the next day's first"),
                           ((2, 0.0), "positive number"), ((0, None), "whole number")]:
         with pytest.raises(InputError, match=message):
             FractionSchedule(*args)
@@ -153,6 +154,7 @@ def test_pipeline_applies_each_tissues_half_time_to_the_twice_daily_course_only(
         "Thames 1985" in summary["limitations"][0]
     html = reportHtml(result)
     assert "2, 6 h apart; incomplete repair, T½ 1.5–4 h (quadratic term ×1.062–1.354)" in html
+    assert "<td>SacralPlexus</td><td></td><td>4.00</td><td>1.3536</td>" in html
 
 
 def test_pipeline_budget_for_a_twice_daily_planned_course(bidCase, tmp_path):
@@ -189,8 +191,9 @@ def test_half_times_without_a_twice_daily_course_are_said_to_be_unused(bidCase):
 
 # ---- case file and command line -----------------------------------------------------------------------------------
 def writeCase(tmp_path, **changes):
-    (tmp_path / "ct.nrrd").write_bytes(b"x")
-    (tmp_path / "dose.nrrd").write_bytes(b"x")
+    for name in ("ct.nrrd", "dose.nrrd"):  # placeholders where a test has not written real images
+        if not (tmp_path / name).exists():
+            (tmp_path / name).write_bytes(b"x")
     case = {"referenceImage": "ct.nrrd", "courses": [{"name": "reRT", "dose": "dose.nrrd", "fractions": 34,
                                                       "fractionsPerDay": 2, "hoursBetweenFractions": 6}],
             "repairHalfTimeHours": 1.5}
@@ -223,7 +226,7 @@ def test_case_file_schedule_and_half_times(tmp_path):
             ({"course_hoursBetweenFractions": None}, "course 'reRT': 2 fractions a day need the hours between them"),
             ({"course_hoursBetweenFractions": -6}, "hoursBetweenFractions must be a positive number"),
             ({"course_fractionsPerDay": 1.5}, "fractionsPerDay must be a positive whole number"),
-            ({"repairHalfTimeHours": 48}, "repair half-time must be a positive number of hours, at most 24"),
+            ({"repairHalfTimeHours": 24}, "repair half-time must be a positive number of hours, at most 12"),
             ({"tissues": {"Rectum": {"repairHalfTimeHours": "1.5"}}}, r"tissues\['Rectum'\] repair half-time")]:
         with pytest.raises(InputError, match=message) as caught:
             parseCaseFile(writeCase(tmp_path, **changes))
@@ -294,3 +297,95 @@ def test_an_rtplan_pattern_of_two_a_day_is_warned_when_the_case_says_once(demoCa
     warnings.clear()
     _fractions(dataclasses.replace(course, schedule=FractionSchedule(2, 6.0)), rtplan, None, warnings)
     assert warnings == []
+
+
+def test_a_constraint_reads_its_organ_with_the_organs_own_half_time_where_a_target_owns_voxels(bidCase, tmp_path):
+    """Found by review: sacral-plexus voxels owned by the GTV took the GTV's half-time (1.5 h) for the plexus's own
+    constraint at α/β 2, understating it (the plexus is 4 h); its α/β was already the constraint's. Now the constraint
+    reads every plexus voxel with 4 h; the voxel maps keep the owner's factor, and the budget the organ's."""
+    inputs, prior, current, gtv, plexus = bidCase
+    plexus[1:3, 2:5, 2:4] = True  # part of the plexus inside the GTV (the GTV owns it)
+    constraints = tmp_path / "set.json"
+    constraints.write_text(json.dumps({"name": "test", "constraints": [
+        {"structure": "SacralPlexus", "metric": "Dmax", "limit": 500, "unit": "Gy", "alphaBetaGy": 2.0,
+         "kind": "cumulative", "source": "test"},
+        {"structure": "SacralPlexus", "metric": "Dmax", "limit": 500, "unit": "Gy", "alphaBetaGy": 2.0,
+         "kind": "first-course", "source": "test"}]}))
+    inputs.settings = dataclasses.replace(inputs.settings, constraints=str(constraints), plannedFractions=20,
+                                          plannedSchedule=FractionSchedule(2, 6.0))
+    result = computeDose(inputs)
+    c, p = current.astype(float), prior.astype(float)
+    own = 1 + 2 ** -1.5
+    currentAt2 = c * (own * c / 34 + 2.0) / 4.0
+    cumulative = p * (p / 25 + 2.0) / 4.0 + currentAt2
+    rows = {(r.constraint.kind, r.course): r for r in result.constraintResults}
+    assert rows[("cumulative", None)].value == pytest.approx(cumulative[plexus].max(), abs=1e-3)
+    assert rows[("first-course", "reRT")].value == pytest.approx(currentAt2[plexus].max(), abs=1e-3)
+    inGtv = plexus & gtv
+    assert inGtv.any() and currentAt2[inGtv].max() > (c * ((1 + 2 ** -4) * c / 34 + 2.0) / 4.0)[inGtv].max()
+    # the voxel map (DVH rows, composite) keeps the owner's factor: the GTV's 1.5 h in the GTV
+    assert result.courses[1].eqd2Gy[inGtv] == pytest.approx((c * ((1 + 2 ** -4) * c / 34 + 10.0) / 12.0)[inGtv],
+                                                            abs=1e-3)
+    # the budget inverts with the plexus's own factor in all of it, and says which it used
+    allowed = 500.0 - cumulative[plexus]
+    assert np.allclose(eqd2Gy(result.remainingBudgetGy[plexus].astype(float), 20, 2.0, repairFactor=own), allowed,
+                       atol=1e-3)
+    row = result.budgetByOrgan[0]
+    assert row["plannedRepairHalfTimeHours"] == 4.0 and row["plannedQuadraticFactor"] == pytest.approx(own)
+
+
+def test_an_overnight_gap_too_short_for_the_half_time_is_warned(bidCase):
+    """Complete repair overnight is the model's assumption: with T½ 4 h the 18 h night leaves 2^-4.5 = 4.4 % and the
+    factor counting every pair of fractions (days back to back) is more than 1 % above; said with both factors."""
+    from ReirradiationDoseLib.core.radiobiology import overnightRepairFactor
+
+    inputs, *_ = bidCase
+    result = computeDose(inputs)
+    full = overnightRepairFactor(34, FractionSchedule(2, 6.0), 4.0)
+    assert full == pytest.approx(timelineAllPairs(34, 2, 6.0, 4.0), rel=1e-12)
+    assert full > (1 + 2 ** -1.5) * 1.01
+    assert [w for w in result.warnings if "complete repair overnight" in w] == [
+        f"course 'reRT': with a repair half-time of 4 h (SacralPlexus), the 18 h from a day's last fraction to the "
+        f"next day's first leave 4.4 % of the damage unrepaired; the model assumes complete repair overnight. "
+        f"Counting it too (days back to back), the quadratic term would be ×{full:.4f} instead of "
+        f"×{1 + 2 ** -1.5:.4f}: the EQD2 is understated there"]
+    # 1.5 h everywhere: 2^-12 left overnight, nothing to say
+    inputs.settings = dataclasses.replace(inputs.settings, tissues={"GTV": TissueSpec(10.0),
+                                                                    "SacralPlexus": TissueSpec(2.0)})
+    assert not any("overnight" in w for w in computeDose(inputs).warnings)
+
+
+def timelineAllPairs(n, perDay, hours, halfTime):
+    """Independent: every pair of fractions interacts over the hours between them, days back to back."""
+    times = [24.0 * (i // perDay) + hours * (i % perDay) for i in range(n)]
+    return (n + 2.0 * sum(0.5 ** ((times[j] - times[i]) / halfTime) for i in range(n) for j in range(i + 1, n))) / n
+
+
+def test_a_case_missing_half_times_is_refused_before_the_registrations(tmp_path):
+    """Half-times given for one tissue only: refused while loading (it was refused after the registrations)."""
+    from ReirradiationDoseLib.core.geometry import imageFromArray
+    from ReirradiationDoseLib.core.pipeline import loadCaseInputs
+    from ReirradiationDoseLib.core.segio import writeSegNrrd
+
+    geometry = ImageGeometry((8, 8, 4), (2.0, 2.0, 3.0), (0.0, 0.0, 0.0))
+    sitk.WriteImage(imageFromArray(np.zeros(geometry.shape, np.int16), geometry), str(tmp_path / "ct.nrrd"))
+    sitk.WriteImage(imageFromArray(np.full(geometry.shape, 30.0, np.float32), geometry), str(tmp_path / "dose.nrrd"))
+    rectum = np.zeros(geometry.shape, bool)
+    rectum[1:3, 2:5, 2:5] = True
+    writeSegNrrd(tmp_path / "s.seg.nrrd", {"Rectum": rectum, "Bladder": np.roll(rectum, 3, 2)}, geometry)
+    path = writeCase(tmp_path, repairHalfTimeHours=None, structures="s.seg.nrrd",
+                     tissues={"Rectum": {"repairHalfTimeHours": 2.0}})
+    with pytest.raises(InputError, match="no repair half-time for the incomplete-repair correction: outside every "
+                                         "structure, Bladder") as raised:
+        loadCaseInputs(parseCaseFile(path))
+    assert Path(raised.value.path).name == "case.json"
+
+
+def test_a_tissue_table_with_a_bad_half_time_is_named(tmp_path, capsys):
+    from ReirradiationDoseLib.core.tissues import TissueTable
+
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps({"tissues": [{"name": "Rectum", "alphaBetaGy": 3, "repairHalfTimeHours": -1}]}))
+    with pytest.raises(InputError, match="tissue table: tissue 'Rectum' repair half-time") as raised:
+        TissueTable.fromJson(table)
+    assert Path(raised.value.path).name == "table.json"

@@ -67,7 +67,7 @@ def addArguments(parser: argparse.ArgumentParser) -> None:
                         help="tissue table JSON for the α/β map ('default': the shipped table)")
     parser.add_argument("--default-alpha-beta", type=float, default=None,
                         help="α/β outside every structure with --segmentation (default: the table's, 3 Gy)")
-    parser.add_argument("--fractions-per-day", type=float, default=1,
+    parser.add_argument("--fractions-per-day", type=int, default=1,
                         help="fractions given per day (default 1; 2 for twice a day: incomplete repair is modelled)")
     parser.add_argument("--hours-between-fractions", type=float, default=None,
                         help="hours between the fractions of one day (needed with --fractions-per-day above 1)")
@@ -142,6 +142,9 @@ def run(args: argparse.Namespace) -> int:
                 "ReirradiationDose.Source": json.dumps({"dose": str(args.dose)})}
     if schedule.isHyperfractionated:
         metadata["ReirradiationDose.HoursBetweenFractions"] = f"{schedule.hoursBetweenFractions:g}"
+        if args.repair_half_time is not None:
+            metadata["ReirradiationDose.RepairHalfTimeHours"] = f"{float(args.repair_half_time):g}" + (
+                " (tissues without their own)" if args.segmentation else "")
         metadata["ReirradiationDose.IncompleteRepairFactor"] = (
             f"{float(np.min(repairFactor)):.6g}" if np.ndim(repairFactor) == 0 or np.ptp(repairFactor) == 0
             else f"{float(np.min(repairFactor)):.6g}-{float(np.max(repairFactor)):.6g} (per tissue)")

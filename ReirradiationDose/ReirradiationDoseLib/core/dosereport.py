@@ -30,10 +30,11 @@ FULL_REPAIR_LIMITATION = (
     "fractions per day and the hours between them (fractionsPerDay, hoursBetweenFractions) for the incomplete-repair "
     "correction; without them it is computed as if given once a day.")
 INCOMPLETE_REPAIR_LIMITATION = (
-    "EQD2 uses the linear-quadratic model with each voxel's own dose per fraction (d = D/n). Courses given more than "
-    "once a day include incomplete repair between the fractions of a day (Thames 1985: mono-exponential repair with "
-    "each tissue's half-time, complete repair overnight, the fractions of a day equally spaced); the half-times are "
-    "uncertain (published values about 0.5-5 h) and a longer one gives a higher EQD2.")
+    "EQD2 uses the linear-quadratic model with each voxel's own dose per fraction (d = D/n). Where a course (or the "
+    "planned course of the remaining budget) is given more than once a day, its EQD2 includes incomplete repair "
+    "between the fractions of a day (Thames 1985: mono-exponential repair with each tissue's half-time, complete "
+    "repair overnight, the fractions of a day equally spaced); the half-times are uncertain (published values about "
+    "0.5-5 h) and a longer one gives a higher EQD2.")
 LIMITATIONS = (
     FULL_REPAIR_LIMITATION,
     "Prior doses are mapped point-wise through the registration (pull-back, linear interpolation); dose is not "
@@ -436,6 +437,23 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
       "α/β of the structure that owns it: targets first, then the higher priority of the tissue table (the more "
       "dose-limiting organ), then the lower α/β. The DVH table gives each structure's own α/β and the share of its "
       "voxels that another structure owns.</p>")
+    repaired = [c for c in summary["courses"] if c.get("incompleteRepair")]
+    if repaired:
+        w("<h3>Incomplete repair (courses given more than once a day)</h3>")
+        names = list(repaired[0]["incompleteRepair"]["repairHalfTimeHours"])
+        rows = [{"structure": name,
+                 "target": "yes" if name in settings.targets or _isTarget(result, name) else "",
+                 "halfTime": repaired[0]["incompleteRepair"]["repairHalfTimeHours"][name],
+                 **{f"g{i}": f"{c['incompleteRepair']['quadraticFactor'][name]:.4f}" for i, c in enumerate(repaired)}}
+                for name in names]
+        w(_table(rows, [("structure", "Structure"), ("target", "Target"), ("halfTime", "Repair half-time (h)"),
+                        *[(f"g{i}", f"Quadratic term × ({c['name']}: {c['schedule']['fractionsPerDay']} a day, "
+                                    f"{c['schedule']['hoursBetweenFractions']:g} h apart)")
+                          for i, c in enumerate(repaired)]]))
+        w("<p>Each voxel's EQD2 takes the factor of the structure that owns it (the same rule as its α/β); a "
+          "constraint at its own α/β reads its organ with the organ's own half-time, also where a target owns the "
+          "voxel. Targets take their half-time too: a long one chosen to be cautious for organs raises the target's "
+          "EQD2 as well.</p>")
     sanity = summary["composite"]["sanityBound"]
     w(f"<p>Composite EQD2 maximum {sanity['compositeMaxGy']:.2f} Gy; sum of course maxima "
       f"{sanity['sumOfCourseMaximaGy']:.2f} Gy (sanity bound {'respected' if sanity['ok'] else 'VIOLATED'}).</p>")

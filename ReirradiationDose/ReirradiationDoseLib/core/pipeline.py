@@ -132,12 +132,24 @@ class CourseResult:
     repairFactor: object = 1.0
     incompleteRepair: dict | None = None
 
-    def eqd2At(self, alphaBetaGy: float) -> np.ndarray:
-        """This course's EQD2 at one α/β for every voxel (its own repair factors), NaN where its dose is unknown."""
+    # per structure, the incomplete-repair factor of its own tissue's half-time (None: one fraction a day)
+    organRepairFactors: dict | None = None
+
+    def repairFactorFor(self, structure: str | None = None):
+        """The repair factor to read ``structure`` with: its own tissue's (a constraint on the sacral plexus reads
+        the plexus's half-time also where a target owns the voxel, as it reads the plexus's α/β), else the voxel
+        owners' map."""
+        if structure is not None and self.organRepairFactors is not None:
+            return self.organRepairFactors[structure]
+        return self.repairFactor
+
+    def eqd2At(self, alphaBetaGy: float, structure: str | None = None) -> np.ndarray:
+        """This course's EQD2 at one α/β for every voxel, NaN where its dose is unknown; the repair factor of
+        ``structure``'s own tissue when given (see :meth:`repairFactorFor`), else of each voxel's owner."""
         from .radiobiology import eqd2Gy
 
         return eqd2Gy(self.mappedDoseGy, self.numberOfFractions, float(alphaBetaGy), allowNan=True,
-                      repairFactor=self.repairFactor)
+                      repairFactor=self.repairFactorFor(structure))
 
 
 @dataclass
@@ -191,6 +203,7 @@ def loadCaseInputs(case: CaseSpec, progress=None) -> DoseInputs:
         masks, colors = _readStructures(case.structures, referenceGeometry, segio, warnings,
                                         referenceInfo.get("frameOfReferenceUid") or "",
                                         case.allowFrameOfReferenceMismatch)
+    _checkRepairHalfTimes(case, masks)  # now, not after minutes of registration
     timings["load"] = time.perf_counter() - started
 
     courses = []
@@ -271,7 +284,8 @@ def computeDose(inputs: DoseInputs, progress=None) -> DoseResult:
                                                            settings.conservativeRadiusMm)
             registration["conservativeRadiusMm"] = settings.conservativeRadiusMm
         _reportCoverage(course, mappedDose, masks, warnings)
-        repairFactor, incompleteRepair = repairFactorOf(course.numberOfFractions, course.schedule)
+        repairFactor, incompleteRepair, organFactors = repairFactorOf(course.numberOfFractions, course.schedule,
+                                                                      f"course '{course.name}'")
         eqd2 = radiobiology.eqd2Gy(mappedDose, course.numberOfFractions, alphaBeta, allowNan=True,
                                    repairFactor=repairFactor)
         if course.isCurrent:
@@ -291,7 +305,7 @@ def computeDose(inputs: DoseInputs, progress=None) -> DoseResult:
             registration=registration, mappedDoseGy=mappedDose, coverageFraction=float(mapped.coverageFraction),
             eqd2Gy=eqd2, recovery=recovery, recoveryMap=rMap, transform=course.transform,
             reviewImage=course.reviewImage, carriedStructures=course.carriedStructures, schedule=course.schedule,
-            repairFactor=repairFactor, incompleteRepair=incompleteRepair))
+            repairFactor=repairFactor, incompleteRepair=incompleteRepair, organRepairFactors=organFactors))
 
     progress(0.65, "Summing the composite EQD2")
     composite = radiobiology.compositeEqd2([c.eqd2Gy for c in results], [c.recoveryMap for c in results])
@@ -932,7 +946,8 @@ def _unmatchedTissues(settings: DoseSettings, tissueTable, masks: dict) -> list[
         entry = tissueTable.lookup(name)
         if entry is None or entry.name not in owners:
             messages.append(f"tissues['{name}'] in the case matches no structure (structures: "
-                            f"{', '.join(sorted(masks))}): its α/β and recovery apply nowhere; check the name")
+                            f"{', '.join(sorted(masks))}): its α/β, recovery and repair half-time apply nowhere; "
+                            "check the name")
     for name in settings.targets:
         if name not in ("GTV", "CTV") and name not in settings.tissues and not any(
                 normalizeStructureName(name) == normalizeStructureName(m) for m in masks):
@@ -981,11 +996,12 @@ def tissueTableFor(settings: DoseSettings):
     return table
 
 
-def compositeAtAlphaBeta(courses: list[CourseResult], alphaBetaGy: float) -> np.ndarray:
-    """Σ (1 − r_k) EQD2_k at one α/β for all voxels (what a constraint stated at that α/β is compared with)."""
+def compositeAtAlphaBeta(courses: list[CourseResult], alphaBetaGy: float, structure: str | None = None) -> np.ndarray:
+    """Σ (1 − r_k) EQD2_k at one α/β for all voxels (what a constraint stated at that α/β is compared with); with
+    ``structure``, each course at that structure's own repair half-time (courses given more than once a day)."""
     from .radiobiology import compositeEqd2
 
-    return compositeEqd2([c.eqd2At(alphaBetaGy) for c in courses], [c.recoveryMap for c in courses])
+    return compositeEqd2([c.eqd2At(alphaBetaGy, structure) for c in courses], [c.recoveryMap for c in courses])
 
 
 def _incompleteRepair(inputs: DoseInputs, settings: DoseSettings, tissueTable, ownerLabels, ownerNames,
@@ -1008,29 +1024,69 @@ def _incompleteRepair(inputs: DoseInputs, settings: DoseSettings, tissueTable, o
         if any(value is not None for value in halfTimes):
             warnings.append("repair half-times were given but every course is given once a day: they are not used "
                             "(the incomplete-repair correction is for more than one fraction a day)")
-        return lambda n, schedule: (1.0, None)
+        return lambda n, schedule, what: (1.0, None, None)
     if missing:
         raise InputError(f"{' and '.join(hyper)} {'give' if len(hyper) > 1 else 'gives'} more than one fraction a "
                          "day, and these voxels have no repair half-time for the incomplete-repair correction: "
                          f"{', '.join(missing)}. Give a repair half-time for every tissue (case file: "
                          "\"repairHalfTimeHours\", per tissue in its 'tissues' entry; module: Repair half-time)",
                          settings.sourcePath or None)
-    labels = np.unique(ownerLabels)
-    perTissue = {("outside every structure" if k == 0 else ownerNames[k - 1]): halfTimes[k] for k in labels}
+    labelNames = ["outside every structure", *ownerNames]
+    perTissue = dict(zip(labelNames, halfTimes, strict=True))
 
-    def factorOf(numberOfFractions: int, schedule: FractionSchedule):
+    def factorOf(numberOfFractions: int, schedule: FractionSchedule, what: str):
+        """(factor per voxel or one value, summary, {structure: its own tissue's factor}) of one course."""
         if not schedule.isHyperfractionated:
-            return 1.0, None
+            return 1.0, None, None
         lut = incompleteRepairFactor(numberOfFractions, schedule, np.array(halfTimes, dtype=np.float64))
         factors = lut.astype(np.float32)[ownerLabels] if len(set(lut.tolist())) > 1 else float(lut[0])
         summary = {"model": "incomplete repair between the fractions of a day (Thames 1985, mono-exponential, "
                             "complete repair overnight)", **schedule.toDict(),
                    "repairHalfTimeHours": perTissue,
-                   "quadraticFactor": {name: float(lut[k]) for k, name in zip(
-                       labels, perTissue, strict=True)}}
-        return factors, summary
+                   "quadraticFactor": {name: float(lut[k]) for k, name in enumerate(labelNames)}}
+        _overnightWarning(numberOfFractions, schedule, perTissue, summary["quadraticFactor"], what, warnings)
+        return factors, summary, {name: float(lut[k + 1]) for k, name in enumerate(ownerNames)}
 
     return factorOf
+
+
+def _checkRepairHalfTimes(case: CaseSpec, masks: dict) -> None:
+    """Refuse a case with a course given more than once a day whose structures are not all given a repair half-time
+    (the computation would refuse it too, after the registrations)."""
+    settings = DoseSettings.fromCase(case)
+    hyper = [f"course '{c.name}'" for c in case.courses if c.schedule.isHyperfractionated]
+    if case.plannedCourse is not None and case.plannedCourse.schedule.isHyperfractionated:
+        hyper.append("the planned course")
+    if not hyper:
+        return
+    from .tissues import repairHalfTimes
+
+    _, missing = repairHalfTimes(sorted(masks), tissueTableFor(settings))
+    if missing:
+        raise InputError(f"{' and '.join(hyper)} {'give' if len(hyper) > 1 else 'gives'} more than one fraction a "
+                         "day, and these voxels have no repair half-time for the incomplete-repair correction: "
+                         f"{', '.join(missing)}. Give \"repairHalfTimeHours\" (for every tissue) or the key in "
+                         "those tissues' entries", case.path)
+
+
+def _overnightWarning(numberOfFractions, schedule, perTissue: dict, factors: dict, what: str, warnings: list) -> None:
+    """Warn when the complete-repair-overnight assumption understates a tissue's quadratic term by more than 1 %
+    (a long half-time and a short night: 4 h and 18 h, CHART's 12 h nights)."""
+    from .radiobiology import overnightRepairFactor
+
+    worst = None
+    for name, halfTime in perTissue.items():
+        full = overnightRepairFactor(numberOfFractions, schedule, halfTime)
+        if full > factors[name] * 1.01 and (worst is None or full / factors[name] > worst[1] / worst[2]):
+            worst = (name, full, factors[name], halfTime)
+    if worst is None:
+        return
+    name, full, assumed, halfTime = worst
+    left = 100.0 * 2.0 ** (-schedule.hoursOvernight / halfTime)
+    warnings.append(f"{what}: with a repair half-time of {halfTime:g} h ({name}), the {schedule.hoursOvernight:g} h "
+                    f"from a day's last fraction to the next day's first leave {left:.1f} % of the damage unrepaired; "
+                    "the model assumes complete repair overnight. Counting it too (days back to back), the "
+                    f"quadratic term would be ×{full:.4f} instead of ×{assumed:.4f}: the EQD2 is understated there")
 
 
 def knownDvh(doseGy: np.ndarray, mask: np.ndarray, geometry: ImageGeometry, name: str):
@@ -1083,47 +1139,67 @@ def _dvhAndConstraints(settings, masks, geometry, composite, courseResults):
     if not settings.constraints:
         return dvh, results
     constraintSet = loadConstraintSet(settings.constraints)
-    cache: dict = {}
 
     def doseFor(constraint, course):
-        """(the dose array, its description) a constraint is read from; ``course`` None: the composite."""
+        """(a function of the structure giving the dose array, its description) a constraint is read from;
+        ``course`` None: the composite. At a constraint's α/β, a course given more than once a day is read with the
+        structure's own repair half-time (as with its α/β: also where a target owns the voxel)."""
         ab = constraint.alphaBetaGy
         if course is None:
             if ab is None:
-                return (lambda: composite), "composite EQD2 (voxel α/β map, recovery applied)"
-            return (lambda: compositeAtAlphaBeta(courseResults, ab)), \
+                return (lambda structure: composite), "composite EQD2 (voxel α/β map, recovery applied)"
+            return (lambda structure: compositeAtAlphaBeta(courseResults, ab, structure)), \
                 f"composite EQD2 at α/β {ab:g} Gy (all courses, recovery applied)"
         if ab is None:
-            return (lambda: course.mappedDoseGy), f"course '{course.name}' alone: physical dose"
-        return (lambda: course.eqd2At(ab)), f"course '{course.name}' alone: EQD2 at α/β {ab:g} Gy"
+            return (lambda structure: course.mappedDoseGy), f"course '{course.name}' alone: physical dose"
+        return (lambda structure: course.eqd2At(ab, structure)), f"course '{course.name}' alone: EQD2 at α/β {ab:g} Gy"
 
+    def doseKey(constraint, course, description, name):
+        """Which dose a structure is read from: the description, and the repair factors it depends on."""
+        involved = courseResults if course is None else [course]
+        if constraint.alphaBetaGy is None or not any(c.organRepairFactors for c in involved):
+            return description, None
+        return description, tuple(c.repairFactorFor(name) if c.organRepairFactors else 1.0 for c in involved)
+
+    # which structures each dose is read on; each dose is then made once (a full grid each, not kept)
+    plan = []
+    needed: dict = {}
     for constraint in constraintSet.constraints:
-        subset = ConstraintSet(name=constraintSet.name, constraints=(constraint,))
         courses = [None] if constraint.kind == "cumulative" else list(courseResults)
         for course in courses:
             compute, description = doseFor(constraint, course)
-            if description not in cache:
-                dose = compute()
-                cache[description] = {name: knownDvh(dose, mask, geometry, name) for name, mask in masks.items()
-                                      if mask.any()}
-            dvhs = cache[description]
-            courseName = None if course is None else course.name
-            for item in evaluateConstraints(subset, {name: d for name, (d, _) in dvhs.items()}):
-                item = replace(item, dose=description, course=courseName)
-                if item.structureName is None:
-                    if course is not None and course is not courses[0]:
-                        continue  # an organ that is missing is said once, not once per course
-                    empty = [name for name, mask in masks.items() if not mask.any() and constraint.matches(name)]
-                    item = replace(item, dose="" if course is not None else description, course=None)
-                    if empty:
-                        item = replace(item, reason=f"structure '{empty[0]}' is empty (no contours on the reference "
-                                                    f"grid)", structureName=empty[0])
-                unknown = dvhs.get(item.structureName, (None, 0.0))[1] if item.structureName else 0.0
-                if unknown > 0 and item.status == "pass":
-                    item = replace(item, passed=None, status="not evaluated",
-                                   reason=f"{unknown:.1f} % of {item.structureName} has unknown dose (outside a "
-                                          f"course's dose grid); the known part passes")
-                results.append(item)
+            names = [name for name, mask in masks.items() if mask.any() and constraint.matches(name)]
+            keys = {name: doseKey(constraint, course, description, name) for name in names}
+            for name, key in keys.items():
+                needed.setdefault(key, (compute, []))[1].append(name)
+            plan.append((constraint, course, courses, description, keys))
+    dvhCache: dict = {}
+    for key, (compute, names) in needed.items():
+        dose = compute(names[0] if key[1] is not None else None)
+        for name in dict.fromkeys(names):
+            dvhCache[key + (name,)] = knownDvh(dose, masks[name], geometry, name)
+        del dose
+
+    for constraint, course, courses, description, keys in plan:
+        subset = ConstraintSet(name=constraintSet.name, constraints=(constraint,))
+        dvhs = {name: dvhCache[key + (name,)] for name, key in keys.items()}
+        courseName = None if course is None else course.name
+        for item in evaluateConstraints(subset, {name: d for name, (d, _) in dvhs.items()}):
+            item = replace(item, dose=description, course=courseName)
+            if item.structureName is None:
+                if course is not None and course is not courses[0]:
+                    continue  # an organ that is missing is said once, not once per course
+                empty = [name for name, mask in masks.items() if not mask.any() and constraint.matches(name)]
+                item = replace(item, dose="" if course is not None else description, course=None)
+                if empty:
+                    item = replace(item, reason=f"structure '{empty[0]}' is empty (no contours on the reference "
+                                                f"grid)", structureName=empty[0])
+            unknown = dvhs.get(item.structureName, (None, 0.0))[1] if item.structureName else 0.0
+            if unknown > 0 and item.status == "pass":
+                item = replace(item, passed=None, status="not evaluated",
+                               reason=f"{unknown:.1f} % of {item.structureName} has unknown dose (outside a "
+                                      f"course's dose grid); the known part passes")
+            results.append(item)
     return dvh, results
 
 
@@ -1134,7 +1210,8 @@ def _remainingBudget(settings, masks, geometry, courseResults, repairFactorOf):
     factor). NaN outside constrained organs."""
     if settings.plannedFractions is None or not settings.constraints:
         return None, []
-    plannedFactor, _ = repairFactorOf(settings.plannedFractions, settings.plannedSchedule)
+    _, plannedRepair, plannedOrganFactors = repairFactorOf(settings.plannedFractions, settings.plannedSchedule,
+                                                            "the planned course")
     from .budget import remainingPhysicalDoseGy
     from .constraints import loadConstraintSet
 
@@ -1151,13 +1228,13 @@ def _remainingBudget(settings, masks, geometry, courseResults, repairFactorOf):
         for name, mask in masks.items():
             if not constraint.matches(name) or not mask.any():
                 continue
-            if ab not in priorByAlphaBeta:
-                priorByAlphaBeta[ab] = compositeAtAlphaBeta(courseResults, ab)
-            prior = priorByAlphaBeta[ab]
+            key = (ab, tuple(c.repairFactorFor(name) if c.organRepairFactors else 1.0 for c in courseResults))
+            if key not in priorByAlphaBeta:
+                priorByAlphaBeta[key] = compositeAtAlphaBeta(courseResults, ab, name)
+            prior = priorByAlphaBeta[key]
             allowed = remainingPhysicalDoseGy(constraint.limit - prior[mask].astype(np.float64),
                                               settings.plannedFractions, ab,
-                                              repairFactor=plannedFactor if np.ndim(plannedFactor) == 0
-                                              else plannedFactor[mask])
+                                              repairFactor=(plannedOrganFactors or {}).get(name, 1.0))
             current = budget[mask]
             budget[mask] = np.where(np.isnan(current), allowed, np.fmin(current, allowed))
             finite = np.asarray(allowed)[np.isfinite(allowed)]
@@ -1166,5 +1243,8 @@ def _remainingBudget(settings, masks, geometry, courseResults, repairFactorOf):
                          "minRemainingPhysicalGy": float(finite.min()) if finite.size else None,
                          "plannedFractions": settings.plannedFractions,
                          "plannedFractionsPerDay": settings.plannedSchedule.fractionsPerDay,
+                         **({} if plannedRepair is None else {
+                             "plannedRepairHalfTimeHours": plannedRepair["repairHalfTimeHours"][name],
+                             "plannedQuadraticFactor": plannedOrganFactors[name]}),
                          "source": constraint.source})
     return budget, rows

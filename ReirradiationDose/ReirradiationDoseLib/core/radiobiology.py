@@ -36,6 +36,7 @@ from .errors import InputError
 __all__ = [
     "FractionSchedule",
     "incompleteRepairFactor",
+    "overnightRepairFactor",
     "eqd2Gy",
     "bedGy",
     "eqd2FromBedGy",
@@ -205,7 +206,7 @@ def eqd2FromBedGy(bed, alphaBetaGy):
 # more fractions a day than this is not an external-beam schedule (CHART gave three)
 MAX_FRACTIONS_PER_DAY = 4
 # a repair half-time beyond this (hours) is not a published value for any tissue (they lie between ~0.3 and ~5 h)
-MAX_REPAIR_HALF_TIME_H = 24.0
+MAX_REPAIR_HALF_TIME_H = 12.0
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,19 @@ class FractionSchedule:
             raise InputError(f"the hours between fractions must be a positive number, got {hours!r}")
         if (perDay - 1) * float(hours) >= 24.0:
             raise InputError(f"{perDay} fractions a day {float(hours):g} h apart do not fit in a day")
+        night = 24.0 - (perDay - 1) * float(hours)
+        if night < float(hours):
+            raise InputError(f"{perDay} fractions a day {float(hours):g} h apart leave {night:g} h from a day's last "
+                             "fraction to the next day's first, less than between the fractions of a day: that is "
+                             "not a schedule of separate treatment days")
         object.__setattr__(self, "hoursBetweenFractions", float(hours))
+
+    @property
+    def hoursOvernight(self) -> float | None:
+        """Hours from a day's last fraction to the next day's first (None for one fraction a day)."""
+        if not self.isHyperfractionated:
+            return None
+        return 24.0 - (self.fractionsPerDay - 1) * self.hoursBetweenFractions
 
     @property
     def isHyperfractionated(self) -> bool:
@@ -256,6 +269,21 @@ def _quadraticTermsOfOneDay(fractions: int, phi: float) -> float:
     """``k + 2 Σ_{i<j} φ^(j−i)`` for a day of ``k`` equally spaced fractions (the sum of their quadratic terms, in
     units of one fraction's, with the unrepaired interaction of each earlier fraction of the day)."""
     return fractions + 2.0 * sum((fractions - lag) * phi ** lag for lag in range(1, fractions))
+
+
+def overnightRepairFactor(numberOfFractions, schedule: FractionSchedule, repairHalfTimeHours: float) -> float:
+    """The factor of :func:`incompleteRepairFactor` without its complete-repair-overnight assumption: every pair of
+    fractions interacts with ``φ^(Δt / T½)`` over the hours between them, the days back to back (no weekend break,
+    so the interaction is the most it can be). Used to say when the overnight assumption matters (a long half-time,
+    a short night); 1 for one fraction a day."""
+    n = validateNumberOfFractions(numberOfFractions)
+    if not schedule.isHyperfractionated:
+        return 1.0
+    m, hours = schedule.fractionsPerDay, schedule.hoursBetweenFractions
+    times = np.array([24.0 * (index // m) + hours * (index % m) for index in range(n)])
+    gaps = times[None, :] - times[:, None]
+    pairs = 2.0 ** (-gaps[np.triu_indices(n, 1)] / float(repairHalfTimeHours))
+    return float((n + 2.0 * pairs.sum()) / n)
 
 
 def incompleteRepairFactor(numberOfFractions, schedule: FractionSchedule, repairHalfTimeHours):

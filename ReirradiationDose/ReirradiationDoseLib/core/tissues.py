@@ -144,7 +144,10 @@ class TissueTable:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as error:
             raise InputError(f"cannot read the tissue table: {error}", path) from None
-        return cls.fromDict(data)
+        try:
+            return cls.fromDict(data)
+        except InputError as error:
+            raise InputError(f"tissue table: {error}", path) from None
 
     @classmethod
     def fromDict(cls, data: dict) -> TissueTable:
