@@ -205,3 +205,85 @@ def test_a_one_slice_reference_image_is_refused(tmp_path):
             as raised:
         loadCaseInputs(parseCaseFile(tmp_path / "case.json"))
     assert str(raised.value.path).endswith("ct.nrrd")
+
+
+def test_current_course_scaling_is_the_largest_factor_within_each_cumulative_limit(threeCourses, tmp_path):
+    """How far the current course's dose may be scaled (its 17 fractions kept, the prior courses as they are with
+    their recovery): for a Dmax limit the factor is, independently, the smallest over the organ's voxels of the LQ
+    inverse of what the limit leaves divided by the voxel's current dose. A limit the prior courses alone break gives
+    0, one far away "unlimited"; at factor 1 the metric equals the constraint table's value."""
+    import json
+
+    from ReirradiationDoseLib.core.budget import remainingPhysicalDoseGy
+    from ReirradiationDoseLib.core.dosereport import scalingSentence, scalingSummary
+
+    inputs, doses, gtv, rectum, cord = threeCourses
+    constraints = tmp_path / "set.json"
+    constraints.write_text(json.dumps({"name": "test", "constraints": [
+        {"structure": "Rectum", "metric": "Dmax", "limit": 110, "unit": "Gy", "alphaBetaGy": 3.0,
+         "kind": "cumulative", "source": "test"},
+        {"structure": "Rectum", "metric": "Dmax", "limit": 60, "unit": "Gy", "alphaBetaGy": 3.0,
+         "kind": "cumulative", "source": "test"},
+        {"structure": "SpinalCord", "metric": "Dmax", "limit": 5, "unit": "Gy", "alphaBetaGy": 2.0,
+         "kind": "cumulative", "source": "test"},
+        {"structure": "SpinalCord", "metric": "Dmax", "limit": 1e9, "unit": "Gy", "alphaBetaGy": 2.0,
+         "kind": "cumulative", "source": "test"}]}))
+    inputs.settings = DoseSettings(tissues=inputs.settings.tissues, targets=("GTV",), constraints=str(constraints))
+    result = computeDose(inputs)
+    recovery = np.where(rectum & ~gtv, 0.25, 0.0)
+    prior = sum((1 - recovery) * handEqd2(d.astype(float), n, 3.0) for d, n in zip(doses[:2], (25, 5), strict=True))
+    current = doses[2].astype(float)
+    rows = result.currentScaling
+    assert [r["structure"] for r in rows] == ["Rectum", "Rectum", "SpinalCord", "SpinalCord"]
+    for row, limit in zip(rows[:2], (110.0, 60.0), strict=True):
+        perVoxel = remainingPhysicalDoseGy(limit - prior[rectum], 17, 3.0) / current[rectum]
+        assert row["scaling"] == pytest.approx(perVoxel.min(), abs=2e-4)
+        table = next(r for r in result.constraintResults if r.constraint.limit == limit and r.structureName == "Rectum")
+        assert row["metricNow"] == pytest.approx(table.value, abs=1e-6)
+        assert (row["scaling"] >= 1.0) == (table.status == "pass")
+    assert rows[2]["scaling"] == 0.0 and "prior dose alone" in rows[2]["reason"]
+    assert rows[3]["scaling"] is None and rows[3]["unlimited"]
+    summary = scalingSummary(result)
+    # the prior courses alone break the rectum's 60 Gy (GTV voxels, not recovered) and the cord's 5 Gy
+    assert rows[1]["scaling"] == 0.0
+    assert summary["limitingScaling"] == 0.0 and summary["limitingStructure"] == "Rectum"
+    assert scalingSentence(summary).startswith("the prior courses alone already reach a cumulative limit (Rectum: "
+                                               "Rectum Dmax < 60 Gy (EQD2, α/β 3 Gy), cumulative)")
+    rows[1]["scaling"] = rows[2]["scaling"] = 5.0  # as if those limits were out of the way
+    assert scalingSentence(scalingSummary(result)) == (
+        f"the current course's dose may be scaled by up to ×{rows[0]['scaling']:.3f} (its 17 fractions kept) before "
+        "the first cumulative limit is reached (Rectum: Rectum Dmax < 110 Gy (EQD2, α/β 3 Gy), cumulative)")
+
+
+def test_current_course_scaling_with_unknown_dose_in_part_is_an_upper_bound(threeCourses, tmp_path):
+    """The first course's dose grid misses the rectum's last slices: the scaling is found on the known voxels and
+    said to be an upper bound (the unknown part may allow less), in the row and in the sentence."""
+    import dataclasses
+    import json
+
+    from ReirradiationDoseLib.core.budget import remainingPhysicalDoseGy
+    from ReirradiationDoseLib.core.dosereport import scalingSentence, scalingSummary
+
+    inputs, doses, gtv, rectum, cord = threeCourses
+    first = inputs.courses[0]
+    geometry = first.doseGeometry
+    cropped = ImageGeometry((geometry.sizeXyz[0], geometry.sizeXyz[1], 6), geometry.spacingMm, geometry.originMm)
+    inputs.courses[0] = dataclasses.replace(first, doseGy=np.ascontiguousarray(first.doseGy[:6]),
+                                            doseGeometry=cropped)
+    constraints = tmp_path / "set.json"
+    constraints.write_text(json.dumps({"name": "test", "constraints": [
+        {"structure": "Rectum", "metric": "Dmax", "limit": 150, "unit": "Gy", "alphaBetaGy": 3.0,
+         "kind": "cumulative", "source": "test"}]}))
+    inputs.settings = DoseSettings(tissues=inputs.settings.tissues, targets=("GTV",), constraints=str(constraints))
+    result = computeDose(inputs)
+    row, = result.currentScaling
+    known = rectum.copy()
+    known[6:] = False  # slices beyond the first course's grid
+    recovery = np.where(rectum & ~gtv, 0.25, 0.0)
+    prior = ((1 - recovery) * handEqd2(doses[0].astype(float), 25, 3.0)
+             + (1 - recovery) * handEqd2(doses[1].astype(float), 5, 3.0))
+    perVoxel = remainingPhysicalDoseGy(150 - prior[known], 17, 3.0) / doses[2].astype(float)[known]
+    assert row["scaling"] == pytest.approx(perVoxel.min(), abs=2e-4)
+    assert row["unknownPercent"] == pytest.approx(100 * (1 - known.sum() / rectum.sum()))
+    assert row["reason"].startswith(f"an upper bound: {row['unknownPercent']:.1f} % of Rectum has unknown dose")
+    assert scalingSentence(scalingSummary(result)).endswith("; Rectum has unknown dose in part and may allow less")

@@ -44,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
     logger.info("Composite EQD2 max %.2f Gy; %d cumulative and %d single-course constraint(s) failed; outputs in %s "
                 "(%d files)", summary["composite"]["maxGy"] or 0.0, cumulative, len(failed) - cumulative,
                 args.output, len(written))
+    from ..core.dosereport import scalingSentence
+    sentence = scalingSentence(summary.get("currentCourseScaling"))
+    if sentence:
+        logger.info("%s", sentence[0].upper() + sentence[1:])
     for message in result.warnings:
         logger.warning("warning: %s", message)
     return 0

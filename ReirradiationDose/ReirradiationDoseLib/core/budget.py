@@ -103,8 +103,8 @@ def _within(value: float, constraint: OrganConstraint) -> bool:
 
 def maxPrescriptionScaling(priorEqd2Gy: np.ndarray, plannedPhysicalDoseGy: np.ndarray, numberOfFractions: int,
                            alphaBetaGy, mask: np.ndarray, voxelVolumeCc: float, constraint: OrganConstraint,
-                           name: str = "", toleranceScaling: float = 1e-4, maxScaling: float = 1000.0
-                           ) -> ScalingResult:
+                           name: str = "", toleranceScaling: float = 1e-4, maxScaling: float = 1000.0,
+                           repairFactor=1.0) -> ScalingResult:
     """Largest ``s`` with ``metric(prior + EQD2(s · planned, n, α/β))`` within ``constraint``, by bisection.
 
     Parameters
@@ -118,6 +118,8 @@ def maxPrescriptionScaling(priorEqd2Gy: np.ndarray, plannedPhysicalDoseGy: np.nd
     constraint : the organ limit (any DVH metric supported by :meth:`DvhResult.metric`).
     toleranceScaling : bisection stops when the bracket is narrower than this.
     maxScaling : beyond this the constraint is reported as not limiting (``inf``).
+    repairFactor : the planned course's incomplete-repair factor (scalar or voxel map on the same grid; 1 for one
+        fraction a day), kept while scaling.
     """
     weights = np.asarray(mask)
     selected = weights > 0
@@ -128,11 +130,12 @@ def maxPrescriptionScaling(priorEqd2Gy: np.ndarray, plannedPhysicalDoseGy: np.nd
     prior = np.asarray(priorEqd2Gy, dtype=np.float64)[selected]
     planned = np.asarray(plannedPhysicalDoseGy, dtype=np.float64)[selected]
     ab = alphaBetaGy if np.ndim(alphaBetaGy) == 0 else np.asarray(alphaBetaGy, dtype=np.float64)[selected]
+    g = repairFactor if np.ndim(repairFactor) == 0 else np.asarray(repairFactor, dtype=np.float64)[selected]
     volumes = (np.ones(prior.shape) if weights.dtype == bool else weights[selected].astype(np.float64)) * voxelVolumeCc
     n = validateNumberOfFractions(numberOfFractions)
 
     def metricAt(s: float) -> float | None:
-        dvh = DvhResult(name, prior + eqd2Gy(s * planned, n, ab, dtype=np.float64), volumes)
+        dvh = DvhResult(name, prior + eqd2Gy(s * planned, n, ab, dtype=np.float64, repairFactor=g), volumes)
         return dvh.metric(constraint.metric).value
 
     value0 = metricAt(0.0)

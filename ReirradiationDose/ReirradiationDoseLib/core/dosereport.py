@@ -225,6 +225,7 @@ def summaryDict(result, includeIdentity: bool = False, anonymize: bool = False, 
                                                 "registration": result.mri.get("registration")},
         "dvh": dvhRows(result),
         "constraints": constraintRows(result),
+        "currentCourseScaling": scalingSummary(result),
         "constraintSet": settings.constraints,
         "isodoseLevelsGy": list(settings.isodoseLevelsGy),
         "plannedCourse": None if settings.plannedFractions is None else {
@@ -236,6 +237,45 @@ def summaryDict(result, includeIdentity: bool = False, anonymize: bool = False, 
         "timingsS": result.timingsS,
     })
     return anonymizeSummary(summary, newUids) if anonymize else summary
+
+
+def scalingSummary(result) -> dict | None:
+    """The current course's headroom (:func:`pipeline.currentCourseScaling`): every row, and the limit reached first
+    (the smallest factor) — ``None`` without cumulative constraints."""
+    rows = list(getattr(result, "currentScaling", None) or [])
+    if not rows:
+        return None
+    current = next(c for c in result.courses if c.isCurrent)
+    evaluated = [r for r in rows if r["scaling"] is not None]
+    first = min(evaluated, key=lambda r: r["scaling"]) if evaluated else None
+    return {"course": current.name, "numberOfFractions": current.numberOfFractions, "rows": rows,
+            "limitingScaling": None if first is None else first["scaling"],
+            "limitingConstraint": None if first is None else first["constraint"],
+            "limitingStructure": None if first is None else first["structure"],
+            "notEvaluated": [r["structure"] for r in rows if r["scaling"] is None and not r["unlimited"]],
+            "partlyUnknown": sorted({r["structure"] for r in rows if r.get("unknownPercent")
+                                     and (r["scaling"] is not None or r["unlimited"])})}
+
+
+def scalingSentence(scaling: dict | None) -> str | None:
+    """One sentence on how far the current course's dose may be scaled (for the report, the CLI and the module)."""
+    if not scaling:
+        return None
+    factor = scaling["limitingScaling"]
+    if factor is None:
+        return (f"the current course '{scaling['course']}' is not limited by any evaluated cumulative limit"
+                if not scaling["notEvaluated"] else None)
+    where = f"{scaling['limitingStructure']}: {scaling['limitingConstraint']}"
+    partly = scaling.get("partlyUnknown") or []
+    caveat = (f"; {', '.join(partly)} {'has' if len(partly) == 1 else 'have'} unknown dose in part and may allow "
+              "less") if partly else ""
+    if factor >= 1.0:
+        return (f"the current course's dose may be scaled by up to ×{factor:.3f} (its {scaling['numberOfFractions']} "
+                f"fractions kept) before the first cumulative limit is reached ({where}){caveat}")
+    if factor == 0.0:
+        return f"the prior courses alone already reach a cumulative limit ({where}): no dose of the current course fits"
+    return (f"the current course's dose must be scaled down to ×{factor:.3f} (its {scaling['numberOfFractions']} "
+            f"fractions kept) to meet every cumulative limit ({where}){caveat}")
 
 
 def limitations(result) -> list[str]:
@@ -468,6 +508,20 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
                  rowClass=lambda r: str(r.get("status", "")).replace(" ", "")))
     else:
         w("<p>No constraint set was given.</p>")
+    scaling = summary.get("currentCourseScaling")
+    if scaling:
+        w("<h3>How far the current course's dose may be scaled</h3>")
+        sentence = scalingSentence(scaling)
+        if sentence:
+            w(f"<p><b>{html.escape(sentence[0].upper() + sentence[1:])}.</b></p>")
+        w("<p>Per cumulative limit and organ: the largest factor by which the current course's physical dose may be "
+          "multiplied, its number of fractions kept (so its dose per fraction scales too), the prior courses as "
+          "mapped with their recovery, before the organ reaches the limit; below 1 the plan as it is breaks it.</p>")
+        w(_table([{**r, "scalingText": "unlimited (> ×1000)" if r["unlimited"] else
+                   (None if r["scaling"] is None else f"×{r['scaling']:.3f}")}
+                  for r in scaling["rows"]],
+                 [("structure", "Structure"), ("constraint", "Limit"), ("metricNow", "Now"),
+                  ("scalingText", "Largest scaling"), ("metricAtScaling", "At that scaling"), ("reason", "Note")]))
 
     pictures = pictures or {}
     isodose = {t: png for t, png in pictures.items() if not t.startswith(REGISTRATION_PICTURE_PREFIX)}

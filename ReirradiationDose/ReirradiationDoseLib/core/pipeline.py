@@ -169,6 +169,8 @@ class DoseResult:
     constraintResults: list
     remainingBudgetGy: np.ndarray | None = None
     budgetByOrgan: list = field(default_factory=list)
+    # per cumulative constraint and organ: how far the current course's dose may be scaled (currentCourseScaling)
+    currentScaling: list = field(default_factory=list)
     mri: dict | None = None
     warnings: list[str] = field(default_factory=list)
     timingsS: dict = field(default_factory=dict)
@@ -312,6 +314,7 @@ def computeDose(inputs: DoseInputs, progress=None) -> DoseResult:
     progress(0.7, "DVH and constraints")
     dvh, constraintResults = _dvhAndConstraints(settings, masks, referenceGeometry, composite, results)
     budget, budgetByOrgan = _remainingBudget(settings, masks, referenceGeometry, results, repairFactorOf)
+    currentScaling = currentCourseScaling(settings, masks, referenceGeometry, results, alphaBeta)
     timings["compute"] = time.perf_counter() - started
     progress(1.0, "Done")
     return DoseResult(
@@ -320,7 +323,8 @@ def computeDose(inputs: DoseInputs, progress=None) -> DoseResult:
         alphaBetaGy=alphaBeta, alphaBetaOwners={"labels": ownerLabels, "names": ownerNames},
         tissueTable=tissueTable, courses=results,
         compositeEqd2Gy=composite, dvh=dvh, constraintResults=constraintResults, remainingBudgetGy=budget,
-        budgetByOrgan=budgetByOrgan, mri=inputs.mri, warnings=warnings, timingsS=timings)
+        budgetByOrgan=budgetByOrgan, currentScaling=currentScaling, mri=inputs.mri, warnings=warnings,
+        timingsS=timings)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1201,6 +1205,85 @@ def _dvhAndConstraints(settings, masks, geometry, composite, courseResults):
                                       f"course's dose grid); the known part passes")
             results.append(item)
     return dvh, results
+
+
+def currentCourseScaling(settings, masks, geometry, courseResults, alphaBetaMap) -> list[dict]:
+    """How far the current course's dose may be scaled before each cumulative limit is reached.
+
+    For every cumulative constraint and organ: the largest factor ``s`` with the organ's metric of
+    ``prior + EQD2(s × current)`` within the limit (:func:`.budget.maxPrescriptionScaling`, bisection to 1e-4), where
+    ``prior`` is the recovery-discounted EQD2 of the prior courses at the constraint's α/β (else the voxel map) and the
+    current course keeps its fractions (its dose per fraction scales with ``s``) and its incomplete-repair factor.
+    ``s < 1``: the current plan already breaks the limit (0: the prior courses alone reach it). An organ with unknown
+    dose in any course is not evaluated. Rows are dicts (structure, constraint, scaling or None, unlimited, the metric
+    at ``s`` and now, reason, source).
+    """
+    if not settings.constraints:
+        return []
+    from .budget import maxPrescriptionScaling
+    from .constraints import loadConstraintSet
+    from .radiobiology import compositeEqd2
+
+    current = next(c for c in courseResults if c.isCurrent)
+    priors = [c for c in courseResults if not c.isCurrent]
+    priorAt: dict = {}
+    rows = []
+    for constraint in loadConstraintSet(settings.constraints).constraints:
+        if constraint.kind != "cumulative":
+            continue
+        ab = constraint.alphaBetaGy
+        for name, mask in masks.items():
+            if not constraint.matches(name) or not mask.any():
+                continue
+            # at a constraint's α/β an organ is read with its own repair half-time (as in the constraint table)
+            organ = name if ab is not None else None
+            key = (ab, None if organ is None else
+                   tuple(c.repairFactorFor(organ) if c.organRepairFactors else 1.0 for c in priors))
+            if key not in priorAt:
+                priorAt[key] = compositeEqd2([c.eqd2Gy if ab is None else c.eqd2At(ab, organ) for c in priors],
+                                             [c.recoveryMap for c in priors]) if priors else \
+                    np.zeros(geometry.shape, dtype=np.float64)
+            prior, planned = priorAt[key][mask], np.asarray(current.mappedDoseGy, dtype=np.float64)[mask]
+            row = {"structure": name, "constraint": constraint.describe(), "alphaBetaGy": ab, "scaling": None,
+                   "unlimited": False, "metricAtScaling": None, "metricNow": None, "reason": "",
+                   "source": constraint.source}
+            known = np.isfinite(prior) & np.isfinite(planned)
+            unknownPercent = 100.0 * float(np.count_nonzero(~known)) / known.size
+            row["unknownPercent"] = unknownPercent
+            if not known.any():
+                row["reason"] = f"not evaluated: the dose of {name} is unknown (outside a course's dose grid)"
+                rows.append(row)
+                continue
+            g = current.repairFactorFor(organ)
+            g = g if np.ndim(g) == 0 else g[mask][known]
+            abValues = ab if ab is not None else alphaBetaMap[mask][known]
+            found = maxPrescriptionScaling(
+                prior[known], planned[known], current.numberOfFractions, abValues, np.ones(np.count_nonzero(known),
+                                                                                          dtype=bool),
+                geometry.voxelVolumeCc, constraint, name, repairFactor=g)
+            row.update(scaling=None if found.scaling is None or np.isinf(found.scaling) else float(found.scaling),
+                       unlimited=found.scaling is not None and bool(np.isinf(found.scaling)),
+                       metricAtScaling=found.metricValueAtScaling, reason=found.reason)
+            if row["unlimited"]:
+                row["reason"] = "not limiting up to ×1000 of the current course's dose"
+            row["metricNow"] = _metricAtOne(prior[known], planned[known], current, abValues, g,
+                                            geometry.voxelVolumeCc, constraint, name)
+            if unknownPercent > 0:  # the unknown part may hold more: what the known part allows is a bound
+                row["reason"] = (f"an upper bound: {unknownPercent:.1f} % of {name} has unknown dose (outside a "
+                                 "course's dose grid) and may allow less" + (f"; {row['reason']}" if row["reason"]
+                                                                             else ""))
+            rows.append(row)
+    return rows
+
+
+def _metricAtOne(prior, planned, current, ab, g, voxelVolumeCc, constraint, name):
+    """The constraint's metric of prior + the current course as planned (scaling 1), on the organ's voxels."""
+    from .dvh import DvhResult
+    from .radiobiology import eqd2Gy
+
+    dvh = DvhResult(name, prior + eqd2Gy(planned, current.numberOfFractions, ab, dtype=np.float64, repairFactor=g),
+                    np.full(prior.shape, voxelVolumeCc))
+    return dvh.metric(constraint.metric).value
 
 
 def _remainingBudget(settings, masks, geometry, courseResults, repairFactorOf):

@@ -356,6 +356,10 @@ def runDoseWorkflow(scene, currentCt, currentDose, currentFractions: int, struct
     finite = np.isfinite(result.compositeEqd2Gy)
     summary = (f"Composite EQD2 max {float(result.compositeEqd2Gy[finite].max()) if finite.any() else 0:.1f} Gy; "
                f"{len(failed)} of {len(result.constraintResults)} constraint results failed")
+    from ..core.dosereport import scalingSentence, scalingSummary
+    sentence = scalingSentence(scalingSummary(result))
+    if sentence:
+        summary += f"; {sentence}"
     return {"compositeEqd2": nodes["composite"], "alphaBetaMap": nodes["alphaBeta"], "dvhTable": nodes["dvhTable"],
             "constraintTable": nodes["constraintTable"], "isodoseModels": nodes.get("isodose", []),
             "dvhChart": nodes["dvhChart"], "result": result, "summary": summary, "warnings": result.warnings}
