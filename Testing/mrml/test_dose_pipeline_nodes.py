@@ -367,3 +367,46 @@ def test_twice_daily_courses_through_nodes(scene, inputs):
     with pytest.raises(InputError, match="course 'Prior': 3 fractions a day need the hours between them"):
         inputs["priors"][0].pop("hoursBetweenFractions")
         run(scene, inputs, repairHalfTimeHours=1.5)
+
+
+def test_the_modules_tissue_table_node_is_read(scene, inputs):
+    """The module passed its tissue-table node on as it was and any table stopped with a TypeError. Now its rows set
+    a structure's α/β, recovery (model or constant %) and repair half-time; a bad cell is refused naming the table,
+    the row and the value."""
+    import slicer
+
+    from ReirradiationDoseLib.mrml.pipeline import tissueSpecsFromTableNode
+
+    def tableNode(rows, columns=("Structure", "alphaBeta", "Recovery")):
+        node = scene.AddNewNodeByClass("vtkMRMLTableNode", "Tissues")
+        for column in columns:
+            node.AddColumn().SetName(column)
+        for row in rows:
+            index = node.AddEmptyRow()
+            for col, value in enumerate(row):
+                node.SetCellText(index, col, value)
+        return node
+
+    table = tableNode([("Rectum", "2", "50 %"), ("GTV", "", "")])
+    specs = tissueSpecsFromTableNode(table)
+    assert specs["Rectum"].alphaBetaGy == 2.0 and specs["Rectum"].recovery == {"model": "constant", "fraction": 0.5}
+    assert specs["GTV"].alphaBetaGy is None and specs["GTV"].recovery is None
+    out = run(scene, inputs, tissueTable=table, recoveryModel="constant", constantRecoveryPercent=25.0)
+    composite, _ = arrayAndGeometryFromVolumeNode(out["compositeEqd2"])
+    # rectum at α/β 2 with the table's 50 % (not the module-wide 25 %): 0.5 × 50 + 30.6 (1.8 + 2) / 4
+    assert composite[inputs["rectum"]] == pytest.approx(0.5 * 50 + 30.6 * 3.8 / 4, abs=0.01)
+    assert composite[inputs["gtv"]] == pytest.approx(80.09, abs=0.01)  # the target as before
+    for rows, columns, message in [
+            ([("Rectum", "two", "")], ("Structure", "alphaBeta", "Recovery"),
+             "tissue table 'Tissues', row 1 (Rectum): α/β 'two' is not a number of Gy"),
+            ([("Rectum", "3", "sometimes")], ("Structure", "alphaBeta", "Recovery"),
+             "tissue table 'Tissues', row 1 (Rectum): recovery 'sometimes'"),
+            ([("Rectum", "3", "150")], ("Structure", "alphaBeta", "Recovery"), "a percentage 0-100, got 150"),
+            ([("Rectum", "3")], ("Structure", "Colour"), "unknown column 'Colour'"),
+            ([("Rectum", "3"), ("Rectum", "2")], ("Structure", "alphaBeta"), "'Rectum' is listed twice")]:
+        node = tableNode(rows, columns)
+        before = scene.GetNumberOfNodes()
+        with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            run(scene, inputs, tissueTable=node)
+        assert scene.GetNumberOfNodes() == before
+    assert slicer.vtkMRMLTableNode  # the real node class of slicer-core

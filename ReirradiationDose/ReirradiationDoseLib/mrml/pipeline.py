@@ -288,6 +288,86 @@ def _mriAsPlaced(mri, referenceImage, referenceGeometry) -> dict:
     return {"image": resampled, "registration": registration, "path": mri.GetName()}
 
 
+# column names of a tissue table node (case, spaces, "_" and "-" ignored) → the TissueSpec field they fill
+_TISSUE_COLUMNS = {"structure": "structure", "name": "structure", "alphabeta": "alphaBeta", "α/β": "alphaBeta",
+                   "alphabetagy": "alphaBeta", "ab": "alphaBeta", "recovery": "recovery",
+                   "repairhalftime": "halfTime", "repairhalftimehours": "halfTime", "halftime": "halfTime",
+                   "t½": "halfTime", "priority": "priority"}
+
+
+def tissueSpecsFromTableNode(tableNode) -> dict:
+    """The module's tissue table (a table node: one row per structure) as ``{structure: TissueSpec}``.
+
+    Columns, by name: ``structure`` (or ``name``), ``alphaBeta`` (Gy; also "α/β"), and optionally ``recovery`` (a
+    model name: none, nieder-doi, price; or a constant percentage 0-100, "25" or "25 %"), ``repairHalfTimeHours``
+    and ``priority``; empty cells leave the shipped value. A row that cannot be read is refused naming the table,
+    the row and the value (the module passed the node itself on, and any table stopped with a TypeError).
+    """
+    from ..core.recovery import recoveryModelFromDict
+    from ..core.tissues import checkRepairHalfTime, normalizeStructureName
+
+    name = tableNode.GetName()
+    table = tableNode.GetTable()
+    columns = {}
+    for index in range(table.GetNumberOfColumns()):
+        key = normalizeStructureName(table.GetColumnName(index) or "") or (table.GetColumnName(index) or "").lower()
+        raw = (table.GetColumnName(index) or "").strip().lower().replace(" ", "")
+        field = _TISSUE_COLUMNS.get(key) or _TISSUE_COLUMNS.get(raw)
+        if field is None:
+            raise InputError(f"tissue table '{name}': unknown column '{table.GetColumnName(index)}' (known: structure, "
+                             "alphaBeta, recovery, repairHalfTimeHours, priority)")
+        if field in columns:
+            raise InputError(f"tissue table '{name}': two columns give the {field}")
+        columns[field] = index
+    if "structure" not in columns:
+        raise InputError(f"tissue table '{name}' needs a 'structure' column (and alphaBeta, recovery...)")
+    specs: dict = {}
+    for row in range(table.GetNumberOfRows()):
+        cell = {field: table.GetValue(row, index).ToString().strip() for field, index in columns.items()}
+        structure = cell["structure"]
+        if not structure:
+            if any(cell.values()):
+                raise InputError(f"tissue table '{name}', row {row + 1}: no structure name")
+            continue
+        where = f"tissue table '{name}', row {row + 1} ({structure})"
+        if structure in specs:
+            raise InputError(f"tissue table '{name}': '{structure}' is listed twice")
+        try:
+            alphaBeta = float(cell["alphaBeta"]) if cell.get("alphaBeta") else None
+        except ValueError:
+            raise InputError(f"{where}: α/β '{cell['alphaBeta']}' is not a number of Gy") from None
+        if alphaBeta is not None and not (np.isfinite(alphaBeta) and alphaBeta > 0):
+            raise InputError(f"{where}: α/β must be a positive number of Gy, got {cell['alphaBeta']}")
+        recovery = None
+        text = cell.get("recovery", "")
+        if text:
+            try:
+                percent = float(text.replace("%", "").strip())
+            except ValueError:
+                try:
+                    recovery = recoveryModelFromDict(text).toDict()
+                except InputError as error:
+                    raise InputError(f"{where}: recovery '{text}': {error}") from None
+            else:
+                if not 0.0 <= percent <= 100.0:
+                    raise InputError(f"{where}: a constant recovery is a percentage 0-100, got {text}")
+                recovery = {"model": "constant", "fraction": percent / 100.0}
+        halfTime = None
+        if cell.get("halfTime"):
+            try:
+                halfTime = checkRepairHalfTime(float(cell["halfTime"]), f"{where}:")
+            except ValueError:
+                raise InputError(f"{where}: repair half-time '{cell['halfTime']}' is not a number of hours") from None
+        priority = None
+        if cell.get("priority"):
+            try:
+                priority = int(cell["priority"])
+            except ValueError:
+                raise InputError(f"{where}: priority '{cell['priority']}' is not a whole number") from None
+        specs[structure] = TissueSpec(alphaBeta, recovery, priority, None, (), halfTime)
+    return specs
+
+
 def settingsForModule(structureNames, tissueTable=None, defaultAlphaBetaGy: float = 3.0,
                       recoveryModel: str = "none", constantRecoveryPercent: float = 0.0,
                       constraintSetName: str | None = "pelvic-reirradiation", isodoseLevelsGy=(),
@@ -297,6 +377,8 @@ def settingsForModule(structureNames, tissueTable=None, defaultAlphaBetaGy: floa
     bad = [level for level in isodoseLevelsGy if not (np.isfinite(float(level)) and float(level) > 0)]
     if bad:
         raise InputError(f"isodose levels must be positive doses in Gy, got {', '.join(map(str, bad))}")
+    if tissueTable is not None and hasattr(tissueTable, "GetTable"):  # the module's table node
+        tissueTable = tissueSpecsFromTableNode(tissueTable)
     tissues: dict = dict(tissueTable or {})
     if recoveryModel not in (None, "", "none"):
         recovery = {"model": recoveryModel}
@@ -309,6 +391,8 @@ def settingsForModule(structureNames, tissueTable=None, defaultAlphaBetaGy: floa
             if name.lower() in targetKeys or name.lower().startswith(("gtv", "ctv", "ptv", "itv")):
                 continue
             spec = tissues.get(name, TissueSpec())
+            if spec.recovery is not None:
+                continue  # the tissue table's own recovery for this structure wins over the module-wide model
             tissues[name] = TissueSpec(spec.alphaBetaGy, recovery, spec.priority, spec.isTarget, spec.aliases,
                                        spec.repairHalfTimeHours)
     if repairHalfTimeHours is not None:
