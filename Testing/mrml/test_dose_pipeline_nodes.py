@@ -56,7 +56,8 @@ def test_reference_case_6_through_nodes(scene, inputs):
     # the rectum's D2cc < 104 Gy EQD2₃ leaves 104 − 0.75 × 50 = 66.5 Gy for 17 fractions: D² / 17 + 3 D = 332.5,
     # D = (−51 + √(51² + 4 × 5652.5)) / 2 = 53.89 Gy, ×1.761 of the current 30.6 Gy (the module's summary says so)
     assert "the current course's dose may be scaled by up to ×1.761 (its 17 fractions kept) before the first " \
-           "cumulative limit is reached (Rectum: Rectum D2cc < 104 Gy (EQD2, α/β 3 Gy), cumulative)" in out["summary"]
+           "cumulative limit is reached (Rectum: Rectum D2cc < 104 Gy (EQD2, α/β 3 Gy), cumulative [observational])" \
+           in out["summary"]
 
 
 def test_rerun_replaces_outputs_and_never_touches_inputs(scene, inputs):
@@ -373,7 +374,10 @@ def test_the_modules_tissue_table_node_is_read(scene, inputs):
     """The module passed its tissue-table node on as it was and any table stopped with a TypeError. Now its rows set
     a structure's α/β, recovery (model or constant %) and repair half-time; a bad cell is refused naming the table,
     the row and the value."""
+    import re
+
     import slicer
+    import vtk
 
     from ReirradiationDoseLib.mrml.pipeline import tissueSpecsFromTableNode
 
@@ -403,10 +407,27 @@ def test_the_modules_tissue_table_node_is_read(scene, inputs):
              "tissue table 'Tissues', row 1 (Rectum): recovery 'sometimes'"),
             ([("Rectum", "3", "150")], ("Structure", "alphaBeta", "Recovery"), "a percentage 0-100, got 150"),
             ([("Rectum", "3")], ("Structure", "Colour"), "unknown column 'Colour'"),
-            ([("Rectum", "3"), ("Rectum", "2")], ("Structure", "alphaBeta"), "'Rectum' is listed twice")]:
+            ([("Rectum", "3"), ("Rectum", "2")], ("Structure", "alphaBeta"), "'Rectum' is listed twice"),
+            # found by review: these were read silently
+            ([("Rectum", "2"), ("rectum", "5")], ("Structure", "alphaBeta"),
+             "'rectum' is listed twice (as 'Rectum' too: names are matched without case and spaces)"),
+            ([("Rectum", "3", "0.25")], ("Structure", "alphaBeta", "Recovery"),
+             "recovery '0.25' is ambiguous (a fraction, 25 %, or 0.25 %?)"),
+            ([("GTV", "10", "50 %")], ("Structure", "alphaBeta", "Recovery"),
+             "GTV is a target and takes no recovery"),
+            ([("Rectum", "3", "20")], ("Structure", "alphaBeta", "repairHalfTimeHours"),
+             "row 1 (Rectum): repair half-time must be a positive number of hours, at most 12 (got 20.0)")]:
         node = tableNode(rows, columns)
         before = scene.GetNumberOfNodes()
-        with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        with pytest.raises(InputError, match=re.escape(message)):
             run(scene, inputs, tissueTable=node)
         assert scene.GetNumberOfNodes() == before
+    # a number column cannot leave a cell empty: every row would set 0 % recovery, overriding the module's model
+    numeric = scene.AddNewNodeByClass("vtkMRMLTableNode", "Numeric tissues")
+    numeric.AddColumn().SetName("Structure")
+    numeric.AddColumn(vtk.vtkDoubleArray()).SetName("Recovery")
+    numeric.AddEmptyRow()
+    numeric.SetCellText(0, 0, "Rectum")
+    with pytest.raises(InputError, match="the 'Recovery' column holds numbers; make it a text column"):
+        tissueSpecsFromTableNode(numeric)
     assert slicer.vtkMRMLTableNode  # the real node class of slicer-core

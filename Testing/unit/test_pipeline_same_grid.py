@@ -244,15 +244,17 @@ def test_current_course_scaling_is_the_largest_factor_within_each_cumulative_lim
     assert rows[2]["scaling"] == 0.0 and "prior dose alone" in rows[2]["reason"]
     assert rows[3]["scaling"] is None and rows[3]["unlimited"]
     summary = scalingSummary(result)
-    # the prior courses alone break the rectum's 60 Gy (GTV voxels, not recovered) and the cord's 5 Gy
+    # the prior courses alone break the rectum's 60 Gy (GTV voxels, not recovered) and the cord's 5 Gy: said apart,
+    # the limit reached first is the smallest factor above 0
     assert rows[1]["scaling"] == 0.0
-    assert summary["limitingScaling"] == 0.0 and summary["limitingStructure"] == "Rectum"
-    assert scalingSentence(summary).startswith("the prior courses alone already reach a cumulative limit (Rectum: "
-                                               "Rectum Dmax < 60 Gy (EQD2, α/β 3 Gy), cumulative)")
-    rows[1]["scaling"] = rows[2]["scaling"] = 5.0  # as if those limits were out of the way
-    assert scalingSentence(scalingSummary(result)) == (
+    assert summary["limitingScaling"] == rows[0]["scaling"] and summary["limitingStructure"] == "Rectum"
+    assert summary["reachedByPriorCourses"] == ["Rectum: Rectum Dmax < 60 Gy (EQD2, α/β 3 Gy), cumulative",
+                                                "SpinalCord: SpinalCord Dmax < 5 Gy (EQD2, α/β 2 Gy), cumulative"]
+    assert scalingSentence(summary) == (
         f"the current course's dose may be scaled by up to ×{rows[0]['scaling']:.3f} (its 17 fractions kept) before "
-        "the first cumulative limit is reached (Rectum: Rectum Dmax < 110 Gy (EQD2, α/β 3 Gy), cumulative)")
+        "the first cumulative limit is reached (Rectum: Rectum Dmax < 110 Gy (EQD2, α/β 3 Gy), cumulative); the prior "
+        "courses alone already reach Rectum: Rectum Dmax < 60 Gy (EQD2, α/β 3 Gy), cumulative; SpinalCord: SpinalCord "
+        "Dmax < 5 Gy (EQD2, α/β 2 Gy), cumulative: no scaling of the current course meets them")
 
 
 def test_current_course_scaling_with_unknown_dose_in_part_is_an_upper_bound(threeCourses, tmp_path):
@@ -286,4 +288,37 @@ def test_current_course_scaling_with_unknown_dose_in_part_is_an_upper_bound(thre
     assert row["scaling"] == pytest.approx(perVoxel.min(), abs=2e-4)
     assert row["unknownPercent"] == pytest.approx(100 * (1 - known.sum() / rectum.sum()))
     assert row["reason"].startswith(f"an upper bound: {row['unknownPercent']:.1f} % of Rectum has unknown dose")
-    assert scalingSentence(scalingSummary(result)).endswith("; Rectum has unknown dose in part and may allow less")
+    assert scalingSentence(scalingSummary(result)).endswith("cumulative; at most: part of Rectum has unknown dose)")
+
+
+def test_metrics_the_known_part_says_nothing_about_are_not_judged_on_it(threeCourses, tmp_path):
+    """Found by review: with part of an organ of unknown dose, a Dmean or a volume percentage read on the known part
+    may lie either side of the whole organ's (a hot known part reads V% 100 where the whole is 40 %): such rows are
+    "not evaluated", pass or fail, and give no scaling; Dmax still fails on the known part (it can only rise)."""
+    import dataclasses
+    import json
+
+    inputs, doses, gtv, rectum, cord = threeCourses
+    first = inputs.courses[0]
+    geometry = first.doseGeometry
+    cropped = ImageGeometry((geometry.sizeXyz[0], geometry.sizeXyz[1], 6), geometry.spacingMm, geometry.originMm)
+    inputs.courses[0] = dataclasses.replace(first, doseGy=np.ascontiguousarray(first.doseGy[:6]),
+                                            doseGeometry=cropped)
+    constraints = tmp_path / "set.json"
+    constraints.write_text(json.dumps({"name": "test", "constraints": [
+        {"structure": "Rectum", "metric": "Dmean", "limit": 1000, "unit": "Gy", "alphaBetaGy": 3.0,
+         "kind": "cumulative", "source": "test"},
+        {"structure": "Rectum", "metric": "V10Gy[%]", "limit": 1, "unit": "%", "alphaBetaGy": 3.0,
+         "kind": "cumulative", "source": "test"},
+        {"structure": "Rectum", "metric": "Dmax", "limit": 1, "unit": "Gy", "alphaBetaGy": 3.0,
+         "kind": "cumulative", "source": "test"}]}))
+    inputs.settings = DoseSettings(tissues=inputs.settings.tissues, targets=("GTV",), constraints=str(constraints))
+    result = computeDose(inputs)
+    dmean, vPercent, dmax = result.constraintResults
+    assert dmean.status == vPercent.status == "not evaluated"
+    assert "which says nothing of the whole organ for V10Gy[%]" in vPercent.reason  # its known part fails
+    assert dmax.status == "fail"
+    rows = result.currentScaling
+    assert [r["scaling"] for r in rows[:2]] == [None, None]
+    assert all("says nothing of the whole organ" in r["reason"] for r in rows[:2])
+    assert rows[2]["scaling"] == 0.0 and rows[2]["bound"] == "upper"

@@ -149,8 +149,10 @@ def maxPrescriptionScaling(priorEqd2Gy: np.ndarray, plannedPhysicalDoseGy: np.nd
         low = high
         high *= 2.0
         if high > maxScaling:
-            return ScalingResult(constraint, name or None, math.inf, None,
-                                 f"not limiting up to {maxScaling:g}× the planned dose")
+            if _within(metricAt(maxScaling), constraint):
+                return ScalingResult(constraint, name or None, math.inf, None,
+                                     f"not limiting up to {maxScaling:g}× the planned dose")
+            high = maxScaling
     while high - low > toleranceScaling:
         middle = 0.5 * (low + high)
         if _within(metricAt(middle), constraint):

@@ -105,7 +105,7 @@ def mapDose(priorDoseGy: np.ndarray, priorGeometry: ImageGeometry, transform: si
     elapsed = time.perf_counter() - start
     progress(1.0, "prior dose mapped")
     if fraction < 1.0:
-        logger.info("mapped prior dose covers %.1f %% of the reference grid (the rest is NaN, not 0 Gy)",
+        logger.info("mapped dose covers %.1f %% of the reference grid (the rest is NaN, not 0 Gy)",
                     100 * fraction)
     return MappedDose(doseGy=doseGy, coveredMask=covered, coverageFraction=fraction, method="pull-back linear",
                       geometry=referenceGeometry, elapsedS=elapsed)

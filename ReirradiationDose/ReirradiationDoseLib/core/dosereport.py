@@ -240,42 +240,58 @@ def summaryDict(result, includeIdentity: bool = False, anonymize: bool = False, 
 
 
 def scalingSummary(result) -> dict | None:
-    """The current course's headroom (:func:`pipeline.currentCourseScaling`): every row, and the limit reached first
-    (the smallest factor) — ``None`` without cumulative constraints."""
+    """The current course's headroom (:func:`pipeline.currentCourseScaling`): every row, the limit reached first
+    (the smallest factor above 0), the limits the prior courses alone already reach (factor 0), those with a bound
+    only and those not evaluated — ``None`` without cumulative constraints."""
     rows = list(getattr(result, "currentScaling", None) or [])
     if not rows:
         return None
     current = next(c for c in result.courses if c.isCurrent)
-    evaluated = [r for r in rows if r["scaling"] is not None]
-    first = min(evaluated, key=lambda r: r["scaling"]) if evaluated else None
+    scaled = [r for r in rows if r["scaling"] is not None and r["scaling"] > 0]
+    first = min(scaled, key=lambda r: r["scaling"]) if scaled else None
+    label = lambda r: f"{r['structure']}: {r['constraint']}" + (  # noqa: E731
+        f" [{r['level']}]" if r.get("level") not in (None, "limit") else "")
     return {"course": current.name, "numberOfFractions": current.numberOfFractions, "rows": rows,
             "limitingScaling": None if first is None else first["scaling"],
-            "limitingConstraint": None if first is None else first["constraint"],
+            "limitingConstraint": None if first is None else label(first),
             "limitingStructure": None if first is None else first["structure"],
-            "notEvaluated": [r["structure"] for r in rows if r["scaling"] is None and not r["unlimited"]],
-            "partlyUnknown": sorted({r["structure"] for r in rows if r.get("unknownPercent")
-                                     and (r["scaling"] is not None or r["unlimited"])})}
+            "limitingBound": None if first is None else first.get("bound"),
+            "reachedByPriorCourses": [label(r) for r in rows if r["scaling"] == 0.0],
+            "upperBounds": sorted({r["structure"] for r in rows if r.get("bound") == "upper"}),
+            "unlimited": [label(r) for r in rows if r["unlimited"]],
+            "notEvaluated": [label(r) for r in rows if r["scaling"] is None and not r["unlimited"]]}
 
 
 def scalingSentence(scaling: dict | None) -> str | None:
     """One sentence on how far the current course's dose may be scaled (for the report, the CLI and the module)."""
     if not scaling:
         return None
+    parts = []
     factor = scaling["limitingScaling"]
-    if factor is None:
-        return (f"the current course '{scaling['course']}' is not limited by any evaluated cumulative limit"
-                if not scaling["notEvaluated"] else None)
-    where = f"{scaling['limitingStructure']}: {scaling['limitingConstraint']}"
-    partly = scaling.get("partlyUnknown") or []
-    caveat = (f"; {', '.join(partly)} {'has' if len(partly) == 1 else 'have'} unknown dose in part and may allow "
-              "less") if partly else ""
-    if factor >= 1.0:
-        return (f"the current course's dose may be scaled by up to ×{factor:.3f} (its {scaling['numberOfFractions']} "
-                f"fractions kept) before the first cumulative limit is reached ({where}){caveat}")
-    if factor == 0.0:
-        return f"the prior courses alone already reach a cumulative limit ({where}): no dose of the current course fits"
-    return (f"the current course's dose must be scaled down to ×{factor:.3f} (its {scaling['numberOfFractions']} "
-            f"fractions kept) to meet every cumulative limit ({where}){caveat}")
+    n = scaling["numberOfFractions"]
+    if factor is not None:
+        bound = {"upper": f"; at most: part of {scaling['limitingStructure']} has unknown dose",
+                 "lower": f"; at least: part of {scaling['limitingStructure']} has unknown dose"}.get(
+            scaling.get("limitingBound"), "")
+        if factor >= 1.0:
+            parts.append(f"the current course's dose may be scaled by up to ×{factor:.3f} (its {n} fractions kept) "
+                         f"before the first cumulative limit is reached ({scaling['limitingConstraint']}{bound})")
+        else:
+            parts.append(f"the current course's dose must be scaled down to ×{factor:.3f} (its {n} fractions kept) "
+                         f"to meet the cumulative limits ({scaling['limitingConstraint']}{bound})")
+    elif scaling["unlimited"] and not scaling["reachedByPriorCourses"]:
+        parts.append("no evaluated cumulative limit restricts the current course's dose")
+    reached = scaling["reachedByPriorCourses"]
+    if reached:
+        parts.append(f"the prior courses alone already reach {'; '.join(reached)}: no scaling of the current course "
+                     f"meets {'it' if len(reached) == 1 else 'them'}")
+    upper = [name for name in scaling["upperBounds"] if name != scaling["limitingStructure"] or not factor]
+    if upper:
+        parts.append(f"{', '.join(upper)} {'has' if len(upper) == 1 else 'have'} unknown dose in part and may allow "
+                     "less")
+    if scaling["notEvaluated"]:
+        parts.append(f"not evaluated: {'; '.join(scaling['notEvaluated'])}")
+    return "; ".join(parts) or None
 
 
 def limitations(result) -> list[str]:

@@ -1199,10 +1199,18 @@ def _dvhAndConstraints(settings, masks, geometry, composite, courseResults):
                     item = replace(item, reason=f"structure '{empty[0]}' is empty (no contours on the reference "
                                                 f"grid)", structureName=empty[0])
             unknown = dvhs.get(item.structureName, (None, 0.0))[1] if item.structureName else 0.0
-            if unknown > 0 and item.status == "pass":
-                item = replace(item, passed=None, status="not evaluated",
-                               reason=f"{unknown:.1f} % of {item.structureName} has unknown dose (outside a "
-                                      f"course's dose grid); the known part passes")
+            if unknown > 0 and item.status in ("pass", "fail"):
+                # the known part's value is at most the whole organ's for Dmax, D/V/CV at cc: an upper limit it
+                # breaks is broken, a lower limit it meets is met; anything else cannot be judged on it
+                upper = constraint.comparison in ("<", "<=")
+                judged = knownPartBound(constraint) == "below" and (item.status == "fail") == upper
+                if not judged:
+                    what = ("the known part passes" if item.status == "pass" else "the known part fails")
+                    if knownPartBound(constraint) is None:
+                        what += f", which says nothing of the whole organ for {constraint.metric}"
+                    item = replace(item, passed=None, status="not evaluated",
+                                   reason=f"{unknown:.1f} % of {item.structureName} has unknown dose (outside a "
+                                          f"course's dose grid); {what}")
             results.append(item)
     return dvh, results
 
@@ -1215,8 +1223,10 @@ def currentCourseScaling(settings, masks, geometry, courseResults, alphaBetaMap)
     ``prior`` is the recovery-discounted EQD2 of the prior courses at the constraint's α/β (else the voxel map) and the
     current course keeps its fractions (its dose per fraction scales with ``s``) and its incomplete-repair factor.
     ``s < 1``: the current plan already breaks the limit (0: the prior courses alone reach it). An organ with unknown
-    dose in any course is not evaluated. Rows are dicts (structure, constraint, scaling or None, unlimited, the metric
-    at ``s`` and now, reason, source).
+    dose in part is read on its known part where that bounds the factor (Dmax, D/V/CV at cc: an upper bound for an
+    upper limit, a lower bound for a lower one, ``bound``) and is not evaluated otherwise (Dmean, percentages). Rows
+    are dicts (structure, constraint, level, scaling or None, unlimited, the metric at ``s`` and now, bound, reason,
+    source).
     """
     if not settings.constraints:
         return []
@@ -1244,9 +1254,9 @@ def currentCourseScaling(settings, masks, geometry, courseResults, alphaBetaMap)
                                              [c.recoveryMap for c in priors]) if priors else \
                     np.zeros(geometry.shape, dtype=np.float64)
             prior, planned = priorAt[key][mask], np.asarray(current.mappedDoseGy, dtype=np.float64)[mask]
-            row = {"structure": name, "constraint": constraint.describe(), "alphaBetaGy": ab, "scaling": None,
-                   "unlimited": False, "metricAtScaling": None, "metricNow": None, "reason": "",
-                   "source": constraint.source}
+            row = {"structure": name, "constraint": constraint.describe(), "level": constraint.level,
+                   "alphaBetaGy": ab, "scaling": None, "unlimited": False, "metricAtScaling": None,
+                   "metricNow": None, "reason": "", "bound": None, "source": constraint.source}
             known = np.isfinite(prior) & np.isfinite(planned)
             unknownPercent = 100.0 * float(np.count_nonzero(~known)) / known.size
             row["unknownPercent"] = unknownPercent
@@ -1266,14 +1276,41 @@ def currentCourseScaling(settings, masks, geometry, courseResults, alphaBetaMap)
                        metricAtScaling=found.metricValueAtScaling, reason=found.reason)
             if row["unlimited"]:
                 row["reason"] = "not limiting up to ×1000 of the current course's dose"
+            elif found.scaling == 0.0 and not np.any(planned[known] > 0):
+                row["reason"] = "the prior courses alone already reach the limit; the current course gives no dose here"
             row["metricNow"] = _metricAtOne(prior[known], planned[known], current, abValues, g,
                                             geometry.voxelVolumeCc, constraint, name)
-            if unknownPercent > 0:  # the unknown part may hold more: what the known part allows is a bound
-                row["reason"] = (f"an upper bound: {unknownPercent:.1f} % of {name} has unknown dose (outside a "
-                                 "course's dose grid) and may allow less" + (f"; {row['reason']}" if row["reason"]
-                                                                             else ""))
+            if unknownPercent > 0:
+                unknownText = f"{unknownPercent:.1f} % of {name} has unknown dose (outside a course's dose grid)"
+                if knownPartBound(constraint) is None:  # Dmean, V%, ...: the known part says nothing of the whole
+                    row.update(scaling=None, unlimited=False, metricAtScaling=None, metricNow=None,
+                               reason=f"not evaluated: {unknownText}, and {constraint.metric} of the known part says "
+                                      "nothing of the whole organ")
+                else:  # the known part's metric is at most the whole's: a bound on the factor
+                    bound = "upper" if constraint.comparison in ("<", "<=") else "lower"
+                    row["bound"] = bound
+                    row["reason"] = (f"{'an upper' if bound == 'upper' else 'a lower'} bound: {unknownText} and may "
+                                     f"allow {'less' if bound == 'upper' else 'more'}"
+                                     + (f"; {row['reason']}" if row["reason"] else ""))
             rows.append(row)
     return rows
+
+
+def knownPartBound(constraint) -> str | None:
+    """How a constraint's metric read on an organ's known part (dose known in every course) relates to the whole
+    organ's: "below" when it can only be lower or equal (Dmax, D at cc, V at cc, CV at cc: the known voxels are a
+    subset), None when it may be either (Dmean, Dmin, any percentage of the volume: a known part that is all hot
+    reads V20Gy[%] 100 % of an organ whose cold unknown rest makes it 40 %)."""
+    from .dvh import parseDvhMetric
+
+    try:
+        metric = parseDvhMetric(constraint.metric)
+    except InputError:
+        return None
+    if metric.kind == "dmax" or (metric.kind in ("dose-at-volume", "volume-at-dose", "volume-below-dose")
+                                 and metric.volumeUnit == "cc"):
+        return "below"
+    return None
 
 
 def _metricAtOne(prior, planned, current, ab, g, voxelVolumeCc, constraint, name):

@@ -318,6 +318,10 @@ def tissueSpecsFromTableNode(tableNode) -> dict:
                              "alphaBeta, recovery, repairHalfTimeHours, priority)")
         if field in columns:
             raise InputError(f"tissue table '{name}': two columns give the {field}")
+        if field in ("recovery", "priority") and not table.GetColumn(index).IsA("vtkStringArray"):
+            # a number column has no empty cell: every row would set 0 (no recovery, lowest priority) silently
+            raise InputError(f"tissue table '{name}': the '{table.GetColumnName(index)}' column holds numbers; make "
+                             "it a text column, so that an empty cell keeps the shipped value")
         columns[field] = index
     if "structure" not in columns:
         raise InputError(f"tissue table '{name}' needs a 'structure' column (and alphaBeta, recovery...)")
@@ -330,8 +334,12 @@ def tissueSpecsFromTableNode(tableNode) -> dict:
                 raise InputError(f"tissue table '{name}', row {row + 1}: no structure name")
             continue
         where = f"tissue table '{name}', row {row + 1} ({structure})"
-        if structure in specs:
-            raise InputError(f"tissue table '{name}': '{structure}' is listed twice")
+        clash = next((other for other in specs if normalizeStructureName(other) == normalizeStructureName(structure)),
+                     None)
+        if clash is not None:
+            raise InputError(f"tissue table '{name}': '{structure}' is listed twice"
+                             + (f" (as '{clash}' too: names are matched without case and spaces)"
+                                if clash != structure else ""))
         try:
             alphaBeta = float(cell["alphaBeta"]) if cell.get("alphaBeta") else None
         except ValueError:
@@ -349,15 +357,20 @@ def tissueSpecsFromTableNode(tableNode) -> dict:
                 except InputError as error:
                     raise InputError(f"{where}: recovery '{text}': {error}") from None
             else:
-                if not 0.0 <= percent <= 100.0:
+                if not (np.isfinite(percent) and 0.0 <= percent <= 100.0):
                     raise InputError(f"{where}: a constant recovery is a percentage 0-100, got {text}")
+                if "%" not in text and 0.0 < percent <= 1.0:  # 0.25: 25 % written as a fraction, or 0.25 %?
+                    raise InputError(f"{where}: recovery '{text}' is ambiguous (a fraction, {100 * percent:g} %, or "
+                                     f"{percent:g} %?): write the percentage with its sign, e.g. "
+                                     f"'{100 * percent:g} %'")
                 recovery = {"model": "constant", "fraction": percent / 100.0}
         halfTime = None
         if cell.get("halfTime"):
             try:
-                halfTime = checkRepairHalfTime(float(cell["halfTime"]), f"{where}:")
+                value = float(cell["halfTime"])
             except ValueError:
                 raise InputError(f"{where}: repair half-time '{cell['halfTime']}' is not a number of hours") from None
+            halfTime = checkRepairHalfTime(value, f"{where}:")
         priority = None
         if cell.get("priority"):
             try:
@@ -378,7 +391,14 @@ def settingsForModule(structureNames, tissueTable=None, defaultAlphaBetaGy: floa
     if bad:
         raise InputError(f"isodose levels must be positive doses in Gy, got {', '.join(map(str, bad))}")
     if tissueTable is not None and hasattr(tissueTable, "GetTable"):  # the module's table node
+        tableName = tissueTable.GetName()
         tissueTable = tissueSpecsFromTableNode(tissueTable)
+        targetKeys = {t.lower() for t in targets}
+        for name, spec in tissueTable.items():
+            if spec.recovery is not None and spec.recovery.get("model") != "none" and (
+                    name.lower() in targetKeys or name.lower().startswith(("gtv", "ctv", "ptv", "itv"))):
+                raise InputError(f"tissue table '{tableName}': {name} is a target and takes no recovery (recovery is "
+                                 "a normal-tissue concept); leave its recovery empty")
     tissues: dict = dict(tissueTable or {})
     if recoveryModel not in (None, "", "none"):
         recovery = {"model": recoveryModel}
