@@ -15,6 +15,29 @@ def handEqd2(dose, n, ab):
     return dose * (dose / n + ab) / (2.0 + ab)
 
 
+def cumulativeConstraints(tmp_path, *rows) -> str:
+    """A constraint file of cumulative limits ``(structure, metric, limit, unit, α/β)``; its path."""
+    import json
+
+    path = tmp_path / "set.json"
+    path.write_text(json.dumps({"name": "test", "constraints": [
+        {"structure": structure, "metric": metric, "limit": limit, "unit": unit, "alphaBetaGy": ab,
+         "kind": "cumulative", "source": "test"} for structure, metric, limit, unit, ab in rows]}))
+    return str(path)
+
+
+def cropFirstCourse(inputs, slices: int = 6) -> None:
+    """Cut the first course's dose grid to its first ``slices`` slices: the rest of the grid has unknown dose."""
+    import dataclasses
+
+    first = inputs.courses[0]
+    geometry = first.doseGeometry
+    cropped = ImageGeometry((geometry.sizeXyz[0], geometry.sizeXyz[1], slices), geometry.spacingMm,
+                            geometry.originMm)
+    inputs.courses[0] = dataclasses.replace(first, doseGy=np.ascontiguousarray(first.doseGy[:slices]),
+                                            doseGeometry=cropped)
+
+
 @pytest.fixture
 def threeCourses():
     geometry = ImageGeometry((12, 10, 8), (2.0, 2.0, 3.0), (-11.0, -9.0, -10.5))
@@ -212,23 +235,13 @@ def test_current_course_scaling_is_the_largest_factor_within_each_cumulative_lim
     their recovery): for a Dmax limit the factor is, independently, the smallest over the organ's voxels of the LQ
     inverse of what the limit leaves divided by the voxel's current dose. A limit the prior courses alone break gives
     0, one far away "unlimited"; at factor 1 the metric equals the constraint table's value."""
-    import json
-
     from ReirradiationDoseLib.core.budget import remainingPhysicalDoseGy
     from ReirradiationDoseLib.core.dosereport import scalingSentence, scalingSummary
 
     inputs, doses, gtv, rectum, cord = threeCourses
-    constraints = tmp_path / "set.json"
-    constraints.write_text(json.dumps({"name": "test", "constraints": [
-        {"structure": "Rectum", "metric": "Dmax", "limit": 110, "unit": "Gy", "alphaBetaGy": 3.0,
-         "kind": "cumulative", "source": "test"},
-        {"structure": "Rectum", "metric": "Dmax", "limit": 60, "unit": "Gy", "alphaBetaGy": 3.0,
-         "kind": "cumulative", "source": "test"},
-        {"structure": "SpinalCord", "metric": "Dmax", "limit": 5, "unit": "Gy", "alphaBetaGy": 2.0,
-         "kind": "cumulative", "source": "test"},
-        {"structure": "SpinalCord", "metric": "Dmax", "limit": 1e9, "unit": "Gy", "alphaBetaGy": 2.0,
-         "kind": "cumulative", "source": "test"}]}))
-    inputs.settings = DoseSettings(tissues=inputs.settings.tissues, targets=("GTV",), constraints=str(constraints))
+    constraints = cumulativeConstraints(tmp_path, ("Rectum", "Dmax", 110, "Gy", 3.0), ("Rectum", "Dmax", 60, "Gy", 3.0),
+                                        ("SpinalCord", "Dmax", 5, "Gy", 2.0), ("SpinalCord", "Dmax", 1e9, "Gy", 2.0))
+    inputs.settings = DoseSettings(tissues=inputs.settings.tissues, targets=("GTV",), constraints=constraints)
     result = computeDose(inputs)
     recovery = np.where(rectum & ~gtv, 0.25, 0.0)
     prior = sum((1 - recovery) * handEqd2(d.astype(float), n, 3.0) for d, n in zip(doses[:2], (25, 5), strict=True))
@@ -260,23 +273,13 @@ def test_current_course_scaling_is_the_largest_factor_within_each_cumulative_lim
 def test_current_course_scaling_with_unknown_dose_in_part_is_an_upper_bound(threeCourses, tmp_path):
     """The first course's dose grid misses the rectum's last slices: the scaling is found on the known voxels and
     said to be an upper bound (the unknown part may allow less), in the row and in the sentence."""
-    import dataclasses
-    import json
-
     from ReirradiationDoseLib.core.budget import remainingPhysicalDoseGy
     from ReirradiationDoseLib.core.dosereport import scalingSentence, scalingSummary
 
     inputs, doses, gtv, rectum, cord = threeCourses
-    first = inputs.courses[0]
-    geometry = first.doseGeometry
-    cropped = ImageGeometry((geometry.sizeXyz[0], geometry.sizeXyz[1], 6), geometry.spacingMm, geometry.originMm)
-    inputs.courses[0] = dataclasses.replace(first, doseGy=np.ascontiguousarray(first.doseGy[:6]),
-                                            doseGeometry=cropped)
-    constraints = tmp_path / "set.json"
-    constraints.write_text(json.dumps({"name": "test", "constraints": [
-        {"structure": "Rectum", "metric": "Dmax", "limit": 150, "unit": "Gy", "alphaBetaGy": 3.0,
-         "kind": "cumulative", "source": "test"}]}))
-    inputs.settings = DoseSettings(tissues=inputs.settings.tissues, targets=("GTV",), constraints=str(constraints))
+    cropFirstCourse(inputs)
+    inputs.settings = DoseSettings(tissues=inputs.settings.tissues, targets=("GTV",),
+                                   constraints=cumulativeConstraints(tmp_path, ("Rectum", "Dmax", 150, "Gy", 3.0)))
     result = computeDose(inputs)
     row, = result.currentScaling
     known = rectum.copy()
@@ -295,24 +298,11 @@ def test_metrics_the_known_part_says_nothing_about_are_not_judged_on_it(threeCou
     """Found by review: with part of an organ of unknown dose, a Dmean or a volume percentage read on the known part
     may lie either side of the whole organ's (a hot known part reads V% 100 where the whole is 40 %): such rows are
     "not evaluated", pass or fail, and give no scaling; Dmax still fails on the known part (it can only rise)."""
-    import dataclasses
-    import json
-
     inputs, doses, gtv, rectum, cord = threeCourses
-    first = inputs.courses[0]
-    geometry = first.doseGeometry
-    cropped = ImageGeometry((geometry.sizeXyz[0], geometry.sizeXyz[1], 6), geometry.spacingMm, geometry.originMm)
-    inputs.courses[0] = dataclasses.replace(first, doseGy=np.ascontiguousarray(first.doseGy[:6]),
-                                            doseGeometry=cropped)
-    constraints = tmp_path / "set.json"
-    constraints.write_text(json.dumps({"name": "test", "constraints": [
-        {"structure": "Rectum", "metric": "Dmean", "limit": 1000, "unit": "Gy", "alphaBetaGy": 3.0,
-         "kind": "cumulative", "source": "test"},
-        {"structure": "Rectum", "metric": "V10Gy[%]", "limit": 1, "unit": "%", "alphaBetaGy": 3.0,
-         "kind": "cumulative", "source": "test"},
-        {"structure": "Rectum", "metric": "Dmax", "limit": 1, "unit": "Gy", "alphaBetaGy": 3.0,
-         "kind": "cumulative", "source": "test"}]}))
-    inputs.settings = DoseSettings(tissues=inputs.settings.tissues, targets=("GTV",), constraints=str(constraints))
+    cropFirstCourse(inputs)
+    constraints = cumulativeConstraints(tmp_path, ("Rectum", "Dmean", 1000, "Gy", 3.0),
+                                        ("Rectum", "V10Gy[%]", 1, "%", 3.0), ("Rectum", "Dmax", 1, "Gy", 3.0))
+    inputs.settings = DoseSettings(tissues=inputs.settings.tissues, targets=("GTV",), constraints=constraints)
     result = computeDose(inputs)
     dmean, vPercent, dmax = result.constraintResults
     assert dmean.status == vPercent.status == "not evaluated"

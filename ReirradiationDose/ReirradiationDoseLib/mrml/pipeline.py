@@ -340,10 +340,7 @@ def tissueSpecsFromTableNode(tableNode) -> dict:
             raise InputError(f"tissue table '{name}': '{structure}' is listed twice"
                              + (f" (as '{clash}' too: names are matched without case and spaces)"
                                 if clash != structure else ""))
-        try:
-            alphaBeta = float(cell["alphaBeta"]) if cell.get("alphaBeta") else None
-        except ValueError:
-            raise InputError(f"{where}: α/β '{cell['alphaBeta']}' is not a number of Gy") from None
+        alphaBeta = _cellNumber(cell, "alphaBeta", float, "α/β", "a number of Gy", where)
         if alphaBeta is not None and not (np.isfinite(alphaBeta) and alphaBeta > 0):
             raise InputError(f"{where}: α/β must be a positive number of Gy, got {cell['alphaBeta']}")
         recovery = None
@@ -364,21 +361,22 @@ def tissueSpecsFromTableNode(tableNode) -> dict:
                                      f"{percent:g} %?): write the percentage with its sign, e.g. "
                                      f"'{100 * percent:g} %'")
                 recovery = {"model": "constant", "fraction": percent / 100.0}
-        halfTime = None
-        if cell.get("halfTime"):
-            try:
-                value = float(cell["halfTime"])
-            except ValueError:
-                raise InputError(f"{where}: repair half-time '{cell['halfTime']}' is not a number of hours") from None
-            halfTime = checkRepairHalfTime(value, f"{where}:")
-        priority = None
-        if cell.get("priority"):
-            try:
-                priority = int(cell["priority"])
-            except ValueError:
-                raise InputError(f"{where}: priority '{cell['priority']}' is not a whole number") from None
+        halfTime = _cellNumber(cell, "halfTime", float, "repair half-time", "a number of hours", where)
+        if halfTime is not None:
+            halfTime = checkRepairHalfTime(halfTime, f"{where}:")
+        priority = _cellNumber(cell, "priority", int, "priority", "a whole number", where)
         specs[structure] = TissueSpec(alphaBeta, recovery, priority, None, (), halfTime)
     return specs
+
+
+def _cellNumber(cell: dict, field: str, convert, what: str, expected: str, where: str):
+    """A tissue-table cell as a number (``convert``), None when empty; refused naming the row when unreadable."""
+    if not cell.get(field):
+        return None
+    try:
+        return convert(cell[field])
+    except ValueError:
+        raise InputError(f"{where}: {what} '{cell[field]}' is not {expected}") from None
 
 
 def settingsForModule(structureNames, tissueTable=None, defaultAlphaBetaGy: float = 3.0,
