@@ -1010,7 +1010,8 @@ def compositeAtAlphaBeta(courses: list[CourseResult], alphaBetaGy: float, struct
 
 def _incompleteRepair(inputs: DoseInputs, settings: DoseSettings, tissueTable, ownerLabels, ownerNames,
                       warnings: list[str]):
-    """A function ``(numberOfFractions, schedule) → (repair factor, summary)`` for the courses and the planned course.
+    """A function ``(numberOfFractions, schedule, what) → (repair factor, summary, {structure: its own tissue's
+    factor})`` for the courses and the planned course.
 
     The factor is 1.0 for one fraction a day; for more, each voxel takes the Thames factor of its owner tissue's
     repair half-time (the case's ``tissues`` entry, else the case's ``repairHalfTimeHours``), one value per tissue
@@ -1020,21 +1021,14 @@ def _incompleteRepair(inputs: DoseInputs, settings: DoseSettings, tissueTable, o
     from .radiobiology import incompleteRepairFactor
     from .tissues import repairHalfTimes
 
-    hyper = [f"course '{c.name}'" for c in inputs.courses if c.schedule.isHyperfractionated]
-    if settings.plannedFractions is not None and settings.plannedSchedule.isHyperfractionated:
-        hyper.append("the planned course")
+    hyper = _hyperfractionated(inputs.courses, settings)
     halfTimes, missing = repairHalfTimes(ownerNames, tissueTable)
     if not hyper:
         if any(value is not None for value in halfTimes):
             warnings.append("repair half-times were given but every course is given once a day: they are not used "
                             "(the incomplete-repair correction is for more than one fraction a day)")
         return lambda n, schedule, what: (1.0, None, None)
-    if missing:
-        raise InputError(f"{' and '.join(hyper)} {'give' if len(hyper) > 1 else 'gives'} more than one fraction a "
-                         "day, and these voxels have no repair half-time for the incomplete-repair correction: "
-                         f"{', '.join(missing)}. Give a repair half-time for every tissue (case file: "
-                         "\"repairHalfTimeHours\", per tissue in its 'tissues' entry; module: Repair half-time)",
-                         settings.sourcePath or None)
+    _refuseMissingHalfTimes(hyper, missing, settings.sourcePath or None)
     labelNames = ["outside every structure", *ownerNames]
     perTissue = dict(zip(labelNames, halfTimes, strict=True))
 
@@ -1054,23 +1048,32 @@ def _incompleteRepair(inputs: DoseInputs, settings: DoseSettings, tissueTable, o
     return factorOf
 
 
-def _checkRepairHalfTimes(case: CaseSpec, masks: dict) -> None:
-    """Refuse a case with a course given more than once a day whose structures are not all given a repair half-time
-    (the computation would refuse it too, after the registrations)."""
-    settings = DoseSettings.fromCase(case)
-    hyper = [f"course '{c.name}'" for c in case.courses if c.schedule.isHyperfractionated]
-    if case.plannedCourse is not None and case.plannedCourse.schedule.isHyperfractionated:
+def _hyperfractionated(courses, settings: DoseSettings) -> list[str]:
+    """The courses (and the planned course) given more than once a day, named for messages."""
+    hyper = [f"course '{c.name}'" for c in courses if c.schedule.isHyperfractionated]
+    if settings.plannedFractions is not None and settings.plannedSchedule.isHyperfractionated:
         hyper.append("the planned course")
-    if not hyper:
-        return
-    from .tissues import repairHalfTimes
+    return hyper
 
-    _, missing = repairHalfTimes(sorted(masks), tissueTableFor(settings))
+
+def _refuseMissingHalfTimes(hyper: list[str], missing: list[str], where) -> None:
     if missing:
         raise InputError(f"{' and '.join(hyper)} {'give' if len(hyper) > 1 else 'gives'} more than one fraction a "
                          "day, and these voxels have no repair half-time for the incomplete-repair correction: "
-                         f"{', '.join(missing)}. Give \"repairHalfTimeHours\" (for every tissue) or the key in "
-                         "those tissues' entries", case.path)
+                         f"{', '.join(missing)}. Give a repair half-time for every tissue (case file: "
+                         "\"repairHalfTimeHours\", per tissue in its 'tissues' entry; module: Repair half-time)",
+                         where)
+
+
+def _checkRepairHalfTimes(case: CaseSpec, masks: dict) -> None:
+    """Refuse a case with a course given more than once a day whose structures are not all given a repair half-time
+    (the computation would refuse it too, after the registrations)."""
+    from .tissues import repairHalfTimes
+
+    settings = DoseSettings.fromCase(case)
+    hyper = _hyperfractionated(case.courses, settings)
+    if hyper:
+        _refuseMissingHalfTimes(hyper, repairHalfTimes(sorted(masks), tissueTableFor(settings))[1], case.path)
 
 
 def _overnightWarning(numberOfFractions, schedule, perTissue: dict, factors: dict, what: str, warnings: list) -> None:
