@@ -298,13 +298,22 @@ def test_metrics_the_known_part_says_nothing_about_are_not_judged_on_it(threeCou
     """Found by review: with part of an organ of unknown dose, a Dmean or a volume percentage read on the known part
     may lie either side of the whole organ's (a hot known part reads V% 100 where the whole is 40 %): such rows are
     "not evaluated", pass or fail, and give no scaling; Dmax still fails on the known part (it can only rise)."""
+    import json
+    from pathlib import Path
+
     inputs, doses, gtv, rectum, cord = threeCourses
     cropFirstCourse(inputs)
     constraints = cumulativeConstraints(tmp_path, ("Rectum", "Dmean", 1000, "Gy", 3.0),
                                         ("Rectum", "V10Gy[%]", 1, "%", 3.0), ("Rectum", "Dmax", 1, "Gy", 3.0))
+    lower = json.loads(Path(constraints).read_text())  # at least 1000 cc below 5 Gy: the known part cannot say
+    lower["constraints"].append({**lower["constraints"][0], "metric": "CV5Gy[cc]", "comparison": ">=", "unit": "cc"})
+    Path(constraints).write_text(json.dumps(lower))
     inputs.settings = DoseSettings(tissues=inputs.settings.tissues, targets=("GTV",), constraints=constraints)
     result = computeDose(inputs)
-    dmean, vPercent, dmax = result.constraintResults
+    dmean, vPercent, dmax, volumeBelow = result.constraintResults
+    assert volumeBelow.status == "not evaluated"
+    assert result.currentScaling[3]["scaling"] is None
+    assert "the known part alone does not meet the limit" in result.currentScaling[3]["reason"]
     assert dmean.status == vPercent.status == "not evaluated"
     assert "which says nothing of the whole organ for V10Gy[%]" in vPercent.reason  # its known part fails
     assert dmax.status == "fail"

@@ -1289,6 +1289,11 @@ def currentCourseScaling(settings, masks, geometry, courseResults, alphaBetaMap)
                     row.update(scaling=None, unlimited=False, metricAtScaling=None, metricNow=None,
                                reason=f"not evaluated: {unknownText}, and {constraint.metric} of the known part says "
                                       "nothing of the whole organ")
+                elif constraint.comparison not in ("<", "<=") and row["scaling"] == 0.0:
+                    # a lower limit (volume below a dose) the known part alone does not meet: the rest may meet it
+                    row.update(scaling=None, metricAtScaling=None,
+                               reason=f"not evaluated: {unknownText}, and the known part alone does not meet the "
+                                      "limit")
                 else:  # the known part's metric is at most the whole's: a bound on the factor
                     bound = "upper" if constraint.comparison in ("<", "<=") else "lower"
                     row["bound"] = bound
