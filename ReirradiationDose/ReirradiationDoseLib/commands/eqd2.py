@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     schedule = FractionSchedule(validateNumberOfFractions(args.fractions_per_day, "number of fractions per day"),
                                 args.hours_between_fractions)
     if args.repair_half_time is not None:
-        from ..core.tissues import checkRepairHalfTime
+        from ..core.radiobiology import checkRepairHalfTime
         checkRepairHalfTime(args.repair_half_time, "--repair-half-time:")
     if schedule.isHyperfractionated and args.repair_half_time is None and args.segmentation is None:
         raise InputError(f"{schedule.describe()}: give --repair-half-time (hours) for the incomplete-repair "

@@ -32,6 +32,7 @@ __all__ = [
     "remainingBudgetMap",
     "ScalingResult",
     "maxPrescriptionScaling",
+    "scaledCourseMetric",
     "organScalingFactors",
 ]
 
@@ -101,6 +102,15 @@ def _within(value: float, constraint: OrganConstraint) -> bool:
     return {"<": value < limit, "<=": value <= limit, ">": value > limit, ">=": value >= limit}[constraint.comparison]
 
 
+def scaledCourseMetric(priorEqd2Gy, plannedPhysicalDoseGy, numberOfFractions: int, alphaBetaGy, volumesCc,
+                       constraint: OrganConstraint, scaling: float = 1.0, repairFactor=1.0, name: str = ""):
+    """The constraint's metric of ``prior + EQD2(scaling × planned)`` over voxels of the given volumes (1-D arrays of
+    an organ's voxels), or None when undefined."""
+    eqd2 = eqd2Gy(scaling * plannedPhysicalDoseGy, numberOfFractions, alphaBetaGy, dtype=np.float64,
+                  repairFactor=repairFactor)
+    return DvhResult(name, priorEqd2Gy + eqd2, volumesCc).metric(constraint.metric).value
+
+
 def maxPrescriptionScaling(priorEqd2Gy: np.ndarray, plannedPhysicalDoseGy: np.ndarray, numberOfFractions: int,
                            alphaBetaGy, mask: np.ndarray, voxelVolumeCc: float, constraint: OrganConstraint,
                            name: str = "", toleranceScaling: float = 1e-4, maxScaling: float = 1000.0,
@@ -135,8 +145,7 @@ def maxPrescriptionScaling(priorEqd2Gy: np.ndarray, plannedPhysicalDoseGy: np.nd
     n = validateNumberOfFractions(numberOfFractions)
 
     def metricAt(s: float) -> float | None:
-        dvh = DvhResult(name, prior + eqd2Gy(s * planned, n, ab, dtype=np.float64, repairFactor=g), volumes)
-        return dvh.metric(constraint.metric).value
+        return scaledCourseMetric(prior, planned, n, ab, volumes, constraint, s, g, name)
 
     value0 = metricAt(0.0)
     if value0 is None:

@@ -413,7 +413,7 @@ def _schedule(raw: dict, what: str, path: Path) -> FractionSchedule:
 
 
 def _repairHalfTime(value, what: str, path: Path) -> float:
-    from .tissues import checkRepairHalfTime
+    from .radiobiology import checkRepairHalfTime
 
     try:
         return checkRepairHalfTime(value, what)

@@ -1000,6 +1000,12 @@ def tissueTableFor(settings: DoseSettings):
     return table
 
 
+def organRepairKey(courses: list[CourseResult], structure: str) -> tuple:
+    """The repair factors ``structure`` is read with in each course (1.0 once a day): what a dose at a constraint's
+    α/β depends on besides the α/β, to compute it once for the organs that share them."""
+    return tuple(c.repairFactorFor(structure) if c.organRepairFactors else 1.0 for c in courses)
+
+
 def compositeAtAlphaBeta(courses: list[CourseResult], alphaBetaGy: float, structure: str | None = None) -> np.ndarray:
     """Σ (1 − r_k) EQD2_k at one α/β for all voxels (what a constraint stated at that α/β is compared with); with
     ``structure``, each course at that structure's own repair half-time (courses given more than once a day)."""
@@ -1166,7 +1172,7 @@ def _dvhAndConstraints(settings, masks, geometry, composite, courseResults):
         involved = courseResults if course is None else [course]
         if constraint.alphaBetaGy is None or not any(c.organRepairFactors for c in involved):
             return description, None
-        return description, tuple(c.repairFactorFor(name) if c.organRepairFactors else 1.0 for c in involved)
+        return description, organRepairKey(involved, name)
 
     # which structures each dose is read on; each dose is then made once (a full grid each, not kept)
     plan = []
@@ -1233,7 +1239,7 @@ def currentCourseScaling(settings, masks, geometry, courseResults, alphaBetaMap)
     """
     if not settings.constraints:
         return []
-    from .budget import maxPrescriptionScaling
+    from .budget import maxPrescriptionScaling, scaledCourseMetric
     from .constraints import loadConstraintSet
     from .radiobiology import compositeEqd2
 
@@ -1250,12 +1256,14 @@ def currentCourseScaling(settings, masks, geometry, courseResults, alphaBetaMap)
                 continue
             # at a constraint's α/β an organ is read with its own repair half-time (as in the constraint table)
             organ = name if ab is not None else None
-            key = (ab, None if organ is None else
-                   tuple(c.repairFactorFor(organ) if c.organRepairFactors else 1.0 for c in priors))
+            key = (ab, None if organ is None else organRepairKey(priors, organ))
             if key not in priorAt:
-                priorAt[key] = compositeEqd2([c.eqd2Gy if ab is None else c.eqd2At(ab, organ) for c in priors],
-                                             [c.recoveryMap for c in priors]) if priors else \
-                    np.zeros(geometry.shape, dtype=np.float64)
+                if not priors:
+                    priorAt[key] = np.zeros(geometry.shape, dtype=np.float64)
+                elif ab is None:
+                    priorAt[key] = compositeEqd2([c.eqd2Gy for c in priors], [c.recoveryMap for c in priors])
+                else:
+                    priorAt[key] = compositeAtAlphaBeta(priors, ab, organ)
             prior, planned = priorAt[key][mask], np.asarray(current.mappedDoseGy, dtype=np.float64)[mask]
             row = {"structure": name, "constraint": constraint.describe(), "level": constraint.level,
                    "alphaBetaGy": ab, "scaling": None, "unlimited": False, "metricAtScaling": None,
@@ -1281,8 +1289,9 @@ def currentCourseScaling(settings, masks, geometry, courseResults, alphaBetaMap)
                 row["reason"] = "not limiting up to ×1000 of the current course's dose"
             elif found.scaling == 0.0 and not np.any(planned[known] > 0):
                 row["reason"] = "the prior courses alone already reach the limit; the current course gives no dose here"
-            row["metricNow"] = _metricAtOne(prior[known], planned[known], current, abValues, g,
-                                            geometry.voxelVolumeCc, constraint, name)
+            row["metricNow"] = scaledCourseMetric(prior[known], planned[known], current.numberOfFractions, abValues,
+                                                  np.full(np.count_nonzero(known), geometry.voxelVolumeCc),
+                                                  constraint, 1.0, g, name)
             if unknownPercent > 0:
                 unknownText = f"{unknownPercent:.1f} % of {name} has unknown dose (outside a course's dose grid)"
                 if knownPartBound(constraint) is None:  # Dmean, V%, ...: the known part says nothing of the whole
@@ -1321,16 +1330,6 @@ def knownPartBound(constraint) -> str | None:
     return None
 
 
-def _metricAtOne(prior, planned, current, ab, g, voxelVolumeCc, constraint, name):
-    """The constraint's metric of prior + the current course as planned (scaling 1), on the organ's voxels."""
-    from .dvh import DvhResult
-    from .radiobiology import eqd2Gy
-
-    dvh = DvhResult(name, prior + eqd2Gy(planned, current.numberOfFractions, ab, dtype=np.float64, repairFactor=g),
-                    np.full(prior.shape, voxelVolumeCc))
-    return dvh.metric(constraint.metric).value
-
-
 def _remainingBudget(settings, masks, geometry, courseResults, repairFactorOf):
     """Per voxel, the largest physical dose a planned course of n fractions may add before the tightest cumulative
     near-maximum limit (Dmax, D0.03cc, D0.1cc, D2cc) of every organ containing the voxel is reached (LQ inverse,
@@ -1356,7 +1355,7 @@ def _remainingBudget(settings, masks, geometry, courseResults, repairFactorOf):
         for name, mask in masks.items():
             if not constraint.matches(name) or not mask.any():
                 continue
-            key = (ab, tuple(c.repairFactorFor(name) if c.organRepairFactors else 1.0 for c in courseResults))
+            key = (ab, organRepairKey(courseResults, name))
             if key not in priorByAlphaBeta:
                 priorByAlphaBeta[key] = compositeAtAlphaBeta(courseResults, ab, name)
             prior = priorByAlphaBeta[key]

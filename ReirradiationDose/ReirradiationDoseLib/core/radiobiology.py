@@ -36,6 +36,7 @@ from .errors import InputError
 __all__ = [
     "FractionSchedule",
     "incompleteRepairFactor",
+    "checkRepairHalfTime",
     "overnightRepairFactor",
     "eqd2Gy",
     "bedGy",
@@ -265,6 +266,16 @@ class FractionSchedule:
         return {"fractionsPerDay": self.fractionsPerDay, "hoursBetweenFractions": self.hoursBetweenFractions}
 
 
+def checkRepairHalfTime(value, what: str) -> float:
+    """A repair half-time in hours: positive, finite, at most ``MAX_REPAIR_HALF_TIME_H`` (12 h; published values lie
+    between ~0.3 and ~5 h). ``what`` starts the message (a tissue, a table row)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not np.isfinite(value) or not 0 < value <= MAX_REPAIR_HALF_TIME_H:
+        raise InputError(f"{what} repair half-time must be a positive number of hours, at most "
+                         f"{MAX_REPAIR_HALF_TIME_H:g} (got {value!r})")
+    return float(value)
+
+
 def _quadraticTermsOfOneDay(fractions: int, phi: float) -> float:
     """``k + 2 Σ_{i<j} φ^(j−i)`` for a day of ``k`` equally spaced fractions (the sum of their quadratic terms, in
     units of one fraction's, with the unrepaired interaction of each earlier fraction of the day)."""
@@ -301,10 +312,8 @@ def incompleteRepairFactor(numberOfFractions, schedule: FractionSchedule, repair
     halfTimes = np.asarray(repairHalfTimeHours, dtype=np.float64)
     if not schedule.isHyperfractionated:
         return 1.0 if halfTimes.ndim == 0 else np.ones(halfTimes.shape)
-    if halfTimes.size and not (np.all(np.isfinite(halfTimes)) and halfTimes.min() > 0
-                               and halfTimes.max() <= MAX_REPAIR_HALF_TIME_H):
-        raise InputError("a repair half-time must be a positive number of hours, at most "
-                         f"{MAX_REPAIR_HALF_TIME_H:g} (got {repairHalfTimeHours!r})")
+    for halfTime in halfTimes.ravel():
+        checkRepairHalfTime(float(halfTime), "a")
     m = schedule.fractionsPerDay
     fullDays, rest = divmod(n, m)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .radiobiology import checkRepairHalfTime
 from .radiobiology import intervalDays as _intervalDays
 from .recovery import NoRecovery, RecoveryModel, recoveryModelFromDict
 from .resources import resourcePath
@@ -37,7 +38,6 @@ __all__ = [
     "ownerMap",
     "recoveryMap",
     "recoverySummary",
-    "checkRepairHalfTime",
     "repairHalfTimes",
 ]
 
@@ -188,17 +188,6 @@ class TissueTable:
             return entry
         return TissueEntry(structureName, self.defaultAlphaBetaGy, NoRecovery(), priority=-1, isTarget=False,
                            source=f"not in tissue table '{self.name}': default α/β")
-
-
-def checkRepairHalfTime(value, what: str) -> float:
-    """A repair half-time in hours: positive, finite, at most a day (published values lie between ~0.3 and ~5 h)."""
-    from .radiobiology import MAX_REPAIR_HALF_TIME_H
-
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
-            or not np.isfinite(value) or not 0 < value <= MAX_REPAIR_HALF_TIME_H:
-        raise InputError(f"{what} repair half-time must be a positive number of hours, at most "
-                         f"{MAX_REPAIR_HALF_TIME_H:g} (got {value!r})")
-    return float(value)
 
 
 def repairHalfTimes(names: list[str], table: TissueTable) -> tuple[list[float | None], list[str]]:

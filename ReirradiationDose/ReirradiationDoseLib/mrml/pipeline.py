@@ -304,7 +304,8 @@ def tissueSpecsFromTableNode(tableNode) -> dict:
     the row and the value (the module passed the node itself on, and any table stopped with a TypeError).
     """
     from ..core.recovery import recoveryModelFromDict
-    from ..core.tissues import checkRepairHalfTime, normalizeStructureName
+    from ..core.radiobiology import checkRepairHalfTime
+    from ..core.tissues import normalizeStructureName
 
     name = tableNode.GetName()
     table = tableNode.GetTable()
@@ -379,6 +380,11 @@ def _cellNumber(cell: dict, field: str, convert, what: str, expected: str, where
         raise InputError(f"{where}: {what} '{cell[field]}' is not {expected}") from None
 
 
+def _isTargetName(name: str, targets) -> bool:
+    """A target for the module's recovery rules: named in ``targets`` or GTV*/CTV*/PTV*/ITV* (case ignored)."""
+    return name.lower() in {t.lower() for t in targets} or name.lower().startswith(("gtv", "ctv", "ptv", "itv"))
+
+
 def settingsForModule(structureNames, tissueTable=None, defaultAlphaBetaGy: float = 3.0,
                       recoveryModel: str = "none", constantRecoveryPercent: float = 0.0,
                       constraintSetName: str | None = "pelvic-reirradiation", isodoseLevelsGy=(),
@@ -391,10 +397,8 @@ def settingsForModule(structureNames, tissueTable=None, defaultAlphaBetaGy: floa
     if tissueTable is not None and hasattr(tissueTable, "GetTable"):  # the module's table node
         tableName = tissueTable.GetName()
         tissueTable = tissueSpecsFromTableNode(tissueTable)
-        targetKeys = {t.lower() for t in targets}
         for name, spec in tissueTable.items():
-            if spec.recovery is not None and spec.recovery.get("model") != "none" and (
-                    name.lower() in targetKeys or name.lower().startswith(("gtv", "ctv", "ptv", "itv"))):
+            if spec.recovery is not None and spec.recovery.get("model") != "none" and _isTargetName(name, targets):
                 raise InputError(f"tissue table '{tableName}': {name} is a target and takes no recovery (recovery is "
                                  "a normal-tissue concept); leave its recovery empty")
     tissues: dict = dict(tissueTable or {})
@@ -404,9 +408,8 @@ def settingsForModule(structureNames, tissueTable=None, defaultAlphaBetaGy: floa
             if not 0.0 <= constantRecoveryPercent <= 100.0:
                 raise InputError(f"constant recovery must be 0-100 %, got {constantRecoveryPercent}")
             recovery["fraction"] = constantRecoveryPercent / 100.0
-        targetKeys = {t.lower() for t in targets}
         for name in structureNames:
-            if name.lower() in targetKeys or name.lower().startswith(("gtv", "ctv", "ptv", "itv")):
+            if _isTargetName(name, targets):
                 continue
             spec = tissues.get(name, TissueSpec())
             if spec.recovery is not None:
@@ -414,7 +417,7 @@ def settingsForModule(structureNames, tissueTable=None, defaultAlphaBetaGy: floa
             tissues[name] = TissueSpec(spec.alphaBetaGy, recovery, spec.priority, spec.isTarget, spec.aliases,
                                        spec.repairHalfTimeHours)
     if repairHalfTimeHours is not None:
-        from ..core.tissues import checkRepairHalfTime
+        from ..core.radiobiology import checkRepairHalfTime
         repairHalfTimeHours = checkRepairHalfTime(repairHalfTimeHours, "the")
     return DoseSettings(tissues=tissues, defaultAlphaBetaGy=float(defaultAlphaBetaGy), targets=tuple(targets),
                         constraints=constraintSetName or None, isodoseLevelsGy=tuple(sorted(isodoseLevelsGy)),
