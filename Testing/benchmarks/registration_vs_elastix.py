@@ -124,7 +124,9 @@ def runElastix(python: Path, fixed, moving, truth, evaluate) -> dict:
         sitk.WriteImage(moving, paths[1])
         Path(paths[3]).write_text(ELASTIX_SCRIPT)
         env = dict(os.environ, ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=THREADS, OMP_NUM_THREADS=THREADS)
-        done = subprocess.run([str(python), paths[3], *paths[:3]], capture_output=True, text=True, env=env)
+        # transformix writes its deformationField.nii into the working directory: keep it in the temporary folder
+        done = subprocess.run([str(python), paths[3], *paths[:3]], capture_output=True, text=True, env=env,
+                              cwd=folder)
         if done.returncode != 0:
             return {"error": f"exit code {done.returncode}: {done.stderr[-500:]}"}
         elapsed = json.loads(done.stdout.strip().splitlines()[-1])["elapsedS"]

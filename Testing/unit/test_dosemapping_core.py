@@ -9,10 +9,11 @@ import SimpleITK as sitk
 
 from ReirradiationDoseLib.core.dosemapping import (
     conservativeMaxFilter,
-    ellipsoidFootprint,
     mapDose,
     mapLabels,
     mapMasks,
+    outsideDisplacementFields,
+    reachFootprint,
 )
 from ReirradiationDoseLib.core.errors import InputError
 from ReirradiationDoseLib.core.geometry import ImageGeometry
@@ -87,27 +88,41 @@ def test_labels_move_by_whole_voxels_with_nearest_neighbour():
         mapLabels(labels.astype(float), PRIOR, None, PRIOR)
 
 
-def test_footprint_is_the_ellipsoid_of_offsets_within_the_radius():
-    footprint = ellipsoidFootprint((1.0, 1.0, 2.5), 3.0)
-    assert footprint.shape == (3, 7, 7)
-    # brute force: count integer offsets with |(i, j, 2.5 k)| <= 3
-    count = sum(1 for i in range(-3, 4) for j in range(-3, 4) for k in (-1, 0, 1)
-                if i * i + j * j + (2.5 * k) ** 2 <= 9)
-    assert footprint.sum() == count
+def test_footprint_holds_every_voxel_the_interpolation_reads_within_the_radius():
+    """Brute force: voxel o weighs in the trilinear interpolation on the open box |p - o| < spacing; it belongs to
+    the footprint when some point p within 3 mm of the centre lies in that box (sampled on a 0.05 mm lattice)."""
+    spacing = (1.0, 1.0, 2.5)
+    footprint = reachFootprint(spacing, 3.0)
+    assert footprint.shape == (5, 7, 7)  # 3 voxels in-plane; two slices (5 mm: its box starts 2.5 mm away)
+    axis = np.arange(-3.0, 3.0001, 0.05)
+    x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")
+    ball = x ** 2 + y ** 2 + z ** 2 < 9.0
+    expected = np.zeros_like(footprint)
+    for k in range(-2, 3):
+        for j in range(-3, 4):
+            for i in range(-3, 4):
+                box = (np.abs(x - i) < 1.0) & (np.abs(y - j) < 1.0) & (np.abs(z - 2.5 * k) < 2.5)
+                expected[k + 2, j + 3, i + 3] = bool(np.any(box & ball))
+    assert np.array_equal(footprint, expected)
+    assert reachFootprint((3.5, 3.5, 5.0), 3.0).sum() == 27  # the 26 neighbours, where no other centre is in 3 mm
+    assert reachFootprint((2.0, 2.0, 2.0), 0.0).sum() == 1
 
 
-def test_conservative_max_spreads_a_hot_spot_over_the_radius_and_ignores_nan():
+def test_conservative_max_spreads_a_hot_spot_and_keeps_the_unknown_unknown():
+    """A 70 Gy voxel in 10 Gy spreads over the footprint (3 voxels in-plane, 2 slices); the unknown voxels stay
+    unknown and so does every voxel whose search reaches one (their maximum is not known)."""
     geometry = ImageGeometry((21, 21, 11), (1.0, 1.0, 2.5))
     dose = np.full(geometry.shape, 10.0, np.float32)
     dose[5, 10, 10] = 70.0
-    dose[0, 0, 0] = np.nan
-    dose[:, :, 20] = np.nan
     out = conservativeMaxFilter(dose, geometry, radiusMm=3.0)
     hot = out == 70.0
-    assert hot.sum() == ellipsoidFootprint(geometry.spacingMm, 3.0).sum()
-    assert hot[5, 10, 13] and not hot[5, 10, 14] and hot[6, 10, 10] and not hot[7, 10, 10]
-    assert out[0, 0, 0] == 10.0  # a NaN voxel with covered neighbours takes their maximum
-    assert np.nanmin(out) == 10.0
+    assert hot.sum() == reachFootprint(geometry.spacingMm, 3.0).sum()
+    assert hot[5, 10, 13] and not hot[5, 10, 14] and hot[7, 10, 10] and not hot[8, 10, 10]
+    assert np.array_equal(conservativeMaxFilter(dose, geometry, radiusMm=0.0), dose)
+    dose[:, :, 20] = np.nan
+    out = conservativeMaxFilter(dose, geometry, radiusMm=3.0)
+    assert np.isnan(out[:, :, 17:]).all() and not np.isnan(out[:, :, :17]).any()
+    assert np.nanmin(out) == 10.0 and np.nanmax(out) == 70.0
     allNan = np.full(geometry.shape, np.nan, np.float32)
     assert np.isnan(conservativeMaxFilter(allNan, geometry)).all()
 
@@ -143,3 +158,34 @@ def test_many_overlapping_masks_map_as_each_would_alone():
         np.testing.assert_array_equal(mapped[name], alone.labels)
         np.testing.assert_array_equal(covered, alone.coveredMask)
     assert 0.3 < covered.mean() < 1.0 and sum(m.any() for m in mapped.values()) >= 30
+
+
+def test_a_field_ending_inside_the_reference_grid_leaves_the_dose_beyond_it_unknown():
+    """A 4 mm displacement field covering x < 0 of the reference grid only: ITK does not move the points beyond it
+    (zero displacement), so the dose there would be mapped as if undeformed, with a 4 mm jump at the edge. Inside,
+    D(x + 4 mm); beyond the field's voxel boxes, NaN, with the voxels in ``outsideFieldMask`` (and the labels not
+    covered). Carried first by a 6 mm translation (a composite applies its last transform first), the field is
+    evaluated at x + 6: the edge moves 6 mm."""
+    reference = ImageGeometry((20, 12, 8), (2.0, 2.0, 3.0), (-19.0, -11.0, -10.5))  # x = -19 ... 19
+    fieldGeometry = ImageGeometry((10, 12, 8), (2.0, 2.0, 3.0), (-19.0, -11.0, -10.5))  # x = -19 ... -1
+    u = np.zeros(fieldGeometry.shape + (3,))
+    u[..., 0] = 4.0
+    field = sitk.GetImageFromArray(u, isVector=True)
+    fieldGeometry.applyTo(field)
+    transform = displacementFieldTransform(field)
+    x = reference.voxelCentresLps()[..., 0]
+    mapped = mapDose(linearDose(PRIOR), PRIOR, transform, reference)
+    inside = x < 0  # the field's boxes end at x = 0
+    assert np.array_equal(mapped.outsideFieldMask, ~inside)
+    assert np.isnan(mapped.doseGy[~inside]).all()
+    points = reference.voxelCentresLps()
+    assert np.allclose(mapped.doseGy[inside], analytic(points[inside] + [4.0, 0.0, 0.0]), atol=1e-4)
+    assert mapped.coverageFraction == pytest.approx(0.5)
+    labels = mapLabels(np.ones(PRIOR.shape, bool), PRIOR, transform, reference)
+    assert np.array_equal(labels.coveredMask, inside) and not labels.labels[~inside].any()
+
+    shift = sitk.TranslationTransform(3, (6.0, 0.0, 0.0))
+    carried = sitk.CompositeTransform([displacementFieldTransform(field), shift])  # the shift is applied first
+    assert np.array_equal(outsideDisplacementFields(carried, reference), x + 6.0 > 0)
+    assert outsideDisplacementFields(shift, reference) is None
+    assert outsideDisplacementFields(None, reference) is None

@@ -160,9 +160,16 @@ def test_deformable_cancel(phantom):
         registerDeformable(moving, moving, None, body, progress=progress)
 
 
-def test_jacobian_of_a_linear_field_is_det_of_I_plus_A():
+@pytest.mark.parametrize("direction", [np.eye(3), np.diag([-1.0, -1.0, 1.0]),  # head-first supine / prone
+                                       np.array([[0.0, -1.0, 0.0], [0.0, 0.0, 1.0], [-1.0, 0.0, 0.0]]),  # axes swapped
+                                       np.array([[1.0, 0.0, 0.0], [0.0, 0.6, -0.8], [0.0, 0.8, 0.6]])],  # oblique
+                         ids=["HFS", "HFP", "permuted", "oblique"])
+def test_jacobian_of_a_linear_field_is_det_of_I_plus_A(direction):
+    """det(I + A) = 1.0118 whatever the grid's direction cosines (ITK's filter alone ignores them: 1.244 on the
+    prone grid, 1.062 permuted, 1.025 oblique; and on a prone grid a fold reads as no fold, see the test below)."""
     ref = sitk.Image([20, 18, 16], sitk.sitkFloat32)
     ref.SetSpacing((2.0, 2.5, 3.0))
+    ref.SetDirection(direction.ravel().tolist())
     a = np.array([[0.1, 0.05, 0.0], [-0.02, -0.2, 0.03], [0.0, 0.04, 0.15]])
     points = ImageGeometry.fromImage(ref).voxelCentresLps()
     field = sitk.GetImageFromArray(points @ a.T, isVector=True)
@@ -170,6 +177,26 @@ def test_jacobian_of_a_linear_field_is_det_of_I_plus_A():
     jac, geometry = regquality.jacobianDeterminant(field)
     assert geometry.sizeXyz == (20, 18, 16)
     assert np.allclose(jac[2:-2, 2:-2, 2:-2], np.linalg.det(np.eye(3) + a), atol=1e-5)
+
+
+def test_a_fold_on_a_prone_grid_is_counted():
+    """u = (-1.5 x, 0, 0) for x < 5 folds (det -0.5) on a grid with direction diag(-1, -1, 1): ITK's filter on the
+    raw field reads +2.5 there (the slope's sign flips along the index axis); the determinant reads -0.5."""
+    ref = sitk.Image([20, 20, 20], sitk.sitkFloat32)
+    ref.SetDirection((-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))
+    ref.SetOrigin((10.0, 10.0, 0.0))
+    points = ImageGeometry.fromImage(ref).voxelCentresLps()
+    u = np.zeros(points.shape)
+    u[..., 0] = -1.5 * points[..., 0] * (points[..., 0] < 5)
+    field = sitk.GetImageFromArray(u, isVector=True)
+    field.CopyInformation(ref)
+    # x = 10, 9, ..., -9 along i; central differences straddle the kink at x = 4 and the edge x = -9 is halved
+    folded = (points[..., 0] < 4) & (points[..., 0] > -9)
+    raw = sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(field, True))
+    assert np.allclose(raw[folded], 2.5)  # what the filter alone says: no fold there
+    jac, _ = regquality.jacobianDeterminant(field)
+    assert np.allclose(jac[folded], -0.5, atol=1e-6)
+    assert np.count_nonzero(jac <= 0) == np.count_nonzero(folded) == 20 * 20 * 12
 
 
 def test_quality_counts_folding_and_tre():

@@ -8,7 +8,9 @@ them)::
       "structures": "current/RTSTRUCT.dcm",       # RTSTRUCT or .seg.nrrd on the reference image
       "mri": {"image": "MR", "registration": "rigid"},   # optional; registration: rigid | affine | none | FILE;
                                                  # "initialTransform": a file where rigid / affine starts
-      "courses": [                                 # oldest first; the last (or "current": true) is current
+      "courses": [                                 # oldest first; the last (or "current": true) is current;
+                                                   # "date": a prior course's LAST fraction, the current course's
+                                                   # first (their interval sets time-based recovery)
         {"name": "prior", "dose": "prior/RTDOSE.dcm", "plan": "prior/RTPLAN.dcm", "date": "2024-05-02",
          "image": "prior/CT", "structures": "prior/RTSTRUCT.dcm",
          "registration": "deformable",             # none | rigid | affine | deformable | a transform file

@@ -29,7 +29,7 @@ from .geometry import ImageGeometry, imageFromArray
 from .progress import noProgress
 
 __all__ = ["MappedDose", "MappedLabels", "mapDose", "mapLabels", "mapMasks", "conservativeMaxFilter",
-           "ellipsoidFootprint"]
+           "reachFootprint", "outsideDisplacementFields"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ class MappedDose:
     method: str
     geometry: ImageGeometry
     elapsedS: float = 0.0
+    # voxels whose T(x) needs a displacement field beyond that field's grid (unknown too); None when none does
+    outsideFieldMask: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,9 @@ def mapDose(priorDoseGy: np.ndarray, priorGeometry: ImageGeometry, transform: si
     mapped = sitk.Resample(dose, _referenceImage(referenceGeometry), transform or _identity(), sitk.sitkLinear,
                            float("nan"), sitk.sitkFloat32)
     doseGy = sitk.GetArrayFromImage(mapped)
+    outsideField = outsideDisplacementFields(transform, referenceGeometry)
+    if outsideField is not None:
+        doseGy[outsideField] = np.nan
     covered = np.isfinite(doseGy)
     fraction = float(covered.mean()) if covered.size else 0.0
     elapsed = time.perf_counter() - start
@@ -108,7 +113,41 @@ def mapDose(priorDoseGy: np.ndarray, priorGeometry: ImageGeometry, transform: si
         logger.info("mapped dose covers %.1f %% of the reference grid (the rest is NaN, not 0 Gy)",
                     100 * fraction)
     return MappedDose(doseGy=doseGy, coveredMask=covered, coverageFraction=fraction, method="pull-back linear",
-                      geometry=referenceGeometry, elapsedS=elapsed)
+                      geometry=referenceGeometry, elapsedS=elapsed, outsideFieldMask=outsideField)
+
+
+def outsideDisplacementFields(transform: sitk.Transform | None, referenceGeometry: ImageGeometry) -> np.ndarray | None:
+    """Reference voxels ``x`` at which some displacement field of ``transform`` is evaluated beyond its own grid
+    (boolean [k, j, i]), or None when there is none.
+
+    There ITK's displacement-field transform does not move the point at all (zero displacement): a field that ends
+    inside the patient maps the dose beyond its edge as if the anatomy had not deformed, with a jump at the edge
+    (a 10 mm field covering half a body left the other half mapped undeformed, no warning). Each field is checked
+    where it is evaluated: at ``x`` carried by the transforms applied before it. Inside = the field's voxel boxes
+    (centres +- half a voxel, as ITK's interpolator decides), read from its fixed parameters (no copy of the
+    field)."""
+    if transform is None:
+        return None
+    from .registration import _members
+
+    members = _members(transform)
+    outside = None
+    for index, member in enumerate(members):
+        member = member.Downcast() if hasattr(member, "Downcast") else member
+        if not isinstance(member, sitk.DisplacementFieldTransform):
+            continue
+        fixed = [float(v) for v in member.GetFixedParameters()]
+        domain = sitk.Image([int(round(v)) for v in fixed[0:3]], sitk.sitkUInt8) + 1
+        domain.SetOrigin(fixed[3:6])
+        domain.SetSpacing(fixed[6:9])
+        domain.SetDirection(fixed[9:18])
+        before = members[index + 1:]  # a composite applies its last transform first
+        carry = sitk.CompositeTransform(before) if before else _identity()
+        inside = sitk.GetArrayFromImage(sitk.Resample(domain, _referenceImage(referenceGeometry), carry,
+                                                      sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)) > 0
+        if not inside.all():
+            outside = ~inside if outside is None else outside | ~inside
+    return outside
 
 
 def mapLabels(priorLabels: np.ndarray, priorGeometry: ImageGeometry, transform: sitk.Transform | None,
@@ -130,6 +169,10 @@ def mapLabels(priorLabels: np.ndarray, priorGeometry: ImageGeometry, transform: 
     out = sitk.GetArrayFromImage(sitk.Resample(image, reference, tx, sitk.sitkNearestNeighbor, 0))
     ones = imageFromArray(np.ones(priorGeometry.shape, np.uint8), priorGeometry)
     covered = sitk.GetArrayFromImage(sitk.Resample(ones, reference, tx, sitk.sitkNearestNeighbor, 0)) > 0
+    outsideField = outsideDisplacementFields(transform, referenceGeometry)
+    if outsideField is not None:  # not carried there: the field does not say where those voxels came from
+        covered &= ~outsideField
+        out[outsideField] = 0
     if isBool:
         out = out > 0
     progress(1.0, "structures propagated")
@@ -167,31 +210,46 @@ def mapMasks(priorMasks: dict, priorGeometry: ImageGeometry, transform: sitk.Tra
     return mapped, covered
 
 
-def ellipsoidFootprint(spacingMm, radiusMm: float) -> np.ndarray:
-    """Boolean footprint ([k, j, i]) of the voxel offsets whose physical length is <= ``radiusMm``."""
+def reachFootprint(spacingMm, radiusMm: float) -> np.ndarray:
+    """Boolean footprint ([k, j, i]) of the voxels on which the trilinear interpolation of a grid depends somewhere
+    within ``radiusMm`` of a voxel centre: voxel ``o`` weighs in the open box ``|p - o| < spacing`` (per axis) around
+    it, so it is in the footprint when that box comes closer than ``radiusMm``:
+    ``sum_a max(|o_a| - s_a, 0)^2 < r^2``. The maximum over it bounds from above the maximum of the interpolated
+    dose within the radius, on any grid: on 3.5 x 3.5 x 5 mm, 3 mm reaches the 26 neighbours, where the voxel
+    centres within 3 mm are the voxel alone."""
     if radiusMm < 0:
         raise InputError("the search radius must not be negative")
-    sx, sy, sz = (float(s) for s in spacingMm)
-    half = [int(np.floor(radiusMm / s + 1e-9)) for s in (sz, sy, sx)]
-    k, j, i = np.meshgrid(*(np.arange(-h, h + 1) for h in half), indexing="ij")
-    return (k * sz) ** 2 + (j * sy) ** 2 + (i * sx) ** 2 <= radiusMm ** 2 + 1e-9
+    spacing = [float(s) for s in spacingMm][::-1]  # k, j, i
+    half = [int(np.ceil(radiusMm / s)) for s in spacing]
+    offsets = np.meshgrid(*(np.arange(-h, h + 1) * s for h, s in zip(half, spacing, strict=True)), indexing="ij")
+    gap = sum(np.maximum(np.abs(o) - s, 0.0) ** 2 for o, s in zip(offsets, spacing, strict=True))
+    footprint = gap < radiusMm ** 2
+    footprint[tuple(half)] = True  # the voxel itself (radius 0)
+    return footprint
 
 
 def conservativeMaxFilter(doseGy: np.ndarray, geometry: ImageGeometry, radiusMm: float = 3.0) -> np.ndarray:
-    """Maximum of the (mapped prior) dose within ``radiusMm`` of each voxel centre.
+    """The (mapped prior) dose replaced by an upper bound of its maximum within ``radiusMm`` of each voxel.
 
-    ``D_cons(x) = max { D(y) : |y - x| <= r }`` over voxel centres ``y`` (ellipsoidal footprint in voxels from the
-    spacing). NaN voxels are ignored; a voxel whose whole neighbourhood is NaN stays NaN. This is the
-    conservative alternative to the point-wise mapping when the deformable registration is doubtful (MSKCC
-    RADAR tool, 3 mm search; REFERENCE §6).
+    The conservative alternative to the point-wise mapping where the deformable registration is doubtful (MSKCC
+    RADAR tool: the maximum within a 3 mm search; REFERENCE §6). The dose between voxel centres is the trilinear
+    interpolation of the grid, so the maximum within the radius is at most the maximum over the voxels whose
+    interpolation cell the radius reaches (:func:`reachFootprint`): that maximum is returned. Taking only the voxel
+    centres within the radius did nothing on a coarse grid (3.5 x 3.5 x 5 mm, 3 mm: the voxel alone; a voxel 3 mm
+    from a 60 Gy edge kept 24.2 Gy).
+
+    Unknown (NaN) voxels stay unknown, and so does every voxel whose search reaches one: its maximum is not known
+    (a known part alone would be a lower bound passed off as conservative, and would shrink the unknown region the
+    constraints and the coverage warnings rely on). A radius of 0 returns the dose unchanged.
     """
     doseGy = np.asarray(doseGy, dtype=np.float32)
     if doseGy.shape != geometry.shape:
         raise InputError(f"the dose array {doseGy.shape} does not match its geometry ({geometry.describe()})")
-    footprint = ellipsoidFootprint(geometry.spacingMm, radiusMm)
+    footprint = reachFootprint(geometry.spacingMm, radiusMm)
     nan = np.isnan(doseGy)
     work = np.where(nan, -np.inf, doseGy) if nan.any() else doseGy
-    out = ndimage.maximum_filter(work, footprint=footprint, mode="constant", cval=-np.inf)
-    out = out.astype(np.float32, copy=False)
-    out[~np.isfinite(out)] = np.nan
+    out = ndimage.maximum_filter(work, footprint=footprint, mode="constant", cval=-np.inf).astype(np.float32,
+                                                                                                   copy=False)
+    if nan.any():
+        out[ndimage.maximum_filter(nan, footprint=footprint, mode="constant", cval=False)] = np.nan
     return out

@@ -705,7 +705,11 @@ def _recoveryText(recovery: dict) -> str:
             parts.append(f"{name}: {model.get('model', '?')} {100 * fraction:.0f} %")
     interval = recovery.get("intervalDays")
     text = "; ".join(parts) if parts else "none"
-    return text + (f" (interval {interval} days)" if interval is not None else "")
+    if interval is None:
+        return text
+    from .recovery import DAYS_PER_MONTH
+    months = interval / DAYS_PER_MONTH
+    return text + f" (interval {interval} days = {months:.1f} months from the date of the prior course)"
 
 
 def _constraintColumns(rows: list[dict]) -> list[tuple[str, str]]:

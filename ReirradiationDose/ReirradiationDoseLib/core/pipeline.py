@@ -281,11 +281,26 @@ def computeDose(inputs: DoseInputs, progress=None) -> DoseResult:
         mapped = dosemapping.mapDose(doseArray, course.doseGeometry, course.transform, referenceGeometry)
         mappedDose = np.asarray(mapped.doseGy, dtype=np.float32)
         registration = dict(course.registration)
+        source = Path(course.doseFile).name or "in memory"
+        unknown = ~np.isfinite(mappedDose)
+        outsideField = mapped.outsideFieldMask
+        if outsideField is not None:
+            _reportUnknown(outsideField, masks, warnings,
+                           f"lies outside the displacement field of the registration of course '{course.name}': there "
+                           "the field does not move points at all (ITK's zero displacement), so its dose there is "
+                           "unknown, not mapped as if undeformed")
+        _reportUnknown(unknown if outsideField is None else unknown & ~outsideField, masks, warnings,
+                       f"lies outside the dose grid of course '{course.name}' ({source}): its dose there is unknown, "
+                       "not 0 Gy")
         if settings.conservativeRadiusMm > 0 and not course.isCurrent:
-            mappedDose = dosemapping.conservativeMaxFilter(mappedDose, referenceGeometry,
-                                                           settings.conservativeRadiusMm)
+            conservative = dosemapping.conservativeMaxFilter(mappedDose, referenceGeometry,
+                                                             settings.conservativeRadiusMm)
+            _reportUnknown(~np.isfinite(conservative) & ~unknown, masks, warnings,
+                           f"lies within the conservative radius ({settings.conservativeRadiusMm:g} mm) of where the "
+                           f"dose of course '{course.name}' ({source}) is unknown: its maximum within the radius is "
+                           "unknown there too", "a further ")
+            mappedDose = conservative
             registration["conservativeRadiusMm"] = settings.conservativeRadiusMm
-        _reportCoverage(course, mappedDose, masks, warnings)
         repairFactor, incompleteRepair, organFactors = repairFactorOf(course.numberOfFractions, course.schedule,
                                                                       f"course '{course.name}'")
         eqd2 = radiobiology.eqd2Gy(mappedDose, course.numberOfFractions, alphaBeta, allowNan=True,
@@ -514,6 +529,10 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
         k: getattr(dose, k) for k in ("doseType", "summationType", "units", "frameOfReferenceUid",
                                       "sopInstanceUid", "referencedPlanUid") if hasattr(dose, k)})
     fractions, source, prescription, planPatientId = _fractions(course, rtplan, dose, warnings)
+    if course.plan is not None and _timeBasedRecovery(case, masks):
+        dateWarning = priorCourseDateWarning(course, rtplan.readRtPlan(course.plan), fractions)
+        if dateWarning:
+            warnings.append(dateWarning)
     identities = [("dose", str(course.dose), getattr(dose, "patientId", "") or "")]
     if course.plan is not None:
         identities.append(("plan", str(course.plan), planPatientId))
@@ -660,6 +679,44 @@ def implausibleDoseWarning(doseGy, course: str, what: str, unitsKnown: bool, kin
                          "must be in Gy (is this one in cGy? divide it by 100)", where)
     return (f"course '{course}': {what} reaches {top:.1f} Gy, more than an external-beam course gives "
             f"({IMPLAUSIBLE_COURSE_DOSE_GY:g} Gy): check that it is in Gy")
+
+
+def _timeBasedRecovery(case: CaseSpec, masks: dict) -> bool:
+    """Whether any organ of the case takes a recovery model that depends on the interval between the courses."""
+    table = tissueTableFor(DoseSettings.fromCase(case))
+    entries = (table.lookup(name) for name in masks)
+    return any(e is not None and not e.isTarget and getattr(e.recovery, "needsInterval", False) for e in entries)
+
+
+def priorCourseDateWarning(course: CourseSpec, plan, fractions: int) -> str | None:
+    """A prior course dated before it can have ended, by its own RTPLAN: the warning, else None.
+
+    A prior course's ``date`` is taken as its last fraction: the conservative reading of "the interval between the
+    courses" (Nieder 2006), and the one of the spinal-cord retreatment models, which count recovery from the
+    completion of the first course. A date earlier than the plan's ``RTPlanDate`` plus the fractions at
+    ``fractionsPerDay`` on five days a week (the shortest course the plan allows) is most likely the plan's or the
+    course's start date, which lengthens the interval by the course's duration (5 weeks for 25 fractions): with a
+    step model it can cross 6 or 12 months and credit 25 % more recovery than the patient has had."""
+    if course.isCurrent or course.date is None or plan is None:
+        return None
+    try:
+        planDate = _dt.datetime.strptime(str(plan.date).strip()[:8], "%Y%m%d").date()
+    except ValueError:
+        return None
+    treatmentDays = -(-int(fractions) // max(1, course.schedule.fractionsPerDay))
+    earliestEnd = planDate + _dt.timedelta(days=(treatmentDays - 1) + 2 * ((treatmentDays - 1) // 5))
+    if course.date >= earliestEnd:
+        return None
+    return (f"course '{course.name}' is dated {course.date.isoformat()}, but its RTPLAN ({Path(course.plan).name}) is "
+            f"dated {planDate.isoformat()} and its {fractions} fractions on five days a week end on "
+            f"{earliestEnd.isoformat()} at the earliest: the time-based recovery counts the interval from a prior "
+            "course's date as its LAST fraction. If this is the plan's or the first fraction's date, the interval is "
+            f"too long by at least {_days((earliestEnd - course.date).days)}, which may credit recovery the patient "
+            "has not had: give the date of the last fraction")
+
+
+def _days(n: int) -> str:
+    return f"{n} day" if n == 1 else f"{n} days"
 
 
 def _fractions(course: CourseSpec, rtplan, dose=None, warnings: list | None = None
@@ -879,18 +936,16 @@ def _checkSameFrame(case, course, doseInfo, referenceInfo, warnings) -> None:
         warnings.append(message + " (accepted: allowFrameOfReferenceMismatch)")
 
 
-def _reportCoverage(course, mappedDose, masks, warnings) -> None:
-    unknown = ~np.isfinite(mappedDose)
+def _reportUnknown(unknown: np.ndarray, masks: dict, warnings: list, why: str, prefix: str = "") -> None:
+    """Warn, per structure, the share of it in ``unknown``: "<prefix><share> % of '<structure>' <why>"."""
     if not unknown.any():
         return
     for name, mask in masks.items():
         if not mask.any():
             continue
-        outside = int(np.count_nonzero(unknown & mask))
-        if outside:
-            share = 100.0 * outside / int(np.count_nonzero(mask))
-            warnings.append(f"{share:.1f} % of '{name}' lies outside the dose grid of course '{course.name}' "
-                            f"({Path(course.doseFile).name or 'in memory'}): its dose there is unknown, not 0 Gy")
+        inside = int(np.count_nonzero(unknown & mask))
+        if inside:
+            warnings.append(f"{prefix}{100.0 * inside / int(np.count_nonzero(mask)):.1f} % of '{name}' {why}")
 
 
 def _resultSummary(result) -> dict:

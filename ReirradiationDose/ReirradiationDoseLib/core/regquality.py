@@ -32,12 +32,25 @@ __all__ = [
 
 def jacobianDeterminant(displacementField: sitk.Image) -> tuple[np.ndarray, ImageGeometry]:
     """``det(I + grad u)`` at every voxel of the field (central differences in physical units, ITK's
-    DisplacementFieldJacobianDeterminantFilter); returns a float32 array [k, j, i] and the field's geometry."""
+    DisplacementFieldJacobianDeterminantFilter); returns a float32 array [k, j, i] and the field's geometry.
+
+    ITK's filter differentiates along the grid's index axes and ignores its direction cosines, which is right only
+    for an identity direction: on a head-first-prone grid (direction diag(-1, -1, 1)) ``u = (0.3 x, 0, 0)`` read
+    0.7 instead of 1.3, and a field folding to -0.49 read +0.34 with no folding voxel. On any other direction ``D``
+    the vectors are expressed along the index axes first (``D^-1 u``, on a copy of the grid with identity
+    direction): ``I + D^-1 grad(u) D`` is similar to ``I + grad(u)`` and has its determinant."""
     if displacementField.GetNumberOfComponentsPerPixel() != 3:
         raise InputError("a 3D displacement field (three components per voxel) is required")
     field = displacementField  # no copy of a 0.9 GB clinical-size field when it already is float64
     if field.GetPixelID() != sitk.sitkVectorFloat64:
         field = sitk.Cast(displacementField, sitk.sitkVectorFloat64)
+    direction = np.array(field.GetDirection(), dtype=float).reshape(3, 3)
+    if not np.allclose(direction, np.eye(3), atol=1e-9):
+        alongAxes = sitk.GetImageFromArray(sitk.GetArrayViewFromImage(field) @ np.linalg.inv(direction).T,
+                                           isVector=True)
+        alongAxes.SetSpacing(field.GetSpacing())
+        alongAxes.SetOrigin(field.GetOrigin())
+        field = alongAxes
     jac = sitk.DisplacementFieldJacobianDeterminant(field, True)
     return sitk.GetArrayFromImage(jac).astype(np.float32, copy=False), ImageGeometry.fromImage(displacementField)
 
@@ -116,7 +129,14 @@ def qualityText(quality: dict) -> str:
             f"{quality['displacementP95Mm']:.1f} / max {quality['displacementMaxMm']:.1f} mm")
 
 
-def foldingWarning(quality: dict | None, what: str) -> str | None:
+CONSERVATIVE_REMEDY = ("or use the conservative composite (an upper bound of the mapped dose's maximum within a "
+                       "radius: conservativeRadiusMm)")
+# the module has no conservative option: the case file's (``reirradiation dose``) is named instead
+MODULE_CONSERVATIVE_REMEDY = ("or compute the conservative composite from a case file with conservativeRadiusMm "
+                              "(reirradiation dose; the module does not offer it)")
+
+
+def foldingWarning(quality: dict | None, what: str, remedy: str = CONSERVATIVE_REMEDY) -> str | None:
     """The warning for a registration that folds inside the body (Jacobian <= 0 there: two points of today's
     anatomy taken from one point of the prior's, so the mapped dose there is not a mapping at all), naming ``what``;
     None when it does not fold there or its quality is unknown. Folding outside the body (in air, where the field is
@@ -126,8 +146,7 @@ def foldingWarning(quality: dict | None, what: str) -> str | None:
         return None
     return (f"{what}: the deformable registration folds at {folding} voxels inside the body (Jacobian <= 0, minimum "
             f"{quality['jacobianMinInBody']:.2f}): the dose mapped there is not a physical mapping; review the "
-            "registration (Jacobian map, checkerboard) before using the composite, or use the conservative composite "
-            "(the maximum of the mapped dose within a radius: conservativeRadiusMm)")
+            f"registration (Jacobian map, checkerboard) before using the composite, {remedy}")
 
 
 def _sameGrid(a: sitk.Image, b: sitk.Image) -> None:

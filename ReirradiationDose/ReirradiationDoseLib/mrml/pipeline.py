@@ -66,7 +66,7 @@ def _courseDoseInput(name: str, doseNode, transformNode, fractions: int, date, i
     course has none, that node is taken as the registration (and warned); under another node than the course's
     registration it is refused (its grid would be mapped twice or through the wrong transform). Today's dose under a
     transform is refused (harden it first: it is then on the reference frame)."""
-    from ..core.regquality import foldingWarning
+    from ..core.regquality import MODULE_CONSERVATIVE_REMEDY, foldingWarning
 
     if doseNode is None:
         raise InputError(f"course '{name}' has no dose volume")
@@ -89,7 +89,8 @@ def _courseDoseInput(name: str, doseNode, transformNode, fractions: int, date, i
         quality = None if referenceImage is None else suppliedQuality(transform, referenceImage, bodyImage)
         if quality is not None:
             registration["quality"] = quality
-            folded = foldingWarning(quality, f"course '{name}' (transform '{transformNode.GetName()}')")
+            folded = foldingWarning(quality, f"course '{name}' (transform '{transformNode.GetName()}')",
+                                    MODULE_CONSERVATIVE_REMEDY)
             if folded and warnings is not None:
                 warnings.append(folded)
     if landmarks is not None:

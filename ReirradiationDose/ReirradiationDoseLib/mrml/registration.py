@@ -287,7 +287,8 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
             summary += (" Without counterpart (no force): "
                         + "; ".join(f"{', '.join(names)} ({side})" for names, side in
                                     ((newTissueNames, "fixed"), (goneTissueNames, "moving")) if names) + ".")
-        folded = regquality.foldingWarning(quality, f"'{movingVolume.GetName()}'")
+        folded = regquality.foldingWarning(quality, f"'{movingVolume.GetName()}'",
+                                           regquality.MODULE_CONSERVATIVE_REMEDY)
         if folded:
             warnings.append(folded)
     rotated = rotationWarning(description.get("rotationDeg"), f"'{movingVolume.GetName()}'")

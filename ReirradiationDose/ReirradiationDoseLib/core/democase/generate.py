@@ -45,7 +45,8 @@ logger = logging.getLogger(__name__)
 GENERATOR_VERSION = "1.3"  # 1.1: textures move with the anatomy (bowel pattern and gas); 1.2: fat and muscle texture
 PATIENT_NAME = "REIRRADIATION^DEMO"
 PATIENT_ID = "REIRR-DEMO-0001"
-PRIOR_INTERVAL_DAYS = 913  # about 2.5 years between the prior and the current course
+PRIOR_INTERVAL_DAYS = 913  # about 2.5 years from the prior course's last fraction to the current course
+PRIOR_PLAN_TO_LAST_FRACTION_DAYS = 7 + 24 + 2 * 4  # plan a week before; 25 fractions Mon-Fri span 32 days
 _DAYS_PER_MONTH = 365.25 / 12.0
 
 # tissue rules written to case.json and used for the truth (targets first, then the lowest alpha/beta)
@@ -533,9 +534,11 @@ def _generate(outputDir, size, seed, today, progress) -> DemoCase:
     out.mkdir(parents=True, exist_ok=True)
     phantom = PelvisPhantom()
     grids = caseGrids(size, phantom)
-    priorDate = today - datetime.timedelta(days=PRIOR_INTERVAL_DAYS)
+    priorDate = today - datetime.timedelta(days=PRIOR_INTERVAL_DAYS)  # the prior course's last fraction
+    # its planning CT and plan: a week before the first of its 25 fractions, given on five days a week
+    priorPlanDate = priorDate - datetime.timedelta(days=PRIOR_PLAN_TO_LAST_FRACTION_DAYS)
     mriDate = today - datetime.timedelta(days=14)
-    psPrior = _study(seed, "prior", priorDate, "Rectum 50Gy/25fx (demo)")
+    psPrior = _study(seed, "prior", priorPlanDate, "Rectum 50Gy/25fx (demo)")
     psCurrent = _study(seed, "current", today, "Re-irradiation 30.6Gy/17fx (demo)")
     psMri = _study(seed, "mri", mriDate, "MRI pelvis T2 (demo)")
     paths = {"case": out / "case.json", "truth": out / "truth.json"}
@@ -573,7 +576,7 @@ def _generate(outputDir, size, seed, today, progress) -> DemoCase:
     lap("mri")
     # plans and doses
     priorPlanUid = writeRtPlan(out / "prior" / "RTPLAN.dcm", psPrior, dosemodels.PRIOR_FRACTIONS,
-                               dosemodels.PRIOR_PRESCRIPTION_GY, "PRIMARY 50/25", priorDate.strftime("%Y%m%d"),
+                               dosemodels.PRIOR_PRESCRIPTION_GY, "PRIMARY 50/25", priorPlanDate.strftime("%Y%m%d"),
                                referencedStructureSetUid=priorStructUid,
                                targetRoiNumber=PRIOR_STRUCTURES.index("PTV_primary") + 1,
                                planName="Rectum 4-field box 50 Gy / 25 fx")

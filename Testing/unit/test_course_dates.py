@@ -1,0 +1,78 @@
+"""A prior course's date is its last fraction: a date its own RTPLAN says the course cannot have ended by is warned
+when a time-based recovery model depends on it (pipeline.priorCourseDateWarning)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import types
+
+import pydicom
+
+from ReirradiationDoseLib.core import casefile, pipeline
+from ReirradiationDoseLib.core.casefile import CourseSpec
+from ReirradiationDoseLib.core.radiobiology import FractionSchedule
+
+
+def _case(demoCase, name: str, priorDate: str | None = None, constantRecovery: bool = False):
+    data = json.loads(demoCase.paths["case"].read_text())
+    data["courses"][0]["registration"] = "truth/prior_registration.nrrd"
+    data["mri"]["registration"] = "none"
+    if priorDate is not None:
+        data["courses"][0]["date"] = priorDate
+    if constantRecovery:
+        for tissue in data["tissues"].values():
+            if "recovery" in tissue:
+                tissue["recovery"] = {"model": "constant", "fraction": 0.25}
+    path = demoCase.paths["case"].parent / f"case_dates_{name}.json"
+    path.write_text(json.dumps(data))
+    return casefile.parseCaseFile(path)
+
+
+def _dateWarnings(inputs) -> list[str]:
+    return [w for w in inputs.warnings if "LAST fraction" in w]
+
+
+def test_a_prior_course_dated_by_its_plan_is_warned_when_recovery_depends_on_the_interval(demoCase):
+    """The demo's prior course ends 39 days after its plan (a week's wait, 25 fractions Monday to Friday): no
+    warning. Dated by its RTPLAN instead, the interval is 32 days too long at least (25 fractions span 32 days)
+    and the sacral plexus (Nieder-Doi) and bladder (Price) depend on it: warned, naming the course, both dates and
+    the days. With constant recovery only, the interval changes nothing: not warned."""
+    plan = pydicom.dcmread(demoCase.paths["case"].parent / "prior" / "RTPLAN.dcm", stop_before_pixels=True)
+    planDate = dt.datetime.strptime(plan.RTPlanDate, "%Y%m%d").date()
+    case = _case(demoCase, "generator")
+    assert (case.courses[0].date - planDate).days == 39
+    assert _dateWarnings(pipeline.loadCaseInputs(case)) == []
+
+    warned = _dateWarnings(pipeline.loadCaseInputs(_case(demoCase, "plan", planDate.isoformat())))
+    assert len(warned) == 1
+    end = planDate + dt.timedelta(days=32)
+    assert warned[0].startswith(f"course 'prior' is dated {planDate.isoformat()}, but its RTPLAN (RTPLAN.dcm) is "
+                                f"dated {planDate.isoformat()} and its 25 fractions on five days a week end on "
+                                f"{end.isoformat()} at the earliest")
+    assert "too long by at least 32 days" in warned[0]
+
+    assert _dateWarnings(pipeline.loadCaseInputs(_case(demoCase, "constant", planDate.isoformat(), True))) == []
+
+
+def test_the_shortest_course_a_plan_allows():
+    """25 fractions once a day: 24 days after the first fraction plus 4 weekends; twice a day: 13 treatment days,
+    12 + 2 weekends; one fraction: the plan's day itself. The current course is never checked (its date is its
+    start)."""
+    plan = types.SimpleNamespace(date="20240102")
+
+    def warning(fractions, date, perDay=1, hours=None, current=False):
+        course = CourseSpec(name="prior", dose=None, plan="p/RTPLAN.dcm", date=date, isCurrent=current,
+                            schedule=FractionSchedule(perDay, hours))
+        return pipeline.priorCourseDateWarning(course, plan, fractions)
+
+    assert warning(25, dt.date(2024, 2, 3)) is None
+    assert "end on 2024-02-03 at the earliest" in warning(25, dt.date(2024, 2, 2))
+    assert "too long by at least 1 day," in warning(25, dt.date(2024, 2, 2))
+    assert warning(25, dt.date(2024, 1, 18), perDay=2, hours=6.0) is None
+    assert "end on 2024-01-18" in warning(25, dt.date(2024, 1, 17), perDay=2, hours=6.0)
+    assert warning(1, dt.date(2024, 1, 2)) is None
+    assert "too long by at least 1 day," in warning(1, dt.date(2024, 1, 1))
+    assert warning(25, dt.date(2024, 1, 2), current=True) is None
+    assert pipeline.priorCourseDateWarning(
+        CourseSpec(name="prior", dose=None, date=dt.date(2024, 1, 2)), types.SimpleNamespace(date=""), 25) is None
