@@ -75,6 +75,7 @@ class DelineationReviewParameterNode:
     referenceVolume: vtkMRMLScalarVolumeNode
     borderMarks: vtkMRMLMarkupsFiducialNode
     toleranceMm: Annotated[float, WithinRange(0.0, 20.0)] = 2.0
+    marksToleranceMm: Annotated[float, WithinRange(0.0, 20.0)] = 3.0
     hausdorffPercentile: Annotated[float, WithinRange(50.0, 100.0)] = 95.0
     hausdorffConvention: Annotated[str, Choice(HAUSDORFF_CONVENTIONS)] = "maxDirected"
     metricsTable: vtkMRMLTableNode
@@ -193,7 +194,7 @@ class DelineationReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                         referenceVolume=p.referenceVolume, borderMarks=p.borderMarks, toleranceMm=p.toleranceMm,
                         hausdorffPercentile=p.hausdorffPercentile, hausdorffConvention=p.hausdorffConvention,
                         metricsTable=p.metricsTable, consensusSegmentation=p.consensusSegmentation,
-                        borderMarksTable=p.borderMarksTable, progress=progress)
+                        borderMarksTable=p.borderMarksTable, progress=progress, marksToleranceMm=p.marksToleranceMm)
                 except ProcessingCancelled:
                     self.ui.statusLabel.text = _("Cancelled: nothing was added to the scene.")
                     return
@@ -245,7 +246,8 @@ class DelineationReviewLogic(ScriptedLoadableModuleLogic):
     def process(self, observerSegmentations: list, structureName: str, referenceMethod: str = "staple",
                 referenceObserver=None, referenceVolume=None, borderMarks=None, toleranceMm: float = 2.0,
                 hausdorffPercentile: float = 95.0, hausdorffConvention: str = "maxDirected", metricsTable=None,
-                consensusSegmentation=None, borderMarksTable=None, progress=None) -> dict:
+                consensusSegmentation=None, borderMarksTable=None, progress=None,
+                marksToleranceMm: float = 3.0) -> dict:
         """Compare one structure across observers' segmentation nodes.
 
         Delegates to ``DelineationReviewLib.mrml.pipeline.runDelineationReview`` (same keyword arguments plus
@@ -276,7 +278,8 @@ class DelineationReviewLogic(ScriptedLoadableModuleLogic):
             referenceMethod=referenceMethod, referenceObserver=referenceObserver, referenceVolume=referenceVolume,
             borderMarks=borderMarks, toleranceMm=float(toleranceMm), hausdorffPercentile=float(hausdorffPercentile),
             hausdorffConvention=hausdorffConvention, metricsTable=metricsTable,
-            consensusSegmentation=consensusSegmentation, borderMarksTable=borderMarksTable, progress=progress)
+            consensusSegmentation=consensusSegmentation, borderMarksTable=borderMarksTable, progress=progress,
+            marksToleranceMm=float(marksToleranceMm))
 
 
 #

@@ -314,15 +314,19 @@ def test_border_marks_table_flags_the_observer_who_missed_the_extension(demoScen
     transform = sitk.ReadTransform(str(demoCase.paths["mriRegistration"]))
     marks = mapMarks(readMarks(demoCase.paths["marksJson"]), transform)
     pointList, lines = markupsNodesFromMarkSet(scene, marks, "Radiologist")
+    # the surface-Dice tolerance (2 mm) is not the marks' (3 mm by default, as the iov command and studies use)
     result = runDelineationReview(scene, nodes, "GTV", referenceVolume=ctNode, borderMarks=[pointList, *lines],
-                                  toleranceMm=3.0)
+                                  toleranceMm=2.0)
     table = result["borderMarksTable"]
     assert table is not None and table.GetTable().GetNumberOfRows() == len(marks) * len(masks)
     expected = evaluateMarks(marks, masks, geometry, 3.0)
+    atTwo = evaluateMarks(marks, masks, geometry, 2.0)
+    assert [m.honoured for m in expected.results] != [m.honoured for m in atTwo.results]  # the tolerance matters
     observers, distances = column(table, "observer"), column(table, "signedDistanceMm")
     for row, mark in enumerate(expected.results):
         assert observers[row] == mark.observer
         assert same(distances[row], mark.signedDistanceMm, 1e-6)
+        assert column(table, "honoured")[row] == float(mark.honoured)
     flags = column(table, "flag")
     clear = {o for o, f in zip(observers, flags, strict=True) if f == "CLEAR MISS"}
     assert clear == {missedObserver}

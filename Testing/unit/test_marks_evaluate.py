@@ -152,6 +152,48 @@ def test_sphere_error_bound_holds_for_random_centres_and_directions():
     assert abs(np.mean(near)) < 0.25  # nearly unbiased (the bare staircase pulls |d| toward 0 by ~0.5 mm)
 
 
+def _ellipsoidDistance(point, centre, semiAxes) -> float:
+    """Exact signed distance to an ellipsoid (closest point by bisection on the Lagrange multiplier)."""
+    q = np.abs(np.asarray(point, float) - centre)
+    inside = np.sum((q / semiAxes) ** 2) <= 1.0
+    lo, hi = -np.min(semiAxes ** 2) + 1e-12, 1e4
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if np.sum((semiAxes * q / (semiAxes ** 2 + mid)) ** 2) > 1.0:
+            lo = mid
+        else:
+            hi = mid
+    distance = float(np.linalg.norm(q - semiAxes ** 2 * q / (semiAxes ** 2 + lo)))
+    return -distance if inside else distance
+
+
+def test_marks_on_a_narrow_gtv_on_the_small_demo_grid():
+    """An ellipsoid GTV of 24 x 10 x 22 mm semi-axes (the demo's) on its 3.5 x 3.5 x 5 mm grid; marks on the
+    surface and 3 mm in and out along the normals at the six tips and 60 random points. Against the exact distance
+    the error is RMS 0.77 mm, mean +0.47, at most 2.13 (the staircase alone: RMS 0.90, mean +0.34); the earlier
+    unweighted fit over 10.5 mm let the walls of the tips tilt the plane: RMS 1.37, mean +1.01, a mark on a tip
+    read 3.6 mm out (missed at 3 mm). Every error stays within the proven bound (twice the half voxel diagonal
+    near the surface)."""
+    spacing = np.array([3.5, 3.5, 5.0])
+    geometry = ImageGeometry((27, 27, 19), tuple(spacing), (-45.5, -45.5, -45.0))
+    semiAxes, centre = np.array([24.0, 10.0, 22.0]), np.array([0.31, -0.47, 0.77])
+    mask = np.sum(((geometry.voxelCentresLps() - centre) / semiAxes) ** 2, axis=-1) <= 1.0
+    rng = np.random.default_rng(3)
+    directions = [np.array(v, float) for v in np.vstack([np.eye(3), -np.eye(3)])] + list(rng.normal(size=(60, 3)))
+    points, truth, tips = [], [], []
+    for n, u in enumerate(directions):
+        surface = u / np.sqrt(np.sum((u / semiAxes) ** 2))
+        normal = unit(surface / semiAxes ** 2)
+        for offset in (-3.0, 0.0, 3.0):
+            points.append(centre + surface + offset * normal)
+            truth.append(_ellipsoidDistance(points[-1], centre, semiAxes))
+            tips.append(n < 6 and offset == 0.0)
+    error = signedDistancesMm(np.array(points), mask, geometry) - np.array(truth)
+    assert np.sqrt(np.mean(error ** 2)) < 0.8 and abs(np.mean(error)) < 0.5
+    assert np.max(np.abs(error)) <= float(np.linalg.norm(spacing))  # 2 x half the voxel diagonal
+    assert np.max(np.abs(error[np.array(tips)])) < 2.0
+
+
 # ---- arrows ------------------------------------------------------------------------------------------------------
 def test_arrow_coverage_on_a_half_space():
     geometry = ImageGeometry((40, 10, 10), (0.5, 1.0, 1.0))

@@ -214,8 +214,11 @@ def test_marks_report_for_observers_maps_and_reports(tmp_path):
     assert top["observers"]["obs"]["honoured"] is True
     assert beyond["observers"]["obs"]["signedDistanceMm"] == pytest.approx(5.0, abs=0.5)
     assert report["summary"]["obs"]["worstMissLabel"] == "beyond" and "exact inverse" in report["mapping"]
-    unmapped = marksReportForObservers(path, {"obs": ball}, geometry, toleranceMm=2.0)
-    assert unmapped["mapping"].startswith("none") and unmapped["summary"]["obs"]["nHonoured"] == 0
+    # without the registration the MRI coordinates would be read as CT coordinates (5 mm off here, 27 mm on the
+    # demo): refused, naming the file
+    with pytest.raises(InputError, match="placed on the MRI and no MRI registration was given") as refused:
+        marksReportForObservers(path, {"obs": ball}, geometry, toleranceMm=2.0)
+    assert "m.mrk.json" in str(refused.value)
 
 
 def test_description_forms():

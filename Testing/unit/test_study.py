@@ -183,6 +183,38 @@ def test_round_two_is_more_concordant_with_wilcoxon(twoRoundStudy):
         assert entry["dice"]["roundB"] > entry["dice"]["roundA"]
 
 
+def test_rounds_are_paired_within_each_case_over_the_observers_of_both(tmp_path):
+    """Six cases with round1 and round2; case7 with round1 only; case8 with round1 and round3; in case2 a fourth
+    observer, far off, in round1 only. round1 -> round2 compares the six cases, case2 over the pairs of the three
+    observers of both rounds (with obsD its round-1 median Dice falls and its change is inflated), and lists case7
+    and case8 as holding round1 only; case8 is compared round1 -> round3 on its own, not dropped."""
+    root = makeTwoRoundStudy(tmp_path / "study")
+    writeMask(root / "case2" / "round1" / "obsD.nrrd", sphere((5.0, 5.0, 0.0), 5.5))
+    for roundName in ("round1", "round3"):
+        for observer in ("obs1", "obs2"):
+            writeMask(root / "case8" / roundName / f"{observer}.nrrd", sphere((0.0, 0.0, 0.0), 6.0))
+    for observer in ("obs1", "obs2"):
+        writeMask(root / "case7" / "round1" / f"{observer}.nrrd", sphere((0.0, 0.0, 0.0), 6.0))
+    result = analyzeStudy(root)
+    comparison = result.roundsComparison
+    assert [(c["roundA"], c["roundB"]) for c in comparison["comparisons"]] == [("round1", "round2"),
+                                                                               ("round1", "round3")]
+    first, second = comparison["comparisons"]
+    assert [e["case"] for e in first["cases"]] == [f"case{n}" for n in range(1, 7)]
+    assert first["unpaired"] == [{"case": "case7", "has": "round1"}, {"case": "case8", "has": "round1"}]
+    assert "2 case(s) without both rounds left out (case7: round1 only, case8: round1 only)" in first["conclusion"]
+    assert [e["case"] for e in second["cases"]] == ["case8"] and second["tests"]["dice"]["n"] == 1
+    case2 = next(e for e in first["cases"] if e["case"] == "case2")
+    assert case2["note"] == ("different observers: only in round1: obsD; only in round2: none; compared over the "
+                             "pairs of the 3 observer(s) in both")
+    unit = next(r for r in result.results if r["case"] == "case2" and r["round"] == "round1")
+    common = [p["dice"] for p in unit["iov"]["pairs"] if "obsD" not in (p["a"], p["b"])]
+    everyone = [p["dice"] for p in unit["iov"]["pairs"]]
+    assert len(common) == 3 and len(everyone) == 6
+    assert case2["dice"]["roundA"] == pytest.approx(float(np.median(common)))
+    assert float(np.median(everyone)) < case2["dice"]["roundA"] - 0.05  # what the bias would have been
+
+
 def test_wilcoxon_not_computed_below_six_cases(twoRoundStudy):
     _, result, _ = twoRoundStudy
     fewer = [r for r in result.results if r["case"] in ("case1", "case2", "case3", "case4", "case5")]
@@ -299,6 +331,29 @@ def test_marks_rows_are_flattened():
         ("obs1", "marks.honouredFraction", 0.5), ("obs1", "marks.nHonoured", 1.0), ("obs1", "marks.nMarks", 2.0),
         ("obs1", "marks.flagged", 1.0), ("obs1", "mark[M1].signedDistanceMm", 1.5),
         ("obs1", "mark[M1].honoured", 1.0)}
+    # two marks with one label (ids m1, m2): their rows stay apart, 0.1 and 6.1 mm each under its own key
+    marks["marks"] = [{"id": f"m{n}", "label": "caudal", "observers": {"obs1": {"signedDistanceMm": d}}}
+                      for n, d in ((1, 0.1), (2, 6.1))]
+    rows = studyLib._marksRows("c", "r", marks)
+    assert {(r["metric"], r["value"]) for r in rows if r["metric"].startswith("mark[")} == {
+        ("mark[caudal#m1].signedDistanceMm", 0.1), ("mark[caudal#m2].signedDistanceMm", 6.1)}
+
+
+def test_a_marks_folder_with_several_files_is_said_not_guessed(tmp_path):
+    for observer in ("obs1", "obs2"):
+        writeMask(tmp_path / "study" / "c1" / f"{observer}.nrrd", sphere())
+    (tmp_path / "study" / "c1" / "marks").mkdir()
+    for name in ("reader1.mrk.json", "reader2.mrk.json", "reader1.csv"):
+        (tmp_path / "study" / "c1" / "marks" / name).write_text("{}")
+    case = discoverStudy(tmp_path / "study")[0]
+    assert case.marksPath is None
+    assert case.notes == ("radiologist marks not evaluated: marks/ holds 2 marks files (reader1.mrk.json, "
+                          "reader2.mrk.json); keep one there, or name the one to check marks.mrk.json in the case "
+                          "folder",)
+    (tmp_path / "study" / "c1" / "marks" / "reader2.mrk.json").unlink()  # the markups file before the CSV
+    assert discoverStudy(tmp_path / "study")[0].marksPath.endswith("reader1.mrk.json")
+    (tmp_path / "study" / "c1" / "marks" / "reader1.mrk.json").unlink()
+    assert discoverStudy(tmp_path / "study")[0].marksPath.endswith("reader1.csv")
 
 
 # ---- RTSTRUCT observers --------------------------------------------------------------------------------------
@@ -369,3 +424,23 @@ def test_read_slicer_segmentation_picks_the_structure(tmp_path):
     assert structure == "GTV_obs1" and np.array_equal(mask, gtv) and geometry.sameGridAs(GEOMETRY)
     with pytest.raises(InputError, match="no structure matching 'Rectum'"):
         readObserverMask(path, "Rectum")
+
+
+def test_mri_marks_without_a_registration_are_not_evaluated_and_say_why(tmp_path):
+    """Marks placed on the MRI with no registration beside them would be read as CT coordinates (the demo's MRI lies
+    27 mm away: every observer flagged): the case's numbers stand, its marks are left out with the reason in the
+    notes; with an identity registration.tfm beside them (an MRI already resampled onto the CT) they are checked."""
+    from DelineationReviewLib.core.marks import BorderMark, MarkSet, writeMarks
+    from DelineationReviewLib.core.study import analyzeStudy
+
+    for observer in ("obs1", "obs2"):
+        writeMask(tmp_path / "study" / "c1" / f"{observer}.nrrd", sphere())
+    writeMarks(tmp_path / "study" / "c1" / "marks.mrk.json",
+               MarkSet((BorderMark("top", (0.0, 0.0, 6.0)),), "MRI"))
+    result = analyzeStudy(tmp_path / "study").results[0]
+    assert result["marks"] is None and result["iov"]["pairs"]
+    assert any(n.startswith("radiologist marks not evaluated: ") and "no MRI registration was given" in n
+               for n in result["notes"])
+    sitk.WriteTransform(sitk.Transform(3, sitk.sitkIdentity), str(tmp_path / "study" / "c1" / "registration.tfm"))
+    result = analyzeStudy(tmp_path / "study").results[0]
+    assert result["marks"]["summary"]["obs1"]["nHonoured"] == 1

@@ -9,8 +9,22 @@ from ReirradiationDoseLib.cli import main
 
 @pytest.fixture(scope="module")
 def demoStudy(demoCase, tmp_path_factory):
-    output = tmp_path_factory.mktemp("demostudy") / "out"
-    code = main(["study", str(demoCase.outputDir), "--output", str(output), "--structure", "GTV", "--no-pictures"])
+    """The demo case as a study case, with the MRI registration beside the radiologist's marks (as ``make demo``
+    puts it there; without it the MRI marks are not checked): the generator's true MRI transform."""
+    import os
+    import shutil
+
+    root = tmp_path_factory.mktemp("demostudy")
+    case = root / "democase"
+    case.mkdir()
+    for name in ("observers", "current"):
+        os.symlink(demoCase.outputDir / name, case / name)
+    (case / "marks").mkdir()
+    for marks in (demoCase.outputDir / "marks").iterdir():
+        os.symlink(marks, case / "marks" / marks.name)
+    shutil.copyfile(demoCase.paths["mriRegistration"], case / "marks" / "registration.tfm")
+    output = root / "out"
+    code = main(["study", str(case), "--output", str(output), "--structure", "GTV", "--no-pictures"])
     with open(output / "long.csv", newline="") as stream:
         rows = list(csv.DictReader(stream))
     info = json.loads((demoCase.outputDir / "observers" / "observers.json").read_text())
@@ -59,7 +73,7 @@ def test_marks_and_reference_image_are_used(demoStudy):
     assert study["inputs"]["observersInfo"][case["name"]]["fibrosisObserver"]
     unit = study["results"][0]
     assert unit["structures"] == {name: "GTV" for name in unit["observers"]}
-    assert unit["marks"] is not None
+    assert unit["marks"] is not None and "exact inverse" in unit["marks"]["mapping"]
     honoured = observerValues(rows, "round1", "marks.nMarks")
     assert len(honoured) == 5 and all(v >= 1 for v in honoured.values())
 
@@ -98,8 +112,10 @@ def test_a_study_says_what_it_could_not_compare(demoCase, tmp_path):
     assert "OBS2.dcm" in failures["twice"] and "differ only in upper and lower case" in failures["twice"]
     comparison = json.loads((output / "rounds_comparison.json").read_text())["comparisons"][0]
     notes = {e["case"]: e.get("note") for e in comparison["cases"]}
-    assert notes == {"missing": "different observers: only in round1: obs5; only in round2: none", "other": None}
-    assert "1 case(s) (missing) compare different observer sets" in comparison["conclusion"]
+    assert notes == {"missing": "different observers: only in round1: obs5; only in round2: none; compared over the "
+                                "pairs of the 4 observer(s) in both", "other": None}
+    assert ("1 case(s) (missing) had different observers in the two rounds: compared over the observers in both"
+            in comparison["conclusion"])
     unit = next(r for r in study["results"] if r["case"] == "other" and r["round"] == "round1")
     assert any(n.startswith("observer 'obs2' (obs2.dcm) belongs to patient ID OTHER-999, the case image to ")
                for n in unit["notes"]), unit["notes"]

@@ -16,10 +16,11 @@ this command are ignored)::
                                                       (without it, RTSTRUCTs go on a grid derived from the
                                                       contours, see :func:`contourGrid`)
     STUDY_DIR/<case>/marks.mrk.json                   optional radiologist marks (Slicer markups; or the one
-    (or STUDY_DIR/<case>/marks/<name>.mrk.json)       .mrk.json in marks/), checked against every observer
-    STUDY_DIR/<case>/marks/registration.tfm           optional MRI registration for MRI marks (SimpleITK
-                                                      transform, CT LPS -> MRI LPS); without it MRI marks are
-                                                      taken as CT coordinates and the notes say so
+    (or STUDY_DIR/<case>/marks/<name>.mrk.json)       .mrk.json in marks/, else the one .csv; several: none
+                                                      is checked, the notes say so), checked against every observer
+    STUDY_DIR/<case>/marks/registration.tfm           the MRI registration for MRI marks (SimpleITK transform,
+                                                      CT LPS -> MRI LPS, beside the marks file); without it MRI
+                                                      marks are not checked and the notes say why
 
 An observer file is ``.nrrd`` / ``.nii`` / ``.nii.gz`` / ``.mha`` (a binary mask: non-zero voxels are inside),
 ``.seg.nrrd`` (a Slicer segmentation; the segment is chosen by ``structure``) or an RTSTRUCT ``.dcm`` (the ROI
@@ -363,12 +364,13 @@ class StudyCase:
     marksPath: str | None = None
     observersInfoPath: str | None = None
     problem: str | None = None
+    notes: tuple[str, ...] = ()  # what discovery left out and why (carried into every round's notes)
 
     def toDict(self) -> dict:
         return {"name": self.name, "path": self.path,
                 "rounds": {r: dict(files.items()) for r, files in self.rounds.items()},
                 "image": self.imagePath, "marks": self.marksPath, "observersInfo": self.observersInfoPath,
-                "problem": self.problem}
+                "problem": self.problem, "notes": list(self.notes)}
 
 
 def _findImage(folder: Path) -> Path | None:
@@ -395,10 +397,18 @@ def _discoverCase(folder: Path) -> StudyCase:
         if reference and (observersDir / reference).exists():
             image = (observersDir / reference).resolve()
     marks = folder / "marks.mrk.json"
+    caseNotes = []
     if not marks.is_file() and (folder / "marks").is_dir():
-        candidates = sorted((folder / "marks").glob("*.mrk.json"))
+        files = sorted(p for p in (folder / "marks").iterdir() if p.is_file())
+        # the markups file, else a CSV (the demo writes both forms of the same marks: the markups file is read)
+        candidates = ([p for p in files if p.name.casefold().endswith(".mrk.json")]
+                      or [p for p in files if p.name.casefold().endswith(".csv")])
         if len(candidates) == 1:
             marks = candidates[0]
+        elif candidates:  # which one is the radiologist's? Not guessed: said
+            caseNotes.append(f"radiologist marks not evaluated: marks/ holds {len(candidates)} marks files "
+                             f"({', '.join(p.name for p in candidates)}); keep one there, or name the one to check "
+                             "marks.mrk.json in the case folder")
     rounds: dict[str, dict[str, str]] = {}
     try:
         roundParent = observersDir if observersDir.is_dir() else folder
@@ -421,7 +431,8 @@ def _discoverCase(folder: Path) -> StudyCase:
         problem = str(error)
     return StudyCase(name=name, path=str(folder), rounds=rounds, imagePath=str(image) if image else None,
                      marksPath=str(marks) if marks.is_file() else None,
-                     observersInfoPath=str(info) if info.is_file() else None, problem=problem)
+                     observersInfoPath=str(info) if info.is_file() else None, problem=problem,
+                     notes=tuple(caseNotes))
 
 
 def _marksRegistration(marksPath: str) -> str | None:
@@ -697,7 +708,7 @@ def _analyzeUnit(case: StudyCase, roundName: str, options: StudyOptions, analyze
         raise InputError(f"round {roundName!r} has {len(files)} observer file(s); at least two are needed",
                          case.path)
     referenceGeometry = None
-    notes: list[str] = _identityNotes(files, case.imagePath)
+    notes: list[str] = _identityNotes(files, case.imagePath) + list(case.notes)
     rtStructFiles = [p for p in files.values() if str(p).casefold().endswith(".dcm")]
     if rtStructFiles and case.imagePath:
         referenceGeometry = readCaseImage(case.imagePath)[1]
@@ -736,8 +747,12 @@ def _analyzeUnit(case: StudyCase, roundName: str, options: StudyOptions, analyze
                          "available: marks were not evaluated")
         else:
             registration = _marksRegistration(case.marksPath)
-            marks = _toJsonable(reporter(case.marksPath, masks, geometry, toleranceMm=options.marksToleranceMm,
-                                         transform=registration))
+            try:
+                marks = _toJsonable(reporter(case.marksPath, masks, geometry, toleranceMm=options.marksToleranceMm,
+                                             transform=registration))
+            except InputError as error:  # the observers' numbers stand; the marks say why they are missing
+                notes.append(f"radiologist marks not evaluated: {error}")
+                marks = None
             if isinstance(marks, dict) and marks.get("mapping"):
                 notes.append(f"radiologist marks ({Path(case.marksPath).name}): mapping to the CT: {marks['mapping']}")
     picture, pictureError = None, None
@@ -890,7 +905,8 @@ def longRowsForUnit(result: dict) -> list[dict]:
 def _marksRows(case: str, roundName: str, marks) -> list[dict]:
     """Rows of the marks report (``core.marks.marksReportForObservers``): per observer the summary
     (``marks.honouredFraction``, ``marks.nHonoured``, ``marks.worstMissMm`` …) and per mark and observer
-    ``mark[<label>].signedDistanceMm`` / ``.honoured`` … (booleans as 0/1)."""
+    ``mark[<label>].signedDistanceMm`` / ``.honoured`` … (booleans as 0/1; ``mark[<label>#<id>]`` when two marks
+    share a label)."""
     rows = []
     if not isinstance(marks, dict):
         return rows
@@ -898,10 +914,11 @@ def _marksRows(case: str, roundName: str, marks) -> list[dict]:
         leaves: list = []
         _flatten("", entry, leaves)
         rows += [_row(case, roundName, "observer", name, "", f"marks.{metric}", value) for metric, value in leaves]
-    for mark in marks.get("marks") or []:
-        if not isinstance(mark, dict):
-            continue
-        label = mark.get("label") or mark.get("id") or "?"
+    allMarks = [m for m in marks.get("marks") or [] if isinstance(m, dict)]
+    labels = [m.get("label") or m.get("id") or "?" for m in allMarks]
+    for mark, label in zip(allMarks, labels, strict=True):
+        if labels.count(label) > 1:  # two marks named alike: the id keeps their rows apart
+            label = f"{label}#{mark.get('id') or '?'}"
         for name, entry in _observerEntries(mark.get("observers") or {}):
             leaves = []
             _flatten("", entry, leaves)
@@ -930,44 +947,67 @@ def summarize(rows: Sequence[dict], groupBy: Sequence[str]) -> list[dict]:
     return [{**dict(zip(groupBy, key, strict=True)), **_statistics(groups[key])} for key in order]
 
 
-def _unitMedian(result: dict, pairMetric: str) -> float | None:
-    return _nanMedian([pair.get(pairMetric) for pair in result["iov"].get("pairs", [])])
+def _unitMedian(result: dict, pairMetric: str, observers: set | None = None) -> float | None:
+    """Median of a pair metric over the unit's observer pairs (only pairs of ``observers`` when given)."""
+    return _nanMedian([pair.get(pairMetric) for pair in result["iov"].get("pairs", [])
+                       if observers is None or {_pairName(pair, "a"), _pairName(pair, "b")} <= observers])
+
+
+def _pairName(pair: dict, side: str) -> str:
+    return str(pair.get(side, pair.get("observerA" if side == "a" else "observerB", "")))
 
 
 def compareRounds(results: Sequence[dict], hdLabel: str = "HD95") -> dict:
-    """Paired comparison of consecutive rounds (natural order of the round names).
+    """Paired comparison of each case's consecutive rounds (natural order of the round names, so name them so that
+    they sort in time: round1, round2 or 1_pre, 2_post).
 
-    Per case present in both rounds: the median over observer pairs of Dice, HDp and surface Dice in each
-    round and the change (round B − round A). Over cases: the median change and, with at least
-    ``MIN_CASES_FOR_WILCOXON`` paired cases, the two-sided Wilcoxon signed-rank test of the changes
-    (``scipy.stats.wilcoxon``, zero differences dropped, exact distribution for small n without ties; for
-    n = 6 with all changes of one sign p = 2/2^6 = 0.03125). Concordance is judged by Dice (higher is better);
-    HDp and surface Dice are reported beside it.
+    Within each case its rounds are taken in that order and each round is paired with the case's next one; the
+    comparisons gather the cases by pair of rounds (a case with round1 and round3 only is compared round1 -> round3,
+    not dropped). Per case: the median over observer pairs of Dice, HDp and surface Dice in each round and the
+    change (round B − round A), over the pairs of the observers who delineated in both rounds (a pair set that
+    changes with the readers is not the readers' change; the case's note names who was left out). Over cases: the
+    median change and, with at least ``MIN_CASES_FOR_WILCOXON`` paired cases, the two-sided Wilcoxon signed-rank
+    test of the changes (``scipy.stats.wilcoxon``, zero differences dropped, exact distribution for small n without
+    ties; for n = 6 with all changes of one sign p = 2/2^6 = 0.03125). Cases holding only one of the two rounds are
+    listed in ``unpaired``. Concordance is judged by Dice (higher is better); HDp and surface Dice are reported
+    beside it.
     """
     from scipy import stats
 
-    byRound: dict[str, dict[str, dict]] = {}
+    byCase: dict[str, dict[str, dict]] = {}
     for result in results:
-        byRound.setdefault(result["round"], {})[result["case"]] = result
-    rounds = sorted(byRound, key=naturalKey)
+        byCase.setdefault(result["case"], {})[result["round"]] = result
+    rounds = sorted({result["round"] for result in results}, key=naturalKey)
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for case in sorted(byCase, key=naturalKey):
+        ordered = sorted(byCase[case], key=naturalKey)
+        for roundA, roundB in zip(ordered, ordered[1:], strict=False):
+            grouped.setdefault((roundA, roundB), []).append(case)
     comparisons = []
-    for roundA, roundB in zip(rounds, rounds[1:], strict=False):
-        cases = sorted(set(byRound[roundA]) & set(byRound[roundB]), key=naturalKey)
+    for roundA, roundB in sorted(grouped, key=lambda pair: (naturalKey(pair[0]), naturalKey(pair[1]))):
         perCase = []
-        for case in cases:
+        for case in grouped[(roundA, roundB)]:
             entry = {"case": case}
-            observersA = set(byRound[roundA][case].get("observers") or ())
-            observersB = set(byRound[roundB][case].get("observers") or ())
-            if observersA != observersB:  # a paired change over different readers is not the readers' change
+            unitA, unitB = byCase[case][roundA], byCase[case][roundB]
+            observersA = set(unitA.get("observers") or ())
+            observersB = set(unitB.get("observers") or ())
+            common = observersA & observersB
+            if observersA != observersB:
                 onlyA = ", ".join(sorted(observersA - observersB)) or "none"
                 onlyB = ", ".join(sorted(observersB - observersA)) or "none"
-                entry["note"] = f"different observers: only in {roundA}: {onlyA}; only in {roundB}: {onlyB}"
+                entry["note"] = (f"different observers: only in {roundA}: {onlyA}; only in {roundB}: {onlyB}; "
+                                 f"compared over the pairs of the {len(common)} observer(s) in both")
             for pairMetric, _, _ in COMPARED_METRICS:
-                a = _unitMedian(byRound[roundA][case], pairMetric)
-                b = _unitMedian(byRound[roundB][case], pairMetric)
+                a = _unitMedian(unitA, pairMetric, common)
+                b = _unitMedian(unitB, pairMetric, common)
                 entry[pairMetric] = {"roundA": a, "roundB": b,
                                      "change": None if a is None or b is None else b - a}
             perCase.append(entry)
+        unpaired = []
+        for case in sorted(byCase, key=naturalKey):
+            present = [r for r in (roundA, roundB) if r in byCase[case]]
+            if len(present) == 1:
+                unpaired.append({"case": case, "has": present[0]})
         tests = {}
         for pairMetric, _, higherIsBetter in COMPARED_METRICS:
             changes = [e[pairMetric]["change"] for e in perCase if e[pairMetric]["change"] is not None]
@@ -990,13 +1030,17 @@ def compareRounds(results: Sequence[dict], hdLabel: str = "HD95") -> dict:
         conclusion, moreConcordant = _conclusion(roundA, roundB, dice)
         differing = [e["case"] for e in perCase if e.get("note")]
         if differing:
-            conclusion += (f"; {len(differing)} case(s) ({', '.join(differing)}) compare different observer sets "
-                           "between the rounds")
-        comparisons.append({"roundA": roundA, "roundB": roundB, "cases": perCase, "tests": tests,
-                            "moreConcordant": moreConcordant,
+            conclusion += (f"; {len(differing)} case(s) ({', '.join(differing)}) had different observers in the two "
+                           "rounds: compared over the observers in both")
+        if unpaired:
+            conclusion += (f"; {len(unpaired)} case(s) without both rounds left out ("
+                           + ", ".join(f"{u['case']}: {u['has']} only" for u in unpaired) + ")")
+        comparisons.append({"roundA": roundA, "roundB": roundB, "cases": perCase, "unpaired": unpaired,
+                            "tests": tests, "moreConcordant": moreConcordant,
                             "significant": None if dice["pValue"] is None else bool(dice["pValue"] < 0.05),
                             "conclusion": conclusion})
-    note = "" if len(rounds) > 1 else "only one round: nothing to compare"
+    note = "" if comparisons else ("only one round: nothing to compare" if len(rounds) <= 1
+                                   else "no case has two rounds: nothing to compare")
     return {"rounds": rounds, "comparisons": comparisons, "note": note, "hdLabel": hdLabel,
             "minimumCasesForTest": MIN_CASES_FOR_WILCOXON}
 

@@ -20,7 +20,7 @@ plot and border-mark check out.
    consensus segmentation, computes the other consensus too (STAPLE with the same crop rule as the core: union
    bounding box + ``DEFAULT_CROP_MARGIN_MM``; majority vote on the agreement map) so both are always available;
 5. checks the radiologist's **border marks** (markups nodes) against every observer
-   (:func:`DelineationReviewLib.core.marks.evaluateMarks`, tolerance = ``toleranceMm``). Markups positions are
+   (:func:`DelineationReviewLib.core.marks.evaluateMarks`, tolerance = ``marksToleranceMm``). Markups positions are
    Slicer world coordinates, i.e. the frame the segmentations are shown in (the planning CT): marks without a frame
    or labelled MRI are taken as CT coordinates (logged); a markups node under a transform is refused (harden it);
 6. writes the outputs (below). Output nodes carry the attribute ``DelineationReview.Output`` = key: re-running
@@ -82,7 +82,7 @@ import vtk
 
 from DelineationReviewLib.core import consensus as consensusLib
 from DelineationReviewLib.core.iov import DEFAULT_CROP_MARGIN_MM, IovResult, analyzeObservers
-from DelineationReviewLib.core.marks import MarkEvaluation, MarkSet, assumeFrame, evaluateMarks
+from DelineationReviewLib.core.marks import DEFAULT_TOLERANCE_MM, MarkEvaluation, MarkSet, assumeFrame, evaluateMarks
 from DelineationReviewLib.core.study import matchStructureName, rankStructureMatches
 from DelineationReviewLib.core.surface import CropBox, growCropBox, marginVoxelsFor, unionCropBox
 from DelineationReviewLib.mrml.marks import markSetFromMarkupsNodes
@@ -556,7 +556,7 @@ def _studyColumns(iov: IovResult, referenceLabel: str, stapleCc: float, majority
         ("majorityVolumeCc", majorityCc, "cc", "majority vote (more than half of the observers)"),
         ("medianPairwiseDice", float(np.median(dice)) if dice else None, "", "median Dice over all pairs"),
         ("minimumPairwiseDice", min(dice) if dice else None, "", "lowest Dice of any pair"),
-        ("toleranceMm", iov.toleranceMm, "mm", "surface-Dice (and border-mark) tolerance"),
+        ("toleranceMm", iov.toleranceMm, "mm", "surface-Dice tolerance"),
         ("hdPercentile", iov.hdPercentile, "", f"percentile of the robust Hausdorff distance ({iov.hdConvention})"),
     ]
     return [("quantity", "string", [r[0] for r in rows], "", "what"),
@@ -625,7 +625,7 @@ def runDelineationReview(scene, observerSegmentations, structureName: str, refer
                          referenceObserver=None, referenceVolume=None, borderMarks=None, toleranceMm: float = 2.0,
                          hausdorffPercentile: float = 95.0, hausdorffConvention: str = "maxDirected",
                          metricsTable=None, consensusSegmentation=None, borderMarksTable=None,
-                         progress=None) -> dict:
+                         progress=None, marksToleranceMm: float = DEFAULT_TOLERANCE_MM) -> dict:
     """Compare one structure across observers' segmentation nodes and fill (or update) the output nodes.
 
     Parameters
@@ -637,7 +637,9 @@ def runDelineationReview(scene, observerSegmentations, structureName: str, refer
     referenceObserver : the reference observer's segmentation node (one of ``observerSegmentations``).
     referenceVolume : volume whose grid is the common grid (default: the first observer's own grid).
     borderMarks : markups node(s) (point lists, lines = arrows) with the radiologist's border marks, or None.
-    toleranceMm : surface-Dice tolerance, also the border-mark tolerance (mm).
+    toleranceMm : surface-Dice tolerance (mm).
+    marksToleranceMm : border-mark tolerance (mm; default 3 mm as ``reirradiation iov`` and studies use, so that one
+        marks file gives one verdict whichever tool reads it).
     hausdorffPercentile, hausdorffConvention : robust Hausdorff distance (see ``analyzeObservers``).
     metricsTable, consensusSegmentation, borderMarksTable : output nodes to fill (default: found by their
         ``DelineationReview.Output`` attribute, else created).
@@ -736,7 +738,7 @@ def runDelineationReview(scene, observerSegmentations, structureName: str, refer
     evaluation = None
     if markSet is not None:
         progress(0.85, "Checking the border marks")
-        evaluation = evaluateMarks(markSet, masks, geometry, toleranceMm)
+        evaluation = evaluateMarks(markSet, masks, geometry, marksToleranceMm)
     referenceLabel = _referenceLabel(referenceMethod, referenceName)
     agreementFull = iov.agreementMapFull()
 

@@ -59,7 +59,8 @@ def addArguments(parser: argparse.ArgumentParser) -> None:
                         help="how far the GTV may stop short of a mark (default 3)")
     parser.add_argument("--marks-transform", metavar="TFM",
                         help="CT->MRI registration (SimpleITK transform file) to bring MRI marks onto the CT; "
-                             "without it MRI marks are used as CT coordinates (and the report says so)")
+                             "MRI marks without it are refused (an identity transform if the MRI was resampled "
+                             "onto the CT)")
     parser.add_argument("--marks-frame", choices=["CT", "MRI"], default=None,
                         help="frame of the marks if the file does not say")
     parser.add_argument("--json", metavar="OUT", help="write the full report as JSON")
