@@ -220,6 +220,14 @@ def test_arrow_coverage_on_a_half_space():
     gap = evaluation.result("a3", "holed")
     assert gap.arrowUncoveredMm == pytest.approx(2.5, abs=0.5)
     assert gap.reachesBorder and not gap.arrowCovered and not gap.honoured
+    # an arrow is missed by the larger of its tip's distance and its uncovered length: on the holed GTV "short"
+    # by 6 mm beyond its tip plus the 2.5 mm gap (8.7 mm sampled), "gap" by 2.5 mm, not by its tip's 0 mm
+    shortHoled = evaluation.result("a2", "holed")
+    assert shortHoled.arrowUncoveredMm > shortHoled.signedDistanceMm + 2.0
+    assert evaluation.summary("holed").worstMissMm == pytest.approx(shortHoled.arrowUncoveredMm)
+    alone = evaluateMarks(MarkSet((arrows[2],), "CT"), {"holed": holed}, geometry, toleranceMm=2.0)
+    assert alone.summary("holed").worstMissLabel == "gap"
+    assert alone.summary("holed").worstMissMm == pytest.approx(gap.arrowUncoveredMm)
 
 
 # ---- summaries, over-contouring, JSON, rows, errors -------------------------------------------------------------
@@ -260,6 +268,12 @@ def test_empty_observer_is_undefined_not_zero():
     assert math.isnan(result.signedDistanceMm) and not result.honoured and "empty" in result.reason
     assert evaluation.toDict()["marks"][0]["observers"]["empty"]["signedDistanceMm"] is None
     assert evaluation.summary("empty").worstMissLabel == "m"
+    # its worst miss is undefined, and the CSV row says why (not "no mark missed")
+    from DelineationReviewLib.core.marks import iovCsvRows
+
+    row = next(r for r in iovCsvRows(evaluation.toDict()) if r["metric"] == "worstMissMm")
+    assert row["value"] == "" and row["undefinedReason"] == ("the GTV is empty: every mark is missed, by an "
+                                                             "undefined distance")
 
 
 def test_refuses_mri_marks_and_mismatched_masks():

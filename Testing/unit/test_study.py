@@ -215,6 +215,27 @@ def test_rounds_are_paired_within_each_case_over_the_observers_of_both(tmp_path)
     assert float(np.median(everyone)) < case2["dice"]["roundA"] - 0.05  # what the bias would have been
 
 
+def test_each_observer_is_compared_with_themself_between_rounds(twoRoundStudy):
+    """obs1 drew the same sphere in both rounds (Dice 1, no shift); obs2 and obs3 moved 2 mm between the rounds
+    (3 mm off the origin in round 1, 1 mm in round 2): their intra-observer Dice and centroid shift are those of
+    analyzeObservers on the two spheres, in study.json and as rows of kind 'intra', round 'round1->round2'."""
+    _, result, _ = twoRoundStudy
+    assert len(result.intraObserver) == 6 * 3 and all("error" not in e for e in result.intraObserver)
+    for entry in result.intraObserver:
+        radius = 5.0 + 0.5 * (int(entry["case"][4:]) - 1)
+        direction = {"obs1": (0, 0, 0), "obs2": (1, 0, 0), "obs3": (0, 1, 0)}[entry["observer"]]
+        expected = analyzeObservers({"a": sphere(tuple(3.0 * d for d in direction), radius),
+                                     "b": sphere(tuple(1.0 * d for d in direction), radius)}, GEOMETRY,
+                                    reference=None).pairs[0]
+        assert entry["metrics"]["dice"] == pytest.approx(expected["dice"], abs=1e-12)
+        assert entry["metrics"]["centroidShiftMm"] == pytest.approx(0.0 if entry["observer"] == "obs1" else 2.0,
+                                                                    abs=1e-9)
+        assert longValue(result.rows, case=entry["case"], round="round1->round2", kind="intra",
+                         observerA=entry["observer"], metric="dice") == entry["metrics"]["dice"]
+    assert {e["metrics"]["dice"] for e in result.intraObserver if e["observer"] == "obs1"} == {1.0}
+    assert "intraObserver" in result.toDict()
+
+
 def test_wilcoxon_not_computed_below_six_cases(twoRoundStudy):
     _, result, _ = twoRoundStudy
     fewer = [r for r in result.results if r["case"] in ("case1", "case2", "case3", "case4", "case5")]
@@ -235,7 +256,7 @@ def test_outputs(twoRoundStudy, tmp_path):
     with open(output / "long.csv", newline="") as stream:
         rows = list(csv.DictReader(stream))
     assert tuple(rows[0]) == LONG_COLUMNS and len(rows) == len(result.rows)
-    assert {r["kind"] for r in rows} == {"pair", "observer", "case"}
+    assert {r["kind"] for r in rows} == {"pair", "observer", "case", "intra"}
     first = next(r for r in rows if r["kind"] == "pair" and r["metric"] == "dice")
     assert float(first["value"]) == longValue(result.rows, case=first["case"], round=first["round"], kind="pair",
                                               observerA=first["observerA"], observerB=first["observerB"],

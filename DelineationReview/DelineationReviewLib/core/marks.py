@@ -67,8 +67,9 @@ A **clear miss** is ``d > tol + h`` (``h`` = half the voxel diagonal, the voxeli
 3.5 mm on a 3.5 x 3.5 x 5 mm grid), for an arrow also ``arrowUncoveredMm > tol + h``, or an empty GTV: a miss the
 grid cannot explain.
 
-**Per observer**: ``honouredFraction`` = honoured marks / marks; the **worst miss** = the not-honoured mark with the
-largest ``d`` (its label and ``d`` in mm); ``flagged`` = at least one clear miss (so a 3.7 mm "miss" at 3 mm
+**Per observer**: ``honouredFraction`` = honoured marks / marks; the **worst miss** = the not-honoured mark missed
+by the most: ``d``, for an arrow the larger of ``d`` and ``arrowUncoveredMm`` (its label and that distance in mm;
+undefined for an empty GTV); ``flagged`` = at least one clear miss (so a 3.7 mm "miss" at 3 mm
 tolerance on a 5 mm-slice CT does not flag an observer, a missed tumour extension does).
 
 File formats
@@ -892,7 +893,8 @@ class MarkEvaluation:
                                  f"{self.arrowSampleStepMm:g} mm",
                 "arrowCovered": "(1 - arrowCoverage) * arrow length <= toleranceMm",
                 "honoured": "reachesBorder (points); reachesBorder and arrowCovered (arrows)",
-                "worstMiss": "the not-honoured mark with the largest signedDistanceMm",
+                "worstMiss": "the not-honoured mark missed by the most: signedDistanceMm, for an arrow the larger "
+                             "of it and arrowUncoveredMm",
                 "clearMiss": "signedDistanceMm (or, for arrows, arrowUncoveredMm) > toleranceMm + "
                              "voxelUncertaintyMm (half the voxel diagonal: the voxelisation cannot place the surface "
                              "better), or an empty GTV",
@@ -957,6 +959,15 @@ def _evaluateOne(mark: BorderMark, observer: str, surface: _CellSurface, toleran
                       covered, tipInsideGrid, reason, clearMiss)
 
 
+def _missMm(result: MarkResult) -> float:
+    """By how much a mark is missed: its signed distance, for an arrow the larger of that and the arrow's length the
+    GTV leaves uncovered (an arrow whose tip lies inside but whose shaft leaves the GTV for 3 mm is missed by 3 mm,
+    not by its tip's -0.3 mm); inf for an empty GTV (missed by an undefined distance)."""
+    values = [result.signedDistanceMm, result.arrowUncoveredMm]
+    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+    return max(finite) if finite else math.inf
+
+
 def evaluateMarks(markSet: MarkSet, observerMasks: Mapping[str, np.ndarray | tuple[np.ndarray, ImageGeometry]],
                   geometry: ImageGeometry | None, toleranceMm: float = DEFAULT_TOLERANCE_MM,
                   arrowSampleStepMm: float = ARROW_SAMPLE_STEP_MM) -> MarkEvaluation:
@@ -999,12 +1010,11 @@ def evaluateMarks(markSet: MarkSet, observerMasks: Mapping[str, np.ndarray | tup
         own = [_evaluateOne(mark, str(observer), surface, toleranceMm, arrowSampleStepMm) for mark in markSet.marks]
         results += own
         missed = [r for r in own if not r.honoured]
-        worst = max(missed, key=lambda r: r.signedDistanceMm if math.isfinite(r.signedDistanceMm) else math.inf,
-                    default=None)
+        worst = max(missed, key=_missMm, default=None)
         nHonoured = len(own) - len(missed)
         summaries.append(ObserverMarkSummary(
             str(observer), len(own), nHonoured, nHonoured / len(own) if own else math.nan,
-            None if worst is None or not math.isfinite(worst.signedDistanceMm) else worst.signedDistanceMm,
+            None if worst is None or not math.isfinite(_missMm(worst)) else _missMm(worst),
             None if worst is None else worst.label, None if worst is None else worst.markId,
             tuple(r.label for r in own if r.overContoured), sum(r.clearMiss for r in own)))
         outside = [r.label for r in own if not r.tipInsideGrid]
@@ -1079,6 +1089,9 @@ def iovCsvRows(marksReport: dict) -> list[dict]:
                     result.get("reason", "") if result.get(metric) is None else "")
     for observer, summary in marksReport["summary"].items():
         for metric in ("honouredFraction", "nHonoured", "nMarks", "worstMissMm", "nClearMisses", "flagged"):
-            reason = "no mark missed" if metric == "worstMissMm" and summary[metric] is None else ""
+            reason = ""
+            if metric == "worstMissMm" and summary[metric] is None:
+                reason = ("no mark missed" if summary["nHonoured"] == summary["nMarks"]
+                          else "the GTV is empty: every mark is missed, by an undefined distance")
             add("marksSummary", observer, "", metric, summary[metric], reason)
     return rows

@@ -41,7 +41,8 @@ study continues.
 Outputs (:func:`writeStudyOutputs`, written atomically: a temporary folder beside the output is renamed on
 success)::
 
-    long.csv               case, round, kind ("pair" | "observer" | "case"), observerA, observerB, metric, value
+    long.csv               case, round, kind ("pair" | "observer" | "case" | "intra"), observerA, observerB,
+                           metric, value ("intra": an observer against themself, round "<A>-><B>")
     summary_by_case.csv    median, quartiles, IQR per (case, round, kind, metric)
     summary_by_round.csv   median, quartiles, IQR per (round, kind, metric) over all cases
     rounds_comparison.csv  per case: median pairwise Dice / HD<p> / surface Dice per round and the change,
@@ -700,15 +701,11 @@ def _toJsonable(value):
     return value
 
 
-def _analyzeUnit(case: StudyCase, roundName: str, options: StudyOptions, analyzer, pictureCallback) -> dict:
-    """Read, analyse and picture one (case, round). Returns {"result": …, "picture": bytes|None} or raises."""
-    started = time.perf_counter()
-    files = case.rounds[roundName]
-    if len(files) < 2:
-        raise InputError(f"round {roundName!r} has {len(files)} observer file(s); at least two are needed",
-                         case.path)
+def _readMasks(case: StudyCase, files: dict, options: StudyOptions) -> tuple[dict, ImageGeometry, list, dict]:
+    """The observers' masks of ``files`` (name -> file) on one grid: ``(masks, geometry, notes, structure used per
+    observer)``. RTSTRUCTs are rasterised on the case image's grid, else on a grid derived from their contours."""
     referenceGeometry = None
-    notes: list[str] = _identityNotes(files, case.imagePath) + list(case.notes)
+    notes: list[str] = []
     rtStructFiles = [p for p in files.values() if str(p).casefold().endswith(".dcm")]
     if rtStructFiles and case.imagePath:
         referenceGeometry = readCaseImage(case.imagePath)[1]
@@ -730,7 +727,19 @@ def _analyzeUnit(case: StudyCase, roundName: str, options: StudyOptions, analyze
         read[observer] = (mask, geometry)
         structures[observer] = structureName
     masks, geometry, gridNotes = toCommonGrid(read)
-    notes += gridNotes
+    return masks, geometry, notes + gridNotes, structures
+
+
+def _analyzeUnit(case: StudyCase, roundName: str, options: StudyOptions, analyzer, pictureCallback) -> dict:
+    """Read, analyse and picture one (case, round). Returns {"result": …, "picture": bytes|None} or raises."""
+    started = time.perf_counter()
+    files = case.rounds[roundName]
+    if len(files) < 2:
+        raise InputError(f"round {roundName!r} has {len(files)} observer file(s); at least two are needed",
+                         case.path)
+    notes: list[str] = _identityNotes(files, case.imagePath) + list(case.notes)
+    masks, geometry, readNotes, structures = _readMasks(case, files, options)
+    notes += readNotes
     for observer, mask in masks.items():
         if not mask.any():
             notes.append(f"observer {observer!r}: the mask is empty (metrics involving it are undefined)")
@@ -912,7 +921,8 @@ def _marksRows(case: str, roundName: str, marks) -> list[dict]:
         return rows
     for name, entry in _observerEntries(marks.get("summary") or {}):
         leaves: list = []
-        _flatten("", entry, leaves)
+        # the worst miss's label and id are text (in study.json), not a number: no NA row for them
+        _flatten("", {k: v for k, v in entry.items() if k not in ("worstMissLabel", "worstMissMarkId")}, leaves)
         rows += [_row(case, roundName, "observer", name, "", f"marks.{metric}", value) for metric, value in leaves]
     allMarks = [m for m in marks.get("marks") or [] if isinstance(m, dict)]
     labels = [m.get("label") or m.get("id") or "?" for m in allMarks]
@@ -1045,6 +1055,49 @@ def compareRounds(results: Sequence[dict], hdLabel: str = "HD95") -> dict:
             "minimumCasesForTest": MIN_CASES_FOR_WILCOXON}
 
 
+def intraObserverComparisons(cases: Sequence[StudyCase], results: Sequence[dict], options: StudyOptions,
+                             analyzer=None) -> list[dict]:
+    """Each observer against themself: per case, each analysed round against the case's next analysed round
+    (natural order, as :func:`compareRounds` pairs them), for every observer who delineated in both, the pair
+    metrics of the two delineations (Dice, Jaccard, HDp, MSD, surface Dice, volumes: the definitions and options of
+    the interobserver pairs). An observer whose two masks cannot be compared has an ``error`` instead."""
+    analyzer = analyzer or _defaultAnalyzer()
+    analysed: dict[str, set] = {}
+    for result in results:
+        analysed.setdefault(result["case"], set()).add(result["round"])
+    entries = []
+    for case in cases:
+        if case.problem:
+            continue
+        ordered = sorted(analysed.get(case.name, ()), key=naturalKey)
+        for roundA, roundB in zip(ordered, ordered[1:], strict=False):
+            filesA, filesB = case.rounds[roundA], case.rounds[roundB]
+            for observer in sorted(set(filesA) & set(filesB), key=naturalKey):
+                entry = {"case": case.name, "observer": observer, "roundA": roundA, "roundB": roundB}
+                try:
+                    masks, geometry, notes, _ = _readMasks(case, {roundA: filesA[observer],
+                                                                  roundB: filesB[observer]}, options)
+                    outcome = analyzer(masks, geometry, reference=None, toleranceMm=options.toleranceMm,
+                                       hdPercentile=options.hdPercentile, hdConvention=options.hdConvention)
+                    outcome = _toJsonable(outcome.toDict() if hasattr(outcome, "toDict") else outcome)
+                    (pair,) = outcome["pairs"]
+                    entry["metrics"] = {k: v for k, v in pair.items() if k not in ("a", "b")}
+                    entry["notes"] = notes
+                except (InputError, OSError, RuntimeError) as error:
+                    entry["error"] = str(error)
+                entries.append(entry)
+    return entries
+
+
+def _intraRows(entry: dict) -> list[dict]:
+    """Long-table rows of one intra-observer comparison: kind ``intra``, round ``<roundA>-><roundB>``, observerA the
+    observer."""
+    leaves: list = []
+    _flatten("", entry.get("metrics") or {}, leaves)
+    roundName = f"{entry['roundA']}->{entry['roundB']}"
+    return [_row(entry["case"], roundName, "intra", entry["observer"], "", metric, value) for metric, value in leaves]
+
+
 def _conclusion(roundA: str, roundB: str, dice: dict) -> tuple[str, str | None]:
     if dice["n"] == 0:
         return f"no case has a defined pairwise Dice in both {roundA} and {roundB}", None
@@ -1101,6 +1154,7 @@ class StudyResult:
     observersInfo: dict = field(default_factory=dict)
     pictures: dict = field(default_factory=dict)
     seconds: float = 0.0
+    intraObserver: list = field(default_factory=list)  # each observer against themself, round to next round
 
     @property
     def succeeded(self) -> int:
@@ -1116,7 +1170,8 @@ class StudyResult:
             "counts": {"cases": len(self.cases), "analysedUnits": len(self.results), "failures": len(self.failures)},
             "results": self.results, "failures": self.failures,
             "summaryByCase": self.summaryByCase, "summaryByRound": self.summaryByRound,
-            "roundsComparison": self.roundsComparison, "longColumns": list(LONG_COLUMNS),
+            "roundsComparison": self.roundsComparison, "intraObserver": self.intraObserver,
+            "longColumns": list(LONG_COLUMNS),
             "seconds": round(self.seconds, 3),
         })
 
@@ -1190,6 +1245,8 @@ def analyzeStudy(studyDir, options: StudyOptions | None = None, *, jobs: int = 1
         where = failure["case"] + (f" / {failure['round']}" if failure.get("round") else "")
         logger.warning("study: %s failed and was skipped: %s", where, failure["error"])
     rows = [row for result in results for row in longRowsForUnit(result)]
+    intra = intraObserverComparisons(cases, results, options, analyzer)
+    rows += [row for entry in intra for row in _intraRows(entry)]
     hdLabel = options.hdLabel
     observersInfo = {}
     for case in cases:
@@ -1204,7 +1261,7 @@ def analyzeStudy(studyDir, options: StudyOptions | None = None, *, jobs: int = 1
         rows=rows, summaryByCase=summarize(rows, ("case", "round", "kind", "metric")),
         summaryByRound=summarize(rows, ("round", "kind", "metric")),
         roundsComparison=compareRounds(results, hdLabel), observersInfo=observersInfo, pictures=pictures,
-        seconds=time.perf_counter() - started)
+        seconds=time.perf_counter() - started, intraObserver=intra)
 
 
 def _picklable(value) -> bool:
@@ -1351,6 +1408,16 @@ def buildReport(study: StudyResult):
         report.svg(pairedPlotSvg([roundA, roundB], subjects, title=f"Median pairwise Dice, {roundA} vs {roundB}",
                                  yLabel="median pairwise Dice", yMin=0.0, yMax=1.0),
                    caption="One line per case.")
+
+    if study.intraObserver:
+        report.heading("Intra-observer agreement")
+        intraMetrics = ["dice", "jaccard", "hdPercentileMm", "msdMm", "surfaceDice", "centroidShiftMm"]
+        report.table(["case", "observer", "rounds"] + [_metricLabel(m, hdLabel) for m in intraMetrics] + ["note"],
+                     [[e["case"], e["observer"], f"{e['roundA']} → {e['roundB']}"]
+                      + [(e.get("metrics") or {}).get(m) for m in intraMetrics] + [e.get("error", "")]
+                      for e in study.intraObserver],
+                     caption="Each observer's delineation against their own in the case's next round (the "
+                             "interobserver pair definitions); rows of kind 'intra' in long.csv")
 
     report.heading("Summary per round")
     keyMetrics = {"dice", "jaccard", "hdPercentileMm", "hausdorffMm", "msdMm", "surfaceDice", "centroidShiftMm",
