@@ -73,3 +73,53 @@ def test_reg_between_other_frames_is_refused_naming_the_file(demoCase, tmp_path)
     with pytest.raises(InputError) as raised:
         _composite(caseDir, path)
     assert "other_frames_reg.dcm" in str(raised.value)
+
+
+def test_a_reg_named_without_dcm_and_a_field_in_nhdr_are_accepted(demoCase, nrrdRun, tmp_path):
+    """PACS exports name files without a suffix: a DICOM REG file without .dcm is read as one (it was refused as
+    "not a transform file"); a displacement field in .nhdr (which the reader reads) is accepted by the case file."""
+    import SimpleITK as sitk
+
+    caseDir = demoCase.outputDir
+    _, fixedUid, movingUid = _frames(caseDir)
+    path = tmp_path / "REG00001"
+    _writeReg(caseDir, path, fixedUid, movingUid)
+    _, result = _composite(caseDir, path)
+    _, expected = nrrdRun
+    assert float(np.nanmax(np.abs(result.compositeEqd2Gy - expected.compositeEqd2Gy))) < 0.01
+    header = tmp_path / "field.nhdr"
+    sitk.WriteImage(sitk.ReadImage(str(caseDir / "truth" / "prior_registration.nrrd")), str(header))
+    raw = json.loads((caseDir / "case.json").read_text())
+    raw["courses"][0]["registration"] = str(header)
+    course = casefile.parseCase(raw, caseDir / "case.json").courses[0]
+    assert course.registration == "file" and course.transformFile == header
+    raw["courses"][0]["registration"] = str(caseDir / "case.json")  # a file, but no transform: still refused
+    with pytest.raises(InputError, match="is not none, rigid, affine, deformable or a transform file"):
+        casefile.parseCase(raw, caseDir / "case.json")
+
+
+def test_the_mri_reg_must_relate_todays_ct_to_the_mri(demoCase, tmp_path):
+    """A REG relating the MRI to another CT of the patient (another frame of reference than today's planning CT)
+    was accepted for the MRI, as it is refused for a course: now refused naming the file; the REG from today's CT
+    to the MRI gives the generator's MRI transform."""
+    import SimpleITK as sitk
+
+    caseDir = demoCase.outputDir
+    ct, fixedUid, _ = _frames(caseDir)
+    mri = pydicom.dcmread(next(iter(sorted((caseDir / "MR").iterdir()))), stop_before_pixels=True)
+    ps = PatientStudy(patientName=str(ct.PatientName), patientId=str(ct.PatientID),
+                      studyInstanceUid=str(ct.StudyInstanceUID), studyDate=str(ct.StudyDate),
+                      frameOfReferenceUid=fixedUid)
+    truth = sitk.ReadTransform(str(demoCase.paths["mriRegistration"]))
+    raw = json.loads((caseDir / "case.json").read_text())
+    raw["courses"][0]["registration"] = str(caseDir / "truth" / "prior_registration.nrrd")
+    for name, fixed in (("other_ct_to_mri.dcm", pydicom.uid.generate_uid()), ("ct_to_mri.dcm", fixedUid)):
+        dicomreg.writeDicomRegistration(tmp_path / name, truth, fixed, str(mri.FrameOfReferenceUID), ps)
+    raw["mri"] = {"image": "MR", "registration": str(tmp_path / "other_ct_to_mri.dcm")}
+    with pytest.raises(InputError) as raised:
+        pipeline.loadCaseInputs(casefile.parseCase(raw, caseDir / "case.json"))
+    assert "other_ct_to_mri.dcm" in str(raised.value)
+    raw["mri"]["registration"] = str(tmp_path / "ct_to_mri.dcm")
+    inputs = pipeline.loadCaseInputs(casefile.parseCase(raw, caseDir / "case.json"))
+    point = (10.0, 40.0, 5.0)
+    assert np.allclose(inputs.mri["transform"].TransformPoint(point), truth.TransformPoint(point), atol=1e-4)

@@ -447,7 +447,12 @@ def _registration(value, what: str, existing, path: Path) -> tuple[str, Path | N
         raise InputError(f"{what} registration must be none, rigid, affine, deformable or a transform file", path)
     if value in REGISTRATION_METHODS:
         return value, None
-    if value.lower().endswith((".h5", ".hdf5", ".tfm", ".txt", ".nrrd", ".nii", ".nii.gz", ".mha", ".dcm")):
+    from .transformio import DICOM_SUFFIX, FIELD_SUFFIXES, TRANSFORM_SUFFIXES, isDicomRegistration
+
+    if value.lower().endswith(TRANSFORM_SUFFIXES + FIELD_SUFFIXES + (DICOM_SUFFIX,)):
+        return "file", existing(value, f"{what} transform file")
+    candidate = path.parent / value
+    if "\x00" not in value and candidate.is_file() and isDicomRegistration(candidate):  # a REG without .dcm
         return "file", existing(value, f"{what} transform file")
     raise InputError(f"{what} registration '{value}' is not none, rigid, affine, deformable or a transform file",
                      path)

@@ -219,7 +219,8 @@ def loadCaseInputs(case: CaseSpec, progress=None) -> DoseInputs:
     mri = None
     if case.mri is not None:
         t0 = time.perf_counter()
-        mri = _registerMri(case, referenceImage, subProgress(progress, 0.86, 1.0), dicomimage, warnings)
+        mri = _registerMri(case, referenceImage, subProgress(progress, 0.86, 1.0), dicomimage, warnings,
+                           referenceInfo.get("frameOfReferenceUid") or None)
         timings["mri"] = time.perf_counter() - t0
     identities = [("reference image", str(case.referenceImage), referenceInfo.get("patientId", ""))]
     identities += [(f"course '{c.name}' {what}", path, pid) for c in courses for what, path, pid in c.identities]
@@ -956,15 +957,17 @@ def _resultSummary(result) -> dict:
     return out
 
 
-def _registerMri(case: CaseSpec, referenceImage, progress, dicomimage, warnings: list) -> dict:
+def _registerMri(case: CaseSpec, referenceImage, progress, dicomimage, warnings: list,
+                 referenceFrameUid: str | None = None) -> dict:
     from . import transformio
     mriImage, mriInfo = _readImage(case.mri.image, "MRI", dicomimage)
     registration: dict = {"method": case.mri.registration}
     if case.mri.registration == "file":
         registration["file"] = str(case.mri.transformFile)
         if transformio.isDicomRegistration(case.mri.transformFile):  # the item for the MRI's frame
-            transform = _dicomRegistration(case.mri.transformFile, None, mriInfo.get("frameOfReferenceUid") or None,
-                                           registration, warnings)
+            # the item relating today's CT (not another CT of the patient) to the MRI, as for a course
+            transform = _dicomRegistration(case.mri.transformFile, referenceFrameUid,
+                                           mriInfo.get("frameOfReferenceUid") or None, registration, warnings)
         else:
             transform = transformio.readTransform(case.mri.transformFile)
     elif case.mri.registration in ("rigid", "affine"):

@@ -42,7 +42,8 @@ __all__ = ["generateDemoCase", "ensureDemoCase", "DemoCase", "CaseGrids", "caseG
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.3"  # 1.1: textures move with the anatomy (bowel pattern and gas); 1.2: fat and muscle texture
+GENERATOR_VERSION = "1.4"  # 1.1: textures move with the anatomy (bowel pattern and gas); 1.2: fat and muscle texture
+# 1.4: the prior course's plan and planning CT dated 39 days before its date (its last fraction)
 PATIENT_NAME = "REIRRADIATION^DEMO"
 PATIENT_ID = "REIRR-DEMO-0001"
 PRIOR_INTERVAL_DAYS = 913  # about 2.5 years from the prior course's last fraction to the current course
