@@ -168,6 +168,27 @@ def test_isodose_surface_lies_at_the_analytic_radius(scene):
     assert isinstance(models[0].GetPolyData(), vtk.vtkPolyData)
 
 
+def test_isodose_stops_where_the_dose_is_unknown(scene):
+    """The cone dose (40 Gy = sphere of 20 mm) unknown (NaN) for L > 5 mm: the 40 Gy surface is the sphere's part
+    where the dose is known, and no 30 or 40 Gy line runs along the edge of the unknown region (with NaN as 0 Gy,
+    the 30 Gy surface held the whole plane L = 5 mm inside the body: every level below the dose there traced it)."""
+    from vtkmodules.util import numpy_support
+
+    dose = coneDose()
+    lps = DOSE_GEOMETRY.voxelCentresLps()
+    dose[lps[..., 0] > 5.0] = np.nan
+    models = createIsodoseModels(scene, (dose, DOSE_GEOMETRY), [30.0, 40.0])
+    assert [m.GetName() for m in models] == ["Isodose 30 Gy", "Isodose 40 Gy"]
+    for model, radius in zip(models, (30.0, 20.0), strict=True):
+        ras = numpy_support.vtk_to_numpy(model.GetPolyData().GetPoints().GetData())
+        assert len(ras) > 100
+        error = np.abs(np.linalg.norm(ras - lpsToRas(DOSE_CENTRE_LPS), axis=1) - radius)
+        assert error[-ras[:, 0] < 3.0].max() < 0.11  # the sphere only (0.10 mm: linear interpolation, 30 mm)
+        assert error.max() < 0.3  # the clip's new points lie on chords of the sphere's triangles
+        assert (-ras[:, 0]).max() < 5.0 + 1.5  # L = -R: within the known voxels (+ the clip's half voxel)
+        assert (-ras[:, 0]).max() > 4.0  # and up to their edge
+
+
 def test_isodose_from_array_and_oblique_grid_matches_node(scene):
     from scipy.spatial.transform import Rotation
 

@@ -148,7 +148,7 @@ def addDoseResultToScene(scene, result, referenceVolumeNode=None, segmentationNo
             nodes["mri"] = _volume(scene, "mri", mriArray, geometry, "MRI (registered)", created)
         levels = list(isodoseLevelsGy if isodoseLevelsGy is not None else result.settings.isodoseLevelsGy)
         if levels:
-            models = createIsodoseModels(scene, (composite, geometry), levels, name="Composite EQD2",
+            models = createIsodoseModels(scene, (result.compositeEqd2Gy, geometry), levels, name="Composite EQD2",
                                          colors=compositeIsodoseColors(levels), lineThicknessPx=3)
             for model in models:
                 model.SetAttribute(OUTPUT_ATTRIBUTE, f"isodose:{model.GetName()}")

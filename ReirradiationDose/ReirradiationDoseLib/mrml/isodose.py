@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import vtk
+from scipy import ndimage
 from vtkmodules.util import numpy_support
 
 from ..core.errors import InputError
@@ -61,6 +62,15 @@ def isodoseLegend(levelsGy: Sequence[float], colors: Sequence[Sequence[float]] |
     return [(f"{float(level):g} {unit}", tuple(float(c) for c in color[:3])) for level, color in pairs]
 
 
+def _ijkImage(array: np.ndarray, geometry: ImageGeometry):
+    """A vtkImageData of ``array`` ([k, j, i]) in voxel (IJK) space: spacing 1, origin 0."""
+    image = vtk.vtkImageData()
+    image.SetDimensions(*geometry.sizeXyz)
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(
+        np.ascontiguousarray(array, dtype=np.float32).ravel(), deep=True))
+    return image
+
+
 def createIsodoseModels(scene, dose, levelsGy: Sequence[float], colors: Sequence[Sequence[float]] | None = None,
                         name: str = "Isodose", lineThicknessPx: int = 2) -> list:
     """One model node per isodose level that the dose reaches, named ``f"{name} {level:g} Gy"``.
@@ -88,10 +98,18 @@ def createIsodoseModels(scene, dose, levelsGy: Sequence[float], colors: Sequence
     if len(colors) != len(levels):
         raise InputError(f"{len(levels)} isodose levels but {len(colors)} colours")
 
-    image = vtk.vtkImageData()  # voxel (IJK) space: spacing 1, origin 0
-    image.SetDimensions(*geometry.sizeXyz)
-    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(
-        np.ascontiguousarray(array, dtype=np.float32).ravel(), deep=True))
+    known = np.isfinite(array)
+    clipToKnown = None
+    if not known.all() and known.any():
+        # Unknown dose (NaN: outside a course's dose grid) is neither 0 Gy nor contoured: filled with the nearest
+        # known value, so that no line runs along the edge of the unknown region (filled with 0 Gy, every level
+        # below the dose there traced that edge), and each surface is clipped where the dose is known.
+        nearest = ndimage.distance_transform_edt(~known, return_distances=False, return_indices=True)
+        array = array[tuple(nearest)]
+        clipToKnown = vtk.vtkImplicitVolume()
+        clipToKnown.SetVolume(_ijkImage(known.astype(np.float32), geometry))
+        clipToKnown.SetOutValue(0.0)
+    image = _ijkImage(array, geometry)
     ijkToRas = vtk.vtkTransform()
     ijkToRas.SetMatrix(vtkMatrixFromArray(geometry.ijkToRasMatrix()))
 
@@ -110,7 +128,14 @@ def createIsodoseModels(scene, dose, levelsGy: Sequence[float], colors: Sequence
             contour.ComputeGradientsOff()
             contour.ComputeScalarsOff()
             toRas = vtk.vtkTransformPolyDataFilter()
-            toRas.SetInputConnection(contour.GetOutputPort())
+            if clipToKnown is not None:
+                clip = vtk.vtkClipPolyData()
+                clip.SetInputConnection(contour.GetOutputPort())
+                clip.SetClipFunction(clipToKnown)
+                clip.SetValue(0.5)  # keeps the part where the known indicator (interpolated) exceeds 0.5
+                toRas.SetInputConnection(clip.GetOutputPort())
+            else:
+                toRas.SetInputConnection(contour.GetOutputPort())
             toRas.SetTransform(ijkToRas)
             normals = vtk.vtkPolyDataNormals()  # consistent normals for shading in 3D after a flipping transform
             normals.SetInputConnection(toRas.GetOutputPort())

@@ -385,7 +385,7 @@ def renderArraysPreview(outputDir, image: np.ndarray, geometry, doseGy: np.ndarr
                 foreground.GetDisplayNode().SetLowerThreshold(float(threshold))
             if levels:
                 colors = defaultIsodoseColors(levels)
-                models = createIsodoseModels(scene, foreground, levels, colors)
+                models = createIsodoseModels(scene, (np.asarray(doseGy), doseGeometry), levels, colors)  # NaN kept
                 legend += isodoseLegend(levels, colors)
         segmentations = []
         if masks:
