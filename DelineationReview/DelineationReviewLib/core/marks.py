@@ -102,7 +102,8 @@ Team convention: a registration is a SimpleITK transform ``T`` mapping **CT** LP
 (B-spline, displacement field, composite) is inverted point by point with the fixed-point iteration
 ``x_{n+1} = x_n + (y - T(x_n))``, ``x_0 = y``, stopped when ``|T(x) - y| <= 1e-4 mm``. It converges when the
 displacement ``u(x) = T(x) - x`` is a contraction (Lipschitz constant < 1, i.e. the deformation does not fold);
-otherwise :class:`InputError` names the mark.
+otherwise :class:`InputError` names the mark. A composite holding a deformable transform is inverted member by
+member (linear members exactly), so that a rigid turn in it does not stop the iteration from converging.
 """
 
 from __future__ import annotations
@@ -610,7 +611,23 @@ def _iterativeInverse(transform: sitk.Transform, targetLps, label: str) -> tuple
 
 
 def _inverseMapper(transform: sitk.Transform):
-    """A function MRI LPS -> CT LPS and a description of the method."""
+    """A function MRI LPS -> CT LPS and a description of the method.
+
+    A composite of a deformable and linear transforms is inverted member by member (the last applied first), each
+    linear one exactly: iterating on the whole composite fails to converge once a rotation makes the composite's
+    displacement no contraction (a 59 deg turn with a zero field was refused as "the deformation may fold")."""
+    from ReirradiationDoseLib.core.registration import _members
+
+    members = _members(transform)
+    if len(members) > 1 and not transform.IsLinear():
+        steps = [_inverseMapper(member) for member in members]  # stack order: the last applied is undone first
+
+        def invert(point, label):
+            for step, _ in steps:
+                point = step(point, label)
+            return point
+
+        return invert, "member by member: " + "; then ".join(description for _, description in steps)
     if transform.IsLinear():
         try:
             inverse = transform.GetInverse()
