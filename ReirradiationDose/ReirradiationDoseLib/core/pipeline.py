@@ -210,10 +210,12 @@ def loadCaseInputs(case: CaseSpec, progress=None) -> DoseInputs:
 
     courses = []
     n = len(case.courses)
+    checkDates = _timeBasedRecovery(case, masks)  # whether a course's date changes a recovered fraction
     for index, course in enumerate(case.courses):
         t0 = time.perf_counter()
         courses.append(_loadCourse(case, course, referenceImage, referenceInfo, masks, warnings,
-                                   subProgress(progress, 0.05 + 0.8 * index / n, 0.05 + 0.8 * (index + 1) / n)))
+                                   subProgress(progress, 0.05 + 0.8 * index / n, 0.05 + 0.8 * (index + 1) / n),
+                                   checkDates))
         timings[f"load+register {course.name}"] = time.perf_counter() - t0
 
     mri = None
@@ -518,7 +520,8 @@ def _dicomRegistration(path, fixedUid, movingUid, registration: dict, warnings: 
     return found.transform
 
 
-def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, warnings, progress) -> CourseInput:
+def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, warnings, progress,
+                checkDates: bool = False) -> CourseInput:
     from . import dicomimage, rtdose, rtplan, transformio
 
     progress(0.0, f"Course '{course.name}': reading the dose")
@@ -529,9 +532,10 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
     doseInfo = _asDict(dose.info() if hasattr(dose, "info") else {
         k: getattr(dose, k) for k in ("doseType", "summationType", "units", "frameOfReferenceUid",
                                       "sopInstanceUid", "referencedPlanUid") if hasattr(dose, k)})
-    fractions, source, prescription, planPatientId = _fractions(course, rtplan, dose, warnings)
-    if course.plan is not None and _timeBasedRecovery(case, masks):
-        dateWarning = priorCourseDateWarning(course, rtplan.readRtPlan(course.plan), fractions)
+    plan = rtplan.readRtPlan(course.plan) if course.plan is not None else None
+    fractions, source, prescription, planPatientId = _fractions(course, plan, dose, warnings)
+    if plan is not None and checkDates:
+        dateWarning = priorCourseDateWarning(course, plan, fractions)
         if dateWarning:
             warnings.append(dateWarning)
     identities = [("dose", str(course.dose), getattr(dose, "patientId", "") or "")]
@@ -720,17 +724,16 @@ def _days(n: int) -> str:
     return f"{n} day" if n == 1 else f"{n} days"
 
 
-def _fractions(course: CourseSpec, rtplan, dose=None, warnings: list | None = None
+def _fractions(course: CourseSpec, plan, dose=None, warnings: list | None = None
                ) -> tuple[int, str, float | None, str]:
-    """The course's number of fractions (case file, else its RTPLAN), the source of that number, the prescription
-    and the plan's patient ID. An RTPLAN that the RTDOSE does not belong to (the dose names another plan) is
-    refused: its fractions would convert the wrong course. Fractions in the case file that differ from the plan's
-    are used and warned."""
+    """The course's number of fractions (case file, else its RTPLAN ``plan``, read from ``course.plan``; None
+    without one), the source of that number, the prescription and the plan's patient ID. An RTPLAN that the RTDOSE
+    does not belong to (the dose names another plan) is refused: its fractions would convert the wrong course.
+    Fractions in the case file that differ from the plan's are used and warned."""
     prescription = None
     planFractions = None
     patientId = ""
-    if course.plan is not None:
-        plan = rtplan.readRtPlan(course.plan)
+    if plan is not None:
         planFractions = plan.numberOfFractions
         prescription = plan.prescriptionGy
         patientId = plan.patientId
