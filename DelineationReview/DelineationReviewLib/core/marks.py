@@ -1028,10 +1028,11 @@ def evaluateMarks(markSet: MarkSet, observerMasks: Mapping[str, np.ndarray | tup
         results += own
         missed = [r for r in own if not r.honoured]
         worst = max(missed, key=_missMm, default=None)
+        worstMm = None if worst is None else _missMm(worst)
         nHonoured = len(own) - len(missed)
         summaries.append(ObserverMarkSummary(
             str(observer), len(own), nHonoured, nHonoured / len(own) if own else math.nan,
-            None if worst is None or not math.isfinite(_missMm(worst)) else _missMm(worst),
+            worstMm if worstMm is not None and math.isfinite(worstMm) else None,
             None if worst is None else worst.label, None if worst is None else worst.markId,
             tuple(r.label for r in own if r.overContoured), sum(r.clearMiss for r in own)))
         outside = [r.label for r in own if not r.tipInsideGrid]

@@ -701,14 +701,16 @@ def _toJsonable(value):
     return value
 
 
-def _readMasks(case: StudyCase, files: dict, options: StudyOptions) -> tuple[dict, ImageGeometry, list, dict]:
+def _readMasks(case: StudyCase, files: dict, options: StudyOptions, imageGeometry: ImageGeometry | None = None
+               ) -> tuple[dict, ImageGeometry, list, dict]:
     """The observers' masks of ``files`` (name -> file) on one grid: ``(masks, geometry, notes, structure used per
-    observer)``. RTSTRUCTs are rasterised on the case image's grid, else on a grid derived from their contours."""
+    observer)``. RTSTRUCTs are rasterised on the case image's grid (``imageGeometry`` when the caller has read it),
+    else on a grid derived from their contours."""
     referenceGeometry = None
     notes: list[str] = []
     rtStructFiles = [p for p in files.values() if str(p).casefold().endswith(".dcm")]
     if rtStructFiles and case.imagePath:
-        referenceGeometry = readCaseImage(case.imagePath)[1]
+        referenceGeometry = imageGeometry or readCaseImage(case.imagePath)[1]
     elif rtStructFiles:
         contours = []
         for path in rtStructFiles:
@@ -875,7 +877,7 @@ def longRowsForUnit(result: dict) -> list[dict]:
     diceByObserver: dict[str, list] = {name: [] for name in result["observers"]}
     pairValues: dict[str, list] = {}
     for pair in iov.get("pairs", []):
-        a, b = str(pair.get("a", pair.get("observerA", ""))), str(pair.get("b", pair.get("observerB", "")))
+        a, b = _pairName(pair, "a"), _pairName(pair, "b")
         leaves = []
         _flatten("", {k: v for k, v in pair.items() if k not in ("a", "b", "observerA", "observerB")}, leaves)
         for metric, value in leaves:
@@ -989,10 +991,9 @@ def compareRounds(results: Sequence[dict], hdLabel: str = "HD95") -> dict:
         byCase.setdefault(result["case"], {})[result["round"]] = result
     rounds = sorted({result["round"] for result in results}, key=naturalKey)
     grouped: dict[tuple[str, str], list[str]] = {}
-    for case in sorted(byCase, key=naturalKey):
-        ordered = sorted(byCase[case], key=naturalKey)
-        for roundA, roundB in zip(ordered, ordered[1:], strict=False):
-            grouped.setdefault((roundA, roundB), []).append(case)
+    for case, pairs in consecutiveRounds(results).items():
+        for pair in pairs:
+            grouped.setdefault(pair, []).append(case)
     comparisons = []
     for roundA, roundB in sorted(grouped, key=lambda pair: (naturalKey(pair[0]), naturalKey(pair[1]))):
         perCase = []
@@ -1055,6 +1056,19 @@ def compareRounds(results: Sequence[dict], hdLabel: str = "HD95") -> dict:
             "minimumCasesForTest": MIN_CASES_FOR_WILCOXON}
 
 
+def consecutiveRounds(results: Sequence[dict]) -> dict[str, list[tuple[str, str]]]:
+    """Per case (natural order), its analysed rounds paired each with the next (natural order of the names): the
+    pairs :func:`compareRounds` and :func:`intraObserverComparisons` compare."""
+    analysed: dict[str, set] = {}
+    for result in results:
+        analysed.setdefault(result["case"], set()).add(result["round"])
+    out = {}
+    for case in sorted(analysed, key=naturalKey):
+        ordered = sorted(analysed[case], key=naturalKey)
+        out[case] = list(zip(ordered, ordered[1:], strict=False))
+    return out
+
+
 def intraObserverComparisons(cases: Sequence[StudyCase], results: Sequence[dict], options: StudyOptions,
                              analyzer=None) -> list[dict]:
     """Each observer against themself: per case, each analysed round against the case's next analysed round
@@ -1062,21 +1076,22 @@ def intraObserverComparisons(cases: Sequence[StudyCase], results: Sequence[dict]
     metrics of the two delineations (Dice, Jaccard, HDp, MSD, surface Dice, volumes: the definitions and options of
     the interobserver pairs). An observer whose two masks cannot be compared has an ``error`` instead."""
     analyzer = analyzer or _defaultAnalyzer()
-    analysed: dict[str, set] = {}
-    for result in results:
-        analysed.setdefault(result["case"], set()).add(result["round"])
+    paired = consecutiveRounds(results)
     entries = []
     for case in cases:
-        if case.problem:
+        if case.problem or not paired.get(case.name):
             continue
-        ordered = sorted(analysed.get(case.name, ()), key=naturalKey)
-        for roundA, roundB in zip(ordered, ordered[1:], strict=False):
+        imageGeometry = None  # the case image's grid, read once for all its observers' RTSTRUCTs
+        for roundA, roundB in paired[case.name]:
             filesA, filesB = case.rounds[roundA], case.rounds[roundB]
             for observer in sorted(set(filesA) & set(filesB), key=naturalKey):
                 entry = {"case": case.name, "observer": observer, "roundA": roundA, "roundB": roundB}
                 try:
-                    masks, geometry, notes, _ = _readMasks(case, {roundA: filesA[observer],
-                                                                  roundB: filesB[observer]}, options)
+                    files = {roundA: filesA[observer], roundB: filesB[observer]}
+                    if imageGeometry is None and case.imagePath and any(
+                            str(p).casefold().endswith(".dcm") for p in files.values()):
+                        imageGeometry = readCaseImage(case.imagePath)[1]
+                    masks, geometry, notes, _ = _readMasks(case, files, options, imageGeometry)
                     outcome = analyzer(masks, geometry, reference=None, toleranceMm=options.toleranceMm,
                                        hdPercentile=options.hdPercentile, hdConvention=options.hdConvention)
                     outcome = _toJsonable(outcome.toDict() if hasattr(outcome, "toDict") else outcome)
