@@ -31,6 +31,8 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from DelineationReviewLib.core.marks import DEFAULT_TOLERANCE_MM as DEFAULT_MARKS_TOLERANCE_MM
+from DelineationReviewLib.core.metrics import DEFAULT_SURFACE_DICE_TOLERANCE_MM
 from ReirradiationDoseLib.core.errors import ProcessingCancelled
 
 logger = logging.getLogger(__name__)
@@ -74,8 +76,8 @@ class DelineationReviewParameterNode:
     referenceObserver: vtkMRMLSegmentationNode
     referenceVolume: vtkMRMLScalarVolumeNode
     borderMarks: vtkMRMLMarkupsFiducialNode
-    toleranceMm: Annotated[float, WithinRange(0.0, 20.0)] = 2.0
-    marksToleranceMm: Annotated[float, WithinRange(0.0, 20.0)] = 3.0
+    toleranceMm: Annotated[float, WithinRange(0.0, 20.0)] = DEFAULT_SURFACE_DICE_TOLERANCE_MM
+    marksToleranceMm: Annotated[float, WithinRange(0.0, 20.0)] = DEFAULT_MARKS_TOLERANCE_MM
     hausdorffPercentile: Annotated[float, WithinRange(50.0, 100.0)] = 95.0
     hausdorffConvention: Annotated[str, Choice(HAUSDORFF_CONVENTIONS)] = "maxDirected"
     metricsTable: vtkMRMLTableNode
@@ -244,10 +246,11 @@ class DelineationReviewLogic(ScriptedLoadableModuleLogic):
         return DelineationReviewParameterNode(super().getParameterNode())
 
     def process(self, observerSegmentations: list, structureName: str, referenceMethod: str = "staple",
-                referenceObserver=None, referenceVolume=None, borderMarks=None, toleranceMm: float = 2.0,
+                referenceObserver=None, referenceVolume=None, borderMarks=None,
+                toleranceMm: float = DEFAULT_SURFACE_DICE_TOLERANCE_MM,
                 hausdorffPercentile: float = 95.0, hausdorffConvention: str = "maxDirected", metricsTable=None,
                 consensusSegmentation=None, borderMarksTable=None, progress=None,
-                marksToleranceMm: float = 3.0) -> dict:
+                marksToleranceMm: float = DEFAULT_MARKS_TOLERANCE_MM) -> dict:
         """Compare one structure across observers' segmentation nodes.
 
         Delegates to ``DelineationReviewLib.mrml.pipeline.runDelineationReview`` (same keyword arguments plus

@@ -8,6 +8,7 @@ parameter in the Lib would otherwise surface only when a user presses the button
 from __future__ import annotations
 
 import ast
+import copy
 import importlib
 import inspect
 from pathlib import Path
@@ -34,7 +35,12 @@ def _logicMethods(tree: ast.Module, module: str) -> dict[str, inspect.Signature]
                     continue
                 static = any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in item.decorator_list)
                 namespace: dict = {}
-                source = f"def f({ast.unparse(item.args)}): pass"
+                # only whether a parameter has a default matters for binding: defaults naming module constants
+                # (e.g. the Lib's tolerance defaults) are replaced by None, they are not defined here
+                args = copy.deepcopy(item.args)
+                args.defaults = [ast.Constant(None) for _ in args.defaults]
+                args.kw_defaults = [None if d is None else ast.Constant(None) for d in args.kw_defaults]
+                source = f"def f({ast.unparse(args)}): pass"
                 exec(compile(source, "<signature>", "exec"), {"__builtins__": {}, "None": None}, namespace)  # noqa: S102
                 signature = inspect.signature(namespace["f"])
                 parameters = list(signature.parameters.values())

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -159,3 +160,47 @@ def test_module_file_follows_the_template(module):
     # Logic never touches the GUI
     logic = source.split(f"class {module}Logic(")[1].split(f"class {module}Test(")[0]
     assert "self.ui" not in logic and "qt." not in logic and "slicer.util.errorDisplay" not in logic
+
+
+def _defaultValue(module: str, expression: ast.expr):
+    """A parameter-node default: a literal, or a name the module file imports from a Lib (resolved by importing it)."""
+    if not isinstance(expression, ast.Name):
+        return ast.literal_eval(expression)
+    for node in ast.parse(moduleSource(module)).body:
+        if isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                if (alias.asname or alias.name) == expression.id:
+                    return getattr(importlib.import_module(node.module), alias.name)
+    raise AssertionError(f"{module}.py: default {expression.id} is neither a literal nor imported from a Lib")
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_spin_boxes_show_the_parameter_nodes_range_and_default(module):
+    """A spin box bound to a parameter with WithinRange(lo, hi): the .ui's minimum/maximum are lo/hi and its value is
+    the parameter node's default, so that the widget a user first sees and the Logic's default cannot drift apart
+    (e.g. the border-mark tolerance, a Lib constant shared with the iov and study commands)."""
+    tree = ast.parse(moduleSource(module))
+    wrapper = next(n for n in tree.body if isinstance(n, ast.ClassDef) and any(
+        isinstance(d, ast.Name) and d.id == "parameterNodeWrapper" for d in n.decorator_list))
+    defaults = {stmt.target.id: (ast.unparse(stmt.annotation), stmt.value) for stmt in wrapper.body
+                if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)}
+    root = uiTree(module)
+    bound = parameterNames(root)
+    checked = 0
+    for widget in root.iter("widget"):
+        if widget.get("class") not in ("QSpinBox", "QDoubleSpinBox") or widget.get("name") not in bound:
+            continue
+        annotation, value = defaults[bound[widget.get("name")]]
+        match = re.search(r"WithinRange\(([^,]+),\s*([^)]+)\)", annotation)
+        if not match:
+            continue
+        properties = {p.get("name"): float(p.find("*").text) for p in widget.findall("property")
+                      if p.get("name") in ("minimum", "maximum", "value")}
+        name = widget.get("name")
+        assert properties.get("minimum") == float(match.group(1)), f"{name}: minimum {properties.get('minimum')}"
+        assert properties.get("maximum") == float(match.group(2)), f"{name}: maximum {properties.get('maximum')}"
+        if value is not None:
+            assert properties.get("value") == pytest.approx(float(_defaultValue(module, value))), (
+                f"{name}: .ui value {properties.get('value')} is not the parameter node's default")
+        checked += 1
+    assert checked >= 1

@@ -31,7 +31,7 @@ from ReirradiationDoseLib.core.geometry import ImageGeometry
 from ReirradiationDoseLib.core.progress import noProgress
 
 from . import consensus as consensusLib
-from .metrics import HD_CONVENTIONS, PairContext, nanToNone
+from .metrics import DEFAULT_SURFACE_DICE_TOLERANCE_MM, HD_CONVENTIONS, PairContext, nanToNone
 from .observers import ObserverSet, makeObserverSet
 from .registry import computePairMetrics, registeredMetrics
 from .surface import CropBox, ObserverSurface, growCropBox, marginVoxelsFor, prepareSurface, unionCropBox
@@ -211,7 +211,8 @@ def _pairMetrics(a: ObserverSurface, b: ObserverSurface, spacing, options, plugi
 
 
 def analyzeObservers(masks, geometry: ImageGeometry | None = None, reference: str | None = "staple",
-                     toleranceMm: float = 2.0, hdPercentile: float = 95.0, hdConvention: str = "maxDirected",
+                     toleranceMm: float = DEFAULT_SURFACE_DICE_TOLERANCE_MM, hdPercentile: float = 95.0,
+                     hdConvention: str = "maxDirected",
                      progress=None, cropMarginMm: float = DEFAULT_CROP_MARGIN_MM,
                      targetGeometry: ImageGeometry | None = None, metrics=None,
                      distanceBackend: str = "maurer") -> IovResult:

@@ -35,6 +35,7 @@ import numpy as np
 from .surface import ObserverSurface
 
 __all__ = [
+    "DEFAULT_SURFACE_DICE_TOLERANCE_MM",
     "HD_CONVENTIONS",
     "PairContext",
     "diceJaccard",
@@ -47,6 +48,8 @@ __all__ = [
 ]
 
 HD_CONVENTIONS = ("maxDirected", "meanDirected", "pooled")
+# surface-Dice tolerance tau (mm) of the iov and study commands and the module unless the user sets another
+DEFAULT_SURFACE_DICE_TOLERANCE_MM = 2.0
 UNDEFINED_BOTH_EMPTY = "both masks are empty"
 
 
@@ -124,7 +127,7 @@ class PairContext:
     a: ObserverSurface
     b: ObserverSurface
     spacingMmXyz: tuple[float, float, float]
-    toleranceMm: float = 2.0
+    toleranceMm: float = DEFAULT_SURFACE_DICE_TOLERANCE_MM
     hdPercentile: float = 95.0
     hdConvention: str = "maxDirected"
     cache: dict = field(default_factory=dict)

@@ -80,7 +80,8 @@ from ReirradiationDoseLib.core.errors import InputError, ProcessingCancelled
 from ReirradiationDoseLib.core.geometry import ImageGeometry
 from ReirradiationDoseLib.core.progress import noProgress
 
-from .metrics import HD_CONVENTIONS
+from .marks import DEFAULT_TOLERANCE_MM as DEFAULT_MARKS_TOLERANCE_MM
+from .metrics import DEFAULT_SURFACE_DICE_TOLERANCE_MM, HD_CONVENTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -141,10 +142,10 @@ class StudyOptions:
 
     structure: str = "GTV"
     reference: str | None = "staple"
-    toleranceMm: float = 2.0
+    toleranceMm: float = DEFAULT_SURFACE_DICE_TOLERANCE_MM
     hdPercentile: float = 95.0
     hdConvention: str = "maxDirected"
-    marksToleranceMm: float = 3.0
+    marksToleranceMm: float = DEFAULT_MARKS_TOLERANCE_MM
 
     def __post_init__(self):
         if not (self.toleranceMm >= 0 and math.isfinite(self.toleranceMm)):

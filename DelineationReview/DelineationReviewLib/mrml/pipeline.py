@@ -83,6 +83,7 @@ import vtk
 from DelineationReviewLib.core import consensus as consensusLib
 from DelineationReviewLib.core.iov import DEFAULT_CROP_MARGIN_MM, IovResult, analyzeObservers
 from DelineationReviewLib.core.marks import DEFAULT_TOLERANCE_MM, MarkEvaluation, MarkSet, assumeFrame, evaluateMarks
+from DelineationReviewLib.core.metrics import DEFAULT_SURFACE_DICE_TOLERANCE_MM
 from DelineationReviewLib.core.study import matchStructureName, rankStructureMatches
 from DelineationReviewLib.core.surface import CropBox, growCropBox, marginVoxelsFor, unionCropBox
 from DelineationReviewLib.mrml.marks import markSetFromMarkupsNodes
@@ -622,7 +623,8 @@ def borderMarkRas(tableNode, row: int) -> tuple[float, float, float] | None:
 # The workflow
 # ---------------------------------------------------------------------------------------------------------------
 def runDelineationReview(scene, observerSegmentations, structureName: str, referenceMethod: str = "staple",
-                         referenceObserver=None, referenceVolume=None, borderMarks=None, toleranceMm: float = 2.0,
+                         referenceObserver=None, referenceVolume=None, borderMarks=None,
+                         toleranceMm: float = DEFAULT_SURFACE_DICE_TOLERANCE_MM,
                          hausdorffPercentile: float = 95.0, hausdorffConvention: str = "maxDirected",
                          metricsTable=None, consensusSegmentation=None, borderMarksTable=None,
                          progress=None, marksToleranceMm: float = DEFAULT_TOLERANCE_MM) -> dict:

@@ -32,10 +32,13 @@ _PLAIN_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 
 def addMetricArguments(parser: argparse.ArgumentParser) -> None:
     """The interobserver-metric options shared by ``iov`` and ``study`` (same names, defaults and meaning)."""
+    from DelineationReviewLib.core.metrics import DEFAULT_SURFACE_DICE_TOLERANCE_MM
+
     parser.add_argument("--reference", default="staple",
                         help="consensus to compare each observer with (per-observer metrics, sensitivity/specificity): "
                              "staple (default), majority, an observer NAME, or none")
-    parser.add_argument("--tolerance-mm", type=float, default=2.0, help="surface-Dice tolerance in mm (default 2)")
+    parser.add_argument("--tolerance-mm", type=float, default=DEFAULT_SURFACE_DICE_TOLERANCE_MM,
+                        help=f"surface-Dice tolerance in mm (default {DEFAULT_SURFACE_DICE_TOLERANCE_MM:g})")
     parser.add_argument("--hd-percentile", type=float, default=95.0,
                         help="percentile of the robust Hausdorff distance (default 95: HD95; 98 for HD98)")
     parser.add_argument("--hd-convention", default="maxDirected", choices=["maxDirected", "meanDirected", "pooled"],
@@ -43,6 +46,8 @@ def addMetricArguments(parser: argparse.ArgumentParser) -> None:
 
 
 def addArguments(parser: argparse.ArgumentParser) -> None:
+    from DelineationReviewLib.core.marks import DEFAULT_TOLERANCE_MM as DEFAULT_MARKS_TOLERANCE_MM
+
     parser.add_argument("--observer", action="append", default=[], metavar="NAME=FILE", required=True,
                         help="an observer's delineation: NAME=mask.nrrd, NAME=seg.seg.nrrd#Segment or "
                              "NAME=rtstruct.dcm#ROI (repeat for each observer)")
@@ -55,8 +60,8 @@ def addArguments(parser: argparse.ArgumentParser) -> None:
                              "rasterise RTSTRUCT observers")
     parser.add_argument("--marks", metavar="FILE",
                         help="radiologist border marks (.mrk.json or .csv) to check each observer's GTV against")
-    parser.add_argument("--marks-tolerance-mm", type=float, default=3.0,
-                        help="how far the GTV may stop short of a mark (default 3)")
+    parser.add_argument("--marks-tolerance-mm", type=float, default=DEFAULT_MARKS_TOLERANCE_MM,
+                        help=f"how far the GTV may stop short of a mark (default {DEFAULT_MARKS_TOLERANCE_MM:g})")
     parser.add_argument("--marks-transform", metavar="TFM",
                         help="CT->MRI registration (SimpleITK transform file) to bring MRI marks onto the CT; "
                              "MRI marks without it are refused (an identity transform if the MRI was resampled "

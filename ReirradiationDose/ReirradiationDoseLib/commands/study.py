@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 
 def addArguments(parser: argparse.ArgumentParser) -> None:
+    from DelineationReviewLib.core.marks import DEFAULT_TOLERANCE_MM as DEFAULT_MARKS_TOLERANCE_MM
+
     parser.add_argument("studyDir", metavar="STUDY_DIR",
                         help="study folder: STUDY_DIR/<case>/<observer>.nrrd|.nii.gz|.seg.nrrd|.dcm, or "
                              "STUDY_DIR/<case>/<round>/<observer>.*, or a demo case (observers/<round>/)")
@@ -32,8 +34,9 @@ def addArguments(parser: argparse.ArgumentParser) -> None:
     from .iov import addMetricArguments
 
     addMetricArguments(parser)
-    parser.add_argument("--marks-tolerance-mm", type=float, default=3.0,
-                        help="distance within which a radiologist mark counts as honoured (default 3)")
+    parser.add_argument("--marks-tolerance-mm", type=float, default=DEFAULT_MARKS_TOLERANCE_MM,
+                        help="distance within which a radiologist mark counts as honoured "
+                             f"(default {DEFAULT_MARKS_TOLERANCE_MM:g})")
     parser.add_argument("--jobs", "-j", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--no-pictures", action="store_true", help="do not render agreement-map pictures")
 
