@@ -216,7 +216,7 @@ def test_report_states_the_recovery_applied(truthRun):
     (Nieder–Doi) and bladder (Price) 50 % after 913 days."""
     report = (truthRun / "report.html").read_text()
     for text in ("Rectum: constant 25 %", "Bowel: constant 25 %", "SacralPlexus: nieder-doi 50 %",
-                 "Bladder: price 50 %", "(interval 913 days = 30.0 months from the date of the prior course)"):
+                 "Bladder: price 50 %", "(interval 913 days = 30.0 calendar months from the date of the prior course)"):
         assert text in report, text
 
 

@@ -129,7 +129,8 @@ def test_constraints_use_their_own_alpha_beta_and_dose(threeCourses, tmp_path):
     expectedAt2 = np.where(gtv, handEqd2(doses[0].astype(float), 25, 2.0) + handEqd2(doses[1].astype(float), 5, 2.0)
                            + handEqd2(doses[2].astype(float), 17, 2.0), expectedAt2)
     assert cumulative.value == pytest.approx(expectedAt2[rectum].max(), abs=1e-3)
-    assert cumulative.course is None and cumulative.dose == "composite EQD2 at α/β 2 Gy (all courses, recovery applied)"
+    assert cumulative.course is None and cumulative.dose == ("composite EQD2 at α/β 2 Gy (all courses, the organ's own "
+                                                                   "recovery applied)")
     assert onlyRectum.any()
     physical, atThree, missing = rest[:3], rest[3:6], rest[6:]
     names = ("first", "second", "current")

@@ -1,5 +1,6 @@
 """`reirradiation eqd2` and `reirradiation dvh` on small synthetic files (values known analytically)."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -96,7 +97,10 @@ def test_eqd2_and_dvh_commands_read_an_rtdose(tmp_path, demoCase, capsys):
     eqd2 = arrayFromImage(sitk.ReadImage(str(out)))[0]
     assert np.max(np.abs(eqd2 - physical * (physical / 17 + 3) / 5)) < 1e-3 and eqd2.max() > 25
     effective = tmp_path / "eqd2.dcm"
-    writeRtDose(effective, eqd2, readRtDose(path).geometry, PatientStudy.new("X^Y", "1", "20260101"),
+    # in the planning CT's frame of reference, as an EQD2 of it is: the dvh command below reads its structures
+    sameFrame = dataclasses.replace(PatientStudy.new("X^Y", "1", "20260101"),
+                                    frameOfReferenceUid=readRtDose(path).frameOfReferenceUid)
+    writeRtDose(effective, eqd2, readRtDose(path).geometry, sameFrame,
                 doseType="EFFECTIVE", seriesDescription=eqd2SeriesDescription(3.0))
     # an EFFECTIVE dose that does not say it is an EQD2 (a proton plan's RBE-weighted dose) is converted
     proton = tmp_path / "proton.dcm"

@@ -73,7 +73,8 @@ def test_round_trip_and_per_case_edit(table):
 
 def test_alpha_beta_map_priority_rule(table):
     # voxels: 0 PTV only, 1 PTV+Rectum, 2 Rectum+SpinalCord, 3 Rectum, 4 none, 5 unknown structure, 6 BODY+Rectum,
-    # 7 unknown + BODY (BODY is in the table, priority 0, and beats a structure the table does not know)
+    # 7 unknown + BODY (the body outline, priority -1000, yields to any organ inside it, one the table does not
+    # know included: that organ takes the default α/β, not the body's)
     masks = {
         "PTV": np.array([1, 1, 0, 0, 0, 0, 0, 0], bool),
         "Rectum": np.array([0, 1, 1, 1, 0, 0, 1, 0], bool),
@@ -83,9 +84,9 @@ def test_alpha_beta_map_priority_rule(table):
     }
     ab, owner, names = alphaBetaMap(masks, table, defaultAlphaBetaGy=3.5)
     assert ab.dtype == np.float32
-    assert list(ab) == [10.0, 10.0, 2.0, 3.0, 3.5, 3.5, 3.0, 3.0]
+    assert list(ab) == [10.0, 10.0, 2.0, 3.0, 3.5, 3.5, 3.0, 3.5]
     owners = ["" if k == 0 else names[k - 1] for k in owner]
-    assert owners == ["PTV", "PTV", "SpinalCord", "Rectum", "", "Mystery", "Rectum", "BODY"]
+    assert owners == ["PTV", "PTV", "SpinalCord", "Rectum", "", "Mystery", "Rectum", "Mystery"]
     assert names[0] == "PTV"  # targets first
 
 

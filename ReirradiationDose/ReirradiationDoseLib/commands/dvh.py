@@ -36,7 +36,10 @@ def addArguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--structure", action="append", help="only this structure (repeatable)")
 
 
-def _readStructures(path: str, doseGeometry, supersample: int):
+def _readStructures(path: str, doseGeometry, supersample: int, frameOfReferenceUid: str | None = None,
+                    dosePath: str | None = None):
+    """The structures on the dose grid (contours on a grid ``supersample`` times finer); an RTSTRUCT of another frame
+    of reference than the RTDOSE's (``frameOfReferenceUid``) is refused naming both files."""
     from ..core.dvh import supersampledGeometry
     from ..core.segio import readSegmentationWithGeometry
 
@@ -44,9 +47,9 @@ def _readStructures(path: str, doseGeometry, supersample: int):
     isContour = lower.endswith((".vtm", ".vtp", ".dcm")) or Path(path).is_dir()
     if isContour:
         grid = supersampledGeometry(doseGeometry, supersample) if supersample > 1 else doseGeometry
-        masks, geometry, _ = readSegmentationWithGeometry(path, grid)
+        masks, geometry, _ = readSegmentationWithGeometry(path, grid, frameOfReferenceUid, dosePath)
         return masks, geometry
-    masks, geometry, _ = readSegmentationWithGeometry(path, doseGeometry)
+    masks, geometry, _ = readSegmentationWithGeometry(path, doseGeometry, frameOfReferenceUid, dosePath)
     return masks, geometry
 
 
@@ -62,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--supersample must be at most {MAX_SUPERSAMPLE} (each step multiplies the grid by its cube)")
     checkOutputFiles({"--csv": args.csv, "--json": args.json}, [args.dose, args.segmentation],
                      {"--csv": (".csv",), "--json": (".json",)})
-    dose, geometry, _ = readDoseFile(args.dose)
-    masks, maskGeometry = _readStructures(args.segmentation, geometry, args.supersample)
+    dose, geometry, doseInfo = readDoseFile(args.dose)
+    masks, maskGeometry = _readStructures(args.segmentation, geometry, args.supersample,
+                                          doseInfo.get("frameOfReferenceUid") or None, args.dose)
     if args.structure:
         missing = [s for s in args.structure if s not in masks]
         if missing:

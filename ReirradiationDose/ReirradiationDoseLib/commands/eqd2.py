@@ -38,8 +38,9 @@ def readDoseFile(path: str | Path, physicalOnly: bool = False) -> tuple[np.ndarr
         raise InputError("the dose file does not exist", path)
     isDicom = path.suffix.lower() == ".dcm" or path.is_dir()
     if not isDicom and path.is_file():
-        with open(path, "rb") as handle:
-            isDicom = handle.read(132)[128:132] == b"DICM"
+        from ..core.dicomimage import isDicomFile
+
+        isDicom = isDicomFile(path)  # also an RTDOSE written without the 128-byte preamble
     if isDicom:
         from ..core.rtdose import readRtDose, refuseEqd2Dose, requirePlanDose
 
@@ -47,7 +48,8 @@ def readDoseFile(path: str | Path, physicalOnly: bool = False) -> tuple[np.ndarr
         if physicalOnly:
             refuseEqd2Dose(requirePlanDose(rtDose, path), path)
         return (np.asarray(rtDose.doseGy, dtype=np.float32), rtDose.geometry,
-                {"format": "RTDOSE", "doseType": rtDose.doseType, "summationType": rtDose.summationType})
+                {"format": "RTDOSE", "doseType": rtDose.doseType, "summationType": rtDose.summationType,
+                 "frameOfReferenceUid": rtDose.frameOfReferenceUid})
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
@@ -103,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
                       "--alpha-beta-output": args.alpha_beta_output},
                      [args.dose, args.segmentation, None if args.tissues == "default" else args.tissues],
                      dict.fromkeys(("--output", "--bed-output", "--alpha-beta-output"), images))
-    dose, geometry, _ = readDoseFile(args.dose, physicalOnly=True)
+    dose, geometry, doseInfo = readDoseFile(args.dose, physicalOnly=True)
     if (args.alpha_beta is None) == (args.segmentation is None):
         raise InputError("give either --alpha-beta (one value) or --segmentation (an α/β map from the tissue table)")
     repairFactor = 1.0
@@ -120,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
         from ..core.tissues import TissueTable, alphaBetaMap, repairHalfTimes
 
         table = TissueTable.default() if args.tissues == "default" else TissueTable.fromJson(args.tissues)
-        masks = readSegmentation(args.segmentation, geometry)
+        # structures drawn in another frame of reference than the RTDOSE's are refused naming both files
+        masks = readSegmentation(args.segmentation, geometry, doseInfo.get("frameOfReferenceUid") or None, args.dose)
         abMap, owner, names = alphaBetaMap(masks, table, args.default_alpha_beta)
         alphaBeta = abMap
         alphaBetaLabel = "map"

@@ -8,6 +8,15 @@ A constraint names an organ (TG-263 name + aliases), a metric (``Dmax``, ``Dmean
 ``>=``), a limit with its unit (Gy, %, cc), the α/β (Gy) the EQD2 must be computed with (None: dose as in the source)
 and a kind: ``cumulative`` (EQD2 summed over all courses) or ``first-course``.
 
+Recovery and a cumulative limit: by default a cumulative limit is compared with the composite in which the prior
+courses are discounted by the organ's recovery (``Σ (1 − r) EQD2``, the case's recovery model). A limit whose source
+already allows for recovery — Nieder's cord criterion, BED ≤ 135.5 Gy₂ summed over the courses as given, safe only
+because the courses were ≥ 6 months apart — says ``"recoveryInLimit": true`` and is read on the courses' plain sum
+whatever the recovery model (discounting the prior course again counts the recovery twice: 50/25 + 8 × 1 at 13 months
+with the Nieder/Doi step read 45 Gy, a pass, instead of 70 Gy, a fail). ``conditions`` state where such a criterion
+holds: ``minIntervalMonths`` (calendar months between consecutive courses) and ``maxCourseBedGy`` (each course's own
+value of the metric as BED at the constraint's α/β); an organ outside them is "not evaluated" unless it fails anyway.
+
 Margin: positive means inside the limit (``limit − value`` for upper limits, ``value − limit`` for lower limits), in
 the constraint's unit. A missing organ or an undefined metric (D2cc of a 1 cc organ) gives ``not evaluated`` with a
 reason, never a silent pass.
@@ -41,7 +50,8 @@ SHIPPED_CONSTRAINT_SETS = {
 _COMPARISONS = ("<", "<=", ">", ">=")
 _KINDS = ("cumulative", "first-course")
 _KEYS = {"structure", "aliases", "metric", "comparison", "limit", "unit", "alphaBetaGy", "kind", "level", "source",
-         "note"}
+         "note", "recoveryInLimit", "conditions"}
+_CONDITIONS = ("minIntervalMonths", "maxCourseBedGy")
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,8 @@ class OrganConstraint:
     comparison: str = "<"
     level: str = "limit"
     note: str = ""
+    recoveryInLimit: bool = False  # the limit already allows for recovery: read on the courses' plain sum
+    conditions: tuple[tuple[str, float], ...] = ()  # (name, value) pairs of _CONDITIONS where the criterion holds
 
     def __post_init__(self):
         object.__setattr__(self, "aliases", tuple(str(a) for a in self.aliases))
@@ -87,6 +99,29 @@ class OrganConstraint:
             if not math.isfinite(ab) or ab <= 0:
                 raise InputError(f"constraint {self.structure} {self.metric}: α/β must be > 0 Gy")
             object.__setattr__(self, "alphaBetaGy", ab)
+        what = f"constraint {self.structure} {self.metric}"
+        if not isinstance(self.recoveryInLimit, bool):
+            raise InputError(f"{what}: 'recoveryInLimit' must be true or false, got {self.recoveryInLimit!r}")
+        conditions = dict(self.conditions)
+        unknown = sorted(set(conditions) - set(_CONDITIONS))
+        if unknown:
+            raise InputError(f"{what}: unknown condition(s) {', '.join(map(repr, unknown))} (known: "
+                             f"{', '.join(_CONDITIONS)})")
+        for name, value in conditions.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise InputError(f"{what}: condition {name!r} must be a number ≥ 0, got {value!r}")
+        if conditions and self.kind != "cumulative":
+            raise InputError(f"{what}: conditions apply to a cumulative criterion, not to a {self.kind} limit")
+        if "maxCourseBedGy" in conditions and (self.alphaBetaGy is None or unit != "Gy"):
+            raise InputError(f"{what}: 'maxCourseBedGy' needs a dose metric (Gy) and the constraint's α/β")
+        if self.recoveryInLimit and self.kind != "cumulative":
+            raise InputError(f"{what}: 'recoveryInLimit' applies to a cumulative limit, not to a {self.kind} limit")
+        object.__setattr__(self, "conditions", tuple((k, float(conditions[k])) for k in _CONDITIONS
+                                                     if k in conditions))
+
+    def condition(self, name: str) -> float | None:
+        """The value of one of the criterion's conditions (``minIntervalMonths``, ``maxCourseBedGy``), or None."""
+        return dict(self.conditions).get(name)
 
     @property
     def limitGy(self) -> float | None:
@@ -102,13 +137,14 @@ class OrganConstraint:
 
     def describe(self) -> str:
         ab = f" (EQD2, α/β {self.alphaBetaGy:g} Gy)" if self.alphaBetaGy is not None else ""
-        return f"{self.structure} {self.metric} {self.comparison} {self.limit:g} {self.unit}{ab}, {self.kind}"
+        plain = ", courses summed without recovery" if self.recoveryInLimit else ""
+        return f"{self.structure} {self.metric} {self.comparison} {self.limit:g} {self.unit}{ab}, {self.kind}{plain}"
 
     def toDict(self) -> dict:
         return {"structure": self.structure, "aliases": list(self.aliases), "metric": self.metric,
                 "comparison": self.comparison, "limit": self.limit, "unit": self.unit,
                 "alphaBetaGy": self.alphaBetaGy, "kind": self.kind, "level": self.level, "source": self.source,
-                "note": self.note}
+                "note": self.note, "recoveryInLimit": self.recoveryInLimit, "conditions": dict(self.conditions)}
 
     @classmethod
     def fromDict(cls, data: dict) -> OrganConstraint:
@@ -128,6 +164,10 @@ class OrganConstraint:
                     isinstance(value, bool) or not isinstance(value, (int, float)))):
                 raise InputError(f"{what}: '{key}' must be a number{' or null' if key == 'alphaBetaGy' else ''}, "
                                  f"got {value!r}")
+        conditions = data.get("conditions", {})
+        if not isinstance(conditions, dict):
+            raise InputError(f"{what}: 'conditions' must be an object such as {{\"minIntervalMonths\": 6}}, got "
+                             f"{conditions!r}")
         aliases = data.get("aliases", [])
         if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
             raise InputError(f"{what}: 'aliases' must be a list of structure names, got {aliases!r}")
@@ -136,7 +176,8 @@ class OrganConstraint:
                        metric=str(data["metric"]), limit=data["limit"], unit=str(data["unit"]),
                        alphaBetaGy=data.get("alphaBetaGy"), kind=str(data.get("kind", "cumulative")),
                        source=str(data.get("source", "")), comparison=str(data.get("comparison", "<")),
-                       level=str(data.get("level", "limit")), note=str(data.get("note", "")))
+                       level=str(data.get("level", "limit")), note=str(data.get("note", "")),
+                       recoveryInLimit=data.get("recoveryInLimit", False), conditions=tuple(conditions.items()))
         except KeyError as error:
             raise InputError(f"a constraint lacks {error.args[0]!r}: {data!r}") from None
 

@@ -9,10 +9,17 @@ Conventions
 - A voxel is inside when its **centre** is inside (half-open crossing rule, so a voxel centre on an edge is counted
   exactly once between neighbouring polygons). Structure volumes therefore depend on the grid; sample finer than
   the dose grid where volumes matter (REFERENCE §5).
-- Contour planes are assigned to image slices by their position along the slice normal: a slice takes the contour
-  plane nearest to it, provided the distance is at most half the contour-plane spacing (each plane represents a slab
-  of that thickness, as TPSs and dicompyler-core compute structure volumes). Planes tilted against the slices are
-  refused.
+- Contour planes are assigned to image slices by their position along the slice normal: each plane represents a
+  slab reaching half-way to the neighbouring contour planes of the whole structure set (the slices the set was drawn
+  on: a planning system gives each contour the thickness of its CT slice), and a slice whose centre lies in a plane's
+  slab takes that plane. Slabs are half-open, ``[lower, upper)`` along the slice normal like the in-plane rule, so a
+  slice centre exactly on the boundary between two slabs belongs to one of them and one on a structure's outer
+  boundary is counted once. An end plane of the set reaches half its one gap outwards; a set of one plane gives it
+  the grid's slice spacing; a gap more than three times the set's median gap is taken as planes without contours,
+  not as one thick slice (the planes beside it reach half the median gap into it). Contours less than
+  ``max(0.05 mm, 0.1 x the smallest gap between distinct planes)`` apart along the normal are one plane (planning
+  systems write one plane's contours with a jitter of a few hundredths of a millimetre). Planes tilted against the
+  slices are refused.
 
 :func:`maskToContours` is the inverse used by the RTSTRUCT writer: it traces the voxel-edge outlines of a mask (outer
 boundaries and holes), so rasterising the written contours onto the same grid gives back exactly the same mask.
@@ -40,6 +47,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _PLANE_TOLERANCE_MM = 0.05
+_DISTINCT_PLANES_MM = 0.5  # contours closer than this along the normal cannot be told apart as slices (tilt check)
+_SKIPPED_GAP_RATIO = 3.0  # a gap between contour planes above this many median gaps holds slices without contours
+_TIE_MM = 1e-6
 
 
 @dataclass(frozen=True)
@@ -48,7 +58,7 @@ class RasterizationReport:
 
     ``planesOutside`` counts contour planes that fall outside the image (beyond half a slice of the first/last
     slice); ``pointsOutsideInPlane`` counts contour points outside the in-plane extent of the image. ``planeSpacingMm``
-    is the (median) spacing of the contour planes used as the slab thickness.
+    is the median slab thickness of the structure's contour planes.
     """
 
     numberOfContours: int
@@ -116,8 +126,39 @@ def _sliceFrame(geometry: ImageGeometry):
     return d, normal
 
 
+def _groupPlanes(heights: np.ndarray, fallbackSpacingMm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Group contour heights (mm along the slice normal) into planes: ``(plane heights ascending, plane index of each
+    height)``. Heights less than ``max(0.05 mm, 0.1 x the smallest gap between distinct planes)`` apart are one
+    plane; distinct planes are more than 0.5 mm apart (the grid's slice spacing stands in when no two are)."""
+    order = np.argsort(heights, kind="stable")
+    sortedHeights = heights[order]
+    gaps = np.diff(sortedHeights)
+    distinct = gaps[gaps > _DISTINCT_PLANES_MM]
+    spacing = float(distinct.min()) if distinct.size else float(fallbackSpacingMm)
+    tolerance = max(_PLANE_TOLERANCE_MM, 0.1 * spacing)
+    sortedIndex = np.concatenate([[0], np.cumsum(gaps > tolerance)])
+    index = np.empty(len(heights), dtype=int)
+    index[order] = sortedIndex
+    planeHeights = np.bincount(sortedIndex, weights=sortedHeights) / np.bincount(sortedIndex)
+    return planeHeights, index
+
+
+def _slabHalfWidths(planeHeights: np.ndarray, fallbackSpacingMm: float) -> tuple[np.ndarray, np.ndarray]:
+    """How far each plane of a structure set reaches below and above itself: half the gap to its neighbouring plane;
+    an end plane half its one gap outwards; one plane half ``fallbackSpacingMm``. A gap more than three median gaps
+    wide holds slices without contours: the planes beside it reach half a median gap into it."""
+    if len(planeHeights) < 2:
+        half = np.full(len(planeHeights), 0.5 * float(fallbackSpacingMm))
+        return half, half
+    gaps = np.diff(planeHeights)
+    typical = float(np.median(gaps))
+    halfGaps = 0.5 * np.where(gaps <= _SKIPPED_GAP_RATIO * typical, gaps, typical)
+    return np.concatenate([halfGaps[:1], halfGaps]), np.concatenate([halfGaps, halfGaps[-1:]])
+
+
 def rasterizeContours(contours: list[np.ndarray], geometry: ImageGeometry, name: str = "structure",
-                      planeThicknessMm: float | None = None) -> tuple[np.ndarray, RasterizationReport]:
+                      planeThicknessMm: float | None = None, setContours: list[np.ndarray] | None = None
+                      ) -> tuple[np.ndarray, RasterizationReport]:
     """Rasterise closed planar LPS contours onto ``geometry`` (even-odd rule, voxel-centre sampling).
 
     Parameters
@@ -125,8 +166,11 @@ def rasterizeContours(contours: list[np.ndarray], geometry: ImageGeometry, name:
     contours : list of ``(n, 3)`` LPS point arrays (each a closed polygon, last point not repeated).
     geometry : the target grid; its slices must be parallel to the contour planes.
     name : used in messages.
-    planeThicknessMm : slab thickness each contour plane represents; default the median spacing between
-        consecutive contour planes (or the slice spacing when there is a single plane).
+    planeThicknessMm : slab thickness every contour plane represents (centred on it); default: each plane reaches
+        half-way to its neighbouring planes of the structure set (see the module notes).
+    setContours : every contour of the whole structure set (all its ROIs, this one included), whose planes are the
+        slices the set was drawn on; default: this structure's own contours. A sparse structure (markers drawn on
+        one slice each) then takes the slice thickness, not the distance to its next contour.
 
     Returns
     -------
@@ -139,41 +183,40 @@ def rasterizeContours(contours: list[np.ndarray], geometry: ImageGeometry, name:
     _, normal = _sliceFrame(geometry)
     origin = np.array(geometry.originMm)
     sliceSpacing = geometry.spacingMm[2]
-    # group contours by plane position along the slice normal
-    planeKeys: list[float] = []
-    planeIndex = []
+    tiltLimit = max(_PLANE_TOLERANCE_MM, 0.01 * sliceSpacing) * 10
     warnings: list[str] = []
+    heights = []
     for c in contours:
-        heights = (c - origin) @ normal
-        if np.ptp(heights) > max(_PLANE_TOLERANCE_MM, 0.01 * sliceSpacing) * 10:
+        along = (c - origin) @ normal
+        if np.ptp(along) > tiltLimit:
             raise InputError(f"the contours of '{name}' are not parallel to the image slices (a contour spans "
-                             f"{np.ptp(heights):.2f} mm along the slice normal); tilted contour planes are not "
+                             f"{np.ptp(along):.2f} mm along the slice normal); tilted contour planes are not "
                              "supported")
-        h = float(np.mean(heights))
-        for n, key in enumerate(planeKeys):
-            if abs(key - h) <= _PLANE_TOLERANCE_MM:
-                planeIndex.append(n)
-                break
-        else:
-            planeKeys.append(h)
-            planeIndex.append(len(planeKeys) - 1)
-    planeHeights = np.array(planeKeys)
-    order = np.argsort(planeHeights)
-    sortedHeights = planeHeights[order]
-    if planeThicknessMm is None:
-        if len(sortedHeights) > 1:
-            planeThicknessMm = float(np.median(np.diff(sortedHeights)))
-        else:
-            planeThicknessMm = float(sliceSpacing)
-    planeThicknessMm = max(float(planeThicknessMm), 1e-6)
-    # which contour plane serves each slice: the nearest one within half the slab thickness
+        heights.append(float(np.mean(along)))
+    # the planes of the whole structure set (other structures' tilted contours, if any, do not count)
+    setHeights = []
+    for c in setContours or ():
+        along = (np.asarray(c, dtype=float).reshape(-1, 3) - origin) @ normal
+        if along.size and np.ptp(along) <= tiltLimit:
+            setHeights.append(float(np.mean(along)))
+    allPlanes, allIndex = _groupPlanes(np.array(heights + setHeights), sliceSpacing)
+    planeIndex = allIndex[:len(contours)]
+    used = np.unique(planeIndex)  # ascending: this structure's planes among the set's
+    sortedHeights = allPlanes[used]
+    if planeThicknessMm is not None:
+        half = 0.5 * max(float(planeThicknessMm), 1e-6)
+        lower = upper = np.full(len(used), half)
+    else:
+        below, above = _slabHalfWidths(allPlanes, sliceSpacing)
+        lower, upper = below[used], above[used]
+    # which contour plane serves each slice: the one whose half-open slab [h - lower, h + upper) holds the slice
+    # centre (the nearest one if slabs of a given thickness overlap)
     sliceHeights = np.arange(geometry.sizeXyz[2]) * sliceSpacing
-    nearest = np.searchsorted(sortedHeights, sliceHeights)
-    lo = np.clip(nearest - 1, 0, len(sortedHeights) - 1)
-    hi = np.clip(nearest, 0, len(sortedHeights) - 1)
-    pick = np.where(np.abs(sortedHeights[lo] - sliceHeights) <= np.abs(sortedHeights[hi] - sliceHeights), lo, hi)
-    dist = np.abs(sortedHeights[pick] - sliceHeights)
-    served = dist <= 0.5 * planeThicknessMm + 1e-6
+    offset = sliceHeights[None, :] - sortedHeights[:, None]
+    inside = (offset >= -lower[:, None] - _TIE_MM) & (offset < upper[:, None] - _TIE_MM)
+    dist = np.where(inside, np.abs(offset), np.inf)
+    pick = np.argmin(dist, axis=0)
+    served = np.isfinite(dist[pick, np.arange(len(sliceHeights))])
     # contour planes that serve no slice because they lie outside the image
     halfSlice = 0.5 * sliceSpacing
     outside = (sortedHeights < -halfSlice - 1e-6) | (sortedHeights > sliceHeights[-1] + halfSlice + 1e-6)
@@ -182,11 +225,10 @@ def rasterizeContours(contours: list[np.ndarray], geometry: ImageGeometry, name:
     polygonsByPlane: dict[int, list[np.ndarray]] = {}
     pointsOutside = 0
     ni, nj = geometry.sizeXyz[0], geometry.sizeXyz[1]
-    rank = np.empty(len(order), dtype=int)
-    rank[order] = np.arange(len(order))
-    for c, p in zip(contours, planeIndex, strict=True):
+    rank = np.searchsorted(used, planeIndex)  # each contour's plane among this structure's planes
+    for c, p in zip(contours, rank, strict=True):
         ijk = geometry.lpsToIndex(c)
-        polygonsByPlane.setdefault(int(rank[p]), []).append(ijk[:, :2])
+        polygonsByPlane.setdefault(int(p), []).append(ijk[:, :2])
         pointsOutside += int(np.count_nonzero((ijk[:, 0] < -0.5) | (ijk[:, 0] > ni - 0.5)
                                               | (ijk[:, 1] < -0.5) | (ijk[:, 1] > nj - 0.5)))
     cache: dict[int, np.ndarray] = {}
@@ -203,7 +245,7 @@ def rasterizeContours(contours: list[np.ndarray], geometry: ImageGeometry, name:
         logger.warning(w)
     report = RasterizationReport(numberOfContours=len(contours), numberOfPlanes=len(sortedHeights),
                                  planesOutside=planesOutside, pointsOutsideInPlane=pointsOutside,
-                                 planeSpacingMm=planeThicknessMm, warnings=tuple(warnings))
+                                 planeSpacingMm=float(np.median(lower + upper)), warnings=tuple(warnings))
     return mask, report
 
 

@@ -3,8 +3,11 @@
 The series is chosen explicitly by SeriesInstanceUID and/or modality, never "the first series found": an RTDOSE,
 RTSTRUCT or a second series in the same folder is never mistaken for the planning CT. Non-DICOM and unreadable files
 are skipped with a warning naming them. The slices are sorted along the image-plane normal; gantry tilt (a slice
-normal not parallel to the stacking direction), missing slices and unequal slice spacing are refused with a message
-naming the folder (resampling such a series silently would misplace dose).
+normal not parallel to the stacking direction), missing slices, unequal slice spacing and slices of different
+orientation or pixel spacing are refused with a message naming the folder (resampling such a series silently would
+misplace dose). An Enhanced (multi-frame) CT/MR is checked the same way, frame by frame: each frame's position,
+orientation, pixel spacing and rescale are read from its functional groups (PS3.3 C.7.6.16), since its frames may be
+stored in any order.
 
 References: DICOM PS3.3 C.7.6.2 Image Plane Module (ImagePositionPatient, ImageOrientationPatient, PixelSpacing),
 C.11.1 Modality LUT (RescaleSlope/RescaleIntercept).
@@ -28,13 +31,14 @@ from .errors import InputError
 from .geometry import ImageGeometry
 
 __all__ = ["ImageSeriesInfo", "SeriesSummary", "listSeries", "readImageSeries", "readDicomObject",
-           "damagedAttributes"]
+           "damagedAttributes", "isDicomFile"]
 
 logger = logging.getLogger(__name__)
 
 _IMAGE_MODALITIES = ("CT", "MR", "PT", "CBCT")
 _SPACING_TOLERANCE = 0.01  # relative tolerance on slice spacing
 _TILT_TOLERANCE_MM = 0.01
+_PIXEL_SPACING_TOLERANCE_MM = 1e-3
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,19 @@ def _parseAll(ds: pydicom.Dataset) -> None:
         _ = element.value
 
 
+def isDicomFile(path: str | os.PathLike) -> bool:
+    """Whether a file is DICOM: with the 128-byte preamble, or without it (older exports write the dataset alone) when
+    it parses as a dataset holding a SOP Class UID or a Modality, as :func:`readDicomObject` accepts it. Only the
+    element headers are read (the values of other elements are skipped)."""
+    try:
+        if pydicom.misc.is_dicom(str(path)):
+            return True
+        ds = pydicom.dcmread(path, force=True, stop_before_pixels=True, specific_tags=["SOPClassUID", "Modality"])
+    except Exception:  # forced on a file that is not DICOM, pydicom fails in many ways: it is not DICOM
+        return False
+    return "SOPClassUID" in ds or "Modality" in ds
+
+
 def readDicomObject(path: str | os.PathLike, modality: str, what: str | None = None) -> pydicom.Dataset:
     """Read one DICOM file, check it is complete and of the expected Modality; :class:`InputError` otherwise.
 
@@ -119,6 +136,11 @@ def readDicomObject(path: str | os.PathLike, modality: str, what: str | None = N
             ds = pydicom.dcmread(path, force=True)
             if "SOPClassUID" not in ds and "Modality" not in ds:
                 raise InvalidDicomError("no DICOM header and no SOP Class") from None
+            if "TransferSyntaxUID" not in ds.file_meta:  # no file meta: the encoding the dataset was parsed in
+                implicit, little = ds.original_encoding
+                ds.file_meta.TransferSyntaxUID = (pydicom.uid.ImplicitVRLittleEndian if implicit else
+                                                  pydicom.uid.ExplicitVRLittleEndian if little else
+                                                  pydicom.uid.ExplicitVRBigEndian)
     except errors as exc:
         raise InputError(f"the file cannot be read as DICOM ({exc}); it is not a {what} or it is damaged", path
                          ) from None
@@ -270,40 +292,17 @@ def _assemble(folder: Path, chosen: SeriesSummary, slices, skipped) -> tuple[sit
     first = slices[0][1]
     note = f" (skipped files: {'; '.join(undecoded)})" if undecoded else ""
     try:
-        iop = np.array([float(v) for v in first.ImageOrientationPatient])
-        for _, ds in slices:
-            if not np.allclose([float(v) for v in ds.ImageOrientationPatient], iop, atol=1e-4):
-                raise InputError("the slices of the series have different orientations", folder)
+        orientations = [[float(v) for v in ds.ImageOrientationPatient] for _, ds in slices]
         positions = np.array([[float(v) for v in ds.ImagePositionPatient] for _, ds in slices])
-        pixelSpacing = [float(v) for v in first.PixelSpacing]
+        pixelSpacings = [[float(v) for v in ds.PixelSpacing] for _, ds in slices]
         rows, cols = int(first.Rows), int(first.Columns)
     except AttributeError as exc:
         raise InputError(f"the image series lacks a required geometry attribute ({exc})", folder) from None
-    row, col = iop[:3], iop[3:]
-    normal = np.cross(row, col)
-    heights = positions @ normal
-    order = np.argsort(heights)
-    heights = heights[order]
-    positions = positions[order]
+    order, positions, spacing, direction = _stack(folder, orientations, positions, pixelSpacings, note)
     slices = [slices[n] for n in order]
-    if len(np.unique(np.round(heights, 3))) != len(heights):
-        raise InputError("the series contains several slices at the same position (duplicate or mixed series)",
-                         folder)
-    if len(slices) > 1:
-        steps = np.diff(positions, axis=0)
-        stepAlongNormal = np.diff(heights)
-        inPlaneShift = steps - stepAlongNormal[:, None] * normal[None, :]
-        if np.abs(inPlaneShift).max() > _TILT_TOLERANCE_MM + 1e-3 * np.abs(stepAlongNormal).max():
-            raise InputError("the slices are not stacked along the slice normal (gantry tilt or sheared "
-                             "acquisition); such series are not supported — resample it to a non-tilted grid first",
-                             folder)
-        spacing = float(np.median(stepAlongNormal))
-        if np.abs(stepAlongNormal - spacing).max() > _SPACING_TOLERANCE * spacing:
-            gaps = int(np.count_nonzero(stepAlongNormal > spacing * (1 + _SPACING_TOLERANCE)))
-            raise InputError(f"the slices are not equally spaced (spacing {stepAlongNormal.min():.3g} to "
-                             f"{stepAlongNormal.max():.3g} mm; {gaps} gap(s), a slice may be missing){note}", folder)
-    else:
+    if len(slices) == 1:
         spacing = float(first.get("SliceThickness", 1.0) or 1.0)
+    pixelSpacing = pixelSpacings[0]
     arrays = []
     sopUids = []
     files = []
@@ -317,7 +316,6 @@ def _assemble(folder: Path, chosen: SeriesSummary, slices, skipped) -> tuple[sit
         sopUids.append(str(ds.SOPInstanceUID))
         files.append(str(p))
     array = np.stack(arrays, axis=0)
-    direction = np.column_stack([row, col, normal])
     geometry = ImageGeometry((cols, rows, len(slices)), (pixelSpacing[1], pixelSpacing[0], spacing),
                              tuple(positions[0]), tuple(direction.ravel()))
     image = sitk.GetImageFromArray(array)
@@ -325,6 +323,52 @@ def _assemble(folder: Path, chosen: SeriesSummary, slices, skipped) -> tuple[sit
     info = _info(folder, chosen, first, geometry, sopUids, files, skipped)
     logger.info("read %s series %s: %s", chosen.modality, chosen.seriesInstanceUid, geometry.describe())
     return image, info
+
+
+def _stack(folder: Path, orientations, positions: np.ndarray, pixelSpacings, note: str = "", what: str = "slices"
+           ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """Sort image planes along their normal and check that they form one regular grid: the same orientation and
+    pixel spacing on every plane, no two at one position, stacked along the normal (no gantry tilt), equally spaced.
+
+    Returns ``(order, sorted positions, slice spacing (mm; 0 for one plane), direction matrix [row, column, normal])``;
+    :class:`InputError` naming ``folder`` otherwise. ``what`` names the planes in messages (slices, frames).
+    """
+    iop = np.array(orientations[0], dtype=float)
+    for orientation in orientations:
+        if not np.allclose(orientation, iop, atol=1e-4):
+            raise InputError(f"the {what} of the series have different orientations", folder)
+    if any(len(values) != 2 for values in pixelSpacings):
+        raise InputError(f"the PixelSpacing of the {what} must hold two numbers", folder)
+    spacings = np.array(pixelSpacings, dtype=float)
+    if np.abs(spacings - spacings[0]).max() > _PIXEL_SPACING_TOLERANCE_MM:
+        found = sorted({f"{r:g} x {c:g}" for r, c in spacings})
+        raise InputError(f"the {what} of the series have different pixel spacings ({', '.join(found)} mm); such "
+                         "series are not supported — resample it to one pixel spacing first", folder)
+    row, col = iop[:3], iop[3:]
+    normal = np.cross(row, col)
+    heights = positions @ normal
+    order = np.argsort(heights, kind="stable")
+    heights = heights[order]
+    positions = positions[order]
+    if len(np.unique(np.round(heights, 3))) != len(heights):
+        raise InputError(f"the series contains several {what} at the same position (duplicate or mixed series)",
+                         folder)
+    spacing = 0.0
+    if len(heights) > 1:
+        steps = np.diff(positions, axis=0)
+        stepAlongNormal = np.diff(heights)
+        inPlaneShift = steps - stepAlongNormal[:, None] * normal[None, :]
+        if np.abs(inPlaneShift).max() > _TILT_TOLERANCE_MM + 1e-3 * np.abs(stepAlongNormal).max():
+            raise InputError(f"the {what} are not stacked along the slice normal (gantry tilt or sheared "
+                             "acquisition); such series are not supported — resample it to a non-tilted grid first",
+                             folder)
+        spacing = float(np.median(stepAlongNormal))
+        if np.abs(stepAlongNormal - spacing).max() > _SPACING_TOLERANCE * spacing:
+            gaps = int(np.count_nonzero(stepAlongNormal > spacing * (1 + _SPACING_TOLERANCE)))
+            raise InputError(f"the {what} are not equally spaced (spacing {stepAlongNormal.min():.3g} to "
+                             f"{stepAlongNormal.max():.3g} mm; {gaps} gap(s), a {what[:-1]} may be missing){note}",
+                             folder)
+    return order, positions, spacing, np.column_stack([row, col, normal])
 
 
 def _info(folder, chosen, ds, geometry, sopUids, files, skipped) -> ImageSeriesInfo:
@@ -338,13 +382,73 @@ def _info(folder, chosen, ds, geometry, sopUids, files, skipped) -> ImageSeriesI
         studyDate=str(ds.get("StudyDate", "")), skippedFiles=tuple(skipped))
 
 
+def _frameAttribute(ds, frame, sequence: str, keyword: str):
+    """An attribute of one frame of an Enhanced image: from the frame's own functional group ``sequence``, else the
+    shared one, else the top level (PS3.3 C.7.6.16), or None."""
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    for group in (frame, shared[0] if shared else None):
+        items = group.get(sequence) if group is not None else None
+        if items and keyword in items[0]:
+            return items[0].get(keyword)
+    return ds.get(keyword)
+
+
 def _assembleMultiFrame(folder, chosen, item, skipped):
+    """An Enhanced (multi-frame) CT/MR: frames sorted by their own positions and checked like the slices of a
+    single-frame series (:func:`_stack`), each with its own rescale. A multi-frame image without per-frame
+    positions (no PerFrameFunctionalGroupsSequence) is read by SimpleITK/GDCM as before."""
     p, _ = item
     try:
-        image = sitk.ReadImage(str(p), sitk.sitkFloat32)
-    except RuntimeError as exc:
+        ds = pydicom.dcmread(p)
+    except Exception as exc:  # pydicom raises many types for damaged files
         raise InputError(f"cannot read the multi-frame image {p.name} ({exc})", folder) from None
-    ds = pydicom.dcmread(p, stop_before_pixels=True)
-    geometry = ImageGeometry.fromImage(image)
+    frames = ds.get("PerFrameFunctionalGroupsSequence")
+    if not frames:
+        try:
+            image = sitk.ReadImage(str(p), sitk.sitkFloat32)
+        except RuntimeError as exc:
+            raise InputError(f"cannot read the multi-frame image {p.name} ({exc})", folder) from None
+        info = _info(folder, chosen, ds, ImageGeometry.fromImage(image), [str(ds.SOPInstanceUID)], [str(p)], skipped)
+        return image, info
+    problem = _truncation(ds)
+    if problem:
+        raise InputError(f"the multi-frame image {p.name} is truncated ({problem})", folder)
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    nFrames = int(ds.NumberOfFrames)
+    try:
+        pixels = np.asarray(ds.pixel_array)
+    except Exception as exc:  # pydicom raises many types for undecodable pixel data
+        raise InputError(f"the pixel data of the multi-frame image {p.name} cannot be decoded ({exc})", folder
+                         ) from None
+    if len(frames) != nFrames or pixels.shape != (nFrames, rows, cols):
+        raise InputError(f"the multi-frame image {p.name} holds {len(frames)} frame descriptions and pixel data of "
+                         f"shape {pixels.shape} for {nFrames} frames of {rows} x {cols} scalar pixels", folder)
+    with damagedAttributes(folder, f"multi-frame image {p.name}"):
+        orientations, positions, pixelSpacings, slopes, intercepts = [], [], [], [], []
+        for frame in frames:
+            values = {keyword: _frameAttribute(ds, frame, sequence, keyword) for sequence, keyword in (
+                ("PlaneOrientationSequence", "ImageOrientationPatient"),
+                ("PlanePositionSequence", "ImagePositionPatient"), ("PixelMeasuresSequence", "PixelSpacing"),
+                ("PixelValueTransformationSequence", "RescaleSlope"),
+                ("PixelValueTransformationSequence", "RescaleIntercept"))}
+            missing = [k for k in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing")
+                       if values[k] is None]
+            if missing:
+                raise InputError(f"a frame of the multi-frame image {p.name} has no {', '.join(missing)}", folder)
+            orientations.append([float(v) for v in values["ImageOrientationPatient"]])
+            positions.append([float(v) for v in values["ImagePositionPatient"]])
+            pixelSpacings.append([float(v) for v in values["PixelSpacing"]])
+            slopes.append(float(values["RescaleSlope"] or 1.0))  # as for single-frame slices
+            intercepts.append(float(values["RescaleIntercept"] or 0.0))
+    order, positions, spacing, direction = _stack(folder, orientations, np.array(positions), pixelSpacings,
+                                                  what="frames")
+    array = np.stack([pixels[n].astype(np.float32) * np.float32(slopes[n]) + np.float32(intercepts[n])
+                      for n in order])
+    pixelSpacing = pixelSpacings[0]
+    geometry = ImageGeometry((cols, rows, nFrames), (pixelSpacing[1], pixelSpacing[0], spacing),
+                             tuple(positions[0]), tuple(direction.ravel()))
+    image = sitk.GetImageFromArray(array)
+    geometry.applyTo(image)
     info = _info(folder, chosen, ds, geometry, [str(ds.SOPInstanceUID)], [str(p)], skipped)
+    logger.info("read multi-frame %s %s: %s", chosen.modality, p.name, geometry.describe())
     return image, info

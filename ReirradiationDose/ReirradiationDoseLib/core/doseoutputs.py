@@ -74,7 +74,8 @@ def writeDoseOutputs(result, outputDir, pictures: bool | Callable = True, includ
             written.append(writeNrrd(folder / "remaining_budget.nrrd", result.remainingBudgetGy, geometry,
                                      f"largest physical dose a planned course of {result.settings.plannedFractions} "
                                      "fractions may add before the tightest cumulative near-maximum limit of the "
-                                     "organs holding the voxel; NaN outside constrained organs").name)
+                                     "organs holding the voxel; NaN outside constrained organs and where a course's "
+                                     "dose is unknown").name)
 
         written += _writeRegistrations(result, folder, anonymize)
         progress(0.2, "Writing tables")

@@ -89,6 +89,10 @@ class DvhResult:
         volumes = np.asarray(self.voxelVolumesCc, dtype=np.float64)
         if doses.shape != volumes.shape or doses.ndim != 1:
             raise InputError("DVH: doses and voxel volumes must be 1D arrays of one length")
+        if not np.all(np.isfinite(doses)) or not np.all(np.isfinite(volumes)):
+            # NaN compares false: the sort below would be skipped and Dmax read 5 Gy of [5, NaN, 10, 2]
+            raise InputError("DVH: doses and voxel volumes must be finite numbers (leave voxels of unknown dose out, "
+                             "as pipeline.knownDvh does, and say how much of the structure they are)")
         if doses.size > 1 and np.any(np.diff(doses) > 0):
             order = np.argsort(-doses, kind="stable")
             doses, volumes = doses[order], volumes[order]

@@ -134,6 +134,8 @@ class CourseResult:
 
     # per structure, the incomplete-repair factor of its own tissue's half-time (None: one fraction a day)
     organRepairFactors: dict | None = None
+    # voxels a target owns (bool, prior courses): no recovery there, also when an organ's own recovery is read
+    targetVoxels: np.ndarray | None = None
 
     def repairFactorFor(self, structure: str | None = None):
         """The repair factor to read ``structure`` with: its own tissue's (a constraint on the sacral plexus reads
@@ -142,6 +144,28 @@ class CourseResult:
         if structure is not None and self.organRepairFactors is not None:
             return self.organRepairFactors[structure]
         return self.repairFactor
+
+    def ownRecovery(self, structure: str | None) -> float | None:
+        """``structure``'s own tissue's recovered fraction in this course (None: the current course, or a structure
+        not in the recovery summary)."""
+        if self.recoveryMap is None or structure is None:
+            return None
+        own = (self.recovery.get("structures") or {}).get(structure)
+        return None if own is None else float(own["fraction"])
+
+    def recoveryFor(self, structure: str | None = None):
+        """The recovered fraction to read ``structure`` with: its own tissue's where an organ owns the voxel (a
+        rectum limit reads the rectum's recovery also where the bowel owns a voxel, as it reads the rectum's α/β;
+        before, a rectum with none read 89.0 instead of 124.0 Gy where it lay in a bowel with 50 %) and none where a
+        target owns it (REFERENCE §1); without ``structure`` the voxel owners' map; None for the current course."""
+        if self.recoveryMap is None:
+            return None
+        own = self.ownRecovery(structure)
+        if own is None:
+            return self.recoveryMap
+        if self.targetVoxels is None or not self.targetVoxels.any():
+            return own
+        return np.where(self.targetVoxels, np.float32(0.0), np.float32(own))
 
     def eqd2At(self, alphaBetaGy: float, structure: str | None = None) -> np.ndarray:
         """This course's EQD2 at one α/β for every voxel, NaN where its dose is unknown; the repair factor of
@@ -270,6 +294,8 @@ def computeDose(inputs: DoseInputs, progress=None) -> DoseResult:
     else:
         warnings.extend(_unmatchedTissues(settings, tissueTable, masks))
     repairFactorOf = _incompleteRepair(inputs, settings, tissueTable, ownerLabels, ownerNames, warnings)
+    targetLabels = [k + 1 for k, name in enumerate(ownerNames) if tissueTable.entryFor(name).isTarget]
+    targetVoxels = np.isin(ownerLabels, targetLabels) if targetLabels else None
 
     results: list[CourseResult] = []
     for index, course in enumerate(inputs.courses):
@@ -325,13 +351,15 @@ def computeDose(inputs: DoseInputs, progress=None) -> DoseResult:
             registration=registration, mappedDoseGy=mappedDose, coverageFraction=float(mapped.coverageFraction),
             eqd2Gy=eqd2, recovery=recovery, recoveryMap=rMap, transform=course.transform,
             reviewImage=course.reviewImage, carriedStructures=course.carriedStructures, schedule=course.schedule,
-            repairFactor=repairFactor, incompleteRepair=incompleteRepair, organRepairFactors=organFactors))
+            repairFactor=repairFactor, incompleteRepair=incompleteRepair, organRepairFactors=organFactors,
+            targetVoxels=None if course.isCurrent else targetVoxels))
 
     progress(0.65, "Summing the composite EQD2")
     composite = radiobiology.compositeEqd2([c.eqd2Gy for c in results], [c.recoveryMap for c in results])
     progress(0.7, "DVH and constraints")
-    dvh, constraintResults = _dvhAndConstraints(settings, masks, referenceGeometry, composite, results)
-    budget, budgetByOrgan = _remainingBudget(settings, masks, referenceGeometry, results, repairFactorOf)
+    dvh, constraintResults = _dvhAndConstraints(settings, masks, referenceGeometry, composite, results, warnings)
+    budget, budgetByOrgan = _remainingBudget(settings, masks, referenceGeometry, results, repairFactorOf,
+                                             alphaBeta)
     currentScaling = currentCourseScaling(settings, masks, referenceGeometry, results, alphaBeta)
     timings["compute"] = time.perf_counter() - started
     progress(1.0, "Done")
@@ -729,12 +757,15 @@ def _fractions(course: CourseSpec, plan, dose=None, warnings: list | None = None
     """The course's number of fractions (case file, else its RTPLAN ``plan``, read from ``course.plan``; None
     without one), the source of that number, the prescription and the plan's patient ID. An RTPLAN that the RTDOSE
     does not belong to (the dose names another plan) is refused: its fractions would convert the wrong course.
-    Fractions in the case file that differ from the plan's are used and warned."""
+    Fractions in the case file that differ from the plan's are used and warned. Of a plan with several fraction
+    groups the group the RTDOSE names is taken (ReferencedFractionGroupNumber); without one the plan has no single
+    number (two phases of 25 fractions are 50 for a dose of the whole plan): refused, or, when the case file gives
+    the fractions, those are used and warned."""
     prescription = None
     planFractions = None
+    planAmbiguous = False
     patientId = ""
     if plan is not None:
-        planFractions = plan.numberOfFractions
         prescription = plan.prescriptionGy
         patientId = plan.patientId
         referenced = str(getattr(dose, "referencedPlanUid", "") or "")
@@ -743,6 +774,19 @@ def _fractions(course: CourseSpec, plan, dose=None, warnings: list | None = None
                              f"RTPLAN than the one given ({course.plan}): its ReferencedRTPlanSequence "
                              f"names {referenced}, the plan is {plan.sopInstanceUid}. Give the course's own plan (or "
                              "its 'fractions' without a 'plan')", course.plan)
+        group = getattr(dose, "referencedFractionGroupNumber", None) if len(plan.fractionGroups) > 1 else None
+        try:
+            planFractions = plan.fractionsOfGroup(group)
+        except InputError as error:
+            if course.fractions is None or len(plan.fractionGroups) < 2:
+                raise  # a plan of one group that states no valid number: refused as before
+            planAmbiguous = True
+            message = (f"course '{course.name}': {course.fractions} fractions from the case file are used: its RTPLAN "
+                       f"({Path(course.plan).name}) gives no single number of fractions "
+                       f"({str(error).removeprefix(f'{error.path}: ')})")
+            logger.warning("%s", message)
+            if warnings is not None:
+                warnings.append(message)
         perDay = plan.fractionsPerDay
         if perDay is not None and perDay != course.schedule.fractionsPerDay and warnings is not None:
             warnings.append(f"course '{course.name}': its RTPLAN's fraction pattern ({Path(course.plan).name}) gives "
@@ -757,6 +801,8 @@ def _fractions(course: CourseSpec, plan, dose=None, warnings: list | None = None
             if warnings is not None:
                 warnings.append(message)
             return course.fractions, f"case file (overrides RTPLAN's {planFractions})", prescription, patientId
+        if planAmbiguous:
+            return course.fractions, "case file (the RTPLAN gives no single number)", prescription, patientId
         return course.fractions, "case file", prescription, patientId
     if planFractions is None:
         raise InputError(f"course '{course.name}' has no number of fractions: give an RTPLAN ('plan') or "
@@ -1067,12 +1113,24 @@ def organRepairKey(courses: list[CourseResult], structure: str) -> tuple:
     return tuple(c.repairFactorFor(structure) if c.organRepairFactors else 1.0 for c in courses)
 
 
-def compositeAtAlphaBeta(courses: list[CourseResult], alphaBetaGy: float, structure: str | None = None) -> np.ndarray:
-    """Σ (1 − r_k) EQD2_k at one α/β for all voxels (what a constraint stated at that α/β is compared with); with
-    ``structure``, each course at that structure's own repair half-time (courses given more than once a day)."""
+def compositeAtAlphaBeta(courses: list[CourseResult], alphaBetaGy: float | None, structure: str | None = None,
+                         withRecovery: bool = True) -> np.ndarray:
+    """Σ (1 − r_k) EQD2_k at one α/β for all voxels (what a constraint stated at that α/β is compared with; None: at
+    the voxel α/β map); with ``structure``, each course with that structure's own recovery and, at an α/β, its own
+    repair half-time (courses given more than once a day); ``withRecovery`` False: the courses' plain sum (a limit
+    that already allows for recovery, :attr:`.constraints.OrganConstraint.recoveryInLimit`)."""
     from .radiobiology import compositeEqd2
 
-    return compositeEqd2([c.eqd2At(alphaBetaGy, structure) for c in courses], [c.recoveryMap for c in courses])
+    doses = [c.eqd2Gy if alphaBetaGy is None else c.eqd2At(alphaBetaGy, structure) for c in courses]
+    return compositeEqd2(doses, [c.recoveryFor(structure) for c in courses] if withRecovery else None)
+
+
+def organRecoveryKey(courses: list[CourseResult], structure: str, withRecovery: bool = True) -> tuple:
+    """The recovered fractions ``structure`` is read with in each course (its own tissue's; 0 for a limit read on the
+    plain sum): with :func:`organRepairKey`, what an organ's composite depends on besides the α/β."""
+    if not withRecovery:
+        return (0.0,) * len(courses)
+    return tuple(0.0 if c.recoveryMap is None else c.ownRecovery(structure) for c in courses)
 
 
 def _incompleteRepair(inputs: DoseInputs, settings: DoseSettings, tissueTable, ownerLabels, ownerNames,
@@ -1180,18 +1238,60 @@ def knownDvh(doseGy: np.ndarray, mask: np.ndarray, geometry: ImageGeometry, name
     return computeDvh(np.where(finite, doseGy, 0.0), known, geometry, name=name), unknownPercent
 
 
-def _dvhAndConstraints(settings, masks, geometry, composite, courseResults):
+def _criterionConditionsUnmet(constraint, structure: str, courseResults: list[CourseResult], masks: dict,
+                              geometry: ImageGeometry) -> list[str]:
+    """Why an organ lies outside the conditions of a criterion (``constraint.conditions``): courses closer than
+    ``minIntervalMonths`` calendar months (a prior course's date is its last fraction, the next course's its first) or
+    of unknown date, a course whose own value of the metric exceeds ``maxCourseBedGy`` as BED at the constraint's α/β
+    (BED = EQD2 (1 + 2 / (α/β))) or is unknown. [] when every condition holds."""
+    from .recovery import calendarMonthsBetween
+
+    reasons = []
+    minMonths = constraint.condition("minIntervalMonths")
+    if minMonths is not None and len(courseResults) > 1:
+        if any(c.date is None for c in courseResults):
+            undated = ", ".join(f"'{c.name}'" for c in courseResults if c.date is None)
+            reasons.append(f"the date of course {undated} is not known, so the ≥ {minMonths:g} months between courses "
+                           "cannot be checked")
+        else:
+            ordered = sorted(courseResults, key=lambda c: c.date)
+            for earlier, later in zip(ordered[:-1], ordered[1:], strict=True):
+                months = calendarMonthsBetween(earlier.date, later.date)
+                if months < minMonths:
+                    reasons.append(f"course '{earlier.name}' ended {months:.1f} months before course '{later.name}' "
+                                   f"began (the criterion needs ≥ {minMonths:g})")
+    maxBed = constraint.condition("maxCourseBedGy")
+    if maxBed is not None:
+        ab = constraint.alphaBetaGy
+        for course in courseResults:
+            dvh, unknown = knownDvh(course.eqd2At(ab, structure), masks[structure], geometry, structure)
+            value = dvh.metric(constraint.metric).value
+            if value is None or unknown > 0:
+                reasons.append(f"course '{course.name}' alone: {constraint.metric} of {structure} is unknown, so its "
+                               f"BED ≤ {maxBed:g} Gy cannot be checked")
+                continue
+            bed = float(value) * (1.0 + 2.0 / ab)
+            if bed > maxBed:
+                reasons.append(f"course '{course.name}' alone gives {structure} {constraint.metric} BED {bed:.1f} Gy "
+                               f"(α/β {ab:g} Gy; the criterion needs each course ≤ {maxBed:g})")
+    return reasons
+
+
+def _dvhAndConstraints(settings, masks, geometry, composite, courseResults, warnings: list[str]):
     """DVHs of the composite and of each course (at the voxel α/β map), and the constraint results.
 
     A constraint is stated in EQD2 at its own α/β (e.g. spinal cord at 2 Gy) or, without one, in the dose of its
-    source. A cumulative constraint is evaluated on the composite recomputed at its α/β (all courses, recovery
-    applied; without an α/β the composite at the voxel α/β map), so a structure's tissue α/β never silently replaces
-    the constraint's. A first-course limit (a single-course tolerance, e.g. Tunio's lumbosacral plexus V50 < 30 %)
-    is evaluated on every course alone, one result per course, in that course's EQD2 at the constraint's α/β or, without
-    one, its physical dose: a prior course's row says what the organ received then (before, only the current course
-    was read, and a plexus that the prior course had given V50 90 % passed at 0 %). Every result names the dose it
-    was read from. Where part of the organ has unknown dose, a constraint that would pass is reported "not evaluated"
-    (a fail stays a fail: the known part alone already breaks it).
+    source. A cumulative constraint is evaluated on the composite recomputed at its α/β (all courses, the organ's
+    own recovery applied; without an α/β the composite at the voxel α/β map), so a structure's tissue α/β or another
+    organ's recovery never silently replaces the constraint's organ's; a limit that already allows for recovery
+    (``recoveryInLimit``, Nieder's cord criterion) on the courses' plain sum, and outside its ``conditions``
+    (interval, each course's BED) "not evaluated" unless it fails anyway. A first-course limit (a single-course
+    tolerance, e.g. Tunio's lumbosacral plexus V50 < 30 %) is evaluated on every course alone, one result per
+    course, in that course's EQD2 at the constraint's α/β or, without one, its physical dose: a prior course's row
+    says what the organ received then (before, only the current course was read, and a plexus that the prior course
+    had given V50 90 % passed at 0 %). Every result names the dose it was read from. Where part of the organ has
+    unknown dose, a constraint that would pass is reported "not evaluated" (a fail stays a fail: the known part
+    alone already breaks it).
     """
     from dataclasses import replace
 
@@ -1216,24 +1316,28 @@ def _dvhAndConstraints(settings, masks, geometry, composite, courseResults):
 
     def doseFor(constraint, course):
         """(a function of the structure giving the dose array, its description) a constraint is read from;
-        ``course`` None: the composite. At a constraint's α/β, a course given more than once a day is read with the
-        structure's own repair half-time (as with its α/β: also where a target owns the voxel)."""
+        ``course`` None: the composite, with the structure's own recovery (or none: ``recoveryInLimit``). At a
+        constraint's α/β, a course given more than once a day is read with the structure's own repair half-time (as
+        with its α/β: also where a target owns the voxel)."""
         ab = constraint.alphaBetaGy
         if course is None:
-            if ab is None:
-                return (lambda structure: composite), "composite EQD2 (voxel α/β map, recovery applied)"
-            return (lambda structure: compositeAtAlphaBeta(courseResults, ab, structure)), \
-                f"composite EQD2 at α/β {ab:g} Gy (all courses, recovery applied)"
+            recovered = not constraint.recoveryInLimit
+            how = ("the organ's own recovery applied" if recovered else
+                   "summed without recovery: the limit allows for it")
+            return (lambda structure: compositeAtAlphaBeta(courseResults, ab, structure, recovered)), (
+                f"composite EQD2 {'at the voxel α/β map' if ab is None else f'at α/β {ab:g} Gy'} (all courses, {how})")
         if ab is None:
             return (lambda structure: course.mappedDoseGy), f"course '{course.name}' alone: physical dose"
         return (lambda structure: course.eqd2At(ab, structure)), f"course '{course.name}' alone: EQD2 at α/β {ab:g} Gy"
 
     def doseKey(constraint, course, description, name):
-        """Which dose a structure is read from: the description, and the repair factors it depends on."""
+        """Which dose a structure is read from: the description, and the recovered fractions (the composite) and
+        repair factors it depends on."""
         involved = courseResults if course is None else [course]
-        if constraint.alphaBetaGy is None or not any(c.organRepairFactors for c in involved):
-            return description, None
-        return description, organRepairKey(involved, name)
+        repair = (organRepairKey(involved, name) if constraint.alphaBetaGy is not None
+                  and any(c.organRepairFactors for c in involved) else None)
+        recovered = organRecoveryKey(involved, name, not constraint.recoveryInLimit) if course is None else None
+        return description, None if repair is None and recovered is None else (repair, recovered)
 
     # which structures each dose is read on; each dose is then made once (a full grid each, not kept)
     plan = []
@@ -1269,6 +1373,15 @@ def _dvhAndConstraints(settings, masks, geometry, composite, courseResults):
                     item = replace(item, reason=f"structure '{empty[0]}' is empty (no contours on the reference "
                                                 f"grid)", structureName=empty[0])
             unknown = dvhs.get(item.structureName, (None, 0.0))[1] if item.structureName else 0.0
+            if constraint.conditions and item.status == "pass":
+                outside = _criterionConditionsUnmet(constraint, item.structureName, courseResults, masks, geometry)
+                if outside:
+                    item = replace(item, passed=None, status="not evaluated", margin=None,
+                                   reason=f"outside the conditions of the criterion ({constraint.source}): "
+                                          + "; ".join(outside) + f" (the plain sum passes at {item.value:.2f} "
+                                          f"{constraint.unit})")
+                    warnings.append(f"{item.structureName}: {constraint.describe()} not evaluated, outside the "
+                                    "criterion's conditions: " + "; ".join(outside))
             if unknown > 0 and item.status in ("pass", "fail"):
                 # the known part's value is at most the whole organ's for Dmax, D/V/CV at cc: an upper limit it
                 # breaks is broken, a lower limit it meets is met; anything else cannot be judged on it
@@ -1278,9 +1391,13 @@ def _dvhAndConstraints(settings, masks, geometry, composite, courseResults):
                     what = ("the known part passes" if item.status == "pass" else "the known part fails")
                     if knownPartBound(constraint) is None:
                         what += f", which says nothing of the whole organ for {constraint.metric}"
-                    item = replace(item, passed=None, status="not evaluated",
+                    # the value stays (the known part's, said so), the margin goes: it is not the organ's
+                    item = replace(item, passed=None, status="not evaluated", margin=None,
                                    reason=f"{unknown:.1f} % of {item.structureName} has unknown dose (outside a "
-                                          f"course's dose grid); {what}")
+                                          f"course's dose grid); {what} at {item.value:.2f} {constraint.unit}")
+            elif unknown >= 100.0 and item.status == "not evaluated":
+                item = replace(item, reason=f"the dose of all of {item.structureName} is unknown (outside a course's "
+                                            "dose grid)")
             results.append(item)
     return dvh, results
 
@@ -1290,7 +1407,8 @@ def currentCourseScaling(settings, masks, geometry, courseResults, alphaBetaMap)
 
     For every cumulative constraint and organ: the largest factor ``s`` with the organ's metric of
     ``prior + EQD2(s × current)`` within the limit (:func:`.budget.maxPrescriptionScaling`, bisection to 1e-4), where
-    ``prior`` is the recovery-discounted EQD2 of the prior courses at the constraint's α/β (else the voxel map) and the
+    ``prior`` is the EQD2 of the prior courses discounted by the organ's own recovery (not for a limit that allows for
+    recovery itself, ``recoveryInLimit``) at the constraint's α/β (else the voxel map) and the
     current course keeps its fractions (its dose per fraction scales with ``s``) and its incomplete-repair factor.
     ``s < 1``: the current plan already breaks the limit (0: the prior courses alone reach it). An organ with unknown
     dose in part is read on its known part where that bounds the factor (Dmax, D/V/CV at cc: an upper bound for an
@@ -1302,7 +1420,6 @@ def currentCourseScaling(settings, masks, geometry, courseResults, alphaBetaMap)
         return []
     from .budget import maxPrescriptionScaling, scaledCourseMetric
     from .constraints import loadConstraintSet
-    from .radiobiology import compositeEqd2
 
     current = next(c for c in courseResults if c.isCurrent)
     priors = [c for c in courseResults if not c.isCurrent]
@@ -1315,16 +1432,16 @@ def currentCourseScaling(settings, masks, geometry, courseResults, alphaBetaMap)
         for name, mask in masks.items():
             if not constraint.matches(name) or not mask.any():
                 continue
-            # at a constraint's α/β an organ is read with its own repair half-time (as in the constraint table)
-            organ = name if ab is not None else None
-            key = (ab, None if organ is None else organRepairKey(priors, organ))
+            # an organ is read with its own recovery and, at a constraint's α/β, its own repair half-time (as in
+            # the constraint table)
+            recovered = not constraint.recoveryInLimit
+            key = (ab, None if ab is None else organRepairKey(priors, name), organRecoveryKey(priors, name, recovered))
             if key not in priorAt:
                 if not priors:
                     priorAt[key] = np.zeros(geometry.shape, dtype=np.float64)
-                elif ab is None:
-                    priorAt[key] = compositeEqd2([c.eqd2Gy for c in priors], [c.recoveryMap for c in priors])
                 else:
-                    priorAt[key] = compositeAtAlphaBeta(priors, ab, organ)
+                    priorAt[key] = compositeAtAlphaBeta(priors, ab, name, recovered)
+            organ = name if ab is not None else None
             prior, planned = priorAt[key][mask], np.asarray(current.mappedDoseGy, dtype=np.float64)[mask]
             row = {"structure": name, "constraint": constraint.describe(), "level": constraint.level,
                    "alphaBetaGy": ab, "scaling": None, "unlimited": False, "metricAtScaling": None,
@@ -1391,11 +1508,14 @@ def knownPartBound(constraint) -> str | None:
     return None
 
 
-def _remainingBudget(settings, masks, geometry, courseResults, repairFactorOf):
+def _remainingBudget(settings, masks, geometry, courseResults, repairFactorOf, alphaBetaMap):
     """Per voxel, the largest physical dose a planned course of n fractions may add before the tightest cumulative
     near-maximum limit (Dmax, D0.03cc, D0.1cc, D2cc) of every organ containing the voxel is reached (LQ inverse,
-    REFERENCE §1, at the constraint's α/β; a planned course given more than once a day with its incomplete-repair
-    factor). NaN outside constrained organs."""
+    REFERENCE §1, at the constraint's α/β, else at the voxel α/β map as the constraint table reads it; every course
+    with the organ's own recovery, none for a limit that allows for recovery itself; a planned course given more than
+    once a day with its incomplete-repair factor). NaN outside constrained organs and where a course's dose is
+    unknown; a row's minimum is then over the organ's known part only (an upper bound: the unknown part may allow
+    less), its ``unknownPercent`` says how much."""
     if settings.plannedFractions is None or not settings.constraints:
         return None, []
     _, plannedRepair, plannedOrganFactors = repairFactorOf(settings.plannedFractions, settings.plannedSchedule,
@@ -1406,33 +1526,44 @@ def _remainingBudget(settings, masks, geometry, courseResults, repairFactorOf):
     constraintSet = loadConstraintSet(settings.constraints)
     budget = np.full(geometry.shape, np.nan, dtype=np.float32)
     rows = []
-    priorByAlphaBeta: dict[float, np.ndarray] = {}
+    compositeFor: dict[tuple, np.ndarray] = {}
     for constraint in constraintSet.constraints:
         metric = str(constraint.metric).replace(" ", "").lower()
-        if constraint.kind != "cumulative" or constraint.unit != "Gy" or not (
+        if constraint.kind != "cumulative" or constraint.unit != "Gy" or not constraint.isUpperLimit or not (
                 metric.startswith("dmax") or metric in ("d0.03cc", "d0.1cc", "d2cc", "d1cc")):
             continue
-        ab = constraint.alphaBetaGy or settings.defaultAlphaBetaGy
+        ab = constraint.alphaBetaGy
+        recovered = not constraint.recoveryInLimit
         for name, mask in masks.items():
             if not constraint.matches(name) or not mask.any():
                 continue
-            key = (ab, organRepairKey(courseResults, name))
-            if key not in priorByAlphaBeta:
-                priorByAlphaBeta[key] = compositeAtAlphaBeta(courseResults, ab, name)
-            prior = priorByAlphaBeta[key]
-            allowed = remainingPhysicalDoseGy(constraint.limit - prior[mask].astype(np.float64),
-                                              settings.plannedFractions, ab,
+            key = (ab, None if ab is None else organRepairKey(courseResults, name),
+                   organRecoveryKey(courseResults, name, recovered))
+            if key not in compositeFor:
+                compositeFor[key] = compositeAtAlphaBeta(courseResults, ab, name, recovered)
+            prior = compositeFor[key][mask].astype(np.float64)
+            abValues = ab if ab is not None else alphaBetaMap[mask]
+            allowed = remainingPhysicalDoseGy(constraint.limit - prior, settings.plannedFractions, abValues,
                                               repairFactor=(plannedOrganFactors or {}).get(name, 1.0))
             current = budget[mask]
             budget[mask] = np.where(np.isnan(current), allowed, np.fmin(current, allowed))
             finite = np.asarray(allowed)[np.isfinite(allowed)]
-            rows.append({"structure": name, "constraint": f"{constraint.metric} < {constraint.limit:g} Gy EQD2",
-                         "alphaBetaGy": ab, "priorMaxEqd2Gy": float(np.nanmax(prior[mask])),
+            unknownPercent = 100.0 * float(np.count_nonzero(~np.isfinite(prior))) / prior.size
+            abText = f"{ab:g}" if ab is not None else "voxel map"
+            rows.append({"structure": name,
+                         "constraint": f"{constraint.metric} {constraint.comparison} {constraint.limit:g} Gy EQD2"
+                                       + ("" if recovered else " (courses summed without recovery)"),
+                         "alphaBetaGy": ab if ab is not None else abText,
+                         "allCoursesMaxEqd2Gy": float(np.nanmax(prior)) if np.isfinite(prior).any() else None,
                          "minRemainingPhysicalGy": float(finite.min()) if finite.size else None,
+                         "unknownPercent": unknownPercent,
                          "plannedFractions": settings.plannedFractions,
                          "plannedFractionsPerDay": settings.plannedSchedule.fractionsPerDay,
                          **({} if plannedRepair is None else {
                              "plannedRepairHalfTimeHours": plannedRepair["repairHalfTimeHours"][name],
                              "plannedQuadraticFactor": plannedOrganFactors[name]}),
+                         "note": ("" if unknownPercent == 0 else
+                                  f"{unknownPercent:.1f} % of {name} has unknown dose: the minimum is over its known "
+                                  "part, an upper bound (the rest may allow less)"),
                          "source": constraint.source})
     return budget, rows

@@ -3,7 +3,8 @@
 Used as ``EQD2_total = Σ_k (1 − r_k) EQD2_k`` (REFERENCE §1, discount-the-prior wording). ``r`` applies to prior
 courses on organ-at-risk voxels only; targets and the current course always have ``r = 0``.
 
-Every model is a frozen dataclass with ``fractionFor(intervalDays)`` and ``toDict()`` (model name + parameters,
+Every model is a frozen dataclass with ``fractionForMonths(intervalMonths)`` (``fractionFor(intervalDays)`` for an
+interval in days) and ``toDict()`` (model name + parameters,
 stored with every result); :func:`recoveryModelFromDict` rebuilds one.
 
 | model | rule | source |
@@ -16,11 +17,15 @@ stored with every result); :func:`recoveryModelFromDict` rebuilds one.
   doi 10.1016/j.adro.2020.09.027 ("0 % < 6 months rising to 50 % > 1 year"; the linear rise between 6 and 12
   months is this project's reading of "rising", editable through the breakpoints) |
 
-Months are converted with 365.25 / 12 = 30.4375 days per month.
+Intervals are counted in calendar months between the courses' dates (:func:`calendarMonthsBetween`: a course on
+15 January 2023 is 12 months before 15 January 2024 and 6 months before 15 July 2023); an interval known only in days
+is converted with 365.25 / 12 = 30.4375 days per month.
 """
 
 from __future__ import annotations
 
+import calendar
+import datetime
 import math
 from dataclasses import dataclass
 
@@ -28,6 +33,8 @@ from .errors import InputError
 
 __all__ = [
     "DAYS_PER_MONTH",
+    "calendarMonthsBetween",
+    "dateMonthsBefore",
     "RecoveryModel",
     "NoRecovery",
     "ConstantRecovery",
@@ -40,6 +47,48 @@ __all__ = [
 DAYS_PER_MONTH = 365.25 / 12.0
 
 
+def _addMonths(day: datetime.date, months: int) -> datetime.date:
+    """``day`` moved by whole calendar months, the day of the month clamped to the month's length (31 January
+    + 1 month = 28 or 29 February)."""
+    years, month0 = divmod(day.month - 1 + int(months), 12)
+    year = day.year + years
+    return datetime.date(year, month0 + 1, min(day.day, calendar.monthrange(year, month0 + 1)[1]))
+
+
+def calendarMonthsBetween(start: datetime.date, end: datetime.date) -> float:
+    """Months from ``start`` to ``end`` on the calendar: the whole months to the last monthly anniversary of
+    ``start`` not after ``end``, plus the days beyond it as a fraction of that month (to the next anniversary).
+
+    A course given on 15 January 2023 is 12 months before 15 January 2024 and 6 months before 15 July 2023, whatever
+    the lengths of the months between (with 30.44-day months the first read 11.99 months and the second 5.95: a
+    step model's "≥ 12 months" and "≥ 6 months" missed the anniversaries by a day or more).
+    """
+    if end < start:
+        raise InputError(f"the prior course date {start.isoformat()} is after the current course date "
+                         f"{end.isoformat()}")
+    whole = (end.year - start.year) * 12 + end.month - start.month
+    if _addMonths(start, whole) > end:
+        whole -= 1
+    anchor, following = _addMonths(start, whole), _addMonths(start, whole + 1)
+    return whole + (end - anchor).days / (following - anchor).days
+
+
+def dateMonthsBefore(end: datetime.date, months: float) -> datetime.date:
+    """The date ``months`` calendar months before ``end`` (whole months on the calendar, a fraction of a month as
+    that share of the month before): ``dateMonthsBefore(today, 12)`` is today's date a year ago, and
+    :func:`calendarMonthsBetween` of the two is whole ``months`` or a little more (31 August less 6 months is 28
+    February, 6.06 months before it: the day is clamped to February's length)."""
+    if not math.isfinite(months) or months < 0:
+        raise InputError(f"months before the current course must be ≥ 0, got {months!r}")
+    whole = math.floor(months)
+    anchor = _addMonths(end, -whole)
+    fraction = months - whole
+    if fraction <= 0:
+        return anchor
+    previous = _addMonths(end, -whole - 1)
+    return anchor - datetime.timedelta(days=round(fraction * (anchor - previous).days))
+
+
 def _checkFraction(value, what: str) -> float:
     value = float(value)
     if not math.isfinite(value) or value < 0 or value > 1:
@@ -47,24 +96,33 @@ def _checkFraction(value, what: str) -> float:
     return value
 
 
-def _checkInterval(intervalDays, modelName: str) -> float:
-    if intervalDays is None:
+def _checkInterval(interval, modelName: str, unit: str = "days") -> float:
+    if interval is None:
         raise InputError(f"the '{modelName}' recovery model needs the dates of both courses (the interval between "
                          "them is unknown)")
-    value = float(intervalDays)
+    value = float(interval)
     if not math.isfinite(value) or value < 0:
-        raise InputError(f"the interval between courses must be ≥ 0 days, got {intervalDays!r}")
+        raise InputError(f"the interval between courses must be ≥ 0 {unit}, got {interval!r}")
     return value
 
 
 class RecoveryModel:
-    """Base class (documentation of the contract): ``fractionFor(intervalDays) -> float in [0, 1]``, ``toDict()``."""
+    """Base class (documentation of the contract): ``fractionForMonths(intervalMonths) -> float in [0, 1]`` (calendar
+    months between the courses, :func:`calendarMonthsBetween`), ``fractionFor(intervalDays)`` for an interval known
+    only in days, ``toDict()``."""
 
     name = "abstract"
     needsInterval = False
 
-    def fractionFor(self, intervalDays: float | None) -> float:  # pragma: no cover - interface
+    def fractionForMonths(self, intervalMonths: float | None) -> float:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def fractionFor(self, intervalDays: float | None = None) -> float:
+        """The recovered fraction after ``intervalDays`` (30.4375-day months; with the courses' dates prefer
+        ``fractionForMonths(calendarMonthsBetween(...))``: a year from 15 January is 12 calendar months, 11.99 of
+        these)."""
+        months = None if intervalDays is None else _checkInterval(intervalDays, self.name) / DAYS_PER_MONTH
+        return self.fractionForMonths(months)
 
     def toDict(self) -> dict:  # pragma: no cover - interface
         raise NotImplementedError
@@ -79,9 +137,9 @@ class NoRecovery(RecoveryModel):
 
     name = "none"
 
-    def fractionFor(self, intervalDays: float | None = None) -> float:
-        if intervalDays is not None:
-            _checkInterval(intervalDays, self.name)
+    def fractionForMonths(self, intervalMonths: float | None = None) -> float:
+        if intervalMonths is not None:
+            _checkInterval(intervalMonths, self.name, "months")
         return 0.0
 
     def toDict(self) -> dict:
@@ -101,9 +159,9 @@ class ConstantRecovery(RecoveryModel):
     def __post_init__(self):
         object.__setattr__(self, "fraction", _checkFraction(self.fraction, "the constant recovery"))
 
-    def fractionFor(self, intervalDays: float | None = None) -> float:
-        if intervalDays is not None:
-            _checkInterval(intervalDays, self.name)
+    def fractionForMonths(self, intervalMonths: float | None = None) -> float:
+        if intervalMonths is not None:
+            _checkInterval(intervalMonths, self.name, "months")
         return self.fraction
 
     def toDict(self) -> dict:
@@ -142,8 +200,8 @@ class StepRecovery(RecoveryModel):
     def name(self) -> str:  # type: ignore[override]
         return self.modelName
 
-    def fractionFor(self, intervalDays: float | None) -> float:
-        months = _checkInterval(intervalDays, self.modelName) / DAYS_PER_MONTH
+    def fractionForMonths(self, intervalMonths: float | None) -> float:
+        months = _checkInterval(intervalMonths, self.modelName, "months")
         points = self.breakpointsMonths
         if months < points[0]:
             return 0.0

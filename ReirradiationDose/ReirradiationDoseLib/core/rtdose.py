@@ -4,11 +4,12 @@ DICOM RT Dose Module (PS3.3 C.8.8.3):
 
 - dose (Gy) = stored value * DoseGridScaling; DoseUnits must be ``GY`` (``RELATIVE`` doses are refused: they are not
   absolute doses and cannot be accumulated);
-- frames are planes along the normal n = row x column of ImageOrientationPatient; GridFrameOffsetVector gives each
-  frame's offset along n, either relative to ImagePositionPatient (first value 0, the usual form) or, when the first
-  value is not 0, absolute (offset = z of the plane for axial HFS grids; PS3.3 C.8.8.3.2). Both are converted to
-  relative offsets: ``offset_rel = offset - offset[0]``, and the first plane is placed at ImagePositionPatient
-  (absolute form: ``IPP + (offset[0] - IPP·n) n``, which equals IPP when IPP lies on the first plane);
+- frames are planes along the normal n = row x column of ImageOrientationPatient; the first frame always lies at
+  ImagePositionPatient. GridFrameOffsetVector gives each frame's offset, either relative to the first frame (first
+  value 0, the usual form; within 0.01 mm, a rounding residue) or absolute (PS3.3 C.8.8.3.2: the first value is the
+  first frame's position: its z for the axial grids the standard describes, which planning systems also write for
+  feet-first and prone grids, whose normal is -z; or its position along n). Both are converted to distances from
+  the first frame along n; a first value that is neither 0 nor the first frame's position is refused;
 - frames must be equally spaced (else refused: the dose would need resampling, which must be explicit);
 - big-endian, RLE and other transfer syntaxes are decoded by pydicom.
 
@@ -27,9 +28,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import SimpleITK as sitk
-from pydicom.errors import InvalidDicomError
 
-from .dicomimage import damagedAttributes, readDicomObject
+from .dicomimage import damagedAttributes, isDicomFile, readDicomObject
 from .errors import InputError
 from .geometry import ImageGeometry
 
@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 PLAN_SUMMATION_TYPES = ("PLAN", "MULTI_PLAN", "PLAN_OVERVIEW", "RECORD")
 _SPACING_TOLERANCE = 0.01
+_OFFSET_TOLERANCE_MM = 0.01  # GridFrameOffsetVector's first value: 0 (relative form) or the first frame's position
 
 
 @dataclass(frozen=True)
@@ -101,11 +102,8 @@ def readRtDose(path: str | os.PathLike, allowRelative: bool = False) -> RtDose:
     path = Path(path)
     if not path.is_file():
         raise InputError("the dose file does not exist", path)
-    if not pydicom.misc.is_dicom(str(path)):
-        try:
-            pydicom.dcmread(path, force=False)
-        except (InvalidDicomError, OSError, EOFError, ValueError):
-            return _readNonDicom(path)
+    if not isDicomFile(path):  # a file without the 128-byte preamble is still DICOM: its scaling and units count
+        return _readNonDicom(path)
     # truncation, damaged elements and the Modality are checked by readDicomObject (InputError naming the file)
     ds = readDicomObject(path, "RTDOSE")
     with damagedAttributes(path, "RTDOSE"):
@@ -120,6 +118,33 @@ def _multiplicity(ds, keyword: str, count: int, path: Path) -> list[float]:
     if len(numbers) != count or not np.all(np.isfinite(numbers)):
         raise InputError(f"the RTDOSE {keyword} must hold {count} finite numbers (found {value!r})", path)
     return numbers
+
+
+def _frameDistances(offsets: np.ndarray, ipp: np.ndarray, normal: np.ndarray, path: Path) -> np.ndarray:
+    """Each frame's distance from the first frame along the slice normal, from GridFrameOffsetVector; the first frame
+    stays at ImagePositionPatient.
+
+    Relative form (first value 0 within 0.01 mm): ``offset - offset[0]``. Absolute form (PS3.3 C.8.8.3.2: the first
+    value is the first frame's position), recognised only when the first value equals IPP·n (positions along n:
+    ``offset - offset[0]``) or, for an axial grid (n = ±z), the patient z of IPP (positions along z, as planning
+    systems write them for feet-first and prone grids too: ``(offset - offset[0]) * n_z``). Taking any other non-zero
+    first value as the absolute form moved feet-first grids by 40 to 200 mm and a relative vector starting with a
+    rounding residue by 100 mm: such a vector is refused.
+    """
+    first = float(offsets[0])
+    if abs(first) <= _OFFSET_TOLERANCE_MM:
+        return offsets - first
+    alongNormal = float(ipp @ normal)
+    if abs(first - alongNormal) <= _OFFSET_TOLERANCE_MM:
+        logger.info("%s: GridFrameOffsetVector is in the absolute form (positions along the slice normal)", path)
+        return offsets - first
+    if abs(abs(normal[2]) - 1.0) <= 1e-4 and abs(first - float(ipp[2])) <= _OFFSET_TOLERANCE_MM:
+        logger.info("%s: GridFrameOffsetVector is in the absolute form (patient z positions)", path)
+        return (offsets - first) * float(np.sign(normal[2]))
+    raise InputError(f"the RTDOSE GridFrameOffsetVector starts at {first:g} mm, which is neither 0 (offsets from the "
+                     f"first frame) nor the first frame's position (ImagePositionPatient: {alongNormal:g} mm along "
+                     f"the slice normal, z {float(ipp[2]):g} mm; the absolute form): where the frames lie is unknown",
+                     path)
 
 
 def _readRtDoseDataset(ds, path: Path, allowRelative: bool) -> RtDose:
@@ -169,11 +194,7 @@ def _readRtDoseDataset(ds, path: Path, allowRelative: bool) -> RtDose:
         offsets = np.array([float(v) for v in gfov])
         if not np.all(np.isfinite(offsets)):
             raise InputError("the RTDOSE GridFrameOffsetVector holds values that are not numbers", path)
-        if offsets[0] != 0.0:
-            # absolute form: offsets are positions along the normal; place the first plane accordingly
-            ipp = ipp + (offsets[0] - float(ipp @ normal)) * normal
-            logger.info("%s: GridFrameOffsetVector is in the absolute form (first value %g mm)", path, offsets[0])
-        relative = offsets - offsets[0]
+        relative = _frameDistances(offsets, ipp, normal, path)
         order = np.argsort(relative)
         if not np.all(order == np.arange(nFrames)):
             if np.all(order == np.arange(nFrames)[::-1]):

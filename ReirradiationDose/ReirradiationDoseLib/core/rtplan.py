@@ -3,7 +3,9 @@
 DICOM RT Fraction Scheme Module (PS3.3 C.8.8.13): FractionGroupSequence, each with NumberOfFractionsPlanned;
 RT Prescription Module (C.8.8.10): DoseReferenceSequence with TargetPrescriptionDose (Gy, whole course) for
 DoseReferenceType TARGET. A plan with several fraction groups (e.g. a sequential boost in one plan) has no single
-number of fractions: :attr:`RtPlan.numberOfFractions` refuses to guess and the caller picks a group.
+number of fractions, even when the groups plan as many each (two phases of 25 fractions are 50 fractions for a dose
+of the whole plan): :attr:`RtPlan.numberOfFractions` refuses to guess and the caller names a group
+(:meth:`RtPlan.fractionsOfGroup`, e.g. the RTDOSE's ReferencedFractionGroupNumber).
 """
 
 from __future__ import annotations
@@ -71,20 +73,32 @@ class RtPlan:
 
     @property
     def numberOfFractions(self) -> int:
-        """Planned fractions of the plan's single fraction group; :class:`InputError` when ambiguous or missing."""
-        groups = [g for g in self.fractionGroups if g.numberOfFractionsPlanned]
-        bad = [g for g in groups if g.numberOfFractionsPlanned < 0]
-        if bad:
-            raise InputError(f"the RTPLAN states {bad[0].numberOfFractionsPlanned} planned fractions (fraction group "
-                             f"{bad[0].number}); a positive number is required", self.path)
-        if not groups:
-            raise InputError("the RTPLAN states no number of planned fractions; enter it by hand", self.path)
-        values = {g.numberOfFractionsPlanned for g in groups}
-        if len(groups) > 1 and len(values) > 1:
-            listing = ", ".join(f"group {g.number}: {g.numberOfFractionsPlanned} fx" for g in groups)
-            raise InputError(f"the RTPLAN has {len(groups)} fraction groups ({listing}); choose one explicitly",
-                             self.path)
-        return int(groups[0].numberOfFractionsPlanned)
+        """Planned fractions of the plan's single fraction group; :class:`InputError` when the plan has several
+        groups (name one with :meth:`fractionsOfGroup`) or states no number."""
+        return self.fractionsOfGroup(None)
+
+    def fractionsOfGroup(self, number: int | None) -> int:
+        """Planned fractions of fraction group ``number`` (e.g. the RTDOSE's ReferencedFractionGroupNumber), or of the
+        plan's only group when ``number`` is None.
+
+        :class:`InputError` naming the plan when ``number`` is None and the plan has several groups (whatever their
+        counts: two phases of 25 fractions are 50 fractions for a dose of the whole plan, 25 for a dose of one), when
+        the group does not exist, or when it states no positive number of planned fractions.
+        """
+        if number is None and len(self.fractionGroups) > 1:
+            listing = ", ".join(f"group {g.number}: {g.numberOfFractionsPlanned} fx" if g.numberOfFractionsPlanned
+                                else f"group {g.number}: not stated" for g in self.fractionGroups)
+            raise InputError(f"the RTPLAN has {len(self.fractionGroups)} fraction groups ({listing}); choose one "
+                             "explicitly", self.path)
+        group = self.fractionGroup(number) if number is not None else next(iter(self.fractionGroups), None)
+        planned = group.numberOfFractionsPlanned if group is not None else None
+        if planned is not None and planned < 0:
+            raise InputError(f"the RTPLAN states {planned} planned fractions (fraction group {group.number}); a "
+                             "positive number is required", self.path)
+        if not planned:
+            where = "the RTPLAN" if number is None else f"fraction group {number} of the RTPLAN"
+            raise InputError(f"{where} states no number of planned fractions; enter it by hand", self.path)
+        return int(planned)
 
     @property
     def fractionsPerDay(self) -> int | None:

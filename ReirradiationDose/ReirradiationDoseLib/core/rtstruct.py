@@ -6,7 +6,9 @@ their type (EXTERNAL, PTV, ORGAN, ...) in RTROIObservationsSequence. Contours of
 the even-odd rule (an inner contour is a hole; C.8.8.6.3), see :mod:`.contours`.
 
 ROIs without contours are *empty* (listed, never rasterised to a silent all-zero mask without a warning); ROIs made
-only of POINT contours (isocentres, markers) are *point* ROIs and are skipped by :func:`rasterizeAll`.
+only of POINT contours (isocentres, markers) are *point* ROIs and are skipped by :func:`rasterizeAll`. Each contour
+plane of an ROI stands for a slab reaching half-way to the neighbouring contour planes of the whole structure set
+(the CT slices it was drawn on), see :func:`.contours.rasterizeContours`.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class StructureSetReport:
     pointRois: tuple = ()
     emptyOnGrid: tuple = ()
     reports: dict = field(default_factory=dict)
+    smallerThanVoxels: tuple = ()  # of emptyOnGrid: contours inside the grid's extent, missing every voxel centre
 
     @property
     def partlyOutside(self) -> tuple:
@@ -176,16 +179,26 @@ def _readRtStructDataset(ds, path: Path) -> RtStruct:
     return structure
 
 
-def _checkFrameOfReference(rtStruct: RtStruct, roi: RoiInfo, frameOfReferenceUid: str | None) -> None:
+def _checkFrameOfReference(rtStruct: RtStruct, roi: RoiInfo, frameOfReferenceUid: str | None,
+                           referencePath: str | os.PathLike | None = None) -> None:
+    """Refuse an ROI drawn in another frame of reference than the image's (``referencePath``, the image or dose file,
+    is named when given)."""
     if not frameOfReferenceUid:
         return
     mine = roi.frameOfReferenceUid or rtStruct.frameOfReferenceUid
     if mine and mine != frameOfReferenceUid:
-        raise InputError(f"ROI '{roi.name}' is in frame of reference {mine}, the image in {frameOfReferenceUid}: "
+        image = f"the image ({os.fspath(referencePath)})" if referencePath is not None else "the image"
+        raise InputError(f"ROI '{roi.name}' is in frame of reference {mine}, {image} in {frameOfReferenceUid}: "
                          "the structures were not drawn on this image (register them first)", rtStruct.path)
 
 
-def _rasterize(rtStruct: RtStruct, roi: RoiInfo, geometry: ImageGeometry) -> tuple[np.ndarray, RasterizationReport]:
+def _setContours(rtStruct: RtStruct) -> list[np.ndarray]:
+    """Every closed contour of the structure set: their planes are the slices the set was drawn on."""
+    return [points for items in rtStruct.contours.values() for t, points in items if t in _FILLED_TYPES]
+
+
+def _rasterize(rtStruct: RtStruct, roi: RoiInfo, geometry: ImageGeometry, setContours: list | None = None
+               ) -> tuple[np.ndarray, RasterizationReport]:
     items = rtStruct.contours.get(roi.number, [])
     skipped = [t for t, _ in items if t not in _FILLED_TYPES and t != "POINT"]
     if skipped:
@@ -193,7 +206,8 @@ def _rasterize(rtStruct: RtStruct, roi: RoiInfo, geometry: ImageGeometry) -> tup
                        rtStruct.path, roi.name, len(skipped), ", ".join(sorted(set(skipped))))
     polygons = [points for t, points in items if t in _FILLED_TYPES]
     try:
-        return rasterizeContours(polygons, geometry, name=roi.name)
+        return rasterizeContours(polygons, geometry, name=roi.name,
+                                 setContours=_setContours(rtStruct) if setContours is None else setContours)
     except InputError as error:
         if error.path:
             raise
@@ -216,19 +230,26 @@ def rasterizeRoi(rtStruct: RtStruct, roiName: str, geometry: ImageGeometry,
         return np.zeros(geometry.shape, dtype=bool)
     mask, report = _rasterize(rtStruct, roi, geometry)
     if not mask.any():
-        logger.warning("%s: ROI '%s' does not intersect the image grid %s", rtStruct.path, roi.name,
-                       geometry.describe())
+        where = "is smaller than the voxels of" if not report.partlyOutside else "does not intersect"
+        logger.warning("%s: ROI '%s' %s the image grid %s", rtStruct.path, roi.name, where, geometry.describe())
     return mask
 
 
 def rasterizeAllWithReport(rtStruct: RtStruct, geometry: ImageGeometry, frameOfReferenceUid: str | None = None,
-                           includeEmpty: bool = False) -> tuple[dict[str, np.ndarray], StructureSetReport]:
-    """Masks of every ROI with contours, plus a report of empty/point ROIs and contours outside the image."""
+                           includeEmpty: bool = False, referencePath: str | os.PathLike | None = None
+                           ) -> tuple[dict[str, np.ndarray], StructureSetReport]:
+    """Masks of every ROI with contours, plus a report of empty/point ROIs and contours outside the image.
+
+    ``frameOfReferenceUid`` (the image's or dose's, when known) is compared with every ROI's; a mismatch is refused
+    naming the RTSTRUCT, ``referencePath`` (the image or dose file) and both UIDs. An ROI that covers no voxel centre
+    is in ``emptyOnGrid``; when its contours lie within the grid's extent it is also in ``smallerThanVoxels``.
+    """
     masks: dict[str, np.ndarray] = {}
     reports = {}
     empty, points, emptyOnGrid = [], [], []
+    setContours = _setContours(rtStruct)
     for roi in rtStruct.rois:
-        _checkFrameOfReference(rtStruct, roi, frameOfReferenceUid)
+        _checkFrameOfReference(rtStruct, roi, frameOfReferenceUid, referencePath)
         if roi.isPoint:
             points.append(roi.name)
             continue
@@ -237,7 +258,7 @@ def rasterizeAllWithReport(rtStruct: RtStruct, geometry: ImageGeometry, frameOfR
             if includeEmpty:
                 masks[roi.name] = np.zeros(geometry.shape, dtype=bool)
             continue
-        mask, report = _rasterize(rtStruct, roi, geometry)
+        mask, report = _rasterize(rtStruct, roi, geometry, setContours)
         reports[roi.name] = report
         if not mask.any():
             emptyOnGrid.append(roi.name)
@@ -246,18 +267,24 @@ def rasterizeAllWithReport(rtStruct: RtStruct, geometry: ImageGeometry, frameOfR
         logger.warning("%s: %d ROI(s) without contours skipped: %s", rtStruct.path, len(empty), ", ".join(empty))
     if points:
         logger.info("%s: point ROI(s) skipped: %s", rtStruct.path, ", ".join(points))
-    if emptyOnGrid:
-        logger.warning("%s: ROI(s) outside the image grid: %s", rtStruct.path, ", ".join(emptyOnGrid))
+    small = [name for name in emptyOnGrid if not reports[name].partlyOutside]
+    if small:
+        logger.warning("%s: ROI(s) inside the image but smaller than the grid's voxels: %s (no voxel centre lies "
+                       "inside their contours; use a finer grid)", rtStruct.path, ", ".join(small))
+    outside = [name for name in emptyOnGrid if name not in small]
+    if outside:
+        logger.warning("%s: ROI(s) outside the image grid: %s", rtStruct.path, ", ".join(outside))
     partly = [name for name, r in reports.items() if r.partlyOutside and name not in emptyOnGrid]
     if partly:
         logger.warning("%s: ROI(s) partly outside the image (cut at its border): %s", rtStruct.path,
                        "; ".join(f"{name}: {', '.join(reports[name].warnings)}" for name in partly))
     return masks, StructureSetReport(emptyRois=tuple(empty), pointRois=tuple(points), emptyOnGrid=tuple(emptyOnGrid),
-                                     reports=reports)
+                                     reports=reports, smallerThanVoxels=tuple(small))
 
 
-def rasterizeAll(rtStruct: RtStruct, geometry: ImageGeometry, frameOfReferenceUid: str | None = None
-                 ) -> dict[str, np.ndarray]:
-    """``{name: mask}`` of every ROI with contours (empty ROIs reported and skipped, point ROIs skipped)."""
-    masks, _ = rasterizeAllWithReport(rtStruct, geometry, frameOfReferenceUid)
+def rasterizeAll(rtStruct: RtStruct, geometry: ImageGeometry, frameOfReferenceUid: str | None = None,
+                 referencePath: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
+    """``{name: mask}`` of every ROI with contours (empty ROIs reported and skipped, point ROIs skipped); a frame of
+    reference other than ``frameOfReferenceUid`` is refused (see :func:`rasterizeAllWithReport`)."""
+    masks, _ = rasterizeAllWithReport(rtStruct, geometry, frameOfReferenceUid, referencePath=referencePath)
     return masks

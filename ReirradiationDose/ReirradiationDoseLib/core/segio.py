@@ -547,12 +547,16 @@ def _kind(path: Path) -> str:
                      "RTSTRUCT .dcm)", path)
 
 
-def readSegmentationWithGeometry(path: str | os.PathLike, referenceGeometry: ImageGeometry | None = None
+def readSegmentationWithGeometry(path: str | os.PathLike, referenceGeometry: ImageGeometry | None = None,
+                                 frameOfReferenceUid: str | None = None,
+                                 referencePath: str | os.PathLike | None = None
                                  ) -> tuple[dict[str, np.ndarray], ImageGeometry, dict[str, Color]]:
     """Read structures with their own grid: ``(masks, geometry, colors)`` (colors as RGB floats 0-1).
 
     For contour formats (``.seg.vtm``, RTSTRUCT) the grid is ``referenceGeometry`` when given, else the segmentation's
     own "Reference image geometry" (SlicerRT) — an RTSTRUCT has no grid of its own and needs ``referenceGeometry``.
+    ``frameOfReferenceUid``: that of the image or dose the structures go with (``referencePath``), when known; an
+    RTSTRUCT drawn in another frame of reference is refused naming both files and UIDs (the other formats carry none).
     """
     path = Path(path)
     if not path.exists():
@@ -571,11 +575,12 @@ def readSegmentationWithGeometry(path: str | os.PathLike, referenceGeometry: Ima
                 raise InputError("the planar-contour segmentation stores no reference image geometry; give the "
                                  "image (e.g. the dose) to rasterise it on", path)
         masks, colors = {}, {}
+        setContours = [c for seg in segments for c in seg.contoursLps]  # their planes: the slices drawn on
         for seg in segments:
             if seg.masterRepresentation and seg.masterRepresentation != "Planar contour" and not seg.contoursLps:
                 logger.warning("%s: segment '%s' has master representation '%s' and no planar contours",
                                path, seg.name, seg.masterRepresentation)
-            mask, report = rasterizeContours(list(seg.contoursLps), geometry, name=seg.name)
+            mask, report = rasterizeContours(list(seg.contoursLps), geometry, name=seg.name, setContours=setContours)
             if report.partlyOutside:
                 logger.warning("%s: %s", path, "; ".join(report.warnings))
             if not mask.any():
@@ -594,7 +599,7 @@ def readSegmentationWithGeometry(path: str | os.PathLike, referenceGeometry: Ima
         raise InputError("an RTSTRUCT has no voxel grid of its own; give the image (CT or dose) to rasterise it on",
                          path)
     rt = readRtStruct(path)
-    masks = rasterizeAll(rt, referenceGeometry)
+    masks = rasterizeAll(rt, referenceGeometry, frameOfReferenceUid, referencePath)
     colors = {r.name: tuple(c / 255.0 for c in r.color) for r in rt.rois if r.color is not None and r.name in masks}
     return masks, referenceGeometry, colors
 
@@ -634,15 +639,17 @@ def embedOnGrid(mask: np.ndarray, geometry: ImageGeometry, referenceGeometry: Im
     return out
 
 
-def readSegmentation(path: str | os.PathLike, referenceGeometry: ImageGeometry | None = None
+def readSegmentation(path: str | os.PathLike, referenceGeometry: ImageGeometry | None = None,
+                     frameOfReferenceUid: str | None = None, referencePath: str | os.PathLike | None = None
                      ) -> dict[str, np.ndarray]:
     """Read structures as ``{name: bool mask [k, j, i]}``.
 
     With ``referenceGeometry``, contour formats are rasterised onto it; voxel formats must lie on the same lattice
     (e.g. a Slicer .seg.nrrd cropped to its extent is placed back exactly) — any other grid is refused with
-    :class:`InputError`: resampling is explicit, never silent.
+    :class:`InputError`: resampling is explicit, never silent. ``frameOfReferenceUid`` and ``referencePath``: see
+    :func:`readSegmentationWithGeometry`.
     """
-    masks, geometry, _ = readSegmentationWithGeometry(path, referenceGeometry)
+    masks, geometry, _ = readSegmentationWithGeometry(path, referenceGeometry, frameOfReferenceUid, referencePath)
     if referenceGeometry is None or geometry.sameGridAs(referenceGeometry):
         return masks
     placed = {}

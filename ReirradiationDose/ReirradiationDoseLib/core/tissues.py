@@ -27,7 +27,7 @@ import numpy as np
 from .errors import InputError
 from .radiobiology import checkRepairHalfTime
 from .radiobiology import intervalDays as _intervalDays
-from .recovery import NoRecovery, RecoveryModel, recoveryModelFromDict
+from .recovery import NoRecovery, RecoveryModel, calendarMonthsBetween, recoveryModelFromDict
 from .resources import resourcePath
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "TissueEntry",
     "TissueTable",
     "alphaBetaMap",
+    "intervalMonths",
     "ownerMap",
     "recoveryMap",
     "recoverySummary",
@@ -268,6 +269,14 @@ def alphaBetaMap(masks: dict[str, np.ndarray], table: TissueTable | None = None,
     return lut[owner], owner, names
 
 
+def intervalMonths(priorDate: datetime.date | None, currentDate: datetime.date | None) -> float | None:
+    """Calendar months between two course dates (:func:`.recovery.calendarMonthsBetween`), None when either is
+    unknown; a prior course after the current is refused."""
+    if _intervalDays(priorDate, currentDate) is None:
+        return None
+    return calendarMonthsBetween(priorDate, currentDate)
+
+
 def recoveryMap(masks: dict[str, np.ndarray], table: TissueTable | None, priorDate: datetime.date | None,
                 currentDate: datetime.date | None, defaultModel: RecoveryModel | None = None,
                 shape: tuple | None = None) -> np.ndarray:
@@ -279,15 +288,15 @@ def recoveryMap(masks: dict[str, np.ndarray], table: TissueTable | None, priorDa
     ``defaultModel`` is given.
     """
     table = table or TissueTable.default()
-    days = _intervalDays(priorDate, currentDate)
+    months = intervalMonths(priorDate, currentDate)
     owner, names = ownerMap(masks, table, shape)
-    values = [defaultModel.fractionFor(days) if defaultModel is not None else 0.0]
+    values = [defaultModel.fractionForMonths(months) if defaultModel is not None else 0.0]
     for name in names:
         entry = table.lookup(name)
         if entry is not None and entry.isTarget:
             values.append(0.0)
         elif entry is not None:
-            values.append(entry.recovery.fractionFor(days))
+            values.append(entry.recovery.fractionForMonths(months))
         else:
             values.append(values[0])
     return np.array(values, dtype=np.float32)[owner]
@@ -298,19 +307,21 @@ def recoverySummary(masks: dict[str, np.ndarray], table: TissueTable | None, pri
     """What :func:`recoveryMap` assumed, for storing with the result: interval, per-structure model and r."""
     table = table or TissueTable.default()
     days = _intervalDays(priorDate, currentDate)
+    months = intervalMonths(priorDate, currentDate)
     structures = {}
     for name in masks:
         entry = table.lookup(name)
         if entry is not None and entry.isTarget:
             structures[name] = {"model": {"model": "none"}, "fraction": 0.0, "note": "target: no recovery"}
         elif entry is not None:
-            structures[name] = {"model": entry.recovery.toDict(), "fraction": entry.recovery.fractionFor(days),
+            structures[name] = {"model": entry.recovery.toDict(), "fraction": entry.recovery.fractionForMonths(months),
                                 "tissue": entry.name}
         else:
             model = defaultModel or NoRecovery()
-            structures[name] = {"model": model.toDict(), "fraction": model.fractionFor(days),
+            structures[name] = {"model": model.toDict(), "fraction": model.fractionForMonths(months),
                                 "note": "not in tissue table"}
-    return {"intervalDays": days, "priorDate": None if priorDate is None else priorDate.isoformat(),
+    return {"intervalDays": days, "intervalMonths": months,
+            "priorDate": None if priorDate is None else priorDate.isoformat(),
             "currentDate": None if currentDate is None else currentDate.isoformat(),
             "outsideStructures": (defaultModel or NoRecovery()).toDict(), "structures": structures,
             "wording": "EQD2_total = Σ (1 − r) EQD2_prior + EQD2_current (discount the prior)"}

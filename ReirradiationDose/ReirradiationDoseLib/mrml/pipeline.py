@@ -30,6 +30,7 @@ from ..core.pipeline import (
 )
 from ..core.progress import finishProgress, noProgress, subProgress
 from ..core.radiobiology import FractionSchedule
+from ..core.recovery import dateMonthsBefore
 from .dicomdatabase import checkFractions, referenceInfoFromDatabase
 from .dosescene import addDoseResultToScene
 from .nodes import arrayAndGeometryFromVolumeNode, masksFromSegmentationNode
@@ -38,7 +39,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["runDoseWorkflow", "doseInputsFromNodes", "saveDoseOutputs"]
 
-_DAYS_PER_MONTH = 365.25 / 12.0
 
 
 def _fromTransformNode(node, referenceGeometry) -> tuple[sitk.Transform, dict]:
@@ -255,7 +255,7 @@ def doseInputsFromNodes(currentCt, currentDose, currentFractions: int, structure
         if months <= 0:
             raise InputError(f"prior course '{prior.get('name', index + 1)}' needs the time since it was given "
                              "(months before the current course, > 0)")
-        date = today - _dt.timedelta(days=round(months * _DAYS_PER_MONTH))
+        date = dateMonthsBefore(today, months)  # calendar months: 12 months before is today's date a year ago
         courses.append(_courseDoseInput(prior.get("name") or f"Prior course {index + 1}", prior.get("doseNode"),
                                         prior.get("transformNode"), prior.get("numberOfFractions"), date, False,
                                         referenceGeometry, dicomDatabase, warnings, referenceImage, bodyImage,

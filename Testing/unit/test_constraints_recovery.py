@@ -1,0 +1,242 @@
+"""How recovery, course dates and the overlap rule enter the constraint table and the remaining budget (defects found
+by an independent review of the DVH and constraint evaluation, each reproduced here on small synthetic cases whose
+values follow from REFERENCE §1 by hand):
+
+- Nieder's cord criterion (BED ≤ 135.5 Gy₂ summed over the courses as given, valid with ≥ 6 months between them and
+  each course ≤ 98 Gy₂) is read on the plain sum: discounting the prior course by a recovery model counted recovery
+  twice (REFERENCE §2 case 5 read 45 Gy, a pass, instead of 70 Gy, a fail); outside its conditions it is not judged;
+- an organ's cumulative limit reads the organ's own recovery, not that of an organ owning the overlap;
+- time-based recovery counts calendar months (one year from 15 January is 12 months, not 11.99);
+- the budget reads a limit without α/β at the voxel α/β map, like the constraint table, and says how much of the organ
+  has unknown dose;
+- the body outline yields its voxels to any organ inside it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pytest
+
+from ReirradiationDoseLib.core.casefile import TissueSpec
+from ReirradiationDoseLib.core.dvh import DvhResult
+from ReirradiationDoseLib.core.errors import InputError
+from ReirradiationDoseLib.core.geometry import ImageGeometry
+from ReirradiationDoseLib.core.pipeline import CourseInput, DoseInputs, DoseSettings, computeDose, tissueTableFor
+from ReirradiationDoseLib.core.recovery import calendarMonthsBetween, dateMonthsBefore, niederDoiRecovery
+from ReirradiationDoseLib.core.tissues import alphaBetaMap, recoveryMap
+
+SHAPE = (6, 6, 6)  # 2 mm voxels: 0.008 cc
+
+
+def handEqd2(dose, fractions, alphaBeta):
+    perFraction = dose / fractions
+    return dose * (perFraction + alphaBeta) / (2.0 + alphaBeta)
+
+
+def run(masks, courses, constraints, tissues=None, plannedFractions=None, shape=SHAPE):
+    """computeDose on a 2 mm grid; ``courses``: (name, dose array or value, fractions, date, isCurrent) on the grid, or
+    with a sixth item, the dose's own grid (z origin in mm, number of slices: a dose grid covering part of it)."""
+    geometry = ImageGeometry(shape[::-1], (2.0, 2.0, 2.0))
+    inputs = []
+    for name, dose, fractions, date, isCurrent, *own in courses:
+        doseGeometry, doseShape = geometry, shape
+        if own:
+            zOrigin, slices = own[0]
+            doseShape = (slices,) + tuple(shape[1:])
+            doseGeometry = ImageGeometry(doseShape[::-1], (2.0, 2.0, 2.0), (0.0, 0.0, zOrigin))
+        inputs.append(CourseInput(name=name, doseGy=np.broadcast_to(np.float32(dose), doseShape).copy(),
+                                  doseGeometry=doseGeometry, numberOfFractions=fractions, isCurrent=isCurrent,
+                                  date=date))
+    settings = DoseSettings(tissues={k: TissueSpec(**v) for k, v in (tissues or {}).items()},
+                            targets=("GTV",), constraints=constraints, plannedFractions=plannedFractions)
+    return computeDose(DoseInputs(referenceImage=geometry.emptyImage(), masks=masks, courses=inputs,
+                                  settings=settings))
+
+
+def cordMask():
+    cord = np.zeros(SHAPE, bool)
+    cord[1:5, 2:4, 2:4] = True
+    return cord
+
+
+def row(result, structure, limit):
+    return next(r for r in result.constraintResults if r.structureName == structure and r.constraint.limit == limit)
+
+
+@pytest.mark.parametrize("recovery", [None, {"model": "nieder-doi"}, {"model": "constant", "fraction": 0.5}])
+def test_nieders_criterion_is_read_on_the_plain_sum_whatever_the_recovery_model(recovery):
+    """REFERENCE §2 case 5: cord 50 Gy / 25 fx + 8 Gy x 1, 13 months apart: 50 + 20 = 70 Gy EQD2₂ > 67.75, a fail,
+    also when the cord is given a recovery model (before: 45 Gy with the Nieder/Doi step, a pass by 22.75 Gy)."""
+    result = run({"SpinalCord": cordMask()},
+                 [("prior", 50.0, 25, dt.date(2023, 1, 1), False), ("current", 8.0, 1, dt.date(2024, 2, 1), True)],
+                 "general", tissues={"SpinalCord": {"alphaBetaGy": 2.0, "recovery": recovery}})
+    nieder = row(result, "SpinalCord", 67.75)
+    assert nieder.value == pytest.approx(70.0, abs=1e-3)
+    assert nieder.status == "fail" and nieder.margin == pytest.approx(-2.25, abs=1e-3)
+    assert "summed without recovery" in nieder.dose
+    # the other cord limit (Simone's Dmax < 57 Gy) reads the recovery the user gave the cord
+    simone = row(result, "SpinalCord", 57.0)
+    recovered = {None: 0.0, "nieder-doi": 0.5, "constant": 0.5}[None if recovery is None else recovery["model"]]
+    assert simone.value == pytest.approx((1 - recovered) * 50.0 + 20.0, abs=1e-3)
+
+
+def test_nieders_criterion_outside_its_conditions_is_not_judged_and_warned():
+    """54 Gy / 27 fx (108 Gy₂ > 98) and 3 Gy x 2 three months later: the plain sum 59.25 Gy EQD2₂ is below 67.75, but
+    the criterion does not vouch for it (before: a pass by 6.25 Gy, no word of the conditions)."""
+    result = run({"CaudaEquina": cordMask()},
+                 [("prior", 54.0, 27, dt.date(2024, 1, 1), False), ("current", 6.0, 2, dt.date(2024, 4, 1), True)],
+                 "pelvic-reirradiation")
+    nieder = row(result, "CaudaEquina", 67.75)
+    assert nieder.value == pytest.approx(54.0 + handEqd2(6.0, 2, 2.0), abs=1e-3)
+    assert nieder.status == "not evaluated" and nieder.passed is None and nieder.margin is None
+    assert "3.0 months before" in nieder.reason and "BED 108.0 Gy" in nieder.reason
+    assert any("CaudaEquina" in w and "outside the criterion's conditions" in w for w in result.warnings)
+    # within the conditions (7 months, 40 Gy / 20 fx = 80 Gy₂) the same criterion is judged: a pass
+    result = run({"CaudaEquina": cordMask()},
+                 [("prior", 40.0, 20, dt.date(2024, 1, 1), False), ("current", 6.0, 2, dt.date(2024, 8, 1), True)],
+                 "pelvic-reirradiation")
+    assert row(result, "CaudaEquina", 67.75).status == "pass"
+    # above the limit it fails whatever the conditions: the known excess stands
+    result = run({"CaudaEquina": cordMask()},
+                 [("prior", 60.0, 30, dt.date(2024, 1, 1), False), ("current", 8.0, 1, dt.date(2024, 4, 1), True)],
+                 "pelvic-reirradiation")
+    assert row(result, "CaudaEquina", 67.75).status == "fail"
+
+
+def test_criterion_conditions_in_a_constraint_file_are_checked(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "x", "constraints": [
+        {"structure": "Cord", "metric": "D0.03cc", "limit": 60, "unit": "Gy", "alphaBetaGy": 2, "kind": "cumulative",
+         "conditions": {"minIntervalMonth": 6}}]}))
+    from ReirradiationDoseLib.core.constraints import loadConstraintSet
+
+    with pytest.raises(InputError, match="unknown condition.*minIntervalMonth"):
+        loadConstraintSet(bad)
+    bad.write_text(json.dumps({"name": "x", "constraints": [
+        {"structure": "Cord", "metric": "V20Gy[%]", "limit": 60, "unit": "%", "alphaBetaGy": None,
+         "kind": "first-course", "recoveryInLimit": True}]}))
+    with pytest.raises(InputError, match="recoveryInLimit"):
+        loadConstraintSet(bad)
+
+
+def test_an_organ_limit_reads_the_organs_own_recovery_where_another_organ_owns_the_voxel():
+    """Rectum (no recovery) half inside the bowel (priority 80 over 70, 50 % recovery): prior 70 Gy / 35 fx, current
+    45 Gy / 15 fx where they overlap. The rectum's D2cc is 70 + 54 = 124 Gy EQD2₃, a fail (before: 89.0, a pass: the
+    bowel's 50 % discounted the rectum's hottest voxels)."""
+    shape = (20, 10, 10)
+    rectum = np.zeros(shape, bool)
+    rectum[:, 2:8, 2:8] = True
+    bowel = np.zeros(shape, bool)
+    bowel[0:10, 2:8, 2:8] = True
+    current = np.zeros(shape, np.float32)
+    current[0:10] = 45.0
+    result = run({"Rectum": rectum, "Bowel": bowel},
+                 [("prior", 70.0, 35, dt.date(2022, 1, 1), False), ("current", current, 15, dt.date(2024, 1, 1), True)],
+                 "pelvic-reirradiation", shape=shape,
+                 tissues={"Bowel": {"recovery": {"model": "constant", "fraction": 0.5}},
+                          "Rectum": {"recovery": {"model": "none"}}})
+    rectumD2cc = row(result, "Rectum", 104.0)
+    assert rectumD2cc.value == pytest.approx(70.0 + handEqd2(45.0, 15, 3.0), abs=1e-3)
+    assert rectumD2cc.status == "fail"
+    # the bowel's own limit reads the bowel's 50 %: 35 + 54 Gy where the current course reaches it
+    assert row(result, "Bowel", 90.0).value == pytest.approx(35.0 + handEqd2(45.0, 15, 3.0), abs=1e-3)
+
+
+def test_a_target_owned_voxel_keeps_no_recovery_when_an_organ_is_read():
+    """The rectum (25 %) partly inside the GTV: its limit reads 25 % where an organ or nothing else owns the voxel and
+    none where the GTV does (REFERENCE §1: recovery is a normal-tissue concept)."""
+    rectum = np.zeros(SHAPE, bool)
+    rectum[:, 1:5, 1:5] = True
+    gtv = np.zeros(SHAPE, bool)
+    gtv[0:2, 1:5, 1:5] = True
+    result = run({"Rectum": rectum, "GTV": gtv},
+                 [("prior", 50.0, 25, dt.date(2022, 1, 1), False), ("current", 0.0, 10, dt.date(2024, 1, 1), True)],
+                 "pelvic-reirradiation", tissues={"Rectum": {"recovery": {"model": "constant", "fraction": 0.25}}},
+                 plannedFractions=10)
+    budgetRow = next(r for r in result.budgetByOrgan if r["structure"] == "Rectum")
+    # 50 Gy EQD2₃ in the GTV's voxels (no recovery), 0.75 x 50 = 37.5 Gy in the rest of the rectum
+    assert budgetRow["allCoursesMaxEqd2Gy"] == pytest.approx(50.0, abs=1e-3)
+
+
+def test_time_based_recovery_counts_calendar_months():
+    assert calendarMonthsBetween(dt.date(2023, 1, 15), dt.date(2024, 1, 15)) == 12.0
+    assert calendarMonthsBetween(dt.date(2023, 1, 15), dt.date(2023, 7, 15)) == 6.0
+    assert calendarMonthsBetween(dt.date(2023, 1, 31), dt.date(2023, 2, 28)) == 1.0
+    assert calendarMonthsBetween(dt.date(2023, 1, 15), dt.date(2024, 1, 14)) == pytest.approx(11 + 30 / 31)
+    with pytest.raises(InputError, match="after the current course date"):
+        calendarMonthsBetween(dt.date(2024, 1, 2), dt.date(2024, 1, 1))
+    # the module's "months before": whole months land on the calendar date
+    assert dateMonthsBefore(dt.date(2026, 12, 7), 12) == dt.date(2025, 12, 7)
+    assert dateMonthsBefore(dt.date(2028, 3, 1), 12) == dt.date(2027, 3, 1)  # across 29 February
+    assert dateMonthsBefore(dt.date(2026, 8, 31), 6) == dt.date(2026, 2, 28)
+    for end in (dt.date(2024, 2, 29), dt.date(2026, 12, 31), dt.date(2025, 7, 15)):
+        for months in (1, 6, 12, 18.5):
+            assert months <= calendarMonthsBetween(dateMonthsBefore(end, months), end) < months + 0.11
+    # the step model on the courses' dates: exactly 12 months earns the 50 % step (30.44-day months: 11.99, 25 %)
+    rectum = np.ones((2, 2, 2), bool)
+    table = tissueTableFor(DoseSettings(tissues={"Rectum": TissueSpec(recovery={"model": "nieder-doi"})}))
+    assert np.all(recoveryMap({"Rectum": rectum}, table, dt.date(2023, 1, 15), dt.date(2024, 1, 15)) == 0.5)
+    assert np.all(recoveryMap({"Rectum": rectum}, table, dt.date(2023, 1, 15), dt.date(2023, 7, 15)) == 0.25)
+    assert np.all(recoveryMap({"Rectum": rectum}, table, dt.date(2023, 1, 15), dt.date(2023, 7, 14)) == 0.0)
+    assert niederDoiRecovery().fractionForMonths(12.0) == 0.5
+
+
+def test_the_budget_reads_a_limit_without_alpha_beta_at_the_voxel_map_and_says_what_is_unknown(tmp_path):
+    """Cord Dmax < 50 Gy with no α/β in the file: the constraint table reads the cord at its α/β 2; so does the budget
+    now (prior 30 Gy / 10 fx = 37.5 Gy EQD2₂, 12.5 Gy left: 11.58 Gy in 5 fractions; at the default 3 it offered
+    12.66 Gy). Half the cord outside the prior dose grid: the row's minimum is over the known half, said so."""
+    constraints = tmp_path / "cord.json"
+    constraints.write_text(json.dumps({"name": "x", "constraints": [
+        {"structure": "SpinalCord", "metric": "Dmax", "limit": 50, "unit": "Gy", "alphaBetaGy": None,
+         "kind": "cumulative", "source": "test"}]}))
+    result = run({"SpinalCord": cordMask()},
+                 [("prior", 30.0, 10, dt.date(2023, 1, 1), False), ("current", 0.0, 5, dt.date(2024, 1, 1), True)],
+                 str(constraints), tissues={"SpinalCord": {"alphaBetaGy": 2.0}}, plannedFractions=5)
+    assert row(result, "SpinalCord", 50.0).value == pytest.approx(37.5, abs=1e-3)
+    budgetRow = result.budgetByOrgan[0]
+    allowed = budgetRow["minRemainingPhysicalGy"]
+    assert handEqd2(allowed, 5, 2.0) == pytest.approx(12.5, abs=1e-4) and allowed == pytest.approx(11.583, abs=1e-3)
+    assert budgetRow["unknownPercent"] == 0.0 and budgetRow["note"] == ""
+    # the prior dose grid covers slices 3-5 only (from z = 6 mm): half of the cord (slices 1-4) has unknown dose
+    result = run({"SpinalCord": cordMask()},
+                 [("prior", 30.0, 10, dt.date(2023, 1, 1), False, (6.0, 3)),
+                  ("current", 0.0, 5, dt.date(2024, 1, 1), True)],
+                 str(constraints), tissues={"SpinalCord": {"alphaBetaGy": 2.0}}, plannedFractions=5)
+    budgetRow = result.budgetByOrgan[0]
+    assert budgetRow["unknownPercent"] == pytest.approx(50.0)
+    assert "upper bound" in budgetRow["note"]
+    assert np.all(np.isnan(result.remainingBudgetGy[:3][cordMask()[:3]]))
+
+
+def test_the_body_outline_yields_to_any_organ_inside_it():
+    """An organ given in the case file only (priority 0) or in no table at all (-1) inside BODY: before, it tied with
+    BODY (0) or lost to it, and took BODY's α/β 3 and recovery (30 %) instead of its own α/β 5 and none."""
+    body = np.ones((4, 4, 4), bool)
+    organ = np.zeros((4, 4, 4), bool)
+    organ[1:3, 1:3, 1:3] = True
+    table = tissueTableFor(DoseSettings(tissues={
+        "Vagina": TissueSpec(alphaBetaGy=5.0, recovery={"model": "none"}),
+        "BODY": TissueSpec(recovery={"model": "constant", "fraction": 0.3})}))
+    masks = {"BODY": body, "Vagina": organ}
+    ab, _, names = alphaBetaMap(masks, table)
+    assert names == ["Vagina", "BODY"] and np.all(ab[organ] == 5.0) and np.all(ab[~organ] == 3.0)
+    recovered = recoveryMap(masks, table, dt.date(2020, 1, 1), dt.date(2024, 1, 1))
+    assert np.all(recovered[organ] == 0.0) and np.all(recovered[~organ] == pytest.approx(0.3))
+
+
+def test_a_dvh_of_unknown_dose_is_refused_not_misread():
+    """[5, NaN, 10, 2] read Dmax 5 Gy (NaN stopped the sort): refused; the pipeline leaves unknown voxels out."""
+    with pytest.raises(InputError, match="finite"):
+        DvhResult("x", np.array([5.0, np.nan, 10.0, 2.0]), np.ones(4))
+
+
+def test_an_organ_wholly_of_unknown_dose_is_said_so_not_called_empty():
+    result = run({"SpinalCord": cordMask()},  # the prior dose grid lies 100 mm away
+                 [("prior", 50.0, 25, dt.date(2023, 1, 1), False, (100.0, 3)),
+                  ("current", 8.0, 1, dt.date(2024, 2, 1), True)],
+                 "general")
+    nieder = row(result, "SpinalCord", 67.75)
+    assert nieder.status == "not evaluated" and "dose of all of SpinalCord is unknown" in nieder.reason
