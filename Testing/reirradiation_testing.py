@@ -22,3 +22,22 @@ def sharedDataPath(*parts: str) -> Path:
         pytest.skip(f"shared test data not found at {path} (it lives beside the project in ../shared/data; "
                     "a fresh clone without it skips these tests)")
     return path
+
+
+def newDicomFile(sopClassUid: str, modality: str, frameOfReferenceUid: str | None = None):
+    """A new DICOM file dataset (explicit VR little endian, with preamble) of one SOP class: SOP Class and Instance
+    UIDs, Modality, PatientID "REV1", new study and series UIDs and ``frameOfReferenceUid`` (new when None); the
+    tests that build small RTDOSE / RTPLAN / RTSTRUCT / Enhanced CT files add the rest."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sopClassUid
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID = modality, "REV1"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.FrameOfReferenceUID = frameOfReferenceUid or generate_uid()
+    return ds

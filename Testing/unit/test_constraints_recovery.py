@@ -143,6 +143,9 @@ def test_an_organ_limit_reads_the_organs_own_recovery_where_another_organ_owns_t
     assert rectumD2cc.status == "fail"
     # the bowel's own limit reads the bowel's 50 %: 35 + 54 Gy where the current course reaches it
     assert row(result, "Bowel", 90.0).value == pytest.approx(35.0 + handEqd2(45.0, 15, 3.0), abs=1e-3)
+    # and the DVH table reads each organ as its constraints do (it gave the rectum the bowel's 50 % in the overlap)
+    assert result.dvh["Rectum"]["composite"].dmaxGy == pytest.approx(70.0 + handEqd2(45.0, 15, 3.0), abs=1e-3)
+    assert result.dvh["Bowel"]["composite"].dmaxGy == pytest.approx(35.0 + handEqd2(45.0, 15, 3.0), abs=1e-3)
 
 
 def test_a_target_owned_voxel_keeps_no_recovery_when_an_organ_is_read():

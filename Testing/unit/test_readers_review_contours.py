@@ -6,7 +6,7 @@ of a few hundredths of a millimetre."""
 import numpy as np
 import pytest
 
-from ReirradiationDoseLib.core.contours import polygonAreaMm2, rasterizeContours
+from ReirradiationDoseLib.core.contours import polygonAreaMm2, rasterizeContours, structureSetPlaneSpacing
 from ReirradiationDoseLib.core.geometry import ImageGeometry
 
 
@@ -65,18 +65,20 @@ def test_sparse_and_one_plane_rois_take_their_slab_from_the_structure_set():
     body = [circle(0, 0, 60, z) for z in np.arange(-50, 50.1, 2.5)]
     fiducials = [circle(x, 0, 1.5, z) for x, z in ((-10, -20.0), (5, 0.0), (12, 25.0))]
     nodes = [circle(-30, 10, 6, z) for z in (-30.0, -27.5)] + [circle(30, 10, 6, z) for z in (10.0, 12.5)]
-    structureSet = body + fiducials + nodes
     for geometry in (ImageGeometry((301, 61, 41), (0.5, 0.5, 2.5), (-75.0, -15.0, -50.0)),
                      ImageGeometry((61, 13, 41), (2.5, 2.5, 2.5), (-75.0, -15.0, -50.0))):
-        mask, report = rasterizeContours(fiducials, geometry, "Fiducials", setContours=structureSet)
+        setSpacing = structureSetPlaneSpacing([body, fiducials, nodes], geometry)
+        assert setSpacing == pytest.approx(2.5)
+        mask, report = rasterizeContours(fiducials, geometry, "Fiducials", setPlaneSpacingMm=setSpacing)
         assert len(slicesUsed(mask)) == 3  # was 26: each fiducial filled the 22.5 mm to the next
         assert report.planeSpacingMm == pytest.approx(2.5)
-        mask, _ = rasterizeContours(nodes, geometry, "Nodes", setContours=structureSet)
+        mask, _ = rasterizeContours(nodes, geometry, "Nodes", setPlaneSpacingMm=setSpacing)
         assert len(slicesUsed(mask)) == 4
     # a one-plane ROI drawn on a 3 mm CT, on a 1 mm grid: a 3 mm slab (was the grid's 1 mm: -67 %)
     ct = [square(40, z) for z in np.arange(-15, 15.1, 3.0) + 0.2]
     geometry = ImageGeometry((41, 41, 31), (1.0, 1.0, 1.0), (-20.0, -20.0, -15.0))
-    mask, _ = rasterizeContours([square(10, 0.2)], geometry, "one plane", setContours=ct)
+    mask, _ = rasterizeContours([square(10, 0.2)], geometry, "one plane",
+                                setPlaneSpacingMm=structureSetPlaneSpacing([ct], geometry))
     assert volumeCc(mask, geometry) == pytest.approx(0.4 * 3.0)
 
 
@@ -101,3 +103,30 @@ def test_one_plane_with_z_jitter_stays_one_plane():
             mask, report = rasterizeContours(contours, geometry, "ring")
             assert report.numberOfPlanes == 11
             assert volumeCc(mask, geometry) == pytest.approx(exactCc), (originZ, jitter)
+
+
+@pytest.mark.parametrize("offsetMm, gridMm", [(1.5, 3.0), (0.4, 3.0), (0.4, 2.5), (0.4, 1.0)])
+def test_rois_drawn_on_interleaved_planes_keep_their_own_slabs(offsetMm, gridMm):
+    """Two ROIs of one set drawn on two series 3 mm apart, offset by ``offsetMm`` (a second series, an offset
+    reconstruction): each keeps its 3 mm slabs (with the union of the set's planes as slabs, ROI B read 0 cc and the
+    real dicompyler heart moved by 1.5 mm 0 instead of 440 cc)."""
+    roiA = [square(20, z) for z in np.arange(0, 61, 3.0)]
+    roiB = [square(20, z) for z in np.arange(offsetMm, 61, 3.0)]
+    n = int(round(66.0 / gridMm))
+    geometry = ImageGeometry((41, 41, n), (1.0, 1.0, gridMm), (-20.0, -20.0, -3.0))
+    setSpacing = structureSetPlaneSpacing([roiA, roiB], geometry)
+    assert setSpacing == pytest.approx(3.0)
+    for roi in (roiA, roiB):
+        mask, _ = rasterizeContours(roi, geometry, "roi", setPlaneSpacingMm=setSpacing)
+        # 21 slabs of 3 mm of a 40 x 40 mm square (1.6 cc per mm), within one grid slice
+        assert volumeCc(mask, geometry) == pytest.approx(1.6 * 63.0, abs=1.6 * gridMm + 1e-6)
+
+
+def test_thin_slice_planes_are_not_merged_on_a_coarse_grid():
+    """0.3 mm CBCT planes on a 3 mm grid: the grouping tolerance comes from the planes, not the grid (they merged into
+    one plane and the ROI read 0 cc)."""
+    planes = np.arange(0, 15.01, 0.3)
+    geometry = ImageGeometry((41, 41, 7), (1.0, 1.0, 3.0), (-20.0, -20.0, -1.5))
+    mask, report = rasterizeContours([square(10, z) for z in planes], geometry, "cbct")
+    assert report.numberOfPlanes == len(planes)
+    assert volumeCc(mask, geometry) == pytest.approx(0.4 * 15.0, abs=0.4 * 3.0)

@@ -6,14 +6,14 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from ReirradiationDoseLib.core.dicomimage import readImageSeries
 from ReirradiationDoseLib.core.dicomwrite import PatientStudy, writeImageSeries
 from ReirradiationDoseLib.core.errors import InputError
 from ReirradiationDoseLib.core.geometry import ImageGeometry
+from reirradiation_testing import newDicomFile
 
 CORNER = np.array([-10.0, -20.0, 0.0])
 
@@ -27,14 +27,7 @@ def writeEnhancedCt(folder, heights, iop=(1, 0, 0, 0, 1, 0), slopes=None, orient
     """An Enhanced CT (one file, frames in the given order) whose frame n lies ``heights[n]`` mm along the slice
     normal from CORNER; rescale shared (slope 1, intercept -1024) unless ``slopes`` gives one per frame."""
     folder.mkdir(parents=True, exist_ok=True)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID = "CT", "REV1"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = generate_uid(), generate_uid(), generate_uid()
+    ds = newDicomFile("1.2.840.10008.5.1.4.1.1.2.1", "CT")  # Enhanced CT Image Storage
     ds.NumberOfFrames, ds.Rows, ds.Columns = len(heights), 4, 6
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0

@@ -5,11 +5,10 @@ RTDOSE files written without the 128-byte preamble (read as DICOM, not as a unit
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from ReirradiationDoseLib.core.errors import InputError
 from ReirradiationDoseLib.core.rtdose import readRtDose, requirePlanDose
+from reirradiation_testing import newDicomFile
 
 HFS = (1, 0, 0, 0, 1, 0)
 FFS = (-1, 0, 0, 0, 1, 0)  # slice normal -z
@@ -18,14 +17,7 @@ FFP = (1, 0, 0, 0, -1, 0)  # slice normal -z
 
 def writeDose(path, pixels, ipp, iop, offsets, pixelSpacing=(2.0, 3.0), scaling=1e-3):
     """A minimal RTDOSE (PLAN, GY) with the given grid, as a planning system writes it."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.2"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID = "RTDOSE", "REV1"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = generate_uid(), generate_uid(), generate_uid()
+    ds = newDicomFile("1.2.840.10008.5.1.4.1.1.481.2", "RTDOSE")
     pixels = np.asarray(pixels)
     ds.NumberOfFrames, ds.Rows, ds.Columns = pixels.shape
     ds.ImagePositionPatient = [f"{v:.6g}" for v in ipp]

@@ -5,26 +5,20 @@ takes the group the RTDOSE names; fractions in the case file are used when the p
 from pathlib import Path
 
 import pytest
-from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from ReirradiationDoseLib.core.casefile import CourseSpec
 from ReirradiationDoseLib.core.errors import InputError
 from ReirradiationDoseLib.core.pipeline import _fractions
 from ReirradiationDoseLib.core.rtplan import readRtPlan
+from reirradiation_testing import newDicomFile
 
 
 def writePlan(path, groups):
     """An RTPLAN with fraction groups ``[(number, fractions or None), ...]`` and a 50 Gy target prescription."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.5"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID, ds.RTPlanLabel = "RTPLAN", "REV1", "REV"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = generate_uid(), generate_uid(), generate_uid()
+    ds = newDicomFile("1.2.840.10008.5.1.4.1.1.481.5", "RTPLAN")
+    ds.RTPlanLabel = "REV"
     items = []
     for number, fractions in groups:
         group = Dataset()
@@ -108,3 +102,13 @@ def test_pipeline_uses_the_case_fractions_when_the_plan_is_ambiguous_and_says_so
     warnings = []
     assert _fractions(course(path, 5), readRtPlan(path), Dose(group=2), warnings)[:2] == (5, "case file")
     assert warnings == []
+
+
+def test_fraction_group_zero_is_its_own_number_and_duplicates_are_refused(tmp_path):
+    """Groups numbered 0 and 1 (0 is a valid number): a dose of group 1 read 25 fractions, group 0's, as the reader
+    renumbered group 0 to 1; two groups of one number are refused."""
+    plan = readRtPlan(writePlan(tmp_path / "zero.dcm", [(0, 25), (1, 5)]))
+    assert [(g.number, g.numberOfFractionsPlanned) for g in plan.fractionGroups] == [(0, 25), (1, 5)]
+    assert plan.fractionsOfGroup(1) == 5 and plan.fractionsOfGroup(0) == 25
+    with pytest.raises(InputError, match="two fraction groups numbered 2"):
+        readRtPlan(writePlan(tmp_path / "twice.dcm", [(2, 25), (2, 5)]))

@@ -6,14 +6,15 @@ import logging
 
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from ReirradiationDoseLib.core.errors import InputError
 from ReirradiationDoseLib.core.geometry import ImageGeometry
 from ReirradiationDoseLib.core.rtstruct import rasterizeAll, rasterizeAllWithReport, rasterizeRoi, readRtStruct
 from ReirradiationDoseLib.core.segio import readSegmentation, readSegmentationWithGeometry
+from reirradiation_testing import newDicomFile
 
 FRAME_A = "1.2.826.0.1.3680043.8.498.1"
 FRAME_B = "1.2.826.0.1.3680043.8.498.2"
@@ -21,15 +22,7 @@ FRAME_B = "1.2.826.0.1.3680043.8.498.2"
 
 def writeStructureSet(path, rois, frameOfReferenceUid=FRAME_A):
     """An RTSTRUCT with ``rois``: ``{name: [(n, 3) LPS points of a CLOSED_PLANAR contour, ...]}``."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.3"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID = "RTSTRUCT", "REV1"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.FrameOfReferenceUID = frameOfReferenceUid
+    ds = newDicomFile("1.2.840.10008.5.1.4.1.1.481.3", "RTSTRUCT", frameOfReferenceUid)
     frame = Dataset()
     frame.FrameOfReferenceUID = frameOfReferenceUid
     ds.ReferencedFrameOfReferenceSequence = Sequence([frame])

@@ -264,15 +264,18 @@ def test_transform_files_round_trip(tmp_path, phantom):
         transformio.readTransform(tmp_path / "missing.nrrd")
 
 
-def test_rigid_keeps_a_non_euler_initial_transform_as_prefix(phantom):
-    """T = initial o correction: a translation start is kept and a rigid correction is optimised before it."""
+def test_rigid_refines_a_rigid_start_of_another_kind_in_place(phantom):
+    """A translation start is rigid: re-expressed as an Euler about the fixed image's centre (the same map) and refined
+    in place (a start that is not rigid is kept as a prefix: test_registration_starts.py)."""
     moving, body = phantom
     truth = knownRigid()
     fixed = resampleMoving(moving, moving, truth)
     fixedBody = sitk.Resample(body, moving, truth, sitk.sitkNearestNeighbor, 0)
     start = sitk.TranslationTransform(3, (2.0, -2.0, 1.0))
     result = registerRigid(fixed, moving, metric="meansquares", initialTransform=start, fixedMask=fixedBody)
-    assert isinstance(result.transform, sitk.CompositeTransform)
+    assert isinstance(result.transform, sitk.Euler3DTransform)
+    assert np.allclose(result.transform.GetCenter(), fixed.TransformContinuousIndexToPhysicalPoint(
+        [(n - 1) / 2.0 for n in fixed.GetSize()]))
     errors = [np.linalg.norm(np.subtract(result.transform.TransformPoint(p.tolist()), truth.TransformPoint(p.tolist())))
               for p in bodyPoints(fixedBody, 100)]
     assert max(errors) < 0.5

@@ -10,16 +10,16 @@ Conventions
   exactly once between neighbouring polygons). Structure volumes therefore depend on the grid; sample finer than
   the dose grid where volumes matter (REFERENCE §5).
 - Contour planes are assigned to image slices by their position along the slice normal: each plane represents a
-  slab reaching half-way to the neighbouring contour planes of the whole structure set (the slices the set was drawn
-  on: a planning system gives each contour the thickness of its CT slice), and a slice whose centre lies in a plane's
-  slab takes that plane. Slabs are half-open, ``[lower, upper)`` along the slice normal like the in-plane rule, so a
-  slice centre exactly on the boundary between two slabs belongs to one of them and one on a structure's outer
-  boundary is counted once. An end plane of the set reaches half its one gap outwards; a set of one plane gives it
-  the grid's slice spacing; a gap more than three times the set's median gap is taken as planes without contours,
-  not as one thick slice (the planes beside it reach half the median gap into it). Contours less than
-  ``max(0.05 mm, 0.1 x the smallest gap between distinct planes)`` apart along the normal are one plane (planning
-  systems write one plane's contours with a jitter of a few hundredths of a millimetre). Planes tilted against the
-  slices are refused.
+  slab reaching half-way to the structure's neighbouring contour planes (on CT slices of unequal spacing each plane
+  keeps its own slice's thickness, as a planning system gives it), and a slice whose centre lies in a plane's slab
+  takes that plane. Slabs are half-open, ``[lower, upper)`` along the slice normal like the in-plane rule, so a slice
+  centre exactly on the boundary between two slabs belongs to one of them and one on a structure's outer boundary is
+  counted once. An end plane reaches half its one gap outwards; a gap more than three times the structure's median
+  gap is taken as slices without contours (two lesions of one ROI), not as one thick slice (the planes beside it
+  reach half the median gap into it); a structure of one plane takes the plane spacing of its structure set (the
+  slices it was drawn on), else the grid's slice spacing. Contours less than ``max(0.05 mm, 0.1 x the plane
+  spacing)`` apart along the normal are one plane (planning systems write one plane's contours with a jitter of a
+  few hundredths of a millimetre). Planes tilted against the slices are refused.
 
 :func:`maskToContours` is the inverse used by the RTSTRUCT writer: it traces the voxel-edge outlines of a mask (outer
 boundaries and holes), so rasterising the written contours onto the same grid gives back exactly the same mask.
@@ -39,6 +39,7 @@ __all__ = [
     "RasterizationReport",
     "rasterizeSlicePolygons",
     "rasterizeContours",
+    "structureSetPlaneSpacing",
     "maskToContours",
     "sliceToContours",
     "polygonAreaMm2",
@@ -126,15 +127,17 @@ def _sliceFrame(geometry: ImageGeometry):
     return d, normal
 
 
-def _groupPlanes(heights: np.ndarray, fallbackSpacingMm: float) -> tuple[np.ndarray, np.ndarray]:
-    """Group contour heights (mm along the slice normal) into planes: ``(plane heights ascending, plane index of each
-    height)``. Heights less than ``max(0.05 mm, 0.1 x the smallest gap between distinct planes)`` apart are one
-    plane; distinct planes are more than 0.5 mm apart (the grid's slice spacing stands in when no two are)."""
+def _groupPlanes(heights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group one structure's contour heights (mm along the slice normal) into planes: ``(plane heights ascending,
+    plane index of each height)``. Heights less than ``max(0.05 mm, 0.1 x the plane spacing)`` apart are one plane, the
+    plane spacing being the median gap above 0.5 mm (or, for planes all closer than that, a thin-slice scan, the
+    median gap above 0.05 mm): a few hundredths of a millimetre of jitter keep one plane together, 0.3 mm CBCT planes
+    stay apart (with the target grid's spacing as the measure they merged into one)."""
     order = np.argsort(heights, kind="stable")
     sortedHeights = heights[order]
     gaps = np.diff(sortedHeights)
-    distinct = gaps[gaps > _DISTINCT_PLANES_MM]
-    spacing = float(distinct.min()) if distinct.size else float(fallbackSpacingMm)
+    wide, positive = gaps[gaps > _DISTINCT_PLANES_MM], gaps[gaps > _PLANE_TOLERANCE_MM]
+    spacing = float(np.median(wide)) if wide.size else (float(np.median(positive)) if positive.size else 0.0)
     tolerance = max(_PLANE_TOLERANCE_MM, 0.1 * spacing)
     sortedIndex = np.concatenate([[0], np.cumsum(gaps > tolerance)])
     index = np.empty(len(heights), dtype=int)
@@ -143,21 +146,53 @@ def _groupPlanes(heights: np.ndarray, fallbackSpacingMm: float) -> tuple[np.ndar
     return planeHeights, index
 
 
-def _slabHalfWidths(planeHeights: np.ndarray, fallbackSpacingMm: float) -> tuple[np.ndarray, np.ndarray]:
-    """How far each plane of a structure set reaches below and above itself: half the gap to its neighbouring plane;
-    an end plane half its one gap outwards; one plane half ``fallbackSpacingMm``. A gap more than three median gaps
-    wide holds slices without contours: the planes beside it reach half a median gap into it."""
-    if len(planeHeights) < 2:
-        half = np.full(len(planeHeights), 0.5 * float(fallbackSpacingMm))
-        return half, half
+def _slabHalfWidths(planeHeights: np.ndarray, setSpacingMm: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """How far each of a structure's planes (two or more) reaches below and above itself: half the gap to its
+    neighbouring plane (CT slices of unequal spacing: each plane its own slice's thickness); an end plane half its one
+    gap outwards. A gap more than three median gaps wide holds slices without contours (two lesions of one ROI): the
+    planes beside it reach half a median gap into it. A structure whose median gap is more than three times its set's
+    plane spacing ``setSpacingMm`` (markers, one per plane) takes that spacing as its median gap: three markers 25 mm
+    apart filled 26 slices."""
     gaps = np.diff(planeHeights)
     typical = float(np.median(gaps))
+    if setSpacingMm and typical > _SKIPPED_GAP_RATIO * setSpacingMm:
+        typical = float(setSpacingMm)
     halfGaps = 0.5 * np.where(gaps <= _SKIPPED_GAP_RATIO * typical, gaps, typical)
     return np.concatenate([halfGaps[:1], halfGaps]), np.concatenate([halfGaps, halfGaps[-1:]])
 
 
+def structureSetPlaneSpacing(roiContours, geometry: ImageGeometry) -> float | None:
+    """The slice spacing (mm) a structure set was drawn on, along ``geometry``'s slice normal: the smallest of its ROIs'
+    median gaps between their own contour planes (ROIs of two planes or more), None without such an ROI. Each ROI's
+    own planes, not the union of all: ROIs drawn on two series (planes interleaved, 0.4 mm apart) would read a spacing
+    of 0.4 mm. ``roiContours``: one list of closed contours per ROI. Compute it once per set and give it to
+    :func:`rasterizeContours` for each ROI."""
+    _, normal = _sliceFrame(geometry)
+    origin, tiltLimit = np.array(geometry.originMm), _tiltLimit(geometry)
+    spacings = [s for s in (_setPlaneSpacing(contours, origin, normal, tiltLimit) for contours in roiContours)
+                if s is not None]
+    return min(spacings) if spacings else None
+
+
+def _tiltLimit(geometry: ImageGeometry) -> float:
+    return max(_PLANE_TOLERANCE_MM, 0.01 * geometry.spacingMm[2]) * 10
+
+
+def _setPlaneSpacing(contours, origin: np.ndarray, normal: np.ndarray, tiltLimit: float) -> float | None:
+    """The median gap between the distinct planes of some contours (one ROI's), or None with fewer than two planes."""
+    heights = []
+    for c in contours or ():
+        along = (np.asarray(c, dtype=float).reshape(-1, 3) - origin) @ normal
+        if along.size and np.ptp(along) <= tiltLimit:
+            heights.append(float(np.mean(along)))
+    if len(heights) < 2:
+        return None
+    planes, _ = _groupPlanes(np.array(heights))
+    return float(np.median(np.diff(planes))) if len(planes) > 1 else None
+
+
 def rasterizeContours(contours: list[np.ndarray], geometry: ImageGeometry, name: str = "structure",
-                      planeThicknessMm: float | None = None, setContours: list[np.ndarray] | None = None
+                      planeThicknessMm: float | None = None, setPlaneSpacingMm: float | None = None
                       ) -> tuple[np.ndarray, RasterizationReport]:
     """Rasterise closed planar LPS contours onto ``geometry`` (even-odd rule, voxel-centre sampling).
 
@@ -167,10 +202,12 @@ def rasterizeContours(contours: list[np.ndarray], geometry: ImageGeometry, name:
     geometry : the target grid; its slices must be parallel to the contour planes.
     name : used in messages.
     planeThicknessMm : slab thickness every contour plane represents (centred on it); default: each plane reaches
-        half-way to its neighbouring planes of the structure set (see the module notes).
-    setContours : every contour of the whole structure set (all its ROIs, this one included), whose planes are the
-        slices the set was drawn on; default: this structure's own contours. A sparse structure (markers drawn on
-        one slice each) then takes the slice thickness, not the distance to its next contour.
+        half-way to the structure's neighbouring planes (see the module notes).
+    setPlaneSpacingMm : the slice spacing the structure set was drawn on (:func:`structureSetPlaneSpacing`, computed
+        once per set): a structure drawn on one plane only, or on planes more than three set spacings apart (markers),
+        takes it as its thickness (without it, a single plane takes the grid's slice spacing). Only the structure's
+        own planes set its other slabs: with the union of the set's planes, a set whose ROIs lie on interleaved planes
+        (a second series, an offset reconstruction) made every slab half as thick and whole ROIs vanish.
 
     Returns
     -------
@@ -183,7 +220,7 @@ def rasterizeContours(contours: list[np.ndarray], geometry: ImageGeometry, name:
     _, normal = _sliceFrame(geometry)
     origin = np.array(geometry.originMm)
     sliceSpacing = geometry.spacingMm[2]
-    tiltLimit = max(_PLANE_TOLERANCE_MM, 0.01 * sliceSpacing) * 10
+    tiltLimit = _tiltLimit(geometry)
     warnings: list[str] = []
     heights = []
     for c in contours:
@@ -193,22 +230,14 @@ def rasterizeContours(contours: list[np.ndarray], geometry: ImageGeometry, name:
                              f"{np.ptp(along):.2f} mm along the slice normal); tilted contour planes are not "
                              "supported")
         heights.append(float(np.mean(along)))
-    # the planes of the whole structure set (other structures' tilted contours, if any, do not count)
-    setHeights = []
-    for c in setContours or ():
-        along = (np.asarray(c, dtype=float).reshape(-1, 3) - origin) @ normal
-        if along.size and np.ptp(along) <= tiltLimit:
-            setHeights.append(float(np.mean(along)))
-    allPlanes, allIndex = _groupPlanes(np.array(heights + setHeights), sliceSpacing)
-    planeIndex = allIndex[:len(contours)]
-    used = np.unique(planeIndex)  # ascending: this structure's planes among the set's
-    sortedHeights = allPlanes[used]
+    sortedHeights, planeIndex = _groupPlanes(np.array(heights))
+    setSpacing = setPlaneSpacingMm
     if planeThicknessMm is not None:
-        half = 0.5 * max(float(planeThicknessMm), 1e-6)
-        lower = upper = np.full(len(used), half)
-    else:
-        below, above = _slabHalfWidths(allPlanes, sliceSpacing)
-        lower, upper = below[used], above[used]
+        lower = upper = np.full(len(sortedHeights), 0.5 * max(float(planeThicknessMm), 1e-6))
+    elif len(sortedHeights) > 1:
+        lower, upper = _slabHalfWidths(sortedHeights, setSpacing)
+    else:  # one plane: the slices the set was drawn on, else the grid's
+        lower = upper = np.full(1, 0.5 * (setSpacing or float(sliceSpacing)))
     # which contour plane serves each slice: the one whose half-open slab [h - lower, h + upper) holds the slice
     # centre (the nearest one if slabs of a given thickness overlap)
     sliceHeights = np.arange(geometry.sizeXyz[2]) * sliceSpacing
@@ -225,8 +254,7 @@ def rasterizeContours(contours: list[np.ndarray], geometry: ImageGeometry, name:
     polygonsByPlane: dict[int, list[np.ndarray]] = {}
     pointsOutside = 0
     ni, nj = geometry.sizeXyz[0], geometry.sizeXyz[1]
-    rank = np.searchsorted(used, planeIndex)  # each contour's plane among this structure's planes
-    for c, p in zip(contours, rank, strict=True):
+    for c, p in zip(contours, planeIndex, strict=True):
         ijk = geometry.lpsToIndex(c)
         polygonsByPlane.setdefault(int(p), []).append(ijk[:, :2])
         pointsOutside += int(np.count_nonzero((ijk[:, 0] < -0.5) | (ijk[:, 0] > ni - 0.5)

@@ -670,10 +670,21 @@ def _initialTransform(path, what: str) -> sitk.Transform | None:
     from .transformio import readTransform
 
     try:
-        return readTransform(path)
+        transform = readTransform(path)
     except InputError as error:
         reason = str(error).removeprefix(f"{error.path}: ") if error.path else str(error)
         raise InputError(f"{what} initialTransform: {reason}", path) from error
+    from .registration import homogeneousMatrix
+
+    try:
+        if not transform.IsLinear():
+            raise ValueError("not a linear transform")
+        homogeneousMatrix(transform)
+    except ValueError:  # a displacement field or B-spline crashed the run after its rigid step
+        raise InputError(f"{what} initialTransform: not a linear transform (a displacement field or B-spline); a "
+                         "registration starts from a rigid or affine map — give a deformable registration as the "
+                         "'registration' itself", path) from None
+    return transform
 
 
 def requireVolumeGrid(geometry: ImageGeometry, what: str, where=None) -> None:
@@ -1252,14 +1263,15 @@ def _criterionConditionsUnmet(constraint, structure: str, courseResults: list[Co
         if any(c.date is None for c in courseResults):
             undated = ", ".join(f"'{c.name}'" for c in courseResults if c.date is None)
             reasons.append(f"the date of course {undated} is not known, so the ≥ {minMonths:g} months between courses "
-                           "cannot be checked")
+                           "cannot be checked (give each course's date)")
         else:
             ordered = sorted(courseResults, key=lambda c: c.date)
             for earlier, later in zip(ordered[:-1], ordered[1:], strict=True):
                 months = calendarMonthsBetween(earlier.date, later.date)
                 if months < minMonths:
                     reasons.append(f"course '{earlier.name}' ended {months:.1f} months before course '{later.name}' "
-                                   f"began (the criterion needs ≥ {minMonths:g})")
+                                   f"began (the criterion needs ≥ {minMonths:g}; the phases of one course, e.g. an "
+                                   "initial plan and its boost, belong in one course)")
     maxBed = constraint.condition("maxCourseBedGy")
     if maxBed is not None:
         ab = constraint.alphaBetaGy
@@ -1298,11 +1310,22 @@ def _dvhAndConstraints(settings, masks, geometry, composite, courseResults, warn
     from .constraints import ConstraintSet, evaluateConstraints, loadConstraintSet
 
     dvh: dict = {}
+    # each structure's composite DVH with its own recovery (none where a target owns a voxel), as its constraints read
+    # it: the composite map's owner-by-owner recovery gave a rectum inside a 50 % bowel Dmax 45.2 Gy in the DVH table
+    # and 70.0 Gy in the constraint table of one report
+    ownComposite: dict = {}
     for name, mask in masks.items():
         if not mask.any():
             continue
         entry = {}
-        dvhResult, unknown = knownDvh(composite, mask, geometry, name)
+        key = organRecoveryKey(courseResults, name)
+        if None in key:  # a structure without a recovery of its own: the voxel owners' map
+            organComposite = composite
+        else:
+            if key not in ownComposite:
+                ownComposite[key] = compositeAtAlphaBeta(courseResults, None, name)
+            organComposite = ownComposite[key]
+        dvhResult, unknown = knownDvh(organComposite, mask, geometry, name)
         entry["composite"] = dvhResult
         entry["_unknownPercent"] = {"composite": unknown}
         for course in courseResults:

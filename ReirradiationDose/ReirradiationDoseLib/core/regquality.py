@@ -15,7 +15,7 @@ import SimpleITK as sitk
 
 from .errors import InputError
 from .geometry import ImageGeometry
-from .registration import RegistrationResult, displacementFieldFromTransform
+from .registration import RegistrationResult, displacementFieldFromTransform, requireSameGrid
 
 __all__ = [
     "jacobianDeterminant",
@@ -81,8 +81,7 @@ def registrationQuality(result: RegistrationResult, fixed: sitk.Image, movingRes
         field = displacementFieldFromTransform(result.transform, fixed)
     mask = None
     if bodyMask is not None:
-        if bodyMask.GetSize() != fixed.GetSize():
-            raise InputError("the body mask must be on the grid of the fixed image")
+        requireSameGrid(bodyMask, fixed, "the body mask")
         mask = sitk.GetArrayFromImage(bodyMask) > 0
         if not mask.any():
             raise InputError("the body mask is empty")

@@ -6,7 +6,7 @@ DICOM RT Dose Module (PS3.3 C.8.8.3):
   absolute doses and cannot be accumulated);
 - frames are planes along the normal n = row x column of ImageOrientationPatient; the first frame always lies at
   ImagePositionPatient. GridFrameOffsetVector gives each frame's offset, either relative to the first frame (first
-  value 0, the usual form; within 0.01 mm, a rounding residue) or absolute (PS3.3 C.8.8.3.2: the first value is the
+  value 0, the usual form; within 0.05 mm, a rounding residue) or absolute (PS3.3 C.8.8.3.2: the first value is the
   first frame's position: its z for the axial grids the standard describes, which planning systems also write for
   feet-first and prone grids, whose normal is -z; or its position along n). Both are converted to distances from
   the first frame along n; a first value that is neither 0 nor the first frame's position is refused;
@@ -39,7 +39,9 @@ logger = logging.getLogger(__name__)
 
 PLAN_SUMMATION_TYPES = ("PLAN", "MULTI_PLAN", "PLAN_OVERVIEW", "RECORD")
 _SPACING_TOLERANCE = 0.01
-_OFFSET_TOLERANCE_MM = 0.01  # GridFrameOffsetVector's first value: 0 (relative form) or the first frame's position
+# GridFrameOffsetVector's first value: 0 (relative form) or the first frame's position, which planning systems may
+# write with fewer decimals than ImagePositionPatient (-122.4 for z -122.4407)
+_OFFSET_TOLERANCE_MM = 0.05
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ def _frameDistances(offsets: np.ndarray, ipp: np.ndarray, normal: np.ndarray, pa
     """Each frame's distance from the first frame along the slice normal, from GridFrameOffsetVector; the first frame
     stays at ImagePositionPatient.
 
-    Relative form (first value 0 within 0.01 mm): ``offset - offset[0]``. Absolute form (PS3.3 C.8.8.3.2: the first
+    Relative form (first value 0 within 0.05 mm): ``offset - offset[0]``. Absolute form (PS3.3 C.8.8.3.2: the first
     value is the first frame's position), recognised only when the first value equals IPP·n (positions along n:
     ``offset - offset[0]``) or, for an axial grid (n = ±z), the patient z of IPP (positions along z, as planning
     systems write them for feet-first and prone grids too: ``(offset - offset[0]) * n_z``). Taking any other non-zero

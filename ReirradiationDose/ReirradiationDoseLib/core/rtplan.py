@@ -190,8 +190,9 @@ def _readRtPlanDataset(ds, path: Path) -> RtPlan:
             beamDoses = tuple(_float(b.get("BeamDose")) for b in fg.get("ReferencedBeamSequence", []))
             refs = tuple(_int(r.get("ReferencedDoseReferenceNumber"))
                          for r in fg.get("ReferencedDoseReferenceSequence", []))
+            number = _int(fg.get("FractionGroupNumber"))  # 0 is a valid number (it was read as the group's index)
             groups.append(FractionGroup(
-                number=_int(fg.get("FractionGroupNumber")) or len(groups) + 1,
+                number=number if number is not None else len(groups) + 1,
                 numberOfFractionsPlanned=_int(fg.get("NumberOfFractionsPlanned")),
                 numberOfBeams=_int(fg.get("NumberOfBeams")) or 0,
                 numberOfBrachyApplicationSetups=_int(fg.get("NumberOfBrachyApplicationSetups")) or 0,
@@ -210,6 +211,11 @@ def _readRtPlanDataset(ds, path: Path) -> RtPlan:
                 deliveryMaximumDoseGy=_float(dr.get("DeliveryMaximumDose"))))
     except (ValueError, TypeError, AttributeError) as exc:
         raise InputError(f"the RTPLAN's fraction or prescription data cannot be read ({exc})", path) from None
+    numbers = [g.number for g in groups]
+    twice = sorted({n for n in numbers if numbers.count(n) > 1})
+    if twice:
+        raise InputError(f"the RTPLAN has two fraction groups numbered {twice[0]}: which one an RTDOSE names is "
+                         "ambiguous", path)
     rss = ds.get("ReferencedStructureSetSequence", [])
     plan = RtPlan(
         path=str(path), label=str(ds.get("RTPlanLabel", "")), name=str(ds.get("RTPlanName", "")),

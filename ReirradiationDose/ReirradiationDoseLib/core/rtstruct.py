@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.multival import MultiValue
 
-from .contours import RasterizationReport, rasterizeContours
+from .contours import RasterizationReport, rasterizeContours, structureSetPlaneSpacing
 from .dicomimage import damagedAttributes, readDicomObject
 from .errors import InputError
 from .geometry import ImageGeometry
@@ -192,13 +192,14 @@ def _checkFrameOfReference(rtStruct: RtStruct, roi: RoiInfo, frameOfReferenceUid
                          "the structures were not drawn on this image (register them first)", rtStruct.path)
 
 
-def _setContours(rtStruct: RtStruct) -> list[np.ndarray]:
-    """Every closed contour of the structure set: their planes are the slices the set was drawn on."""
-    return [points for items in rtStruct.contours.values() for t, points in items if t in _FILLED_TYPES]
+def _setContours(rtStruct: RtStruct) -> list[list[np.ndarray]]:
+    """The closed contours of each ROI of the structure set: their planes are the slices the set was drawn on."""
+    return [[points for t, points in items if t in _FILLED_TYPES] for items in rtStruct.contours.values()]
 
 
-def _rasterize(rtStruct: RtStruct, roi: RoiInfo, geometry: ImageGeometry, setContours: list | None = None
+def _rasterize(rtStruct: RtStruct, roi: RoiInfo, geometry: ImageGeometry, setSpacing: float | None = None
                ) -> tuple[np.ndarray, RasterizationReport]:
+    """One ROI on ``geometry``; ``setSpacing``: the plane spacing of the whole set (computed here when None)."""
     items = rtStruct.contours.get(roi.number, [])
     skipped = [t for t, _ in items if t not in _FILLED_TYPES and t != "POINT"]
     if skipped:
@@ -206,8 +207,9 @@ def _rasterize(rtStruct: RtStruct, roi: RoiInfo, geometry: ImageGeometry, setCon
                        rtStruct.path, roi.name, len(skipped), ", ".join(sorted(set(skipped))))
     polygons = [points for t, points in items if t in _FILLED_TYPES]
     try:
-        return rasterizeContours(polygons, geometry, name=roi.name,
-                                 setContours=_setContours(rtStruct) if setContours is None else setContours)
+        if setSpacing is None:
+            setSpacing = structureSetPlaneSpacing(_setContours(rtStruct), geometry)
+        return rasterizeContours(polygons, geometry, name=roi.name, setPlaneSpacingMm=setSpacing)
     except InputError as error:
         if error.path:
             raise
@@ -247,7 +249,7 @@ def rasterizeAllWithReport(rtStruct: RtStruct, geometry: ImageGeometry, frameOfR
     masks: dict[str, np.ndarray] = {}
     reports = {}
     empty, points, emptyOnGrid = [], [], []
-    setContours = _setContours(rtStruct)
+    setSpacing = structureSetPlaneSpacing(_setContours(rtStruct), geometry)  # once per set, not per ROI
     for roi in rtStruct.rois:
         _checkFrameOfReference(rtStruct, roi, frameOfReferenceUid, referencePath)
         if roi.isPoint:
@@ -258,7 +260,7 @@ def rasterizeAllWithReport(rtStruct: RtStruct, geometry: ImageGeometry, frameOfR
             if includeEmpty:
                 masks[roi.name] = np.zeros(geometry.shape, dtype=bool)
             continue
-        mask, report = _rasterize(rtStruct, roi, geometry, setContours)
+        mask, report = _rasterize(rtStruct, roi, geometry, setSpacing)
         reports[roi.name] = report
         if not mask.any():
             emptyOnGrid.append(roi.name)

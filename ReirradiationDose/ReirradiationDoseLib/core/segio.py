@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .contours import rasterizeContours
+from .contours import rasterizeContours, structureSetPlaneSpacing
 from .errors import InputError
 from .geometry import ImageGeometry
 
@@ -575,12 +575,13 @@ def readSegmentationWithGeometry(path: str | os.PathLike, referenceGeometry: Ima
                 raise InputError("the planar-contour segmentation stores no reference image geometry; give the "
                                  "image (e.g. the dose) to rasterise it on", path)
         masks, colors = {}, {}
-        setContours = [c for seg in segments for c in seg.contoursLps]  # their planes: the slices drawn on
+        setSpacing = structureSetPlaneSpacing([list(seg.contoursLps) for seg in segments], geometry)
         for seg in segments:
             if seg.masterRepresentation and seg.masterRepresentation != "Planar contour" and not seg.contoursLps:
                 logger.warning("%s: segment '%s' has master representation '%s' and no planar contours",
                                path, seg.name, seg.masterRepresentation)
-            mask, report = rasterizeContours(list(seg.contoursLps), geometry, name=seg.name, setContours=setContours)
+            mask, report = rasterizeContours(list(seg.contoursLps), geometry, name=seg.name,
+                                             setPlaneSpacingMm=setSpacing)
             if report.partlyOutside:
                 logger.warning("%s: %s", path, "; ".join(report.warnings))
             if not mask.any():
