@@ -707,11 +707,8 @@ def _recoveryText(recovery: dict) -> str:
     text = "; ".join(parts) if parts else "none"
     if interval is None:
         return text
-    months = recovery.get("intervalMonths")
-    if months is None:  # a result stored before the interval was counted in calendar months
-        from .recovery import DAYS_PER_MONTH
-        months = interval / DAYS_PER_MONTH
-    return text + f" (interval {interval} days = {months:.1f} calendar months from the date of the prior course)"
+    return text + (f" (interval {interval} days = {recovery['intervalMonths']:.1f} calendar months from the date of "
+                   "the prior course)")
 
 
 def _constraintColumns(rows: list[dict]) -> list[tuple[str, str]]:

@@ -355,7 +355,7 @@ def computeDose(inputs: DoseInputs, progress=None) -> DoseResult:
             targetVoxels=None if course.isCurrent else targetVoxels))
 
     progress(0.65, "Summing the composite EQD2")
-    composite = radiobiology.compositeEqd2([c.eqd2Gy for c in results], [c.recoveryMap for c in results])
+    composite = compositeAtAlphaBeta(results, None)  # the voxel α/β map, each voxel's owner's recovery
     progress(0.7, "DVH and constraints")
     dvh, constraintResults = _dvhAndConstraints(settings, masks, referenceGeometry, composite, results, warnings)
     budget, budgetByOrgan = _remainingBudget(settings, masks, referenceGeometry, results, repairFactorOf,
@@ -674,16 +674,12 @@ def _initialTransform(path, what: str) -> sitk.Transform | None:
     except InputError as error:
         reason = str(error).removeprefix(f"{error.path}: ") if error.path else str(error)
         raise InputError(f"{what} initialTransform: {reason}", path) from error
-    from .registration import homogeneousMatrix
+    from .registration import NOT_A_LINEAR_START, homogeneousMatrix
 
     try:
-        if not transform.IsLinear():
-            raise ValueError("not a linear transform")
         homogeneousMatrix(transform)
     except ValueError:  # a displacement field or B-spline crashed the run after its rigid step
-        raise InputError(f"{what} initialTransform: not a linear transform (a displacement field or B-spline); a "
-                         "registration starts from a rigid or affine map — give a deformable registration as the "
-                         "'registration' itself", path) from None
+        raise InputError(f"{what} initialTransform: not a linear transform ({NOT_A_LINEAR_START})", path) from None
     return transform
 
 
@@ -1144,6 +1140,14 @@ def organRecoveryKey(courses: list[CourseResult], structure: str, withRecovery: 
     return tuple(0.0 if c.recoveryMap is None else c.ownRecovery(structure) for c in courses)
 
 
+def organCompositeKey(courses: list[CourseResult], alphaBetaGy: float | None, structure: str,
+                      withRecovery: bool = True) -> tuple:
+    """What :func:`compositeAtAlphaBeta` of ``structure`` depends on: the α/β, the organ's repair factors at that α/β
+    and its recovered fractions; organs with the same key share one composite (made once per key)."""
+    return (alphaBetaGy, None if alphaBetaGy is None else organRepairKey(courses, structure),
+            organRecoveryKey(courses, structure, withRecovery))
+
+
 def _incompleteRepair(inputs: DoseInputs, settings: DoseSettings, tissueTable, ownerLabels, ownerNames,
                       warnings: list[str]):
     """A function ``(numberOfFractions, schedule, what) → (repair factor, summary, {structure: its own tissue's
@@ -1319,13 +1323,9 @@ def _dvhAndConstraints(settings, masks, geometry, composite, courseResults, warn
             continue
         entry = {}
         key = organRecoveryKey(courseResults, name)
-        if None in key:  # a structure without a recovery of its own: the voxel owners' map
-            organComposite = composite
-        else:
-            if key not in ownComposite:
-                ownComposite[key] = compositeAtAlphaBeta(courseResults, None, name)
-            organComposite = ownComposite[key]
-        dvhResult, unknown = knownDvh(organComposite, mask, geometry, name)
+        if key not in ownComposite:
+            ownComposite[key] = compositeAtAlphaBeta(courseResults, None, name)
+        dvhResult, unknown = knownDvh(ownComposite[key], mask, geometry, name)
         entry["composite"] = dvhResult
         entry["_unknownPercent"] = {"composite": unknown}
         for course in courseResults:
@@ -1356,11 +1356,10 @@ def _dvhAndConstraints(settings, masks, geometry, composite, courseResults, warn
     def doseKey(constraint, course, description, name):
         """Which dose a structure is read from: the description, and the recovered fractions (the composite) and
         repair factors it depends on."""
-        involved = courseResults if course is None else [course]
-        repair = (organRepairKey(involved, name) if constraint.alphaBetaGy is not None
-                  and any(c.organRepairFactors for c in involved) else None)
-        recovered = organRecoveryKey(involved, name, not constraint.recoveryInLimit) if course is None else None
-        return description, None if repair is None and recovered is None else (repair, recovered)
+        if course is None:
+            return description, organCompositeKey(courseResults, constraint.alphaBetaGy, name,
+                                                  not constraint.recoveryInLimit)
+        return description, None if constraint.alphaBetaGy is None else organRepairKey([course], name)
 
     # which structures each dose is read on; each dose is then made once (a full grid each, not kept)
     plan = []
@@ -1458,7 +1457,7 @@ def currentCourseScaling(settings, masks, geometry, courseResults, alphaBetaMap)
             # an organ is read with its own recovery and, at a constraint's α/β, its own repair half-time (as in
             # the constraint table)
             recovered = not constraint.recoveryInLimit
-            key = (ab, None if ab is None else organRepairKey(priors, name), organRecoveryKey(priors, name, recovered))
+            key = organCompositeKey(priors, ab, name, recovered)
             if key not in priorAt:
                 if not priors:
                     priorAt[key] = np.zeros(geometry.shape, dtype=np.float64)
@@ -1560,8 +1559,7 @@ def _remainingBudget(settings, masks, geometry, courseResults, repairFactorOf, a
         for name, mask in masks.items():
             if not constraint.matches(name) or not mask.any():
                 continue
-            key = (ab, None if ab is None else organRepairKey(courseResults, name),
-                   organRecoveryKey(courseResults, name, recovered))
+            key = organCompositeKey(courseResults, ab, name, recovered)
             if key not in compositeFor:
                 compositeFor[key] = compositeAtAlphaBeta(courseResults, ab, name, recovered)
             prior = compositeFor[key][mask].astype(np.float64)
@@ -1572,11 +1570,10 @@ def _remainingBudget(settings, masks, geometry, courseResults, repairFactorOf, a
             budget[mask] = np.where(np.isnan(current), allowed, np.fmin(current, allowed))
             finite = np.asarray(allowed)[np.isfinite(allowed)]
             unknownPercent = 100.0 * float(np.count_nonzero(~np.isfinite(prior))) / prior.size
-            abText = f"{ab:g}" if ab is not None else "voxel map"
             rows.append({"structure": name,
                          "constraint": f"{constraint.metric} {constraint.comparison} {constraint.limit:g} Gy EQD2"
                                        + ("" if recovered else " (courses summed without recovery)"),
-                         "alphaBetaGy": ab if ab is not None else abText,
+                         "alphaBetaGy": ab if ab is not None else "voxel map",
                          "allCoursesMaxEqd2Gy": float(np.nanmax(prior)) if np.isfinite(prior).any() else None,
                          "minRemainingPhysicalGy": float(finite.min()) if finite.size else None,
                          "unknownPercent": unknownPercent,

@@ -237,8 +237,7 @@ def _observe(process, progress, label: str, fractionOf: Callable[[], float]):
         if state["cancelled"]:
             # StopRegistration ends the current pyramid level only: asked again at every iteration of the next
             # levels (a cancelled affine run went on for 5.9 s, the whole run takes 5.0 s)
-            if hasattr(process, "StopRegistration"):
-                process.StopRegistration()
+            process.StopRegistration()
             return
         try:
             progress(fractionOf(), label)
@@ -311,18 +310,19 @@ def requireSameGrid(mask: sitk.Image | None, image: sitk.Image, what: str, image
                          f"; it is on {ImageGeometry.fromImage(mask).describe()})")
 
 
+# why a transform that is not linear cannot be a registration's start (initialTransform)
+NOT_A_LINEAR_START = ("a displacement field or B-spline: a registration starts from a rigid or affine map; give a "
+                      "deformable registration as the 'registration' itself")
+
+
 def _linearAbout(transform: sitk.Transform, centre) -> sitk.Transform:
     """The same linear map as ``transform`` (any linear kind, composites included) with its centre at ``centre``: an
     ``Euler3DTransform`` when it is rigid (orthonormal, no reflection), else an ``AffineTransform``. A transform that is
     not linear (a displacement field, a B-spline) cannot be a registration's start: refused."""
     try:
-        if not transform.IsLinear():  # a field reads as the identity where it has no grid: ask its kind first
-            raise ValueError("not a linear transform")
         matrix = homogeneousMatrix(transform)
     except ValueError:
-        raise InputError("the initial transform is not linear (a displacement field or B-spline): a registration "
-                         "starts from a rigid or affine map; give a deformable registration as the course's "
-                         "'registration' itself") from None
+        raise InputError(f"the initial transform is not linear ({NOT_A_LINEAR_START})") from None
     linear, translation = matrix[:3, :3], matrix[:3, 3]
     centre = np.asarray(centre, dtype=float)
     rigid = np.allclose(linear.T @ linear, np.eye(3), atol=1e-6) and np.linalg.det(linear) > 0
@@ -1241,7 +1241,11 @@ def _members(transform: sitk.Transform) -> list:
 
 def homogeneousMatrix(transform: sitk.Transform) -> np.ndarray:
     """The 4x4 homogeneous matrix of a linear transform (any kind, composites included), from the images of the
-    origin and of 100 mm along each axis; checked on three further points (ValueError if it is not linear)."""
+    origin and of 100 mm along each axis; checked on three further points (ValueError if it is not linear). Its kind
+    is asked first: a displacement field reads as the identity wherever its grid does not reach, and one not reaching
+    the probe points passed as a linear map (the identity)."""
+    if not transform.IsLinear():
+        raise ValueError("not a linear transform")
     origin = np.array(transform.TransformPoint((0.0, 0.0, 0.0)))
     matrix = np.eye(4)
     for axis in range(3):

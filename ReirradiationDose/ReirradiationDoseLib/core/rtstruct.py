@@ -7,8 +7,9 @@ the even-odd rule (an inner contour is a hole; C.8.8.6.3), see :mod:`.contours`.
 
 ROIs without contours are *empty* (listed, never rasterised to a silent all-zero mask without a warning); ROIs made
 only of POINT contours (isocentres, markers) are *point* ROIs and are skipped by :func:`rasterizeAll`. Each contour
-plane of an ROI stands for a slab reaching half-way to the neighbouring contour planes of the whole structure set
-(the CT slices it was drawn on), see :func:`.contours.rasterizeContours`.
+plane of an ROI stands for a slab reaching half-way to the ROI's own neighbouring contour planes; an ROI of one plane
+or of markers far apart takes the slice spacing the structure set was drawn on, see
+:func:`.contours.rasterizeContours`.
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ def _checkFrameOfReference(rtStruct: RtStruct, roi: RoiInfo, frameOfReferenceUid
                          "the structures were not drawn on this image (register them first)", rtStruct.path)
 
 
-def _setContours(rtStruct: RtStruct) -> list[list[np.ndarray]]:
+def _contoursByRoi(rtStruct: RtStruct) -> list[list[np.ndarray]]:
     """The closed contours of each ROI of the structure set: their planes are the slices the set was drawn on."""
     return [[points for t, points in items if t in _FILLED_TYPES] for items in rtStruct.contours.values()]
 
@@ -208,7 +209,7 @@ def _rasterize(rtStruct: RtStruct, roi: RoiInfo, geometry: ImageGeometry, setSpa
     polygons = [points for t, points in items if t in _FILLED_TYPES]
     try:
         if setSpacing is None:
-            setSpacing = structureSetPlaneSpacing(_setContours(rtStruct), geometry)
+            setSpacing = structureSetPlaneSpacing(_contoursByRoi(rtStruct), geometry)
         return rasterizeContours(polygons, geometry, name=roi.name, setPlaneSpacingMm=setSpacing)
     except InputError as error:
         if error.path:
@@ -249,7 +250,7 @@ def rasterizeAllWithReport(rtStruct: RtStruct, geometry: ImageGeometry, frameOfR
     masks: dict[str, np.ndarray] = {}
     reports = {}
     empty, points, emptyOnGrid = [], [], []
-    setSpacing = structureSetPlaneSpacing(_setContours(rtStruct), geometry)  # once per set, not per ROI
+    setSpacing = structureSetPlaneSpacing(_contoursByRoi(rtStruct), geometry)  # once per set, not per ROI
     for roi in rtStruct.rois:
         _checkFrameOfReference(rtStruct, roi, frameOfReferenceUid, referencePath)
         if roi.isPoint:
