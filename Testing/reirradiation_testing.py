@@ -41,3 +41,39 @@ def newDicomFile(sopClassUid: str, modality: str, frameOfReferenceUid: str | Non
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.FrameOfReferenceUID = frameOfReferenceUid or generate_uid()
     return ds
+
+
+def compressJpegLossless(path) -> None:
+    """Re-encode the pixel data of a DICOM file in place as JPEG Lossless (Process 14, SV1; the syntax PACS most often
+    exports CT and MR in), one fragment per frame, through GDCM (SimpleITK); stored values must fit 16 bits."""
+    import tempfile
+
+    import numpy as np
+    import pydicom
+    import SimpleITK as sitk
+    from pydicom.encaps import encapsulate, generate_fragmented_frames
+
+    ds = pydicom.dcmread(path)
+    stored = np.asarray(ds.pixel_array)
+    frames = stored.reshape((-1, *stored.shape[-2:]))
+    pixelType = np.int16 if int(ds.PixelRepresentation) else np.uint16
+    assert frames.min() >= np.iinfo(pixelType).min and frames.max() <= np.iinfo(pixelType).max
+    fragments = []
+    with tempfile.TemporaryDirectory() as folder:
+        for frame in frames:
+            writer = sitk.ImageFileWriter()
+            writer.SetFileName(str(Path(folder) / "frame.dcm"))
+            writer.SetImageIO("GDCMImageIO")
+            writer.UseCompressionOn()
+            writer.SetCompressor("JPEG")
+            writer.Execute(sitk.GetImageFromArray(frame[None].astype(pixelType)))
+            encoded = pydicom.dcmread(Path(folder) / "frame.dcm")
+            assert encoded.file_meta.TransferSyntaxUID == pydicom.uid.JPEGLosslessSV1
+            (frame_fragments,) = generate_fragmented_frames(encoded.PixelData, number_of_frames=1)
+            fragments.append(b"".join(frame_fragments))
+    ds.PixelData = encapsulate(fragments)
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEGLosslessSV1
+    ds.save_as(path)

@@ -83,6 +83,20 @@ def test_nieders_criterion_is_read_on_the_plain_sum_whatever_the_recovery_model(
     assert simone.value == pytest.approx((1 - recovered) * 50.0 + 20.0, abs=1e-3)
 
 
+@pytest.mark.parametrize("constraints", ["general", "pelvic-reirradiation"])
+def test_the_great_vessels_120_gy_is_read_on_the_plain_sum(constraints):
+    """Evans 2013 saw fatal aortic events above a composite of 120 Gy summed without recovery (90 Gy after his own
+    recovery correction): an aorta with 50 % recovery given, 70 Gy / 35 fx + 54 Gy / 27 fx, reads 124 Gy, a fail
+    (before: 89 Gy, a pass by 31 Gy)."""
+    result = run({"Aorta": cordMask()},
+                 [("prior", 70.0, 35, dt.date(2022, 1, 1), False), ("current", 54.0, 27, dt.date(2024, 2, 1), True)],
+                 constraints, tissues={"Aorta": {"alphaBetaGy": 3.0, "recovery": {"model": "constant",
+                                                                                  "fraction": 0.5}}})
+    evans = row(result, "Aorta", 120.0)
+    assert evans.value == pytest.approx(124.0, abs=1e-3)
+    assert evans.status == "fail" and "summed without recovery" in evans.dose
+
+
 def test_nieders_criterion_outside_its_conditions_is_not_judged_and_warned():
     """54 Gy / 27 fx (108 Gy₂ > 98) and 3 Gy x 2 three months later: the plain sum 59.25 Gy EQD2₂ is below 67.75, but
     the criterion does not vouch for it (before: a pass by 6.25 Gy, no word of the conditions)."""

@@ -90,6 +90,24 @@ def test_roi_smaller_than_the_voxels_is_not_called_outside_the_grid(tmp_path, ca
     assert "outside the image grid: far" in caplog.text
 
 
+def test_the_case_warnings_say_why_an_roi_is_empty_on_the_reference_grid(tmp_path):
+    from ReirradiationDoseLib.core import segio
+    from ReirradiationDoseLib.core.pipeline import _readStructures
+
+    rois = {"small": [square(1.25, 1.25, 1.2, z) for z in (0.0, 2.5)],
+            "far": [square(500.0, 0.0, 5.0, z) for z in (0.0, 2.5)],
+            "PTV": [square(0.0, 0.0, 10.0, z) for z in (0.0, 2.5)]}
+    path = writeStructureSet(tmp_path / "rs.dcm", rois)
+    warnings = []
+    masks, _ = _readStructures(path, ImageGeometry((41, 41, 21), (2.5, 2.5, 2.5), (-50.0, -50.0, -25.0)), segio,
+                               warnings, FRAME_A)
+    assert masks["PTV"].any()
+    assert "structure 'small' in rs.dcm is empty on the reference grid (smaller than its voxels" in "\n".join(warnings)
+    assert ("structure 'far' in rs.dcm is empty on the reference grid (its contours lie outside the reference image)"
+            in warnings)
+    assert not any("'PTV'" in w for w in warnings)
+
+
 def test_segio_refuses_structures_of_another_frame_of_reference(tmp_path):
     path = writeStructureSet(tmp_path / "rs.dcm", {"PTV": [square(0, 0, 10, z) for z in np.arange(-6, 6.1, 3.0)]})
     geometry = ImageGeometry((20, 20, 7), (2.5, 2.5, 3.0), (-25.0, -25.0, -9.0))

@@ -22,18 +22,22 @@ this command are ignored)::
                                                       CT LPS -> MRI LPS, beside the marks file); without it MRI
                                                       marks are not checked and the notes say why
 
-An observer file is ``.nrrd`` / ``.nii`` / ``.nii.gz`` / ``.mha`` (a binary mask: non-zero voxels are inside),
-``.seg.nrrd`` (a Slicer segmentation; the segment is chosen by ``structure``) or an RTSTRUCT ``.dcm`` (the ROI
-is chosen by ``structure``, see :func:`matchStructureName`). The observer's name is the file name without its
-extension. If ``STUDY_DIR`` itself looks like one case (it contains observer files or an ``observers/``
-folder) it is analysed as a one-case study. The LIDC layout (``<nodule>/readerK.nrrd``) is the one-round
-layout. A case folder in which no observer file is found is reported as a failure, never silently dropped.
+An observer file is ``.nrrd`` / ``.nii`` / ``.nii.gz`` / ``.mha`` (a binary mask: 0 outside, one value inside;
+several values — a labelmap, a fractional residue, an image — are refused naming the file), ``.seg.nrrd`` (a
+Slicer segmentation; the segment is chosen by ``structure``) or an RTSTRUCT ``.dcm`` (the ROI is chosen by
+``structure``, see :func:`matchStructureName`). The observer's name is the file name without its extension, spaces
+around it dropped; names differing only in upper and lower case or spaces are one observer, within a round and
+between rounds (the first round's spelling is used). If ``STUDY_DIR`` itself looks like one case (it contains
+observer files or an ``observers/`` folder) it is analysed as a one-case study. The LIDC layout
+(``<nodule>/readerK.nrrd``) is the one-round layout. A case folder in which no observer file is found is reported
+as a failure, never silently dropped.
 
 Analysis
 --------
 Each (case, round) with at least two observers goes through
-``DelineationReviewLib.core.iov.analyzeObservers`` (REFERENCE §4). Observers of one round must share a grid;
-masks on different grids with the same spacing and direction are brought onto the union grid by
+``DelineationReviewLib.core.iov.analyzeObservers`` (REFERENCE §4); a round one reader delineated alone is only
+compared with the reader's other rounds (intra-observer; listed in ``singleObserverRounds``). Observers of one
+round must share a grid; masks on different grids with the same spacing and direction are brought onto the union grid by
 :func:`toCommonGrid` (exact padding when the grids are aligned, nearest-neighbour otherwise — reported in the
 unit's notes, never silent). A case that fails is recorded in ``failures`` (with the reason) and skipped; the
 study continues.
@@ -292,6 +296,17 @@ def _isRtStruct(path: Path) -> bool:
     return str(dataset.Modality).upper() == "RTSTRUCT"
 
 
+# Observer names that statistics software reads as a missing value (R's and pandas' defaults): an observer of
+# that name would vanish from long.csv in the analysis.
+_MISSING_VALUE_NAMES = {"na", "n/a", "nan", "null", "none", "-nan", "#n/a"}
+
+
+def observerKey(name: str) -> str:
+    """The identity of an observer name: upper and lower case and spaces (leading, trailing, repeated) do not tell
+    readers apart, within a round or between rounds."""
+    return " ".join(str(name).split()).casefold()
+
+
 def _observerFiles(folder: Path) -> dict[str, Path]:
     files = {}
     for path in sorted(folder.iterdir(), key=lambda p: naturalKey(p.name)):
@@ -302,12 +317,35 @@ def _observerFiles(folder: Path) -> dict[str, Path]:
             continue
         if path.name.casefold().endswith(".dcm") and not _isRtStruct(path):
             continue
-        same = next((other for other in files if other.casefold() == stem.casefold()), None)
+        stem = " ".join(stem.split())  # "obsB .nrrd" is observer "obsB", as the IOV core names it
+        if not stem:
+            raise InputError(f"{path.name!r} gives an observer without a name; rename the file", folder)
+        if observerKey(stem) in _MISSING_VALUE_NAMES:
+            raise InputError(f"{path.name} gives observer {stem!r}, which R and pandas read as a missing value in "
+                             "the tables; rename the file (e.g. with the reader's initials and a prefix)", folder)
+        same = next((other for other in files if observerKey(other) == observerKey(stem)), None)
         if same is not None:
             raise InputError(f"two files give observer {stem!r} ({files[same].name} and {path.name}): observer "
-                             "names that differ only in upper and lower case are one observer", folder)
+                             "names that differ only in upper and lower case or spaces are one observer", folder)
         files[stem] = path
     return files
+
+
+def _oneSpellingPerObserver(rounds: dict[str, dict[str, str]], notes: list[str]) -> dict[str, dict[str, str]]:
+    """Every round's observers under the spelling of the round (natural order) that names them first: "ObsA" in
+    round 1 and "obsa" in round 2 are one reader, whose rounds are compared (before: two readers, no intra-observer
+    comparison, the case out of the rounds' test)."""
+    spelling: dict[str, str] = {}
+    out = {}
+    for roundName in sorted(rounds, key=naturalKey):
+        out[roundName] = {}
+        for observer, path in rounds[roundName].items():
+            canonical = spelling.setdefault(observerKey(observer), observer)
+            if canonical != observer:
+                notes.append(f"{Path(path).name} in round {roundName!r} is observer {canonical!r} (names differing "
+                             "only in upper and lower case or spaces are one observer)")
+            out[roundName][canonical] = path
+    return {roundName: out[roundName] for roundName in rounds}
 
 
 def _dicomIdentity(path) -> tuple[str, str]:
@@ -427,6 +465,7 @@ def _discoverCase(folder: Path) -> StudyCase:
                     raise InputError(f"observer files lie both directly in the case folder and in round folder "
                                      f"{sub.name!r}; put every round in its own folder", folder)
                 rounds[sub.name] = {k: str(v) for k, v in files.items()}
+        rounds = _oneSpellingPerObserver(rounds, caseNotes)
         problem = None if rounds else ("no observer file (.nrrd, .nii.gz, .seg.nrrd or RTSTRUCT .dcm) was found "
                                        "in the case folder or its round folders")
     except (InputError, OSError) as error:
@@ -543,8 +582,32 @@ def readObserverMask(path, structure: str = "GTV", referenceGeometry: ImageGeome
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError("a 3D single-component mask volume is required", path)
     geometry = ImageGeometry.fromImage(image)
-    mask = sitk.GetArrayFromImage(image) != 0
-    return mask, geometry, ""
+    array = sitk.GetArrayViewFromImage(image)
+    _requireBinary(array, path)
+    return array != 0, geometry, ""
+
+
+def _requireBinary(array: np.ndarray, path: Path) -> None:
+    """A plain mask volume must hold one structure: 0 outside and one value inside. Every non-zero voxel was taken
+    as inside: a labelmap's second label (GTV 1, CTV ring 2: Dice 0.35 against the same GTV), an interpolated
+    mask's residue (0.02: Dice 0.71) or a CT left in the folder (the whole grid: an "observer" in STAPLE)."""
+    values = np.unique(array)
+    inside = values[values != 0]
+    if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
+        raise InputError("the mask holds NaN or infinite values; a mask volume holds 0 outside and one value inside",
+                         path)
+    if len(inside) <= 1:
+        return
+    shown = ", ".join(f"{v:g}" for v in inside[:4]) + (f" … ({len(inside)} values)" if len(inside) > 4 else "")
+    if np.issubdtype(values.dtype, np.floating) and not np.all(inside == np.round(inside)):
+        raise InputError(f"the mask holds fractional values ({shown}): a probability map or an interpolated mask; "
+                         "give a binary mask (thresholded, e.g. at 0.5)", path)
+    if len(inside) > 20:
+        raise InputError(f"the file holds {len(inside)} different values ({shown}): an image, not an observer's "
+                         "mask; name the case image image.nrrd (or move it out of the observers' folder)", path)
+    raise InputError(f"the mask holds several labels ({shown}): a labelmap of several structures; give each "
+                     "observer's target alone (0 outside, one value inside), or a .seg.nrrd naming its segments",
+                     path)
 
 
 def _rtStructRoi(path, structure: str):
@@ -729,7 +792,13 @@ def _readMasks(case: StudyCase, files: dict, options: StudyOptions, imageGeometr
         mask, geometry, structureName = readObserverMask(path, options.structure, referenceGeometry)
         read[observer] = (mask, geometry)
         structures[observer] = structureName
-    masks, geometry, gridNotes = toCommonGrid(read)
+    try:
+        masks, geometry, gridNotes = toCommonGrid(read)
+    except InputError as error:
+        if error.path is not None:
+            raise
+        shown = "; ".join(f"{observer}: {Path(path).name}" for observer, path in files.items())
+        raise InputError(f"{error} (files: {shown})", Path(next(iter(files.values()))).parent) from None
     return masks, geometry, notes + gridNotes, structures
 
 
@@ -745,7 +814,9 @@ def _analyzeUnit(case: StudyCase, roundName: str, options: StudyOptions, analyze
     notes += readNotes
     for observer, mask in masks.items():
         if not mask.any():
-            notes.append(f"observer {observer!r}: the mask is empty (metrics involving it are undefined)")
+            notes.append(f"observer {observer!r}: the mask is empty: its pairs' Dice, Jaccard and surface Dice are 0 "
+                         "and their distances undefined (NA), so the case's distance medians cover only the pairs "
+                         "of two non-empty masks")
     analyzer = analyzer or _defaultAnalyzer()
     iovResult = analyzer(masks, geometry, reference=options.reference, toleranceMm=options.toleranceMm,
                          hdPercentile=options.hdPercentile, hdConvention=options.hdConvention)
@@ -1059,7 +1130,7 @@ def compareRounds(results: Sequence[dict], hdLabel: str = "HD95") -> dict:
 
 def consecutiveRounds(results: Sequence[dict]) -> dict[str, list[tuple[str, str]]]:
     """Per case (natural order), its analysed rounds paired each with the next (natural order of the names): the
-    pairs :func:`compareRounds` and :func:`intraObserverComparisons` compare."""
+    pairs :func:`compareRounds` compares."""
     analysed: dict[str, set] = {}
     for result in results:
         analysed.setdefault(result["case"], set()).add(result["round"])
@@ -1072,18 +1143,20 @@ def consecutiveRounds(results: Sequence[dict]) -> dict[str, list[tuple[str, str]
 
 def intraObserverComparisons(cases: Sequence[StudyCase], results: Sequence[dict], options: StudyOptions,
                              analyzer=None) -> list[dict]:
-    """Each observer against themself: per case, each analysed round against the case's next analysed round
-    (natural order, as :func:`compareRounds` pairs them), for every observer who delineated in both, the pair
-    metrics of the two delineations (Dice, Jaccard, HDp, MSD, surface Dice, volumes: the definitions and options of
-    the interobserver pairs). An observer whose two masks cannot be compared has an ``error`` instead."""
+    """Each observer against themself: per case, each round found against the case's next round (natural order),
+    for every observer who delineated in both, the pair metrics of the two delineations (Dice, Jaccard, HDp, MSD,
+    surface Dice, volumes: the definitions and options of the interobserver pairs). Rounds are paired as found, not
+    only those analysed for interobserver variation: a round one reader delineated alone (a re-delineation, an
+    intra-observer study) is compared too. An observer whose two masks cannot be compared has an ``error`` instead.
+    ``results`` is not used (kept for callers)."""
     analyzer = analyzer or _defaultAnalyzer()
-    paired = consecutiveRounds(results)
     entries = []
     for case in cases:
-        if case.problem or not paired.get(case.name):
+        if case.problem:
             continue
+        ordered = sorted(case.rounds, key=naturalKey)
         imageGeometry = None  # the case image's grid, read once for all its observers' RTSTRUCTs
-        for roundA, roundB in paired[case.name]:
+        for roundA, roundB in zip(ordered, ordered[1:], strict=False):
             filesA, filesB = case.rounds[roundA], case.rounds[roundB]
             for observer in sorted(set(filesA) & set(filesB), key=naturalKey):
                 entry = {"case": case.name, "observer": observer, "roundA": roundA, "roundB": roundB}
@@ -1171,6 +1244,7 @@ class StudyResult:
     pictures: dict = field(default_factory=dict)
     seconds: float = 0.0
     intraObserver: list = field(default_factory=list)  # each observer against themself, round to next round
+    singleObserverRounds: list = field(default_factory=list)  # rounds of one reader: intra-observer only
 
     @property
     def succeeded(self) -> int:
@@ -1187,6 +1261,7 @@ class StudyResult:
             "results": self.results, "failures": self.failures,
             "summaryByCase": self.summaryByCase, "summaryByRound": self.summaryByRound,
             "roundsComparison": self.roundsComparison, "intraObserver": self.intraObserver,
+            "singleObserverRounds": self.singleObserverRounds,
             "longColumns": list(LONG_COLUMNS),
             "seconds": round(self.seconds, 3),
         })
@@ -1213,7 +1288,21 @@ def analyzeStudy(studyDir, options: StudyOptions | None = None, *, jobs: int = 1
     failures = [{"case": case.name, "round": None, "error": case.problem, "type": "InputError"}
                 for case in cases if case.problem]
     tasks = [(case, roundName, options, analyzer, pictureCallback)
-             for case in cases if not case.problem for roundName in case.rounds]
+             for case in cases if not case.problem for roundName, files in case.rounds.items() if len(files) >= 2]
+    # a round one reader delineated alone (a re-delineation; an intra-observer study) has no interobserver part,
+    # but its reader is compared with their other rounds: not a failure
+    singleObserverRounds = []
+    for case in cases:
+        for roundName, files in ([] if case.problem else case.rounds.items()):
+            if len(files) != 1:
+                continue
+            (observer,) = files
+            if any(observer in other for name, other in case.rounds.items() if name != roundName):
+                singleObserverRounds.append({"case": case.name, "round": roundName, "observer": observer})
+            else:  # nothing to compute at all: said as before
+                failures.append(_failure(case.name, roundName, InputError(
+                    f"round {roundName!r} has 1 observer file; at least two are needed (or the same reader in "
+                    "another round, for an intra-observer comparison)", case.path)))
     outcomes = []
     progress(0.0, f"{len(tasks)} case round(s) to analyse")
     if jobs > 1 and len(tasks) > 1 and not _picklable((analyzer, pictureCallback)):
@@ -1255,7 +1344,7 @@ def analyzeStudy(studyDir, options: StudyOptions | None = None, *, jobs: int = 1
         result = outcome["result"]
         if outcome.get("picture"):
             pictures[(result["case"], result["round"])] = bytes(outcome["picture"])
-            result["picture"] = _pictureName(result["case"], result["round"])
+            result["picture"] = _pictureName(result["case"], result["round"], {r["picture"] for r in results})
         results.append(result)
     for failure in failures:
         where = failure["case"] + (f" / {failure['round']}" if failure.get("round") else "")
@@ -1277,7 +1366,7 @@ def analyzeStudy(studyDir, options: StudyOptions | None = None, *, jobs: int = 1
         rows=rows, summaryByCase=summarize(rows, ("case", "round", "kind", "metric")),
         summaryByRound=summarize(rows, ("round", "kind", "metric")),
         roundsComparison=compareRounds(results, hdLabel), observersInfo=observersInfo, pictures=pictures,
-        seconds=time.perf_counter() - started, intraObserver=intra)
+        seconds=time.perf_counter() - started, intraObserver=intra, singleObserverRounds=singleObserverRounds)
 
 
 def _picklable(value) -> bool:
@@ -1290,9 +1379,14 @@ def _picklable(value) -> bool:
     return True
 
 
-def _pictureName(case: str, roundName: str) -> str:
+def _pictureName(case: str, roundName: str, taken=()) -> str:
+    """A file name for a (case, round) picture, not one of ``taken`` ("case a" and "case_a" both read case_a)."""
     safe = re.sub(r"[^0-9A-Za-z._-]+", "_", f"{case}_{roundName}")
-    return f"pictures/{safe}.png"
+    name, n = f"pictures/{safe}.png", 1
+    while name in taken:
+        n += 1
+        name = f"pictures/{safe}-{n}.png"
+    return name
 
 
 # ---- outputs -------------------------------------------------------------------------------------------------
@@ -1496,8 +1590,9 @@ def writeStudyOutputs(study: StudyResult, outputDir) -> Path:
             json.dumps(_toJsonable(study.roundsComparison), indent=1, allow_nan=False), encoding="utf-8")
         if study.pictures:
             (folder / "pictures").mkdir()
+            names = {(r["case"], r["round"]): r.get("picture") for r in study.results}
             for (case, roundName), png in study.pictures.items():
-                (folder / _pictureName(case, roundName)).write_bytes(png)
+                (folder / (names.get((case, roundName)) or _pictureName(case, roundName))).write_bytes(png)
         (folder / "study.json").write_text(json.dumps(study.toDict(), indent=1, allow_nan=False), encoding="utf-8")
         buildReport(study).write(folder / "report.html")
     return outputDir

@@ -48,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     sentence = scalingSentence(summary.get("currentCourseScaling"))
     if sentence:
         logger.info("%s", sentence[0].upper() + sentence[1:])
-    for message in result.warnings:
+    # the summary's warnings: the run's and the writing's (RTDOSE lower bound, pictures skipped), which the writing
+    # no longer adds to the result
+    for message in summary["warnings"]:
         logger.warning("warning: %s", message)
     return 0

@@ -139,7 +139,12 @@ def run(args: argparse.Namespace) -> int:
     printFailures(study)
     print(f"study: {len(study.results)} case round(s) analysed in {time.perf_counter() - started:.1f} s; "
           f"outputs in {output}", file=sys.stderr)
-    if not study.results:
+    intraCompared = sum(1 for entry in study.intraObserver if "metrics" in entry)
+    if study.singleObserverRounds:
+        print(f"study: {len(study.singleObserverRounds)} round(s) of one reader: no interobserver analysis there, "
+              f"compared with the reader's other rounds ({intraCompared} intra-observer comparison(s) in all)",
+              file=sys.stderr)
+    if not study.results and not intraCompared:
         print(f"study: error: every case failed ({len(study.failures)} failure(s)); see {output / 'study.json'}",
               file=sys.stderr)
         return 2

@@ -114,8 +114,14 @@ def atomicOutputDir(path, overwrite: bool = True):
     path : the final output folder; an existing one is replaced only when it is empty or an earlier output (it
         holds ``OUTPUT_MARKER``, which every output gets): :func:`checkOutputDir`.
     overwrite : replace an existing earlier output (default). When False an existing non-empty folder is refused.
+
+    A ``path`` that is a symbolic link (an output folder on a share) is written through: the folder it points to is
+    replaced, beside itself, and the link stays. Before, the link itself was renamed away: ``path`` became a local
+    folder, the share kept the old results and the old link was left as a hidden ``.<name>.previous-<pid>``.
     """
     path = checkOutputDir(path, overwrite)
+    if path.is_symlink():
+        path = checkOutputDir(path.resolve(), overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:

@@ -103,6 +103,66 @@ def _parseAll(ds: pydicom.Dataset) -> None:
         _ = element.value
 
 
+# Attributes GDCM applies to the pixels it decodes (rescale, RT Dose's grid scaling, Enhanced images' per-frame
+# transformations): removed from the copy GDCM decodes, so that it returns the stored values as pydicom does.
+_GDCM_APPLIES = ("RescaleSlope", "RescaleIntercept", "RescaleType", "DoseGridScaling")
+_GDCM_APPLIES_PER_FRAME = ("PixelValueTransformationSequence", "RealWorldValueMappingSequence")
+_MAX_DECODED_BYTES = 4e9  # a 1024 x 1024 x 2000 frames CT at 16 bits is 4.2 GB: more is a damaged header
+
+
+def storedPixels(ds: pydicom.Dataset, path: str | os.PathLike) -> np.ndarray:
+    """The stored pixel values of ``ds`` (read from ``path``), before any rescale: (rows, cols) for one frame,
+    (frames, rows, cols) for several, decoded by pydicom, else by GDCM through SimpleITK. pydicom alone (no
+    plugins: Slicer bundles none) cannot decode JPEG Lossless, the syntax PACS most often exports CT and MR in; GDCM
+    can. GDCM applies rescale and dose scaling itself, so it decodes a copy without them. Raises ``ValueError``
+    (with both decoders' reasons) when neither can decode the pixels."""
+    try:
+        return np.asarray(ds.pixel_array)
+    except Exception as exc:  # pydicom raises many types for undecodable or damaged pixel data
+        pydicomReason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    # GDCM only for compressed (encapsulated) pixel data pydicom has no decoder for: native pixel data pydicom cannot
+    # read is damaged (a wrong size), and a damaged header can declare gigabytes GDCM would try to allocate
+    try:
+        syntax = pydicom.uid.UID(str(ds.file_meta.get("TransferSyntaxUID", "")))
+        if "PixelData" not in ds or not syntax.is_encapsulated or int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+            raise ValueError(pydicomReason)
+        declared = (int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames", 1) or 1)
+                    * max(1, int(ds.BitsAllocated) // 8))
+    except (AttributeError, TypeError, ValueError):
+        raise ValueError(pydicomReason) from None
+    if not 0 < declared <= _MAX_DECODED_BYTES:
+        raise ValueError(f"{pydicomReason}; the header declares {declared / 1e9:.3g} GB of pixels")
+    import copy
+    import tempfile
+
+    plain = copy.deepcopy(ds)
+    for keyword in _GDCM_APPLIES:
+        if keyword in plain:
+            delattr(plain, keyword)
+    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        for group in plain.get(groups, []):
+            for keyword in _GDCM_APPLIES_PER_FRAME:
+                if keyword in group:
+                    delattr(group, keyword)
+    with tempfile.TemporaryDirectory(prefix="reirradiation-decode-") as folder:
+        copyPath = Path(folder) / "pixels.dcm"
+        try:
+            plain.save_as(copyPath, enforce_file_format=True)
+            image = sitk.ReadImage(str(copyPath))
+        except Exception as exc:  # pydicom (writing) and GDCM (RuntimeError) both fail in several ways
+            raise ValueError(f"{pydicomReason}; GDCM: {str(exc).strip().splitlines()[-1][:200]}") from None
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    pixels = sitk.GetArrayFromImage(image)
+    if image.GetNumberOfComponentsPerPixel() != 1 or pixels.size != frames * rows * cols:
+        raise ValueError(f"{pydicomReason}; GDCM decoded {pixels.shape} values for {frames} frame(s) of "
+                         f"{rows} x {cols} pixels")
+    if not np.issubdtype(pixels.dtype, np.integer) and int(ds.get("BitsAllocated", 16) or 16) <= 32:
+        raise ValueError(f"{pydicomReason}; GDCM returned {pixels.dtype} values, not the stored integers")
+    logger.info("%s: pixel data (%s) decoded by GDCM", Path(path).name, ds.file_meta.get("TransferSyntaxUID", "?"))
+    return pixels.reshape((rows, cols) if frames == 1 else (frames, rows, cols))
+
+
 def isDicomFile(path: str | os.PathLike) -> bool:
     """Whether a file is DICOM: with the 128-byte preamble, or without it (older exports write the dataset alone) when
     it parses as a dataset holding a SOP Class UID or a Modality, as :func:`readDicomObject` accepts it. Only the
@@ -276,7 +336,7 @@ def _assemble(folder: Path, chosen: SeriesSummary, slices, skipped) -> tuple[sit
             problem = _truncation(ds)
             if problem:
                 raise ValueError(f"truncated file: {problem}")
-            pixels = ds.pixel_array.astype(np.float32)
+            pixels = storedPixels(ds, p).astype(np.float32)
         except Exception as exc:  # pydicom raises many types for broken pixel data
             message = f"{p.name} ({exc})"
             logger.warning("%s: skipped %s: the image cannot be decoded", folder, message)
@@ -416,7 +476,7 @@ def _assembleMultiFrame(folder, chosen, item, skipped):
     rows, cols = int(ds.Rows), int(ds.Columns)
     nFrames = int(ds.NumberOfFrames)
     try:
-        pixels = np.asarray(ds.pixel_array)
+        pixels = storedPixels(ds, p)
     except Exception as exc:  # pydicom raises many types for undecodable pixel data
         raise InputError(f"the pixel data of the multi-frame image {p.name} cannot be decoded ({exc})", folder
                          ) from None

@@ -68,7 +68,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
 from .atomic import atomicWriteFile
-from .dicomwrite import ImageSeriesRef, PatientStudy, _ds, _newDataset, imageReferenceSequence
+from .dicomwrite import ImageSeriesRef, PatientStudy, _ds, _fitLo, _newDataset, imageReferenceSequence
 from .errors import InputError
 from .registration import _members, displacementFieldFromTransform, displacementFieldTransform, homogeneousMatrix
 
@@ -685,7 +685,7 @@ def writeDicomRegistration(path: str | os.PathLike, transform: sitk.Transform, f
     ds.ContentTime = now.strftime("%H%M%S")
     ds.InstanceNumber = 1
     ds.ContentLabel = (contentLabel or "REGISTRATION").upper().replace(" ", "_")[:16]
-    ds.ContentDescription = contentDescription[:64]
+    ds.ContentDescription = _fitLo(contentDescription)  # LO: cut at a word, not mid-word
     ds.ContentCreatorName = contentCreatorName
     if not deformable:
         try:

@@ -52,6 +52,7 @@ RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 RT_PLAN_STORAGE = "1.2.840.10008.5.1.4.1.1.481.5"
 
 _MANUFACTURER = "Reirradiation (3D Slicer extension)"
+_LO_MAX = 64  # characters of an LO (descriptions, IDs) and of a PN component group (PS3.5 6.2)
 
 _DEFAULT_COLORS = [
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
@@ -78,9 +79,17 @@ class PatientStudy:
     studyId: str = "1"
 
     def __post_init__(self):
-        _checkDate(self.studyDate, "study date")
+        # an empty study date is allowed: a de-identified output leaves the Type 2 dates empty (PS3.15 Basic Profile)
+        if self.studyDate:
+            _checkDate(self.studyDate, "study date")
         if self.patientBirthDate:
             _checkDate(self.patientBirthDate, "patient birth date")
+        # identifiers are refused, not cut: a shortened patient ID names another patient (LO, PN: 64 characters)
+        if len(self.patientId) > _LO_MAX:
+            raise InputError(f"the patient ID is {len(self.patientId)} characters long; DICOM allows {_LO_MAX} (LO)")
+        longest = max((len(group) for group in self.patientName.split("=")), default=0)
+        if longest > _LO_MAX:
+            raise InputError(f"the patient name is {longest} characters long; DICOM allows {_LO_MAX} (PN)")
 
     @classmethod
     def new(cls, patientName: str, patientId: str, studyDate: str, studyDescription: str = "", **kwargs
@@ -158,12 +167,12 @@ def _newDataset(sopClassUid: str, sopInstanceUid: str | None, ps: PatientStudy, 
     ds.ReferringPhysicianName = ""
     ds.StudyID = ps.studyId
     ds.AccessionNumber = ""
-    ds.StudyDescription = ps.studyDescription
+    ds.StudyDescription = _fitLo(ps.studyDescription)
     # general series
     ds.Modality = modality
     ds.SeriesInstanceUID = seriesInstanceUid or generate_uid()
     ds.SeriesNumber = seriesNumber
-    ds.SeriesDescription = seriesDescription
+    ds.SeriesDescription = _fitLo(seriesDescription)  # LO: a longer one makes a strict reader refuse the file
     ds.SeriesDate = ps.studyDate
     ds.OperatorsName = ""  # RT Series module, type 2
     # equipment
@@ -171,10 +180,11 @@ def _newDataset(sopClassUid: str, sopInstanceUid: str | None, ps: PatientStudy, 
     return ds
 
 
-def _fitLo(text: str, limit: int = 64) -> str:
+def _fitLo(text: str, limit: int = _LO_MAX) -> str:
     """``text`` cut to an LO's 64 characters at the end of its last whole sentence that fits (else of its last whole
-    word, marked "..."), not in the middle of a word."""
-    text = " ".join(text.split())
+    word, marked "..."), not in the middle of a word: a value cut mid-word ("... (voxel-wi") reads as a typo or,
+    inside a list of numbers, as another number."""
+    text = " ".join(str(text or "").split())
     if len(text) <= limit:
         return text
     end = text.rfind(". ", 0, limit)
@@ -459,8 +469,11 @@ def writeRtDose(path: str | os.PathLike, doseGy: np.ndarray, geometry: ImageGeom
     image-plane normal (row x column), so it is negative when the k axis points against the normal. For EQD2 outputs
     use ``doseType="EFFECTIVE"`` and ``seriesDescription=eqd2SeriesDescription(alphaBeta)``, with ``ps`` being the
     planning CT's study (same StudyInstanceUID and FrameOfReferenceUID). ``comment`` goes to DoseComment (cut to
-    64 characters, the LO limit) and in full to ImageComments. ``referencedPlanUid``: the RTPLAN(s) the dose belongs
-    to (ReferencedRTPlanSequence; several for a MULTI_PLAN sum). Returns the SOPInstanceUID.
+    64 characters, the LO limit, after its last whole sentence that fits) and in full to ImageComments (LT). The
+    descriptions are cut at a word to the LO limit; StudyDate, SeriesDate and ContentDate (and their times) are
+    ``ps.studyDate`` and ``ps.studyTime``, empty when those are (Type 2 / 3 / 2C: a de-identified output).
+    ``referencedPlanUid``: the RTPLAN(s) the dose belongs to (ReferencedRTPlanSequence; several for a MULTI_PLAN
+    sum). Returns the SOPInstanceUID.
     """
     dose = np.asarray(doseGy, dtype=np.float64)
     if dose.shape != geometry.shape:

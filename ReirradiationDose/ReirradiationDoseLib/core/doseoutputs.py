@@ -9,12 +9,14 @@ Files (on the reference grid, LPS geometry in the NRRD headers)::
     remaining_budget.nrrd      largest physical dose a planned course may add (when a planned course is given)
     dvh.csv, constraints.csv, summary.json, report.html
     contour_check.csv          the contour check of each course's registration (courses with their own structures)
-    composite_eqd2.dcm         RTDOSE (DoseType EFFECTIVE, SeriesDescription states EQD2 and α/β)
+    composite_eqd2.dcm         RTDOSE (DoseType EFFECTIVE, SeriesDescription states EQD2 and α/β); where the
+                               composite is unknown, the known courses' sum (a lower bound), said in DoseComment
     *.png, scene.mrb           pictures and the Slicer scene, through ``pictureWriter`` (the mrml layer)
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Callable
@@ -52,6 +54,10 @@ def writeDoseOutputs(result, outputDir, pictures: bool | Callable = True, includ
     callable ``(result, folder) -> dict[title, png bytes]`` that writes PNGs and the scene into ``folder``.
     """
     progress = progress or noProgress
+    # the writers' warnings (RTDOSE lower bound, pictures skipped) go to a copy: writing the same result twice (the
+    # module's Save) repeated them in the result and in the second summary
+    result = copy.copy(result)
+    result.warnings = list(result.warnings)
     written: list[str] = []
     geometry = result.referenceGeometry
     with atomicOutputDir(outputDir) as folder:
@@ -88,7 +94,7 @@ def writeDoseOutputs(result, outputDir, pictures: bool | Callable = True, includ
             written.append("contour_check.csv")
 
         progress(0.3, "Writing the RTDOSE")
-        rtdosePath, ps = _writeRtDose(result, folder / "composite_eqd2.dcm", anonymize)
+        rtdosePath, ps = _writeRtDose(result, folder / "composite_eqd2.dcm", anonymize, result.warnings)
         written.append(rtdosePath.name)
         newUids = {"studyInstanceUid": ps.studyInstanceUid, "frameOfReferenceUid": ps.frameOfReferenceUid}
 
@@ -99,7 +105,7 @@ def writeDoseOutputs(result, outputDir, pictures: bool | Callable = True, includ
             if writer is None:
                 result.warnings.append("pictures and scene.mrb skipped: slicer-core is not installed")
             else:
-                images = writer(result, folder) or {}
+                images = _writePictures(writer, result, folder)
                 written += [p.name for p in folder.glob("*.png")] + [p.name for p in folder.glob("*.mrb")]
 
         progress(0.9, "Writing the report")
@@ -112,6 +118,26 @@ def writeDoseOutputs(result, outputDir, pictures: bool | Callable = True, includ
     progress(1.0, "Outputs written")
     final = Path(outputDir)
     return [final / name for name in dict.fromkeys(written)]
+
+
+def _writePictures(writer, result, folder: Path) -> dict[str, bytes]:
+    """The pictures and the scene through ``writer``; should it fail, none of them (what it made is removed) and a
+    warning naming the step and the error: they are a view of the numbers, and a rendering failure (no OpenGL
+    context, scene.mrb not written) used to throw away every numeric output of the run."""
+    from .progress import ProcessingCancelled
+
+    try:
+        return writer(result, folder) or {}
+    except ProcessingCancelled:
+        raise
+    except Exception as error:
+        logger.exception("The pictures could not be written")
+        for made in [*folder.glob("*.png"), *folder.glob("*.mrb")]:
+            made.unlink()
+        step = getattr(writer, "__name__", type(writer).__name__)
+        result.warnings.append(f"pictures and scene.mrb skipped: the picture step ({step}) failed: "
+                               f"{type(error).__name__}: {error}")
+        return {}
 
 
 def _writeRegistrations(result, folder: Path, anonymize: bool = False) -> list[str]:
@@ -144,7 +170,9 @@ def _writeDicomRegistration(result, course, folder: Path, anonymize: bool) -> st
     from .registration import FIELD_EXPORT_SPACING_MM
 
     fixedUid = str(result.referenceInfo.get("frameOfReferenceUid") or "")
-    movingUid = str((course.doseInfo or {}).get("frameOfReferenceUid") or "")
+    # the frame of the image that was registered (the course's CT); the dose's only when no image was (a file)
+    movingUid = str((course.registration or {}).get("movingFrameOfReferenceUid")
+                    or (course.doseInfo or {}).get("frameOfReferenceUid") or "")
     if anonymize or not fixedUid or not movingUid or fixedUid == movingUid:
         return None
     grid = ImageGeometry.fromImage(result.referenceImage).coarsened(FIELD_EXPORT_SPACING_MM)
@@ -152,7 +180,7 @@ def _writeDicomRegistration(result, course, folder: Path, anonymize: bool) -> st
     dicomreg.writeDicomRegistration(path, course.transform, fixedUid, movingUid,
                                     _patientStudyFor(result.referenceInfo, anonymize=False),
                                     referenceGrid=grid.emptyImage(sitk.sitkUInt8),
-                                    seriesDescription=f"Reirradiation: {course.name} to current CT"[:64],
+                                    seriesDescription=f"Reirradiation: {course.name} to current CT",
                                     contentDescription=f"course '{course.name}' registered onto the reference CT")
     return path.name
 
@@ -166,47 +194,83 @@ def _defaultPictureWriter():
     return writeDosePictures
 
 
-def _writeRtDose(result, path: Path, anonymize: bool):
+def _writeRtDose(result, path: Path, anonymize: bool, warnings: list | None = None):
     """The composite as an RTDOSE referencing the planning CT's study and frame of reference.
 
-    Unknown voxels (NaN) cannot be stored in an RTDOSE: they are written as 0 Gy and the fact is stated in the
-    RTDOSE's comment and in the warnings. A reference image without a DICOM frame of reference (NRRD, a volume not
-    loaded from DICOM) gives an RTDOSE with new UIDs, warned.
+    Unknown voxels (NaN: some course's dose is unknown there) cannot be stored in an RTDOSE. They are written as the
+    lower bound the known courses give, Σ (1 − r) EQD2 over the courses known at the voxel (an unknown course adds
+    ≥ 0), and 0 Gy where no course is known; DoseComment (which planning systems show) says so with the share of the
+    grid, ImageComments in full, and ``warnings`` gets it. Before, they were 0 Gy: the demo's Bowel Dmean from the
+    file read 9.69 Gy against 12.38 Gy in the report, with up to 49.9 Gy of the prior course known under the zeros.
+    A reference image without a DICOM frame of reference (NRRD, a volume not loaded from DICOM) gives an RTDOSE
+    with new UIDs, warned.
     """
     from . import dicomwrite
 
+    warnings = [] if warnings is None else warnings
     composite = np.asarray(result.compositeEqd2Gy, dtype=np.float32)
     unknown = ~np.isfinite(composite)
-    # DoseComment holds 64 characters (LO): the first sentence fits; ImageComments holds the whole text
-    comment = "Composite EQD2 (Gy): sum of (1 - recovery) x EQD2 of courses."
-    comment += " Voxel-wise alpha/beta."
+    # DoseComment holds 64 characters (LO): its first sentence(s) that fit; ImageComments (LT) holds the whole text
+    comment = "Composite EQD2 (Gy): sum of (1 - recovery) x EQD2 of courses. Voxel-wise alpha/beta."
     if unknown.any():
-        comment += f" {int(unknown.sum())} voxels of unknown dose (outside a course's dose grid) written as 0."
-        result.warnings.append(f"RTDOSE: {int(unknown.sum())} voxels of unknown composite dose written as 0 Gy")
-        composite = np.where(unknown, 0.0, composite).astype(np.float32)
+        bound, noneKnown = _knownCoursesSum(result, unknown)
+        share = 100.0 * int(unknown.sum()) / unknown.size
+        comment = (f"EQD2 Gy. Lower bound in {share:.1f} % of grid: sum of known courses. " + comment
+                   + f" Where a course's dose is unknown ({int(unknown.sum())} voxels, {share:.1f} % of the grid: "
+                   "outside its dose grid) the values are a lower bound: the sum over the courses known there only.")
+        message = (f"RTDOSE: {int(unknown.sum())} voxels ({share:.1f} % of the grid) of unknown composite dose (a "
+                   "course's dose is unknown there) written as a lower bound (the known courses' sum)")
+        if noneKnown:
+            comment += f" {noneKnown} voxels where no course's dose is known are 0."
+            message += f"; {noneKnown} of them, where no course's dose is known, as 0 Gy"
+        warnings.append(message)
+        composite = np.where(unknown, bound, composite).astype(np.float32)
     abValues = sorted({round(float(v), 2) for v in np.unique(result.alphaBetaGy)})
     description = "EQD2 composite, a/b " + "/".join(f"{v:g}" for v in abValues) + " Gy (voxel-wise)"
+    if len(description) > 64:  # LO: the range and the count rather than a list cut in the middle of a value
+        description = (f"EQD2 composite, a/b {abValues[0]:g}-{abValues[-1]:g} Gy ({len(abValues)} values, "
+                       "voxel-wise)")
     info = result.referenceInfo
     if not info.get("frameOfReferenceUid") and not anonymize:
         source = Path(str(info.get("path") or "")).name or str(info.get("node") or "the reference image")
-        result.warnings.append(f"RTDOSE: the reference image ({source}) carries no DICOM frame of reference (it was "
-                               "not read from DICOM): the RTDOSE has a new frame of reference and study, and a "
-                               "planning system will not place it on the planning CT by itself")
+        warnings.append(f"RTDOSE: the reference image ({source}) carries no DICOM frame of reference (it was "
+                        "not read from DICOM): the RTDOSE has a new frame of reference and study, and a "
+                        "planning system will not place it on the planning CT by itself")
     ps = _patientStudyFor(info, anonymize)
     # the plans summed (each course's RTDOSE names its RTPLAN), as a MULTI_PLAN dose references them; not when
     # anonymised (the UIDs lead back to the patient's own records)
     plans = [] if anonymize else [str((c.doseInfo or {}).get("referencedPlanUid") or "") for c in result.courses]
     dicomwrite.writeRtDose(path, composite, result.referenceGeometry, ps, doseType="EFFECTIVE",
-                           summationType="MULTI_PLAN", seriesDescription=description[:64], comment=comment,
+                           summationType="MULTI_PLAN", seriesDescription=description, comment=comment,
                            referencedPlanUid=plans)
     return path, ps
+
+
+def _knownCoursesSum(result, unknown: np.ndarray) -> tuple[np.ndarray, int]:
+    """Σ (1 − r_k) EQD2_k over the courses whose dose is known at each voxel (the composite's own recovery map per
+    course), and how many ``unknown`` voxels no course is known at (0 there). Where every course is known it equals
+    the composite; elsewhere it is a lower bound, as each unknown course's EQD2 is ≥ 0."""
+    from .radiobiology import compositeEqd2
+
+    courses = list(result.courses)
+    if not courses:
+        return np.zeros(unknown.shape, dtype=np.float64), int(unknown.sum())
+    eqd2s = [np.asarray(c.eqd2Gy, dtype=np.float64) for c in courses]
+    known = np.zeros(unknown.shape, dtype=bool)
+    for eqd2 in eqd2s:
+        known |= np.isfinite(eqd2)
+    recoveries = [c.recoveryFor() for c in courses]
+    bound = compositeEqd2([np.where(np.isfinite(e), e, 0.0) for e in eqd2s], recoveries)
+    return bound, int(np.count_nonzero(unknown & ~known))
 
 
 def _patientStudyFor(info: dict, anonymize: bool):
     """The planning CT's patient/study/frame of reference for the output RTDOSE.
 
     With ``anonymize`` the identity is removed and the study and frame-of-reference UIDs are replaced by new UIDs
-    derived from the originals with a per-run random salt: consistent within the run, not traceable back.
+    derived from the originals with a per-run random salt: consistent within the run, not traceable back; the study
+    date and time are left empty (General Study Type 2; the series and content dates follow them, Type 3 / 2C),
+    as the PS3.15 Basic Profile blanks them: the planning CT's date was kept before.
     """
     import datetime as _dt
     import secrets
@@ -224,5 +288,8 @@ def _patientStudyFor(info: dict, anonymize: bool):
         studyUid = generate_uid(entropy_srcs=[salt, studyUid])
         frameUid = generate_uid(entropy_srcs=[salt, frameUid])
         name, pid = "ANONYMOUS", "ANON"
+        return dicomwrite.PatientStudy(patientName=name, patientId=pid, studyInstanceUid=studyUid, studyDate="",
+                                       studyTime="", frameOfReferenceUid=frameUid,
+                                       studyDescription="Re-irradiation composite EQD2")
     return dicomwrite.PatientStudy(patientName=name, patientId=pid, studyInstanceUid=studyUid, studyDate=studyDate,
                                    frameOfReferenceUid=frameUid, studyDescription="Re-irradiation composite EQD2")

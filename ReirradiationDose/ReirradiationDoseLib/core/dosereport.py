@@ -147,6 +147,14 @@ _PATH_KEYS = ("path", "file", "dosefile", "casefile", "movingimage", "image", "n
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.])(?:/|[A-Za-z]:\\)(?:[^\s'\"()/\\]+[/\\])+(?=[^\s'\"()/\\]*)")
 _UID = re.compile(r"(?<![\w.])\d+(?:\.\d+){4,}(?![\w.])")
 _ENCLOSED = re.compile(r"(?<=\()(?:/|[A-Za-z]:\\)[^()]*(?=\))|(?<=')(?:/|[A-Za-z]:\\)[^']*(?=')")
+# calendar dates as the warnings write them (ISO, a course's or a plan's date)
+_ISO_DATE = re.compile(r"(?<![\w.-])(?:1[89]|2\d)\d\d-[01]\d-[0-3]\d(?![\w.-])")
+
+
+def _isDateKey(key: str) -> bool:
+    """A key holding a calendar date or time of day ("date", "studyDate", "priorDate", "StudyTime"), not one that
+    merely holds the letters ("repairHalfTimeHours", "intervalMonths")."""
+    return key.lower() in ("date", "time") or bool(re.search(r"[a-z](Date|Time|DateTime)$", key))
 
 
 def _lastComponent(match) -> str:
@@ -155,15 +163,20 @@ def _lastComponent(match) -> str:
 
 def anonymizeText(text: str) -> str:
     """Free text (a warning) without identifying detail: absolute paths reduced to their last component (whole when
-    in parentheses or quotes, as the warnings write them, spaces and all), DICOM UIDs replaced."""
-    return _UID.sub("(UID)", _ABSOLUTE_PATH.sub("", _ENCLOSED.sub(_lastComponent, text)))
+    in parentheses or quotes, as the warnings write them, spaces and all), DICOM UIDs and calendar dates replaced."""
+    text = _UID.sub("(UID)", _ABSOLUTE_PATH.sub("", _ENCLOSED.sub(_lastComponent, text)))
+    return _ISO_DATE.sub("(date)", text)
 
 
 def anonymizeSummary(summary, newUids: dict | None = None):
     """De-identify a summary: drop every UID and file list, reduce paths to file names (folder names may carry
-    patient names), and name the study / frame of reference by the de-identified RTDOSE's new UIDs."""
+    patient names), empty every calendar date (the courses', the CT's study date, the recovery's prior and current
+    dates; the intervals in days and months, which the recovery needs, stay), and name the study / frame of
+    reference by the de-identified RTDOSE's new UIDs."""
     def scrub(value, key=""):
         lowered = key.lower()
+        if key and _isDateKey(key) and not isinstance(value, (dict, list)):
+            return None
         if isinstance(value, dict):
             # a UID key: "...Uid", "...UID", "uid...", not a word that merely holds the letters ("guided")
             return {k: scrub(v, k) for k, v in value.items()

@@ -400,6 +400,7 @@ def _readStructures(path, geometry: ImageGeometry, segio, warnings: list, frameO
     refused, or warned with ``allowMismatch``: before, only "contours partly outside" was said."""
     path = Path(path)
     masks = colors = None
+    why = {}  # why an RTSTRUCT's ROI covers no voxel of the reference grid
     if path.suffix.lower() == ".dcm":
         from .rtstruct import rasterizeAllWithReport, readRtStruct
 
@@ -420,6 +421,9 @@ def _readStructures(path, geometry: ImageGeometry, segio, warnings: list, frameO
         for name in report.partlyOutside:
             warnings.append(f"{path.name}: contours of '{name}' lie partly outside the reference image: "
                             + "; ".join(report.reports[name].warnings))
+        why = {name: (" (smaller than its voxels: no voxel centre lies inside the contours)"
+                      if name in report.smallerThanVoxels else " (its contours lie outside the reference image)")
+               for name in report.emptyOnGrid}
     else:
         masks, maskGeometry, colors = segio.readSegmentationWithGeometry(path, geometry)
         if not maskGeometry.sameGridAs(geometry):
@@ -430,7 +434,7 @@ def _readStructures(path, geometry: ImageGeometry, segio, warnings: list, frameO
             masks, _ = mapMasks(masks, maskGeometry, None, geometry)
     for name, mask in list(masks.items()):
         if not mask.any():
-            warnings.append(f"structure '{name}' in {path.name} is empty on the reference grid")
+            warnings.append(f"structure '{name}' in {path.name} is empty on the reference grid{why.get(name, '')}")
     return masks, colors
 
 
@@ -591,11 +595,13 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
         if course.image is not None:  # the course's CT through the supplied registration, for the review picture
             courseImage, courseInfo = _readImage(course.image, f"course '{course.name}' image", dicomimage)
             identities.append(("image", str(course.image), courseInfo.get("patientId", "")))
+            _checkCourseImageFrame(case, course, courseInfo, doseInfo, warnings)
             reviewImage = _reviewArray(_keepWarped(None, sitk.Cast(courseImage, sitk.sitkFloat32),
                                                    sitk.Cast(referenceImage, sitk.sitkFloat32), transform))
     elif course.registration in ("rigid", "affine", "deformable"):
         courseImage, courseInfo = _readImage(course.image, f"course '{course.name}' image", dicomimage)
         identities.append(("image", str(course.image), courseInfo.get("patientId", "")))
+        _checkCourseImageFrame(case, course, courseInfo, doseInfo, warnings)  # before minutes of registration
         bodyImage = bodyOutlineImage(masks, referenceImage)
         newTissue, newTissueNames, goneTissue, goneTissueNames = None, [], None, []
         if course.registration == "deformable":
@@ -620,6 +626,8 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
             registration["courseWithoutCounterpart"] = {"structures": goneTissueNames,
                                                         "marginMm": WITHOUT_COUNTERPART_MARGIN_MM}
         registration["movingImage"] = str(course.image)
+        if courseInfo.get("frameOfReferenceUid"):  # the frame registered, which the DICOM REG written names
+            registration["movingFrameOfReferenceUid"] = str(courseInfo["frameOfReferenceUid"])
         if course.initialTransform is not None:
             registration["initialTransform"] = str(course.initialTransform)
         from .registration import rotationWarning
@@ -637,6 +645,7 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
         if course.image is not None and course.structures is not None:  # to show what no registration leaves
             courseImage, courseInfo = _readImage(course.image, f"course '{course.name}' image", dicomimage)
             identities.append(("image", str(course.image), courseInfo.get("patientId", "")))
+            _checkCourseImageFrame(case, course, courseInfo, doseInfo, warnings)
     if courseImage is not None and course.structures is not None:
         progress(0.96, f"Course '{course.name}': contour check")
         carried = {}
@@ -991,6 +1000,24 @@ def _checkSameFrame(case, course, doseInfo, referenceInfo, warnings) -> None:
         if not case.allowFrameOfReferenceMismatch:
             raise InputError(message + "; register it or set allowFrameOfReferenceMismatch", course.dose)
         warnings.append(message + " (accepted: allowFrameOfReferenceMismatch)")
+
+
+def _checkCourseImageFrame(case, course, courseInfo, doseInfo, warnings) -> None:
+    """Refuse a course whose CT (``image``) and dose lie in different frames of reference (both stated), or warn
+    with ``allowFrameOfReferenceMismatch``: the dose is mapped through the registration of that CT as if it lay on
+    it, and the DICOM REG written names the CT's frame. Before, nothing compared them: a dose of another scan was
+    mapped silently and the REG named a frame no registered image was in."""
+    imageFrame = str(courseInfo.get("frameOfReferenceUid") or "")
+    doseFrame = str(doseInfo.get("frameOfReferenceUid") or "")
+    if not imageFrame or not doseFrame or imageFrame == doseFrame:
+        return
+    where = f"case file {case.path}: " if getattr(case, "path", None) else ""
+    message = (f"{where}course '{course.name}': its image ({course.image}) is in frame of reference {imageFrame} but "
+               f"its dose ({course.dose}) is in {doseFrame}: the dose would be mapped as if it lay on that image")
+    if not case.allowFrameOfReferenceMismatch:
+        raise InputError(message + "; give the CT the dose was planned on, or set allowFrameOfReferenceMismatch if "
+                         "the frames are known to coincide", course.dose)
+    warnings.append(message + " (accepted: allowFrameOfReferenceMismatch)")
 
 
 def _reportUnknown(unknown: np.ndarray, masks: dict, warnings: list, why: str, prefix: str = "") -> None:

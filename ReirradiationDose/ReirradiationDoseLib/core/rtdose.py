@@ -29,7 +29,7 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 
-from .dicomimage import damagedAttributes, isDicomFile, readDicomObject
+from .dicomimage import damagedAttributes, isDicomFile, readDicomObject, storedPixels
 from .errors import InputError
 from .geometry import ImageGeometry
 
@@ -163,7 +163,7 @@ def _readRtDoseDataset(ds, path: Path, allowRelative: bool) -> RtDose:
     if not np.isfinite(scaling) or scaling <= 0:
         raise InputError(f"the RTDOSE DoseGridScaling is {scaling!r}; a positive number is required", path)
     try:
-        pixels = ds.pixel_array
+        pixels = storedPixels(ds, path)
     except Exception as exc:  # pydicom raises many types for undecodable or truncated pixel data
         raise InputError(f"the RTDOSE pixel data cannot be decoded ({exc})", path) from None
     nFrames = int(ds.get("NumberOfFrames", 1) or 1)

@@ -8,7 +8,6 @@ by the run are removed (see :func:`~ReirradiationDoseLib.mrml.dosescene.addDoseR
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import logging
 
@@ -481,23 +480,10 @@ def saveDoseOutputs(result, outputDir, includeIdentity: bool = False, anonymize:
     The pictures are rendered in a scene of their own; should that fail (the application's rendering), the other
     outputs are written without them and the report says so. Returns the written paths.
     """
-    from pathlib import Path
-
     from ..core.doseoutputs import writeDoseOutputs
     from .dosescene import writeDosePictures
 
-    def pictures(doseResult, folder):
-        try:
-            return writeDosePictures(doseResult, folder)
-        except Exception as error:  # pictures are a view of the numbers: never lose the numbers for them
-            logger.exception("The pictures could not be rendered")
-            for made in [*Path(folder).glob("*.png"), *Path(folder).glob("*.mrb")]:
-                made.unlink()
-            doseResult.warnings.append(f"pictures and scene.mrb skipped: they could not be rendered ({error})")
-            return {}
-
-    # the writers add their warnings (unknown dose written as 0 Gy, ...) to the result: to a copy, so that saving the
-    # same run twice does not repeat them
-    copy = dataclasses.replace(result, warnings=list(result.warnings))
-    return writeDoseOutputs(copy, outputDir, pictures=pictures, includeIdentity=includeIdentity,
+    # the writer keeps the numbers when the pictures fail, and adds its warnings to a copy of the result (saving the
+    # same run twice repeats none of them)
+    return writeDoseOutputs(result, outputDir, pictures=writeDosePictures, includeIdentity=includeIdentity,
                             anonymize=anonymize, progress=progress)
