@@ -99,3 +99,19 @@ def test_damaged_uncompressed_pixel_data_is_not_handed_to_gdcm(tmp_path):
     with pytest.raises(InputError, match="cannot be decoded") as excinfo:
         readRtDose(path)
     assert "GDCM" not in str(excinfo.value) and "RTDOSE.dcm" in str(excinfo.value)
+
+
+def test_a_monochrome1_jpeg_lossless_series_is_not_inverted(tmp_path):
+    """GDCM inverts MONOCHROME1 pixels into MONOCHROME2: a CT of -1000..1997 HU read -1998..999 HU (verification
+    review). The stored values are read, as pydicom reads them uncompressed."""
+    folder = ctSeries(tmp_path / "ct")
+    for path in folder.glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds.PhotometricInterpretation = "MONOCHROME1"
+        ds.save_as(path)
+    reference, _ = readImageSeries(folder)
+    for path in folder.glob("*.dcm"):
+        compressJpegLossless(path)
+    image, _ = readImageSeries(folder)
+    assertSameImage(image, reference)
+    assert float(sitk.GetArrayFromImage(image).min()) == -1000.0

@@ -13,7 +13,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from ReirradiationDoseLib.core.atomic import OUTPUT_MARKER, atomicOutputDir
+from ReirradiationDoseLib.core.atomic import OUTPUT_MARKER, atomicOutputDir, checkOutputDir
 from ReirradiationDoseLib.core.casefile import TissueSpec, parseCase
 from ReirradiationDoseLib.core.dicomwrite import PatientStudy, writeImageSeries, writeRtDose
 from ReirradiationDoseLib.core.doseoutputs import writeDoseOutputs
@@ -160,7 +160,7 @@ def test_anonymized_warning_text_loses_its_dates():
         == "course 'prior' is dated (date), but its RTPLAN is dated (date); 25 fractions"
 
 
-def test_descriptions_are_cut_at_a_word_and_identifiers_refused(tmp_path):
+def test_descriptions_are_cut_at_a_word_and_identifiers_kept_whole(tmp_path):
     """LO values over 64 characters were written as given (a strict reader refuses the file), and the composite's
     SeriesDescription was cut mid-value ("... 8.5/10/12 Gy (voxel-wi")."""
     from types import SimpleNamespace
@@ -173,8 +173,13 @@ def test_descriptions_are_cut_at_a_word_and_identifiers_refused(tmp_path):
     with pydicom.config.strict_reading():
         ds = pydicom.dcmread(tmp_path / "d.dcm")
         assert ds.SeriesDescription == "long " * 11 + "long..." and ds.StudyDescription == "word " * 11 + "word..."
-    with pytest.raises(InputError, match="patient ID is 70 characters"):
-        PatientStudy.new("T^T", "X" * 70, "20240101")
+    assert PatientStudy.new("T^T", "X" * 70, "20240101").overlongIdentity() == "patient ID (70 characters)"
+    from ReirradiationDoseLib.core.dicomwrite import _fitLo
+
+    # not after an abbreviation, and a name without spaces keeps its own characters (verification review)
+    assert _fitLo("Reirradiation: Pelvis 2019 (Dr. Smith, Department of Radiation Oncology) to current CT") == (
+        "Reirradiation: Pelvis 2019 (Dr. Smith, Department of...")
+    assert _fitLo("Reirradiation: " + "X" * 70 + " to current CT") == "Reirradiation: " + "X" * 46 + "..."
     values = [0.5, 1.5, 2, 2.5, 3, 3.5, 4, 8.5, 10, 12]
     result = SimpleNamespace(compositeEqd2Gy=np.ones(geometry.shape, np.float32), courses=[], warnings=[],
                              alphaBetaGy=np.resize(np.array(values), geometry.shape), referenceGeometry=geometry,
@@ -183,6 +188,12 @@ def test_descriptions_are_cut_at_a_word_and_identifiers_refused(tmp_path):
     _writeRtDose(result, tmp_path / "c.dcm", False)
     assert pydicom.dcmread(tmp_path / "c.dcm").SeriesDescription == "EQD2 composite, a/b 0.5-12 Gy (10 values, " \
                                                                     "voxel-wise)"
+    # an identity longer than DICOM allows is written as it is (a refusal lost every output of the run) and warned
+    result.referenceInfo["patientId"] = "X" * 70
+    warnings = []
+    _writeRtDose(result, tmp_path / "e.dcm", False, warnings)
+    assert pydicom.dcmread(tmp_path / "e.dcm").PatientID == "X" * 70
+    assert any("patient ID (70 characters) is longer than DICOM's 64" in w for w in warnings)
 
 
 def test_a_symlinked_output_folder_is_written_through(tmp_path):
@@ -200,6 +211,11 @@ def test_a_symlinked_output_folder_is_written_through(tmp_path):
     assert sorted(p.name for p in target.iterdir()) == [OUTPUT_MARKER, "new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "share"]
     assert sorted(p.name for p in target.parent.iterdir()) == ["out"]
+    # a link that leads back to itself is refused before the run (it failed after the whole computation)
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    with pytest.raises(InputError, match="symbolic link that cannot be followed"):
+        checkOutputDir(tmp_path / "loop1")
 
 
 # ---- frame of reference of a course's CT and its dose -------------------------------------------------------------
@@ -255,3 +271,16 @@ def test_accepted_frame_mismatch_is_warned_and_the_reg_names_the_registered_ct(m
     moving = [str(item.FrameOfReferenceUID) for item in reg.RegistrationSequence
               if str(item.FrameOfReferenceUID) != str(reg.FrameOfReferenceUID)]
     assert moving == [ctFrame]
+
+
+def test_anonymising_empties_dates_and_times_of_day_not_durations():
+    from ReirradiationDoseLib.core.dosereport import anonymizeSummary
+
+    summary = anonymizeSummary({"courses": [{"date": "2024-01-15", "overallTreatmentTime": 35.0,
+                                             "repairHalfTimeHours": 1.5}],
+                                "recovery": {"priorDate": "2023-01-01", "intervalMonths": 12.5},
+                                "referenceImage": {"studyDate": "20240101", "StudyTime": "101500", "halfTime": 2.0}})
+    assert summary["courses"][0] == {"date": None, "overallTreatmentTime": 35.0, "repairHalfTimeHours": 1.5}
+    assert summary["recovery"] == {"priorDate": None, "intervalMonths": 12.5}
+    assert summary["referenceImage"]["studyDate"] is None and summary["referenceImage"]["StudyTime"] is None
+    assert summary["referenceImage"]["halfTime"] == 2.0

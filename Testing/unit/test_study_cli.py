@@ -48,7 +48,7 @@ def test_exit_codes_with_failures(tmp_path, capsys):
             path.write_text("garbage")
     assert main(["study", str(root), "-o", str(tmp_path / "out2"), "--no-pictures"]) == 2
     err = capsys.readouterr().err
-    assert "every case failed (2 failure(s))" in err
+    assert "nothing could be analysed (2 failure(s), 0 intra-observer comparison(s) failed)" in err
     assert json.loads((tmp_path / "out2" / "study.json").read_text())["counts"]["failures"] == 2
 
     assert main(["study", str(tmp_path / "missing"), "-o", str(tmp_path / "out3")]) == 2

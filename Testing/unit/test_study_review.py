@@ -146,3 +146,54 @@ def test_observers_on_grids_of_different_spacing_are_refused_naming_their_files(
     writeMask(root / "case1" / "obsB.nrrd", sphere(geometry=other), geometry=other)
     (failure,) = analyzeStudy(root).failures
     assert "obsA.nrrd" in failure["error"] and "obsB.nrrd" in failure["error"] and "case1" in failure["error"]
+
+
+def test_long_csv_says_why_a_value_is_undefined(tmp_path):
+    """Undefined values were NA in long.csv with their reasons only in study.json: a statistician reading the table
+    could not tell an empty delineation from a failure. Now the reason column says it, and is empty for values."""
+    import csv
+
+    root = tmp_path / "study"
+    writeMask(root / "case1" / "obsA.nrrd", sphere())
+    writeMask(root / "case1" / "obsB.nrrd", sphere((1.0, 0.0, 0.0)))
+    writeMask(root / "case1" / "obsC.nrrd", np.zeros(GEOMETRY.shape, bool))
+    result = analyzeStudy(root)
+    output = writeStudyOutputs(result, tmp_path / "out")
+    with open(output / "long.csv", newline="", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    undefined = [r for r in rows if r["value"] == "NA"]
+    assert undefined and all(r["reason"] for r in undefined), [r for r in undefined if not r["reason"]][:3]
+    hd = next(r for r in undefined if r["kind"] == "pair" and r["metric"] == "hausdorffMm")
+    assert "empty" in hd["reason"] and "obsC" in (hd["observerA"], hd["observerB"])
+    assert all(r["reason"] == "" for r in rows if r["value"] != "NA")
+
+
+def test_readers_skip_a_round_they_did_not_delineate_in(tmp_path):
+    """Round 1 {A, B, C}, round 2 {A alone}, round 3 {A, B, C}: A is compared 1 -> 2 and 2 -> 3, B and C 1 -> 3
+    (the verification review: pairing the rounds as found lost B's and C's comparisons)."""
+    root = tmp_path / "study"
+    for roundName, observers in (("round1", "ABC"), ("round2", "A"), ("round3", "ABC")):
+        for observer in observers:
+            writeMask(root / "case1" / roundName / f"obs{observer}.nrrd", sphere())
+    result = analyzeStudy(root)
+    compared = sorted((e["observer"], e["roundA"], e["roundB"]) for e in result.intraObserver if "metrics" in e)
+    assert compared == [("obsA", "round1", "round2"), ("obsA", "round2", "round3"), ("obsB", "round1", "round3"),
+                        ("obsC", "round1", "round3")]
+    assert result.singleObserverRounds == [{"case": "case1", "round": "round2", "observer": "obsA"}]
+
+
+def test_the_iov_command_refuses_a_labelmap_as_a_study_does(tmp_path):
+    """`reirradiation iov` read every non-zero voxel as inside: a GTV 1 + CTV ring 2 labelmap gave Dice 0.30 against
+    the same GTV, exit 0 (verification review)."""
+    from ReirradiationDoseLib.commands.iov import readObserverMask as readForIov
+
+    gtv = sphere(radiusMm=4.0)
+    labels = np.where(gtv, 1, np.where(sphere(radiusMm=7.0), 2, 0)).astype(np.uint8)
+    image = sitk.GetImageFromArray(labels)
+    GEOMETRY.applyTo(image)
+    sitk.WriteImage(image, str(tmp_path / "obsB.nrrd"))
+    with pytest.raises(InputError, match="several labels") as excinfo:
+        readForIov(str(tmp_path / "obsB.nrrd"), None)
+    assert "obsB.nrrd" in str(excinfo.value)
+    mask, _ = readForIov(str(writeMask(tmp_path / "obsA.nrrd", gtv)), None)
+    assert np.array_equal(mask, gtv)

@@ -16,7 +16,7 @@ import SimpleITK as sitk
 from ReirradiationDoseLib.core.errors import InputError
 from ReirradiationDoseLib.core.geometry import ImageGeometry, imageFromArray
 
-__all__ = ["ObserverSet", "makeObserverSet", "resampleMaskNearest"]
+__all__ = ["ObserverSet", "makeObserverSet", "requireBinaryMask", "resampleMaskNearest"]
 
 
 @dataclass(frozen=True)
@@ -120,3 +120,26 @@ def makeObserverSet(observers, geometry: ImageGeometry | None = None,
             })
             masks.append(resampled)
     return ObserverSet(tuple(n for n, _, _ in entries), tuple(masks), target, report)
+
+
+def requireBinaryMask(array: np.ndarray, path) -> None:
+    """A plain mask volume must hold one structure: 0 outside and one value inside. Every non-zero voxel was taken
+    as inside: a labelmap's second label (GTV 1, CTV ring 2: Dice 0.35 against the same GTV), an interpolated
+    mask's residue (0.02: Dice 0.71) or a CT left in the folder (the whole grid: an "observer" in STAPLE)."""
+    values = np.unique(array)
+    inside = values[values != 0]
+    if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
+        raise InputError("the mask holds NaN or infinite values; a mask volume holds 0 outside and one value inside",
+                         path)
+    if len(inside) <= 1:
+        return
+    shown = ", ".join(f"{v:g}" for v in inside[:4]) + (f" … ({len(inside)} values)" if len(inside) > 4 else "")
+    if np.issubdtype(values.dtype, np.floating) and not np.all(inside == np.round(inside)):
+        raise InputError(f"the mask holds fractional values ({shown}): a probability map or an interpolated mask; "
+                         "give a binary mask (thresholded, e.g. at 0.5)", path)
+    if len(inside) > 20:
+        raise InputError(f"the file holds {len(inside)} different values ({shown}): an image, not an observer's "
+                         "mask; name the case image image.nrrd (or move it out of the observers' folder)", path)
+    raise InputError(f"the mask holds several labels ({shown}): a labelmap of several structures; give each "
+                     "observer's target alone (0 outside, one value inside), or a .seg.nrrd naming its segments",
+                     path)

@@ -46,7 +46,8 @@ Outputs (:func:`writeStudyOutputs`, written atomically: a temporary folder besid
 success)::
 
     long.csv               case, round, kind ("pair" | "observer" | "case" | "intra"), observerA, observerB,
-                           metric, value ("intra": an observer against themself, round "<A>-><B>")
+                           metric, value, reason (why a value is NA; "intra": an observer against themself,
+                           round "<A>-><B>")
     summary_by_case.csv    median, quartiles, IQR per (case, round, kind, metric)
     summary_by_round.csv   median, quartiles, IQR per (round, kind, metric) over all cases
     rounds_comparison.csv  per case: median pairwise Dice / HD<p> / surface Dice per round and the change,
@@ -85,6 +86,7 @@ from ReirradiationDoseLib.core.geometry import ImageGeometry
 from ReirradiationDoseLib.core.progress import noProgress
 
 from .marks import DEFAULT_TOLERANCE_MM as DEFAULT_MARKS_TOLERANCE_MM
+from .observers import requireBinaryMask
 from .metrics import DEFAULT_SURFACE_DICE_TOLERANCE_MM, HD_CONVENTIONS
 
 logger = logging.getLogger(__name__)
@@ -116,7 +118,8 @@ __all__ = [
 
 SINGLE_ROUND = "single"
 MIN_CASES_FOR_WILCOXON = 6
-LONG_COLUMNS = ("case", "round", "kind", "observerA", "observerB", "metric", "value")
+# "reason": why a value is undefined (NA), from the IOV core's reasons; empty for defined values
+LONG_COLUMNS = ("case", "round", "kind", "observerA", "observerB", "metric", "value", "reason")
 SUMMARY_STATISTICS = ("n", "median", "q1", "q3", "iqr", "min", "max")
 COMPARISON_COLUMNS = ("comparison", "roundA", "roundB", "case", "metric", "roundAValue", "roundBValue", "change",
                       "wilcoxonP", "note")
@@ -583,31 +586,8 @@ def readObserverMask(path, structure: str = "GTV", referenceGeometry: ImageGeome
         raise InputError("a 3D single-component mask volume is required", path)
     geometry = ImageGeometry.fromImage(image)
     array = sitk.GetArrayViewFromImage(image)
-    _requireBinary(array, path)
+    requireBinaryMask(array, path)
     return array != 0, geometry, ""
-
-
-def _requireBinary(array: np.ndarray, path: Path) -> None:
-    """A plain mask volume must hold one structure: 0 outside and one value inside. Every non-zero voxel was taken
-    as inside: a labelmap's second label (GTV 1, CTV ring 2: Dice 0.35 against the same GTV), an interpolated
-    mask's residue (0.02: Dice 0.71) or a CT left in the folder (the whole grid: an "observer" in STAPLE)."""
-    values = np.unique(array)
-    inside = values[values != 0]
-    if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
-        raise InputError("the mask holds NaN or infinite values; a mask volume holds 0 outside and one value inside",
-                         path)
-    if len(inside) <= 1:
-        return
-    shown = ", ".join(f"{v:g}" for v in inside[:4]) + (f" … ({len(inside)} values)" if len(inside) > 4 else "")
-    if np.issubdtype(values.dtype, np.floating) and not np.all(inside == np.round(inside)):
-        raise InputError(f"the mask holds fractional values ({shown}): a probability map or an interpolated mask; "
-                         "give a binary mask (thresholded, e.g. at 0.5)", path)
-    if len(inside) > 20:
-        raise InputError(f"the file holds {len(inside)} different values ({shown}): an image, not an observer's "
-                         "mask; name the case image image.nrrd (or move it out of the observers' folder)", path)
-    raise InputError(f"the mask holds several labels ({shown}): a labelmap of several structures; give each "
-                     "observer's target alone (0 outside, one value inside), or a .seg.nrrd naming its segments",
-                     path)
 
 
 def _rtStructRoi(path, structure: str):
@@ -924,9 +904,19 @@ def _observerEntries(container) -> list[tuple[str, dict]]:
     return entries
 
 
-def _row(case, roundName, kind, a, b, metric, value) -> dict:
+def _row(case, roundName, kind, a, b, metric, value, reason: str = "") -> dict:
     return {"case": case, "round": roundName, "kind": kind, "observerA": a, "observerB": b, "metric": metric,
-            "value": value}
+            "value": value, "reason": reason if value is None else ""}
+
+
+def _why(entry, metric: str, prefix: str = "") -> str:
+    """Why ``metric`` of ``entry`` (a pair, an observer, the IOV result) is undefined: its ``undefined`` reason for
+    the metric (or for the metric its dotted name starts with), else ""."""
+    undefined = entry.get("undefined") if isinstance(entry, dict) else None
+    if not isinstance(undefined, dict):
+        return ""
+    name = metric[len(prefix) + 1:] if prefix and metric.startswith(prefix + ".") else metric
+    return str(undefined.get(name) or undefined.get(name.split(".")[0]) or "")
 
 
 def _nanMedian(values) -> float | None:
@@ -937,15 +927,16 @@ def _nanMedian(values) -> float | None:
 def longRowsForUnit(result: dict) -> list[dict]:
     """The long-format rows of one (case, round) result (see the module docstring for the derived metrics).
 
-    ``value`` is a float, or None when the metric is undefined (written as NA in the CSV; the reason is in
-    study.json).
+    ``value`` is a float, or None when the metric is undefined (written as NA in the CSV; ``reason`` says why, as
+    study.json does).
     """
     case, roundName, iov = result["case"], result["round"], result["iov"]
     rows = []
     for name, entry in _observerEntries(iov.get("observers", [])):
         leaves: list = []
         _flatten("", entry, leaves)
-        rows += [_row(case, roundName, "observer", name, "", metric, value) for metric, value in leaves]
+        rows += [_row(case, roundName, "observer", name, "", metric, value, _why(entry, metric))
+                 for metric, value in leaves]
     diceByObserver: dict[str, list] = {name: [] for name in result["observers"]}
     pairValues: dict[str, list] = {}
     for pair in iov.get("pairs", []):
@@ -953,7 +944,7 @@ def longRowsForUnit(result: dict) -> list[dict]:
         leaves = []
         _flatten("", {k: v for k, v in pair.items() if k not in ("a", "b", "observerA", "observerB")}, leaves)
         for metric, value in leaves:
-            rows.append(_row(case, roundName, "pair", a, b, metric, value))
+            rows.append(_row(case, roundName, "pair", a, b, metric, value, _why(pair, metric)))
             pairValues.setdefault(metric, []).append(value)
         for name in (a, b):
             if name in diceByObserver:
@@ -963,24 +954,27 @@ def longRowsForUnit(result: dict) -> list[dict]:
         for name, entry in _observerEntries(consensus.get("observers", [])):
             leaves = []
             _flatten("", entry, leaves)
-            rows += [_row(case, roundName, "observer", name, "", f"consensus.{metric}", value)
+            rows += [_row(case, roundName, "observer", name, "", f"consensus.{metric}", value, _why(entry, metric))
                      for metric, value in leaves]
         leaves = []
         _flatten("consensus", {k: v for k, v in consensus.items() if k != "observers"}, leaves)
-        rows += [_row(case, roundName, "case", "", "", metric, value) for metric, value in leaves]
+        rows += [_row(case, roundName, "case", "", "", metric, value,
+                      _why(consensus, metric, "consensus") or _why(iov, "consensus"))
+                 for metric, value in leaves]
     for key, value in iov.items():
         if key in ("observers", "pairs", "consensus") or key in _SKIPPED_KEYS:
             continue
         leaves = []
         _flatten(key, value, leaves)
-        rows += [_row(case, roundName, "case", "", "", metric, v) for metric, v in leaves]
+        rows += [_row(case, roundName, "case", "", "", metric, v, _why(iov, metric)) for metric, v in leaves]
     for name, values in diceByObserver.items():
         finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
         rows.append(_row(case, roundName, "observer", name, "", "meanDiceToOthers",
-                         float(np.mean(finite)) if finite else None))
+                         float(np.mean(finite)) if finite else None, "no pair of this observer has a defined Dice"))
     for pairMetric, caseMetric, _ in COMPARED_METRICS:
         if pairMetric in pairValues:
-            rows.append(_row(case, roundName, "case", "", "", caseMetric, _nanMedian(pairValues[pairMetric])))
+            rows.append(_row(case, roundName, "case", "", "", caseMetric, _nanMedian(pairValues[pairMetric]),
+                             f"no pair has a defined {pairMetric}"))
     rows += _marksRows(case, roundName, result.get("marks"))
     return rows
 
@@ -1006,7 +1000,8 @@ def _marksRows(case: str, roundName: str, marks) -> list[dict]:
         for name, entry in _observerEntries(mark.get("observers") or {}):
             leaves = []
             _flatten("", entry, leaves)
-            rows += [_row(case, roundName, "observer", name, "", f"mark[{label}].{metric}", value)
+            reason = str(entry.get("reason") or "")  # why the mark's distance is undefined for this observer
+            rows += [_row(case, roundName, "observer", name, "", f"mark[{label}].{metric}", value, reason)
                      for metric, value in leaves]
     return rows
 
@@ -1143,38 +1138,44 @@ def consecutiveRounds(results: Sequence[dict]) -> dict[str, list[tuple[str, str]
 
 def intraObserverComparisons(cases: Sequence[StudyCase], results: Sequence[dict], options: StudyOptions,
                              analyzer=None) -> list[dict]:
-    """Each observer against themself: per case, each round found against the case's next round (natural order),
-    for every observer who delineated in both, the pair metrics of the two delineations (Dice, Jaccard, HDp, MSD,
-    surface Dice, volumes: the definitions and options of the interobserver pairs). Rounds are paired as found, not
-    only those analysed for interobserver variation: a round one reader delineated alone (a re-delineation, an
-    intra-observer study) is compared too. An observer whose two masks cannot be compared has an ``error`` instead.
-    ``results`` is not used (kept for callers)."""
+    """Each observer against themself: per case, each round an observer delineated in against the next round
+    (natural order) in which the same observer delineated again, the pair metrics of the two delineations (Dice,
+    Jaccard, HDp, MSD, surface Dice, volumes: the definitions and options of the interobserver pairs). Rounds are
+    those found, not only those analysed for interobserver variation: a round one reader delineated alone (a
+    re-delineation, an intra-observer study) is compared too, and the other readers of a case whose round 2 one
+    reader re-delineated alone are compared round 1 -> round 3. An observer whose two masks cannot be compared has
+    an ``error`` instead. ``results`` is not used (kept for callers)."""
     analyzer = analyzer or _defaultAnalyzer()
     entries = []
     for case in cases:
         if case.problem:
             continue
         ordered = sorted(case.rounds, key=naturalKey)
+        observers = sorted({o for files in case.rounds.values() for o in files}, key=naturalKey)
+        pairs = []
+        for observer in observers:
+            present = [r for r in ordered if observer in case.rounds[r]]
+            following = zip(present, present[1:], strict=False)
+            pairs += [(ordered.index(a), ordered.index(b), observer) for a, b in following]
         imageGeometry = None  # the case image's grid, read once for all its observers' RTSTRUCTs
-        for roundA, roundB in zip(ordered, ordered[1:], strict=False):
-            filesA, filesB = case.rounds[roundA], case.rounds[roundB]
-            for observer in sorted(set(filesA) & set(filesB), key=naturalKey):
-                entry = {"case": case.name, "observer": observer, "roundA": roundA, "roundB": roundB}
-                try:
-                    files = {roundA: filesA[observer], roundB: filesB[observer]}
-                    if imageGeometry is None and case.imagePath and any(
-                            str(p).casefold().endswith(".dcm") for p in files.values()):
-                        imageGeometry = readCaseImage(case.imagePath)[1]
-                    masks, geometry, notes, _ = _readMasks(case, files, options, imageGeometry)
-                    outcome = analyzer(masks, geometry, reference=None, toleranceMm=options.toleranceMm,
-                                       hdPercentile=options.hdPercentile, hdConvention=options.hdConvention)
-                    outcome = _toJsonable(outcome.toDict() if hasattr(outcome, "toDict") else outcome)
-                    (pair,) = outcome["pairs"]
-                    entry["metrics"] = {k: v for k, v in pair.items() if k not in ("a", "b")}
-                    entry["notes"] = notes
-                except (InputError, OSError, RuntimeError) as error:
-                    entry["error"] = str(error)
-                entries.append(entry)
+        for indexA, indexB, observer in sorted(pairs, key=lambda item: (item[0], item[1], naturalKey(item[2]))):
+            roundA, roundB = ordered[indexA], ordered[indexB]
+            entry = {"case": case.name, "observer": observer, "roundA": roundA, "roundB": roundB}
+            try:
+                files = {roundA: case.rounds[roundA][observer], roundB: case.rounds[roundB][observer]}
+                if imageGeometry is None and case.imagePath and any(
+                        str(p).casefold().endswith(".dcm") for p in files.values()):
+                    imageGeometry = readCaseImage(case.imagePath)[1]
+                masks, geometry, notes, _ = _readMasks(case, files, options, imageGeometry)
+                outcome = analyzer(masks, geometry, reference=None, toleranceMm=options.toleranceMm,
+                                   hdPercentile=options.hdPercentile, hdConvention=options.hdConvention)
+                outcome = _toJsonable(outcome.toDict() if hasattr(outcome, "toDict") else outcome)
+                (pair,) = outcome["pairs"]
+                entry["metrics"] = {k: v for k, v in pair.items() if k not in ("a", "b")}
+                entry["notes"] = notes
+            except (InputError, OSError, RuntimeError) as error:
+                entry["error"] = str(error)
+            entries.append(entry)
     return entries
 
 
@@ -1184,7 +1185,8 @@ def _intraRows(entry: dict) -> list[dict]:
     leaves: list = []
     _flatten("", entry.get("metrics") or {}, leaves)
     roundName = f"{entry['roundA']}->{entry['roundB']}"
-    return [_row(entry["case"], roundName, "intra", entry["observer"], "", metric, value) for metric, value in leaves]
+    return [_row(entry["case"], roundName, "intra", entry["observer"], "", metric, value,
+                 _why(entry.get("metrics"), metric)) for metric, value in leaves]
 
 
 def _conclusion(roundA: str, roundB: str, dice: dict) -> tuple[str, str | None]:

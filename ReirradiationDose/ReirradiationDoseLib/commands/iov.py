@@ -118,10 +118,10 @@ def readObserverMask(path: str, segment: str | None, referenceGeometry=None):
         if image.GetNumberOfComponentsPerPixel() != 1:
             raise InputError("has several components per voxel; a single-component binary mask is required "
                              "(for a Slicer segmentation give FILE.seg.nrrd#SegmentName)", path=file)
-        array = sitk.GetArrayFromImage(image)
-        values = np.unique(array)
-        if values.size > 2:
-            logger.info("%s has %d distinct values; every non-zero voxel counts as inside", file, values.size)
+        from DelineationReviewLib.core.observers import requireBinaryMask
+
+        array = sitk.GetArrayViewFromImage(image)
+        requireBinaryMask(array, file)  # a labelmap's second label read as inside gave Dice 0.30, exit 0
         return array != 0, ImageGeometry.fromImage(image)
     try:
         from ..core import segio  # lazily: written separately, may be absent in a partial build

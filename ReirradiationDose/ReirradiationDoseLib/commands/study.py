@@ -144,10 +144,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"study: {len(study.singleObserverRounds)} round(s) of one reader: no interobserver analysis there, "
               f"compared with the reader's other rounds ({intraCompared} intra-observer comparison(s) in all)",
               file=sys.stderr)
+    intraErrors = [e for e in study.intraObserver if "error" in e]
+    for entry in intraErrors[:5]:
+        print(f"study: intra-observer {entry['case']} / {entry['observer']} ({entry['roundA']} -> {entry['roundB']}) "
+              f"failed: {entry['error']}", file=sys.stderr)
     if not study.results and not intraCompared:
-        print(f"study: error: every case failed ({len(study.failures)} failure(s)); see {output / 'study.json'}",
-              file=sys.stderr)
+        print(f"study: error: nothing could be analysed ({len(study.failures)} failure(s), {len(intraErrors)} "
+              f"intra-observer comparison(s) failed); see {output / 'study.json'}", file=sys.stderr)
         return 2
+    if intraErrors:
+        print(f"study: WARNING: {len(intraErrors)} intra-observer comparison(s) failed; see study.json "
+              "(intraObserver)", file=sys.stderr)
     if study.failures:
         print(f"study: WARNING: {len(study.failures)} failure(s) skipped ({len(study.results)} case round(s) "
               f"analysed, {len(study.cases)} case folder(s)); see study.json and report.html", file=sys.stderr)

@@ -30,6 +30,12 @@ def checkOutputDir(path, overwrite: bool = True) -> Path:
     if not str(path).strip():
         raise InputError("no output folder given (an empty path would mean the current folder)")
     path = Path(path).absolute()
+    if path.is_symlink():
+        try:
+            path.resolve(strict=False)
+        except (RuntimeError, OSError) as error:  # a link that leads back to itself: failed after the whole run
+            raise InputError(f"the output folder is a symbolic link that cannot be followed ({error})", path
+                             ) from None
     if path.exists() and not path.is_dir():
         raise InputError("the output path exists and is not a folder", path)
     if path.exists() and any(path.iterdir()):

@@ -116,10 +116,15 @@ def storedPixels(ds: pydicom.Dataset, path: str | os.PathLike) -> np.ndarray:
     plugins: Slicer bundles none) cannot decode JPEG Lossless, the syntax PACS most often exports CT and MR in; GDCM
     can. GDCM applies rescale and dose scaling itself, so it decodes a copy without them. Raises ``ValueError``
     (with both decoders' reasons) when neither can decode the pixels."""
+    pydicomLogger = logging.getLogger("pydicom")
+    level = pydicomLogger.level
+    pydicomLogger.setLevel(logging.CRITICAL)  # its decoders log an error with a traceback before GDCM is tried
     try:
         return np.asarray(ds.pixel_array)
     except Exception as exc:  # pydicom raises many types for undecodable or damaged pixel data
         pydicomReason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    finally:
+        pydicomLogger.setLevel(level)
     # GDCM only for compressed (encapsulated) pixel data pydicom has no decoder for: native pixel data pydicom cannot
     # read is damaged (a wrong size), and a damaged header can declare gigabytes GDCM would try to allocate
     try:
@@ -136,6 +141,10 @@ def storedPixels(ds: pydicom.Dataset, path: str | os.PathLike) -> np.ndarray:
     import tempfile
 
     plain = copy.deepcopy(ds)
+    if str(plain.get("PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1":
+        # GDCM inverts MONOCHROME1 into MONOCHROME2 (a CT of -1000..1997 HU read -1998..999); pydicom returns the
+        # stored values, which the rescale expects
+        plain.PhotometricInterpretation = "MONOCHROME2"
     for keyword in _GDCM_APPLIES:
         if keyword in plain:
             delattr(plain, keyword)

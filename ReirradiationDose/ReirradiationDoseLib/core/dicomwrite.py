@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,12 +85,14 @@ class PatientStudy:
             _checkDate(self.studyDate, "study date")
         if self.patientBirthDate:
             _checkDate(self.patientBirthDate, "patient birth date")
-        # identifiers are refused, not cut: a shortened patient ID names another patient (LO, PN: 64 characters)
-        if len(self.patientId) > _LO_MAX:
-            raise InputError(f"the patient ID is {len(self.patientId)} characters long; DICOM allows {_LO_MAX} (LO)")
+
+    def overlongIdentity(self) -> str | None:
+        """What of the patient's identity is longer than DICOM allows (LO, PN: 64 characters), or None. It is
+        written as it is, never cut: a shortened patient ID names another patient."""
         longest = max((len(group) for group in self.patientName.split("=")), default=0)
-        if longest > _LO_MAX:
-            raise InputError(f"the patient name is {longest} characters long; DICOM allows {_LO_MAX} (PN)")
+        found = ([f"patient ID ({len(self.patientId)} characters)"] if len(self.patientId) > _LO_MAX else []) + (
+            [f"patient name ({longest} characters)"] if longest > _LO_MAX else [])
+        return " and ".join(found) or None
 
     @classmethod
     def new(cls, patientName: str, patientId: str, studyDate: str, studyDescription: str = "", **kwargs
@@ -187,11 +190,14 @@ def _fitLo(text: str, limit: int = _LO_MAX) -> str:
     text = " ".join(str(text or "").split())
     if len(text) <= limit:
         return text
-    end = text.rfind(". ", 0, limit)
-    if end > 0:
-        return text[:end + 1]
+    # the last sentence end that fits, not an abbreviation's period ("Pelvis 2019 (Dr. Smith, ..." is not cut
+    # after "Dr."); else the last word that keeps half the text, and a course name without spaces keeps its own
+    # characters rather than shrinking to "Reirradiation:..."
+    for match in reversed(list(re.finditer(r"(\w+)\. ", text[:limit + 1]))):
+        if len(match.group(1)) > 3 or match.group(1).isdigit():
+            return text[:match.end() - 1]
     cut = text.rfind(" ", 0, limit - 3)
-    return (text[:cut] if cut > 0 else text[:limit - 3]) + "..."
+    return (text[:cut] if cut >= limit // 2 else text[:limit - 3]) + "..."
 
 
 def _save(ds: Dataset, path: str | os.PathLike) -> None:

@@ -237,6 +237,11 @@ def _writeRtDose(result, path: Path, anonymize: bool, warnings: list | None = No
                         "not read from DICOM): the RTDOSE has a new frame of reference and study, and a "
                         "planning system will not place it on the planning CT by itself")
     ps = _patientStudyFor(info, anonymize)
+    overlong = ps.overlongIdentity()
+    if overlong:
+        warnings.append(f"RTDOSE: the planning CT's {overlong} is longer than DICOM's 64 characters: written as it "
+                        "is (never cut: a shortened ID names another patient); a strict reader may refuse the file "
+                        "(--anonymize writes none)")
     # the plans summed (each course's RTDOSE names its RTPLAN), as a MULTI_PLAN dose references them; not when
     # anonymised (the UIDs lead back to the patient's own records)
     plans = [] if anonymize else [str((c.doseInfo or {}).get("referencedPlanUid") or "") for c in result.courses]

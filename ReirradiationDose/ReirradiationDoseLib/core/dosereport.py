@@ -151,10 +151,14 @@ _ENCLOSED = re.compile(r"(?<=\()(?:/|[A-Za-z]:\\)[^()]*(?=\))|(?<=')(?:/|[A-Za-z
 _ISO_DATE = re.compile(r"(?<![\w.-])(?:1[89]|2\d)\d\d-[01]\d-[0-3]\d(?![\w.-])")
 
 
+# times of day that go with a date (DICOM's); a key merely ending in "Time" may be a duration ("overallTreatmentTime")
+_TIME_OF_DAY_KEYS = {"time", "studytime", "seriestime", "contenttime", "acquisitiontime", "instancecreationtime"}
+
+
 def _isDateKey(key: str) -> bool:
-    """A key holding a calendar date or time of day ("date", "studyDate", "priorDate", "StudyTime"), not one that
-    merely holds the letters ("repairHalfTimeHours", "intervalMonths")."""
-    return key.lower() in ("date", "time") or bool(re.search(r"[a-z](Date|Time|DateTime)$", key))
+    """A key holding a calendar date or a time of day ("date", "studyDate", "priorDate", "StudyTime"), not one that
+    merely holds the letters ("repairHalfTimeHours", "intervalMonths") or a duration ("overallTreatmentTime")."""
+    return key.lower() in ("date", *_TIME_OF_DAY_KEYS) or bool(re.search(r"[a-z](Date|DateTime)$", key))
 
 
 def _lastComponent(match) -> str:
