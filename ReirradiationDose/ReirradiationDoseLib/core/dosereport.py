@@ -82,29 +82,62 @@ def _jsonable(value):
 
 
 def dvhRows(result) -> list[dict]:
-    """One row per structure and dose (composite and each course), the metrics of the DVH. ``alphaBetaGy`` is the
-    structure's own α/β; ``otherAlphaBetaPercent`` the share of its voxels that take another (where a target or a
-    higher-priority organ owns them), so that the metrics are not read as all at the structure's α/β."""
+    """One row per structure and dose (composite and each course), the metrics of the DVH, every dose at the
+    structure's own α/β (``alphaBetaGy``); ``targetOwnedPercent``: the share of a non-target structure's voxels a
+    target owns, where the composite applies no recovery (REFERENCE §1: recovery is a normal-tissue concept)."""
     rows = []
+    targetVoxels = next((c.targetVoxels for c in result.courses if getattr(c, "targetVoxels", None) is not None),
+                        None)
     for structure, entry in result.dvh.items():
         unknown = entry.get("_unknownPercent", {})
-        own, otherPercent = _ownerAlphaBeta(result, structure), None
+        own, targetPercent = _ownerAlphaBeta(result, structure), None
         mask = result.masks.get(structure)
-        if own is not None and mask is not None and mask.any() and result.alphaBetaGy is not None:
-            # voxels owned by another structure (a target, a higher-priority organ) take that one's α/β
-            otherPercent = 100.0 * float(np.mean(~np.isclose(result.alphaBetaGy[mask], own)))
+        if mask is not None and mask.any() and not _isTarget(result, structure):
+            targetPercent = 0.0 if targetVoxels is None else 100.0 * float(np.mean(targetVoxels[mask]))
         for which, dvh in entry.items():
             if which.startswith("_"):
                 continue
             d = dvh.toDict()
             rows.append({
                 "structure": structure, "dose": "composite EQD2" if which == "composite" else f"{which} EQD2",
-                "alphaBetaGy": own, "otherAlphaBetaPercent": otherPercent, "volumeCc": d.get("volumeCc"),
+                "alphaBetaGy": own, "targetOwnedPercent": targetPercent, "volumeCc": d.get("volumeCc"),
                 "dminGy": d.get("dminGy"), "dmeanGy": d.get("dmeanGy"), "dmaxGy": d.get("dmaxGy"),
                 "d0_03ccGy": d.get("d0_03ccGy"), "d2ccGy": d.get("d2ccGy"), "d95PercentGy": d.get("d95PercentGy"),
                 "unknownVolumePercent": unknown.get(which, 0.0),
             })
     return rows
+
+
+def _targetReason(result, settings, structure) -> str:
+    """Whether ``structure`` is a target and why: the case named it, or the tissue table's entry it matches by name
+    (a PTV the case did not list is a target too: said, not silent)."""
+    if structure in settings.targets:
+        return "yes (case targets)"
+    if _isTarget(result, structure):
+        try:
+            entry = result.tissueTable.entryFor(structure).name
+        except Exception:
+            entry = "target"
+        return f"yes (by name: tissue-table entry '{entry}')"
+    return ""
+
+
+def _tissueRecoveryText(result, structure) -> str:
+    """The recovery model of ``structure``'s tissue as the report states it (none for targets)."""
+    try:
+        entry = result.tissueTable.entryFor(structure)
+    except Exception:
+        return ""
+    if entry.isTarget:
+        return "none (target)"
+    return entry.recovery.describe()
+
+
+def _isTarget(result, structure) -> bool:
+    try:
+        return bool(result.tissueTable.entryFor(structure).isTarget)
+    except Exception:
+        return False
 
 
 def _ownerAlphaBeta(result, structure):
@@ -122,6 +155,31 @@ def contourCheckRows(result) -> list[dict]:
         for row in (check or {}).get("structures", []):
             rows.append({"course": course.name, **row, "toleranceMm": check["toleranceMm"]})
     return rows
+
+
+def organsWithoutCumulativeLimit(result) -> list[dict]:
+    """The organs (not targets, not the body outline) no cumulative limit of the constraint set reads, with their
+    composite D0.03cc at their own α/β: nothing judges them, and the current course's scaling does not stop for them
+    (a physicist's review: the demo's sacral plexus at 80.8 Gy EQD2 at α/β 2 had first-course limits only)."""
+    judged = {r.structureName for r in result.constraintResults
+              if getattr(r, "structureName", None) and r.constraint.kind == "cumulative"}
+    rows = []
+    for structure, entry in result.dvh.items():
+        if structure in judged or _isTarget(result, structure) or _isBodyOutline(result, structure):
+            continue
+        composite = entry.get("composite")
+        d = composite.toDict() if composite is not None else {}
+        rows.append({"structure": structure, "alphaBetaGy": _ownerAlphaBeta(result, structure),
+                     "d0_03ccGy": d.get("d0_03ccGy"), "dmaxGy": d.get("dmaxGy"),
+                     "unknownVolumePercent": entry.get("_unknownPercent", {}).get("composite", 0.0)})
+    return rows
+
+
+def _isBodyOutline(result, structure) -> bool:
+    try:
+        return result.tissueTable.entryFor(structure).name == "External"
+    except Exception:
+        return False
 
 
 def constraintRows(result) -> list[dict]:
@@ -241,6 +299,7 @@ def summaryDict(result, includeIdentity: bool = False, anonymize: bool = False, 
         "mri": None if result.mri is None else {"path": result.mri.get("path"),
                                                 "registration": result.mri.get("registration")},
         "dvh": dvhRows(result),
+        "organsWithoutCumulativeLimit": organsWithoutCumulativeLimit(result),
         "constraints": constraintRows(result),
         "currentCourseScaling": scalingSummary(result),
         "constraintSet": settings.constraints,
@@ -503,13 +562,16 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
         w(f"<p>{html.escape(_mriText(result.mri, result.referenceGeometry))}</p>")
     _contourCheckSection(w, summary["courses"])
     w("<h3>α/β per structure</h3>")
-    abRows = [{"structure": s, "ab": _ownerAlphaBeta(result, s),
-               "target": "yes" if s in settings.targets or _isTarget(result, s) else ""} for s in sorted(result.masks)]
-    w(_table(abRows, [("structure", "Structure"), ("ab", "α/β (Gy)"), ("target", "Target")]))
+    abRows = [{"structure": s, "ab": _ownerAlphaBeta(result, s), "target": _targetReason(result, settings, s),
+               "recovery": _tissueRecoveryText(result, s)} for s in sorted(result.masks)]
+    w(_table(abRows, [("structure", "Structure"), ("ab", "α/β (Gy)"), ("target", "Target"),
+                      ("recovery", "Recovery of prior courses")]))
     w(f"<p>Voxels outside every structure: α/β = {settings.defaultAlphaBetaGy:g} Gy. Overlaps: a voxel takes the "
       "α/β of the structure that owns it: targets first, then the higher priority of the tissue table (the more "
-      "dose-limiting organ), then the lower α/β. The DVH table gives each structure's own α/β and the share of its "
-      "voxels that another structure owns.</p>")
+      "dose-limiting organ), then the lower α/β. Targets are the case's <code>targets</code> and every structure "
+      "the tissue table names a target (names starting GTV, CTV, PTV or ITV): no recovery is applied where a target "
+      "owns a voxel. The DVH table reads every structure at its own α/β over all its voxels, with its own recovery "
+      "except where a target owns the voxel, and gives that share.</p>")
     repaired = [c for c in summary["courses"] if c.get("incompleteRepair")]
     if repaired:
         w("<h3>Incomplete repair (courses given more than once a day)</h3>")
@@ -541,6 +603,12 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
                  rowClass=lambda r: str(r.get("status", "")).replace(" ", "")))
     else:
         w("<p>No constraint set was given.</p>")
+    unjudged = summary.get("organsWithoutCumulativeLimit") or []
+    if unjudged:
+        w("<p><b>Organs no cumulative limit of the set reads</b> (nothing above judges their cumulative dose, and the "
+          "scaling below does not stop for them): "
+          + "; ".join(html.escape(f"{r['structure']}: composite D0.03cc {_fmt(r['d0_03ccGy'])} Gy EQD2 (α/β "
+                                  f"{_fmt(r['alphaBetaGy'])} Gy)") for r in unjudged) + ".</p>")
     scaling = summary.get("currentCourseScaling")
     if scaling:
         w("<h3>How far the current course's dose may be scaled</h3>")
@@ -570,7 +638,9 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
           "borders; where they break, the mapped dose there is displaced by as much.</p>")
         _pictures(w, registrationPictures)
 
-    w("<h2>Dose-volume histograms (composite EQD2)</h2>")
+    w("<h2>Dose-volume histograms (composite EQD2)</h2><p>Each structure at its own α/β (the table's), its prior "
+      "courses discounted by its own recovery (the α/β table's) except where a target owns a voxel; voxels of "
+      "unknown dose are left out (their share is in the table).</p>")
     curves = []
     for structure, entry in result.dvh.items():
         dose, volume = entry["composite"].curve(0.5)
@@ -579,7 +649,7 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
         w(dvhSvg(curves))
     w(_table([r for r in summary["dvh"]], [
         ("structure", "Structure"), ("dose", "Dose"), ("alphaBetaGy", "α/β"),
-        ("otherAlphaBetaPercent", "Voxels at another α/β (%)"), ("volumeCc", "Volume (cc)"),
+        ("targetOwnedPercent", "Voxels a target owns: no recovery (%)"), ("volumeCc", "Volume with known dose (cc)"),
         ("dminGy", "Dmin"), ("dmeanGy", "Dmean"), ("dmaxGy", "Dmax"), ("d0_03ccGy", "D0.03cc"), ("d2ccGy", "D2cc"),
         ("d95PercentGy", "D95%"), ("unknownVolumePercent", "Unknown dose (% of volume, excluded)")]))
 
@@ -732,6 +802,7 @@ def _constraintColumns(rows: list[dict]) -> list[tuple[str, str]]:
     preferred = [("structure", "Structure"), ("metric", "Metric"), ("comparison", ""), ("limit", "Limit"),
                  ("unit", "Unit"),
                  ("value", "Value"), ("margin", "Margin"), ("status", "Result"), ("kind", "Kind"),
-                 ("alphaBetaGy", "α/β"), ("dose", "Dose"), ("source", "Source"), ("reason", "Note")]
+                 ("level", "Level"), ("alphaBetaGy", "α/β"), ("dose", "Dose"), ("source", "Source"),
+                 ("reason", "Note")]
     keys = set().union(*(r.keys() for r in rows))
     return [(k, t) for k, t in preferred if k in keys]
