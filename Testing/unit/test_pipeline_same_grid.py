@@ -144,6 +144,8 @@ def test_constraints_use_their_own_alpha_beta_and_dose(threeCourses, tmp_path):
         assert item.dose == f"course '{name}' alone: physical dose"
     # the first course's 0-60 Gy fails its single-course 50 Gy; the second course's 0-20 Gy passes it
     assert [r.status for r in physical[:2]] == ["fail", "pass"]
+    # a prior course's row says it is the delivered dose, not a verdict on the new plan; the current course's does not
+    assert all("not a verdict on the new plan" in r.reason for r in physical[:2]) and physical[2].reason == ""
     for item, dose, n, name in zip(atThree, doses, (25, 5, 17), names, strict=True):
         assert item.value == pytest.approx(handEqd2(dose.astype(float), n, 3.0)[rectum].max(), abs=1e-3)
         assert item.dose == f"course '{name}' alone: EQD2 at α/β 3 Gy"

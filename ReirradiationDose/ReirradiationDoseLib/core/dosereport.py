@@ -15,9 +15,12 @@ import io
 import json
 import math
 import re
+import time
 from pathlib import Path
 
 import numpy as np
+
+from . import __version__
 
 __all__ = ["dvhRows", "constraintRows", "summaryDict", "writeCsv", "reportHtml", "dvhSvg"]
 
@@ -536,7 +539,8 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
     else:
         w("<p>Patient identity omitted (run with identity enabled to include it).</p>")
     w(f"<p>Case file: {html.escape(Path(settings.sourcePath).name or '(in memory)')}. Reference grid: "
-      f"{html.escape(result.referenceGeometry.describe())}.</p>")
+      f"{html.escape(result.referenceGeometry.describe())}. Made by Reirradiation {html.escape(__version__)} on "
+      f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} (the run, not a patient date).</p>")
 
     w("<h2>Courses and assumptions</h2>")
     rows = []
@@ -617,7 +621,9 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
             w(f"<p><b>{html.escape(sentence[0].upper() + sentence[1:])}.</b></p>")
         w("<p>Per cumulative limit and organ: the largest factor by which the current course's physical dose may be "
           "multiplied, its number of fractions kept (so its dose per fraction scales too), the prior courses as "
-          "mapped with their recovery, before the organ reaches the limit; below 1 the plan as it is breaks it.</p>")
+          "mapped and summed as the limit's row in the constraint table says (with the organ's recovery, or without "
+          "where the limit already allows for it), before the organ reaches the limit; below 1 the plan as it is "
+          "breaks it. Organs no cumulative limit reads (listed above) do not stop it.</p>")
         w(_table([{**r, "scalingText": "unlimited (> ×1000)" if r["unlimited"] else
                    (None if r["scaling"] is None else f"×{r['scaling']:.3f}")}
                   for r in scaling["rows"]],

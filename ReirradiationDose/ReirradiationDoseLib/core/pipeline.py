@@ -1448,6 +1448,11 @@ def _dvhAndConstraints(settings, masks, geometry, composite, courseResults, warn
         courseName = None if course is None else course.name
         for item in evaluateConstraints(subset, {name: d for name, (d, _) in dvhs.items()}):
             item = replace(item, dose=description, course=courseName)
+            if course is not None and not course.isCurrent and item.structureName:
+                # a prior course's row shares the verdict column with the plan's: say what it is
+                delivered = ("dose delivered in a prior course, against its single-course tolerance: what the organ "
+                             "received then, not a verdict on the new plan")
+                item = replace(item, reason=f"{item.reason}; {delivered}" if item.reason else delivered)
             if course is None and not constraint.recoveryInLimit and item.structureName:
                 # the recovery actually credited beside the number (ESTRO-EORTC: α/β, recovery and interval with
                 # every cumulative dose), not only "the organ's own recovery applied"
