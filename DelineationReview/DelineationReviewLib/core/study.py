@@ -1136,15 +1136,14 @@ def consecutiveRounds(results: Sequence[dict]) -> dict[str, list[tuple[str, str]
     return out
 
 
-def intraObserverComparisons(cases: Sequence[StudyCase], results: Sequence[dict], options: StudyOptions,
-                             analyzer=None) -> list[dict]:
+def intraObserverComparisons(cases: Sequence[StudyCase], options: StudyOptions, analyzer=None) -> list[dict]:
     """Each observer against themself: per case, each round an observer delineated in against the next round
     (natural order) in which the same observer delineated again, the pair metrics of the two delineations (Dice,
     Jaccard, HDp, MSD, surface Dice, volumes: the definitions and options of the interobserver pairs). Rounds are
     those found, not only those analysed for interobserver variation: a round one reader delineated alone (a
     re-delineation, an intra-observer study) is compared too, and the other readers of a case whose round 2 one
     reader re-delineated alone are compared round 1 -> round 3. An observer whose two masks cannot be compared has
-    an ``error`` instead. ``results`` is not used (kept for callers)."""
+    an ``error`` instead."""
     analyzer = analyzer or _defaultAnalyzer()
     entries = []
     for case in cases:
@@ -1352,7 +1351,7 @@ def analyzeStudy(studyDir, options: StudyOptions | None = None, *, jobs: int = 1
         where = failure["case"] + (f" / {failure['round']}" if failure.get("round") else "")
         logger.warning("study: %s failed and was skipped: %s", where, failure["error"])
     rows = [row for result in results for row in longRowsForUnit(result)]
-    intra = intraObserverComparisons(cases, results, options, analyzer)
+    intra = intraObserverComparisons(cases, options, analyzer)
     rows += [row for entry in intra for row in _intraRows(entry)]
     hdLabel = options.hdLabel
     observersInfo = {}

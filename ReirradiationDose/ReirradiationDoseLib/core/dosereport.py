@@ -111,43 +111,36 @@ def dvhRows(result) -> list[dict]:
     return rows
 
 
+def _tissueEntry(result, structure):
+    """The tissue-table entry ``structure`` is read with, or None (a result without a table)."""
+    try:
+        return result.tissueTable.entryFor(structure)
+    except Exception:
+        return None
+
+
 def _targetReason(result, settings, structure) -> str:
     """Whether ``structure`` is a target and why: the case named it, or the tissue table's entry it matches by name
     (a PTV the case did not list is a target too: said, not silent)."""
     if structure in settings.targets:
         return "yes (case targets)"
     if _isTarget(result, structure):
-        try:
-            entry = result.tissueTable.entryFor(structure).name
-        except Exception:
-            entry = "target"
-        return f"yes (by name: tissue-table entry '{entry}')"
+        entry = _tissueEntry(result, structure)
+        return f"yes (by name: tissue-table entry '{entry.name if entry else 'target'}')"
     return ""
 
 
 def _tissueRecoveryText(result, structure) -> str:
     """The recovery model of ``structure``'s tissue as the report states it (none for targets)."""
-    try:
-        entry = result.tissueTable.entryFor(structure)
-    except Exception:
+    entry = _tissueEntry(result, structure)
+    if entry is None:
         return ""
-    if entry.isTarget:
-        return "none (target)"
-    return entry.recovery.describe()
-
-
-def _isTarget(result, structure) -> bool:
-    try:
-        return bool(result.tissueTable.entryFor(structure).isTarget)
-    except Exception:
-        return False
+    return "none (target)" if entry.isTarget else entry.recovery.describe()
 
 
 def _ownerAlphaBeta(result, structure):
-    try:
-        return result.tissueTable.entryFor(structure).alphaBetaGy
-    except Exception:
-        return None
+    entry = _tissueEntry(result, structure)
+    return None if entry is None else entry.alphaBetaGy
 
 
 def contourCheckRows(result) -> list[dict]:
@@ -179,10 +172,8 @@ def organsWithoutCumulativeLimit(result) -> list[dict]:
 
 
 def _isBodyOutline(result, structure) -> bool:
-    try:
-        return result.tissueTable.entryFor(structure).name == "External"
-    except Exception:
-        return False
+    entry = _tissueEntry(result, structure)
+    return entry is not None and entry.name == "External"
 
 
 def constraintRows(result) -> list[dict]:

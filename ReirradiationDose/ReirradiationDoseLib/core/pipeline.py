@@ -1322,20 +1322,20 @@ def _criterionConditionsUnmet(constraint, structure: str, courseResults: list[Co
 
 
 def _recoveryCredited(courses: list[CourseResult], structure: str) -> str:
-    """What recovery the composite credits ``structure`` per prior course: "recovery credited: prior 25 % (constant
-    25 % recovery, 30.0 months before)", or "no recovery credited"; voxels a target owns get none either way."""
-    parts = []
+    """What recovery the composite credits ``structure`` per prior course: "recovery credited: 'prior' 25 %
+    (constant, 30.0 months before)", or "no recovery credited"; voxels a target owns get none either way."""
+    parts, credited = [], False
     for course in courses:
         if course.recoveryMap is None:
             continue
         own = course.ownRecovery(structure) or 0.0
-        entry = (course.recovery.get("structures") or {}).get(structure) or {}
-        model = entry.get("model") or {}
+        credited = credited or own > 0
+        model = ((course.recovery.get("structures") or {}).get(structure) or {}).get("model") or {}
         name = model.get("model", "none") if isinstance(model, dict) else str(model)
         months = course.recovery.get("intervalMonths")
         when = f", {months:.1f} months before" if isinstance(months, (int, float)) else ", interval unknown"
         parts.append(f"'{course.name}' {100 * own:g} % ({name}{when})")
-    if not parts or all(p.split("' ", 1)[1].startswith("0 %") for p in parts):
+    if not credited:
         return "no recovery credited" + (f" ({'; '.join(parts)})" if parts else "")
     return "recovery credited: " + "; ".join(parts) + " (none where a target owns a voxel)"
 
