@@ -211,14 +211,16 @@ class DelineationReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         """Centre the slice views on the clicked border mark (columns rasR/rasA/rasS of the table)."""
         try:
             view = self.ui.borderMarksTableView
-            sourceIndex = view.sortFilterProxyModel().mapToSource(index)
-            row = view.tableModel().mrmlTableRowIndex(sourceIndex)
+            # the source model's row is the table's row (the table is not transposed); qMRMLTableModel's
+            # mrmlTableRowIndex is neither a slot nor Q_INVOKABLE, so Python cannot call it
+            row = view.sortFilterProxyModel().mapToSource(index).row()
             pipeline = importlib.import_module("DelineationReviewLib.mrml.pipeline")
             position = pipeline.borderMarkRas(view.mrmlTableNode(), row)
             if position is not None:
                 slicer.modules.markups.logic().JumpSlicesToLocation(*position, True)
-        except Exception:  # navigation is a convenience: never let it raise into the Qt event loop
+        except Exception as error:  # navigation is a convenience: never let it raise into the Qt event loop
             logger.exception("Could not centre the views on the border mark")
+            self.ui.statusLabel.text = _("Could not centre the views on that mark: {error}").format(error=error)
 
     def onReload(self) -> None:
         """Reload the Lib packages (core first, then mrml) before the module file itself."""

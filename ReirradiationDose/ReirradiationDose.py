@@ -41,7 +41,7 @@ PRIOR_COURSE_SLOTS = 3  # prior courses editable in the GUI; scripts may pass an
 RECOVERY_MODELS = ["none", "constant", "nieder-doi", "price"]
 REGISTRATION_METHODS = ["deformable", "rigid", "rigid (MRI)", "affine (MRI)"]
 REGISTRATION_SLOTS = ["Prior course 1", "Prior course 2", "Prior course 3", "none"]  # PRIOR_COURSE_SLOTS + none
-CONSTRAINT_SETS = ["pelvic-reirradiation", "general"]  # refreshed from core.constraints at widget set-up
+CONSTRAINT_SETS = ["pelvic-reirradiation", "general"]  # core.constraints.SHIPPED_CONSTRAINT_SETS (a test checks)
 
 
 #
@@ -120,7 +120,9 @@ class ReirradiationDoseParameterNode:
     defaultAlphaBetaGy: Annotated[float, WithinRange(0.5, 20.0)] = 3.0
     recoveryModel: Annotated[str, Choice(RECOVERY_MODELS)] = "none"
     constantRecoveryPercent: Annotated[float, WithinRange(0.0, 100.0)] = 0.0
-    constraintSetName: str = "pelvic-reirradiation"
+    # a QComboBox binds only a Choice-annotated str (Slicer's guiConnectors: without it connectGui raises and
+    # binds no widget at all)
+    constraintSetName: Annotated[str, Choice(CONSTRAINT_SETS)] = "pelvic-reirradiation"
     isodoseLevelsGy: str = "20, 40, 54"
     repairHalfTimeHours: Annotated[float, WithinRange(0.0, 24.0)] = 0.0  # 0: not given
 
@@ -131,6 +133,7 @@ class ReirradiationDoseParameterNode:
     showOverMri: bool = False
     colourWash: bool = False
     includeIdentity: bool = False
+    keepPreviousResults: bool = False
 
 
 def isodoseLevelsFromText(text: str) -> list[float]:
@@ -162,7 +165,6 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
-        self._fillConstraintSets()
 
         self.logic = ReirradiationDoseLogic()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -188,17 +190,6 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             selector.connect("currentNodeChanged(vtkMRMLNode*)",
                              lambda node, s=selector, f=field, lb=label: self._onCourseDoseSelected(node, s, f, lb))
         self.initializeParameterNode()
-
-    def _fillConstraintSets(self) -> None:
-        from ReirradiationDoseLib.core import constraints
-
-        names = list(getattr(constraints, "SHIPPED_CONSTRAINT_SETS", CONSTRAINT_SETS))
-        combo = self.ui.constraintSetComboBox
-        current = combo.currentText
-        combo.clear()
-        combo.addItems(names)
-        if current in names:
-            combo.currentText = current
 
     def cleanup(self) -> None:
         self.removeObservers()
@@ -250,6 +241,11 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             info = self.logic.courseInfoFromDicomDatabase(node)
         except DoseNotAPlanDose as error:
             selector.setCurrentNode(None)
+            # while the parameter node refreshes the GUI (entering the module, a scene load) the wrapper ignores the
+            # combo's change: clear the parameter too, or Apply is enabled for a dose the combo no longer shows
+            parameter = selector.property("SlicerParameterName")
+            if parameter and getattr(self._parameterNode, str(parameter), None) is node:
+                setattr(self._parameterNode, str(parameter), None)
             sourceLabel.text = _("Dose refused: not a whole-plan dose in Gy")
             sourceLabel.toolTip = str(error)
             slicer.util.errorDisplay(_("This dose cannot be used as a course dose.") + "\n\n" + str(error))
@@ -367,8 +363,7 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                         recoveryModel=p.recoveryModel, constantRecoveryPercent=p.constantRecoveryPercent,
                         constraintSetName=p.constraintSetName,
                         isodoseLevelsGy=isodoseLevelsFromText(p.isodoseLevelsGy),
-                        compositeEqd2=p.compositeEqd2, alphaBetaMap=p.alphaBetaMap, dvhTable=p.dvhTable,
-                        constraintTable=p.constraintTable, progress=progress)
+                        keepPrevious=p.keepPreviousResults, progress=progress)
                 except ProcessingCancelled:
                     self.ui.statusLabel.text = _("Cancelled: nothing was added to the scene.")
                     return
@@ -567,9 +562,8 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
                 priorCourses: list[dict] | None = None, tissueTable=None, defaultAlphaBetaGy: float = 3.0,
                 recoveryModel: str = "none", constantRecoveryPercent: float = 0.0,
                 constraintSetName: str = "pelvic-reirradiation", isodoseLevelsGy: list[float] | None = None,
-                compositeEqd2=None, alphaBetaMap=None, dvhTable=None, constraintTable=None,
-                progress=None, currentFractionsPerDay: int = 1, currentHoursBetweenFractions: float | None = None,
-                repairHalfTimeHours: float | None = None) -> dict:
+                keepPrevious: bool = False, progress=None, currentFractionsPerDay: int = 1,
+                currentHoursBetweenFractions: float | None = None, repairHalfTimeHours: float | None = None) -> dict:
         """Compute the composite EQD2 of the current and prior courses on the current CT's grid.
 
         A current course given more than once a day (``currentFractionsPerDay`` > 1, ``currentHoursBetweenFractions``
@@ -578,7 +572,8 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
 
         Delegates to ``ReirradiationDoseLib.mrml.pipeline.runDoseWorkflow`` (same keyword arguments, plus
         ``scene``), which maps each prior dose through its transform, converts every course to EQD2 per voxel,
-        sums with recovery, and fills or creates the output nodes. Returns a dict with the output nodes
+        sums with recovery, and creates the output nodes: they replace the previous run's, or with ``keepPrevious``
+        stand beside them (the previous run's renamed "(earlier run N)"). Returns a dict with the output nodes
         (``compositeEqd2``, ``alphaBetaMap``, ``dvhTable``, ``constraintTable``, ``isodoseModels``, ``dvhChart``) and a
         ``summary`` sentence. With Slicer's DICOM database open, each dose loaded from DICOM has its fractions
         checked against its RTPLAN (a different number is a warning; a FRACTION/BEAM or RELATIVE dose is refused).
@@ -602,8 +597,7 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
             priorCourses=list(priorCourses or []), tissueTable=tissueTable,
             defaultAlphaBetaGy=float(defaultAlphaBetaGy), recoveryModel=recoveryModel,
             constantRecoveryPercent=float(constantRecoveryPercent), constraintSetName=constraintSetName,
-            isodoseLevelsGy=list(isodoseLevelsGy or []), compositeEqd2=compositeEqd2, alphaBetaMap=alphaBetaMap,
-            dvhTable=dvhTable, constraintTable=constraintTable, progress=progress,
+            isodoseLevelsGy=list(isodoseLevelsGy or []), keepPrevious=bool(keepPrevious), progress=progress,
             dicomDatabase=self._openDicomDatabase(), currentFractionsPerDay=int(currentFractionsPerDay),
             currentHoursBetweenFractions=currentHoursBetweenFractions if int(currentFractionsPerDay) > 1 else None,
             repairHalfTimeHours=repairHalfTimeHours)

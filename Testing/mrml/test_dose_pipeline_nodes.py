@@ -432,3 +432,69 @@ def test_the_modules_tissue_table_node_is_read(scene, inputs):
     with pytest.raises(InputError, match="the 'Recovery' column holds numbers; make it a text column"):
         tissueSpecsFromTableNode(numeric)
     assert slicer.vtkMRMLTableNode  # the real node class of slicer-core
+
+
+def test_dvh_curves_past_the_palette_are_told_apart_by_line_style(scene, inputs):
+    """Twelve structures, ten colours: the 11th and 12th curves take the 1st and 2nd colours (the segments' own)
+    dashed, in the chart and in the report's SVG (a physicist's review: the demo's 13 curves repeated colours)."""
+    from ReirradiationDoseLib.core.dosereport import dvhSvg
+
+    geometry = ImageGeometry((24, 24, 12), (4.0, 4.0, 5.0), (-46.0, -46.0, -27.5))
+    masks = {}
+    for index in range(12):
+        mask = np.zeros(geometry.shape, bool)
+        mask[index, 2:6, 2 + index:4 + index] = True
+        masks[f"Organ{index:02d}"] = mask
+    inputs["structures"] = segmentationNodeFromMasks(scene, masks, geometry, referenceVolumeNode=inputs["ct"])
+    chart = run(scene, inputs)["dvhChart"]
+    series = [chart.GetNthPlotSeriesNode(i) for i in range(chart.GetNumberOfPlotSeriesNodes())]
+    series = {s.GetName(): s for s in series}
+    assert len(series) == 12
+    styles = {name: s.GetLineStyle() for name, s in series.items()}
+    first, eleventh = series["Organ00"], series["Organ10"]
+    assert eleventh.GetColor() == pytest.approx(first.GetColor())
+    assert styles["Organ00"] == first.LineStyleSolid and styles["Organ10"] == first.LineStyleDash
+    assert styles["Organ11"] == first.LineStyleDash
+    assert all(styles[f"Organ{i:02d}"] == first.LineStyleSolid for i in range(10))
+    svg = dvhSvg([(name, np.array([0.0, 10.0]), np.array([100.0, 0.0])) for name in sorted(masks)])
+    lines = [line for line in svg.splitlines() if line.startswith("<polyline")]
+    assert len(lines) == 12 and sum("stroke-dasharray" in line for line in lines) == 2
+    assert 'stroke="#1f77b4" stroke-width="2" stroke-dasharray="7 4"' in lines[10]
+
+
+def test_saving_the_pictures_releases_their_scene(scene, inputs, tmp_path):
+    """"Save report" renders in a scene of its own; it was cleared but its application and module logics stayed
+    registered for the rest of the session, one set per save (a review against Slicer's source)."""
+    from ReirradiationDoseLib.mrml import scene as sceneModule
+    from ReirradiationDoseLib.mrml.pipeline import saveDoseOutputs
+
+    result = run(scene, inputs)["result"]
+    before = len(sceneModule._APPLICATION_LOGICS)
+    saveDoseOutputs(result, tmp_path / "saved")
+    assert (tmp_path / "saved" / "isodose_axial.png").is_file()
+    assert len(sceneModule._APPLICATION_LOGICS) == before
+
+
+def test_keep_previous_leaves_the_last_run_beside_the_new_one(scene, inputs):
+    """The module's output selectors were ignored and every Apply removed the last run's outputs: a user comparing
+    two recovery assumptions lost the first. 'Keep the last run's results' keeps them, renamed "(earlier run N)",
+    no longer outputs (a third run leaves them alone), their isodose lines hidden."""
+    geometry = ImageGeometry((24, 24, 12), (4.0, 4.0, 5.0), (-46.0, -46.0, -27.5))
+    ramp = np.broadcast_to(np.linspace(0.0, 60.0, 24, dtype=np.float32)[None, None, :], geometry.shape).copy()
+    inputs["priors"][0]["doseNode"] = volumeNodeFromArray(scene, ramp, geometry, "Prior ramp", isDose=True)
+    first = run(scene, inputs)
+    firstComposite, firstModels = first["compositeEqd2"], first["isodoseModels"]
+    assert firstModels  # the ramp crosses 60 and 75 Gy EQD2
+    second = run(scene, inputs, keepPrevious=True)
+    assert firstComposite.GetScene() is scene and second["compositeEqd2"] is not firstComposite
+    assert firstComposite.GetName() == "Composite EQD2 (Gy) (earlier run 1)"
+    assert firstComposite.GetAttribute(dosescene.OUTPUT_ATTRIBUTE) is None
+    assert all(not m.GetDisplayVisibility() for m in firstModels)
+    assert all(m.GetDisplayVisibility() for m in second["isodoseModels"])
+    # the kept composite is the first run's numbers, untouched
+    kept, _ = arrayAndGeometryFromVolumeNode(firstComposite)
+    new, _ = arrayAndGeometryFromVolumeNode(second["compositeEqd2"])
+    assert np.array_equal(kept, new, equal_nan=True)
+    third = run(scene, inputs)  # replaces the second run's outputs only
+    assert firstComposite.GetScene() is scene and second["compositeEqd2"].GetScene() is None
+    assert third["compositeEqd2"].GetName() == "Composite EQD2 (Gy)"

@@ -170,7 +170,13 @@ def test_deformable_registration_meets_truth_within_2_percent(demoCase, tmp_path
     # the structures that exerted no force are recorded and stated in the report
     assert registration["withoutCounterpart"] == {"structures": ["GTV", "Fibrosis"], "marginMm": 5.0}
     assert registration["courseWithoutCounterpart"] == {"structures": ["GTV_primary"], "marginMm": 5.0}
+    # every organ of the shipped case guides the registration: its contour check is not independent, and says so
+    assert registration["contourCheck"]["independent"] == []
+    warnings = json.loads((out / "summary.json").read_text())["warnings"]
+    assert any(w.startswith("course 'prior': every structure of the contour check (Rectum, Bladder") and
+               "nothing here checks the registration independently" in w for w in warnings), warnings
     report = (out / "report.html").read_text()
+    assert "Course &#x27;prior&#x27;: every structure measured here guided its registration" in report
     assert ("deformable (without counterpart, + 5 mm: GTV, Fibrosis; in the course&#x27;s CT only: GTV_primary)"
             in report)
     assert re.search(r"<p>MRI MR: rigid registration, Mattes mutual information over the MRI&#x27;s voxels; "
@@ -338,6 +344,8 @@ def test_validation_structures_stay_out_of_the_guidance_and_are_checked(demoCase
     for name in ("Rectum", "SacralPlexus"):
         assert rows[name]["mdaMm"] < 1.5 and rows[name]["withinTolerance"], rows[name]
     assert rows["Rectum"]["dice"] > 0.88
+    assert sorted(registration["contourCheck"]["independent"]) == ["Rectum", "SacralPlexus"]
+    assert not any("every structure of the contour check" in w for w in summary["warnings"])
     assert any("validation structure 'Prostate' is not delineated on both CTs" in w for w in summary["warnings"])
 
 

@@ -284,3 +284,25 @@ def test_position_text_names_the_patient_direction(scene, orientation, expected)
     node.JumpSliceByCentering(*lpsToRas(CENTRE_LPS))  # RAS (15, -10, 5)
     node.UpdateMatrices()
     assert _positionText(orientation, node) == expected
+
+
+def test_render_gives_the_displayable_manager_factory_back(scene, ctVolume, redSphere):
+    """The slice-view displayable-manager factory is a process-wide singleton that Slicer points at its own
+    application logic at start-up; a picture borrowed it and never gave it back (a review against Slicer's
+    qSlicerCoreApplication), and making a scene took it over too. Both now leave it as they found it."""
+    import slicer
+
+    from ReirradiationDoseLib.mrml import scene as sceneModule
+
+    factory = slicer.vtkMRMLSliceViewDisplayableManagerFactory.GetInstance()
+    applications = slicer.vtkSlicerApplicationLogic()  # stands for the application's own logic
+    factory.SetMRMLApplicationLogic(applications)
+    try:
+        other = sceneModule.createScene()
+        sceneModule.closeScene(other)
+        assert factory.GetMRMLApplicationLogic() is applications
+        rgb, _ = renderSliceViewImage(scene, "Axial", None, background=ctVolume, segmentations=[redSphere],
+                                      sizePx=(64, 64), annotation=False)
+        assert rgb.shape == (64, 64, 3) and factory.GetMRMLApplicationLogic() is applications
+    finally:
+        factory.SetMRMLApplicationLogic(None)

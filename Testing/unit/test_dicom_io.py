@@ -344,3 +344,31 @@ def test_course_consistency(tmp_path, study):
     writeRtPlan(tmp_path / "rp2.dcm", study, 5, 25.0, "P2", "20240320")
     with pytest.raises(InputError, match="references plan"):
         checkCourseConsistency(rtPlan=readRtPlan(tmp_path / "rp2.dcm"), rtDose=rd)
+
+
+def test_files_are_written_as_part_10_with_pydicom_2_too(tmp_path, monkeypatch):
+    """Slicer 5.10 bundled pydicom 2.4.4, whose save_as has no enforce_file_format (a TypeError: no RTDOSE, no REG
+    written inside Slicer). saveFile takes the keyword of the version it runs with; pydicom 3 still accepts the
+    2.x keyword, so the 2.x path is exercised here by the version string alone."""
+    import warnings
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from ReirradiationDoseLib.core.dicomwrite import saveFile
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.481.2"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.PatientID = "P"
+    monkeypatch.setattr(pydicom, "__version__", "2.4.4")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        saveFile(ds, tmp_path / "two.dcm")
+    monkeypatch.undo()
+    saveFile(ds, tmp_path / "three.dcm")
+    for name in ("two.dcm", "three.dcm"):
+        raw = (tmp_path / name).read_bytes()
+        assert raw[128:132] == b"DICM", name  # the Part 10 preamble and prefix
+        assert pydicom.dcmread(tmp_path / name).PatientID == "P"

@@ -70,8 +70,11 @@ def test_unknown_composite_is_written_as_the_known_courses_lower_bound_and_said_
     assert dose[5:][bowel[5:]] == pytest.approx(handEqd2(20.0, 10, 3.0), abs=1e-6)  # the current course alone
     assert np.allclose(dose[~unknown], composite[~unknown], atol=1e-6)  # known voxels unchanged
     share = 100.0 * unknown.sum() / unknown.size
-    assert ds.DoseComment == f"EQD2 Gy. Lower bound in {share:.1f} % of grid: sum of known courses."
+    assert ds.DoseComment == f"EQD2 Gy, recovery credited. Lower bound in {share:.1f} % of grid."
     assert len(ds.DoseComment) <= 64 and "lower bound" in ds.ImageComments and "x EQD2 of courses" in ds.ImageComments
+    # which prior dose the file discounts, per course and structure (a physicist's review: it did not say)
+    assert "Recovery credited (prior EQD2 discounted by it; none where a target owns a voxel): 'prior' Bowel 25 %." \
+        in ds.ImageComments
     # the maps and the report keep the unknown as unknown
     nrrd = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "composite_eqd2.nrrd")))
     assert np.array_equal(np.isnan(nrrd), unknown)

@@ -204,3 +204,34 @@ def test_spin_boxes_show_the_parameter_nodes_range_and_default(module):
                 f"{name}: .ui value {properties.get('value')} is not the parameter node's default")
         checked += 1
     assert checked >= 1
+
+
+# The widget class -> parameter type pairs Slicer's parameter-node GUI connectors accept (Base/Python/slicer/
+# parameterNodeWrapper/guiConnectors.py): a QComboBox binds a str/int/float/bool only with a Choice annotation
+# ("ComboBoxToStringableConnector requires the Choice annotation to be used"), raised inside connectGui, which then
+# binds no widget at all.
+_CONNECTABLE = {"QCheckBox": r"bool", "QSpinBox": r"(Annotated\[)?int\b", "QDoubleSpinBox": r"(Annotated\[)?float\b",
+                "QLineEdit": r"str", "QComboBox": r"Annotated\[(str|int|float), Choice\(\w+\)\]",
+                "qMRMLNodeComboBox": r"vtkMRML\w+Node"}
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_bound_widget_has_a_connector_for_its_parameter_type(module):
+    """The review's finding: constraintSetName (a plain str) was bound to a QComboBox; in Slicer connectGui raised
+    during set-up and the whole panel stayed unbound with Apply disabled."""
+    root = uiTree(module)
+    classes = {w.get("name"): w.get("class") for w in root.iter("widget")}
+    fields = parameterNodeFields(module)
+    for widgetName, parameter in parameterNames(root).items():
+        pattern = _CONNECTABLE.get(classes[widgetName])
+        assert pattern is not None, f"{widgetName}: no connector known for {classes[widgetName]}"
+        assert re.fullmatch(pattern + r".*", fields[parameter]), \
+            f"{widgetName} ({classes[widgetName]}) cannot bind {parameter}: {fields[parameter]}"
+
+
+def test_the_constraint_set_choices_are_the_shipped_sets():
+    from ReirradiationDoseLib.core.constraints import SHIPPED_CONSTRAINT_SETS
+
+    constants = {name: ast.literal_eval(value) for name, value in
+                 re.findall(r"^([A-Z_]+) = (\[[^\]]*\])", moduleSource("ReirradiationDose"), re.M)}
+    assert constants["CONSTRAINT_SETS"] == list(SHIPPED_CONSTRAINT_SETS)

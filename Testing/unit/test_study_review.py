@@ -197,3 +197,35 @@ def test_the_iov_command_refuses_a_labelmap_as_a_study_does(tmp_path):
     assert "obsB.nrrd" in str(excinfo.value)
     mask, _ = readForIov(str(writeMask(tmp_path / "obsA.nrrd", gtv)), None)
     assert np.array_equal(mask, gtv)
+
+
+def test_tables_say_which_percentile_and_tolerance_a_metric_was_measured_at(tmp_path):
+    """"hdPercentileMm" and "surfaceDice" in long.csv and the summaries did not say the percentile, the convention or
+    τ (only study.json did): two studies at HD95 and HD90 pooled by a statistician read as one metric. The setting
+    column says it; metrics that depend on no option leave it empty."""
+    import csv
+
+    from DelineationReviewLib.core.study import StudyOptions
+
+    root = tmp_path / "study"
+    writeMask(root / "case1" / "obsA.nrrd", sphere())
+    writeMask(root / "case1" / "obsB.nrrd", sphere((1.0, 0.0, 0.0)))
+    options = StudyOptions(hdPercentile=90.0, hdConvention="pooled", toleranceMm=1.5)
+    output = writeStudyOutputs(analyzeStudy(root, options), tmp_path / "out")
+
+    def read(name):
+        with open(output / name, newline="", encoding="utf-8") as stream:
+            return {(r["kind"], r["metric"]): r["setting"] for r in csv.DictReader(stream)}
+
+    for name in ("long.csv", "summary_by_case.csv", "summary_by_round.csv"):
+        settings = read(name)
+        assert settings[("pair", "hdPercentileMm")] == "percentile 90, pooled", name
+        assert settings[("pair", "hdPercentileDirectedMm.AtoB")] == "percentile 90", name
+        assert settings[("pair", "surfaceDice")] == "tolerance 1.5 mm", name
+        assert settings[("case", "medianPairHdPercentileMm")] == "percentile 90, pooled", name
+        assert settings[("pair", "dice")] == "" and settings[("pair", "hausdorffMm")] == "", name
+    from DelineationReviewLib.core.study import metricSetting
+
+    assert metricSetting("mark[caudal border].honoured", options) == "marks tolerance 3 mm"
+    assert metricSetting("marks.honouredFraction", options) == "marks tolerance 3 mm"
+    assert metricSetting("mark[caudal border].signedDistanceMm", options) == ""

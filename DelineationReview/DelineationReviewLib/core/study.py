@@ -47,7 +47,8 @@ success)::
 
     long.csv               case, round, kind ("pair" | "observer" | "case" | "intra"), observerA, observerB,
                            metric, value, reason (why a value is NA; "intra": an observer against themself,
-                           round "<A>-><B>")
+                           round "<A>-><B>"), setting (the option the value depends on: the Hausdorff percentile
+                           and convention, the surface-Dice tolerance, the marks tolerance; also in the summaries)
     summary_by_case.csv    median, quartiles, IQR per (case, round, kind, metric)
     summary_by_round.csv   median, quartiles, IQR per (round, kind, metric) over all cases
     rounds_comparison.csv  per case: median pairwise Dice / HD<p> / surface Dice per round and the change,
@@ -119,7 +120,12 @@ __all__ = [
 SINGLE_ROUND = "single"
 MIN_CASES_FOR_WILCOXON = 6
 # "reason": why a value is undefined (NA), from the IOV core's reasons; empty for defined values
-LONG_COLUMNS = ("case", "round", "kind", "observerA", "observerB", "metric", "value", "reason")
+# "setting": the option a metric's value depends on (the Hausdorff percentile and convention, the surface-Dice
+# tolerance τ, the marks' tolerance), so that a table read without study.json says what "hdPercentileMm" measured
+LONG_COLUMNS = ("case", "round", "kind", "observerA", "observerB", "metric", "value", "reason", "setting")
+# the marks metrics that depend on the marks tolerance (core/marks: reachesBorder = d <= tol, ...)
+_MARKS_TOLERANCE_METRICS = {"reachesBorder", "withinTolerance", "overContoured", "arrowCovered", "honoured",
+                            "clearMiss", "honouredFraction", "nHonoured", "nClearMisses", "flagged", "worstMissMm"}
 SUMMARY_STATISTICS = ("n", "median", "q1", "q3", "iqr", "min", "max")
 COMPARISON_COLUMNS = ("comparison", "roundA", "roundB", "case", "metric", "roundAValue", "roundBValue", "change",
                       "wilcoxonP", "note")
@@ -1573,6 +1579,25 @@ def buildReport(study: StudyResult):
     return report
 
 
+def metricSetting(metric: str, options: StudyOptions) -> str:
+    """The option the value of ``metric`` (a long-table metric name) depends on, as text; "" for none."""
+    leaf = metric.rsplit("].", 1)[-1] if metric.startswith("mark[") else metric.rsplit(".", 1)[-1]
+    key = metric.casefold()
+    if "hdpercentile" in key:
+        directed = "directed" in key
+        return (f"percentile {options.hdPercentile:g}"
+                + ("" if directed else f", {options.hdConvention}" + (" (HD)" if options.hdPercentile == 100 else "")))
+    if "surfacedice" in key:
+        return f"tolerance {options.toleranceMm:g} mm"
+    if (metric.startswith(("marks.", "mark[")) or ".marks." in metric) and leaf in _MARKS_TOLERANCE_METRICS:
+        return f"marks tolerance {options.marksToleranceMm:g} mm"
+    return ""
+
+
+def _withSettings(rows: Sequence[dict], options: StudyOptions) -> list[dict]:
+    return [{**row, "setting": metricSetting(str(row["metric"]), options)} for row in rows]
+
+
 def writeStudyOutputs(study: StudyResult, outputDir) -> Path:
     """Write long.csv, summaries, rounds comparison, study.json, report.html (and pictures) atomically."""
     from ReirradiationDoseLib.core.atomic import atomicOutputDir
@@ -1581,11 +1606,15 @@ def writeStudyOutputs(study: StudyResult, outputDir) -> Path:
     comparisonRows = [row for c in study.roundsComparison["comparisons"] for row in _comparisonRows(c)]
     with atomicOutputDir(outputDir) as folder:
         folder = Path(folder)
-        (folder / "long.csv").write_text(_csvText(study.rows, LONG_COLUMNS), encoding="utf-8")
+        options = study.options
+        (folder / "long.csv").write_text(_csvText(_withSettings(study.rows, options), LONG_COLUMNS),
+                                         encoding="utf-8")
         (folder / "summary_by_case.csv").write_text(
-            _csvText(study.summaryByCase, ("case", "round", "kind", "metric", *SUMMARY_STATISTICS)), encoding="utf-8")
+            _csvText(_withSettings(study.summaryByCase, options),
+                     ("case", "round", "kind", "metric", *SUMMARY_STATISTICS, "setting")), encoding="utf-8")
         (folder / "summary_by_round.csv").write_text(
-            _csvText(study.summaryByRound, ("round", "kind", "metric", *SUMMARY_STATISTICS)), encoding="utf-8")
+            _csvText(_withSettings(study.summaryByRound, options),
+                     ("round", "kind", "metric", *SUMMARY_STATISTICS, "setting")), encoding="utf-8")
         (folder / "rounds_comparison.csv").write_text(_csvText(comparisonRows, COMPARISON_COLUMNS), encoding="utf-8")
         (folder / "rounds_comparison.json").write_text(
             json.dumps(_toJsonable(study.roundsComparison), indent=1, allow_nan=False), encoding="utf-8")

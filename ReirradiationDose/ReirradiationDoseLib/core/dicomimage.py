@@ -27,6 +27,7 @@ import SimpleITK as sitk
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from struct import error as struct_error
 
+from .dicomwrite import saveFile
 from .errors import InputError
 from .geometry import ImageGeometry
 
@@ -156,7 +157,7 @@ def storedPixels(ds: pydicom.Dataset, path: str | os.PathLike) -> np.ndarray:
     with tempfile.TemporaryDirectory(prefix="reirradiation-decode-") as folder:
         copyPath = Path(folder) / "pixels.dcm"
         try:
-            plain.save_as(copyPath, enforce_file_format=True)
+            saveFile(plain, copyPath)
             image = sitk.ReadImage(str(copyPath))
         except Exception as exc:  # pydicom (writing) and GDCM (RuntimeError) both fail in several ways
             raise ValueError(f"{pydicomReason}; GDCM: {str(exc).strip().splitlines()[-1][:200]}") from None

@@ -68,7 +68,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
 from .atomic import atomicWriteFile
-from .dicomwrite import ImageSeriesRef, PatientStudy, _ds, _fitLo, _newDataset, imageReferenceSequence
+from .dicomwrite import ImageSeriesRef, PatientStudy, _ds, _fitLo, _newDataset, imageReferenceSequence, saveFile
 from .errors import InputError
 from .registration import _members, displacementFieldFromTransform, displacementFieldTransform, homogeneousMatrix
 
@@ -753,7 +753,7 @@ def writeDicomRegistration(path: str | os.PathLike, transform: sitk.Transform, f
         kind = "deformable"
     _commonInstanceReference(ds, ps.studyInstanceUid, [fixedSeries, movingSeries])
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomicWriteFile(path, lambda temporary: ds.save_as(temporary, enforce_file_format=True))
+    atomicWriteFile(path, lambda temporary: saveFile(ds, temporary))
     # the name only: inside an output folder being written the folder is still a temporary one (core/atomic)
     logger.info("wrote DICOM %s registration %s (frame of reference %s -> %s)", kind, path.name,
                 fixedFrameOfReferenceUid, movingFrameOfReferenceUid)

@@ -200,10 +200,20 @@ def _fitLo(text: str, limit: int = _LO_MAX) -> str:
     return (text[:cut] if cut >= limit // 2 else text[:limit - 3]) + "..."
 
 
+def saveFile(ds: Dataset, path: str | os.PathLike) -> None:
+    """Write ``ds`` as a DICOM Part 10 file (preamble, file meta) with pydicom 3 or 2: pydicom 3's
+    ``enforce_file_format`` is ``write_like_original=False`` in pydicom 2, which older Slicer releases bundle
+    (2.4.4 in Slicer 5.10 by Slicer issue #8796); the keyword of the other version raises TypeError."""
+    if int(str(pydicom.__version__).split(".")[0]) >= 3:
+        ds.save_as(path, enforce_file_format=True)
+    else:
+        ds.save_as(path, write_like_original=False)
+
+
 def _save(ds: Dataset, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
+    saveFile(ds, path)
 
 
 def imageReferenceSequence(series: ImageSeriesRef) -> Sequence:

@@ -211,11 +211,14 @@ def _writeRtDose(result, path: Path, anonymize: bool, warnings: list | None = No
     composite = np.asarray(result.compositeEqd2Gy, dtype=np.float32)
     unknown = ~np.isfinite(composite)
     # DoseComment holds 64 characters (LO): its first sentence(s) that fit; ImageComments (LT) holds the whole text
-    comment = "Composite EQD2 (Gy): sum of (1 - recovery) x EQD2 of courses. Voxel-wise alpha/beta."
+    credited, recoveryText = _recoveryCredit(result)
+    lead = "recovery credited" if credited else "no recovery credited"
+    comment = (f"Composite EQD2 (Gy), {'prior doses reduced by recovery' if credited else lead}. Sum of "
+               f"(1 - recovery) x EQD2 of courses. Voxel-wise alpha/beta. {recoveryText}")
     if unknown.any():
         bound, noneKnown = _knownCoursesSum(result, unknown)
         share = 100.0 * int(unknown.sum()) / unknown.size
-        comment = (f"EQD2 Gy. Lower bound in {share:.1f} % of grid: sum of known courses. " + comment
+        comment = (f"EQD2 Gy, {lead}. Lower bound in {share:.1f} % of grid. " + comment
                    + f" Where a course's dose is unknown ({int(unknown.sum())} voxels, {share:.1f} % of the grid: "
                    "outside its dose grid) the values are a lower bound: the sum over the courses known there only.")
         message = (f"RTDOSE: {int(unknown.sum())} voxels ({share:.1f} % of the grid) of unknown composite dose (a "
@@ -249,6 +252,24 @@ def _writeRtDose(result, path: Path, anonymize: bool, warnings: list | None = No
                            summationType="MULTI_PLAN", seriesDescription=description, comment=comment,
                            referencedPlanUid=plans)
     return path, ps
+
+
+def _recoveryCredit(result) -> tuple[bool, str]:
+    """Whether the composite credits recovery of any prior course, and a sentence naming it per course and structure
+    (a physicist's review: the RTDOSE a planning system shows did not say whether its prior dose was discounted)."""
+    parts = []
+    for course in result.courses:
+        recovery = course.recovery or {}
+        if course.isCurrent or not recovery.get("maxRecoveredFraction"):
+            continue
+        structures = [f"{name} {100.0 * float(d['fraction']):.0f} %"
+                      for name, d in (recovery.get("structures") or {}).items() if (d.get("fraction") or 0.0) > 0]
+        parts.append(f"'{course.name}' " + (", ".join(structures) if structures else
+                                            f"up to {100.0 * float(recovery['maxRecoveredFraction']):.0f} %"))
+    if not parts:
+        return False, "No recovery credited: prior courses count in full."
+    return True, ("Recovery credited (prior EQD2 discounted by it; none where a target owns a voxel): "
+                  + "; ".join(parts) + ".")
 
 
 def _knownCoursesSum(result, unknown: np.ndarray) -> tuple[np.ndarray, int]:

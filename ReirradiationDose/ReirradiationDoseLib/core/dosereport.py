@@ -413,6 +413,7 @@ def writeCsv(path, rows: list[dict]) -> None:
 
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f",
             "#bcbd22"]
+_DASHES = ["", "7 4", "2 3", "9 3 2 3"]
 
 
 def dvhSvg(curves: list[tuple[str, np.ndarray, np.ndarray]], title: str = "Composite EQD2 DVH",
@@ -446,12 +447,15 @@ def dvhSvg(curves: list[tuple[str, np.ndarray, np.ndarray]], title: str = "Compo
     parts.append(f'<text x="14" y="{top + plotH / 2}" text-anchor="middle" '
                  f'transform="rotate(-90 14 {top + plotH / 2})">Volume (%)</text>')
     for index, (label, dose, volume) in enumerate(curves):
+        # past the palette's ten colours a colour comes back dashed, then dotted: no two curves look alike
         colour = _PALETTE[index % len(_PALETTE)]
+        dash = _DASHES[(index // len(_PALETTE)) % len(_DASHES)]
+        dash = f' stroke-dasharray="{dash}"' if dash else ""
         points = " ".join(f"{x(float(d)):.1f},{y(float(v)):.1f}" for d, v in zip(dose, volume, strict=True))
-        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>')
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2"{dash} points="{points}"/>')
         ly = top + 14 + 18 * index
         parts.append(f'<line x1="{left + plotW + 12}" y1="{ly - 4}" x2="{left + plotW + 32}" y2="{ly - 4}" '
-                     f'stroke="{colour}" stroke-width="3"/>')
+                     f'stroke="{colour}" stroke-width="3"{dash}/>')
         parts.append(f'<text x="{left + plotW + 38}" y="{ly}">{html.escape(label)}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
@@ -727,6 +731,17 @@ def _contourCheckSection(w, courses: list[dict]) -> None:
       f"HD95: the larger of the two directed 95th-percentile surface distances. An organ whose surface lands says "
       f"little of the displacement inside it (a uniform bladder) or along it (an elongated bone): check those with "
       f"landmarks and the checkerboards below.") + "</p>")
+    for c in courses:
+        check = (c.get("registration") or {}).get("contourCheck") or {}
+        measured = [r["structure"] for r in check.get("structures", []) if r["dice"] is not None]
+        if measured and check.get("independent") == []:
+            landmarks = (c.get("registration") or {}).get("landmarks") or {}
+            w("<p class='warn'>" + html.escape(
+              f"Course '{c['name']}': every structure measured here guided its registration: this table cannot "
+              f"reveal a registration error"
+              + (" (the landmark check above is independent of it)." if landmarks.get("pairs") else
+                 ", and no landmarks were given: nothing in this report checks the registration independently. "
+                 "Name structures in the course's 'validationStructures' or give landmark pairs.")) + "</p>")
     w(_table(rows, [("course", "Course"), ("structure", "Structure"), ("guided", "Guided the registration"),
                     ("dice", "Dice"), ("mda", "MDA (mm)"), ("hd95", "HD95 (mm)"), ("today", "Volume today (cc)"),
                     ("carried", "Volume carried (cc)"), ("result", "MDA tolerance"), ("note", "Note")],

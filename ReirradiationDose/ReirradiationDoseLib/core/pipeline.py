@@ -660,6 +660,9 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
         landmarks, landmarkWarnings = landmarkCheck(transform, *course.landmarks, referenceImage.GetSpacing())
         registration["landmarks"] = landmarks
         warnings.extend(f"course '{course.name}': {w}" for w in landmarkWarnings)
+    independent = _independentCheckWarning(course, registration)
+    if independent:
+        warnings.append(independent)
     from .regquality import foldingWarning
     folded = foldingWarning(registration.get("quality"), f"course '{course.name}' "
                             f"({course.transformFile if course.registration == 'file' else course.image})")
@@ -940,6 +943,23 @@ def _pairedStructureMasks(case, course: CourseSpec, masks: dict, referenceImage,
     logger.info("Structure-guided registration of course '%s': %s", course.name, ", ".join(sorted(pairs or {}))
                 or "none")
     return pairs
+
+
+def _independentCheckWarning(course: CourseSpec, registration: dict) -> str | None:
+    """A warning when a course's registration was checked by nothing independent of it: every structure its contour
+    check measured guided the (structure-guided) registration, which makes them agree by construction, and no landmark
+    pair was given. Sets ``contourCheck["independent"]`` (the structures measured that did not guide it)."""
+    check = registration.get("contourCheck")
+    if not check:
+        return None
+    measured = [r for r in check["structures"] if r["dice"] is not None]
+    check["independent"] = [r["structure"] for r in measured if not r["guided"]]
+    if not measured or check["independent"] or (registration.get("landmarks") or {}).get("pairs"):
+        return None
+    names = ", ".join(r["structure"] for r in measured)
+    return (f"course '{course.name}': every structure of the contour check ({names}) guided the registration, so "
+            f"they agree by construction: nothing here checks the registration independently. Name one or more in "
+            f"the course's 'validationStructures' or give 'landmarks'")
 
 
 def _contourCheck(case, course: CourseSpec, masks: dict, referenceImage, courseImage, courseMasks: dict | None,

@@ -17,7 +17,7 @@ from ..core.geometry import ImageGeometry, arrayFromImage, lpsToRas
 from .isodose import createIsodoseModels, isodoseLegend
 from .nodes import nodesWithAttribute, placeInStudy, removeNodes, segmentationNodeFromMasks, volumeNodeFromArray
 from .render import renderSliceView
-from .scene import createScene
+from .scene import closeScene, createScene
 
 logger = logging.getLogger(__name__)
 
@@ -81,15 +81,16 @@ def compositeIsodoseColors(levelsGy) -> list[tuple[float, float, float]]:
 
 
 def addDoseResultToScene(scene, result, referenceVolumeNode=None, segmentationNode=None,
-                         isodoseLevelsGy=None) -> dict:
+                         isodoseLevelsGy=None, keepPrevious: bool = False) -> dict:
     """Add (or update) the outputs of ``result`` in ``scene``; returns ``{key: node}``.
 
     Output nodes carry the attribute ``Reirradiation.Output`` = key, so a re-run replaces them: once the whole new
     result is in the scene, every output of the previous run is removed, also those this run does not make again (a
     course no longer given, the MRI, the budget) — not before, so that a run that fails leaves the previous result
-    as it was (it was removed piece by piece as the new one was made, and lost when a step failed). Inputs are
-    never modified nor removed. If anything fails, the nodes created by this call are removed before the error
-    propagates.
+    as it was (it was removed piece by piece as the new one was made, and lost when a step failed). With
+    ``keepPrevious`` the previous run's outputs stay, renamed "(earlier run N)" and no longer outputs (:func:`_keep`):
+    to compare two runs. Inputs are never modified nor removed. If anything fails, the nodes created by this call
+    are removed before the error propagates.
     """
     from ..core.dosereport import constraintRows, dvhRows
 
@@ -163,8 +164,28 @@ def addDoseResultToScene(scene, result, referenceVolumeNode=None, segmentationNo
     except BaseException:
         removeNodes(scene, created)
         raise
-    removeNodes(scene, [n for n in previous if n.GetScene() is scene])
+    previous = [n for n in previous if n.GetScene() is scene]
+    if keepPrevious:
+        _keep(scene, previous)
+    else:
+        removeNodes(scene, previous)
     return nodes
+
+
+KEPT_RUN_ATTRIBUTE = "Reirradiation.KeptRun"
+
+
+def _keep(scene, nodes: list) -> None:
+    """Keep a previous run's outputs beside the new one: no longer outputs (a later run leaves them alone), named
+    "<name> (earlier run N)", their isodose lines hidden so that the views show the new run's only."""
+    runs = [int(n.GetAttribute(KEPT_RUN_ATTRIBUTE) or 0) for n in nodesWithAttribute(scene, KEPT_RUN_ATTRIBUTE)]
+    run = max(runs, default=0) + 1
+    for node in nodes:
+        node.RemoveAttribute(OUTPUT_ATTRIBUTE)
+        node.SetAttribute(KEPT_RUN_ATTRIBUTE, str(run))
+        node.SetName(f"{node.GetName()} (earlier run {run})")
+        if node.IsA("vtkMRMLModelNode"):
+            node.SetDisplayVisibility(False)
 
 
 DVH_CURVE_BIN_WIDTH_GY = 0.5
@@ -199,6 +220,7 @@ def _dvhChart(scene, result, created: list):
     chart.SetXAxisTitle("Dose EQD2 (Gy)")
     chart.SetYAxisTitle("Volume (%)")
     colours = result.structureColors or {}
+    used: dict[tuple, int] = {}  # a colour that comes back (more structures than the palette) is dashed, then dotted
     for name in curves:
         series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", name)
         series.SetAttribute(OUTPUT_ATTRIBUTE, f"dvhSeries:{name}")
@@ -209,7 +231,11 @@ def _dvhChart(scene, result, created: list):
         series.SetPlotType(series.PlotTypeLine)
         series.SetMarkerStyle(series.MarkerStyleNone)
         if colours.get(name) is not None:
-            series.SetColor(*[float(c) for c in colours[name][:3]])
+            colour = tuple(round(float(c), 3) for c in colours[name][:3])
+            series.SetColor(*colour)
+            styles = (series.LineStyleSolid, series.LineStyleDash, series.LineStyleDot, series.LineStyleDashDot)
+            series.SetLineStyle(styles[used.get(colour, 0) % len(styles)])
+            used[colour] = used.get(colour, 0) + 1
         chart.AddAndObservePlotSeriesNodeID(series.GetID())
     return table, chart
 
@@ -236,38 +262,40 @@ def writeDosePictures(result, folder, sizePx=(640, 640)) -> dict[str, bytes]:
     axial over the registered MRI when there is one) and write ``scene.mrb``. Returns ``{title: PNG bytes}``."""
     folder = Path(folder)
     scene = createScene()
-    nodes = addDoseResultToScene(scene, result)
-    levels = list(result.settings.isodoseLevelsGy)
-    legend = isodoseLegend([lv for lv in levels if lv <= float(np.nanmax(result.compositeEqd2Gy))],
-                           [c for lv, c in zip(levels, compositeIsodoseColors(levels), strict=True)
-                            if lv <= float(np.nanmax(result.compositeEqd2Gy))]) if levels else []
-    legend = [(f"{label} EQD2", colour) for label, colour in legend]
-    structureLegend = _structureLegend(result)
-    centre = targetCentreRas(result)
-    models = nodes.get("isodose", [])
-    shown = _pictureStructures(result)
-    segmentations = []
-    if shown:
-        outlines = segmentationNodeFromMasks(scene, {n: result.masks[n] for n in shown}, result.referenceGeometry,
-                                             colors={n: result.structureColors[n] for n in shown
-                                                     if n in result.structureColors} or None, name="Outlines")
-        segmentations = [outlines]
-    pictures: dict[str, bytes] = {}
-    views = [("Axial", nodes["referenceImage"], "isodose_axial.png"),
-             ("Coronal", nodes["referenceImage"], "isodose_coronal.png"),
-             ("Sagittal", nodes["referenceImage"], "isodose_sagittal.png")]
-    if nodes.get("mri") is not None:
-        views.append(("Axial", nodes["mri"], "isodose_axial_mri.png"))
-    for orientation, background, filename in views:
-        path = renderSliceView(scene, folder / filename, orientation=orientation, positionRas=centre,
-                               background=background, segmentations=segmentations, models=models,
-                               legend=legend + structureLegend, sizePx=sizePx)
-        title = f"{orientation} over the {'MRI' if background is nodes.get('mri') else 'CT'}"
-        pictures[title] = path.read_bytes()
-    pictures.update(_registrationPictures(scene, result, folder, centre, segmentations, structureLegend, sizePx))
-    if not scene.WriteToMRB(str(folder / "scene.mrb")):
-        raise RuntimeError(f"could not write {folder / 'scene.mrb'}")
-    scene.Clear(1)
+    try:
+        nodes = addDoseResultToScene(scene, result)
+        levels = list(result.settings.isodoseLevelsGy)
+        legend = isodoseLegend([lv for lv in levels if lv <= float(np.nanmax(result.compositeEqd2Gy))],
+                               [c for lv, c in zip(levels, compositeIsodoseColors(levels), strict=True)
+                                if lv <= float(np.nanmax(result.compositeEqd2Gy))]) if levels else []
+        legend = [(f"{label} EQD2", colour) for label, colour in legend]
+        structureLegend = _structureLegend(result)
+        centre = targetCentreRas(result)
+        models = nodes.get("isodose", [])
+        shown = _pictureStructures(result)
+        segmentations = []
+        if shown:
+            outlines = segmentationNodeFromMasks(scene, {n: result.masks[n] for n in shown}, result.referenceGeometry,
+                                                 colors={n: result.structureColors[n] for n in shown
+                                                         if n in result.structureColors} or None, name="Outlines")
+            segmentations = [outlines]
+        pictures: dict[str, bytes] = {}
+        views = [("Axial", nodes["referenceImage"], "isodose_axial.png"),
+                 ("Coronal", nodes["referenceImage"], "isodose_coronal.png"),
+                 ("Sagittal", nodes["referenceImage"], "isodose_sagittal.png")]
+        if nodes.get("mri") is not None:
+            views.append(("Axial", nodes["mri"], "isodose_axial_mri.png"))
+        for orientation, background, filename in views:
+            path = renderSliceView(scene, folder / filename, orientation=orientation, positionRas=centre,
+                                   background=background, segmentations=segmentations, models=models,
+                                   legend=legend + structureLegend, sizePx=sizePx)
+            title = f"{orientation} over the {'MRI' if background is nodes.get('mri') else 'CT'}"
+            pictures[title] = path.read_bytes()
+        pictures.update(_registrationPictures(scene, result, folder, centre, segmentations, structureLegend, sizePx))
+        if not scene.WriteToMRB(str(folder / "scene.mrb")):
+            raise RuntimeError(f"could not write {folder / 'scene.mrb'}")
+    finally:  # the scene's application and module logics go with it (closeScene), also on failure
+        closeScene(scene)
     return pictures
 
 

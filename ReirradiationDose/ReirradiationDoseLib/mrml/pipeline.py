@@ -430,12 +430,13 @@ def runDoseWorkflow(scene, currentCt, currentDose, currentFractions: int, struct
                     isodoseLevelsGy=(), compositeEqd2=None, alphaBetaMap=None, dvhTable=None,
                     constraintTable=None, progress=None, dicomDatabase=None, currentFractionsPerDay: int = 1,
                     currentHoursBetweenFractions: float | None = None,
-                    repairHalfTimeHours: float | None = None) -> dict:
+                    repairHalfTimeHours: float | None = None, keepPrevious: bool = False) -> dict:
     """Compute the composite EQD2 from nodes and add (or update) the output nodes; see the module docstring.
 
     Returns ``{"compositeEqd2", "alphaBetaMap", "dvhTable", "constraintTable", "isodoseModels", "dvhChart",
-    "result", "summary"}``. The ``compositeEqd2`` … arguments are accepted for the module's parameter node; outputs are
-    found again by their ``Reirradiation.Output`` attribute, so re-running replaces them instead of piling up.
+    "result", "summary"}``. The ``compositeEqd2`` … arguments are not used (kept for callers that pass them): outputs
+    are found again by their ``Reirradiation.Output`` attribute, so re-running replaces them instead of piling up, or
+    with ``keepPrevious`` keeps the previous run's beside the new, renamed "(earlier run N)".
     ``dicomDatabase``: see :func:`doseInputsFromNodes` (fractions checked against each dose's RTPLAN).
     """
     progress = progress or noProgress
@@ -455,7 +456,8 @@ def runDoseWorkflow(scene, currentCt, currentDose, currentFractions: int, struct
                                  currentHoursBetweenFractions=currentHoursBetweenFractions)
     result = computeDose(inputs, subProgress(progress, 0.05, 0.85))
     progress(0.86, "Creating the output nodes")
-    nodes = addDoseResultToScene(scene, result, referenceVolumeNode=currentCt, segmentationNode=structures)
+    nodes = addDoseResultToScene(scene, result, referenceVolumeNode=currentCt, segmentationNode=structures,
+                                 keepPrevious=keepPrevious)
     finishProgress(progress, "Done")
     failed = [r for r in result.constraintResults if r.status == "fail"]
     finite = np.isfinite(result.compositeEqd2Gy)

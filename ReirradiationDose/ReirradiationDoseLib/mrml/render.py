@@ -199,10 +199,13 @@ def renderSliceViewImage(scene, orientation: str = "Axial", positionRas=None, ba
     sliceLogic.SetMRMLScene(scene)
     appLogic.GetSliceLogics().AddItem(sliceLogic)
     group = None
+    # the factory is a process-wide singleton: inside Slicer it holds the application's logic, which every slice
+    # view made later takes its displayable managers from. Ours only for this picture, then the previous one back.
+    factory = slicer.vtkMRMLSliceViewDisplayableManagerFactory.GetInstance()
+    previousLogic = factory.GetMRMLApplicationLogic()
     try:
         sliceNode = sliceLogic.AddSliceNode(_LAYOUT_NAME)
         sliceNode.SetOrientation(orientation)
-        factory = slicer.vtkMRMLSliceViewDisplayableManagerFactory.GetInstance()
         factory.SetMRMLApplicationLogic(appLogic)
         for name in _SLICE_DISPLAYABLE_MANAGERS:
             if not factory.IsDisplayableManagerRegistered(name):
@@ -254,6 +257,7 @@ def renderSliceViewImage(scene, orientation: str = "Axial", positionRas=None, ba
             rgb = rgb[::-1].copy()  # VTK's row 0 is the bottom; pictures start at the top
             xyToRas = arrayFromVtkMatrix(sliceNode.GetXYToRAS())
     finally:
+        factory.SetMRMLApplicationLogic(previousLogic)
         imageMapper.SetInputConnection(None)
         if group is not None:
             group.SetMRMLDisplayableNode(None)

@@ -97,7 +97,6 @@ def createScene() -> slicer.vtkMRMLScene:
     appLogic.SetColorLogic(logics["Colors"])
 
     slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene, True)
-    slicer.vtkMRMLSliceViewDisplayableManagerFactory.GetInstance().SetMRMLApplicationLogic(appLogic)
     _APPLICATION_LOGICS[_key(scene)] = appLogic
     _MODULE_LOGIC_OBJECTS[_key(scene)] = logics
     return scene
