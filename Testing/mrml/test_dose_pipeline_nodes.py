@@ -498,3 +498,55 @@ def test_keep_previous_leaves_the_last_run_beside_the_new_one(scene, inputs):
     third = run(scene, inputs)  # replaces the second run's outputs only
     assert firstComposite.GetScene() is scene and second["compositeEqd2"].GetScene() is None
     assert third["compositeEqd2"].GetName() == "Composite EQD2 (Gy)"
+
+
+def test_a_runs_output_chosen_as_a_course_dose_is_refused(scene, inputs):
+    """The module's composite EQD2 (or a kept one) chosen as a prior course's dose would be converted again."""
+    first = run(scene, inputs)
+    inputs["priors"][0]["doseNode"] = first["compositeEqd2"]
+    with pytest.raises(InputError, match=r"course 'Prior': 'Composite EQD2 \(Gy\)' is an output of a run of this "
+                                         r"module \(composite\), not a course's physical dose"):
+        run(scene, inputs)
+    kept = run(scene, dict(inputs, priors=[dict(inputs["priors"][0], doseNode=inputs["prior"])]), keepPrevious=True)
+    assert kept["compositeEqd2"] is not first["compositeEqd2"] and first["compositeEqd2"].GetScene() is scene
+    with pytest.raises(InputError, match="an earlier run's"):
+        run(scene, inputs)
+
+
+def test_pictures_without_levels_or_with_a_ptv_only_still_show_the_dose_and_the_target(scene, inputs, tmp_path):
+    """A physicist's review: without isodoseLevelsGy the "isodose" pictures showed no line, and with a PTV the only
+    delineated target they left it out and went through the image centre (an empty slice). Now round levels a
+    quarter of the maximum apart, said in the report, and the PTV centres and is drawn."""
+    import dataclasses
+
+    from ReirradiationDoseLib.core.dosereport import pictureIsodoseLevels, reportHtml
+    from ReirradiationDoseLib.mrml.dosescene import _pictureStructures, targetCentreRas
+    from ReirradiationDoseLib.mrml.pipeline import saveDoseOutputs
+
+    result = run(scene, inputs)["result"]
+    top = float(np.nanmax(result.compositeEqd2Gy))
+    noLevels = dataclasses.replace(result, settings=dataclasses.replace(result.settings, isodoseLevelsGy=()))
+    levels, given = pictureIsodoseLevels(noLevels)
+    assert not given and levels == [20.0, 40.0, 60.0, 80.0] and top == pytest.approx(80.09, abs=0.01)
+    assert "20, 40, 60, 80 (the case gives none in 'isodoseLevelsGy'" in reportHtml(noLevels, {"Axial": b""})
+    saveDoseOutputs(noLevels, tmp_path / "saved")
+    # the composite runs from 79.4 (α/β 3) to 80.09 Gy (the GTV's α/β 10): only the 80 Gy line crosses it
+    assert _modelNames(tmp_path / "saved" / "scene.mrb") == ["Composite EQD2 80 Gy"]
+    # a PTV the only target: the pictures centre on it and draw it
+    ptv = inputs["gtv"] | inputs["rectum"]
+    ptvOnly = dataclasses.replace(result, masks={"PTV_high": ptv, "Rectum": inputs["rectum"]},
+                                  settings=dataclasses.replace(result.settings, targets=("GTV", "CTV")))
+    assert _pictureStructures(ptvOnly)[0] == "PTV_high"
+    k, j, i = np.nonzero(ptv)
+    expected = result.referenceGeometry.indexToLps([i.mean(), j.mean(), k.mean()]) * np.array([-1.0, -1.0, 1.0])
+    assert np.allclose(targetCentreRas(ptvOnly), expected)
+
+
+def _modelNames(mrb):
+    """The names of the composite's isodose model nodes a saved scene holds (its .mrml in the .mrb zip)."""
+    import re
+    import zipfile
+
+    with zipfile.ZipFile(mrb) as archive:
+        text = next(archive.read(n).decode() for n in archive.namelist() if n.endswith(".mrml"))
+    return re.findall(r'<Model\b[^>]*\bname="([^"]*EQD2[^"]*)"', text)

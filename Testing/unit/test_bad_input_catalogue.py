@@ -652,6 +652,47 @@ def test_a_dose_image_in_cgy_or_an_eqd2_given_as_a_course_refused(tmp_path, stud
     refusal(lambda: loadCaseInputs(parseCaseFile(case)), "eqd2.dcm", "already an EQD2 or BED")
 
 
+
+def test_the_tools_own_maps_given_as_a_course_dose_are_refused(tmp_path, goodCourse, capsys):
+    """A physicist's review: the eqd2 command's output and a dose run's course EQD2 map (NRRD, no NaN when the dose
+    grid covers the CT) were taken as a course's physical dose and converted again (composite max 250.9 instead of
+    176.0 Gy; a hyperfractionated course's prior dose understated by 20 %). Every map the tool writes now says what
+    it holds (ReirradiationDose.Quantity) and only a physical dose is taken; a plain NRRD (no such header) still is."""
+    from ReirradiationDoseLib.cli import main
+    from ReirradiationDoseLib.core.doseoutputs import writeNrrd
+    from ReirradiationDoseLib.core.rtdose import PHYSICAL_QUANTITY, refuseEqd2Dose
+
+    rd = readRtDose(goodCourse["rd"])
+    eqd2 = tmp_path / "prior_eqd2.nrrd"
+    assert main(["eqd2", "--dose", str(goodCourse["rd"]), "--fractions", "5", "--alpha-beta", "3",
+                 "-o", str(eqd2)]) == 0
+    case = writeCase(tmp_path, goodCourse)
+    data = json.loads(case.read_text())
+    data["courses"][0].update(dose=str(eqd2), fractions=5)
+    data["courses"][0].pop("plan")
+    case.write_text(json.dumps(data))
+    refusal(lambda: loadCaseInputs(parseCaseFile(case)), "prior_eqd2.nrrd", "holds 'EQD2'", "not a physical dose")
+    # the eqd2 command refuses its own output as its input too
+    cliRefusal(capsys, ["eqd2", "--dose", str(eqd2), "--fractions", "5", "--alpha-beta", "3",
+                        "-o", str(tmp_path / "twice.nrrd")], "prior_eqd2.nrrd", "not a physical dose")
+    assert not (tmp_path / "twice.nrrd").exists()
+    # a dose run's maps: only its physical course maps are doses
+    for kind, accepted in (("EQD2", False), ("EQD2 (composite)", False), ("alpha/beta", False),
+                           ("remaining budget of a planned course", False), (PHYSICAL_QUANTITY, True)):
+        path = writeNrrd(tmp_path / "map.nrrd", rd.doseGy, rd.geometry, "what it holds", kind=kind)
+        if accepted:
+            assert refuseEqd2Dose(readRtDose(path)).quantity == PHYSICAL_QUANTITY
+        else:
+            refusal(lambda path=path: refuseEqd2Dose(readRtDose(path)), "map.nrrd", repr(kind))
+    # a map written before the tag, with the descriptive header only, and a plain NRRD
+    older = writeNrrd(tmp_path / "older.nrrd", rd.doseGy, rd.geometry, "EQD2 of course prior alone (5 fractions)")
+    refusal(lambda: refuseEqd2Dose(readRtDose(older)), "older.nrrd", "EQD2 of course prior alone")
+    plain = tmp_path / "plain.nrrd"
+    image = sitk.GetImageFromArray(rd.doseGy)
+    image.SetSpacing(rd.geometry.spacingMm)
+    sitk.WriteImage(image, str(plain))
+    assert refuseEqd2Dose(readRtDose(plain)).quantity == ""
+
 def test_tissue_or_target_names_matching_no_structure_warned(tmp_path, goodCourse):
     """A misspelt "Rectumm" left the rectum without the case's recovery, silently."""
     case = writeCase(tmp_path, goodCourse, tissues={"Rectumm": {"alphaBeta": 3}}, targets=["GTV", "GTV_boost"])
@@ -661,6 +702,12 @@ def test_tissue_or_target_names_matching_no_structure_warned(tmp_path, goodCours
     assert "target 'GTV_boost' in the case matches no structure: check the name" in result.warnings
     case = writeCase(tmp_path, goodCourse, tissues={"Rectum": {"alphaBeta": 3}})
     assert not any("matches no structure" in w for w in runDoseWorkflow(parseCaseFile(case)).warnings)
+    # a recovery given to a target was dropped without a word (a physicist's review; the module refuses it)
+    case = writeCase(tmp_path, goodCourse, tissues={"GTV": {"alphaBeta": 10,
+                                                            "recovery": {"model": "constant", "fraction": 0.5}}})
+    warnings = runDoseWorkflow(parseCaseFile(case)).warnings
+    assert ("tissues['GTV'] in the case gives a recovery (constant), but 'GTV' is a target (tissue-table entry "
+            "'Tumour'): targets recover nothing, the recovery is not applied") in warnings
 
 
 def test_structures_of_another_scan_refused_unless_allowed(tmp_path, goodCourse, capsys):

@@ -110,6 +110,9 @@ def test_affine_registration_for_a_course_and_the_mri(caseDir):
     (lambda d: d.update(mri={"image": "ct.nrrd", "registration": "deformable"}),
      "MRI to CT registration is rigid or affine"),
     (lambda d: d["courses"][1].pop("date"), "course date missing for: current"),
+    # prior courses only: the last was taken as current, its recovery never applied (a physicist's review)
+    (lambda d: d["courses"][1].update(current=False),
+     "no course is the current one: course 'current', the last listed, is marked \"current\": false"),
     (lambda d: d.update(plannedCourse={"fractions": 17, "dose": "current.nrrd"}),
      "plannedCourse 'dose' is not supported in a case file yet"),
     (lambda d: d["courses"][0].update(withoutCounterpart="GTV"), "'withoutCounterpart' must be a list of structure"),
@@ -149,3 +152,24 @@ def test_not_json(caseDir):
     path.write_text("{not json")
     with pytest.raises(InputError, match="not a valid JSON case file"):
         parseCaseFile(path)
+
+
+def test_default_targets_are_known_as_such_and_said_so_in_the_report(caseDir):
+    """A physicist's review: a case without 'targets' read "CTV ... yes (case targets)" in the report: the GTV/CTV
+    default was not the case's choice, and the README did not say there was one."""
+    from types import SimpleNamespace
+
+    from ReirradiationDoseLib.core.dosereport import _targetReason
+    from ReirradiationDoseLib.core.pipeline import DoseSettings
+
+    data = baseCase()
+    data.pop("targets", None)
+    case = parseCaseFile(write(caseDir, data))
+    assert case.targets == ("GTV", "CTV") and case.targetsByDefault
+    settings = DoseSettings.fromCase(case)
+    assert _targetReason(SimpleNamespace(), settings, "CTV") == \
+        "yes (the default targets GTV, CTV: the case names none)"
+    data["targets"] = ["CTV"]
+    case = parseCaseFile(write(caseDir, data))
+    assert not case.targetsByDefault
+    assert _targetReason(SimpleNamespace(), DoseSettings.fromCase(case), "CTV") == "yes (case targets)"

@@ -257,3 +257,38 @@ def test_an_organ_wholly_of_unknown_dose_is_said_so_not_called_empty():
                  "general")
     nieder = row(result, "SpinalCord", 67.75)
     assert nieder.status == "not evaluated" and "dose of all of SpinalCord is unknown" in nieder.reason
+
+
+# Tissue-table names a shipped limit deliberately does not read: a different organ or quantity than its source's.
+_NOT_READ_BY_THE_LIMIT = {
+    "IVC": "Evans's great-vessel limit is arterial (aorta)", "VenaCava": "as IVC",
+    "Duodenum": "neither bowel source names it; duodenal tolerance is its own",
+    "Lung_L": "V20 of both lungs, not of one", "Lung_R": "as Lung_L",
+    "Anal_Canal": "the anal canal is not the rectum of the D2cc sources", "Anus": "as Anal_Canal",
+}
+
+
+def test_every_name_the_tissue_table_gives_an_organ_is_read_by_that_organs_limits():
+    """A physicist's review: SpinalCanal (TG-263), SpinalCord_Thoracic, Medulla, Cauda took the cord's α/β 2 from the
+    tissue table but no cord or cauda limit read them: the organ that matters most had no cumulative limit, and the
+    scaling did not stop for it. Every alias of a tissue whose organ a shipped limit reads is now read by that
+    limit, except the few named above with their reason."""
+    from ReirradiationDoseLib.core.constraints import loadConstraintSet
+    from ReirradiationDoseLib.core.tissues import TissueTable
+
+    table = TissueTable.default()
+    checked = 0
+    for setName in ("general", "pelvic-reirradiation"):
+        for constraint in loadConstraintSet(setName).constraints:
+            for entry in table.entries:
+                names = (entry.name,) + tuple(entry.aliases)
+                if not any(constraint.matches(n) for n in names):
+                    continue
+                missing = [n for n in names if not constraint.matches(n) and n not in _NOT_READ_BY_THE_LIMIT]
+                assert not missing, f"{setName} {constraint.structure} {constraint.metric} misses {missing}"
+                checked += 1
+    assert checked >= 20
+    general = loadConstraintSet("general").constraints
+    assert sum(c.matches("SpinalCanal") for c in general) == 2  # Simone's 57 Gy and Nieder's criterion
+    pelvic = loadConstraintSet("pelvic-reirradiation").constraints
+    assert any(c.matches("Cauda") and c.structure == "CaudaEquina" for c in pelvic)

@@ -137,11 +137,17 @@ def test_constraints_use_their_own_alpha_beta_and_dose(threeCourses, tmp_path):
     physical, atThree, missing = rest[:3], rest[3:6], rest[6:]
     names = ("first", "second", "current")
     assert [r.course for r in physical] == [r.course for r in atThree] == list(names)
-    for item, dose, name in zip(physical, doses, names, strict=True):
-        value = float(dose[rectum].max())
+    for item, dose, n, name in zip(physical, doses, (25, 5, 17), names, strict=True):
+        # a limit from conventional fractionation: the physical dose, or its EQD2 at the rectum's α/β 3 where higher
+        # (above 2 Gy a fraction: the first course's 60 Gy in 25 (64.8 Gy EQD2), the second's 20 Gy in 5 (28 Gy))
+        value = float(np.fmax(dose, handEqd2(dose.astype(float), n, 3.0))[rectum].max())
         assert item.value == pytest.approx(value, abs=1e-3)
         assert item.status == ("pass" if value < 50 else "fail")
-        assert item.dose == f"course '{name}' alone: physical dose"
+        assert item.dose == (f"course '{name}' alone: physical dose, or its EQD2 at the organ's α/β where higher "
+                             "(above 2 Gy a fraction)")
+    assert physical[1].value > float(doses[1][rectum].max()) + 5.0  # 4 Gy a fraction: EQD2 28 Gy, not 20 Gy
+    # 35 Gy in 17 (2.05 Gy a fraction at the hottest voxel): within 2 % of the physical dose
+    assert physical[2].value == pytest.approx(float(doses[2][rectum].max()), rel=0.02)
     # the first course's 0-60 Gy fails its single-course 50 Gy; the second course's 0-20 Gy passes it
     assert [r.status for r in physical[:2]] == ["fail", "pass"]
     # a prior course's row says it is the delivered dose, not a verdict on the new plan; the current course's does not
@@ -179,6 +185,23 @@ def test_remaining_budget_per_voxel_is_the_lq_inverse_of_what_is_left(threeCours
     D = result.remainingBudgetGy[rectum]
     assert np.allclose(handEqd2(D.astype(float), 10, 3.0), np.maximum(allowed[rectum], 0), atol=1e-3)
     assert result.budgetByOrgan[0]["structure"] == "Rectum"
+    # the report says what the budget is, with readable headers (they were the summary's key names)
+    from ReirradiationDoseLib.core.dosereport import reportHtml
+
+    report = reportHtml(result)
+    assert "on top of every course listed above (the prior ones and the current one)" in report
+    assert "<th>Physical dose the new course may add at the hottest voxel (Gy)</th>" in report
+    assert "minRemainingPhysicalGy" not in report
+    # a volume limit gives no per-voxel budget: said in the warnings and the report (before: no section, an empty
+    # list and an all-NaN map, without a reason)
+    constraints.write_text(json.dumps({"name": "test", "constraints": [
+        {"structure": "Rectum", "metric": "V40Gy[%]", "limit": 50, "unit": "%", "alphaBetaGy": 3.0,
+         "kind": "cumulative", "source": "test"}]}))
+    result = computeDose(inputs)
+    assert result.budgetByOrgan == [] and any(w.startswith("plannedCourse (10 fractions): no cumulative near-maximum "
+                                                          "limit") for w in result.warnings)
+    report = reportHtml(result)
+    assert "no remaining budget is computed" in report and "Rectum: V40Gy[%] &lt; 50 %" in report
 
 
 def test_without_structures_every_voxel_takes_the_default_alpha_beta_and_it_is_warned(threeCourses):

@@ -56,6 +56,10 @@ def readDoseFile(path: str | Path, physicalOnly: bool = False) -> tuple[np.ndarr
         raise InputError(f"cannot read the dose image: {str(error).splitlines()[0]}", path) from None
     if image.GetNumberOfComponentsPerPixel() != 1 or image.GetDimension() != 3:
         raise InputError("the dose must be a 3D single-component image", path)
+    if physicalOnly:
+        from ..core.rtdose import headerQuantity, refuseNonPhysicalMap
+
+        refuseNonPhysicalMap(headerQuantity(image), path)
     dose, geometry = arrayFromImage(image)
     return dose.astype(np.float32, copy=False), geometry, {"format": "image"}
 

@@ -134,6 +134,7 @@ class CaseSpec:
     tissues: dict[str, TissueSpec] = field(default_factory=dict)
     defaultAlphaBetaGy: float = 3.0
     targets: tuple[str, ...] = ("GTV", "CTV")
+    targetsByDefault: bool = False  # the case file names no 'targets': GTV and CTV
     constraints: str | Path | None = None
     isodoseLevelsGy: tuple[float, ...] = ()
     plannedCourse: PlannedCourseSpec | None = None
@@ -256,7 +257,8 @@ def parseCase(data, path) -> CaseSpec:
             withoutCounterpart=withoutCounterpart, courseWithoutCounterpart=courseWithoutCounterpart,
             landmarks=landmarks, validationStructures=tuple(validation), initialTransform=initial,
             schedule=_schedule(raw, f"course '{name}'", path)))
-    _chooseCurrent(courses, path)
+    notCurrent = [c["name"] for c, raw in zip(courses, rawCourses, strict=True) if raw.get("current") is False]
+    _chooseCurrent(courses, path, notCurrent)
     doses: dict = {}
     for course in courses:
         key = Path(course["dose"]).resolve()
@@ -381,7 +383,8 @@ def parseCase(data, path) -> CaseSpec:
         path=path.resolve(), referenceImage=reference, structures=structures,
         courses=tuple(CourseSpec(**c) for c in courses), mri=mri, tissues=tissues,
         defaultAlphaBetaGy=_positiveFloat(data.get("defaultAlphaBeta", 3.0), "defaultAlphaBeta", path),
-        targets=tuple(targets), constraints=constraints, isodoseLevelsGy=levels, plannedCourse=planned,
+        targets=tuple(targets), targetsByDefault="targets" not in data, constraints=constraints,
+        isodoseLevelsGy=levels, plannedCourse=planned,
         conservativeRadiusMm=float(radius), allowFrameOfReferenceMismatch=allowMismatch,
         allowPatientMismatch=allowPatientMismatch,
         description=str(data.get("description", "")), repairHalfTimeHours=halfTime)
@@ -482,14 +485,21 @@ def _structureNames(value, what: str, path) -> tuple[str, ...] | None:
     return tuple(v.strip() for v in value)
 
 
-def _chooseCurrent(courses: list[dict], path: Path) -> None:
+def _chooseCurrent(courses: list[dict], path: Path, notCurrent=()) -> None:
     """Mark the current course: the one flagged ``current``, else the last one listed (list courses oldest first).
 
-    A prior course dated after the current one is refused; with several courses every one needs a date.
+    A prior course dated after the current one is refused; with several courses every one needs a date. The course
+    that would be taken as current but is marked ``"current": false`` (``notCurrent``) is refused: a case of prior
+    courses only made the last of them current, its recovery never applied and its delivered dose offered for
+    scaling (a physicist's review).
     """
     flagged = [c for c in courses if c["isCurrent"]]
     if len(flagged) > 1:
         raise InputError("more than one course is marked current", path)
+    if not flagged and courses[-1]["name"] in notCurrent:
+        raise InputError(f"no course is the current one: course '{courses[-1]['name']}', the last listed, is marked "
+                         "\"current\": false. A case needs the course being planned (the current one, \"current\": "
+                         "true); list it, with its dose, beside the prior courses", path)
     if len(courses) > 1 and any(c["date"] is None for c in courses):
         missing = ", ".join(c["name"] for c in courses if c["date"] is None)
         raise InputError(f"course date missing for: {missing} (needed to order the courses and for "

@@ -29,19 +29,24 @@ from .atomic import atomicOutputDir, safeName
 from .dosereport import constraintRows, contourCheckRows, dvhRows, reportHtml, summaryDict, writeCsv
 from .geometry import ImageGeometry, imageFromArray
 from .progress import noProgress
+from .rtdose import PHYSICAL_QUANTITY, QUANTITY_KEY
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["writeDoseOutputs", "safeName"]
 
 
-def writeNrrd(path: Path, array: np.ndarray, geometry, quantity: str = "", unit: str = "Gy") -> Path:
+def writeNrrd(path: Path, array: np.ndarray, geometry, quantity: str = "", unit: str = "Gy", kind: str = "") -> Path:
     """A float32 map as compressed NRRD; ``quantity`` and ``unit`` go into its header (``quantity:=...``,
-    ``unit:=...``), so that the file says what its numbers are without the report beside it."""
+    ``unit:=...``), so that the file says what its numbers are without the report beside it, and ``kind`` (what it
+    holds: ``rtdose.PHYSICAL_QUANTITY``, "EQD2", "alpha/beta", ...) into ``ReirradiationDose.Quantity``, which the
+    dose reader checks: only a physical dose is taken as a course's dose."""
     image = imageFromArray(np.asarray(array, dtype=np.float32), geometry)
     if quantity:
         image.SetMetaData("quantity", quantity)
         image.SetMetaData("unit", unit)
+    if kind:
+        image.SetMetaData(QUANTITY_KEY, kind)
     sitk.WriteImage(image, str(path), useCompression=True)
     return path
 
@@ -65,23 +70,24 @@ def writeDoseOutputs(result, outputDir, pictures: bool | Callable = True, includ
         unknown = "; NaN = unknown (outside a course's dose grid)"
         written.append(writeNrrd(folder / "composite_eqd2.nrrd", result.compositeEqd2Gy, geometry,
                                  "composite EQD2: sum over courses of (1 - recovery) x EQD2 at the voxel alpha/beta "
-                                 "(alpha_beta.nrrd)" + unknown).name)
+                                 "(alpha_beta.nrrd)" + unknown, kind="EQD2 (composite)").name)
         for course in result.courses:
             stem = f"course_{safeName(course.name)}"
             written.append(writeNrrd(folder / f"{stem}_eqd2.nrrd", course.eqd2Gy, geometry,
                                      f"EQD2 of course {safeName(course.name)} alone ({course.numberOfFractions} "
-                                     "fractions) at the voxel alpha/beta, no recovery" + unknown).name)
+                                     "fractions) at the voxel alpha/beta, no recovery" + unknown,
+                                     kind="EQD2").name)
             written.append(writeNrrd(folder / f"{stem}_physical.nrrd", course.mappedDoseGy, geometry,
                                      f"physical dose of course {safeName(course.name)} on the reference grid"
-                                     + unknown).name)
+                                     + unknown, kind=PHYSICAL_QUANTITY).name)
         written.append(writeNrrd(folder / "alpha_beta.nrrd", result.alphaBetaGy, geometry,
-                                 "alpha/beta of the tissue owning each voxel").name)
+                                 "alpha/beta of the tissue owning each voxel", kind="alpha/beta").name)
         if result.remainingBudgetGy is not None:
             written.append(writeNrrd(folder / "remaining_budget.nrrd", result.remainingBudgetGy, geometry,
                                      f"largest physical dose a planned course of {result.settings.plannedFractions} "
                                      "fractions may add before the tightest cumulative near-maximum limit of the "
                                      "organs holding the voxel; NaN outside constrained organs and where a course's "
-                                     "dose is unknown").name)
+                                     "dose is unknown", kind="remaining budget of a planned course").name)
 
         written += _writeRegistrations(result, folder, anonymize)
         progress(0.2, "Writing tables")

@@ -123,7 +123,8 @@ def _targetReason(result, settings, structure) -> str:
     """Whether ``structure`` is a target and why: the case named it, or the tissue table's entry it matches by name
     (a PTV the case did not list is a target too: said, not silent)."""
     if structure in settings.targets:
-        return "yes (case targets)"
+        return ("yes (the default targets GTV, CTV: the case names none)" if settings.targetsByDefault
+                else "yes (case targets)")
     if _isTarget(result, structure):
         entry = _tissueEntry(result, structure)
         return f"yes (by name: tissue-table entry '{entry.name if entry else 'target'}')"
@@ -461,6 +462,22 @@ def dvhSvg(curves: list[tuple[str, np.ndarray, np.ndarray]], title: str = "Compo
     return "\n".join(parts)
 
 
+def pictureIsodoseLevels(result) -> tuple[list[float], bool]:
+    """The isodose levels the pictures draw: the case's, or, when it gives none, round levels a quarter of the
+    composite maximum apart (a physicist's review: without ``isodoseLevelsGy`` the "isodose" pictures showed no
+    dose and nothing said so). Returns (levels, given)."""
+    if result.settings.isodoseLevelsGy:
+        return list(result.settings.isodoseLevelsGy), True
+    finite = np.asarray(result.compositeEqd2Gy)[np.isfinite(result.compositeEqd2Gy)]
+    top = float(finite.max()) if finite.size else 0.0
+    if top <= 0:
+        return [], False
+    raw = top / 4.0  # the largest round step (1, 2, 2.5 or 5 times a power of ten) not above a quarter: 4-7 levels
+    exponent = math.floor(math.log10(raw))
+    step = max(m * 10.0 ** exponent for m in (1.0, 2.0, 2.5, 5.0) if m * 10.0 ** exponent <= raw)
+    return [round(step * k, 6) for k in range(1, int(top // step) + 1)], False
+
+
 def _niceStep(raw: float) -> float:
     if raw <= 0:
         return 1.0
@@ -630,8 +647,11 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
     if isodose:
         w("<h2>Composite EQD2 isodose lines over the structures</h2>")
         _pictures(w, isodose)
-        if settings.isodoseLevelsGy:
-            w(f"<p>Isodose levels (Gy EQD2): {', '.join(f'{v:g}' for v in settings.isodoseLevelsGy)}.</p>")
+        levels, given = pictureIsodoseLevels(result)
+        if levels:
+            w(f"<p>Isodose levels (Gy EQD2): {', '.join(f'{v:g}' for v in levels)}"
+              + ("." if given else " (the case gives none in 'isodoseLevelsGy': round levels a quarter of the "
+                                   "composite maximum apart).") + "</p>")
     registrationPictures = {t: png for t, png in pictures.items() if t not in isodose}
     if registrationPictures:
         w("<h2>Registration check</h2><p>The current CT and each course's CT brought onto it, in alternating "
@@ -654,10 +674,8 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
         ("dminGy", "Dmin"), ("dmeanGy", "Dmean"), ("dmaxGy", "Dmax"), ("d0_03ccGy", "D0.03cc"), ("d2ccGy", "D2cc"),
         ("d95PercentGy", "D95%"), ("unknownVolumePercent", "Unknown dose (% of volume, excluded)")]))
 
-    if summary.get("plannedCourse") and summary["plannedCourse"].get("budgetByOrgan"):
-        w("<h2>Remaining budget for the planned course</h2>")
-        w(_table(summary["plannedCourse"]["budgetByOrgan"],
-                 [(k, k) for k in summary["plannedCourse"]["budgetByOrgan"][0]]))
+    if summary.get("plannedCourse"):
+        _budgetSection(w, result, summary["plannedCourse"])
 
     if summary["warnings"]:  # anonymised there when asked
         w("<h2>Warnings</h2><ul>" + "".join(f"<li class='warn'>{html.escape(m)}</li>" for m in summary["warnings"])
@@ -699,6 +717,46 @@ def _qualityLines(courses: list[dict]) -> list[str]:
                          + f" the tolerance of {landmarks['toleranceMm']:g} mm (AAPM TG-132: the largest voxel "
                          "dimension).")
     return lines
+
+
+_BUDGET_COLUMNS = [("structure", "Structure"), ("constraint", "Limit"), ("alphaBetaGy", "α/β"),
+                   ("allCoursesMaxEqd2Gy", "Max EQD2 of all listed courses (Gy)"),
+                   ("minRemainingPhysicalGy", "Physical dose the new course may add at the hottest voxel (Gy)"),
+                   ("plannedFractions", "Fractions"), ("plannedFractionsPerDay", "A day"),
+                   ("plannedRepairHalfTimeHours", "Repair half-time (h)"),
+                   ("plannedQuadraticFactor", "Incomplete-repair factor"),
+                   ("unknownPercent", "Unknown dose (%)"), ("note", "Note"), ("source", "Source")]
+
+
+def _budgetSection(w, result, planned: dict) -> None:
+    """The remaining budget of the planned course: what it is, the organs' rows with readable headers, and the limits
+    that give none (a physicist's review: the table had the summary's key names as headers and no sentence; a case
+    whose only limit was a volume limit had no section, an empty list and an all-NaN map, without a reason)."""
+    from .pipeline import givesVoxelBudget
+
+    rows = planned.get("budgetByOrgan") or []
+    w("<h2>Remaining budget for the planned course</h2>")
+    w("<p>" + html.escape(
+      f"The physical dose a new course of {planned['fractions']} fractions may add, voxel by voxel, on top of every "
+      "course listed above (the prior ones and the current one), before the organ's tightest cumulative near-maximum "
+      "limit is reached (LQ inverse at the limit's α/β, each prior course with the organ's recovery); each row gives "
+      "the smallest such dose over the organ, at its hottest voxel. A D2cc or D0.03cc limit is applied voxel by voxel "
+      "as a maximum, which is conservative. The map is remaining_budget.nrrd.") + "</p>")
+    skipped = sorted({f"{r.structureName}: {r.constraint.metric} {r.constraint.comparison} {r.constraint.limit:g} "
+                      f"{r.constraint.unit}" for r in result.constraintResults
+                      if r.constraint.kind == "cumulative" and r.structureName and not givesVoxelBudget(r.constraint)})
+    if skipped:
+        w("<p class='warn'>" + html.escape(
+          "Limits that give no per-voxel budget (volume, mean or lower limits), not in the table: "
+          + "; ".join(skipped) + ".") + "</p>")
+    if not rows:
+        w("<p class='warn'>" + html.escape(
+          "No cumulative near-maximum limit (Dmax, D0.03cc, D0.1cc, D1cc, D2cc in Gy) of the constraint set reads a "
+          "structure of this case: no remaining budget is computed.") + "</p>")
+        return
+    present = {k for row in rows for k in row}
+    w(_table(rows, [(k, label) for k, label in _BUDGET_COLUMNS if k in present]
+             + [(k, k) for k in rows[0] if k not in dict(_BUDGET_COLUMNS)]))
 
 
 def _contourCheckSection(w, courses: list[dict]) -> None:

@@ -49,6 +49,7 @@ class DoseSettings:
     tissues: dict = field(default_factory=dict)  # name -> casefile.TissueSpec
     defaultAlphaBetaGy: float = 3.0
     targets: tuple[str, ...] = ("GTV", "CTV")
+    targetsByDefault: bool = False  # no targets given (case file, module): GTV and CTV
     constraints: object = None  # shipped set name or a JSON path
     isodoseLevelsGy: tuple[float, ...] = ()
     plannedFractions: int | None = None
@@ -61,6 +62,7 @@ class DoseSettings:
     @classmethod
     def fromCase(cls, case: CaseSpec) -> DoseSettings:
         return cls(tissues=dict(case.tissues), defaultAlphaBetaGy=case.defaultAlphaBetaGy, targets=case.targets,
+                   targetsByDefault=case.targetsByDefault,
                    constraints=case.constraints, isodoseLevelsGy=case.isodoseLevelsGy,
                    plannedFractions=case.plannedCourse.fractions if case.plannedCourse else None,
                    conservativeRadiusMm=case.conservativeRadiusMm, description=case.description,
@@ -361,6 +363,10 @@ def computeDose(inputs: DoseInputs, progress=None) -> DoseResult:
                                                  tissueTable)
     budget, budgetByOrgan = _remainingBudget(settings, masks, referenceGeometry, results, repairFactorOf,
                                              alphaBeta)
+    if settings.plannedFractions is not None and settings.constraints and not budgetByOrgan:
+        warnings.append(f"plannedCourse ({settings.plannedFractions} fractions): no cumulative near-maximum limit "
+                        "(Dmax, D0.03cc, D0.1cc, D1cc, D2cc in Gy) of the constraint set reads a structure of this "
+                        "case, so no remaining budget is computed (volume and mean limits give none)")
     currentScaling = currentCourseScaling(settings, masks, referenceGeometry, results, alphaBeta)
     timings["compute"] = time.perf_counter() - started
     progress(1.0, "Done")
@@ -1118,6 +1124,14 @@ def _unmatchedTissues(settings: DoseSettings, tissueTable, masks: dict) -> list[
         if name not in ("GTV", "CTV") and name not in settings.tissues and not any(
                 normalizeStructureName(name) == normalizeStructureName(m) for m in masks):
             messages.append(f"target '{name}' in the case matches no structure: check the name")
+    for name, spec in settings.tissues.items():
+        entry = tissueTable.lookup(name)
+        recovery = spec.recovery if isinstance(spec.recovery, dict) else None
+        if entry is not None and entry.isTarget and recovery and recovery.get("model") not in (None, "none"):
+            # a physicist's review: the recovery was dropped without a word (the module refuses the same entry)
+            messages.append(f"tissues['{name}'] in the case gives a recovery ({recovery.get('model')}), but "
+                            f"'{name}' is a target (tissue-table entry '{entry.name}'): targets recover nothing, the "
+                            "recovery is not applied")
     return messages
 
 
@@ -1378,11 +1392,12 @@ def _dvhAndConstraints(settings, masks, geometry, composite, courseResults, warn
     (``recoveryInLimit``, Nieder's cord criterion) on the courses' plain sum, and outside its ``conditions``
     (interval, each course's BED) "not evaluated" unless it fails anyway. A first-course limit (a single-course
     tolerance, e.g. Tunio's lumbosacral plexus V50 < 30 %) is evaluated on every course alone, one result per
-    course, in that course's EQD2 at the constraint's α/β or, without one, its physical dose: a prior course's row
-    says what the organ received then (before, only the current course was read, and a plexus that the prior course
-    had given V50 90 % passed at 0 %). Every result names the dose it was read from. Where part of the organ has
-    unknown dose, a constraint that would pass is reported "not evaluated" (a fail stays a fail: the known part
-    alone already breaks it).
+    course, in that course's EQD2 at the constraint's α/β or, without one, its physical dose (its EQD2 at the organ's
+    own α/β where higher: a tolerance from conventional fractionation read on a hypofractionated course): a prior
+    course's row says what the organ received then (before, only the current course was read, and a plexus that the
+    prior course had given V50 90 % passed at 0 %). Every result names the dose it was read from. Where part of the
+    organ has unknown dose, a constraint that would pass is reported "not evaluated" (a fail stays a fail: the known
+    part alone already breaks it).
     """
     from dataclasses import replace
 
@@ -1432,7 +1447,17 @@ def _dvhAndConstraints(settings, masks, geometry, composite, courseResults, warn
             return (lambda structure: compositeAtAlphaBeta(courseResults, ab, structure, recovered)), (
                 f"composite EQD2 {'at the voxel α/β map' if ab is None else f'at α/β {ab:g} Gy'} (all courses, {how})")
         if ab is None:
-            return (lambda structure: course.mappedDoseGy), f"course '{course.name}' alone: physical dose"
+            # a single-course tolerance from conventional practice (about 2 Gy a fraction), read on the physical
+            # dose, or on its EQD2 at the organ's own α/β where that is higher (more than 2 Gy a fraction): a
+            # physicist's review: a 5-fraction course giving a femoral head 31.35 Gy (58.1 Gy EQD2 at α/β 3)
+            # passed Dmax < 50 Gy on its physical dose
+            def physicalOrEqd2(structure):
+                own = _tissueAlphaBeta(tissueTable, structure)
+                eqd2 = course.eqd2Gy if own is None else course.eqd2At(own, structure)
+                return np.fmax(course.mappedDoseGy, eqd2)
+
+            return physicalOrEqd2, (f"course '{course.name}' alone: physical dose, or its EQD2 at the organ's α/β "
+                                    "where higher (above 2 Gy a fraction)")
         return (lambda structure: course.eqd2At(ab, structure)), f"course '{course.name}' alone: EQD2 at α/β {ab:g} Gy"
 
     def doseKey(constraint, course, description, name):
@@ -1441,7 +1466,9 @@ def _dvhAndConstraints(settings, masks, geometry, composite, courseResults, warn
         if course is None:
             return description, organCompositeKey(courseResults, constraint.alphaBetaGy, name,
                                                   not constraint.recoveryInLimit)
-        return description, None if constraint.alphaBetaGy is None else organRepairKey([course], name)
+        if constraint.alphaBetaGy is None:  # the organ's own α/β where the EQD2 exceeds the physical dose
+            return description, (_tissueAlphaBeta(tissueTable, name), organRepairKey([course], name))
+        return description, organRepairKey([course], name)
 
     # which structures each dose is read on; each dose is then made once (a full grid each, not kept)
     plan = []
@@ -1621,6 +1648,15 @@ def knownPartBound(constraint) -> str | None:
     return None
 
 
+def givesVoxelBudget(constraint) -> bool:
+    """Whether a limit gives a per-voxel remaining budget: a cumulative upper limit in Gy on a near-maximum (Dmax,
+    D0.03cc, D0.1cc, D1cc, D2cc), applied voxel by voxel as a maximum (conservative for D2cc). Volume and mean
+    limits (V40Gy, Dmean) give none."""
+    metric = str(constraint.metric).replace(" ", "").lower()
+    return (constraint.kind == "cumulative" and constraint.unit == "Gy" and constraint.isUpperLimit
+            and (metric.startswith("dmax") or metric in ("d0.03cc", "d0.1cc", "d2cc", "d1cc")))
+
+
 def _remainingBudget(settings, masks, geometry, courseResults, repairFactorOf, alphaBetaMap):
     """Per voxel, the largest physical dose a planned course of n fractions may add before the tightest cumulative
     near-maximum limit (Dmax, D0.03cc, D0.1cc, D2cc) of every organ containing the voxel is reached (LQ inverse,
@@ -1641,9 +1677,7 @@ def _remainingBudget(settings, masks, geometry, courseResults, repairFactorOf, a
     rows = []
     compositeFor: dict[tuple, np.ndarray] = {}
     for constraint in constraintSet.constraints:
-        metric = str(constraint.metric).replace(" ", "").lower()
-        if constraint.kind != "cumulative" or constraint.unit != "Gy" or not constraint.isUpperLimit or not (
-                metric.startswith("dmax") or metric in ("d0.03cc", "d0.1cc", "d2cc", "d1cc")):
+        if not givesVoxelBudget(constraint):
             continue
         ab = constraint.alphaBetaGy
         recovered = not constraint.recoveryInLimit

@@ -70,10 +70,36 @@ class RtDose:
     comment: str = ""
     doseGridScaling: float = 1.0
     referencedFractionGroupNumber: int | None = None
+    quantity: str = ""  # a non-DICOM file's header: what it holds, as this tool writes it (``QUANTITY_KEY``)
 
     @property
     def maxGy(self) -> float:
         return float(np.max(self.doseGy)) if self.doseGy.size else 0.0
+
+
+# The header field (NRRD, MHA) in which this tool names what a map holds; ``quantity`` is its older, descriptive key
+QUANTITY_KEY = "ReirradiationDose.Quantity"
+PHYSICAL_QUANTITY = "physical dose"
+
+
+def headerQuantity(image: sitk.Image) -> str:
+    """What an image file's header says it holds (``QUANTITY_KEY``, else the older ``quantity``), or ""."""
+    for key in (QUANTITY_KEY, "quantity"):
+        if image.HasMetaDataKey(key):
+            return image.GetMetaData(key).strip()
+    return ""
+
+
+def refuseNonPhysicalMap(quantity: str, where) -> None:
+    """Refuse a map whose header (:func:`headerQuantity`) names anything but a physical dose: this tool's own maps
+    (the eqd2 command's output, a dose run's course EQD2, composite, alpha/beta or budget map) say what they hold,
+    and read as a physical dose they would be converted a second time (a physicist's review: an EQD2 map given as a
+    prior course took the composite's maximum from 176.0 to 250.9 Gy; a hyperfractionated course's EQD2 read again
+    understates it by 20 %). A map without such a header passes (the user states it is a physical dose)."""
+    if quantity and not quantity.lower().startswith(PHYSICAL_QUANTITY):
+        raise InputError(f"this file holds {quantity[:90]!r} (its header, as Reirradiation writes it), not a physical "
+                         "dose: give the course's physical plan dose (converting an EQD2 again would count the "
+                         "fractionation twice)", where)
 
 
 def _readNonDicom(path: Path) -> RtDose:
@@ -92,7 +118,7 @@ def _readNonDicom(path: Path) -> RtDose:
                    path)
     return RtDose(doseGy=dose, geometry=ImageGeometry.fromImage(image), doseType="UNKNOWN",
                   summationType="UNKNOWN", units="GY (assumed)", frameOfReferenceUid="", referencedPlanUid="",
-                  patientId="", sopInstanceUid="", path=str(path), fromDicom=False)
+                  patientId="", sopInstanceUid="", path=str(path), fromDicom=False, quantity=headerQuantity(image))
 
 
 def readRtDose(path: str | os.PathLike, allowRelative: bool = False) -> RtDose:
@@ -244,9 +270,12 @@ def _readRtDoseDataset(ds, path: Path, allowRelative: bool) -> RtDose:
 
 def refuseEqd2Dose(rtDose: RtDose, path: str | os.PathLike | None = None) -> RtDose:
     """Refuse a dose that is already an EQD2 (or BED): DoseType EFFECTIVE and named so in its series description or
-    comment, as this tool's composite is. Converting it again would count the fractionation twice. An EFFECTIVE
-    dose that is not (a proton plan's RBE-weighted dose) passes."""
+    comment, as this tool's composite is, or a non-DICOM map whose header names anything but a physical dose
+    (:func:`refuseNonPhysicalMap`). Converting it again would count the fractionation twice. An EFFECTIVE dose that
+    is not (a proton plan's RBE-weighted dose) passes."""
     where = path if path is not None else (rtDose.path or None)
+    if not rtDose.fromDicom:
+        refuseNonPhysicalMap(rtDose.quantity, where)
     text = f"{rtDose.seriesDescription} {rtDose.comment}".upper()
     if rtDose.doseType == "EFFECTIVE" and re.search(r"\b(EQD ?2|BED)\b", text):
         raise InputError("this RTDOSE is already an EQD2 or BED (DoseType EFFECTIVE, "

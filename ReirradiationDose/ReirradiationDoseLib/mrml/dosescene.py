@@ -244,15 +244,33 @@ def _allOutputs(scene) -> list:
     return nodesWithAttribute(scene, OUTPUT_ATTRIBUTE)
 
 
+_TARGET_PREFIXES = ("gtv", "ctv", "itv", "ptv")
+
+
+def _shownTargets(result) -> list[str]:
+    """The non-empty targets the pictures centre on and draw: the case's, else any structure named GTV*, CTV*, ITV*
+    or PTV* (in that order; a physicist's review: with a PTV the only target, delineated, the pictures left it out
+    and went through the image centre, an empty slice)."""
+    named = [n for t in result.settings.targets for n in result.masks
+             if n.lower() == t.lower() and result.masks[n].any()]
+    if named:
+        return list(dict.fromkeys(named))
+    return [n for prefix in _TARGET_PREFIXES for n in sorted(result.masks)
+            if n.lower().startswith(prefix) and result.masks[n].any()]
+
+
 def targetCentreRas(result) -> np.ndarray:
-    """RAS centre of the first non-empty target (GTV before CTV), else of the reference image."""
+    """RAS centre of the first non-empty target (:func:`_shownTargets`), else of the composite's hottest voxel,
+    else of the reference image."""
     geometry = result.referenceGeometry
-    for target in list(result.settings.targets) + ["GTV", "CTV"]:
-        for name, mask in result.masks.items():
-            if name.lower() == target.lower() and mask.any():
-                k, j, i = np.nonzero(mask)
-                centre = geometry.indexToLps([i.mean(), j.mean(), k.mean()])
-                return lpsToRas(centre)
+    shown = _shownTargets(result)
+    if shown:
+        k, j, i = np.nonzero(result.masks[shown[0]])
+        return lpsToRas(geometry.indexToLps([i.mean(), j.mean(), k.mean()]))
+    composite = np.asarray(result.compositeEqd2Gy)
+    if np.isfinite(composite).any():
+        k, j, i = np.unravel_index(int(np.nanargmax(composite)), composite.shape)
+        return lpsToRas(geometry.indexToLps([float(i), float(j), float(k)]))
     size = np.array(geometry.sizeXyz, dtype=float)
     return lpsToRas(geometry.indexToLps((size - 1) / 2))
 
@@ -263,8 +281,10 @@ def writeDosePictures(result, folder, sizePx=(640, 640)) -> dict[str, bytes]:
     folder = Path(folder)
     scene = createScene()
     try:
-        nodes = addDoseResultToScene(scene, result)
-        levels = list(result.settings.isodoseLevelsGy)
+        from ..core.dosereport import pictureIsodoseLevels
+
+        levels, _ = pictureIsodoseLevels(result)  # the case's, or round levels when it gives none
+        nodes = addDoseResultToScene(scene, result, isodoseLevelsGy=levels)
         legend = isodoseLegend([lv for lv in levels if lv <= float(np.nanmax(result.compositeEqd2Gy))],
                                [c for lv, c in zip(levels, compositeIsodoseColors(levels), strict=True)
                                 if lv <= float(np.nanmax(result.compositeEqd2Gy))]) if levels else []
@@ -349,7 +369,7 @@ _NOT_IN_PICTURES = ("body", "external", "skin", "ptv", "fibrosis", "bone", "sacr
 def _pictureStructures(result) -> list[str]:
     """Targets first, then organs at risk; the body outline, PTVs, bones and tissue labels are left out so the
     isodose lines over the GTV/CTV stay readable."""
-    targets = [n for n in result.masks if n.lower() in {t.lower() for t in result.settings.targets}]
+    targets = _shownTargets(result)
     others = [n for n in sorted(result.masks) if n not in targets
               and not any(word in n.lower() for word in _NOT_IN_PICTURES)]
     return [n for n in targets + others if result.masks[n].any()]

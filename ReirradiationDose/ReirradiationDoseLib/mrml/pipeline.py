@@ -200,6 +200,12 @@ def _checkNodes(currentCt, currentDose, currentFractions, structures, mri, prior
             raise InputError(f"{seen[node.GetID()]} and {what} use the same dose '{node.GetName()}': it would be "
                              "counted twice")
         seen[node.GetID()] = what
+        from .dosescene import KEPT_RUN_ATTRIBUTE, OUTPUT_ATTRIBUTE
+
+        made = node.GetAttribute(OUTPUT_ATTRIBUTE) or (node.GetAttribute(KEPT_RUN_ATTRIBUTE) and "an earlier run's")
+        if made:  # the composite EQD2, the alpha/beta or budget map: converted again the fractionation counts twice
+            raise InputError(f"{what}: '{node.GetName()}' is an output of a run of this module ({made}), not a "
+                             "course's physical dose: choose the course's plan dose")
 
 
 def doseInputsFromNodes(currentCt, currentDose, currentFractions: int, structures=None, mri=None,
