@@ -251,7 +251,8 @@ def test_outputs(twoRoundStudy, tmp_path):
     output = writeStudyOutputs(result, tmp_path / "out")
     names = sorted(p.name for p in output.iterdir())
     assert names == [".reirradiation-output", "long.csv", "report.html", "rounds_comparison.csv",
-                     "rounds_comparison.json", "study.json", "summary_by_case.csv", "summary_by_round.csv"]
+                     "rounds_comparison.json", "study.json", "summary_by_case.csv", "summary_by_round.csv",
+                     "volume_agreement.csv"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
     with open(output / "long.csv", newline="") as stream:
         rows = list(csv.DictReader(stream))

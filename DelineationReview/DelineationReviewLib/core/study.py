@@ -54,6 +54,9 @@ success)::
     rounds_comparison.csv  per case: median pairwise Dice / HD<p> / surface Dice per round and the change,
     rounds_comparison.json with the Wilcoxon signed-rank test (scipy.stats.wilcoxon, two-sided) when at least
                            6 cases are paired (otherwise "not computed: fewer than 6 paired cases")
+    volume_agreement.csv   per round: the intraclass correlation of the observers' volumes over the cases,
+                           ICC(A,1) absolute agreement and ICC(C,1) consistency with 95 % limits (McGraw & Wong
+                           1996), the cases and observers left out to make the table complete
     study.json             all of the above + inputs + options + notes + failures
     report.html            self-contained report (SVG plots, tables, pictures)
     pictures/<case>_<round>.png   when a picture callback is given
@@ -110,6 +113,9 @@ __all__ = [
     "longRowsForUnit",
     "summarize",
     "compareRounds",
+    "intraclassCorrelation",
+    "volumeAgreement",
+    "metricSetting",
     "analyzeStudy",
     "buildReport",
     "writeStudyOutputs",
@@ -1233,6 +1239,112 @@ def _comparisonRows(comparison: dict) -> list[dict]:
     return rows
 
 
+# ---- volume agreement (intraclass correlation) -----------------------------------------------------------------
+ICC_MINIMUM_CASES = 3
+VOLUME_AGREEMENT_COLUMNS = ("round", "cases", "observers", "iccAgreement", "iccAgreementLow", "iccAgreementHigh",
+                            "iccConsistency", "iccConsistencyLow", "iccConsistencyHigh", "iccOneWay", "iccOneWayLow",
+                            "iccOneWayHigh", "casesLeftOut", "observersLeftOut", "note")
+
+
+def intraclassCorrelation(ratings, confidence: float = 0.95) -> dict:
+    """Single-measure intraclass correlations of an n × k table (n cases, k observers, every cell known) from the
+    two-way ANOVA (Shrout & Fleiss 1979; McGraw & Wong 1996): ``agreement`` ICC(A,1) = ICC(2,1), two-way random,
+    absolute agreement (an observer who delineates everything larger lowers it); ``consistency`` ICC(C,1) =
+    ICC(3,1) (a constant offset between observers does not). Both take the observers to be the same people in every
+    case; ``oneWay`` ICC(1,1) does not (readers who differ from case to case, as LIDC's anonymous readers).
+    Confidence limits: McGraw & Wong's F-based intervals (the agreement one with Satterthwaite's degrees of
+    freedom). Shrout & Fleiss's 6 × 4 example: 0.17, 0.29 and 0.71.
+
+    Returns ``{"n", "k", "agreement", "agreementCi", "consistency", "consistencyCi", "oneWay", "oneWayCi",
+    "msCases", "msObservers", "msError"}``; the ICCs None (with ``note``) when the table has no variation to
+    apportion."""
+    from scipy import stats
+
+    y = np.asarray(ratings, dtype=float)
+    if y.ndim != 2 or y.shape[0] < 2 or y.shape[1] < 2 or not np.all(np.isfinite(y)):
+        raise InputError("an intraclass correlation needs a complete table of at least 2 cases × 2 observers")
+    n, k = y.shape
+    grand = y.mean()
+    msr = k * float(((y.mean(axis=1) - grand) ** 2).sum()) / (n - 1)
+    msc = n * float(((y.mean(axis=0) - grand) ** 2).sum()) / (k - 1)
+    sse = float(((y - grand) ** 2).sum()) - (n - 1) * msr - (k - 1) * msc
+    mse = max(sse, 0.0) / ((n - 1) * (k - 1))
+    out = {"n": n, "k": k, "msCases": msr, "msObservers": msc, "msError": mse, "agreement": None,
+           "agreementCi": [None, None], "consistency": None, "consistencyCi": [None, None], "oneWay": None,
+           "oneWayCi": [None, None], "note": ""}
+    if mse <= 0.0 or msr <= 0.0:
+        out["note"] = ("no residual variation: every observer differs from the others by the same amount in every case"
+                       if mse <= 0.0 else "the cases do not differ: the ICC is undefined")
+        return out
+    alpha = 1.0 - confidence
+    dfr, dfe = n - 1, (n - 1) * (k - 1)
+    consistency = (msr - mse) / (msr + (k - 1) * mse)
+    f0 = msr / mse
+    fl, fu = f0 / stats.f.ppf(1 - alpha / 2, dfr, dfe), f0 * stats.f.ppf(1 - alpha / 2, dfe, dfr)
+    out["consistency"] = consistency
+    out["consistencyCi"] = [(fl - 1) / (fl + k - 1), (fu - 1) / (fu + k - 1)]
+    msw = ((k - 1) * msc + dfe * mse) / (n * (k - 1))  # within cases: observers and residual together
+    f1 = msr / msw
+    fl, fu = f1 / stats.f.ppf(1 - alpha / 2, dfr, n * (k - 1)), f1 * stats.f.ppf(1 - alpha / 2, n * (k - 1), dfr)
+    out["oneWay"] = (msr - msw) / (msr + (k - 1) * msw)
+    out["oneWayCi"] = [(fl - 1) / (fl + k - 1), (fu - 1) / (fu + k - 1)]
+    agreement = (msr - mse) / (msr + (k - 1) * mse + k * (msc - mse) / n)
+    out["agreement"] = agreement
+    if agreement < 1.0:
+        a = k * agreement / (n * (1 - agreement))
+        b = 1 + k * agreement * (n - 1) / (n * (1 - agreement))
+        v = (a * msc + b * mse) ** 2 / ((a * msc) ** 2 / (k - 1) + (b * mse) ** 2 / dfe)
+        fs, fss = stats.f.ppf(1 - alpha / 2, n - 1, v), stats.f.ppf(1 - alpha / 2, v, n - 1)
+        out["agreementCi"] = [n * (msr - fs * mse) / (fs * (k * msc + (k * n - k - n) * mse) + n * msr),
+                              n * (fss * msr - mse) / (k * msc + (k * n - k - n) * mse + n * fss * msr)]
+    for key in ("agreement", "consistency", "oneWay"):  # plain floats (numpy's repr in a CSV reads "np.float64(…)")
+        out[key] = None if out[key] is None else float(out[key])
+        out[key + "Ci"] = [None if v is None else float(v) for v in out[key + "Ci"]]
+    return out
+
+
+def volumeAgreement(rows: Sequence[dict], minimumCases: int = ICC_MINIMUM_CASES) -> list[dict]:
+    """Per round, the intraclass correlation of the observers' volumes over the cases (:func:`intraclassCorrelation`)
+    from the long table's ``volumeCc`` rows. The two-way model needs every observer in every case: cases where an
+    observer has no volume are left out, and while fewer than ``minimumCases`` cases remain complete the observer
+    with the fewest volumes is left out (both listed). Fewer than 2 observers or ``minimumCases`` cases: not
+    computed, said in ``note``."""
+    volumes: dict[str, dict[str, dict[str, float]]] = {}
+    for row in rows:
+        if row["kind"] == "observer" and row["metric"] == "volumeCc" and row["value"] is not None \
+                and math.isfinite(float(row["value"])):
+            volumes.setdefault(row["round"], {}).setdefault(row["case"], {})[row["observerA"]] = float(row["value"])
+    out = []
+    for roundName in sorted(volumes, key=naturalKey):
+        byCase = volumes[roundName]
+        observers = sorted({o for values in byCase.values() for o in values}, key=naturalKey)
+        leftOutObservers: list[str] = []
+        while True:
+            complete = [c for c in sorted(byCase, key=naturalKey) if all(o in byCase[c] for o in observers)]
+            if len(complete) >= minimumCases or len(observers) <= 2:
+                break
+            fewest = min(observers, key=lambda o: sum(o in byCase[c] for c in byCase))
+            observers.remove(fewest)
+            leftOutObservers.append(fewest)
+        entry = {"round": roundName, "cases": len(complete), "observers": len(observers),
+                 "observerNames": observers, "caseNames": complete,
+                 "casesLeftOut": [c for c in sorted(byCase, key=naturalKey) if c not in complete],
+                 "observersLeftOut": leftOutObservers, "note": ""}
+        if len(observers) < 2 or len(complete) < minimumCases:
+            entry["note"] = (f"not computed: {len(complete)} case(s) with every one of {len(observers)} observer(s) "
+                             f"(at least {minimumCases} cases and 2 observers are needed)")
+            out.append(entry)
+            continue
+        icc = intraclassCorrelation([[byCase[c][o] for o in observers] for c in complete])
+        entry.update(iccAgreement=icc["agreement"], iccAgreementLow=icc["agreementCi"][0],
+                     iccAgreementHigh=icc["agreementCi"][1], iccConsistency=icc["consistency"],
+                     iccConsistencyLow=icc["consistencyCi"][0], iccConsistencyHigh=icc["consistencyCi"][1],
+                     iccOneWay=icc["oneWay"], iccOneWayLow=icc["oneWayCi"][0], iccOneWayHigh=icc["oneWayCi"][1],
+                     note=icc["note"])
+        out.append(entry)
+    return out
+
+
 # ---- the study ------------------------------------------------------------------------------------------------
 @dataclass
 class StudyResult:
@@ -1252,6 +1364,7 @@ class StudyResult:
     seconds: float = 0.0
     intraObserver: list = field(default_factory=list)  # each observer against themself, round to next round
     singleObserverRounds: list = field(default_factory=list)  # rounds of one reader: intra-observer only
+    volumeAgreement: list = field(default_factory=list)  # per round, the ICC of the observers' volumes
 
     @property
     def succeeded(self) -> int:
@@ -1268,7 +1381,7 @@ class StudyResult:
             "results": self.results, "failures": self.failures,
             "summaryByCase": self.summaryByCase, "summaryByRound": self.summaryByRound,
             "roundsComparison": self.roundsComparison, "intraObserver": self.intraObserver,
-            "singleObserverRounds": self.singleObserverRounds,
+            "singleObserverRounds": self.singleObserverRounds, "volumeAgreement": self.volumeAgreement,
             "longColumns": list(LONG_COLUMNS),
             "seconds": round(self.seconds, 3),
         })
@@ -1373,7 +1486,8 @@ def analyzeStudy(studyDir, options: StudyOptions | None = None, *, jobs: int = 1
         rows=rows, summaryByCase=summarize(rows, ("case", "round", "kind", "metric")),
         summaryByRound=summarize(rows, ("round", "kind", "metric")),
         roundsComparison=compareRounds(results, hdLabel), observersInfo=observersInfo, pictures=pictures,
-        seconds=time.perf_counter() - started, intraObserver=intra, singleObserverRounds=singleObserverRounds)
+        seconds=time.perf_counter() - started, intraObserver=intra, singleObserverRounds=singleObserverRounds,
+        volumeAgreement=volumeAgreement(rows))
 
 
 def _picklable(value) -> bool:
@@ -1408,9 +1522,9 @@ def _csvText(rows: Sequence[dict], columns: Sequence[str]) -> str:
             value = row.get(column)
             if value is None or (isinstance(value, float) and not math.isfinite(value)):
                 cells.append("NA" if column in ("value", *SUMMARY_STATISTICS, "roundAValue", "roundBValue",
-                                                "change", "wilcoxonP") else "")
+                                                "change", "wilcoxonP") or column.startswith("icc") else "")
             elif isinstance(value, float):
-                cells.append(repr(value))
+                cells.append(repr(float(value)))  # numpy 2's repr of its floats is "np.float64(...)"
             else:
                 cells.append(str(value))
         writer.writerow(cells)
@@ -1435,6 +1549,10 @@ _REPORT_OBSERVER_METRICS = ("volumeCc", "meanDiceToOthers", "consensus.sensitivi
                             "consensus.stapleSensitivity", "consensus.stapleSpecificity", "consensus.dice",
                             "consensus.hdPercentileMm", "consensus.surfaceDice", "marks.honouredFraction",
                             "marks.nHonoured", "marks.nMarks", "marks.worstMissMm")
+
+
+def _limits(low, high) -> str:
+    return "" if low is None or high is None else f"{low:.2f} – {high:.2f}"
 
 
 def buildReport(study: StudyResult):
@@ -1484,6 +1602,21 @@ def buildReport(study: StudyResult):
               for observer in observers]
     report.svg(groupedBarPlotSvg(categories, series, title="Volume per observer", yLabel="volume (cc)"),
                caption="One bar per observer; a missing bar means the observer has no file in that case round.")
+    if study.volumeAgreement:
+        report.table(["round", "cases", "observers", "ICC(A,1) agreement", "95 % limits", "ICC(C,1) consistency",
+                      "95 % limits", "ICC(1,1) one-way", "95 % limits", "left out", "note"],
+                     [[e["round"], e["cases"], e["observers"], e.get("iccAgreement"),
+                       _limits(e.get("iccAgreementLow"), e.get("iccAgreementHigh")), e.get("iccConsistency"),
+                       _limits(e.get("iccConsistencyLow"), e.get("iccConsistencyHigh")), e.get("iccOneWay"),
+                       _limits(e.get("iccOneWayLow"), e.get("iccOneWayHigh")),
+                       "; ".join([f"case {c}" for c in e["casesLeftOut"]]
+                                 + [f"observer {o}" for o in e["observersLeftOut"]]), e["note"]]
+                      for e in study.volumeAgreement],
+                     caption="Agreement of the observers' volumes over the cases: intraclass correlation, single "
+                             "observer (McGraw & Wong 1996; ICC(A,1) = Shrout & Fleiss ICC(2,1), ICC(C,1) = "
+                             "ICC(3,1): the two-way model, observers matched by name across cases, the same people "
+                             "in every case; ICC(1,1): one-way, for readers who differ from case to case); "
+                             "volume_agreement.csv")
 
     observerSummary = summarize([row for row in study.rows if row["kind"] == "observer"
                                  and row["metric"] in ("volumeCc", "meanDiceToOthers", "consensus.sensitivity")],
@@ -1616,6 +1749,9 @@ def writeStudyOutputs(study: StudyResult, outputDir) -> Path:
             _csvText(_withSettings(study.summaryByRound, options),
                      ("round", "kind", "metric", *SUMMARY_STATISTICS, "setting")), encoding="utf-8")
         (folder / "rounds_comparison.csv").write_text(_csvText(comparisonRows, COMPARISON_COLUMNS), encoding="utf-8")
+        agreement = [{k: ("; ".join(v) if isinstance(v, list) else v) for k, v in row.items()}
+                     for row in study.volumeAgreement]
+        (folder / "volume_agreement.csv").write_text(_csvText(agreement, VOLUME_AGREEMENT_COLUMNS), encoding="utf-8")
         (folder / "rounds_comparison.json").write_text(
             json.dumps(_toJsonable(study.roundsComparison), indent=1, allow_nan=False), encoding="utf-8")
         if study.pictures:
