@@ -550,3 +550,31 @@ def _modelNames(mrb):
     with zipfile.ZipFile(mrb) as archive:
         text = next(archive.read(n).decode() for n in archive.namelist() if n.endswith(".mrml"))
     return re.findall(r'<Model\b[^>]*\bname="([^"]*EQD2[^"]*)"', text)
+
+
+def test_a_saved_map_loaded_again_is_refused_as_a_course_dose(scene, inputs, tmp_path):
+    """A verification review: composite_eqd2.nrrd saved by "Save report" and loaded in a later session (Slicer keeps
+    no custom header field on the node) was taken as a prior course's physical dose: composite 80.09 → 127.41 Gy.
+    The node's file header is read now; the course's physical map loads and is accepted."""
+    import slicer
+
+    from ReirradiationDoseLib.mrml.pipeline import saveDoseOutputs
+
+    saveDoseOutputs(run(scene, inputs)["result"], tmp_path / "saved")
+
+    def load(name):
+        node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+        storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+        storage.SetFileName(str(tmp_path / "saved" / name))
+        node.SetAndObserveStorageNodeID(storage.GetID())
+        assert storage.ReadData(node)
+        return node
+
+    composite = load("composite_eqd2.nrrd")
+    assert composite.GetAttribute(dosescene.OUTPUT_ATTRIBUTE) is None and isinstance(composite, slicer.vtkMRMLNode)
+    inputs["priors"][0]["doseNode"] = composite
+    with pytest.raises(InputError, match=r"course 'Prior': 'composite_eqd2.nrrd' .*composite_eqd2.nrrd: this file "
+                                         r"holds 'EQD2 \(composite\)'"):
+        run(scene, inputs)
+    inputs["priors"][0]["doseNode"] = load("course_Prior_physical.nrrd")
+    assert run(scene, inputs)["compositeEqd2"] is not None

@@ -101,8 +101,8 @@ def test_anonymize_writes_a_deidentified_rtdose_with_new_uids(demoCase, fastCase
     assert plain.DoseSummationType == "MULTI_PLAN" and len(plans) == 2
     assert {r.ReferencedSOPInstanceUID for r in plain.ReferencedRTPlanSequence} == plans
     assert "ReferencedRTPlanSequence" not in rtdose
-    assert re.fullmatch(r"EQD2 Gy, recovery credited\. Lower bound in \d+\.\d % of grid\.", plain.DoseComment)
-    assert "Recovery credited (prior EQD2 discounted by it" in plain.ImageComments
+    assert re.fullmatch(r"EQD2 Gy, recovery in organs\. Lower bound in \d+\.\d % of grid\.", plain.DoseComment)
+    assert "Recovery credited to some organs (their prior EQD2 discounted" in plain.ImageComments
     # each anonymised run draws new UIDs (not derivable from the originals without the run's random salt)
     runDose(fastCase, tmp_path / "anon2", caplog, capsys, "--anonymize")
     again = pydicom.dcmread(tmp_path / "anon2" / "composite_eqd2.dcm")

@@ -168,7 +168,7 @@ def test_default_targets_are_known_as_such_and_said_so_in_the_report(caseDir):
     assert case.targets == ("GTV", "CTV") and case.targetsByDefault
     settings = DoseSettings.fromCase(case)
     assert _targetReason(SimpleNamespace(), settings, "CTV") == \
-        "yes (the default targets GTV, CTV: the case names none)"
+        "yes (the default targets GTV, CTV)"
     data["targets"] = ["CTV"]
     case = parseCaseFile(write(caseDir, data))
     assert not case.targetsByDefault

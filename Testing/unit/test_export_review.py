@@ -70,10 +70,11 @@ def test_unknown_composite_is_written_as_the_known_courses_lower_bound_and_said_
     assert dose[5:][bowel[5:]] == pytest.approx(handEqd2(20.0, 10, 3.0), abs=1e-6)  # the current course alone
     assert np.allclose(dose[~unknown], composite[~unknown], atol=1e-6)  # known voxels unchanged
     share = 100.0 * unknown.sum() / unknown.size
-    assert ds.DoseComment == f"EQD2 Gy, recovery credited. Lower bound in {share:.1f} % of grid."
+    assert ds.DoseComment == f"EQD2 Gy, recovery in organs. Lower bound in {share:.1f} % of grid."
     assert len(ds.DoseComment) <= 64 and "lower bound" in ds.ImageComments and "x EQD2 of courses" in ds.ImageComments
     # which prior dose the file discounts, per course and structure (a physicist's review: it did not say)
-    assert "Recovery credited (prior EQD2 discounted by it; none where a target owns a voxel): 'prior' Bowel 25 %." \
+    assert "Recovery credited to some organs (their prior EQD2 discounted; none where a target owns a voxel): " \
+        "'prior' (41.6 months before): Bowel 25 % (constant)." \
         in ds.ImageComments
     # the maps and the report keep the unknown as unknown
     nrrd = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "composite_eqd2.nrrd")))
@@ -287,3 +288,26 @@ def test_anonymising_empties_dates_and_times_of_day_not_durations():
     assert summary["recovery"] == {"priorDate": None, "intervalMonths": 12.5}
     assert summary["referenceImage"]["studyDate"] is None and summary["referenceImage"]["StudyTime"] is None
     assert summary["referenceImage"]["halfTime"] == 2.0
+
+
+def test_the_rtdose_names_every_prior_course_and_small_recoveries():
+    """A verification review: a prior course credited nothing went unmentioned, and 0.4 % read "0 %"."""
+    from types import SimpleNamespace
+
+    from ReirradiationDoseLib.core.doseoutputs import _recoveryCredit
+
+    def course(name, fractions, isCurrent=False, months=None):
+        structures = {n: {"fraction": f, "model": {"model": "nieder-doi"}} for n, f in fractions.items()}
+        return SimpleNamespace(name=name, isCurrent=isCurrent, recovery={
+            "intervalMonths": months, "structures": structures,
+            "maxRecoveredFraction": max(fractions.values(), default=0.0)})
+
+    result = SimpleNamespace(courses=[course("first", {"SpinalCord": 0.5, "Rectum": 0.004}, months=81.0),
+                                      course("second", {"SpinalCord": 0.0}, months=1.0),
+                                      course("current", {}, isCurrent=True)])
+    credited, text = _recoveryCredit(result)
+    assert credited and text == ("Recovery credited to some organs (their prior EQD2 discounted; none where a target "
+                                 "owns a voxel): 'first' (81.0 months before): SpinalCord 50 % (nieder-doi), Rectum "
+                                 "0.4 % (nieder-doi); 'second' (1.0 months before): none.")
+    result.courses = result.courses[1:]
+    assert _recoveryCredit(result) == (False, "No recovery credited: prior courses count in full.")

@@ -144,7 +144,7 @@ def test_constraints_use_their_own_alpha_beta_and_dose(threeCourses, tmp_path):
         assert item.value == pytest.approx(value, abs=1e-3)
         assert item.status == ("pass" if value < 50 else "fail")
         assert item.dose == (f"course '{name}' alone: physical dose, or its EQD2 at the organ's α/β where higher "
-                             "(above 2 Gy a fraction)")
+                             "(more than 2 Gy a fraction, or incomplete repair)")
     assert physical[1].value > float(doses[1][rectum].max()) + 5.0  # 4 Gy a fraction: EQD2 28 Gy, not 20 Gy
     # 35 Gy in 17 (2.05 Gy a fraction at the hottest voxel): within 2 % of the physical dose
     assert physical[2].value == pytest.approx(float(doses[2][rectum].max()), rel=0.02)
@@ -361,3 +361,31 @@ def test_metrics_the_known_part_says_nothing_about_are_not_judged_on_it(threeCou
     assert [r["scaling"] for r in rows[:2]] == [None, None]
     assert all("says nothing of the whole organ" in r["reason"] for r in rows[:2])
     assert rows[2]["scaling"] == 0.0 and rows[2]["bound"] == "upper"
+
+
+def test_the_independent_check_warning_says_what_is_missing():
+    """A course whose contour check holds guiding structures only is warned (they agree by construction); the advice
+    says whether validation structures were named but none measured (a verification review: it told a user who had
+    named one to name one), and landmark pairs or one measured unguided structure silence it."""
+    from types import SimpleNamespace
+
+    from ReirradiationDoseLib.core.pipeline import _independentCheckWarning
+
+    def registration(rows, landmarks=None):
+        return {"contourCheck": {"structures": rows}, "landmarks": landmarks}
+
+    guided = [{"structure": "Bladder", "guided": True, "dice": 0.9}, {"structure": "Rectum", "guided": True,
+                                                                      "dice": 0.8}]
+    course = SimpleNamespace(name="prior", validationStructures=())
+    warning = _independentCheckWarning(course, registration(guided))
+    assert warning.startswith("course 'prior': every structure of the contour check (Bladder, Rectum) guided the "
+                              "registration") and warning.endswith("name one or more in the course's "
+                                                                   "'validationStructures' or give 'landmarks'")
+    named = SimpleNamespace(name="prior", validationStructures=("SacralPlexus",))
+    unmeasured = guided + [{"structure": "SacralPlexus", "guided": False, "dice": None}]
+    assert _independentCheckWarning(named, registration(unmeasured)).endswith(
+        "none of its validation structures (SacralPlexus) is delineated on both CTs: delineate one on both, or give "
+        "'landmarks'")
+    measured = guided + [{"structure": "SacralPlexus", "guided": False, "dice": 0.7}]
+    assert _independentCheckWarning(named, registration(measured)) is None
+    assert _independentCheckWarning(course, registration(guided, {"pairs": 4})) is None

@@ -149,3 +149,32 @@ def test_output_files_are_checked_before_anything_is_written(tmp_path, demoCase,
     assert main(["iov", "--observer", f"a={rounds / 'obs1.dcm'}", "--observer", f"b={rounds / 'obs2.dcm'}",
                  "--image", str(demoCase.outputDir / "current" / "CT"), "--csv", str(out)]) == 0
     assert out.read_text().splitlines()[0] == "scope,a,b,metric,value,unit,undefinedReason"
+
+
+def test_eqd2_command_takes_the_fractions_from_the_rtplan(tmp_path, demoCase, capsys):
+    """A physicist's review: `eqd2` on an RTDOSE could not check --fractions against the RTPLAN (the dose command
+    warns). --plan gives the plan's fractions; --fractions that differ are used and warned; another course's plan
+    (the RTDOSE names a different one) is refused."""
+    dose = demoCase.outputDir / "current" / "RTDOSE.dcm"
+    plan = demoCase.outputDir / "current" / "RTPLAN.dcm"
+    fromPlan, given = tmp_path / "plan.nrrd", tmp_path / "given.nrrd"
+    assert main(["eqd2", "--dose", str(dose), "--plan", str(plan), "--alpha-beta", "3", "-o", str(fromPlan)]) == 0
+    assert main(["eqd2", "--dose", str(dose), "--fractions", "17", "--alpha-beta", "3", "-o", str(given)]) == 0
+    first, second = (sitk.ReadImage(str(p)) for p in (fromPlan, given))
+    assert first.GetMetaData("ReirradiationDose.NumberOfFractions") == "17"
+    assert first.GetMetaData("ReirradiationDose.FractionsSource") == "RTPLAN RTPLAN.dcm"
+    assert np.array_equal(sitk.GetArrayFromImage(first), sitk.GetArrayFromImage(second))
+    capsys.readouterr()
+    assert main(["eqd2", "--dose", str(dose), "--plan", str(plan), "--fractions", "5", "--alpha-beta", "3",
+                 "-o", str(tmp_path / "five.nrrd")]) == 0
+    err = capsys.readouterr().err
+    assert "5 fractions (--fractions) replace the 17 of its RTPLAN (RTPLAN.dcm)" in err
+    assert sitk.ReadImage(str(tmp_path / "five.nrrd")).GetMetaData("ReirradiationDose.FractionsSource") == \
+        "--fractions (overrides RTPLAN's 17)"
+    other = demoCase.outputDir / "prior" / "RTPLAN.dcm"
+    assert main(["eqd2", "--dose", str(dose), "--plan", str(other), "--alpha-beta", "3",
+                 "-o", str(tmp_path / "other.nrrd")]) == 2
+    assert "belongs to another RTPLAN than the one given" in capsys.readouterr().err
+    assert not (tmp_path / "other.nrrd").exists()
+    assert main(["eqd2", "--dose", str(dose), "--alpha-beta", "3", "-o", str(tmp_path / "none.nrrd")]) == 2
+    assert "give the number of fractions (--fractions) or the course's RTPLAN (--plan)" in capsys.readouterr().err

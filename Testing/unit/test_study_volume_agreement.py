@@ -44,8 +44,17 @@ def test_an_offset_observer_lowers_agreement_not_consistency_and_a_degenerate_ta
     shifted = intraclassCorrelation(offset)
     assert shifted["consistency"] == pytest.approx(same["consistency"])
     assert shifted["agreement"] < same["agreement"] - 0.05
-    exact = intraclassCorrelation(np.array([[10.0, 12.0], [20.0, 22.0], [30.0, 32.0]]))
-    assert exact["agreement"] is None and "no residual variation" in exact["note"]
+    # no residual variation (a verification review: perfect agreement gave no ICC and a wrong note)
+    identical = intraclassCorrelation(np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]))
+    assert identical["agreement"] == identical["consistency"] == identical["oneWay"] == 1.0
+    assert identical["agreementCi"] == [None, None] and "agree exactly" in identical["note"]
+    offsetOnly = intraclassCorrelation(np.array([[10.0, 12.0], [20.0, 22.0], [30.0, 32.0]]))
+    # MS cases 200, MS observers 6, no residual: ICC(A,1) = 200 / (200 + 2 x 6 / 3)
+    assert offsetOnly["consistency"] == 1.0 and offsetOnly["agreement"] == pytest.approx(200 / 204)
+    # a strongly negative ICC(A,1) from three cases: a limit the F quantiles cannot give is None, not NaN
+    negative = intraclassCorrelation(np.array([[10.2, -12.8], [2.1, -2.8], [-2.3, -1.1]]))
+    assert negative["agreement"] == pytest.approx(-0.7342, abs=1e-4)
+    assert negative["agreementCi"][0] is None and np.isfinite(negative["agreementCi"][1])  # was NaN: "nan – ..."
     with pytest.raises(InputError, match="complete table"):
         intraclassCorrelation([[1.0, np.nan], [2.0, 3.0]])
 

@@ -1272,34 +1272,37 @@ def intraclassCorrelation(ratings, confidence: float = 0.95) -> dict:
     out = {"n": n, "k": k, "msCases": msr, "msObservers": msc, "msError": mse, "agreement": None,
            "agreementCi": [None, None], "consistency": None, "consistencyCi": [None, None], "oneWay": None,
            "oneWayCi": [None, None], "note": ""}
-    if mse <= 0.0 or msr <= 0.0:
-        out["note"] = ("no residual variation: every observer differs from the others by the same amount in every case"
-                       if mse <= 0.0 else "the cases do not differ: the ICC is undefined")
+    if msr <= 0.0:
+        out["note"] = "the cases do not differ: the ICC is undefined"
         return out
     alpha = 1.0 - confidence
     dfr, dfe = n - 1, (n - 1) * (k - 1)
-    consistency = (msr - mse) / (msr + (k - 1) * mse)
-    f0 = msr / mse
-    fl, fu = f0 / stats.f.ppf(1 - alpha / 2, dfr, dfe), f0 * stats.f.ppf(1 - alpha / 2, dfe, dfr)
-    out["consistency"] = consistency
-    out["consistencyCi"] = [(fl - 1) / (fl + k - 1), (fu - 1) / (fu + k - 1)]
     msw = ((k - 1) * msc + dfe * mse) / (n * (k - 1))  # within cases: observers and residual together
-    f1 = msr / msw
-    fl, fu = f1 / stats.f.ppf(1 - alpha / 2, dfr, n * (k - 1)), f1 * stats.f.ppf(1 - alpha / 2, n * (k - 1), dfr)
+    out["consistency"] = (msr - mse) / (msr + (k - 1) * mse)
     out["oneWay"] = (msr - msw) / (msr + (k - 1) * msw)
-    out["oneWayCi"] = [(fl - 1) / (fl + k - 1), (fu - 1) / (fu + k - 1)]
-    agreement = (msr - mse) / (msr + (k - 1) * mse + k * (msc - mse) / n)
-    out["agreement"] = agreement
-    if agreement < 1.0:
-        a = k * agreement / (n * (1 - agreement))
-        b = 1 + k * agreement * (n - 1) / (n * (1 - agreement))
-        v = (a * msc + b * mse) ** 2 / ((a * msc) ** 2 / (k - 1) + (b * mse) ** 2 / dfe)
-        fs, fss = stats.f.ppf(1 - alpha / 2, n - 1, v), stats.f.ppf(1 - alpha / 2, v, n - 1)
-        out["agreementCi"] = [n * (msr - fs * mse) / (fs * (k * msc + (k * n - k - n) * mse) + n * msr),
-                              n * (fss * msr - mse) / (k * msc + (k * n - k - n) * mse + n * fss * msr)]
-    for key in ("agreement", "consistency", "oneWay"):  # plain floats (numpy's repr in a CSV reads "np.float64(…)")
-        out[key] = None if out[key] is None else float(out[key])
-        out[key + "Ci"] = [None if v is None else float(v) for v in out[key + "Ci"]]
+    out["agreement"] = (msr - mse) / (msr + (k - 1) * mse + k * (msc - mse) / n)
+    if mse <= 0.0:  # the observers agree exactly, or differ by the same amount in every case: no F-based limits
+        out["note"] = ("no residual variation (the observers agree exactly, or differ by the same amount in every "
+                       "case): ICC(C,1) is 1 and the 95 % limits are not defined")
+    else:
+        f0 = msr / mse
+        fl, fu = f0 / stats.f.ppf(1 - alpha / 2, dfr, dfe), f0 * stats.f.ppf(1 - alpha / 2, dfe, dfr)
+        out["consistencyCi"] = [(fl - 1) / (fl + k - 1), (fu - 1) / (fu + k - 1)]
+        f1 = msr / msw
+        fl, fu = f1 / stats.f.ppf(1 - alpha / 2, dfr, n * (k - 1)), f1 * stats.f.ppf(1 - alpha / 2, n * (k - 1), dfr)
+        out["oneWayCi"] = [(fl - 1) / (fl + k - 1), (fu - 1) / (fu + k - 1)]
+        agreement = out["agreement"]
+        if agreement < 1.0:
+            a = k * agreement / (n * (1 - agreement))
+            b = 1 + k * agreement * (n - 1) / (n * (1 - agreement))
+            v = (a * msc + b * mse) ** 2 / ((a * msc) ** 2 / (k - 1) + (b * mse) ** 2 / dfe)
+            with np.errstate(all="ignore"):
+                fs, fss = stats.f.ppf(1 - alpha / 2, n - 1, v), stats.f.ppf(1 - alpha / 2, v, n - 1)
+                out["agreementCi"] = [n * (msr - fs * mse) / (fs * (k * msc + (k * n - k - n) * mse) + n * msr),
+                                      n * (fss * msr - mse) / (k * msc + (k * n - k - n) * mse + n * fss * msr)]
+    for key in ("agreement", "consistency", "oneWay"):  # plain floats (numpy's repr in a CSV reads "np.float64(…)");
+        out[key] = None if out[key] is None else float(out[key])  # a limit the F quantiles cannot give: None
+        out[key + "Ci"] = [None if v is None or not math.isfinite(float(v)) else float(v) for v in out[key + "Ci"]]
     return out
 
 

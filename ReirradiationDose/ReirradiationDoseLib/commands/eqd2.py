@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,8 @@ def readDoseFile(path: str | Path, physicalOnly: bool = False) -> tuple[np.ndarr
             refuseEqd2Dose(requirePlanDose(rtDose, path), path)
         return (np.asarray(rtDose.doseGy, dtype=np.float32), rtDose.geometry,
                 {"format": "RTDOSE", "doseType": rtDose.doseType, "summationType": rtDose.summationType,
-                 "frameOfReferenceUid": rtDose.frameOfReferenceUid})
+                 "frameOfReferenceUid": rtDose.frameOfReferenceUid, "referencedPlanUid": rtDose.referencedPlanUid,
+                 "referencedFractionGroupNumber": rtDose.referencedFractionGroupNumber})
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
@@ -64,9 +66,38 @@ def readDoseFile(path: str | Path, physicalOnly: bool = False) -> tuple[np.ndarr
     return dose.astype(np.float32, copy=False), geometry, {"format": "image"}
 
 
+def _courseFractions(args, doseInfo: dict, schedule) -> tuple[int, str]:
+    """The number of fractions and where it comes from: ``--fractions``, else the RTPLAN (``--plan``), read as the
+    dose command reads a course's (pipeline._fractions): a plan the RTDOSE names another than is refused, fractions
+    given on the command line that differ from the plan's are used and warned (a physicist's review: a wrong
+    --fractions went unnoticed where the dose command warns)."""
+    from types import SimpleNamespace
+
+    from ..core.pipeline import _fractions
+    from ..core.radiobiology import validateNumberOfFractions
+    from ..core.rtplan import readRtPlan
+
+    given = None if args.fractions is None else validateNumberOfFractions(args.fractions)
+    if args.plan is None:
+        return given, "command line"
+    plan = readRtPlan(Path(args.plan))
+    course = SimpleNamespace(name=Path(args.dose).name, plan=Path(args.plan), fractions=given, dose=args.dose,
+                             schedule=schedule)
+    dose = SimpleNamespace(referencedPlanUid=doseInfo.get("referencedPlanUid", ""),
+                           referencedFractionGroupNumber=doseInfo.get("referencedFractionGroupNumber"))
+    warnings: list[str] = []
+    fractions, source, _, _ = _fractions(course, plan, dose, warnings)
+    for message in warnings:  # the dose command's wording names its case file; here the number is --fractions
+        print(f"warning: {message.replace('from the case file', '(--fractions)')}", file=sys.stderr)
+    return int(fractions), source.replace("case file", "--fractions")
+
+
 def addArguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dose", required=True, help="physical dose of the course (NRRD/NIfTI/MHA in Gy, or RTDOSE)")
-    parser.add_argument("--fractions", required=True, type=float, help="number of fractions of the course")
+    parser.add_argument("--fractions", type=float,
+                        help="number of fractions of the course (with --plan: overrides the plan's, warned)")
+    parser.add_argument("--plan", help="the course's RTPLAN: its number of fractions (of the fraction group the RTDOSE "
+                                       "names), and a plan the RTDOSE does not belong to refused")
     parser.add_argument("--alpha-beta", type=float, help="α/β in Gy for every voxel (e.g. 3)")
     parser.add_argument("--segmentation", help="structures (.seg.nrrd, .seg.vtm, RTSTRUCT) for a voxel α/β map")
     parser.add_argument("--tissues", default="default",
@@ -92,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
     from ..core.geometry import imageFromArray
     from ..core.radiobiology import FractionSchedule, bedGy, eqd2Gy, incompleteRepairFactor, validateNumberOfFractions
 
-    fractions = validateNumberOfFractions(args.fractions)
+    if args.fractions is None and args.plan is None:
+        raise InputError("give the number of fractions (--fractions) or the course's RTPLAN (--plan)")
     schedule = FractionSchedule(validateNumberOfFractions(args.fractions_per_day, "number of fractions per day"),
                                 args.hours_between_fractions)
     if args.repair_half_time is not None:
@@ -107,9 +139,10 @@ def run(args: argparse.Namespace) -> int:
     images = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
     checkOutputFiles({"--output": args.output, "--bed-output": args.bed_output,
                       "--alpha-beta-output": args.alpha_beta_output},
-                     [args.dose, args.segmentation, None if args.tissues == "default" else args.tissues],
+                     [args.dose, args.segmentation, None if args.tissues == "default" else args.tissues, args.plan],
                      dict.fromkeys(("--output", "--bed-output", "--alpha-beta-output"), images))
     dose, geometry, doseInfo = readDoseFile(args.dose, physicalOnly=True)
+    fractions, fractionsSource = _courseFractions(args, doseInfo, schedule)
     if (args.alpha_beta is None) == (args.segmentation is None):
         raise InputError("give either --alpha-beta (one value) or --segmentation (an α/β map from the tissue table)")
     repairFactor = 1.0
@@ -145,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
     metadata = {"ReirradiationDose.Quantity": "EQD2", "ReirradiationDose.Unit": "Gy",
                 "ReirradiationDose.AlphaBetaGy": alphaBetaLabel,
                 "ReirradiationDose.NumberOfFractions": str(fractions),
+                "ReirradiationDose.FractionsSource": fractionsSource,
                 "ReirradiationDose.FractionsPerDay": str(schedule.fractionsPerDay),
                 "ReirradiationDose.Source": json.dumps({"dose": str(args.dose)})}
     if schedule.isHyperfractionated:

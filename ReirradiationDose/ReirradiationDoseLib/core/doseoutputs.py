@@ -218,8 +218,8 @@ def _writeRtDose(result, path: Path, anonymize: bool, warnings: list | None = No
     unknown = ~np.isfinite(composite)
     # DoseComment holds 64 characters (LO): its first sentence(s) that fit; ImageComments (LT) holds the whole text
     credited, recoveryText = _recoveryCredit(result)
-    lead = "recovery credited" if credited else "no recovery credited"
-    comment = (f"Composite EQD2 (Gy), {'prior doses reduced by recovery' if credited else lead}. Sum of "
+    lead = "recovery in organs" if credited else "no recovery credited"  # fits "EQD2 Gy, <lead>. Lower bound ..."
+    comment = (f"Composite EQD2 (Gy), {'recovery credited to some organs' if credited else lead}. Sum of "
                f"(1 - recovery) x EQD2 of courses. Voxel-wise alpha/beta. {recoveryText}")
     if unknown.any():
         bound, noneKnown = _knownCoursesSum(result, unknown)
@@ -261,21 +261,27 @@ def _writeRtDose(result, path: Path, anonymize: bool, warnings: list | None = No
 
 
 def _recoveryCredit(result) -> tuple[bool, str]:
-    """Whether the composite credits recovery of any prior course, and a sentence naming it per course and structure
-    (a physicist's review: the RTDOSE a planning system shows did not say whether its prior dose was discounted)."""
-    parts = []
+    """Whether the composite credits recovery of any prior course, and a sentence naming it for every prior course
+    (organ, fraction, model, interval; "none" for a course credited nothing) (a physicist's review: the RTDOSE a
+    planning system shows did not say whether its prior dose was discounted; a verification review: a course
+    credited nothing went unmentioned and 0.4 % read "0 %")."""
+    parts, credited = [], False
     for course in result.courses:
-        recovery = course.recovery or {}
-        if course.isCurrent or not recovery.get("maxRecoveredFraction"):
+        if course.isCurrent:
             continue
-        structures = [f"{name} {100.0 * float(d['fraction']):.0f} %"
+        recovery = course.recovery or {}
+        months = recovery.get("intervalMonths")
+        when = "" if months is None else f" ({float(months):.1f} months before)"
+        structures = [f"{name} {100.0 * float(d['fraction']):.3g} % ({(d.get('model') or {}).get('model', '?')})"
                       for name, d in (recovery.get("structures") or {}).items() if (d.get("fraction") or 0.0) > 0]
-        parts.append(f"'{course.name}' " + (", ".join(structures) if structures else
-                                            f"up to {100.0 * float(recovery['maxRecoveredFraction']):.0f} %"))
-    if not parts:
+        if not structures and recovery.get("maxRecoveredFraction"):
+            structures = [f"up to {100.0 * float(recovery['maxRecoveredFraction']):.3g} % (outside the structures)"]
+        credited = credited or bool(structures)
+        parts.append(f"'{course.name}'{when}: " + (", ".join(structures) if structures else "none"))
+    if not credited:
         return False, "No recovery credited: prior courses count in full."
-    return True, ("Recovery credited (prior EQD2 discounted by it; none where a target owns a voxel): "
-                  + "; ".join(parts) + ".")
+    return True, ("Recovery credited to some organs (their prior EQD2 discounted; none where a target owns a "
+                  "voxel): " + "; ".join(parts) + ".")
 
 
 def _knownCoursesSum(result, unknown: np.ndarray) -> tuple[np.ndarray, int]:

@@ -123,8 +123,7 @@ def _targetReason(result, settings, structure) -> str:
     """Whether ``structure`` is a target and why: the case named it, or the tissue table's entry it matches by name
     (a PTV the case did not list is a target too: said, not silent)."""
     if structure in settings.targets:
-        return ("yes (the default targets GTV, CTV: the case names none)" if settings.targetsByDefault
-                else "yes (case targets)")
+        return "yes (the default targets GTV, CTV)" if settings.targetsByDefault else "yes (case targets)"
     if _isTarget(result, structure):
         entry = _tissueEntry(result, structure)
         return f"yes (by name: tissue-table entry '{entry.name if entry else 'target'}')"
@@ -473,8 +472,8 @@ def pictureIsodoseLevels(result) -> tuple[list[float], bool]:
     if top <= 0:
         return [], False
     raw = top / 4.0  # the largest round step (1, 2, 2.5 or 5 times a power of ten) not above a quarter: 4-7 levels
-    exponent = math.floor(math.log10(raw))
-    step = max(m * 10.0 ** exponent for m in (1.0, 2.0, 2.5, 5.0) if m * 10.0 ** exponent <= raw)
+    exponent = math.floor(math.log10(raw))  # may round up a hair below a power of ten: the decade below too
+    step = max(m * 10.0 ** e for e in (exponent - 1, exponent) for m in (1.0, 2.0, 2.5, 5.0) if m * 10.0 ** e <= raw)
     return [round(step * k, 6) for k in range(1, int(top // step) + 1)], False
 
 
@@ -736,12 +735,16 @@ def _budgetSection(w, result, planned: dict) -> None:
 
     rows = planned.get("budgetByOrgan") or []
     w("<h2>Remaining budget for the planned course</h2>")
+    if not result.settings.constraints:
+        w("<p class='warn'>" + html.escape("No constraint set is given (case-file 'constraints'): no remaining budget "
+                                           "is computed.") + "</p>")
+        return
     w("<p>" + html.escape(
       f"The physical dose a new course of {planned['fractions']} fractions may add, voxel by voxel, on top of every "
       "course listed above (the prior ones and the current one), before the organ's tightest cumulative near-maximum "
       "limit is reached (LQ inverse at the limit's α/β, each prior course with the organ's recovery); each row gives "
       "the smallest such dose over the organ, at its hottest voxel. A D2cc or D0.03cc limit is applied voxel by voxel "
-      "as a maximum, which is conservative. The map is remaining_budget.nrrd.") + "</p>")
+      "as a maximum, which is conservative." + (" The map is remaining_budget.nrrd." if rows else "")) + "</p>")
     skipped = sorted({f"{r.structureName}: {r.constraint.metric} {r.constraint.comparison} {r.constraint.limit:g} "
                       f"{r.constraint.unit}" for r in result.constraintResults
                       if r.constraint.kind == "cumulative" and r.structureName and not givesVoxelBudget(r.constraint)})
@@ -794,12 +797,16 @@ def _contourCheckSection(w, courses: list[dict]) -> None:
         measured = [r["structure"] for r in check.get("structures", []) if r["dice"] is not None]
         if measured and check.get("independent") == []:
             landmarks = (c.get("registration") or {}).get("landmarks") or {}
+            validation = check.get("validationStructures") or []
+            advice = (f"None of its validation structures ({', '.join(validation)}) is delineated on both CTs."
+                      if validation else "Name structures in the course's 'validationStructures' or give landmark "
+                                         "pairs.")
             w("<p class='warn'>" + html.escape(
               f"Course '{c['name']}': every structure measured here guided its registration: this table cannot "
               f"reveal a registration error"
               + (" (the landmark check above is independent of it)." if landmarks.get("pairs") else
                  ", and no landmarks were given: nothing in this report checks the registration independently. "
-                 "Name structures in the course's 'validationStructures' or give landmark pairs.")) + "</p>")
+                 + advice)) + "</p>")
     w(_table(rows, [("course", "Course"), ("structure", "Structure"), ("guided", "Guided the registration"),
                     ("dice", "Dice"), ("mda", "MDA (mm)"), ("hd95", "HD95 (mm)"), ("today", "Volume today (cc)"),
                     ("carried", "Volume carried (cc)"), ("result", "MDA tolerance"), ("note", "Note")],

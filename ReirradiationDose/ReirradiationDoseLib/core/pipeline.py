@@ -363,7 +363,10 @@ def computeDose(inputs: DoseInputs, progress=None) -> DoseResult:
                                                  tissueTable)
     budget, budgetByOrgan = _remainingBudget(settings, masks, referenceGeometry, results, repairFactorOf,
                                              alphaBeta)
-    if settings.plannedFractions is not None and settings.constraints and not budgetByOrgan:
+    if settings.plannedFractions is not None and not settings.constraints:
+        warnings.append(f"plannedCourse ({settings.plannedFractions} fractions): no constraint set is given "
+                        "('constraints'), so no remaining budget is computed")
+    elif settings.plannedFractions is not None and not budgetByOrgan:
         warnings.append(f"plannedCourse ({settings.plannedFractions} fractions): no cumulative near-maximum limit "
                         "(Dmax, D0.03cc, D0.1cc, D1cc, D2cc in Gy) of the constraint set reads a structure of this "
                         "case, so no remaining budget is computed (volume and mean limits give none)")
@@ -960,12 +963,15 @@ def _independentCheckWarning(course: CourseSpec, registration: dict) -> str | No
         return None
     measured = [r for r in check["structures"] if r["dice"] is not None]
     check["independent"] = [r["structure"] for r in measured if not r["guided"]]
+    check["validationStructures"] = list(course.validationStructures)
     if not measured or check["independent"] or (registration.get("landmarks") or {}).get("pairs"):
         return None
     names = ", ".join(r["structure"] for r in measured)
+    advice = (f"none of its validation structures ({', '.join(course.validationStructures)}) is delineated on both "
+              "CTs: delineate one on both, or give 'landmarks'" if course.validationStructures else
+              "name one or more in the course's 'validationStructures' or give 'landmarks'")
     return (f"course '{course.name}': every structure of the contour check ({names}) guided the registration, so "
-            f"they agree by construction: nothing here checks the registration independently. Name one or more in "
-            f"the course's 'validationStructures' or give 'landmarks'")
+            f"they agree by construction: nothing here checks the registration independently; {advice}")
 
 
 def _contourCheck(case, course: CourseSpec, masks: dict, referenceImage, courseImage, courseMasks: dict | None,
@@ -1457,7 +1463,7 @@ def _dvhAndConstraints(settings, masks, geometry, composite, courseResults, warn
                 return np.fmax(course.mappedDoseGy, eqd2)
 
             return physicalOrEqd2, (f"course '{course.name}' alone: physical dose, or its EQD2 at the organ's α/β "
-                                    "where higher (above 2 Gy a fraction)")
+                                    "where higher (more than 2 Gy a fraction, or incomplete repair)")
         return (lambda structure: course.eqd2At(ab, structure)), f"course '{course.name}' alone: EQD2 at α/β {ab:g} Gy"
 
     def doseKey(constraint, course, description, name):

@@ -82,12 +82,34 @@ QUANTITY_KEY = "ReirradiationDose.Quantity"
 PHYSICAL_QUANTITY = "physical dose"
 
 
-def headerQuantity(image: sitk.Image) -> str:
-    """What an image file's header says it holds (``QUANTITY_KEY``, else the older ``quantity``), or ""."""
-    for key in (QUANTITY_KEY, "quantity"):
-        if image.HasMetaDataKey(key):
-            return image.GetMetaData(key).strip()
+# what this tool wrote in the generic ``quantity`` key before ``QUANTITY_KEY`` (only these are read from it: another
+# program's "quantity:=dose" is its own business)
+_LEGACY_QUANTITIES = ("composite EQD2", "EQD2 of course", "alpha/beta", "largest physical dose a planned course",
+                      PHYSICAL_QUANTITY)
+
+
+def headerQuantity(image) -> str:
+    """What an image file's header says it holds as this tool writes it (``QUANTITY_KEY``, else the older
+    ``quantity`` when it holds one of this tool's descriptions), or "". ``image``: a ``sitk.Image`` or a
+    ``sitk.ImageFileReader`` after ``ReadImageInformation``."""
+    if image.HasMetaDataKey(QUANTITY_KEY):
+        return image.GetMetaData(QUANTITY_KEY).strip()
+    if image.HasMetaDataKey("quantity"):
+        legacy = image.GetMetaData("quantity").strip()
+        if legacy.startswith(_LEGACY_QUANTITIES):
+            return legacy
     return ""
+
+
+def headerQuantityOfFile(path) -> str:
+    """:func:`headerQuantity` of an image file read without its pixels; "" for a file SimpleITK cannot read."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return ""
+    return headerQuantity(reader)
 
 
 def refuseNonPhysicalMap(quantity: str, where) -> None:

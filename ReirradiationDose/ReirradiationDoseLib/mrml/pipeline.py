@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
@@ -206,6 +207,23 @@ def _checkNodes(currentCt, currentDose, currentFractions, structures, mri, prior
         if made:  # the composite EQD2, the alpha/beta or budget map: converted again the fractionation counts twice
             raise InputError(f"{what}: '{node.GetName()}' is an output of a run of this module ({made}), not a "
                              "course's physical dose: choose the course's plan dose")
+        _refuseSavedMap(node, what)
+
+
+def _refuseSavedMap(node, what: str) -> None:
+    """Refuse a dose node loaded from one of this tool's saved maps (composite_eqd2.nrrd, a course's EQD2, the
+    alpha/beta or budget map): Slicer keeps no custom header field on the node, so the file's header is read (a
+    verification review: a saved composite loaded in a later session took the composite from 80.09 to 127.41 Gy)."""
+    from ..core.rtdose import headerQuantityOfFile, refuseNonPhysicalMap
+
+    storage = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
+    fileName = storage.GetFileName() if storage is not None else None
+    if not fileName or not Path(fileName).is_file() or Path(fileName).suffix.lower() == ".dcm":
+        return
+    try:
+        refuseNonPhysicalMap(headerQuantityOfFile(fileName), fileName)
+    except InputError as error:
+        raise InputError(f"{what}: '{node.GetName()}' {error}") from None
 
 
 def doseInputsFromNodes(currentCt, currentDose, currentFractions: int, structures=None, mri=None,
@@ -426,6 +444,7 @@ def settingsForModule(structureNames, tissueTable=None, defaultAlphaBetaGy: floa
         from ..core.radiobiology import checkRepairHalfTime
         repairHalfTimeHours = checkRepairHalfTime(repairHalfTimeHours, "the")
     return DoseSettings(tissues=tissues, defaultAlphaBetaGy=float(defaultAlphaBetaGy), targets=tuple(targets),
+                        targetsByDefault=tuple(targets) == ("GTV", "CTV"),
                         constraints=constraintSetName or None, isodoseLevelsGy=tuple(sorted(isodoseLevelsGy)),
                         repairHalfTimeHours=repairHalfTimeHours)
 

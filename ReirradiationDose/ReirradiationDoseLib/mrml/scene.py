@@ -67,8 +67,10 @@ def createScene() -> slicer.vtkMRMLScene:
     - a ``vtkSlicerApplicationLogic`` observing the scene, with empty slice/view logic collections;
     - a default crosshair node and the default slice orientation presets (Axial, Sagittal, Coronal);
     - the module logics of :data:`_MODULE_LOGICS`: default colour tables (Grey, Labels, Rainbow, PET ...), the
-      subject hierarchy node, segmentation, model, table, plot, markups, text, sequence and unit nodes;
-    - the slice-view displayable manager factory connected to the application logic (for offscreen rendering).
+      subject hierarchy node, segmentation, model, table, plot, markups, text, sequence and unit nodes.
+
+    The slice-view displayable-manager factory (a process-wide singleton: inside Slicer the application's) is not
+    touched here: :func:`.render.renderSliceViewImage` lends it this scene's logic for one picture and gives it back.
 
     Release it with :func:`closeScene`.
     """
