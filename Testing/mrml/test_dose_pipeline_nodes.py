@@ -578,3 +578,24 @@ def test_a_saved_map_loaded_again_is_refused_as_a_course_dose(scene, inputs, tmp
         run(scene, inputs)
     inputs["priors"][0]["doseNode"] = load("course_Prior_physical.nrrd")
     assert run(scene, inputs)["compositeEqd2"] is not None
+    # two nodes loaded from one file in two courses: one dose counted twice (a physicist's review)
+    inputs["current"] = load("course_Prior_physical.nrrd")
+    with pytest.raises(InputError, match=r"the current course and course 'Prior' use doses loaded from the same file"):
+        run(scene, inputs)
+
+
+def test_the_composite_node_holds_the_known_courses_lower_bound_where_a_course_is_unknown(scene, inputs):
+    """A physicist's review: the module's composite node (a dose volume) read 0 Gy where a course's dose is unknown,
+    although the other courses' dose is known there (the RTDOSE already wrote their sum, a lower bound)."""
+    from ReirradiationDoseLib.core.radiobiology import eqd2Gy
+
+    half = ImageGeometry((24, 24, 6), (4.0, 4.0, 5.0), (-46.0, -46.0, -27.5))  # the lower six of twelve slices
+    inputs["priors"][0]["doseNode"] = volumeNodeFromArray(scene, np.full(half.shape, 50.0, np.float32), half,
+                                                          "Prior (part)", isDose=True)
+    out = run(scene, inputs)
+    composite, _ = arrayAndGeometryFromVolumeNode(out["compositeEqd2"])
+    unknown = ~np.isfinite(out["result"].compositeEqd2Gy)
+    assert unknown[7:].all() and not unknown[:5].any()
+    current = eqd2Gy(np.float32(30.6), 17, 3.0)  # outside structures: the default α/β 3
+    assert composite[8:, 0, 0] == pytest.approx(float(current), abs=1e-3)  # was 0 Gy
+    assert out["compositeEqd2"].GetAttribute("Reirradiation.UnknownDose").startswith("lower bound")

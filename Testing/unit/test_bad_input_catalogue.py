@@ -728,3 +728,19 @@ def test_iov_needs_two_observers(demoCase, capsys):
     rounds = demoCase.outputDir / "observers" / "round1"
     cliRefusal(capsys, ["iov", "--observer", f"a={rounds / 'obs1.dcm'}", "--image",
                         str(demoCase.outputDir / "current" / "CT")], "needs at least two observers", "got 1")
+
+
+def test_the_same_rtdose_in_two_courses_is_refused(tmp_path, goodCourse):
+    """A physicist's review: a course's folder copied for a second course (same RTDOSE SOP Instance UID, another
+    path) was summed twice without a word (the demo's rectum D2cc 78.46 → 128.27 Gy); only the same path was
+    refused."""
+    import shutil
+    from pathlib import Path
+
+    copy = tmp_path / "copy"
+    shutil.copytree(Path(goodCourse["rd"]).parent, copy)
+    prior = {"rd": copy / Path(goodCourse["rd"]).name, "rp": copy / Path(goodCourse["rp"]).name}
+    case = writeCase(tmp_path, goodCourse, prior)
+    uid = pydicom.dcmread(goodCourse["rd"], stop_before_pixels=True).SOPInstanceUID
+    refusal(lambda: loadCaseInputs(parseCaseFile(case)), "course 'current' and course 'prior' give the same RTDOSE",
+            f"SOP Instance UID {uid}", "it would be counted twice")

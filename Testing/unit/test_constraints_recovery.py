@@ -292,3 +292,49 @@ def test_every_name_the_tissue_table_gives_an_organ_is_read_by_that_organs_limit
     assert sum(c.matches("SpinalCanal") for c in general) == 2  # Simone's 57 Gy and Nieder's criterion
     pelvic = loadConstraintSet("pelvic-reirradiation").constraints
     assert any(c.matches("Cauda") and c.structure == "CaudaEquina" for c in pelvic)
+
+
+def test_scaling_and_budget_keep_to_the_criterions_conditions():
+    """A physicist's review: the current-course scaling and the remaining budget ignored the conditions of Nieder's
+    criterion. Cord 10 Gy / 25 fx (2018), 5 Gy / 5 fx (mid 2023), current 20 Gy / 10 fx (2024-12-01): the plain sum
+    reaches 67.75 Gy EQD2₂ at ×1.960, but there the current course alone gives the cord 116 Gy₂ > 98 Gy₂: the factor
+    is capped at ×1.769 (hand: s(1 + s) = 4.9). With the second course 3 months before: no factor, no budget."""
+    cord = {"SpinalCord": cordMask()}
+    tissues = {"SpinalCord": {"alphaBetaGy": 2.0}}
+
+    def courses(second):
+        return [("c1", 10.0, 25, dt.date(2018, 1, 10), False), ("c2", 5.0, 5, second, False),
+                ("c3", 20.0, 10, dt.date(2024, 12, 1), True)]
+
+    result = run(cord, courses(dt.date(2023, 6, 1)), "general", tissues=tissues, plannedFractions=5)
+    nieder = next(r for r in result.currentScaling if r["constraint"].startswith("SpinalCord D0.03cc <= 67.75"))
+    capped = (-1.0 + np.sqrt(1.0 + 4 * 4.9)) / 2.0
+    assert capped == pytest.approx(1.7694, abs=1e-4)
+    assert nieder["scaling"] == pytest.approx(capped, abs=2e-4) and "capped by the criterion's condition" in \
+        nieder["reason"]
+    budget = next(r for r in result.budgetByOrgan if r["constraint"].startswith("D0.03cc <= 67.75"))
+    allowed = 67.75 - (handEqd2(10.0, 25, 2.0) + handEqd2(5.0, 5, 2.0) + handEqd2(20.0, 10, 2.0))
+    expected = (-2.0 + np.sqrt(4.0 + 4 * allowed * 4.0 / 5)) / (2 / 5)  # D (D/5 + 2) / 4 = allowed
+    assert budget["minRemainingPhysicalGy"] == pytest.approx(expected, abs=1e-3)
+    assert "must begin ≥ 6 months after the last course ended" in budget["note"]
+    result = run(cord, courses(dt.date(2024, 9, 1)), "general", tissues=tissues, plannedFractions=5)
+    nieder = next(r for r in result.currentScaling if r["constraint"].startswith("SpinalCord D0.03cc <= 67.75"))
+    assert nieder["scaling"] is None and nieder["reason"].startswith("not evaluated: outside the criterion's "
+                                                                     "conditions: course 'c2' ended 3.0 months")
+    budget = next(r for r in result.budgetByOrgan if r["constraint"].startswith("D0.03cc <= 67.75"))
+    assert budget["minRemainingPhysicalGy"] is None and budget["note"].startswith("no budget: outside the criterion's")
+
+
+def test_the_interval_between_two_prior_courses_runs_to_the_later_ones_first_fraction():
+    """A prior course's date is its last fraction: c1 ended 2023-01-10, c2 (25 fractions) ended 2023-07-20 and so
+    began 2023-06-16 at the latest, 5.2 months after c1: Nieder's ≥ 6 months is not met (before: 6.3 months read to
+    its last fraction, a pass)."""
+    result = run({"SpinalCord": cordMask()},
+                 [("c1", 20.0, 10, dt.date(2023, 1, 10), False), ("c2", 20.0, 25, dt.date(2023, 7, 20), False),
+                  ("c3", 10.0, 5, dt.date(2024, 12, 1), True)], "general", tissues={"SpinalCord": {"alphaBetaGy": 2.0}})
+    nieder = row(result, "SpinalCord", 67.75)
+    assert nieder.status == "not evaluated"
+    start = dt.date(2023, 6, 16)  # Thursday 2023-07-20 back over 24 weekdays: Friday 2023-06-16
+    months = calendarMonthsBetween(dt.date(2023, 1, 10), start)
+    assert f"course 'c1' ended {months:.1f} months before course 'c2' began (its first fraction estimated" in \
+        nieder.reason and "2023-06-16 at the latest" in nieder.reason

@@ -146,6 +146,11 @@ def test_constraints_use_their_own_alpha_beta_and_dose(threeCourses, tmp_path):
         assert item.dose == (f"course '{name}' alone: physical dose, or its EQD2 at the organ's α/β where higher "
                              "(more than 2 Gy a fraction, or incomplete repair)")
     assert physical[1].value > float(doses[1][rectum].max()) + 5.0  # 4 Gy a fraction: EQD2 28 Gy, not 20 Gy
+    # the tables name each first-course row's course (a physicist's review: only the free-text dose column did)
+    from ReirradiationDoseLib.core.dosereport import constraintRows
+
+    tableRows = constraintRows(result)
+    assert [r["course"] for r in tableRows[:4]] == ["", "first", "second", "current"]
     # 35 Gy in 17 (2.05 Gy a fraction at the hottest voxel): within 2 % of the physical dose
     assert physical[2].value == pytest.approx(float(doses[2][rectum].max()), rel=0.02)
     # the first course's 0-60 Gy fails its single-course 50 Gy; the second course's 0-20 Gy passes it
@@ -190,7 +195,7 @@ def test_remaining_budget_per_voxel_is_the_lq_inverse_of_what_is_left(threeCours
 
     report = reportHtml(result)
     assert "on top of every course listed above (the prior ones and the current one)" in report
-    assert "<th>Physical dose the new course may add at the hottest voxel (Gy)</th>" in report
+    assert "<th>Smallest physical dose the new course may add in the organ (Gy)</th>" in report
     assert "minRemainingPhysicalGy" not in report
     # a volume limit gives no per-voxel budget: said in the warnings and the report (before: no section, an empty
     # list and an all-NaN map, without a reason)
@@ -360,7 +365,10 @@ def test_metrics_the_known_part_says_nothing_about_are_not_judged_on_it(threeCou
     rows = result.currentScaling
     assert [r["scaling"] for r in rows[:2]] == [None, None]
     assert all("says nothing of the whole organ" in r["reason"] for r in rows[:2])
-    assert rows[2]["scaling"] == 0.0 and rows[2]["bound"] == "upper"
+    # ×0: the known part alone reaches the limit; no "may allow less" (a factor of 0 cannot be less: a review)
+    assert rows[2]["scaling"] == 0.0 and rows[2]["bound"] is None
+    assert "the known part alone already reaches the limit" in rows[2]["reason"]
+    assert "may allow less" not in rows[2]["reason"]
 
 
 def test_the_independent_check_warning_says_what_is_missing():
@@ -389,3 +397,21 @@ def test_the_independent_check_warning_says_what_is_missing():
     measured = guided + [{"structure": "SacralPlexus", "guided": False, "dice": 0.7}]
     assert _independentCheckWarning(named, registration(measured)) is None
     assert _independentCheckWarning(course, registration(guided, {"pairs": 4})) is None
+
+
+def test_the_failure_sentence_separates_prior_courses_delivered_doses():
+    """A physicist's review: "3 cumulative and 4 single-course constraint(s) failed" when the 4 were the prior
+    courses' delivered doses (the current course passed every single-course limit) and 2 of the 3 observational."""
+    from ReirradiationDoseLib.core.dosereport import failureSentence
+
+    rows = ([{"status": "fail", "kind": "cumulative", "level": "observational", "course": ""}] * 2
+            + [{"status": "fail", "kind": "cumulative", "level": "limit", "course": ""}]
+            + [{"status": "fail", "kind": "first-course", "level": "limit", "course": c} for c in ("p1", "p1", "p2",
+                                                                                                  "p2")]
+            + [{"status": "pass", "kind": "first-course", "level": "limit", "course": "now"}])
+    assert failureSentence(rows, "now") == ("3 cumulative limit(s) failed (2 of them observational); the current "
+                                            "course fails 0 single-course limit(s); prior courses' delivered doses "
+                                            "exceed 4 single-course tolerance(s)")
+    assert failureSentence(rows[5:], "now") == ("0 cumulative limit(s) failed; the current course fails 0 "
+                                                "single-course limit(s); prior courses' delivered doses exceed 2 "
+                                                "single-course tolerance(s)")

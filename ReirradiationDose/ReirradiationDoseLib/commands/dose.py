@@ -39,12 +39,11 @@ def run(args: argparse.Namespace) -> int:
                                anonymize=args.anonymize, progress=subProgress(bar, 0.8, 1.0))
     bar.finish()
     summary = json.loads((Path(args.output) / "summary.json").read_text())
-    failed = [c for c in summary["constraints"] if c.get("status") == "fail"]
-    cumulative = sum(c.get("kind") == "cumulative" for c in failed)
-    logger.info("Composite EQD2 max %.2f Gy; %d cumulative and %d single-course constraint(s) failed; outputs in %s "
-                "(%d files)", summary["composite"]["maxGy"] or 0.0, cumulative, len(failed) - cumulative,
-                args.output, len(written))
-    from ..core.dosereport import scalingSentence
+    from ..core.dosereport import failureSentence, scalingSentence
+
+    currentName = next((c.get("name") for c in summary.get("courses", []) if c.get("current")), None)
+    logger.info("Composite EQD2 max %.2f Gy; %s; outputs in %s (%d files)", summary["composite"]["maxGy"] or 0.0,
+                failureSentence(summary["constraints"], currentName), args.output, len(written))
     sentence = scalingSentence(summary.get("currentCourseScaling"))
     if sentence:
         logger.info("%s", sentence[0].upper() + sentence[1:])

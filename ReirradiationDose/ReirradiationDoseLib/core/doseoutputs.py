@@ -85,9 +85,10 @@ def writeDoseOutputs(result, outputDir, pictures: bool | Callable = True, includ
         if result.remainingBudgetGy is not None:
             written.append(writeNrrd(folder / "remaining_budget.nrrd", result.remainingBudgetGy, geometry,
                                      f"largest physical dose a planned course of {result.settings.plannedFractions} "
-                                     "fractions may add before the tightest cumulative near-maximum limit of the "
-                                     "organs holding the voxel; NaN outside constrained organs and where a course's "
-                                     "dose is unknown", kind="remaining budget of a planned course").name)
+                                     f"fractions ({result.settings.plannedSchedule.describe()}) may add before the "
+                                     "tightest cumulative near-maximum limit of the organs holding the voxel; NaN "
+                                     "outside constrained organs and where a course's dose is unknown",
+                                     kind="remaining budget of a planned course").name)
 
         written += _writeRegistrations(result, folder, anonymize)
         progress(0.2, "Writing tables")
@@ -222,7 +223,7 @@ def _writeRtDose(result, path: Path, anonymize: bool, warnings: list | None = No
     comment = (f"Composite EQD2 (Gy), {'recovery credited to some organs' if credited else lead}. Sum of "
                f"(1 - recovery) x EQD2 of courses. Voxel-wise alpha/beta. {recoveryText}")
     if unknown.any():
-        bound, noneKnown = _knownCoursesSum(result, unknown)
+        bound, noneKnown = knownCoursesSum(result, unknown)
         share = 100.0 * int(unknown.sum()) / unknown.size
         comment = (f"EQD2 Gy, {lead}. Lower bound in {share:.1f} % of grid. " + comment
                    + f" Where a course's dose is unknown ({int(unknown.sum())} voxels, {share:.1f} % of the grid: "
@@ -284,7 +285,7 @@ def _recoveryCredit(result) -> tuple[bool, str]:
                   "voxel): " + "; ".join(parts) + ".")
 
 
-def _knownCoursesSum(result, unknown: np.ndarray) -> tuple[np.ndarray, int]:
+def knownCoursesSum(result, unknown: np.ndarray) -> tuple[np.ndarray, int]:
     """Σ (1 − r_k) EQD2_k over the courses whose dose is known at each voxel (the composite's own recovery map per
     course), and how many ``unknown`` voxels no course is known at (0 there). Where every course is known it equals
     the composite; elsewhere it is a lower bound, as each unknown course's EQD2 is ≥ 0."""

@@ -177,8 +177,8 @@ def _isBodyOutline(result, structure) -> bool:
 
 
 def constraintRows(result) -> list[dict]:
-    """One flat row per constraint result: structure, metric, limit, α/β, value, margin, status, the dose the value
-    was read from (a first-course limit has one row per course), source."""
+    """One flat row per constraint result: structure, metric, limit, α/β, the course (a first-course limit has one
+    row per course; empty for a cumulative one), value, margin, status, the dose the value was read from, source."""
     rows = []
     for item in result.constraintResults:
         d = item.toDict() if hasattr(item, "toDict") else dict(item)
@@ -188,10 +188,28 @@ def constraintRows(result) -> list[dict]:
             "constraintOrgan": constraint.get("structure"), "metric": constraint.get("metric"),
             "comparison": constraint.get("comparison"), "limit": constraint.get("limit"), "unit": d.get("unit"),
             "alphaBetaGy": constraint.get("alphaBetaGy"), "kind": constraint.get("kind"),
-            "level": constraint.get("level"), "value": d.get("value"), "margin": d.get("margin"),
-            "status": d.get("status"), "dose": d.get("dose", ""), "reason": d.get("reason"),
+            "level": constraint.get("level"), "course": d.get("course") or "", "value": d.get("value"),
+            "margin": d.get("margin"), "status": d.get("status"), "dose": d.get("dose", ""), "reason": d.get("reason"),
             "source": constraint.get("source")})
     return rows
+
+
+def failureSentence(rows: list[dict], currentCourse: str | None) -> str:
+    """The constraint failures in one clause, split as a physicist reads them (a physicist's review: "4 single-course
+    constraint(s) failed" were all the prior courses' delivered doses): the cumulative limits failed (how many only
+    observational), the current course's single-course fails, and the prior courses' delivered doses above a
+    single-course tolerance. ``rows``: :func:`constraintRows`."""
+    failed = [r for r in rows if r.get("status") == "fail"]
+    cumulative = [r for r in failed if r.get("kind") == "cumulative"]
+    observational = sum(r.get("level") == "observational" for r in cumulative)
+    single = [r for r in failed if r.get("kind") != "cumulative"]
+    current = sum(r.get("course") == currentCourse for r in single)
+    text = (f"{len(cumulative)} cumulative limit(s) failed"
+            + (f" ({observational} of them observational)" if observational else "")
+            + f"; the current course fails {current} single-course limit(s)")
+    if len(single) > current:
+        text += f"; prior courses' delivered doses exceed {len(single) - current} single-course tolerance(s)"
+    return text
 
 
 _PATH_KEYS = ("path", "file", "dosefile", "casefile", "movingimage", "image", "node", "initialtransform")
@@ -555,7 +573,10 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
 
     w("<h2>Courses and assumptions</h2>")
     rows = []
-    for c in summary["courses"]:
+    # oldest first, as the courses were given (the case file's order need not be: a review found the current course
+    # above its own prior courses); undated (anonymised) courses keep their order
+    for c in sorted(summary["courses"], key=lambda c: str(c.get("date") or "")) if all(
+            c.get("date") for c in summary["courses"]) else summary["courses"]:
         reg = c["registration"] or {}
         quality = reg.get("quality") or {}
         rows.append({
@@ -720,7 +741,7 @@ def _qualityLines(courses: list[dict]) -> list[str]:
 
 _BUDGET_COLUMNS = [("structure", "Structure"), ("constraint", "Limit"), ("alphaBetaGy", "α/β"),
                    ("allCoursesMaxEqd2Gy", "Max EQD2 of all listed courses (Gy)"),
-                   ("minRemainingPhysicalGy", "Physical dose the new course may add at the hottest voxel (Gy)"),
+                   ("minRemainingPhysicalGy", "Smallest physical dose the new course may add in the organ (Gy)"),
                    ("plannedFractions", "Fractions"), ("plannedFractionsPerDay", "A day"),
                    ("plannedRepairHalfTimeHours", "Repair half-time (h)"),
                    ("plannedQuadraticFactor", "Incomplete-repair factor"),
@@ -743,7 +764,7 @@ def _budgetSection(w, result, planned: dict) -> None:
       f"The physical dose a new course of {planned['fractions']} fractions may add, voxel by voxel, on top of every "
       "course listed above (the prior ones and the current one), before the organ's tightest cumulative near-maximum "
       "limit is reached (LQ inverse at the limit's α/β, each prior course with the organ's recovery); each row gives "
-      "the smallest such dose over the organ, at its hottest voxel. A D2cc or D0.03cc limit is applied voxel by voxel "
+      "the smallest such dose over the organ. A D2cc or D0.03cc limit is applied voxel by voxel "
       "as a maximum, which is conservative." + (" The map is remaining_budget.nrrd." if rows else "")) + "</p>")
     skipped = sorted({f"{r.structureName}: {r.constraint.metric} {r.constraint.comparison} {r.constraint.limit:g} "
                       f"{r.constraint.unit}" for r in result.constraintResults
@@ -866,7 +887,7 @@ def _recoveryText(recovery: dict) -> str:
         fraction = desc.get("fraction") or 0.0
         if fraction > 0:
             model = desc.get("model") or {}
-            parts.append(f"{name}: {model.get('model', '?')} {100 * fraction:.0f} %")
+            parts.append(f"{name}: {model.get('model', '?')} {100 * fraction:.3g} %")
     interval = recovery.get("intervalDays")
     text = "; ".join(parts) if parts else "none"
     if interval is None:
@@ -878,7 +899,7 @@ def _recoveryText(recovery: dict) -> str:
 def _constraintColumns(rows: list[dict]) -> list[tuple[str, str]]:
     preferred = [("structure", "Structure"), ("metric", "Metric"), ("comparison", ""), ("limit", "Limit"),
                  ("unit", "Unit"),
-                 ("value", "Value"), ("margin", "Margin"), ("status", "Result"), ("kind", "Kind"),
+                 ("value", "Value"), ("margin", "Margin"), ("status", "Result"), ("kind", "Kind"), ("course", "Course"),
                  ("level", "Level"), ("alphaBetaGy", "α/β"), ("dose", "Dose"), ("source", "Source"),
                  ("reason", "Note")]
     keys = set().union(*(r.keys() for r in rows))

@@ -237,8 +237,10 @@ def loadCaseInputs(case: CaseSpec, progress=None) -> DoseInputs:
     courses = []
     n = len(case.courses)
     checkDates = _timeBasedRecovery(case, masks)  # whether a course's date changes a recovered fraction
+    doseUids: dict[str, tuple[str, str]] = {}
     for index, course in enumerate(case.courses):
         t0 = time.perf_counter()
+        _refuseSameRtDose(course, doseUids)
         courses.append(_loadCourse(case, course, referenceImage, referenceInfo, masks, warnings,
                                    subProgress(progress, 0.05 + 0.8 * index / n, 0.05 + 0.8 * (index + 1) / n),
                                    checkDates))
@@ -750,6 +752,25 @@ def _timeBasedRecovery(case: CaseSpec, masks: dict) -> bool:
     return any(e is not None and not e.isTarget and getattr(e.recovery, "needsInterval", False) for e in entries)
 
 
+def shortestCourseDays(fractions: int, fractionsPerDay: int = 1) -> int:
+    """Calendar days from a course's first fraction to its last when its fractions are given ``fractionsPerDay`` a
+    day on five days a week without a break (the shortest the course can take)."""
+    treatmentDays = -(-int(fractions) // max(1, int(fractionsPerDay)))
+    return (treatmentDays - 1) + 2 * ((treatmentDays - 1) // 5)
+
+
+def latestFirstFraction(lastFraction: _dt.date, fractions: int, fractionsPerDay: int = 1) -> _dt.date:
+    """The latest a course whose last fraction was ``lastFraction`` can have begun: its treatment days counted back
+    over the weekdays (Monday to Friday), without a break."""
+    remaining = -(-int(fractions) // max(1, int(fractionsPerDay))) - 1
+    day = lastFraction
+    while remaining > 0:
+        day -= _dt.timedelta(days=1)
+        if day.weekday() < 5:
+            remaining -= 1
+    return day
+
+
 def priorCourseDateWarning(course: CourseSpec, plan, fractions: int) -> str | None:
     """A prior course dated before it can have ended, by its own RTPLAN: the warning, else None.
 
@@ -765,8 +786,7 @@ def priorCourseDateWarning(course: CourseSpec, plan, fractions: int) -> str | No
         planDate = _dt.datetime.strptime(str(plan.date).strip()[:8], "%Y%m%d").date()
     except ValueError:
         return None
-    treatmentDays = -(-int(fractions) // max(1, course.schedule.fractionsPerDay))
-    earliestEnd = planDate + _dt.timedelta(days=(treatmentDays - 1) + 2 * ((treatmentDays - 1) // 5))
+    earliestEnd = planDate + _dt.timedelta(days=shortestCourseDays(fractions, course.schedule.fractionsPerDay))
     if course.date >= earliestEnd:
         return None
     return (f"course '{course.name}' is dated {course.date.isoformat()}, but its RTPLAN ({Path(course.plan).name}) is "
@@ -836,7 +856,35 @@ def _fractions(course: CourseSpec, plan, dose=None, warnings: list | None = None
     if planFractions is None:
         raise InputError(f"course '{course.name}' has no number of fractions: give an RTPLAN ('plan') or "
                          "'fractions' in the case file", course.dose)
-    return int(planFractions), f"RTPLAN {course.plan.name}", prescription, patientId
+    plan = Path(course.plan)  # its folder too: two courses' plans are often both "RTPLAN.dcm"
+    source = f"RTPLAN {plan.parent.name}/{plan.name}" if plan.parent.name else f"RTPLAN {plan.name}"
+    return int(planFractions), source, prescription, patientId
+
+
+def _refuseSameRtDose(course: CourseSpec, seen: dict) -> None:
+    """Refuse an RTDOSE another course of the case already uses (the same SOP Instance UID in another file: a copy,
+    a re-export): summed twice it doubles that course (a physicist's review: a copied prior course took the rectum's
+    D2cc from 78.46 to 128.27 Gy without a word; the case file refused only the same path). Read from the header only,
+    before the course is registered."""
+    from .dicomimage import isDicomFile
+
+    path = Path(course.dose)
+    if not path.is_file() or not isDicomFile(path):
+        return
+    try:
+        import pydicom
+
+        uid = str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).get(
+            "SOPInstanceUID", "") or "")
+    except Exception:  # noqa: BLE001 - an unreadable header is refused, naming the file, by the RTDOSE reader
+        return
+    if uid and uid in seen:
+        other, otherPath = seen[uid]
+        raise InputError(f"course '{course.name}' and course '{other}' give the same RTDOSE (SOP Instance UID {uid}; "
+                         f"{otherPath} and {path}): it would be counted twice. A course given again is a new plan "
+                         "with its own RTDOSE", path)
+    if uid:
+        seen[uid] = (course.name, str(path))
 
 
 def _checkSamePatient(identities: list[tuple[str, str, str]], case: CaseSpec, warnings: list) -> None:
@@ -1322,11 +1370,12 @@ def knownDvh(doseGy: np.ndarray, mask: np.ndarray, geometry: ImageGeometry, name
 
 
 def _criterionConditionsUnmet(constraint, structure: str, courseResults: list[CourseResult], masks: dict,
-                              geometry: ImageGeometry) -> list[str]:
+                              geometry: ImageGeometry, bedOf: list[CourseResult] | None = None) -> list[str]:
     """Why an organ lies outside the conditions of a criterion (``constraint.conditions``): courses closer than
     ``minIntervalMonths`` calendar months (a prior course's date is its last fraction, the next course's its first) or
     of unknown date, a course whose own value of the metric exceeds ``maxCourseBedGy`` as BED at the constraint's α/β
-    (BED = EQD2 (1 + 2 / (α/β))) or is unknown. [] when every condition holds."""
+    (BED = EQD2 (1 + 2 / (α/β))) or is unknown. [] when every condition holds. ``bedOf``: the courses whose own BED
+    is checked (default: all; the scaling of the current course checks its own as a cap instead)."""
     from .recovery import calendarMonthsBetween
 
     reasons = []
@@ -1339,15 +1388,23 @@ def _criterionConditionsUnmet(constraint, structure: str, courseResults: list[Co
         else:
             ordered = sorted(courseResults, key=lambda c: c.date)
             for earlier, later in zip(ordered[:-1], ordered[1:], strict=True):
-                months = calendarMonthsBetween(earlier.date, later.date)
+                # the current course's date is its first fraction; a prior course's its last: its first is estimated
+                # (its fractions on five days a week, no break: the latest it can have begun) (a physicist's review:
+                # two prior courses read 6.3 months apart began 5.2 months after the first ended)
+                start, about = later.date, ""
+                if not later.isCurrent:
+                    start = latestFirstFraction(later.date, later.numberOfFractions, later.schedule.fractionsPerDay)
+                    about = (f" (its first fraction estimated from its last, {later.date.isoformat()}, and its "
+                             f"{later.numberOfFractions} fractions on weekdays: {start.isoformat()} at the latest)")
+                months = calendarMonthsBetween(earlier.date, start)
                 if months < minMonths:
                     reasons.append(f"course '{earlier.name}' ended {months:.1f} months before course '{later.name}' "
-                                   f"began (the criterion needs ≥ {minMonths:g}; the phases of one course, e.g. an "
-                                   "initial plan and its boost, belong in one course)")
+                                   f"began{about} (the criterion needs ≥ {minMonths:g}; the phases of one course, "
+                                   "e.g. an initial plan and its boost, belong in one course)")
     maxBed = constraint.condition("maxCourseBedGy")
     if maxBed is not None:
         ab = constraint.alphaBetaGy
-        for course in courseResults:
+        for course in (courseResults if bedOf is None else bedOf):
             dvh, unknown = knownDvh(course.eqd2At(ab, structure), masks[structure], geometry, structure)
             value = dvh.metric(constraint.metric).value
             if value is None or unknown > 0:
@@ -1599,16 +1656,44 @@ def currentCourseScaling(settings, masks, geometry, courseResults, alphaBetaMap)
                 row["reason"] = f"not evaluated: the dose of {name} is unknown (outside a course's dose grid)"
                 rows.append(row)
                 continue
+            if constraint.conditions:
+                # a criterion that holds only under its conditions (Nieder's: ≥ 6 months between courses, each course
+                # ≤ 98 Gy₂ BED) gives no factor outside them, and none that takes the current course beyond them (a
+                # physicist's review: ×1.960 was offered against it with courses 3 months apart, and at ×1.960 the
+                # current course alone gave the cord 116 Gy₂)
+                unmet = _criterionConditionsUnmet(constraint, name, courseResults, masks, geometry, bedOf=priors)
+                if unmet:
+                    row["reason"] = "not evaluated: outside the criterion's conditions: " + "; ".join(unmet)
+                    rows.append(row)
+                    continue
             g = current.repairFactorFor(organ)
             g = g if np.ndim(g) == 0 else g[mask][known]
             abValues = ab if ab is not None else alphaBetaMap[mask][known]
-            found = maxPrescriptionScaling(
-                prior[known], planned[known], current.numberOfFractions, abValues, np.ones(np.count_nonzero(known),
-                                                                                          dtype=bool),
-                geometry.voxelVolumeCc, constraint, name, repairFactor=g)
+            selected = np.ones(np.count_nonzero(known), dtype=bool)
+            found = maxPrescriptionScaling(prior[known], planned[known], current.numberOfFractions, abValues, selected,
+                                           geometry.voxelVolumeCc, constraint, name, repairFactor=g)
             row.update(scaling=None if found.scaling is None or np.isinf(found.scaling) else float(found.scaling),
                        unlimited=found.scaling is not None and bool(np.isinf(found.scaling)),
                        metricAtScaling=found.metricValueAtScaling, reason=found.reason)
+            maxBed = constraint.condition("maxCourseBedGy")
+            if maxBed is not None and (row["unlimited"] or row["scaling"] is not None):
+                from dataclasses import replace
+
+                # the current course alone must stay within the criterion's BED per course
+                courseLimit = replace(constraint, limit=maxBed / (1.0 + 2.0 / ab), comparison="<=", conditions=())
+                own = maxPrescriptionScaling(np.zeros(np.count_nonzero(known)), planned[known],
+                                             current.numberOfFractions, abValues, selected, geometry.voxelVolumeCc,
+                                             courseLimit, name, repairFactor=g)
+                if own.scaling is not None and not np.isinf(own.scaling) and (
+                        row["unlimited"] or own.scaling < row["scaling"]):
+                    row.update(scaling=float(own.scaling), unlimited=False,
+                               metricAtScaling=scaledCourseMetric(prior[known], planned[known],
+                                                                  current.numberOfFractions, abValues,
+                                                                  np.full(np.count_nonzero(known),
+                                                                          geometry.voxelVolumeCc),
+                                                                  constraint, float(own.scaling), g, name),
+                               reason=f"capped by the criterion's condition: beyond ×{own.scaling:.3f} the current "
+                                      f"course alone gives {name} more than {maxBed:g} Gy BED (α/β {ab:g} Gy)")
             if row["unlimited"]:
                 row["reason"] = "not limiting up to ×1000 of the current course's dose"
             elif found.scaling == 0.0 and not np.any(planned[known] > 0):
@@ -1627,6 +1712,9 @@ def currentCourseScaling(settings, masks, geometry, courseResults, alphaBetaMap)
                     row.update(scaling=None, metricAtScaling=None,
                                reason=f"not evaluated: {unknownText}, and the known part alone does not meet the "
                                       "limit")
+                elif row["scaling"] == 0.0 and constraint.comparison in ("<", "<="):
+                    row["reason"] = f"{unknownText}; the known part alone already reaches the limit" + (
+                        f"; {row['reason']}" if row["reason"] else "")
                 else:  # the known part's metric is at most the whole's: a bound on the factor
                     bound = "upper" if constraint.comparison in ("<", "<=") else "lower"
                     row["bound"] = bound
@@ -1695,8 +1783,34 @@ def _remainingBudget(settings, masks, geometry, courseResults, repairFactorOf, a
                 compositeFor[key] = compositeAtAlphaBeta(courseResults, ab, name, recovered)
             prior = compositeFor[key][mask].astype(np.float64)
             abValues = ab if ab is not None else alphaBetaMap[mask]
+            plannedFactor = (plannedOrganFactors or {}).get(name, 1.0)
+            conditionNote = ""
+            if constraint.conditions:
+                # a criterion that holds only under its conditions gives no budget outside them, and the planned
+                # course itself must stay within them (a physicist's review: 23.0 Gy was offered against Nieder's
+                # criterion with courses 3 months apart)
+                unmet = _criterionConditionsUnmet(constraint, name, courseResults, masks, geometry)
+                if unmet:
+                    rows.append({"structure": name, "constraint": f"{constraint.metric} {constraint.comparison} "
+                                 f"{constraint.limit:g} Gy EQD2", "alphaBetaGy": ab, "minRemainingPhysicalGy": None,
+                                 "plannedFractions": settings.plannedFractions,
+                                 "note": "no budget: outside the criterion's conditions: " + "; ".join(unmet),
+                                 "source": constraint.source})
+                    continue
+                months, maxBed = constraint.condition("minIntervalMonths"), constraint.condition("maxCourseBedGy")
+                parts = []
+                if months is not None:
+                    parts.append(f"the planned course must begin ≥ {months:g} months after the last course ended")
+                if maxBed is not None:
+                    parts.append(f"capped where the planned course alone would exceed {maxBed:g} Gy BED")
+                conditionNote = "the criterion's conditions: " + "; ".join(parts)
             allowed = remainingPhysicalDoseGy(constraint.limit - prior, settings.plannedFractions, abValues,
-                                              repairFactor=(plannedOrganFactors or {}).get(name, 1.0))
+                                              repairFactor=plannedFactor)
+            maxBed = constraint.condition("maxCourseBedGy") if constraint.conditions else None
+            if maxBed is not None:
+                ownCap = remainingPhysicalDoseGy(np.full(prior.shape, maxBed / (1.0 + 2.0 / ab)),
+                                                 settings.plannedFractions, abValues, repairFactor=plannedFactor)
+                allowed = np.minimum(allowed, ownCap)  # NaN (unknown dose) stays NaN
             current = budget[mask]
             budget[mask] = np.where(np.isnan(current), allowed, np.fmin(current, allowed))
             finite = np.asarray(allowed)[np.isfinite(allowed)]
@@ -1713,8 +1827,8 @@ def _remainingBudget(settings, masks, geometry, courseResults, repairFactorOf, a
                          **({} if plannedRepair is None else {
                              "plannedRepairHalfTimeHours": plannedRepair["repairHalfTimeHours"][name],
                              "plannedQuadraticFactor": plannedOrganFactors[name]}),
-                         "note": ("" if unknownPercent == 0 else
+                         "note": "; ".join(n for n in (conditionNote, "" if unknownPercent == 0 else
                                   f"{unknownPercent:.1f} % of {name} has unknown dose: the minimum is over its known "
-                                  "part, an upper bound (the rest may allow less)"),
+                                  "part, an upper bound (the rest may allow less)") if n),
                          "source": constraint.source})
     return budget, rows

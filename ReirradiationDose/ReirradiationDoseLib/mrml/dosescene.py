@@ -127,14 +127,28 @@ def addDoseResultToScene(scene, result, referenceVolumeNode=None, segmentationNo
             carried.SetAttribute(OUTPUT_ATTRIBUTE, key)
             created.append(carried)
             nodes[key] = carried
-        composite = np.nan_to_num(result.compositeEqd2Gy, nan=0.0).astype(np.float32)
+        # where a course's dose is unknown the composite node holds the known courses' sum, a lower bound, as the
+        # RTDOSE does (a physicist's review: the node, tagged a dose volume, read 0 Gy where up to 99.8 Gy of
+        # delivered dose was known); the "Unknown dose" node marks those voxels
+        from ..core.doseoutputs import knownCoursesSum
+
+        missing = ~np.isfinite(result.compositeEqd2Gy)
+        composite = np.asarray(result.compositeEqd2Gy, dtype=np.float32)
+        if missing.any():
+            composite = np.where(missing, knownCoursesSum(result, missing)[0], composite).astype(np.float32)
         nodes["composite"] = _volume(scene, "composite", composite, geometry, "Composite EQD2 (Gy)", created,
                                      isDose=True)
         nodes["composite"].SetAttribute("Reirradiation.Unit", "Gy EQD2 (voxel-wise alpha/beta)")
+        if missing.any():
+            nodes["composite"].SetAttribute("Reirradiation.UnknownDose", "lower bound (the known courses' sum) where "
+                                            "'Unknown dose (outside a dose grid)' is 1")
         for course in result.courses:
             nodes[f"course:{course.name}"] = _volume(
                 scene, f"course:{course.name}", np.nan_to_num(course.eqd2Gy, nan=0.0).astype(np.float32), geometry,
                 f"{course.name} EQD2 (Gy)", created, isDose=True)
+            if not np.isfinite(course.eqd2Gy).all():
+                nodes[f"course:{course.name}"].SetAttribute(
+                    "Reirradiation.UnknownDose", "0 where this course's dose is unknown (outside its dose grid)")
         nodes["alphaBeta"] = _volume(scene, "alphaBeta", result.alphaBetaGy, geometry, "alpha/beta map (Gy)",
                                      created)
         unknown = (~np.isfinite(result.compositeEqd2Gy)).astype(np.float32)

@@ -201,6 +201,13 @@ def _checkNodes(currentCt, currentDose, currentFractions, structures, mri, prior
             raise InputError(f"{seen[node.GetID()]} and {what} use the same dose '{node.GetName()}': it would be "
                              "counted twice")
         seen[node.GetID()] = what
+        storage = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
+        fileName = str(Path(storage.GetFileName()).resolve()) if storage is not None and storage.GetFileName() else ""
+        if fileName and fileName in seen:  # two nodes loaded from one file: one dose in two courses
+            raise InputError(f"{seen[fileName]} and {what} use doses loaded from the same file ({fileName}): it would "
+                             "be counted twice")
+        if fileName:
+            seen[fileName] = what
         from .dosescene import KEPT_RUN_ATTRIBUTE, OUTPUT_ATTRIBUTE
 
         made = node.GetAttribute(OUTPUT_ATTRIBUTE) or (node.GetAttribute(KEPT_RUN_ATTRIBUTE) and "an earlier run's")
@@ -484,10 +491,12 @@ def runDoseWorkflow(scene, currentCt, currentDose, currentFractions: int, struct
     nodes = addDoseResultToScene(scene, result, referenceVolumeNode=currentCt, segmentationNode=structures,
                                  keepPrevious=keepPrevious)
     finishProgress(progress, "Done")
-    failed = [r for r in result.constraintResults if r.status == "fail"]
+    from ..core.dosereport import constraintRows, failureSentence
+
     finite = np.isfinite(result.compositeEqd2Gy)
+    currentName = next((c.name for c in result.courses if c.isCurrent), None)
     summary = (f"Composite EQD2 max {float(result.compositeEqd2Gy[finite].max()) if finite.any() else 0:.1f} Gy; "
-               f"{len(failed)} of {len(result.constraintResults)} constraint results failed")
+               + failureSentence(constraintRows(result), currentName))
     from ..core.dosereport import scalingSentence, scalingSummary
     sentence = scalingSentence(scalingSummary(result))
     if sentence:
