@@ -744,3 +744,10 @@ def test_the_same_rtdose_in_two_courses_is_refused(tmp_path, goodCourse):
     uid = pydicom.dcmread(goodCourse["rd"], stop_before_pixels=True).SOPInstanceUID
     refusal(lambda: loadCaseInputs(parseCaseFile(case)), "course 'current' and course 'prior' give the same RTDOSE",
             f"SOP Instance UID {uid}", "it would be counted twice")
+    # a copy without the 128-byte preamble (a verification review: the check read no UID from it and passed)
+    ds = pydicom.dcmread(prior["rd"])
+    del ds.file_meta
+    ds.preamble = None
+    pydicom.dcmwrite(prior["rd"], ds, enforce_file_format=False, implicit_vr=True, little_endian=True)
+    assert not pydicom.misc.is_dicom(prior["rd"])
+    refusal(lambda: loadCaseInputs(parseCaseFile(case)), "give the same RTDOSE", f"SOP Instance UID {uid}")

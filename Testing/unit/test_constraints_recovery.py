@@ -322,7 +322,8 @@ def test_scaling_and_budget_keep_to_the_criterions_conditions():
     assert nieder["scaling"] is None and nieder["reason"].startswith("not evaluated: outside the criterion's "
                                                                      "conditions: course 'c2' ended 3.0 months")
     budget = next(r for r in result.budgetByOrgan if r["constraint"].startswith("D0.03cc <= 67.75"))
-    assert budget["minRemainingPhysicalGy"] is None and budget["note"].startswith("no budget: outside the criterion's")
+    assert budget["minRemainingPhysicalGy"] is None
+    assert budget["note"].startswith("no budget (NaN in the map): outside the criterion's")
 
 
 def test_the_interval_between_two_prior_courses_runs_to_the_later_ones_first_fraction():
@@ -338,3 +339,49 @@ def test_the_interval_between_two_prior_courses_runs_to_the_later_ones_first_fra
     months = calendarMonthsBetween(dt.date(2023, 1, 10), start)
     assert f"course 'c1' ended {months:.1f} months before course 'c2' began (its first fraction estimated" in \
         nieder.reason and "2023-06-16 at the latest" in nieder.reason
+
+
+def test_the_criterions_caps_bind_and_prior_courses_are_judged_by_their_own_bed():
+    """A verification review: the budget cap and the prior courses' own BED check were not exercised by a test.
+    Cord priors 2 Gy / 25 fx and 1 Gy / 5 fx, current 2 Gy / 10 fx: 64 Gy EQD2₂ remain, 31.1 Gy in 5 fractions, but
+    the planned course alone may not pass 98 Gy₂: D (1 + D/5/2) = 98 gives 26.70 Gy. A current course of 40 Gy / 10 fx
+    (120 Gy₂) is capped at s with 40 s (1 + 2 s) = 98: ×0.885. A prior course of 60 Gy / 20 fx (150 Gy₂) puts the
+    criterion out of its conditions: no factor."""
+    cord = {"SpinalCord": cordMask()}
+    tissues = {"SpinalCord": {"alphaBetaGy": 2.0}}
+
+    def courses(prior, current):
+        return [("c1", prior, 25, dt.date(2018, 1, 10), False), ("c2", 1.0, 5, dt.date(2023, 6, 1), False),
+                ("c3", current, 10, dt.date(2024, 12, 1), True)]
+
+    result = run(cord, courses(2.0, 2.0), "general", tissues=tissues, plannedFractions=5)
+    budget = next(r for r in result.budgetByOrgan if r["constraint"].startswith("D0.03cc <= 67.75"))
+    cap = (-1.0 + np.sqrt(1.0 + 4 * 98 / 10)) / (2 / 10)  # D (1 + D / 10) = 98
+    assert cap == pytest.approx(26.70, abs=0.01)
+    assert budget["minRemainingPhysicalGy"] == pytest.approx(cap, abs=1e-3)
+    assert np.nanmax(result.remainingBudgetGy) == pytest.approx(cap, abs=1e-3)
+    result = run(cord, courses(2.0, 40.0), "general", tissues=tissues)
+    nieder = next(r for r in result.currentScaling if r["constraint"].startswith("SpinalCord D0.03cc <= 67.75"))
+    assert nieder["scaling"] == pytest.approx((-40 + np.sqrt(1600 + 4 * 80 * 98)) / 160, abs=2e-4)  # 0.8847
+    result = run(cord, [("c1", 60.0, 20, dt.date(2018, 1, 10), False), ("c3", 2.0, 10, dt.date(2024, 12, 1), True)],
+                 "general", tissues=tissues)
+    nieder = next(r for r in result.currentScaling if r["constraint"].startswith("SpinalCord D0.03cc <= 67.75"))
+    assert nieder["scaling"] is None and "course 'c1' alone gives SpinalCord D0.03cc BED 150.0 Gy" in nieder["reason"]
+
+
+def test_overlapping_prior_courses_have_no_interval_and_twice_daily_courses_count_days():
+    """A verification review: two prior courses ending the same day (or overlapping) stopped the whole run with a
+    refusal about dates; they are 0 months apart, the criterion "not evaluated". The first fraction of a course given
+    twice a day is counted back over its treatment days."""
+    from ReirradiationDoseLib.core.pipeline import latestFirstFraction
+
+    result = run({"SpinalCord": cordMask()},
+                 [("c1", 20.0, 10, dt.date(2023, 1, 20), False), ("c2", 20.0, 10, dt.date(2023, 1, 20), False),
+                  ("c3", 10.0, 5, dt.date(2024, 12, 1), True)], "general", tissues={"SpinalCord": {"alphaBetaGy": 2.0}})
+    nieder = row(result, "SpinalCord", 67.75)
+    assert nieder.status == "not evaluated" and "ended 0.0 months before course 'c2' began" in nieder.reason
+    friday = dt.date(2023, 7, 21)
+    assert latestFirstFraction(friday, 20, 2) == dt.date(2023, 7, 10)  # 10 treatment days: Monday two weeks before
+    assert latestFirstFraction(friday, 20, 1) == dt.date(2023, 6, 26)  # 20 weekdays
+    assert latestFirstFraction(dt.date(2023, 7, 24), 2, 1) == dt.date(2023, 7, 21)  # Monday back over the weekend
+    assert latestFirstFraction(friday, 1, 1) == friday

@@ -311,3 +311,18 @@ def test_the_rtdose_names_every_prior_course_and_small_recoveries():
                                  "0.4 % (nieder-doi); 'second' (1.0 months before): none.")
     result.courses = result.courses[1:]
     assert _recoveryCredit(result) == (False, "No recovery credited: prior courses count in full.")
+
+
+def test_anonymised_summaries_clean_every_free_text():
+    """A verification review: the new interval reasons name course dates, and they went into the anonymised
+    constraint, scaling and budget tables (only the warnings were cleaned)."""
+    from ReirradiationDoseLib.core.dosereport import anonymizeSummary
+
+    reason = ("outside the conditions of the criterion: course 'c1' ended 5.2 months before course 'c2' began (its "
+              "first fraction estimated from its last, 2023-07-20, and its 25 fractions on weekdays: 2023-06-16 at "
+              "the latest); see /home/DOE_JOHN/plans/RP.dcm")
+    out = anonymizeSummary({"constraints": [{"reason": reason}], "warnings": [reason],
+                            "currentCourseScaling": {"rows": [{"reason": reason}]}})
+    for text in (out["constraints"][0]["reason"], out["currentCourseScaling"]["rows"][0]["reason"],
+                 out["warnings"][0]):
+        assert "2023-" not in text and "DOE_JOHN" not in text and "(date)" in text and "RP.dcm" in text

@@ -80,7 +80,7 @@ def course(planPath, fractions=None):
 def test_pipeline_takes_the_fraction_group_the_dose_names(tmp_path):
     path = writePlan(tmp_path / "boost.dcm", [(1, 25), (2, 5)])
     fractions, source, prescription, _ = _fractions(course(path), readRtPlan(path), Dose(group=2), [])
-    assert (fractions, source, prescription) == (5, f"RTPLAN {tmp_path.name}/boost.dcm", 50.0)
+    assert (fractions, source, prescription) == (5, "RTPLAN boost.dcm", 50.0)
     with pytest.raises(InputError, match="2 fraction groups"):
         _fractions(course(path), readRtPlan(path), Dose(), [])
 

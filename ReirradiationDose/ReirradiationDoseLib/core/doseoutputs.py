@@ -87,7 +87,8 @@ def writeDoseOutputs(result, outputDir, pictures: bool | Callable = True, includ
                                      f"largest physical dose a planned course of {result.settings.plannedFractions} "
                                      f"fractions ({result.settings.plannedSchedule.describe()}) may add before the "
                                      "tightest cumulative near-maximum limit of the organs holding the voxel; NaN "
-                                     "outside constrained organs and where a course's dose is unknown",
+                                     "where no limit gives one (outside constrained organs, outside a criterion's "
+                                     "conditions) and where a course's dose is unknown",
                                      kind="remaining budget of a planned course").name)
 
         written += _writeRegistrations(result, folder, anonymize)

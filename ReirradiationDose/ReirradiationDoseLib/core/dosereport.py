@@ -245,8 +245,9 @@ def anonymizeText(text: str) -> str:
 def anonymizeSummary(summary, newUids: dict | None = None):
     """De-identify a summary: drop every UID and file list, reduce paths to file names (folder names may carry
     patient names), empty every calendar date (the courses', the CT's study date, the recovery's prior and current
-    dates; the intervals in days and months, which the recovery needs, stay), and name the study / frame of
-    reference by the de-identified RTDOSE's new UIDs."""
+    dates; the intervals in days and months, which the recovery needs, stay), clean every free text
+    (:func:`anonymizeText`: the warnings, and the constraint, scaling and budget reasons, which name course dates),
+    and name the study / frame of reference by the de-identified RTDOSE's new UIDs."""
     def scrub(value, key=""):
         lowered = key.lower()
         if key and _isDateKey(key) and not isinstance(value, (dict, list)):
@@ -260,7 +261,7 @@ def anonymizeSummary(summary, newUids: dict | None = None):
             return [scrub(v, key) for v in value]
         if isinstance(value, str) and lowered in _PATH_KEYS and ("/" in value or "\\" in value):
             return Path(value).name
-        if isinstance(value, str) and lowered == "warnings":
+        if isinstance(value, str):  # every free text (warnings, reasons, notes: a course's dates, a file's path)
             return anonymizeText(value)
         return value
 
@@ -765,7 +766,8 @@ def _budgetSection(w, result, planned: dict) -> None:
       "course listed above (the prior ones and the current one), before the organ's tightest cumulative near-maximum "
       "limit is reached (LQ inverse at the limit's α/β, each prior course with the organ's recovery); each row gives "
       "the smallest such dose over the organ. A D2cc or D0.03cc limit is applied voxel by voxel "
-      "as a maximum, which is conservative." + (" The map is remaining_budget.nrrd." if rows else "")) + "</p>")
+      "as a maximum, which is conservative." + (" The map is remaining_budget.nrrd." if any(
+          r.get("minRemainingPhysicalGy") is not None for r in rows) else "")) + "</p>")
     skipped = sorted({f"{r.structureName}: {r.constraint.metric} {r.constraint.comparison} {r.constraint.limit:g} "
                       f"{r.constraint.unit}" for r in result.constraintResults
                       if r.constraint.kind == "cumulative" and r.structureName and not givesVoxelBudget(r.constraint)})

@@ -856,9 +856,7 @@ def _fractions(course: CourseSpec, plan, dose=None, warnings: list | None = None
     if planFractions is None:
         raise InputError(f"course '{course.name}' has no number of fractions: give an RTPLAN ('plan') or "
                          "'fractions' in the case file", course.dose)
-    plan = Path(course.plan)  # its folder too: two courses' plans are often both "RTPLAN.dcm"
-    source = f"RTPLAN {plan.parent.name}/{plan.name}" if plan.parent.name else f"RTPLAN {plan.name}"
-    return int(planFractions), source, prescription, patientId
+    return int(planFractions), f"RTPLAN {course.plan.name}", prescription, patientId
 
 
 def _refuseSameRtDose(course: CourseSpec, seen: dict) -> None:
@@ -874,8 +872,8 @@ def _refuseSameRtDose(course: CourseSpec, seen: dict) -> None:
     try:
         import pydicom
 
-        uid = str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).get(
-            "SOPInstanceUID", "") or "")
+        uid = str(pydicom.dcmread(path, stop_before_pixels=True, force=True,  # also without the preamble
+                                  specific_tags=["SOPInstanceUID"]).get("SOPInstanceUID", "") or "")
     except Exception:  # noqa: BLE001 - an unreadable header is refused, naming the file, by the RTDOSE reader
         return
     if uid and uid in seen:
@@ -1393,10 +1391,13 @@ def _criterionConditionsUnmet(constraint, structure: str, courseResults: list[Co
                 # two prior courses read 6.3 months apart began 5.2 months after the first ended)
                 start, about = later.date, ""
                 if not later.isCurrent:
-                    start = latestFirstFraction(later.date, later.numberOfFractions, later.schedule.fractionsPerDay)
+                    perDay = later.schedule.fractionsPerDay
+                    start = latestFirstFraction(later.date, later.numberOfFractions, perDay)
                     about = (f" (its first fraction estimated from its last, {later.date.isoformat()}, and its "
-                             f"{later.numberOfFractions} fractions on weekdays: {start.isoformat()} at the latest)")
-                months = calendarMonthsBetween(earlier.date, start)
+                             f"{later.numberOfFractions} fractions{f' ({perDay} a day)' if perDay > 1 else ''} on "
+                             f"weekdays: {start.isoformat()} at the latest)")
+                # courses that overlap (or end the same day) have no interval between them: 0 months
+                months = calendarMonthsBetween(earlier.date, start) if start > earlier.date else 0.0
                 if months < minMonths:
                     reasons.append(f"course '{earlier.name}' ended {months:.1f} months before course '{later.name}' "
                                    f"began{about} (the criterion needs ≥ {minMonths:g}; the phases of one course, "
@@ -1792,9 +1793,15 @@ def _remainingBudget(settings, masks, geometry, courseResults, repairFactorOf, a
                 unmet = _criterionConditionsUnmet(constraint, name, courseResults, masks, geometry)
                 if unmet:
                     rows.append({"structure": name, "constraint": f"{constraint.metric} {constraint.comparison} "
-                                 f"{constraint.limit:g} Gy EQD2", "alphaBetaGy": ab, "minRemainingPhysicalGy": None,
+                                 f"{constraint.limit:g} Gy EQD2" + ("" if recovered else
+                                                                     " (courses summed without recovery)"),
+                                 "alphaBetaGy": ab if ab is not None else "voxel map",
+                                 "allCoursesMaxEqd2Gy": float(np.nanmax(prior)) if np.isfinite(prior).any() else None,
+                                 "minRemainingPhysicalGy": None, "unknownPercent": None,
                                  "plannedFractions": settings.plannedFractions,
-                                 "note": "no budget: outside the criterion's conditions: " + "; ".join(unmet),
+                                 "plannedFractionsPerDay": settings.plannedSchedule.fractionsPerDay,
+                                 "note": "no budget (NaN in the map): outside the criterion's conditions: "
+                                         + "; ".join(unmet),
                                  "source": constraint.source})
                     continue
                 months, maxBed = constraint.condition("minIntervalMonths"), constraint.condition("maxCourseBedGy")
