@@ -295,6 +295,7 @@ def test_render_gives_the_displayable_manager_factory_back(scene, ctVolume, redS
     from ReirradiationDoseLib.mrml import scene as sceneModule
 
     factory = slicer.vtkMRMLSliceViewDisplayableManagerFactory.GetInstance()
+    found = factory.GetMRMLApplicationLogic()
     applications = slicer.vtkSlicerApplicationLogic()  # stands for the application's own logic
     factory.SetMRMLApplicationLogic(applications)
     try:
@@ -305,4 +306,4 @@ def test_render_gives_the_displayable_manager_factory_back(scene, ctVolume, redS
                                       sizePx=(64, 64), annotation=False)
         assert rgb.shape == (64, 64, 3) and factory.GetMRMLApplicationLogic() is applications
     finally:
-        factory.SetMRMLApplicationLogic(None)
+        factory.SetMRMLApplicationLogic(found)

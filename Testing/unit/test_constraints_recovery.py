@@ -321,6 +321,7 @@ def test_scaling_and_budget_keep_to_the_criterions_conditions():
     nieder = next(r for r in result.currentScaling if r["constraint"].startswith("SpinalCord D0.03cc <= 67.75"))
     assert nieder["scaling"] is None and nieder["reason"].startswith("not evaluated: outside the criterion's "
                                                                      "conditions: course 'c2' ended 3.0 months")
+    assert nieder["metricNow"] == pytest.approx(6.0 + 3.75 + 20.0, abs=1e-3)  # the plain sum now, still shown
     budget = next(r for r in result.budgetByOrgan if r["constraint"].startswith("D0.03cc <= 67.75"))
     assert budget["minRemainingPhysicalGy"] is None
     assert budget["note"].startswith("no budget (NaN in the map): outside the criterion's")

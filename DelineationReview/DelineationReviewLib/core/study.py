@@ -55,8 +55,9 @@ success)::
     rounds_comparison.json with the Wilcoxon signed-rank test (scipy.stats.wilcoxon, two-sided) when at least
                            6 cases are paired (otherwise "not computed: fewer than 6 paired cases")
     volume_agreement.csv   per round: the intraclass correlation of the observers' volumes over the cases,
-                           ICC(A,1) absolute agreement and ICC(C,1) consistency with 95 % limits (McGraw & Wong
-                           1996), the cases and observers left out to make the table complete
+                           ICC(A,1) absolute agreement, ICC(C,1) consistency and one-way ICC(1,1) (readers who
+                           differ from case to case) with 95 % limits (McGraw & Wong 1996), the cases and
+                           observers left out to make the table complete
     study.json             all of the above + inputs + options + notes + failures
     report.html            self-contained report (SVG plots, tables, pictures)
     pictures/<case>_<round>.png   when a picture callback is given

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -66,14 +65,13 @@ def readDoseFile(path: str | Path, physicalOnly: bool = False) -> tuple[np.ndarr
     return dose.astype(np.float32, copy=False), geometry, {"format": "image"}
 
 
-def _courseFractions(args, doseInfo: dict, schedule) -> tuple[int, str]:
-    """The number of fractions and where it comes from: ``--fractions``, else the RTPLAN (``--plan``), read as the
-    dose command reads a course's (pipeline._fractions): a plan the RTDOSE names another than is refused, fractions
-    given on the command line that differ from the plan's are used and warned (a physicist's review: a wrong
-    --fractions went unnoticed where the dose command warns)."""
+def _courseFractions(args, doseInfo: dict) -> tuple[int, str]:
+    """The number of fractions and where it comes from: ``--fractions``, else the RTPLAN (``--plan``): of the fraction
+    group the RTDOSE names, a plan the RTDOSE names another than refused, ``--fractions`` that differ from the plan's
+    used and warned (a physicist's review: a wrong --fractions went unnoticed where the dose command warns)."""
     from types import SimpleNamespace
 
-    from ..core.pipeline import _fractions
+    from ..core.pipeline import checkPlanOfDose, planFractionsOfDose
     from ..core.radiobiology import validateNumberOfFractions
     from ..core.rtplan import readRtPlan
 
@@ -81,15 +79,23 @@ def _courseFractions(args, doseInfo: dict, schedule) -> tuple[int, str]:
     if args.plan is None:
         return given, "command line"
     plan = readRtPlan(Path(args.plan))
-    course = SimpleNamespace(name=Path(args.dose).name, plan=Path(args.plan), fractions=given, dose=args.dose,
-                             schedule=schedule)
-    dose = SimpleNamespace(referencedPlanUid=doseInfo.get("referencedPlanUid", ""),
-                           referencedFractionGroupNumber=doseInfo.get("referencedFractionGroupNumber"))
-    warnings: list[str] = []
-    fractions, source, _, _ = _fractions(course, plan, dose, warnings)
-    for message in warnings:  # the dose command's wording names its case file; here the number is --fractions
-        print(f"warning: {message.replace('from the case file', '(--fractions)')}", file=sys.stderr)
-    return int(fractions), source.replace("case file", "--fractions")
+    dose = SimpleNamespace(**{k: doseInfo.get(k) for k in ("referencedPlanUid", "referencedFractionGroupNumber")})
+    checkPlanOfDose(plan, dose, args.plan, args.dose, "--plan", "or --fractions without --plan")
+    planName = Path(args.plan).name
+    try:
+        planFractions = planFractionsOfDose(plan, dose)
+    except InputError as error:
+        if given is None:
+            raise
+        logger.warning("%s fractions (--fractions) are used: the RTPLAN (%s) gives no single number (%s)", given,
+                       planName, str(error).removeprefix(f"{error.path}: "))
+        return given, "--fractions (the RTPLAN gives no single number)"
+    if given is None:
+        return planFractions, f"RTPLAN {planName}"
+    if given != planFractions:
+        logger.warning("%d fractions (--fractions) replace the %d of the RTPLAN (%s)", given, planFractions, planName)
+        return given, f"--fractions (overrides RTPLAN's {planFractions})"
+    return given, "--fractions (as the RTPLAN)"
 
 
 def addArguments(parser: argparse.ArgumentParser) -> None:
@@ -142,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
                      [args.dose, args.segmentation, None if args.tissues == "default" else args.tissues, args.plan],
                      dict.fromkeys(("--output", "--bed-output", "--alpha-beta-output"), images))
     dose, geometry, doseInfo = readDoseFile(args.dose, physicalOnly=True)
-    fractions, fractionsSource = _courseFractions(args, doseInfo, schedule)
+    fractions, fractionsSource = _courseFractions(args, doseInfo)
     if (args.alpha_beta is None) == (args.segmentation is None):
         raise InputError("give either --alpha-beta (one value) or --segmentation (an α/β map from the tissue table)")
     repairFactor = 1.0

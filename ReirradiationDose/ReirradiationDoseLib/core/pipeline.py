@@ -21,6 +21,7 @@ Two stages, so the Slicer module can feed nodes instead of files: :func:`loadCas
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import logging
 import time
@@ -34,7 +35,7 @@ from .casefile import CaseSpec, CourseSpec
 from .errors import InputError
 from .geometry import ImageGeometry
 from .progress import noProgress, subProgress
-from .radiobiology import FractionSchedule
+from .radiobiology import FractionSchedule, eqd2FromBedGy
 
 logger = logging.getLogger(__name__)
 
@@ -801,6 +802,24 @@ def _days(n: int) -> str:
     return f"{n} day" if n == 1 else f"{n} days"
 
 
+def checkPlanOfDose(plan, dose, planPath, dosePath, what: str, instead: str) -> None:
+    """Refuse an RTPLAN the RTDOSE does not belong to (its ReferencedRTPlanSequence names another plan): its
+    fractions would convert the wrong course. ``what`` leads the message ("course 'prior'"), ``instead`` says what to
+    give otherwise."""
+    referenced = str(getattr(dose, "referencedPlanUid", "") or "")
+    if referenced and plan.sopInstanceUid and referenced != plan.sopInstanceUid:
+        raise InputError(f"{what}: the RTDOSE ({dosePath}) belongs to another RTPLAN than the one given ({planPath}): "
+                         f"its ReferencedRTPlanSequence names {referenced}, the plan is {plan.sopInstanceUid}. Give "
+                         f"the course's own plan ({instead})", planPath)
+
+
+def planFractionsOfDose(plan, dose) -> int:
+    """The plan's number of fractions for ``dose``: of the fraction group the RTDOSE names when the plan has several
+    (ReferencedFractionGroupNumber); InputError when the plan gives no single number."""
+    group = getattr(dose, "referencedFractionGroupNumber", None) if len(plan.fractionGroups) > 1 else None
+    return int(plan.fractionsOfGroup(group))
+
+
 def _fractions(course: CourseSpec, plan, dose=None, warnings: list | None = None
                ) -> tuple[int, str, float | None, str]:
     """The course's number of fractions (case file, else its RTPLAN ``plan``, read from ``course.plan``; None
@@ -817,15 +836,10 @@ def _fractions(course: CourseSpec, plan, dose=None, warnings: list | None = None
     if plan is not None:
         prescription = plan.prescriptionGy
         patientId = plan.patientId
-        referenced = str(getattr(dose, "referencedPlanUid", "") or "")
-        if referenced and plan.sopInstanceUid and referenced != plan.sopInstanceUid:
-            raise InputError(f"course '{course.name}': the RTDOSE ({course.dose}) belongs to another "
-                             f"RTPLAN than the one given ({course.plan}): its ReferencedRTPlanSequence "
-                             f"names {referenced}, the plan is {plan.sopInstanceUid}. Give the course's own plan (or "
-                             "its 'fractions' without a 'plan')", course.plan)
-        group = getattr(dose, "referencedFractionGroupNumber", None) if len(plan.fractionGroups) > 1 else None
+        checkPlanOfDose(plan, dose, course.plan, course.dose, f"course '{course.name}'",
+                        "or its 'fractions' without a 'plan'")
         try:
-            planFractions = plan.fractionsOfGroup(group)
+            planFractions = planFractionsOfDose(plan, dose)
         except InputError as error:
             if course.fractions is None or len(plan.fractionGroups) < 2:
                 raise  # a plan of one group that states no valid number: refused as before
@@ -1657,6 +1671,9 @@ def currentCourseScaling(settings, masks, geometry, courseResults, alphaBetaMap)
                 row["reason"] = f"not evaluated: the dose of {name} is unknown (outside a course's dose grid)"
                 rows.append(row)
                 continue
+            g = current.repairFactorFor(organ)
+            g = g if np.ndim(g) == 0 else g[mask][known]
+            abValues = ab if ab is not None else alphaBetaMap[mask][known]
             if constraint.conditions:
                 # a criterion that holds only under its conditions (Nieder's: ≥ 6 months between courses, each course
                 # ≤ 98 Gy₂ BED) gives no factor outside them, and none that takes the current course beyond them (a
@@ -1665,11 +1682,12 @@ def currentCourseScaling(settings, masks, geometry, courseResults, alphaBetaMap)
                 unmet = _criterionConditionsUnmet(constraint, name, courseResults, masks, geometry, bedOf=priors)
                 if unmet:
                     row["reason"] = "not evaluated: outside the criterion's conditions: " + "; ".join(unmet)
+                    row["metricNow"] = scaledCourseMetric(prior[known], planned[known], current.numberOfFractions,
+                                                          abValues, np.full(np.count_nonzero(known),
+                                                                            geometry.voxelVolumeCc),
+                                                          constraint, 1.0, g, name)
                     rows.append(row)
                     continue
-            g = current.repairFactorFor(organ)
-            g = g if np.ndim(g) == 0 else g[mask][known]
-            abValues = ab if ab is not None else alphaBetaMap[mask][known]
             selected = np.ones(np.count_nonzero(known), dtype=bool)
             found = maxPrescriptionScaling(prior[known], planned[known], current.numberOfFractions, abValues, selected,
                                            geometry.voxelVolumeCc, constraint, name, repairFactor=g)
@@ -1678,10 +1696,9 @@ def currentCourseScaling(settings, masks, geometry, courseResults, alphaBetaMap)
                        metricAtScaling=found.metricValueAtScaling, reason=found.reason)
             maxBed = constraint.condition("maxCourseBedGy")
             if maxBed is not None and (row["unlimited"] or row["scaling"] is not None):
-                from dataclasses import replace
-
                 # the current course alone must stay within the criterion's BED per course
-                courseLimit = replace(constraint, limit=maxBed / (1.0 + 2.0 / ab), comparison="<=", conditions=())
+                courseLimit = dataclasses.replace(constraint, limit=eqd2FromBedGy(maxBed, ab), comparison="<=",
+                                                  conditions=())
                 own = maxPrescriptionScaling(np.zeros(np.count_nonzero(known)), planned[known],
                                              current.numberOfFractions, abValues, selected, geometry.voxelVolumeCc,
                                              courseLimit, name, repairFactor=g)
@@ -1813,9 +1830,9 @@ def _remainingBudget(settings, masks, geometry, courseResults, repairFactorOf, a
                 conditionNote = "the criterion's conditions: " + "; ".join(parts)
             allowed = remainingPhysicalDoseGy(constraint.limit - prior, settings.plannedFractions, abValues,
                                               repairFactor=plannedFactor)
-            maxBed = constraint.condition("maxCourseBedGy") if constraint.conditions else None
+            maxBed = constraint.condition("maxCourseBedGy")
             if maxBed is not None:
-                ownCap = remainingPhysicalDoseGy(np.full(prior.shape, maxBed / (1.0 + 2.0 / ab)),
+                ownCap = remainingPhysicalDoseGy(np.full(prior.shape, eqd2FromBedGy(maxBed, ab)),
                                                  settings.plannedFractions, abValues, repairFactor=plannedFactor)
                 allowed = np.minimum(allowed, ownCap)  # NaN (unknown dose) stays NaN
             current = budget[mask]

@@ -32,7 +32,7 @@ from ..core.progress import finishProgress, noProgress, subProgress
 from ..core.radiobiology import FractionSchedule
 from ..core.recovery import dateMonthsBefore
 from .dicomdatabase import checkFractions, referenceInfoFromDatabase
-from .dosescene import addDoseResultToScene
+from .dosescene import KEPT_RUN_ATTRIBUTE, OUTPUT_ATTRIBUTE, addDoseResultToScene
 from .nodes import arrayAndGeometryFromVolumeNode, masksFromSegmentationNode
 
 logger = logging.getLogger(__name__)
@@ -201,20 +201,24 @@ def _checkNodes(currentCt, currentDose, currentFractions, structures, mri, prior
             raise InputError(f"{seen[node.GetID()]} and {what} use the same dose '{node.GetName()}': it would be "
                              "counted twice")
         seen[node.GetID()] = what
-        storage = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
-        fileName = str(Path(storage.GetFileName()).resolve()) if storage is not None and storage.GetFileName() else ""
+        fileName = _storageFile(node)
         if fileName and fileName in seen:  # two nodes loaded from one file: one dose in two courses
             raise InputError(f"{seen[fileName]} and {what} use doses loaded from the same file ({fileName}): it would "
                              "be counted twice")
         if fileName:
             seen[fileName] = what
-        from .dosescene import KEPT_RUN_ATTRIBUTE, OUTPUT_ATTRIBUTE
-
         made = node.GetAttribute(OUTPUT_ATTRIBUTE) or (node.GetAttribute(KEPT_RUN_ATTRIBUTE) and "an earlier run's")
         if made:  # the composite EQD2, the alpha/beta or budget map: converted again the fractionation counts twice
             raise InputError(f"{what}: '{node.GetName()}' is an output of a run of this module ({made}), not a "
                              "course's physical dose: choose the course's plan dose")
         _refuseSavedMap(node, what)
+
+
+def _storageFile(node) -> str:
+    """The (resolved) file a node was loaded from, "" when none."""
+    storage = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
+    fileName = storage.GetFileName() if storage is not None else None
+    return str(Path(fileName).resolve()) if fileName else ""
 
 
 def _refuseSavedMap(node, what: str) -> None:
@@ -223,8 +227,7 @@ def _refuseSavedMap(node, what: str) -> None:
     verification review: a saved composite loaded in a later session took the composite from 80.09 to 127.41 Gy)."""
     from ..core.rtdose import headerQuantityOfFile, refuseNonPhysicalMap
 
-    storage = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
-    fileName = storage.GetFileName() if storage is not None else None
+    fileName = _storageFile(node)
     if not fileName or not Path(fileName).is_file() or Path(fileName).suffix.lower() == ".dcm":
         return
     try:
@@ -419,9 +422,12 @@ def _isTargetName(name: str, targets) -> bool:
 def settingsForModule(structureNames, tissueTable=None, defaultAlphaBetaGy: float = 3.0,
                       recoveryModel: str = "none", constantRecoveryPercent: float = 0.0,
                       constraintSetName: str | None = "pelvic-reirradiation", isodoseLevelsGy=(),
-                      targets=("GTV", "CTV"), repairHalfTimeHours: float | None = None) -> DoseSettings:
+                      targets=None, repairHalfTimeHours: float | None = None) -> DoseSettings:
     """Settings from the module's widgets: one recovery model for the organs at risk of every prior course. Isodose
-    levels that are not positive finite doses are refused (they were dropped silently)."""
+    levels that are not positive finite doses are refused (they were dropped silently). ``targets`` None: the
+    default GTV, CTV (said so in the report)."""
+    targetsByDefault = targets is None
+    targets = DoseSettings.targets if targets is None else tuple(targets)
     bad = [level for level in isodoseLevelsGy if not (np.isfinite(float(level)) and float(level) > 0)]
     if bad:
         raise InputError(f"isodose levels must be positive doses in Gy, got {', '.join(map(str, bad))}")
@@ -451,7 +457,7 @@ def settingsForModule(structureNames, tissueTable=None, defaultAlphaBetaGy: floa
         from ..core.radiobiology import checkRepairHalfTime
         repairHalfTimeHours = checkRepairHalfTime(repairHalfTimeHours, "the")
     return DoseSettings(tissues=tissues, defaultAlphaBetaGy=float(defaultAlphaBetaGy), targets=tuple(targets),
-                        targetsByDefault=tuple(targets) == ("GTV", "CTV"),
+                        targetsByDefault=targetsByDefault,
                         constraints=constraintSetName or None, isodoseLevelsGy=tuple(sorted(isodoseLevelsGy)),
                         repairHalfTimeHours=repairHalfTimeHours)
 
@@ -459,16 +465,15 @@ def settingsForModule(structureNames, tissueTable=None, defaultAlphaBetaGy: floa
 def runDoseWorkflow(scene, currentCt, currentDose, currentFractions: int, structures=None, mri=None,
                     priorCourses=(), tissueTable=None, defaultAlphaBetaGy: float = 3.0, recoveryModel: str = "none",
                     constantRecoveryPercent: float = 0.0, constraintSetName: str = "pelvic-reirradiation",
-                    isodoseLevelsGy=(), compositeEqd2=None, alphaBetaMap=None, dvhTable=None,
-                    constraintTable=None, progress=None, dicomDatabase=None, currentFractionsPerDay: int = 1,
+                    isodoseLevelsGy=(), progress=None, dicomDatabase=None, currentFractionsPerDay: int = 1,
                     currentHoursBetweenFractions: float | None = None,
                     repairHalfTimeHours: float | None = None, keepPrevious: bool = False) -> dict:
     """Compute the composite EQD2 from nodes and add (or update) the output nodes; see the module docstring.
 
     Returns ``{"compositeEqd2", "alphaBetaMap", "dvhTable", "constraintTable", "isodoseModels", "dvhChart",
-    "result", "summary"}``. The ``compositeEqd2`` … arguments are not used (kept for callers that pass them): outputs
-    are found again by their ``Reirradiation.Output`` attribute, so re-running replaces them instead of piling up, or
-    with ``keepPrevious`` keeps the previous run's beside the new, renamed "(earlier run N)".
+    "result", "summary"}``. Outputs are found again by their ``Reirradiation.Output`` attribute, so re-running
+    replaces them instead of piling up, or with ``keepPrevious`` keeps the previous run's beside the new, renamed
+    "(earlier run N)".
     ``dicomDatabase``: see :func:`doseInputsFromNodes` (fractions checked against each dose's RTPLAN).
     """
     progress = progress or noProgress
