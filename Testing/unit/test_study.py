@@ -274,6 +274,10 @@ def test_outputs(twoRoundStudy, tmp_path):
     overall = next(r for r in comparison if r["case"].startswith("(all") and r["metric"] == "median pair dice")
     assert float(overall["wilcoxonP"]) == pytest.approx(0.03125)
     assert len([r for r in comparison if r["metric"] == "median pair dice"]) == 7
+    # each row says what its HD and surface Dice were measured at (a code review: only long.csv did)
+    assert {r["metric"]: r["setting"] for r in comparison} == {
+        "median pair dice": "", "median pair hdPercentileMm": "percentile 95, maxDirected",
+        "median pair surfaceDice": "tolerance 2 mm"}
     study = json.loads((output / "study.json").read_text())
     assert study["options"]["reference"] == "majority" and study["counts"] == {
         "cases": 6, "analysedUnits": 12, "failures": 0}

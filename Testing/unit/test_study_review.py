@@ -218,7 +218,7 @@ def test_tables_say_which_percentile_and_tolerance_a_metric_was_measured_at(tmp_
             return {(r["kind"], r["metric"]): r["setting"] for r in csv.DictReader(stream)}
 
     for name in ("long.csv", "summary_by_case.csv", "summary_by_round.csv"):
-        settings = read(name)
+        settings = read(name)  # (rounds_comparison.csv below: a one-round study has no comparison)
         assert settings[("pair", "hdPercentileMm")] == "percentile 90, pooled", name
         assert settings[("pair", "hdPercentileDirectedMm.AtoB")] == "percentile 90", name
         assert settings[("pair", "surfaceDice")] == "tolerance 1.5 mm", name

@@ -135,7 +135,7 @@ _MARKS_TOLERANCE_METRICS = {"reachesBorder", "withinTolerance", "overContoured",
                             "clearMiss", "honouredFraction", "nHonoured", "nClearMisses", "flagged", "worstMissMm"}
 SUMMARY_STATISTICS = ("n", "median", "q1", "q3", "iqr", "min", "max")
 COMPARISON_COLUMNS = ("comparison", "roundA", "roundB", "case", "metric", "roundAValue", "roundBValue", "change",
-                      "wilcoxonP", "note")
+                      "wilcoxonP", "note", "setting")
 # (long-table metric of a pair, case-level median name, higher is more concordant)
 COMPARED_METRICS = (("dice", "medianPairDice", True), ("hdPercentileMm", "medianPairHdPercentileMm", False),
                     ("surfaceDice", "medianPairSurfaceDice", True))
@@ -1752,7 +1752,8 @@ def writeStudyOutputs(study: StudyResult, outputDir) -> Path:
         (folder / "summary_by_round.csv").write_text(
             _csvText(_withSettings(study.summaryByRound, options),
                      ("round", "kind", "metric", *SUMMARY_STATISTICS, "setting")), encoding="utf-8")
-        (folder / "rounds_comparison.csv").write_text(_csvText(comparisonRows, COMPARISON_COLUMNS), encoding="utf-8")
+        (folder / "rounds_comparison.csv").write_text(_csvText(_withSettings(comparisonRows, options),
+                                                               COMPARISON_COLUMNS), encoding="utf-8")
         agreement = [{k: ("; ".join(v) if isinstance(v, list) else v) for k, v in row.items()}
                      for row in study.volumeAgreement]
         (folder / "volume_agreement.csv").write_text(_csvText(agreement, VOLUME_AGREEMENT_COLUMNS), encoding="utf-8")
