@@ -633,9 +633,12 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
     w("<h2>Organ constraints</h2>")
     if summary["constraints"]:
         w("<p>Cumulative constraints are compared with the composite EQD2 at the constraint's α/β (all courses, "
-          "recovery applied); first-course limits (single-course tolerances from their source) with each course's "
-          "own dose, one row per course: a prior course's row says what the organ received in that course. The "
-          "column <i>Dose</i> names the dose of every row.</p>")
+          "recovery applied, unless the limit's source summed the courses without it); first-course limits "
+          "(single-course tolerances from their source) with each course's own dose, one row per course (column "
+          "<i>Course</i>): its EQD2 at the limit's α/β or, for a limit without one, its physical dose, or its EQD2 at "
+          "the organ's α/β where that is higher (the tolerances come from conventional fractionation). A prior "
+          "course's row says what the organ received in that course. The column <i>Dose</i> names the dose of every "
+          "row.</p>")
         w(_table(summary["constraints"], _constraintColumns(summary["constraints"]),
                  rowClass=lambda r: str(r.get("status", "")).replace(" ", "")))
     else:
