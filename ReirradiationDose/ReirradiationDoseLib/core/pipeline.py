@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import logging
 import time
 from pathlib import Path
@@ -753,17 +754,22 @@ def _timeBasedRecovery(case: CaseSpec, masks: dict) -> bool:
     return any(e is not None and not e.isTarget and getattr(e.recovery, "needsInterval", False) for e in entries)
 
 
+def _treatmentDays(fractions: int, fractionsPerDay: int = 1) -> int:
+    """The days a course's fractions take at ``fractionsPerDay`` a day."""
+    return -(-int(fractions) // max(1, int(fractionsPerDay)))
+
+
 def shortestCourseDays(fractions: int, fractionsPerDay: int = 1) -> int:
     """Calendar days from a course's first fraction to its last when its fractions are given ``fractionsPerDay`` a
     day on five days a week without a break (the shortest the course can take)."""
-    treatmentDays = -(-int(fractions) // max(1, int(fractionsPerDay)))
+    treatmentDays = _treatmentDays(fractions, fractionsPerDay)
     return (treatmentDays - 1) + 2 * ((treatmentDays - 1) // 5)
 
 
 def latestFirstFraction(lastFraction: _dt.date, fractions: int, fractionsPerDay: int = 1) -> _dt.date:
     """The latest a course whose last fraction was ``lastFraction`` can have begun: its treatment days counted back
     over the weekdays (Monday to Friday), without a break."""
-    remaining = -(-int(fractions) // max(1, int(fractionsPerDay))) - 1
+    remaining = _treatmentDays(fractions, fractionsPerDay) - 1
     day = lastFraction
     while remaining > 0:
         day -= _dt.timedelta(days=1)
@@ -1674,6 +1680,12 @@ def currentCourseScaling(settings, masks, geometry, courseResults, alphaBetaMap)
             g = current.repairFactorFor(organ)
             g = g if np.ndim(g) == 0 else g[mask][known]
             abValues = ab if ab is not None else alphaBetaMap[mask][known]
+            volumes = np.full(np.count_nonzero(known), geometry.voxelVolumeCc)
+
+            # the constraint's metric of the organ's known part with the current course scaled by the argument
+            metricAt = functools.partial(scaledCourseMetric, prior[known], planned[known], current.numberOfFractions,
+                                         abValues, volumes, constraint, repairFactor=g, name=name)
+
             if constraint.conditions:
                 # a criterion that holds only under its conditions (Nieder's: ≥ 6 months between courses, each course
                 # ≤ 98 Gy₂ BED) gives no factor outside them, and none that takes the current course beyond them (a
@@ -1682,10 +1694,7 @@ def currentCourseScaling(settings, masks, geometry, courseResults, alphaBetaMap)
                 unmet = _criterionConditionsUnmet(constraint, name, courseResults, masks, geometry, bedOf=priors)
                 if unmet:
                     row["reason"] = "not evaluated: outside the criterion's conditions: " + "; ".join(unmet)
-                    row["metricNow"] = scaledCourseMetric(prior[known], planned[known], current.numberOfFractions,
-                                                          abValues, np.full(np.count_nonzero(known),
-                                                                            geometry.voxelVolumeCc),
-                                                          constraint, 1.0, g, name)
+                    row["metricNow"] = metricAt(1.0)
                     rows.append(row)
                     continue
             selected = np.ones(np.count_nonzero(known), dtype=bool)
@@ -1705,20 +1714,14 @@ def currentCourseScaling(settings, masks, geometry, courseResults, alphaBetaMap)
                 if own.scaling is not None and not np.isinf(own.scaling) and (
                         row["unlimited"] or own.scaling < row["scaling"]):
                     row.update(scaling=float(own.scaling), unlimited=False,
-                               metricAtScaling=scaledCourseMetric(prior[known], planned[known],
-                                                                  current.numberOfFractions, abValues,
-                                                                  np.full(np.count_nonzero(known),
-                                                                          geometry.voxelVolumeCc),
-                                                                  constraint, float(own.scaling), g, name),
+                               metricAtScaling=metricAt(float(own.scaling)),
                                reason=f"capped by the criterion's condition: beyond ×{own.scaling:.3f} the current "
                                       f"course alone gives {name} more than {maxBed:g} Gy BED (α/β {ab:g} Gy)")
             if row["unlimited"]:
                 row["reason"] = "not limiting up to ×1000 of the current course's dose"
             elif found.scaling == 0.0 and not np.any(planned[known] > 0):
                 row["reason"] = "the prior courses alone already reach the limit; the current course gives no dose here"
-            row["metricNow"] = scaledCourseMetric(prior[known], planned[known], current.numberOfFractions, abValues,
-                                                  np.full(np.count_nonzero(known), geometry.voxelVolumeCc),
-                                                  constraint, 1.0, g, name)
+            row["metricNow"] = metricAt(1.0)
             if unknownPercent > 0:
                 unknownText = f"{unknownPercent:.1f} % of {name} has unknown dose (outside a course's dose grid)"
                 if knownPartBound(constraint) is None:  # Dmean, V%, ...: the known part says nothing of the whole
