@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import slicer
 
 from ReirradiationDoseLib.core.errors import InputError
 from ReirradiationDoseLib.core.geometry import ImageGeometry
@@ -581,6 +582,25 @@ def test_a_saved_map_loaded_again_is_refused_as_a_course_dose(scene, inputs, tmp
     # two nodes loaded from one file in two courses: one dose counted twice (a physicist's review)
     inputs["current"] = load("course_Prior_physical.nrrd")
     with pytest.raises(InputError, match=r"the current course and course 'Prior' use doses loaded from the same file"):
+        run(scene, inputs)
+
+
+def test_one_rtdose_loaded_twice_is_refused_by_its_sop_instance_uid(scene, inputs):
+    """The module's same-dose check compared nodes and files only: one RTDOSE loaded from two copies of its folder
+    (two nodes, two files) was summed twice. Slicer's DICOM import keeps each node's SOP Instance UIDs in the subject
+    hierarchy ("DICOMInstanceUID"): two courses with the same one are refused, naming both; different UIDs pass."""
+    shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    uidName = slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMInstanceUIDName()
+    prior = inputs["priors"][0]["doseNode"]
+    copy = volumeNodeFromArray(scene, *arrayAndGeometryFromVolumeNode(prior), "Prior (copy)", isDose=True)
+    for node, uid in ((prior, "1.2.826.0.1.3680043.8.498.1"), (copy, "1.2.826.0.1.3680043.8.498.2")):
+        # Slicer's subject hierarchy plugins give every node an item; slicer-core has no plugins: made here
+        shNode.SetItemUID(shNode.CreateItem(shNode.GetSceneItemID(), node), uidName, uid)
+    inputs["priors"].append(dict(inputs["priors"][0], name="Copy", doseNode=copy, monthsBefore=30.0))
+    assert run(scene, inputs)["compositeEqd2"] is not None  # two RTDOSEs: summed
+    shNode.SetItemUID(shNode.GetItemByDataNode(copy), uidName, "1.2.826.0.1.3680043.8.498.1")
+    with pytest.raises(InputError, match=r"course 'Prior' and course 'Copy' use the same RTDOSE \(SOP Instance UID "
+                                         r"1\.2\.826\.0\.1\.3680043\.8\.498\.1, 'Prior \(copy\)'\)"):
         run(scene, inputs)
 
 

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -173,3 +174,23 @@ def test_default_targets_are_known_as_such_and_said_so_in_the_report(caseDir):
     case = parseCaseFile(write(caseDir, data))
     assert not case.targetsByDefault
     assert _targetReason(SimpleNamespace(), DoseSettings.fromCase(case), "CTV") == "yes (case targets)"
+
+
+def test_a_prior_courses_start_date_is_read_and_checked(caseDir):
+    """'startDate': a prior course's first fraction (its 'date' is the last). Read on a prior course; refused on the
+    current course (its 'date' is its first fraction) and after the course's own date."""
+    data = baseCase()
+    data["courses"][0]["startDate"] = "2023-12-01"
+    case = parseCaseFile(write(caseDir, data))
+    assert str(case.courses[0].startDate) == "2023-12-01" and case.courses[1].startDate is None
+    refusals = [
+        (1, "2026-10-01", "the current course 'current' has a 'startDate': its 'date' is already its first fraction"),
+        (0, "2024-01-11", "course 'prior' begins (2024-01-11, 'startDate') after it ends (2024-01-10"),
+        (0, "2023-13-01", "course 'prior' startDate must be a date written YYYY-MM-DD (got '2023-13-01')"),
+    ]
+    for index, value, message in refusals:
+        data = baseCase()
+        data["courses"][index]["startDate"] = value
+        with pytest.raises(InputError, match=re.escape(message)) as error:
+            parseCaseFile(write(caseDir, data))
+        assert "case.json" in str(error.value)

@@ -36,9 +36,10 @@ def handEqd2(dose, fractions, alphaBeta):
     return dose * (perFraction + alphaBeta) / (2.0 + alphaBeta)
 
 
-def run(masks, courses, constraints, tissues=None, plannedFractions=None, shape=SHAPE):
+def run(masks, courses, constraints, tissues=None, plannedFractions=None, shape=SHAPE, startDates=None):
     """computeDose on a 2 mm grid; ``courses``: (name, dose array or value, fractions, date, isCurrent) on the grid, or
-    with a sixth item, the dose's own grid (z origin in mm, number of slices: a dose grid covering part of it)."""
+    with a sixth item, the dose's own grid (z origin in mm, number of slices: a dose grid covering part of it).
+    ``startDates``: {course name: its first fraction} of prior courses."""
     geometry = ImageGeometry(shape[::-1], (2.0, 2.0, 2.0))
     inputs = []
     for name, dose, fractions, date, isCurrent, *own in courses:
@@ -49,7 +50,7 @@ def run(masks, courses, constraints, tissues=None, plannedFractions=None, shape=
             doseGeometry = ImageGeometry(doseShape[::-1], (2.0, 2.0, 2.0), (0.0, 0.0, zOrigin))
         inputs.append(CourseInput(name=name, doseGy=np.broadcast_to(np.float32(dose), doseShape).copy(),
                                   doseGeometry=doseGeometry, numberOfFractions=fractions, isCurrent=isCurrent,
-                                  date=date))
+                                  date=date, startDate=(startDates or {}).get(name)))
     settings = DoseSettings(tissues={k: TissueSpec(**v) for k, v in (tissues or {}).items()},
                             targets=("GTV",), constraints=constraints, plannedFractions=plannedFractions)
     return computeDose(DoseInputs(referenceImage=geometry.emptyImage(), masks=masks, courses=inputs,
@@ -340,6 +341,35 @@ def test_the_interval_between_two_prior_courses_runs_to_the_later_ones_first_fra
     months = calendarMonthsBetween(dt.date(2023, 1, 10), start)
     assert f"course 'c1' ended {months:.1f} months before course 'c2' began (its first fraction estimated" in \
         nieder.reason and "2023-06-16 at the latest" in nieder.reason
+
+
+def test_a_prior_courses_given_first_fraction_replaces_the_estimate():
+    """c2 (25 fractions, last 2023-07-20) began 2023-07-12 by its 'startDate' (a course with a break is longer than
+    its fractions): 6.1 months after c1 ended, Nieder's criterion is evaluated on its value, where the estimate
+    (2023-06-16 at the latest) put it 5.2 months apart, "not evaluated". A start before 2023-07-10 (6 months) stays
+    not evaluated, and the reason then gives no estimate."""
+    courses = [("c1", 20.0, 10, dt.date(2023, 1, 10), False), ("c2", 20.0, 25, dt.date(2023, 7, 20), False),
+               ("c3", 10.0, 5, dt.date(2024, 12, 1), True)]
+    tissues = {"SpinalCord": {"alphaBetaGy": 2.0}}
+    nieder = row(run({"SpinalCord": cordMask()}, courses, "general", tissues=tissues,
+                     startDates={"c2": dt.date(2023, 7, 12)}), "SpinalCord", 67.75)
+    assert calendarMonthsBetween(dt.date(2023, 1, 10), dt.date(2023, 7, 12)) == pytest.approx(6.06, abs=0.01)
+    # EQD2 at α/β 2 Gy: 20 Gy in 2 Gy fractions, 20 Gy in 0.8 Gy (14 Gy₂), 10 Gy in 2 Gy: 44 < 67.75
+    assert nieder.status == "pass"
+    assert nieder.value == pytest.approx(20 * (2 + 2) / 4 + 20 * (0.8 + 2) / 4 + 10 * (2 + 2) / 4, abs=1e-3)
+    early = row(run({"SpinalCord": cordMask()}, courses, "general", tissues=tissues,
+                    startDates={"c2": dt.date(2023, 7, 3)}), "SpinalCord", 67.75)
+    months = calendarMonthsBetween(dt.date(2023, 1, 10), dt.date(2023, 7, 3))
+    assert early.status == "not evaluated"
+    assert f"course 'c1' ended {months:.1f} months before course 'c2' began (the criterion" in early.reason
+    assert "estimated" not in early.reason
+    from ReirradiationDoseLib.core.dosereport import reportHtml, summaryDict
+    result = run({"SpinalCord": cordMask()}, courses, "general", tissues=tissues,
+                 startDates={"c2": dt.date(2023, 7, 12)})
+    summary = summaryDict(result)
+    assert [c["startDate"] for c in summary["courses"]] == [None, "2023-07-12", None]
+    assert "<td>2023-07-12 – 2023-07-20</td>" in reportHtml(result)
+    assert all(c["startDate"] is None for c in summaryDict(result, anonymize=True)["courses"])
 
 
 def test_the_criterions_caps_bind_and_prior_courses_are_judged_by_their_own_bed():

@@ -76,3 +76,23 @@ def test_the_shortest_course_a_plan_allows():
     assert warning(25, dt.date(2024, 1, 2), current=True) is None
     assert pipeline.priorCourseDateWarning(
         CourseSpec(name="prior", dose=None, date=dt.date(2024, 1, 2)), types.SimpleNamespace(date=""), 25) is None
+
+
+def test_a_prior_courses_dates_too_close_for_its_fractions_are_warned():
+    """'startDate' and 'date' are a prior course's first and last fractions: 25 fractions once a day on weekdays take
+    32 days at least (24 weekdays after the first, 4 weekends), twice a day 16 (13 treatment days); closer dates are
+    warned naming both, a longer course (a break) is not. No start date, or the current course: nothing to check."""
+    def warning(start, perDay=1, fractions=25, current=False):
+        course = CourseSpec(name="prior", dose=None, date=dt.date(2024, 2, 2), startDate=start, isCurrent=current,
+                            schedule=FractionSchedule(perDay, 6.0 if perDay > 1 else None))
+        return pipeline.priorCourseSpanWarning(course, fractions)
+
+    assert warning(dt.date(2024, 1, 1)) is None  # 32 days
+    assert warning(dt.date(2023, 11, 1)) is None  # a break
+    short = warning(dt.date(2024, 1, 2))
+    assert short.startswith("course 'prior' runs from 2024-01-02 ('startDate') to 2024-02-02 ('date'), 31 days, but "
+                            "its 25 fractions on five days a week take at least 32 days")
+    assert warning(dt.date(2024, 1, 17), perDay=2) is None  # 16 days
+    assert "25 fractions at 2 a day on five days a week take at least 16 days" in warning(dt.date(2024, 1, 18), 2)
+    assert warning(dt.date(2024, 2, 2), fractions=1) is None
+    assert warning(None) is None and warning(dt.date(2024, 1, 30), current=True) is None

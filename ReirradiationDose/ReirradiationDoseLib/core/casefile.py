@@ -12,6 +12,7 @@ them)::
                                                    # "date": a prior course's LAST fraction, the current course's
                                                    # first (their interval sets time-based recovery)
         {"name": "prior", "dose": "prior/RTDOSE.dcm", "plan": "prior/RTPLAN.dcm", "date": "2024-05-02",
+         "startDate": "2024-03-25",                # optional, prior courses: the first fraction (else estimated)
          "image": "prior/CT", "structures": "prior/RTSTRUCT.dcm",
          "registration": "deformable",             # none | rigid | affine | deformable | a transform file
          "withoutCounterpart": ["GTV", "Fibrosis"],   # optional, deformable only: reference structures whose
@@ -68,8 +69,8 @@ _TOP_KEYS = {
     "isodoseLevelsGy", "plannedCourse", "conservativeRadiusMm", "allowFrameOfReferenceMismatch", "allowPatientMismatch",
     "description", "repairHalfTimeHours",
 }
-_COURSE_KEYS = {"name", "dose", "plan", "fractions", "date", "image", "structures", "registration", "current",
-                "withoutCounterpart", "courseWithoutCounterpart", "landmarks", "validationStructures",
+_COURSE_KEYS = {"name", "dose", "plan", "fractions", "date", "startDate", "image", "structures", "registration",
+                "current", "withoutCounterpart", "courseWithoutCounterpart", "landmarks", "validationStructures",
                 "initialTransform", "fractionsPerDay", "hoursBetweenFractions"}
 _MRI_KEYS = {"image", "registration", "initialTransform"}
 _TISSUE_KEYS = {"alphaBeta", "recovery", "priority", "isTarget", "aliases", "repairHalfTimeHours"}
@@ -85,6 +86,8 @@ class CourseSpec:
     plan: Path | None = None
     fractions: int | None = None
     date: _dt.date | None = None
+    # a prior course's first fraction when known (its ``date`` is the last): else estimated where needed
+    startDate: _dt.date | None = None
     image: Path | None = None
     structures: Path | None = None
     registration: str = "none"  # none | rigid | affine | deformable | "file"
@@ -251,7 +254,8 @@ def parseCase(data, path) -> CaseSpec:
         courses.append(dict(
             name=name, dose=existing(raw["dose"], f"course '{name}' dose"),
             plan=existing(raw["plan"], f"course '{name}' plan") if raw.get("plan") else None,
-            fractions=fractions, date=_date(raw.get("date"), f"course '{name}' date", path), image=image,
+            fractions=fractions, date=_date(raw.get("date"), f"course '{name}' date", path),
+            startDate=_date(raw.get("startDate"), f"course '{name}' startDate", path), image=image,
             structures=existing(raw["structures"], f"course '{name}' structures") if raw.get("structures") else None,
             registration=registration, transformFile=transformFile, isCurrent=bool(current),
             withoutCounterpart=withoutCounterpart, courseWithoutCounterpart=courseWithoutCounterpart,
@@ -524,6 +528,16 @@ def _chooseCurrent(courses: list[dict], path: Path, notCurrent=()) -> None:
         if course["date"] == current["date"]:
             raise InputError(f"courses '{course['name']}' and '{current['name']}' have the same date; mark the "
                              "current one with \"current\": true", path)
+    for course in courses:
+        if course["startDate"] is None:
+            continue
+        if course is current:
+            raise InputError(f"the current course '{course['name']}' has a 'startDate': its 'date' is already its "
+                             "first fraction ('startDate' is a prior course's first fraction, its 'date' the last)",
+                             path)
+        if course["startDate"] > course["date"]:
+            raise InputError(f"course '{course['name']}' begins ({course['startDate']}, 'startDate') after it ends "
+                             f"({course['date']}, 'date': a prior course's last fraction)", path)
     if current.get("landmarks") is not None:
         raise InputError(f"the current course '{current['name']}' is on the reference image: 'landmarks' check a prior "
                          "course's registration, not the current one", path)

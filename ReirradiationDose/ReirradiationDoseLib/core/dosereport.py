@@ -285,7 +285,8 @@ def summaryDict(result, includeIdentity: bool = False, anonymize: bool = False, 
     for c in result.courses:
         doseInfo = {k: v for k, v in c.doseInfo.items() if includeIdentity or not k.lower().startswith("patient")}
         courses.append({
-            "name": c.name, "current": c.isCurrent, "date": c.date, "doseFile": c.doseFile, "dose": doseInfo,
+            "name": c.name, "current": c.isCurrent, "date": c.date, "startDate": c.startDate, "doseFile": c.doseFile,
+            "dose": doseInfo,
             "numberOfFractions": c.numberOfFractions, "fractionsSource": c.fractionsSource,
             "prescriptionGy": c.prescriptionGy, "registration": c.registration,
             "doseGridCoveragePercent": 100.0 * c.coverageFraction, "recovery": c.recovery,
@@ -581,7 +582,8 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
         reg = c["registration"] or {}
         quality = reg.get("quality") or {}
         rows.append({
-            "name": c["name"] + (" (current)" if c["current"] else ""), "date": c["date"],
+            "name": c["name"] + (" (current)" if c["current"] else ""),
+            "date": f"{c['startDate']} – {c['date']}" if c.get("startDate") and c.get("date") else c["date"],
             "fractions": c["numberOfFractions"], "source": c["fractionsSource"], "rx": c["prescriptionGy"],
             "schedule": _scheduleText(c),
             "reg": _registrationText(reg), "coverage": c["doseGridCoveragePercent"],

@@ -82,6 +82,7 @@ class CourseInput:
     numberOfFractions: int
     isCurrent: bool = False
     date: _dt.date | None = None
+    startDate: _dt.date | None = None  # a prior course's first fraction when known (``date`` is its last)
     fractionsSource: str = "given"
     prescriptionGy: float | None = None
     doseFile: str = ""
@@ -140,6 +141,7 @@ class CourseResult:
     organRepairFactors: dict | None = None
     # voxels a target owns (bool, prior courses): no recovery there, also when an organ's own recovery is read
     targetVoxels: np.ndarray | None = None
+    startDate: _dt.date | None = None  # a prior course's first fraction when known (``date`` is its last)
 
     def repairFactorFor(self, structure: str | None = None):
         """The repair factor to read ``structure`` with: its own tissue's (a constraint on the sacral plexus reads
@@ -351,7 +353,7 @@ def computeDose(inputs: DoseInputs, progress=None) -> DoseResult:
                     float(np.nanmax(mappedDose)) if np.isfinite(mappedDose).any() else float("nan"),
                     100 * float(mapped.coverageFraction))
         results.append(CourseResult(
-            name=course.name, isCurrent=course.isCurrent, date=course.date,
+            name=course.name, isCurrent=course.isCurrent, date=course.date, startDate=course.startDate,
             numberOfFractions=int(course.numberOfFractions), fractionsSource=course.fractionsSource,
             prescriptionGy=course.prescriptionGy, doseFile=course.doseFile, doseInfo=dict(course.doseInfo),
             registration=registration, mappedDoseGy=mappedDose, coverageFraction=float(mapped.coverageFraction),
@@ -584,6 +586,9 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
         dateWarning = priorCourseDateWarning(course, plan, fractions)
         if dateWarning:
             warnings.append(dateWarning)
+    spanWarning = priorCourseSpanWarning(course, fractions)  # the dates give the interval to the next course
+    if spanWarning:
+        warnings.append(spanWarning)
     identities = [("dose", str(course.dose), getattr(dose, "patientId", "") or "")]
     if course.plan is not None:
         identities.append(("plan", str(course.plan), planPatientId))
@@ -683,8 +688,9 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
         warnings.append(folded)
     return CourseInput(name=course.name, doseGy=np.asarray(dose.doseGy, dtype=np.float32),
                        doseGeometry=dose.geometry, numberOfFractions=fractions, isCurrent=course.isCurrent,
-                       date=course.date, fractionsSource=source, prescriptionGy=prescription,
-                       doseFile=str(course.dose), doseInfo=doseInfo, transform=transform, registration=registration,
+                       date=course.date, startDate=course.startDate, fractionsSource=source,
+                       prescriptionGy=prescription, doseFile=str(course.dose), doseInfo=doseInfo, transform=transform,
+                       registration=registration,
                        identities=identities, reviewImage=reviewImage, carriedStructures=carried or None,
                        schedule=course.schedule)
 
@@ -802,6 +808,24 @@ def priorCourseDateWarning(course: CourseSpec, plan, fractions: int) -> str | No
             "course's date as its LAST fraction. If this is the plan's or the first fraction's date, the interval is "
             f"too long by at least {_days((earliestEnd - course.date).days)}, which may credit recovery the patient "
             "has not had: give the date of the last fraction")
+
+
+def priorCourseSpanWarning(course: CourseSpec, fractions: int) -> str | None:
+    """A prior course whose ``startDate`` and ``date`` (its first and last fractions) are closer than its fractions
+    can be given (at its fractions a day on five days a week): the warning, else None. One of the dates, the number
+    of fractions or the fractions a day is wrong, and the interval to the next course is read from these dates."""
+    start = getattr(course, "startDate", None)
+    if course.isCurrent or start is None or course.date is None:
+        return None
+    perDay = course.schedule.fractionsPerDay
+    shortest = shortestCourseDays(fractions, perDay)
+    if (course.date - start).days >= shortest:
+        return None
+    return (f"course '{course.name}' runs from {start.isoformat()} ('startDate') to {course.date.isoformat()} "
+            f"('date'), {_days((course.date - start).days)}, but its {fractions} fractions"
+            f"{f' at {perDay} a day' if perDay > 1 else ''} on five days a week take at least {_days(shortest)}: "
+            "check the dates, the fractions and the fractions a day (the interval between courses is read from the "
+            "dates)")
 
 
 def _days(n: int) -> str:
@@ -1410,12 +1434,14 @@ def _criterionConditionsUnmet(constraint, structure: str, courseResults: list[Co
                 # (its fractions on five days a week, no break: the latest it can have begun) (a physicist's review:
                 # two prior courses read 6.3 months apart began 5.2 months after the first ended)
                 start, about = later.date, ""
-                if not later.isCurrent:
+                if not later.isCurrent and later.startDate is not None:
+                    start = later.startDate
+                elif not later.isCurrent:
                     perDay = later.schedule.fractionsPerDay
                     start = latestFirstFraction(later.date, later.numberOfFractions, perDay)
                     about = (f" (its first fraction estimated from its last, {later.date.isoformat()}, and its "
                              f"{later.numberOfFractions} fractions{f' ({perDay} a day)' if perDay > 1 else ''} on "
-                             f"weekdays: {start.isoformat()} at the latest)")
+                             f"weekdays: {start.isoformat()} at the latest; give its 'startDate')")
                 # courses that overlap (or end the same day) have no interval between them: 0 months
                 months = calendarMonthsBetween(earlier.date, start) if start > earlier.date else 0.0
                 if months < minMonths:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+import slicer
 
 from ..core.casefile import TissueSpec
 from ..core.errors import InputError
@@ -207,11 +208,30 @@ def _checkNodes(currentCt, currentDose, currentFractions, structures, mri, prior
                              "be counted twice")
         if fileName:
             seen[fileName] = what
+        for uid in _dicomInstanceUids(node):  # one RTDOSE loaded twice, e.g. from two copies of its folder
+            if ("uid", uid) in seen:
+                raise InputError(f"{seen[('uid', uid)]} and {what} use the same RTDOSE (SOP Instance UID {uid}, "
+                                 f"'{node.GetName()}'): it would be counted twice; each course needs its own dose")
+            seen[("uid", uid)] = what
         made = node.GetAttribute(OUTPUT_ATTRIBUTE) or (node.GetAttribute(KEPT_RUN_ATTRIBUTE) and "an earlier run's")
         if made:  # the composite EQD2, the alpha/beta or budget map: converted again the fractionation counts twice
             raise InputError(f"{what}: '{node.GetName()}' is an output of a run of this module ({made}), not a "
                              "course's physical dose: choose the course's plan dose")
         _refuseSavedMap(node, what)
+
+
+def _dicomInstanceUids(node) -> list[str]:
+    """The SOP Instance UIDs the subject hierarchy holds for a node loaded from DICOM (SlicerRT's RTDOSE import and
+    Slicer's DICOM plugins store them as the item's "DICOMInstanceUID"), [] for any other node."""
+    scene = node.GetScene()
+    shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene) if scene is not None else None
+    if shNode is None:
+        return []
+    item = shNode.GetItemByDataNode(node)
+    if not item:
+        return []
+    uids = shNode.GetItemUID(item, slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMInstanceUIDName()) or ""
+    return [uid for uid in uids.split() if uid]
 
 
 def _storageFile(node) -> str:
