@@ -40,7 +40,8 @@ def buildParser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _loadCommands():
-        commandParser = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        # the list's help is %-formatted by argparse (a percent sign written %%), the description is printed as it is
+        commandParser = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP.replace("%%", "%"))
         module.addArguments(commandParser)
         commandParser.set_defaults(_run=module.run)
     return parser

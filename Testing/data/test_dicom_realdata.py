@@ -150,10 +150,11 @@ def test_dicompyler_structure_volumes(dicompylerReference):
             assert name not in masks
             continue
         volume = masks[name].sum() * dose.geometry.voxelVolumeCc
-        if ref["dvhVolumeCc"] > 10:
-            assert volume == pytest.approx(ref["dvhVolumeCc"], rel=0.02), name
-            checked += 1
-    assert checked == 6  # BODY, Breast, Heart, Lt Lung, Tumor Bed, Tumor Bed Block
+        # dicompyler-core's own volumes (its DVH, dicompyler_reference.py): equal to 0.01 cc, small ones too (a
+        # review: within 2 % above 10 cc only was checked, where the README claims 0.01 cc)
+        assert volume == pytest.approx(ref["dvhVolumeCc"], abs=0.01), name
+        checked += 1
+    assert checked == 9  # BODY, Borders, Breast, Heart, Lt Lung, Nodes, Scar, Tumor Bed, Tumor Bed Block
     with pytest.raises(InputError, match="frame of reference"):
         rasterizeRoi(rs, "Heart", dose.geometry, frameOfReferenceUid="1.2.3.4")
 

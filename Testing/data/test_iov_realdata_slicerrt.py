@@ -31,11 +31,10 @@ def test_slicerrt_segment_comparison_baseline(rectum):
     rect, expanded, geometry = rectum
     pair = analyzeObservers({"rectum": rect, "expanded": expanded}, geometry, reference=None,
                             hdConvention="meanDirected").pairs[0]
-    assert pair["dice"] == pytest.approx(0.542084, abs=0.005)
-    assert pair["hausdorffMm"] == pytest.approx(8.34375, abs=0.5)
-    assert pair["hdPercentileMm"] == pytest.approx(6.07853, abs=0.5)
-    assert np.mean(pair["msdDirectedMm"]) == pytest.approx(5.17621, abs=0.5)
-    # measured: Dice 0.54205, HD 8.34375, HD95 6.07853, mean of directed means 5.1724 — in fact much closer
+    # SlicerRT's baseline: Dice 0.542084, HD 8.34375, HD95 (mean of the directed) 6.07853, mean of the directed means
+    # 5.17621; measured: Dice 0.54205, HD 8.34375, HD95 6.07853, 5.1724 (its planar contours rasterised here)
+    assert pair["dice"] == pytest.approx(0.542084, abs=0.0005)
+    assert np.mean(pair["msdDirectedMm"]) == pytest.approx(5.17621, abs=0.01)
     assert pair["hausdorffMm"] == pytest.approx(8.34375, abs=0.01)
     assert pair["hdPercentileMm"] == pytest.approx(6.07853, abs=0.01)
     # the expansion contains the rectum: sensitivity of the expanded mask w.r.t. the rectum is 1

@@ -157,16 +157,32 @@ def test_registration_none_with_override_gives_the_no_registration_truth(demoCas
 def test_deformable_registration_meets_truth_within_2_percent(demoCase, tmp_path):
     """Issue 7: the demo case as shipped (rigid + structure-guided deformable registration of the prior CT) gives
     the composite EQD2 at every named truth point within 2 %, without folding, and the same maps when run again.
-    Measured: all within 1.0 %."""
+    Measured: all within 1.07 % (the bowel point near the prior field's edge; through the true field that point is
+    1.48 % off, the TPS grid's interpolation in the penumbra, the others within 0.3 %), Jacobian minimum 0.47."""
     out = tmp_path / "out"
     assert main(["dose", str(demoCase.paths["case"]), "--output", str(out), "--no-pictures"]) == 0
     composite = sitk.ReadImage(str(out / "composite_eqd2.nrrd"))
     for point in demoCase.truth["points"]:
-        assert sampleAt(composite, point["lpsMm"]) == pytest.approx(point["expectedCompositeEqd2Gy"], rel=0.02), \
+        assert sampleAt(composite, point["lpsMm"]) == pytest.approx(point["expectedCompositeEqd2Gy"], rel=0.015), \
             point["name"]
-    registration = json.loads((out / "summary.json").read_text())["courses"][0]["registration"]
+    summary = json.loads((out / "summary.json").read_text())
+    registration = summary["courses"][0]["registration"]
     quality = registration["quality"]
-    assert quality["foldingVoxelCount"] == 0 and quality["jacobianMin"] > 0.1
+    assert quality["foldingVoxelCount"] == 0 and quality["jacobianMin"] > 0.4
+    # the demo's numbers the README quotes (measured, deterministic), so that a change cannot leave it stale (a review)
+    assert summary["composite"]["maxGy"] == pytest.approx(81.76, abs=0.01)
+    limiting = summary["currentCourseScaling"]["rows"][0]
+    assert limiting["constraint"].startswith("Bowel D2cc < 90 Gy") and limiting["scaling"] == pytest.approx(1.343,
+                                                                                                             abs=5e-4)
+    assert limiting["unknownPercent"] == pytest.approx(21.8, abs=0.05)
+    rectum = next(r for r in summary["dvh"] if r["structure"] == "Rectum" and r["dose"] == "composite EQD2")
+    assert rectum["d2ccGy"] == pytest.approx(78.46, abs=0.01)
+    plexusDvh = next(r for r in summary["dvh"] if r["structure"] == "SacralPlexus" and r["dose"] == "composite EQD2")
+    assert plexusDvh["d0_03ccGy"] == pytest.approx(80.67, abs=0.01) and plexusDvh["alphaBetaGy"] == 2.0
+    plexus = {(r["metric"], r["course"]): r for r in summary["constraints"]
+              if r["structure"] == "SacralPlexus" and r["metric"] == "V50Gy[%]"}
+    assert plexus[("V50Gy[%]", "prior")]["value"] == pytest.approx(90.4, abs=0.05)
+    assert plexus[("V50Gy[%]", "prior")]["status"] == "fail" and plexus[("V50Gy[%]", "current")]["value"] == 0.0
     # the structures that exerted no force are recorded and stated in the report
     assert registration["withoutCounterpart"] == {"structures": ["GTV", "Fibrosis"], "marginMm": 5.0}
     assert registration["courseWithoutCounterpart"] == {"structures": ["GTV_primary"], "marginMm": 5.0}

@@ -99,8 +99,8 @@ def test_deformable_node_recovers_the_known_deformation(registered):
     # the node (field stored on the 3.5 mm CT grid) against the generator's truth: the core pipeline's numbers
     # on this case are median 1.0 / p95 2.7 mm; rigid alone p95 6.7 mm (Testing/benchmarks/registration_demo.py)
     error = _errorInBody(registered, sitkTransformFromNode(node, registered["geometry"]))
-    assert np.median(error) < 1.4
-    assert np.percentile(error, 95) < 3.5
+    assert np.median(error) < 1.15  # measured 1.04 (deterministic: the metric on one thread)
+    assert np.percentile(error, 95) < 2.9  # measured 2.69
     rigid = _errorInBody(registered, sitk.Euler3DTransform())
     assert np.percentile(error, 95) < 0.6 * np.percentile(rigid, 95)
     quality = out["quality"]

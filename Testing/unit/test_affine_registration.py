@@ -157,8 +157,8 @@ def test_the_case_file_s_affine_mri_and_course_registrations_run_and_are_reporte
     assert text == "affine (scales " + ", ".join(f"{v:.3f}" for v in scales) + ")"
 
 
-@pytest.mark.parametrize("slices", [(0, 12), (24, 36), (0, 18)])
-def test_an_mri_slab_registers_when_the_metric_runs_over_its_own_voxels(demoImages, slices):
+@pytest.mark.parametrize("slices,bound", [((0, 12), 1.0), ((24, 36), 2.5), ((0, 18), 1.0)])
+def test_an_mri_slab_registers_when_the_metric_runs_over_its_own_voxels(demoImages, slices, bound):
     """A clinical MRI covers a slab of the pelvis, the planning CT all of it. Over the CT's voxels most samples have no
     counterpart and the rigid registration slid the slab away (measured p95 47.6 / 68.9 / 38.7 mm in the body the
     slab covers); over the MRI's voxels (``metricDomain="auto"`` picks them: the slab's box is far smaller) it lands
@@ -175,7 +175,7 @@ def test_an_mri_slab_registers_when_the_metric_runs_over_its_own_voxels(demoImag
     centre = fixed.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2.0 for n in fixed.GetSize()])
     assert np.allclose(overSlab.transform.GetCenter(), centre)  # as any rigid result: about the CT's centre
     assert _p95(overCt.transform, truth, points) > 20.0
-    assert _p95(overSlab.transform, truth, points) < 2.5
+    assert _p95(overSlab.transform, truth, points) < bound  # each slab its own bound (a review: 2.5 for all three)
 
 
 def test_a_registration_rotating_by_more_than_10_degrees_is_warned(demoCase, demoImages, tmp_path):

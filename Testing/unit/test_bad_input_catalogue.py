@@ -706,8 +706,8 @@ def test_tissue_or_target_names_matching_no_structure_warned(tmp_path, goodCours
     case = writeCase(tmp_path, goodCourse, tissues={"GTV": {"alphaBeta": 10,
                                                             "recovery": {"model": "constant", "fraction": 0.5}}})
     warnings = runDoseWorkflow(parseCaseFile(case)).warnings
-    assert ("tissues['GTV'] in the case gives a recovery (constant), but 'GTV' is a target (tissue-table entry "
-            "'Tumour'): targets recover nothing, the recovery is not applied") in warnings
+    assert ("tissues['GTV'] in the case gives a recovery (constant), but 'GTV' is a target: targets recover "
+            "nothing, the recovery is not applied") in warnings
 
 
 def test_structures_of_another_scan_refused_unless_allowed(tmp_path, goodCourse, capsys):

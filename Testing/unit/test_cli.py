@@ -29,7 +29,10 @@ def test_help_of_every_command_prints(capsys):
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         assert exit_.value.code == 0, argv
-    assert "D95%)" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "%%" not in out, argv  # the dvh command's own help printed "D95%%" (a review)
+        if argv[0] in ("--help", "dvh"):
+            assert "D95%)" in " ".join(out.split()), argv
 
 
 def test_dose_refuses_an_input_folder_as_output_before_reading_the_case(tmp_path, capsys):

@@ -416,3 +416,35 @@ def test_overlapping_prior_courses_have_no_interval_and_twice_daily_courses_coun
     assert latestFirstFraction(friday, 20, 1) == dt.date(2023, 6, 26)  # 20 weekdays
     assert latestFirstFraction(dt.date(2023, 7, 24), 2, 1) == dt.date(2023, 7, 21)  # Monday back over the weekend
     assert latestFirstFraction(friday, 1, 1) == friday
+
+
+def test_a_case_edit_of_a_structure_sharing_a_shipped_entry_applies_to_it_alone():
+    """A review: a case tissue named by an alias or prefix of a shipped entry edited the shared entry, so "CTV" at
+    α/β 5 moved the GTV and PTV too, and a recovery given to "Anal_Canal" was credited to the rectum. The structure
+    now takes an entry of its own, from the shared one's values (a target stays a target); an edit naming the entry
+    itself ("Rectum") still applies to every structure reading it."""
+    def table(tissues):
+        return tissueTableFor(DoseSettings(tissues={k: TissueSpec(**v) for k, v in tissues.items()}))
+
+    edited = table({"CTV": {"alphaBetaGy": 5.0}, "Anal_Canal": {"recovery": {"model": "constant", "fraction": 0.5}},
+                    "GTV_boost": {"alphaBetaGy": 15.0}})
+    assert edited.lookup("CTV").alphaBetaGy == 5.0 and edited.lookup("CTV").isTarget
+    assert edited.lookup("GTV").alphaBetaGy == 10.0 and edited.lookup("PTV").alphaBetaGy == 10.0
+    assert edited.lookup("GTV_boost").alphaBetaGy == 15.0 and edited.lookup("GTV_boost2").alphaBetaGy == 10.0
+    assert edited.lookup("Anal_Canal").recovery.fractionForMonths(12.0) == 0.5
+    assert edited.lookup("Rectum").recovery.fractionForMonths(12.0) == 0.0
+    assert edited.lookup("Anus").name == "Rectum" and edited.lookup("Anal_Canal").name == "Anal_Canal"
+    whole = table({"Rectum": {"alphaBetaGy": 5.0}})
+    assert whole.lookup("Anal_Canal").alphaBetaGy == 5.0 and whole.lookup("Rectum").alphaBetaGy == 5.0
+    # through the dose pipeline: the voxel α/β map of CTV and GTV
+    gtv, ctv = np.zeros(SHAPE, bool), np.zeros(SHAPE, bool)
+    gtv[2:4, 2:4, 2:4] = True
+    ctv[1:5, 1:5, 1:5] = True
+    ctv &= ~gtv
+    geometry = ImageGeometry(SHAPE[::-1], (2.0, 2.0, 2.0))
+    course = CourseInput(name="current", doseGy=np.full(SHAPE, 30.0, np.float32), doseGeometry=geometry,
+                         numberOfFractions=10, isCurrent=True, date=dt.date(2025, 1, 6))
+    result = computeDose(DoseInputs(referenceImage=geometry.emptyImage(), masks={"GTV": gtv, "CTV": ctv},
+                                    courses=[course], settings=DoseSettings(
+                                        tissues={"CTV": TissueSpec(alphaBetaGy=5.0)}, targets=("GTV", "CTV"))))
+    assert np.all(result.alphaBetaGy[gtv] == 10.0) and np.all(result.alphaBetaGy[ctv] == 5.0)

@@ -445,6 +445,11 @@ def test_cli_writes_json_and_long_csv(tmp_path):
     rows = list(csv.DictReader(table.open()))
     dice = [r for r in rows if r["scope"] == "pair" and r["metric"] == "dice" and r["a"] == "r1" and r["b"] == "r2"]
     assert float(dice[0]["value"]) == pytest.approx(report["pairs"][0]["dice"], rel=1e-12)
+    # each value says the option it depends on (an independent check: HD98 and HD95 files looked the same)
+    setting = {(r["scope"], r["metric"]): r["setting"] for r in rows}
+    assert setting[("pair", "hdPercentileMm")] == "percentile 98, maxDirected"
+    assert setting[("pair", "hdPercentileDirectedMm.aToB")] == "percentile 98"
+    assert setting[("pair", "surfaceDice")] == "tolerance 2 mm" and setting[("pair", "dice")] == ""
     # the same numbers as the core
     masks = {n: sitk.GetArrayFromImage(sitk.ReadImage(f)) != 0 for n, f in files.items()}
     core = analyzeObservers(masks, geometry, reference=None, hdPercentile=98)

@@ -190,6 +190,22 @@ def test_remaining_budget_per_voxel_is_the_lq_inverse_of_what_is_left(threeCours
     D = result.remainingBudgetGy[rectum]
     assert np.allclose(handEqd2(D.astype(float), 10, 3.0), np.maximum(allowed[rectum], 0), atol=1e-3)
     assert result.budgetByOrgan[0]["structure"] == "Rectum"
+    # the map is written with a planned course (a review: no test wrote it), its header naming the quantity, and it
+    # is refused as a course's dose
+    import SimpleITK as sitk
+
+    from ReirradiationDoseLib.core.doseoutputs import writeDoseOutputs
+    from ReirradiationDoseLib.core.errors import InputError
+    from ReirradiationDoseLib.core.rtdose import headerQuantityOfFile, refuseNonPhysicalMap
+
+    writeDoseOutputs(result, tmp_path / "out", pictures=False)
+    written = tmp_path / "out" / "remaining_budget.nrrd"
+    image = sitk.ReadImage(str(written))
+    assert image.GetMetaData("ReirradiationDose.Quantity") == "remaining budget of a planned course"
+    assert "planned course of 10 fractions" in image.GetMetaData("quantity")
+    assert np.array_equal(sitk.GetArrayFromImage(image), result.remainingBudgetGy, equal_nan=True)
+    with pytest.raises(InputError, match="holds 'remaining budget of a planned course'"):
+        refuseNonPhysicalMap(headerQuantityOfFile(written), written)
     # the report says what the budget is, with readable headers (they were the summary's key names)
     from ReirradiationDoseLib.core.dosereport import reportHtml
 

@@ -148,7 +148,7 @@ def test_output_files_are_checked_before_anything_is_written(tmp_path, demoCase,
     out = tmp_path / "new" / "iov.csv"
     assert main(["iov", "--observer", f"a={rounds / 'obs1.dcm'}", "--observer", f"b={rounds / 'obs2.dcm'}",
                  "--image", str(demoCase.outputDir / "current" / "CT"), "--csv", str(out)]) == 0
-    assert out.read_text().splitlines()[0] == "scope,a,b,metric,value,unit,undefinedReason"
+    assert out.read_text().splitlines()[0] == "scope,a,b,metric,value,unit,undefinedReason,setting"
 
 
 def test_eqd2_command_takes_the_fractions_from_the_rtplan(tmp_path, demoCase, capsys, caplog):

@@ -470,3 +470,19 @@ def test_mri_marks_without_a_registration_are_not_evaluated_and_say_why(tmp_path
     sitk.WriteTransform(sitk.Transform(3, sitk.sitkIdentity), str(tmp_path / "study" / "c1" / "registration.tfm"))
     result = analyzeStudy(tmp_path / "study").results[0]
     assert result["marks"]["summary"]["obs1"]["nHonoured"] == 1
+
+
+def test_summaries_count_what_they_leave_out_and_give_mean_and_sd():
+    """An independent check: the summaries dropped NA values with a smaller n and nothing saying how many; no mean
+    or SD. n counts the defined values, nUndefined the NA ones; mean and the sample SD (n - 1) beside the median."""
+    from DelineationReviewLib.core.study import SUMMARY_STATISTICS, summarize
+
+    rows = [{"metric": "hd", "value": v} for v in (1.0, 2.0, None, float("nan"), 6.0)]
+    rows += [{"metric": "one", "value": 3.0}, {"metric": "none", "value": None}]
+    table = {row["metric"]: row for row in summarize(rows, ("metric",))}
+    assert SUMMARY_STATISTICS == ("n", "nUndefined", "median", "q1", "q3", "iqr", "min", "max", "mean", "sd")
+    hd = table["hd"]
+    assert (hd["n"], hd["nUndefined"], hd["median"], hd["mean"]) == (3, 2, 2.0, 3.0)
+    assert hd["sd"] == pytest.approx(math.sqrt(((1 - 3) ** 2 + (2 - 3) ** 2 + (6 - 3) ** 2) / 2))
+    assert (table["one"]["n"], table["one"]["sd"], table["one"]["mean"]) == (1, None, 3.0)
+    assert (table["none"]["n"], table["none"]["nUndefined"], table["none"]["mean"]) == (0, 1, None)

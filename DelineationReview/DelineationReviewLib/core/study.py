@@ -133,7 +133,7 @@ LONG_COLUMNS = ("case", "round", "kind", "observerA", "observerB", "metric", "va
 # the marks metrics that depend on the marks tolerance (core/marks: reachesBorder = d <= tol, ...)
 _MARKS_TOLERANCE_METRICS = {"reachesBorder", "withinTolerance", "overContoured", "arrowCovered", "honoured",
                             "clearMiss", "honouredFraction", "nHonoured", "nClearMisses", "flagged", "worstMissMm"}
-SUMMARY_STATISTICS = ("n", "median", "q1", "q3", "iqr", "min", "max")
+SUMMARY_STATISTICS = ("n", "nUndefined", "median", "q1", "q3", "iqr", "min", "max", "mean", "sd")
 COMPARISON_COLUMNS = ("comparison", "roundA", "roundB", "case", "metric", "roundAValue", "roundBValue", "change",
                       "wilcoxonP", "note", "setting")
 # (long-table metric of a pair, case-level median name, higher is more concordant)
@@ -1021,17 +1021,24 @@ def _marksRows(case: str, roundName: str, marks) -> list[dict]:
 
 # ---- statistics ---------------------------------------------------------------------------------------------
 def _statistics(values) -> dict:
+    values = list(values)
     finite = np.array([float(v) for v in values if v is not None and math.isfinite(float(v))])
+    undefined = len(values) - int(finite.size)
     if finite.size == 0:
-        return {"n": 0, "median": None, "q1": None, "q3": None, "iqr": None, "min": None, "max": None}
+        return {"n": 0, "nUndefined": undefined, "median": None, "q1": None, "q3": None, "iqr": None, "min": None,
+                "max": None, "mean": None, "sd": None}
     q1, median, q3 = (float(v) for v in np.percentile(finite, [25, 50, 75]))
-    return {"n": int(finite.size), "median": median, "q1": q1, "q3": q3, "iqr": q3 - q1,
-            "min": float(finite.min()), "max": float(finite.max())}
+    return {"n": int(finite.size), "nUndefined": undefined, "median": median, "q1": q1, "q3": q3, "iqr": q3 - q1,
+            "min": float(finite.min()), "max": float(finite.max()), "mean": float(finite.mean()),
+            "sd": float(finite.std(ddof=1)) if finite.size > 1 else None}
 
 
 def summarize(rows: Sequence[dict], groupBy: Sequence[str]) -> list[dict]:
-    """Median, quartiles (``numpy.percentile``, linear), IQR = q3 − q1, min, max and n (finite values) of
-    ``value`` per group of ``groupBy`` columns (e.g. ("round", "kind", "metric"))."""
+    """Per group of ``groupBy`` columns (e.g. ("round", "kind", "metric")): n, the number of defined (finite)
+    values summarised, and nUndefined, the NA values left out (their reasons in long.csv); median and quartiles
+    (``numpy.percentile``, linear interpolation: Hyndman & Fan type 7, R's default), IQR = q3 − q1, min, max, mean
+    and sample SD (n − 1; NA below two values). The rows of a group are summarised as they are: observer pairs of
+    one case are not independent, so these are descriptive, not a test (an independent check)."""
     groups: dict[tuple, list] = {}
     for row in rows:
         groups.setdefault(tuple(row[c] for c in groupBy), []).append(row["value"])

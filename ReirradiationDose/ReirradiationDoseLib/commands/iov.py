@@ -153,7 +153,8 @@ def buildReport(result, observerFiles: dict | None = None, extra: dict | None = 
 
 
 def csvRows(report: dict) -> list[dict]:
-    """Long-format rows: scope, a, b, metric, value, unit, undefinedReason."""
+    """Long-format rows: scope, a, b, metric, value, unit, undefinedReason (the CSV adds ``setting``,
+    :func:`withSettings`)."""
     rows = []
 
     def add(scope, a, b, metric, value, reason=""):
@@ -187,6 +188,20 @@ def csvRows(report: dict) -> list[dict]:
                     continue
                 add("consensus", entry["name"], consensus["reference"], key, value, reasons.get(key, ""))
     return rows
+
+
+def withSettings(rows: list[dict], report: dict) -> list[dict]:
+    """The rows with a ``setting`` column: the option a value depends on (percentile and convention, surface-Dice
+    tolerance, marks tolerance), as the study's long.csv writes it (an independent check: an HD98 and an HD95 file
+    could not be told apart)."""
+    from DelineationReviewLib.core.study import StudyOptions, metricSetting
+
+    marks = report.get("marks") or {}
+    options = StudyOptions(toleranceMm=float(report["toleranceMm"]), hdPercentile=float(report["hdPercentile"]),
+                           hdConvention=str(report["hdConvention"]),
+                           **({"marksToleranceMm": float(marks["toleranceMm"])} if "toleranceMm" in marks else {}))
+    return [{**row, "setting": metricSetting(("marks." if row["scope"] in ("mark", "marksSummary") else "")
+                                             + str(row["metric"]), options)} for row in rows]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -254,6 +269,7 @@ def run(args: argparse.Namespace) -> int:
             from DelineationReviewLib.core.marks import iovCsvRows
 
             rows += iovCsvRows(report["marks"])
+        rows = withSettings(rows, report)
         buffer = io.StringIO(newline="")
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -1225,29 +1225,40 @@ def _unmatchedTissues(settings: DoseSettings, tissueTable, masks: dict) -> list[
         recovery = spec.recovery if isinstance(spec.recovery, dict) else None
         if entry is not None and entry.isTarget and recovery and recovery.get("model") not in (None, "none"):
             # a physicist's review: the recovery was dropped without a word (the module refuses the same entry)
+            of = "" if entry.name == name else f" (tissue-table entry '{entry.name}')"
             messages.append(f"tissues['{name}'] in the case gives a recovery ({recovery.get('model')}), but "
-                            f"'{name}' is a target (tissue-table entry '{entry.name}'): targets recover nothing, the "
-                            "recovery is not applied")
+                            f"'{name}' is a target{of}: targets recover nothing, the recovery is not applied")
     return messages
 
 
 def tissueTableFor(settings: DoseSettings):
     """The shipped tissue table with the case's per-structure edits and target list applied.
 
-    An edit replaces the matching entry's α/β / recovery / priority and keeps its aliases; a structure named in
-    ``targets`` becomes a target (no recovery, wins overlaps); a target absent from the table gets α/β 10 Gy
-    (tumour convention, REFERENCE §1) unless the case gives one.
+    An edit naming an entry replaces its α/β / recovery / priority and keeps its aliases. An edit naming a structure
+    the shipped table reads through another entry (an alias or a prefix: "CTV" of "Tumour", "Anal_Canal" of "Rectum")
+    applies to that structure alone: it becomes an entry of its own, starting from the shared entry's values (before,
+    the edit changed the shared entry, and with it every structure reading it: "CTV" at α/β 5 moved the GTV and PTV
+    too, and a recovery given to "Anal_Canal" was credited to the rectum). A structure named in ``targets`` becomes a
+    target (no recovery, wins overlaps); a target absent from the table gets α/β 10 Gy (tumour convention,
+    REFERENCE §1) unless the case gives one.
     """
     from dataclasses import replace
 
     from .recovery import NoRecovery, recoveryModelFromDict
-    from .tissues import TissueEntry, TissueTable
+    from .tissues import TissueEntry, TissueTable, normalizeStructureName
 
     table = replace(TissueTable.default(), defaultAlphaBetaGy=settings.defaultAlphaBetaGy,
                     defaultRepairHalfTimeHours=settings.repairHalfTimeHours)
     targets = {t for t in settings.targets}
     for name, spec in settings.tissues.items():
         existing = table.lookup(name)
+        if existing is not None and normalizeStructureName(name) != normalizeStructureName(existing.name):
+            # the structure leaves the shared entry: its own entry, from the shared one's values
+            key = normalizeStructureName(name)
+            shared = replace(existing, aliases=tuple(a for a in existing.aliases if normalizeStructureName(a) != key))
+            own = replace(existing, name=name, aliases=(), prefixes=(), source=f"shipped '{existing.name}'")
+            table = replace(table, entries=tuple(shared if e is existing else e for e in table.entries) + (own,))
+            existing = own
         isTarget = spec.isTarget if spec.isTarget is not None else (
             name in targets or (existing.isTarget if existing else False))
         alphaBeta = spec.alphaBetaGy or (existing.alphaBetaGy if existing else
