@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 
 from .core import __version__
 from .core.errors import InputError, ProcessingCancelled
@@ -54,8 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    previousTerm = _terminateAsInterrupt()
     try:
         return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        # Ctrl-C, or SIGTERM (a job scheduler, a closed terminal): every output is written to a temporary folder or
+        # file and put in place whole, so an interrupted run leaves the earlier output as it was and no partial one
+        # (an adversarial review: SIGTERM left hidden .partial folders, Ctrl-C printed a traceback)
+        print(f"reirradiation {args.command}: interrupted: nothing was written (an earlier output is left as it was)",
+              file=sys.stderr)
+        return 130
     except InputError as error:
         print(f"reirradiation {args.command}: error: {error}", file=sys.stderr)
         return 2
@@ -73,6 +83,25 @@ def main(argv: list[str] | None = None) -> int:
               "please report it with the command and its inputs; run with --verbose for the details",
               file=sys.stderr)
         return 3
+    finally:
+        if previousTerm is not None:
+            signal.signal(signal.SIGTERM, previousTerm)
+
+
+def _terminateAsInterrupt():
+    """Make SIGTERM raise KeyboardInterrupt, so that the outputs' temporary folders are removed as on Ctrl-C (the
+    default SIGTERM ends the process at once and leaves them); returns the handler to restore, or None when signals
+    cannot be set here (not the main thread, e.g. inside Slicer)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except (ValueError, OSError):
+        return None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -619,3 +619,12 @@ def test_the_composite_node_holds_the_known_courses_lower_bound_where_a_course_i
     current = eqd2Gy(np.float32(30.6), 17, 3.0)  # outside structures: the default α/β 3
     assert composite[8:, 0, 0] == pytest.approx(float(current), abs=1e-3)  # was 0 Gy
     assert out["compositeEqd2"].GetAttribute("Reirradiation.UnknownDose").startswith("lower bound")
+
+
+def test_a_dose_node_of_no_dose_is_refused(scene, inputs):
+    """An adversarial review: an empty prior dose (0 Gy everywhere) was summed as a course, every limit passed."""
+    prior, geometry = arrayAndGeometryFromVolumeNode(inputs["prior"])
+    inputs["priors"][0]["doseNode"] = volumeNodeFromArray(scene, np.zeros_like(prior), geometry, "Prior dose",
+                                                          isDose=True)
+    with pytest.raises(InputError, match=r"course 'Prior': the dose 'Prior dose' is 0 Gy at most, no dose at all"):
+        run(scene, inputs)

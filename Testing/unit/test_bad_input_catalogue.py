@@ -213,6 +213,45 @@ def test_negative_or_nan_rtdose_refused(tmp_path, study, scaling):
     refusal(lambda: readRtDose(tmp_path / "bad.dcm"), "bad.dcm", "DoseGridScaling")
 
 
+def test_rtdose_without_dose_grid_scaling_refused(tmp_path, study):
+    """An adversarial review: DoseGridScaling missing was read as 1, the stored integers as Gy (eqd2 wrote EQD2 of
+    1.9e17 Gy, exit code 0; dose and dvh stopped with internal errors)."""
+    course = writeCourse(tmp_path / "c", study)
+    ds = pydicom.dcmread(course["rd"])
+    del ds.DoseGridScaling
+    ds.save_as(tmp_path / "noscaling.dcm")
+    refusal(lambda: readRtDose(tmp_path / "noscaling.dcm"), "noscaling.dcm", "the RTDOSE has no DoseGridScaling "
+            "(3004,000E): its stored values cannot be converted to Gy")
+
+
+def test_a_course_with_no_dose_is_refused_and_an_implausible_rtdose_warned(tmp_path, study, goodCourse, capsys,
+                                                                           caplog):
+    """An adversarial review: a prior RTDOSE of 0 Gy everywhere (an empty export, a plan never computed) was summed
+    as a course (the demo: composite 30.56 instead of 81.77 Gy, the new course offered ×2.286 instead of ×1.343),
+    and an RTDOSE 100 times too high went through every command (composite 140 523 Gy, exit code 0). The dose
+    command refuses the first naming the course and file; the second is warned (an RTDOSE states its units); eqd2
+    warns of both and refuses an image beyond any course, as the dose command does."""
+    empty = writeCourse(tmp_path / "empty", study, doseGy=np.zeros(CT.shape))
+    refusal(lambda: loadCaseInputs(parseCaseFile(writeCase(tmp_path, goodCourse, empty))), empty["rd"],
+            "course 'prior': the dose is 0 Gy at most, no dose at all: an empty export or a plan whose dose was never "
+            "computed")
+    high = writeCourse(tmp_path / "high", study, doseGy=np.full(CT.shape, 1000.0))
+    warnings = loadCaseInputs(parseCaseFile(writeCase(tmp_path, goodCourse, high))).warnings
+    assert "course 'prior': the dose reaches 1000.0 Gy, more than an external-beam course gives (200 Gy): check that " \
+           "it is in Gy (RD.dcm: DoseUnits and DoseGridScaling)" in warnings
+    for course, fragment in ((empty, "is 0 Gy at most, no dose at all"), (high, "reaches 1000.0 Gy")):
+        caplog.clear()
+        assert cliMain(["eqd2", "--dose", str(course["rd"]), "--fractions", "5", "--alpha-beta", "3", "-o",
+                        str(tmp_path / f"eqd2_{course['rd'].parent.name}.nrrd")]) == 0
+        assert any(fragment in r.getMessage() for r in caplog.records if r.levelname == "WARNING"), caplog.records
+    cgy = tmp_path / "cgy.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((4, 4, 4), 5000.0, np.float32)), str(cgy))
+    cliRefusal(capsys, ["eqd2", "--dose", str(cgy), "--fractions", "5", "--alpha-beta", "3", "-o",
+                        str(tmp_path / "e.nrrd")], "cgy.nrrd", "reaches 5000.0 Gy, not a plausible course",
+               "is this one in cGy?")
+    assert not (tmp_path / "e.nrrd").exists()
+
+
 def test_negative_or_nan_dose_volume_refused(tmp_path):
     for name, value in (("nan.nrrd", np.nan), ("negative.nrrd", -1.0)):
         dose = np.full(CT.shape, 10.0, np.float32)

@@ -6,11 +6,37 @@ from ReirradiationDoseLib.core import __version__
 
 
 def test_version(capsys):
-    try:
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_:  # a review: the exit code was checked only if it exited
         main(["--version"])
-    except SystemExit as exit_:
-        assert exit_.code == 0
+    assert exit_.value.code == 0
     assert __version__ in capsys.readouterr().out
+
+
+def test_an_interrupted_run_says_so_and_leaves_the_earlier_output(demoCase, tmp_path):
+    """An adversarial review: SIGTERM (a scheduler, a closed terminal) ended the process at once, leaving hidden
+    .partial folders, and Ctrl-C printed a traceback. Both now end with exit code 130 and one line; the earlier
+    output in the folder stays as it was."""
+    import signal
+    import time
+
+    output = tmp_path / "out"
+    output.mkdir()
+    earlier = output / "summary.json"
+    earlier.write_text("{}")
+    (output / ".reirradiation-output").write_text("an earlier output")
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        process = subprocess.Popen([sys.executable, "-m", "ReirradiationDoseLib.cli", "dose",
+                                    str(demoCase.paths["case"]), "--output", str(output), "--no-pictures"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(8.0)  # inside the registration (the run takes about 40 s)
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 130, err
+        assert "reirradiation dose: interrupted: nothing was written (an earlier output is left as it was)" in err
+        assert "Traceback" not in err
+        assert earlier.read_text() == "{}" and not list(tmp_path.glob(".out.*"))
 
 
 def test_console_script_installed():

@@ -486,3 +486,19 @@ def test_summaries_count_what_they_leave_out_and_give_mean_and_sd():
     assert hd["sd"] == pytest.approx(math.sqrt(((1 - 3) ** 2 + (2 - 3) ** 2 + (6 - 3) ** 2) / 2))
     assert (table["one"]["n"], table["one"]["sd"], table["one"]["mean"]) == (1, None, 3.0)
     assert (table["none"]["n"], table["none"]["nUndefined"], table["none"]["mean"]) == (0, 1, None)
+
+
+def test_a_dangling_link_as_an_observer_file_skips_the_case_naming_it(tmp_path):
+    """An adversarial review: an observer file that is a link to a moved file was left out without a word (the
+    case analysed with one reader fewer)."""
+    root = tmp_path / "study"
+    writeMask(root / "case1" / "a.nrrd", sphere())
+    writeMask(root / "case1" / "b.nrrd", sphere((1.0, 0.0, 0.0)))
+    (root / "case1" / "c.nrrd").symlink_to(tmp_path / "moved" / "c.nrrd")
+    writeMask(root / "case2" / "a.nrrd", sphere())
+    writeMask(root / "case2" / "b.nrrd", sphere((0.0, 1.0, 0.0)))
+    result = studyLib.analyzeStudy(root, studyLib.StudyOptions())
+    assert {r["case"] for r in result.results} == {"case2"}
+    failure = next(f for f in result.failures if f["case"] == "case1")
+    assert "c.nrrd is a link to a file that does not exist" in failure["error"]
+    assert "an observer's delineation is missing" in failure["error"]

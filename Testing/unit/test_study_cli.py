@@ -48,8 +48,16 @@ def test_exit_codes_with_failures(tmp_path, capsys):
             path.write_text("garbage")
     assert main(["study", str(root), "-o", str(tmp_path / "out2"), "--no-pictures"]) == 2
     err = capsys.readouterr().err
-    assert "nothing could be analysed (2 failure(s), 0 intra-observer comparison(s) failed)" in err
-    assert json.loads((tmp_path / "out2" / "study.json").read_text())["counts"]["failures"] == 2
+    assert (f"nothing could be analysed in {root} (2 failure(s), 0 intra-observer comparison(s) failed; 2 case "
+            f"folder(s) found): nothing written, {tmp_path / 'out2'} not created") in err
+    assert "warning: good / single skipped:" in err and not (tmp_path / "out2").exists()
+    # an earlier run's outputs stay when a later run into the same folder analyses nothing (a review: they were
+    # replaced by header-only tables)
+    before = (tmp_path / "out1" / "long.csv").read_text()
+    assert len(before.splitlines()) > 10
+    assert main(["study", str(root), "-o", str(tmp_path / "out1"), "--no-pictures"]) == 2
+    assert f"nothing written, {tmp_path / 'out1'} left as it was" in capsys.readouterr().err
+    assert (tmp_path / "out1" / "long.csv").read_text() == before
 
     assert main(["study", str(tmp_path / "missing"), "-o", str(tmp_path / "out3")]) == 2
     assert "does not exist" in capsys.readouterr().err

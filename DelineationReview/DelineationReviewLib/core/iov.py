@@ -305,9 +305,9 @@ def analyzeObservers(masks, geometry: ImageGeometry | None = None, reference: st
     progress(1.0, "done")
     logger.info("interobserver analysis: %d observers, %d pairs, crop %s", n, len(pairs), crop.shape)
     note = surfaceDiceToleranceNote(toleranceMm, spacing)
+    notes = tuple(observerSet.gridReport.get("notes", ())) + ((note,) if note else ())
     return IovResult(observers, tuple(pairs), cigen, volumeCv, reasons, toleranceMm, hdPercentile, hdConvention,
-                     consensusDict, agreement, grid, geom, crop, counts, consensusMask,
-                     notes=(note,) if note else ())
+                     consensusDict, agreement, grid, geom, crop, counts, consensusMask, notes=notes)
 
 
 def _consensus(reference, surfaces, counts, crop, stapleCrop, observerSet, spacing, voxelVolumeCc, options, plugins,

@@ -74,6 +74,7 @@ import io
 import json
 import logging
 import math
+import os
 import re
 import sys
 import time
@@ -326,6 +327,10 @@ def observerKey(name: str) -> str:
 def _observerFiles(folder: Path) -> dict[str, Path]:
     files = {}
     for path in sorted(folder.iterdir(), key=lambda p: naturalKey(p.name)):
+        if path.is_symlink() and not path.exists() and _maskStem(path) is not None:
+            # an adversarial review: an observer's file linked from elsewhere and moved was left out, without a word
+            raise InputError(f"{path.name} is a link to a file that does not exist ({os.readlink(path)}): an "
+                             "observer's delineation is missing", folder)
         if not path.is_file():
             continue
         stem = _maskStem(path)

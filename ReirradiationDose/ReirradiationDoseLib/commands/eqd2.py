@@ -122,6 +122,22 @@ def addArguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha-beta-output", help="also write the α/β map used (Gy) to this image")
 
 
+def _checkDoseLevel(dose, doseInfo: dict, path) -> None:
+    """The dose command's checks of a course's dose level (a review: eqd2 turned a NRRD in cGy into EQD2 up to
+    115 213 Gy, exit code 0): beyond any external-beam course, refused without units (an image: most likely cGy)
+    and warned with them (an RTDOSE); no dose at all warned."""
+    from ..core.pipeline import EMPTY_COURSE_DOSE_GY, implausibleDoseWarning
+
+    warning = implausibleDoseWarning(dose, None, f"the dose ({Path(path).name})", doseInfo.get("format") == "RTDOSE",
+                                     where=path)
+    if warning:
+        logger.warning("%s", warning)
+    top = float(np.nanmax(dose)) if np.size(dose) and np.isfinite(dose).any() else 0.0
+    if top < EMPTY_COURSE_DOSE_GY:
+        logger.warning("the dose (%s) is %.3g Gy at most, no dose at all: an empty export or a plan whose dose was "
+                       "never computed?", Path(path).name, top)
+
+
 def run(args: argparse.Namespace) -> int:
     import SimpleITK as sitk
 
@@ -148,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
                      [args.dose, args.segmentation, None if args.tissues == "default" else args.tissues, args.plan],
                      dict.fromkeys(("--output", "--bed-output", "--alpha-beta-output"), images))
     dose, geometry, doseInfo = readDoseFile(args.dose, physicalOnly=True)
+    _checkDoseLevel(dose, doseInfo, args.dose)
     fractions, fractionsSource = _courseFractions(args, doseInfo)
     if (args.alpha_beta is None) == (args.segmentation is None):
         raise InputError("give either --alpha-beta (one value) or --segmentation (an α/β map from the tissue table)")

@@ -13,6 +13,7 @@ import argparse
 import logging
 import sys
 import time
+from pathlib import Path
 
 from ..core.progress import TextProgressBar  # noqa: F401  (re-exported: the study's terminal bar)
 
@@ -135,23 +136,31 @@ def run(args: argparse.Namespace) -> int:
         bar.finish()
         for name, level in quieted.items():
             logging.getLogger(name).setLevel(level)
+    intraCompared = sum(1 for entry in study.intraObserver if "metrics" in entry)
+    intraErrors = [e for e in study.intraObserver if "error" in e]
+    if not study.results and not intraCompared:
+        # nothing to write: an earlier run's outputs in the same folder stay (a review: a failed run replaced them
+        # with header-only tables)
+        printFailures(study)
+        for entry in intraErrors[:5]:
+            print(f"study: intra-observer {entry['case']} / {entry['observer']} ({entry['roundA']} -> "
+                  f"{entry['roundB']}) failed: {entry['error']}", file=sys.stderr)
+        left = "left as it was" if Path(args.output).exists() else "not created"
+        print(f"study: error: nothing could be analysed in {args.studyDir} ({len(study.failures)} failure(s), "
+              f"{len(intraErrors)} intra-observer comparison(s) failed; {len(study.cases)} case folder(s) found): "
+              f"nothing written, {args.output} {left}", file=sys.stderr)
+        return 2
     output = writeStudyOutputs(study, args.output)
     printFailures(study)
     print(f"study: {len(study.results)} case round(s) analysed in {time.perf_counter() - started:.1f} s; "
           f"outputs in {output}", file=sys.stderr)
-    intraCompared = sum(1 for entry in study.intraObserver if "metrics" in entry)
     if study.singleObserverRounds:
         print(f"study: {len(study.singleObserverRounds)} round(s) of one reader: no interobserver analysis there, "
               f"compared with the reader's other rounds ({intraCompared} intra-observer comparison(s) in all)",
               file=sys.stderr)
-    intraErrors = [e for e in study.intraObserver if "error" in e]
     for entry in intraErrors[:5]:
         print(f"study: intra-observer {entry['case']} / {entry['observer']} ({entry['roundA']} -> {entry['roundB']}) "
               f"failed: {entry['error']}", file=sys.stderr)
-    if not study.results and not intraCompared:
-        print(f"study: error: nothing could be analysed ({len(study.failures)} failure(s), {len(intraErrors)} "
-              f"intra-observer comparison(s) failed); see {output / 'study.json'}", file=sys.stderr)
-        return 2
     if intraErrors:
         print(f"study: WARNING: {len(intraErrors)} intra-observer comparison(s) failed; see study.json "
               "(intraObserver)", file=sys.stderr)

@@ -575,8 +575,12 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
     progress(0.0, f"Course '{course.name}': reading the dose")
     dose = rtdose.readRtDose(course.dose)
     rtdose.refuseEqd2Dose(rtdose.requirePlanDose(dose, course.dose), course.dose)
-    if not getattr(dose, "fromDicom", True):  # an RTDOSE states its units (read in Gy)
-        implausibleDoseWarning(dose.doseGy, course.name, "the dose", False, where=course.dose)
+    refuseEmptyDose(dose.doseGy, course.name, "the dose", where=course.dose)
+    # an RTDOSE states its units (read in Gy): a dose beyond any external-beam course is warned; without units refused
+    fromDicom = getattr(dose, "fromDicom", True)
+    implausible = implausibleDoseWarning(dose.doseGy, course.name, "the dose", fromDicom, where=course.dose)
+    if implausible:
+        warnings.append(f"{implausible} ({Path(course.dose).name}: DoseUnits and DoseGridScaling)")
     doseInfo = _asDict(dose.info() if hasattr(dose, "info") else {
         k: getattr(dose, k) for k in ("doseType", "summationType", "units", "frameOfReferenceUid",
                                       "sopInstanceUid", "referencedPlanUid") if hasattr(dose, k)})
@@ -743,14 +747,29 @@ def implausibleDoseWarning(doseGy, course: str, what: str, unitsKnown: bool, kin
     """A course's dose whose maximum exceeds ``IMPLAUSIBLE_COURSE_DOSE_GY``: without units (a NRRD, a volume not
     tagged as a dose) most likely cGy, refused naming ``what`` (the dose) and ``where`` (its file), instead of a
     composite of 140 000 Gy with exit code 0; with units (an RTDOSE) the returned warning. None when plausible."""
-    top = float(np.nanmax(doseGy)) if np.size(doseGy) else 0.0
+    top = float(np.nanmax(doseGy)) if np.size(doseGy) and np.isfinite(doseGy).any() else 0.0
     if top <= IMPLAUSIBLE_COURSE_DOSE_GY:
         return None
+    prefix = f"course '{course}': " if course else ""
     if not unitsKnown:
-        raise InputError(f"course '{course}': {what} reaches {top:.1f} Gy, not a plausible course: a dose {kind} "
+        raise InputError(f"{prefix}{what} reaches {top:.1f} Gy, not a plausible course: a dose {kind} "
                          "must be in Gy (is this one in cGy? divide it by 100)", where)
-    return (f"course '{course}': {what} reaches {top:.1f} Gy, more than an external-beam course gives "
+    return (f"{prefix}{what} reaches {top:.1f} Gy, more than an external-beam course gives "
             f"({IMPLAUSIBLE_COURSE_DOSE_GY:g} Gy): check that it is in Gy")
+
+
+# a course's dose whose maximum is below this (Gy) gives no dose: an empty export or a plan never computed
+EMPTY_COURSE_DOSE_GY = 0.01
+
+
+def refuseEmptyDose(doseGy, course: str, what: str, where=None) -> None:
+    """Refuse a course's dose that is (about) 0 Gy everywhere: an uncomputed plan or an empty export summed as a
+    course would pass every limit it should fail (a review: the demo's prior RTDOSE zeroed gave a composite of 30.56
+    instead of 81.77 Gy and offered to scale the new course by 2.286 instead of 1.343, exit code 0)."""
+    top = float(np.nanmax(doseGy)) if np.size(doseGy) and np.isfinite(doseGy).any() else 0.0
+    if top < EMPTY_COURSE_DOSE_GY:
+        raise InputError(f"course '{course}': {what} is {top:.3g} Gy at most, no dose at all: an empty export or a "
+                         "plan whose dose was never computed; give the course's computed plan dose", where)
 
 
 def _timeBasedRecovery(case: CaseSpec, masks: dict) -> bool:

@@ -230,11 +230,11 @@ def _observe(process, progress, label: str, fractionOf: Callable[[], float]):
     Exceptions do not cross SimpleITK's command boundary reliably, so the observer records the cancellation,
     asks the process to stop, and the caller re-raises after Execute returns.
     """
-    state = {"cancelled": False, "iterations": 0}
+    state = {"cancelled": False, "interrupted": False, "iterations": 0}
 
     def onIteration():
         state["iterations"] += 1
-        if state["cancelled"]:
+        if state["cancelled"] or state["interrupted"]:
             # StopRegistration ends the current pyramid level only: asked again at every iteration of the next
             # levels (a cancelled affine run went on for 5.9 s, the whole run takes 5.0 s)
             process.StopRegistration()
@@ -244,9 +244,23 @@ def _observe(process, progress, label: str, fractionOf: Callable[[], float]):
         except ProcessingCancelled:
             state["cancelled"] = True
             process.StopRegistration()
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM arrives in whatever Python runs, here the callback: SimpleITK turned it into a
+            # RuntimeError ("error executing the Python Callable"), reported as an internal error; re-raised by the
+            # caller after Execute returns (_raiseIfStopped)
+            state["interrupted"] = True
+            process.StopRegistration()
 
     process.AddCommand(sitk.sitkIterationEvent, onIteration)
     return state
+
+
+def _raiseIfStopped(state: dict, message: str) -> None:
+    """After Execute: the interruption or cancellation an :func:`_observe` callback recorded, raised."""
+    if state.get("interrupted"):
+        raise KeyboardInterrupt
+    if state["cancelled"]:
+        raise ProcessingCancelled(message)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -538,8 +552,7 @@ def _optimiseLinear(fixedF: sitk.Image, movingF: sitk.Image, fixedMask: sitk.Ima
                                                                         numberOfIterations) / numberOfIterations)
                                  / levels))
     _executeRegistration(method.Execute, fixedF, movingF)
-    if state["cancelled"]:
-        raise ProcessingCancelled(f"{label} cancelled")
+    _raiseIfStopped(state, f"{label} cancelled")
     return method, state
 
 
@@ -968,8 +981,7 @@ def _demonsPyramid(fixed: sitk.Image, moving: sitk.Image, levelSpacings, iterati
             field = demons.Execute(fUse, m) if field is None else demons.Execute(fUse, m, field)
             stateOut["iterations"] += state["iterations"]
             stateOut["metric"] = demons.GetMetric()
-            if state["cancelled"]:
-                raise ProcessingCancelled("deformable registration cancelled")
+            _raiseIfStopped(state, "deformable registration cancelled")
             if firstOrder and _jacobianMinimum(field) < _FOLDING_GUARD:
                 # the first-order exponential let the field (nearly) fold: redo this chunk, and the rest of the
                 # level, with scaling and squaring
@@ -1287,6 +1299,5 @@ def _bsplineField(fixed: sitk.Image, movingOnFixed: sitk.Image, metric: str, gri
     _executeRegistration(method.Execute, _asFloat(fixed), movingOnFixed)
     stateOut["iterations"] += state["iterations"]
     stateOut["metric"] = method.GetMetricValue()
-    if state["cancelled"]:
-        raise ProcessingCancelled("deformable registration cancelled")
+    _raiseIfStopped(state, "deformable registration cancelled")
     return displacementFieldFromTransform(bspline, fixed)

@@ -205,7 +205,12 @@ def _readRtDoseDataset(ds, path: Path, allowRelative: bool) -> RtDose:
         raise InputError(f"RTDOSE units are '{units or 'missing'}'; an absolute dose in Gy is required", path)
     try:
         scaling = ds.get("DoseGridScaling")
-        scaling = 1.0 if scaling is None or scaling == "" else float(scaling)
+        if scaling is None or scaling == "":
+            # Type 1C, required with pixel data: without it the stored integers are not a dose (a review: read as
+            # 1, an eqd2 run wrote 1.9e17 Gy)
+            raise InputError("the RTDOSE has no DoseGridScaling (3004,000E): its stored values cannot be converted "
+                             "to Gy", path)
+        scaling = float(scaling)
     except (TypeError, ValueError) as exc:
         raise InputError(f"the RTDOSE DoseGridScaling is not a number ({exc})", path) from None
     if not np.isfinite(scaling) or scaling <= 0:

@@ -26,6 +26,7 @@ from ..core.pipeline import (
     bodyOutlineImage,
     computeDose,
     implausibleDoseWarning,
+    refuseEmptyDose,
     requireVolumeGrid,
     suppliedQuality,
 )
@@ -106,6 +107,7 @@ def _courseDoseInput(name: str, doseNode, transformNode, fractions: int, date, i
     tagged = doseNode.GetAttribute("DicomRtImport.DoseVolume") == "1"  # a dose volume (SlicerRT's RTDOSE): Gy
     if not tagged:
         logger.info("Course %s: volume %s is not tagged as a dose volume; taken as Gy", name, doseNode.GetName())
+    refuseEmptyDose(dose, name, f"the dose '{doseNode.GetName()}'")
     implausible = implausibleDoseWarning(dose, name, f"the dose '{doseNode.GetName()}'", tagged, "volume")
     if implausible and warnings is not None:
         warnings.append(implausible)
