@@ -15,6 +15,7 @@ import threading
 
 from .core import __version__
 from .core.errors import InputError, ProcessingCancelled
+from .core.progress import INTERRUPT
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    previousTerm = _terminateAsInterrupt()
+    previousHandlers = _interruptHandlers()
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
@@ -77,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reirradiation {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)
         return 2
     except Exception as error:  # a bug: say so plainly; the traceback with --verbose
+        if INTERRUPT["signal"] is not None:
+            # the interruption arrived inside a library's callback, which wrapped it (SimpleITK: "There was an error
+            # executing the Python Callable"): an interruption all the same, not a bug
+            print(f"reirradiation {args.command}: interrupted: nothing was written (an earlier output is left as it "
+                  "was)", file=sys.stderr)
+            return 130
         if args.verbose:
             raise
         print(f"reirradiation {args.command}: internal error ({type(error).__name__}: {error}). This is a bug: "
@@ -84,24 +91,32 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 3
     finally:
-        if previousTerm is not None:
-            signal.signal(signal.SIGTERM, previousTerm)
+        for signum, handler in previousHandlers.items():
+            signal.signal(signum, handler)
+        INTERRUPT["signal"] = None
 
 
-def _terminateAsInterrupt():
-    """Make SIGTERM raise KeyboardInterrupt, so that the outputs' temporary folders are removed as on Ctrl-C (the
-    default SIGTERM ends the process at once and leaves them); returns the handler to restore, or None when signals
-    cannot be set here (not the main thread, e.g. inside Slicer)."""
+def _interruptHandlers() -> dict:
+    """Make SIGTERM and SIGINT raise KeyboardInterrupt after noting the signal, so that the outputs' temporary
+    folders are removed (the default SIGTERM ends the process at once and leaves them) and an interruption a
+    library's callback wrapped in another exception is still told apart from a bug; returns the handlers to restore
+    ({} when signals cannot be set here: not the main thread, e.g. inside Slicer)."""
+    INTERRUPT["signal"] = None
     if threading.current_thread() is not threading.main_thread():
-        return None
+        return {}
 
     def interrupt(signum, frame):
-        raise KeyboardInterrupt
+        INTERRUPT["signal"] = signum
+        if not INTERRUPT["deferred"]:  # inside a library's callback the callback stops it (core.progress)
+            raise KeyboardInterrupt
 
-    try:
-        return signal.signal(signal.SIGTERM, interrupt)
-    except (ValueError, OSError):
-        return None
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[signum] = signal.signal(signum, interrupt)
+        except (ValueError, OSError):
+            pass
+    return previous
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -790,3 +790,50 @@ def test_the_same_rtdose_in_two_courses_is_refused(tmp_path, goodCourse):
     pydicom.dcmwrite(prior["rd"], ds, enforce_file_format=False, implicit_vr=True, little_endian=True)
     assert not pydicom.misc.is_dicom(prior["rd"])
     refusal(lambda: loadCaseInputs(parseCaseFile(case)), "give the same RTDOSE", f"SOP Instance UID {uid}")
+
+
+def test_extreme_and_misplaced_inputs_refused_not_crashed(tmp_path, study, goodCourse, capsys):
+    """An adversarial review found internal errors or silent nonsense where a refusal belongs: 10 million fractions
+    (a date overflow), a case file nested thousands of levels deep (RecursionError), a DVH bin of 1e-9 Gy (231 GiB),
+    a 2-component image as a course dose (refused as "cGy?"), a dose given as a labelmap (32 structures), a negative
+    marks tolerance in a study (every case's marks skipped, exit code 0)."""
+    case = writeCase(tmp_path, goodCourse)
+    data = json.loads(case.read_text())
+    data["courses"][0]["fractions"] = 10_000_000
+    case.write_text(json.dumps(data))
+    refusal(lambda: parseCaseFile(case), "case.json", "must be at most 1000", "10000000")
+    case.write_text('{"a": ' * 100_000 + "1" + "}" * 100_000)
+    refusal(lambda: parseCaseFile(case), "case.json", "nested thousands of levels deep")
+    cliRefusal(capsys, ["eqd2", "--dose", str(goodCourse["rd"]), "--fractions", "1e30", "--alpha-beta", "3", "-o",
+                        str(tmp_path / "e.nrrd")], "at most 1000")
+    cliRefusal(capsys, ["dvh", "--dose", str(goodCourse["rd"]), "--segmentation", str(goodCourse["rs"]),
+                        "--bin-width", "1e-9"], "bins of 1e-09 Gy", "give a wider bin")
+    twoComponents = tmp_path / "vector.nrrd"
+    sitk.WriteImage(sitk.Compose([sitk.Image(4, 4, 4, sitk.sitkFloat32)] * 2), str(twoComponents))
+    refusal(lambda: readRtDose(twoComponents), "vector.nrrd", "3 dimensions and 2 components per voxel")
+    doseImage = tmp_path / "dose.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.linspace(0, 50, 64, dtype=np.float32).reshape(4, 4, 4)), str(doseImage))
+    cliRefusal(capsys, ["dvh", "--dose", str(doseImage), "--segmentation", str(doseImage)], "dose.nrrd",
+               "holds non-integer values (e.g. 0.7937): a dose or an image, not a labelmap or mask")
+    cliRefusal(capsys, ["study", str(tmp_path), "-o", str(tmp_path / "s"), "--marks-tolerance-mm", "-3"],
+               "the marks tolerance must be a non-negative number of mm, got -3")
+
+
+def test_dvh_says_what_the_dose_grid_leaves_out_of_a_structure(tmp_path, study, goodCourse, capsys):
+    """An adversarial review: dvh cut an RTSTRUCT structure at the dose grid's edge (a rectum 49.6 of its 111 cc) or
+    left it out whole (0 cc) and said nothing in its CSV. A dose grid of the CT's last three slices: the rectum
+    (slices 2-7) is noted as cut at its edge, the GTV (3-6) as outside it; on the whole grid the GTV has no note."""
+    part = ImageGeometry((16, 14, 3), (3.0, 3.0, 4.0), (-22.5, -19.5, -18.0 + 7 * 4.0))  # slices 7-9 of the CT
+    course = writeCourse(tmp_path / "c", study, doseGy=np.full(part.shape, 10.0), doseGeometry=part)
+    table = tmp_path / "dvh.csv"
+    assert cliMain(["dvh", "--dose", str(course["rd"]), "--segmentation", str(course["rs"]), "--csv",
+                    str(table)]) == 0
+    import csv
+
+    notes = {row["name"]: row["note"] for row in csv.DictReader(table.open())}
+    assert notes["Rectum"].startswith("reaches the edge of the dose grid: any part beyond it is not counted")
+    assert notes["GTV"].startswith("no voxel on the grid: the structure lies outside the dose grid")
+    whole = tmp_path / "whole.csv"
+    assert cliMain(["dvh", "--dose", str(goodCourse["rd"]), "--segmentation", str(goodCourse["rs"]), "--csv",
+                    str(whole), "--structure", "GTV"]) == 0
+    assert [row["note"] for row in csv.DictReader(whole.open())] == [""]

@@ -171,6 +171,9 @@ class StudyOptions:
     def __post_init__(self):
         if not (self.toleranceMm >= 0 and math.isfinite(self.toleranceMm)):
             raise InputError(f"the surface-Dice tolerance must be a non-negative number of mm, got {self.toleranceMm}")
+        if not (self.marksToleranceMm >= 0 and math.isfinite(self.marksToleranceMm)):
+            # an adversarial review: -3 mm skipped every case's marks, exit code 0 (iov refuses it)
+            raise InputError(f"the marks tolerance must be a non-negative number of mm, got {self.marksToleranceMm}")
         if not 0 < self.hdPercentile <= 100:
             raise InputError(f"the Hausdorff percentile must lie in (0, 100], got {self.hdPercentile}")
         if self.hdConvention not in HD_CONVENTIONS:

@@ -168,6 +168,8 @@ def parseCaseFile(path) -> CaseSpec:
         data = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=uniqueKeysObject)
     except (UnicodeDecodeError, json.JSONDecodeError, DuplicateKeyError) as error:
         raise InputError(f"not a valid JSON case file ({error})", path) from None
+    except RecursionError:
+        raise InputError("not a case file: its JSON is nested thousands of levels deep", path) from None
     return parseCase(data, path)
 
 
@@ -405,6 +407,10 @@ def _positiveInt(value, what: str, path: Path) -> int:
     if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
             or value != int(value) or value <= 0):
         raise InputError(f"{what} must be a positive whole number (got {value!r})", path)
+    from .radiobiology import MAX_FRACTIONS
+
+    if value > MAX_FRACTIONS:  # 10 million fractions stopped the run with a date overflow (an adversarial review)
+        raise InputError(f"{what} must be at most {MAX_FRACTIONS} (got {value!r})", path)
     return int(value)
 
 

@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 DEFAULT_BIN_WIDTH_GY = 0.1
+MAX_DVH_BINS = 10_000_000  # a DVH curve's samples (0.01 Gy bins reach 100 000 Gy)
 
 # Metrics a study adds without editing the core (SegmentStatistics-style registry, STYLE §11):
 # name (case-insensitive) -> function(DvhResult) -> MetricValue. Consulted by DvhResult.metric before the built-ins.
@@ -173,6 +174,10 @@ class DvhResult:
         if not binWidthGy > 0:
             raise InputError(f"the DVH bin width must be > 0 Gy, got {binWidthGy}")
         top = maxDoseGy if maxDoseGy is not None else (self.dmaxGy or 0.0)
+        if not math.isfinite(top / binWidthGy) or top / binWidthGy > MAX_DVH_BINS:
+            # an adversarial review: a bin width of 1e-9 Gy, or a dose of 1e30 Gy, asked for hundreds of GiB
+            raise InputError(f"the DVH of {self.name!r} would need {top / binWidthGy:.3g} bins of {binWidthGy:g} Gy up "
+                             f"to {top:.4g} Gy (at most {MAX_DVH_BINS:,}): give a wider bin, or check the dose")
         count = int(math.floor(top / binWidthGy)) + 2
         doses = np.arange(count, dtype=np.float64) * binWidthGy
         if self.isEmpty:

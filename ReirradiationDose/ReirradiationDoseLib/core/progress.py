@@ -6,12 +6,33 @@ connects it to a progress dialog, the CLI to a text bar.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Protocol
 
 from .errors import ProcessingCancelled
 
-__all__ = ["ProgressCallback", "noProgress", "subProgress", "finishProgress", "ProcessingCancelled"]
+__all__ = ["ProgressCallback", "noProgress", "subProgress", "finishProgress", "ProcessingCancelled", "INTERRUPT",
+           "deferInterrupts"]
+
+# An interruption (Ctrl-C, SIGTERM) the command line's signal handler noted: "signal" is its number (None: none);
+# while "deferred" > 0 the handler only notes it instead of raising KeyboardInterrupt, because Python code then runs
+# inside a C++ library's callback (SimpleITK's iteration events), where an exception is printed with a traceback
+# and wrapped in a RuntimeError. The callback sees the note and stops the library; the caller then raises.
+INTERRUPT: dict = {"signal": None, "deferred": 0}
+
+
+@contextlib.contextmanager
+def deferInterrupts():
+    """Note, not raise, an interruption while a library whose callbacks run Python is executing (see INTERRUPT); one
+    noted is raised as KeyboardInterrupt on leaving."""
+    INTERRUPT["deferred"] += 1
+    try:
+        yield
+    finally:
+        INTERRUPT["deferred"] -= 1
+    if INTERRUPT["signal"] is not None and not INTERRUPT["deferred"]:
+        raise KeyboardInterrupt
 
 
 class ProgressCallback(Protocol):

@@ -50,6 +50,9 @@ __all__ = [
 ]
 
 
+MAX_FRACTIONS = 1000  # more is not a course: a typing slip or a dose in the wrong field
+
+
 def validateNumberOfFractions(numberOfFractions, what: str = "number of fractions") -> int:
     """Return ``numberOfFractions`` as an ``int``; refuse anything that is not a positive whole number."""
     if isinstance(numberOfFractions, (bool, np.bool_)):
@@ -62,6 +65,11 @@ def validateNumberOfFractions(numberOfFractions, what: str = "number of fraction
     value = float(numberOfFractions)
     if not math.isfinite(value) or value < 1 or abs(value - round(value)) > 1e-9:
         raise InputError(f"the {what} must be a positive whole number, got {numberOfFractions!r}")
+    if value > MAX_FRACTIONS:
+        # an adversarial review: 10 million fractions stopped the dose command with an internal error (a date
+        # overflow) and eqd2 took 1e30
+        raise InputError(f"the {what} must be at most {MAX_FRACTIONS} (pulsed-dose-rate brachytherapy gives about "
+                         f"100 pulses), got {numberOfFractions!r}")
     return int(round(value))
 
 

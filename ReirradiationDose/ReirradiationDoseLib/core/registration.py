@@ -42,7 +42,7 @@ from scipy import ndimage
 
 from .errors import InputError, ProcessingCancelled
 from .geometry import ImageGeometry
-from .progress import noProgress, subProgress
+from .progress import INTERRUPT, deferInterrupts, noProgress, subProgress
 
 __all__ = [
     "RegistrationResult",
@@ -178,7 +178,7 @@ def _executeRegistration(run: Callable, fixed: sitk.Image, moving: sitk.Image):
     (:func:`_reproducible`), with ITK's "the images do not overlap" errors turned into an InputError a user can act
     on."""
     try:
-        with _reproducible():
+        with _reproducible(), deferInterrupts():
             return run(fixed, moving)
     except RuntimeError as error:
         if not any(words in str(error) for words in _ITK_NO_OVERLAP):
@@ -234,6 +234,8 @@ def _observe(process, progress, label: str, fractionOf: Callable[[], float]):
 
     def onIteration():
         state["iterations"] += 1
+        if INTERRUPT["signal"] is not None:
+            state["interrupted"] = True
         if state["cancelled"] or state["interrupted"]:
             # StopRegistration ends the current pyramid level only: asked again at every iteration of the next
             # levels (a cancelled affine run went on for 5.9 s, the whole run takes 5.0 s)
@@ -257,7 +259,7 @@ def _observe(process, progress, label: str, fractionOf: Callable[[], float]):
 
 def _raiseIfStopped(state: dict, message: str) -> None:
     """After Execute: the interruption or cancellation an :func:`_observe` callback recorded, raised."""
-    if state.get("interrupted"):
+    if state.get("interrupted") or INTERRUPT["signal"] is not None:
         raise KeyboardInterrupt
     if state["cancelled"]:
         raise ProcessingCancelled(message)
@@ -978,7 +980,8 @@ def _demonsPyramid(fixed: sitk.Image, moving: sitk.Image, levelSpacings, iterati
                 field = _resampleField(field, grid)
             before = field
             fUse = f if mk is None and fk is None else _withoutUnknown(f, m, mk, field, fk)
-            field = demons.Execute(fUse, m) if field is None else demons.Execute(fUse, m, field)
+            with deferInterrupts():  # an interruption stops the filter from its callback (core.progress.INTERRUPT)
+                field = demons.Execute(fUse, m) if field is None else demons.Execute(fUse, m, field)
             stateOut["iterations"] += state["iterations"]
             stateOut["metric"] = demons.GetMetric()
             _raiseIfStopped(state, "deformable registration cancelled")

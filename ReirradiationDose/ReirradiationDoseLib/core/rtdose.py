@@ -126,6 +126,13 @@ def refuseNonPhysicalMap(quantity: str, where) -> None:
 
 def _readNonDicom(path: Path) -> RtDose:
     try:
+        header = sitk.ImageFileReader()
+        header.SetFileName(str(path))
+        header.ReadImageInformation()
+        if header.GetDimension() != 3 or header.GetNumberOfComponents() != 1:
+            # read as float32 a 2-component image was taken as one dose (a review: refused as "963.9 Gy, cGy?")
+            raise InputError(f"a dose must be a 3D scalar image; this one has {header.GetDimension()} dimensions "
+                             f"and {header.GetNumberOfComponents()} components per voxel", path)
         image = sitk.ReadImage(str(path), sitk.sitkFloat32)
     except RuntimeError as exc:
         raise InputError(f"cannot read the dose file ({str(exc).strip().splitlines()[-1]})", path) from None

@@ -237,6 +237,7 @@ def _readSegNrrd(path: Path) -> tuple[dict, ImageGeometry, dict]:
     if not segmentIndices:
         # a plain label image: one structure per non-zero label
         labelImage = layers[0]
+        _requireIntegerLabels(labelImage, path)
         values = [v for v in np.unique(labelImage) if v != 0]
         stem = path.name.split(".")[0]
         if len(values) <= 1:
@@ -251,6 +252,17 @@ def _readSegNrrd(path: Path) -> tuple[dict, ImageGeometry, dict]:
     return masks, geometry, colors
 
 
+def _requireIntegerLabels(labels: np.ndarray, path: Path) -> None:
+    """A labelmap holds whole numbers: a dose given as the segmentation became 32 structures "good_0" ... "good_31"
+    (an adversarial review)."""
+    if not np.issubdtype(labels.dtype, np.floating):
+        return
+    whole = np.isfinite(labels) & (labels == np.round(labels))
+    if not whole.all():
+        raise InputError(f"holds non-integer values (e.g. {float(labels[~whole].flat[0]):.4g}): a dose or an image, "
+                         "not a labelmap or mask", path)
+
+
 def _readImageMask(path: Path) -> tuple[dict, ImageGeometry, dict]:
     import SimpleITK as sitk
 
@@ -262,6 +274,7 @@ def _readImageMask(path: Path) -> tuple[dict, ImageGeometry, dict]:
         raise InputError("a mask image must be a 3D single-component image", path)
     geometry = ImageGeometry.fromImage(image)
     labels = sitk.GetArrayFromImage(image)
+    _requireIntegerLabels(labels, path)
     values = [v for v in np.unique(labels) if v != 0]
     stem = path.name.split(".")[0]
     if len(values) <= 1:
