@@ -122,7 +122,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy.spatial import cKDTree
 
-from ReirradiationDoseLib.core.errors import InputError
+from ReirradiationDoseLib.core.errors import InputError, libraryReason
 from ReirradiationDoseLib.core.geometry import ImageGeometry, lpsToRas, rasToLps
 
 __all__ = [
@@ -1065,7 +1065,7 @@ def marksReportForObservers(marksPath: str | os.PathLike,
         try:
             transform = sitk.ReadTransform(os.fspath(transform))
         except RuntimeError as error:
-            raise InputError(f"cannot read the registration transform ({str(error).splitlines()[0]})",
+            raise InputError(f"cannot read the registration transform ({libraryReason(error)})",
                              transform) from None
     if markSet.frame == "MRI" and transform is not None:
         markSet = mapMarks(markSet, transform)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import InputError
+from ..core.errors import InputError, libraryReason
 from ..core.geometry import ImageGeometry
 
 NAME = "eqd2"
@@ -54,7 +54,7 @@ def readDoseFile(path: str | Path, physicalOnly: bool = False) -> tuple[np.ndarr
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
-        raise InputError(f"cannot read the dose image: {str(error).splitlines()[0]}", path) from None
+        raise InputError(f"cannot read the dose image ({libraryReason(error)})", path) from None
     if image.GetNumberOfComponentsPerPixel() != 1 or image.GetDimension() != 3:
         raise InputError("the dose must be a 3D single-component image", path)
     if physicalOnly:

@@ -28,7 +28,7 @@ from pydicom.errors import BytesLengthException, InvalidDicomError
 from struct import error as struct_error
 
 from .dicomwrite import saveFile
-from .errors import InputError
+from .errors import InputError, libraryReason
 from .geometry import ImageGeometry
 
 __all__ = ["ImageSeriesInfo", "SeriesSummary", "listSeries", "readImageSeries", "readDicomObject",
@@ -261,7 +261,7 @@ def _readSingleFile(path: Path) -> tuple[sitk.Image, ImageSeriesInfo]:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise InputError(f"cannot read the image ({str(exc).strip().splitlines()[-1]})", path) from None
+        raise InputError(f"cannot read the image ({libraryReason(exc)})", path) from None
     if image.GetDimension() != 3:
         raise InputError(f"a 3D image is required, this file holds a {image.GetDimension()}D image", path)
     if image.GetNumberOfComponentsPerPixel() != 1:

@@ -21,3 +21,20 @@ class InputError(ValueError):
 
 class ProcessingCancelled(Exception):
     """Raised from a progress callback to stop a long computation cleanly."""
+
+
+def libraryReason(error: BaseException) -> str:
+    """The reason in a SimpleITK / ITK exception, without the C++ source file and line it was thrown from: "Unable
+    to determine ImageIO reader for ..." out of "Exception thrown in SimpleITK ImageFileReader_Execute:
+    /work/src/Code/IO/src/sitkImageReaderBase.cxx:99: sitk::ERROR: Unable to ..." (an adversarial review: messages
+    showed the build path and no reason)."""
+    text = " ".join(str(error).split())
+    for marker in ("sitk::ERROR:", "ITK ERROR:", "Description:"):
+        at = text.rfind(marker)
+        if at >= 0:
+            reason = text[at + len(marker):].strip()
+            if marker == "ITK ERROR:":
+                reason = reason.split("):", 1)[-1].strip()  # "ImageFileReader(0x55...): reason"
+            if reason:
+                return reason
+    return text

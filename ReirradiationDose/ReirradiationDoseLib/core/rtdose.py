@@ -30,7 +30,7 @@ import pydicom
 import SimpleITK as sitk
 
 from .dicomimage import damagedAttributes, isDicomFile, readDicomObject, storedPixels
-from .errors import InputError
+from .errors import InputError, libraryReason
 from .geometry import ImageGeometry
 
 __all__ = ["RtDose", "readRtDose", "requirePlanDose", "PLAN_SUMMATION_TYPES"]
@@ -135,7 +135,7 @@ def _readNonDicom(path: Path) -> RtDose:
                              f"and {header.GetNumberOfComponents()} components per voxel", path)
         image = sitk.ReadImage(str(path), sitk.sitkFloat32)
     except RuntimeError as exc:
-        raise InputError(f"cannot read the dose file ({str(exc).strip().splitlines()[-1]})", path) from None
+        raise InputError(f"cannot read the dose file ({libraryReason(exc)})", path) from None
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError("a dose must be a 3D scalar image", path)
     dose = sitk.GetArrayFromImage(image).astype(np.float32)
@@ -328,6 +328,10 @@ def requirePlanDose(rtDose: RtDose, path: str | os.PathLike | None = None) -> Rt
     if summation == "UNKNOWN":
         logger.warning("%s: dose summation type unknown (non-DICOM file); assumed to be the whole-plan dose", where)
         return rtDose
+    if not summation:  # Type 1; an adversarial review: "this RTDOSE is a  dose"
+        raise InputError("this RTDOSE has no DoseSummationType (3004,000A): it does not say whether it is the dose "
+                         "of the whole plan; export the plan dose (DoseSummationType PLAN) from the planning system",
+                         where)
     if summation not in PLAN_SUMMATION_TYPES:
         raise InputError(f"this RTDOSE is a {summation} dose (DoseSummationType), not the dose of the whole plan; "
                          "export the plan dose (DoseSummationType PLAN) from the planning system", where)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .contours import rasterizeContours, structureSetPlaneSpacing
-from .errors import InputError
+from .errors import InputError, libraryReason
 from .geometry import ImageGeometry
 
 __all__ = [
@@ -269,7 +269,7 @@ def _readImageMask(path: Path) -> tuple[dict, ImageGeometry, dict]:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise InputError(f"cannot read the image ({str(exc).strip().splitlines()[-1]})", path) from None
+        raise InputError(f"cannot read the image ({libraryReason(exc)})", path) from None
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError("a mask image must be a 3D single-component image", path)
     geometry = ImageGeometry.fromImage(image)

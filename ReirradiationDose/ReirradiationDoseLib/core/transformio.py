@@ -22,7 +22,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from . import dicomreg
-from .errors import InputError
+from .errors import InputError, libraryReason
 from .geometry import ImageGeometry
 from .registration import displacementFieldFromTransform, displacementFieldTransform
 
@@ -47,7 +47,7 @@ def readDisplacementField(path: str | os.PathLike) -> sitk.Image:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
-        raise InputError(f"the displacement field could not be read ({str(error).splitlines()[0]})", path) from None
+        raise InputError(f"the displacement field could not be read ({libraryReason(error)})", path) from None
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 3:
         raise InputError("this is not a 3D displacement field (a vector image with 3 components per voxel is "
                          f"needed, found {image.GetNumberOfComponentsPerPixel()})", path)
@@ -82,7 +82,7 @@ def readTransform(path: str | os.PathLike, fixedFrameOfReferenceUid: str | None 
     try:
         transform = sitk.ReadTransform(str(path))
     except RuntimeError as error:
-        raise InputError(f"the transform could not be read ({str(error).splitlines()[0]})", path) from None
+        raise InputError(f"the transform could not be read ({libraryReason(error)})", path) from None
     return _flatten(transform)
 
 
