@@ -436,6 +436,22 @@ def test_a_case_edit_of_a_structure_sharing_a_shipped_entry_applies_to_it_alone(
     assert edited.lookup("Anus").name == "Rectum" and edited.lookup("Anal_Canal").name == "Anal_Canal"
     whole = table({"Rectum": {"alphaBetaGy": 5.0}})
     assert whole.lookup("Anal_Canal").alphaBetaGy == 5.0 and whole.lookup("Rectum").alphaBetaGy == 5.0
+    # whatever the order of the keys, the entry's edit first, the structure split off it from the edited values (a
+    # verification review: "Anal_Canal" before "Rectum" kept the shipped α/β 3 and no recovery)
+    rectum = {"alphaBetaGy": 5.0, "recovery": {"model": "constant", "fraction": 0.25}}
+    for tissues in ({"Rectum": rectum, "Anal_Canal": {"repairHalfTimeHours": 1.5}},
+                    {"Anal_Canal": {"repairHalfTimeHours": 1.5}, "Rectum": rectum}):
+        anal = table(tissues).lookup("Anal_Canal")
+        assert (anal.name, anal.alphaBetaGy, anal.recovery.fractionForMonths(12.0), anal.repairHalfTimeHours) == \
+            ("Anal_Canal", 5.0, 0.25, 1.5)
+        assert table(tissues).lookup("Anus").name == "Rectum"
+    # aliases the case gives a split structure go with it (before: refused, naming no file)
+    split = table({"Anal_Canal": {"alphaBetaGy": 4.0, "aliases": ("Anus",)}})
+    assert split.lookup("Anus").name == "Anal_Canal" and split.lookup("Anus").alphaBetaGy == 4.0
+    assert split.lookup("Rectum").alphaBetaGy == 3.0
+    with pytest.raises(InputError, match=r"case.json: tissues\['Bladder'\] in the case: tissue table: the name "
+                                         r"'Rectum' is used by both"):
+        tissueTableFor(DoseSettings(tissues={"Bladder": TissueSpec(aliases=("Rectum",))}, sourcePath="case.json"))
     # through the dose pipeline: the voxel α/β map of CTV and GTV
     gtv, ctv = np.zeros(SHAPE, bool), np.zeros(SHAPE, bool)
     gtv[2:4, 2:4, 2:4] = True

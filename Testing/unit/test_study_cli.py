@@ -99,3 +99,31 @@ def test_pictures_are_rendered_when_slicer_core_is_present(tmp_path):
 
     rgb = readPng(tmp_path / "out" / "pictures" / "case_single.png")
     assert rgb.shape[:2] == (420, 420) and rgb[..., :3].std() > 10  # not a blank picture
+
+
+def test_an_interruption_while_the_output_is_put_in_place_waits_for_it(tmp_path, capsys, monkeypatch):
+    """A verification review: Ctrl-C between the two renames that put an output folder in place left neither the
+    earlier output nor the new one where it belongs (hidden .previous / .partial folders) while the command said
+    "nothing was written". The swap now finishes first: the new output is in place, no hidden folder is left."""
+    import os
+    import pathlib
+    import signal
+
+    root = tmp_path / "study"
+    writeMask(root / "case" / "a.nrrd", sphere())
+    writeMask(root / "case" / "b.nrrd", sphere((1.0, 0.0, 0.0)))
+    output = tmp_path / "out"
+    assert main(["study", str(root), "--output", str(output), "--no-pictures"]) == 0
+    rename = pathlib.Path.rename
+
+    def renameThenInterrupt(self, target):
+        result = rename(self, target)
+        if ".previous-" in str(target):
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C right after the earlier output was moved aside
+        return result
+
+    monkeypatch.setattr(pathlib.Path, "rename", renameThenInterrupt)
+    assert main(["study", str(root), "--output", str(output), "--no-pictures", "--hd-percentile", "90"]) == 0
+    monkeypatch.setattr(pathlib.Path, "rename", rename)
+    assert json.loads((output / "study.json").read_text())["options"]["hdPercentile"] == 90.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "study"]

@@ -125,8 +125,10 @@ def makeObserverSet(observers, geometry: ImageGeometry | None = None,
             if before > 0 and abs(after - before) > RESAMPLED_VOLUME_TOLERANCE * before:
                 report.setdefault("notes", []).append(
                     f"observer {name!r} was resampled onto {which}: its volume changed from {before:.3g} to "
-                    f"{after:.3g} cc ({100.0 * (after - before) / before:+.0f} %): part of its delineation lies "
-                    "outside that grid or its grid is much coarser; its metrics compare what is left")
+                    f"{after:.3g} cc ({100.0 * (after - before) / before:+.0f} %): "
+                    + ("part of its delineation may lie outside that grid, or " if after < before else "")
+                    + "the two grids' voxel sizes differ (nearest-neighbour resampling adds or drops boundary "
+                    "voxels); its metrics compare the resampled delineation")
             masks.append(resampled)
     return ObserverSet(tuple(n for n, _, _ in entries), tuple(masks), target, report)
 

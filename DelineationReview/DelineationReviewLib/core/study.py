@@ -869,6 +869,14 @@ def _analyzeUnit(case: StudyCase, roundName: str, options: StudyOptions, analyze
     return {"result": result, "picture": picture if isinstance(picture, (bytes, bytearray)) else None}
 
 
+def _workerIgnoresInterrupts() -> None:
+    """A worker process leaves Ctrl-C to the parent, which cancels the work and says so in one line (a verification
+    review: each worker printed its own KeyboardInterrupt traceback)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _unitWorker(args):
     """Process-pool entry point: never raises, returns the failure instead (with the reason)."""
     case, roundName, options, analyzer, pictureCallback = args
@@ -1463,7 +1471,8 @@ def analyzeStudy(studyDir, options: StudyOptions | None = None, *, jobs: int = 1
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context) as pool:
+        with concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context,
+                                                    initializer=_workerIgnoresInterrupts) as pool:
             futures = {pool.submit(_unitWorker, task): task for task in tasks}
             try:
                 for done, future in enumerate(concurrent.futures.as_completed(futures), start=1):

@@ -39,33 +39,33 @@ def addArguments(parser: argparse.ArgumentParser) -> None:
 
 def _readStructures(path: str, doseGeometry, supersample: int, frameOfReferenceUid: str | None = None,
                     dosePath: str | None = None):
-    """The structures on the dose grid (contours on a grid ``supersample`` times finer) and whether they were
-    contours (rasterised on that grid, cut at its edge); an RTSTRUCT of another frame of reference than the RTDOSE's
+    """The structures on the dose grid (contours on a grid ``supersample`` times finer) and the names of those whose
+    contours the grid cut at its edge; an RTSTRUCT of another frame of reference than the RTDOSE's
     (``frameOfReferenceUid``) is refused naming both files."""
     from ..core.dvh import supersampledGeometry
     from ..core.segio import readSegmentationWithGeometry
 
     lower = str(path).lower()
     isContour = lower.endswith((".vtm", ".vtp", ".dcm")) or Path(path).is_dir()
+    cut: set = set()
     if isContour:
         grid = supersampledGeometry(doseGeometry, supersample) if supersample > 1 else doseGeometry
-        masks, geometry, _ = readSegmentationWithGeometry(path, grid, frameOfReferenceUid, dosePath)
-        return masks, geometry, True
+        masks, geometry, _ = readSegmentationWithGeometry(path, grid, frameOfReferenceUid, dosePath, cutAtEdge=cut)
+        return masks, geometry, cut
     masks, geometry, _ = readSegmentationWithGeometry(path, doseGeometry, frameOfReferenceUid, dosePath)
-    return masks, geometry, False
+    return masks, geometry, cut
 
 
 def _gridNote(mask, cutAtEdge: bool) -> str:
     """What the DVH of a structure rasterised on the dose grid leaves out (an adversarial review: a rectum cut to
-    49.6 of its 111 cc at the dose grid's edge, and one wholly outside it as 0 cc, were written without a word)."""
+    49.6 of its 111 cc at the dose grid's edge, and one wholly outside it as 0 cc, were written without a word).
+    ``cutAtEdge``: the rasteriser found contours beyond the grid (a structure merely touching the edge of a dose grid
+    that covers it is not: a verification review found the body noted so)."""
     if not mask.any():
         return "no voxel on the grid: the structure lies outside the dose grid or is smaller than its voxels"
-    if not cutAtEdge:  # a voxel segmentation keeps its own grid (outside the dose grid it is refused)
-        return ""
-    edges = (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any() or mask[:, :, 0].any()
-             or mask[:, :, -1].any())
-    return ("reaches the edge of the dose grid: any part beyond it is not counted (its volume is what lies inside)"
-            if edges else "")
+    if cutAtEdge:
+        return "cut at the edge of the dose grid: the part beyond it is not counted (its volume is what lies inside)"
+    return ""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     checkOutputFiles({"--csv": args.csv, "--json": args.json}, [args.dose, args.segmentation],
                      {"--csv": (".csv",), "--json": (".json",)})
     dose, geometry, doseInfo = readDoseFile(args.dose)
-    masks, maskGeometry, contours = _readStructures(args.segmentation, geometry, args.supersample,
+    masks, maskGeometry, cut = _readStructures(args.segmentation, geometry, args.supersample,
                                           doseInfo.get("frameOfReferenceUid") or None, args.dose)
     if args.structure:
         missing = [s for s in args.structure if s not in masks]
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     for name, mask in masks.items():
         dvh = computeDvh(dose, mask, geometry, name, maskGeometry=maskGeometry)
         row = dvh.toDict(args.bin_width)
-        row["note"] = _gridNote(mask, cutAtEdge=contours)
+        row["note"] = _gridNote(mask, name in cut)
         if row["note"]:
             logger.warning("%s: %s", name, row["note"])
         results.append(row)

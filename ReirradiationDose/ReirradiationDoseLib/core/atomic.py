@@ -138,20 +138,23 @@ def atomicOutputDir(path, overwrite: bool = True):
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
-    backup = None
-    if path.exists():
-        backup = path.parent / f".{path.name}.previous-{os.getpid()}"
-        shutil.rmtree(backup, ignore_errors=True)
-        path.rename(backup)
-    try:
-        temporary.rename(path)
-    except BaseException:
+    from .progress import deferInterrupts
+
+    with deferInterrupts(raiseOnExit=False):  # Ctrl-C or SIGTERM waits until the new output is in place
+        backup = None
+        if path.exists():
+            backup = path.parent / f".{path.name}.previous-{os.getpid()}"
+            shutil.rmtree(backup, ignore_errors=True)
+            path.rename(backup)
+        try:
+            temporary.rename(path)
+        except BaseException:
+            if backup is not None:
+                backup.rename(path)
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise
         if backup is not None:
-            backup.rename(path)
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
+            shutil.rmtree(backup, ignore_errors=True)
 
 
 def _umask() -> int:

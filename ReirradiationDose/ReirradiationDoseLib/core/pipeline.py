@@ -36,7 +36,7 @@ from .casefile import CaseSpec, CourseSpec
 from .errors import InputError
 from .geometry import ImageGeometry
 from .progress import noProgress, subProgress
-from .radiobiology import FractionSchedule, eqd2FromBedGy
+from .radiobiology import FractionSchedule, eqd2FromBedGy, validateNumberOfFractions
 
 logger = logging.getLogger(__name__)
 
@@ -919,6 +919,10 @@ def _fractions(course: CourseSpec, plan, dose=None, warnings: list | None = None
     if planFractions is None:
         raise InputError(f"course '{course.name}' has no number of fractions: give an RTPLAN ('plan') or "
                          "'fractions' in the case file", course.dose)
+    try:  # a verification review: 5000 fractions from a plan were refused naming neither course nor plan
+        validateNumberOfFractions(planFractions, f"number of fractions of course '{course.name}' (its RTPLAN)")
+    except InputError as error:
+        raise InputError(str(error), course.plan) from None
     return int(planFractions), f"RTPLAN {course.plan.name}", prescription, patientId
 
 
@@ -1250,6 +1254,14 @@ def _unmatchedTissues(settings: DoseSettings, tissueTable, masks: dict) -> list[
     return messages
 
 
+def _tissueTableWith(replace, table, entries, name: str, where):
+    """``table`` with ``entries``; a name two entries claim is refused naming the case's tissue and file."""
+    try:
+        return replace(table, entries=entries)
+    except InputError as error:
+        raise InputError(f"tissues['{name}'] in the case: {error}", where) from None
+
+
 def tissueTableFor(settings: DoseSettings):
     """The shipped tissue table with the case's per-structure edits and target list applied.
 
@@ -1269,14 +1281,26 @@ def tissueTableFor(settings: DoseSettings):
     table = replace(TissueTable.default(), defaultAlphaBetaGy=settings.defaultAlphaBetaGy,
                     defaultRepairHalfTimeHours=settings.repairHalfTimeHours)
     targets = {t for t in settings.targets}
-    for name, spec in settings.tissues.items():
+
+    def sharesAnEntry(name: str) -> bool:
+        entry = table.lookup(name)
+        return entry is not None and normalizeStructureName(name) != normalizeStructureName(entry.name)
+
+    # the entries' own edits first, then the structures split off them start from the edited values, whatever the
+    # order of the case's keys (a verification review: "Anal_Canal" listed before "Rectum" kept the shipped α/β 3)
+    ordered = sorted(settings.tissues.items(), key=lambda item: sharesAnEntry(item[0]))
+    where = settings.sourcePath or None
+    for name, spec in ordered:
         existing = table.lookup(name)
         if existing is not None and normalizeStructureName(name) != normalizeStructureName(existing.name):
-            # the structure leaves the shared entry: its own entry, from the shared one's values
-            key = normalizeStructureName(name)
-            shared = replace(existing, aliases=tuple(a for a in existing.aliases if normalizeStructureName(a) != key))
+            # the structure leaves the shared entry, with the aliases the case gives it: its own entry, from the
+            # shared one's values
+            keys = {normalizeStructureName(n) for n in (name, *spec.aliases)}
+            shared = replace(existing, aliases=tuple(a for a in existing.aliases
+                                                     if normalizeStructureName(a) not in keys))
             own = replace(existing, name=name, aliases=(), prefixes=(), source=f"shipped '{existing.name}'")
-            table = replace(table, entries=tuple(shared if e is existing else e for e in table.entries) + (own,))
+            table = _tissueTableWith(replace, table, tuple(shared if e is existing else e for e in table.entries)
+                                     + (own,), name, where)
             existing = own
         isTarget = spec.isTarget if spec.isTarget is not None else (
             name in targets or (existing.isTarget if existing else False))
@@ -1284,7 +1308,7 @@ def tissueTableFor(settings: DoseSettings):
                                           (10.0 if isTarget else settings.defaultAlphaBetaGy))
         recovery = recoveryModelFromDict(spec.recovery) if spec.recovery is not None else (
             existing.recovery if existing else NoRecovery())
-        table = table.withEntry(TissueEntry(
+        entry = TissueEntry(
             name=existing.name if existing else name, alphaBetaGy=alphaBeta, recovery=recovery,
             priority=spec.priority if spec.priority is not None else (existing.priority if existing else 0),
             isTarget=isTarget,
@@ -1292,7 +1316,11 @@ def tissueTableFor(settings: DoseSettings):
                                         + ((name,) if existing and name != existing.name else ()))),
             prefixes=existing.prefixes if existing else (), source="case file",
             repairHalfTimeHours=spec.repairHalfTimeHours if spec.repairHalfTimeHours is not None else (
-                existing.repairHalfTimeHours if existing else None)))
+                existing.repairHalfTimeHours if existing else None))
+        try:
+            table = table.withEntry(entry)
+        except InputError as error:  # a name another entry holds (an alias given twice)
+            raise InputError(f"tissues['{name}'] in the case: {error}", where) from None
     for name in targets:
         existing = table.lookup(name)
         if existing is None:

@@ -23,15 +23,17 @@ INTERRUPT: dict = {"signal": None, "deferred": 0}
 
 
 @contextlib.contextmanager
-def deferInterrupts():
+def deferInterrupts(raiseOnExit: bool = True):
     """Note, not raise, an interruption while a library whose callbacks run Python is executing (see INTERRUPT); one
-    noted is raised as KeyboardInterrupt on leaving."""
+    noted is raised as KeyboardInterrupt on leaving. ``raiseOnExit`` False: a step that must finish once begun (an
+    output folder put in place: interrupted between its renames, neither the earlier output nor the new one was
+    where it belongs — a verification review); the run then ends as if the interruption came after it."""
     INTERRUPT["deferred"] += 1
     try:
         yield
     finally:
         INTERRUPT["deferred"] -= 1
-    if INTERRUPT["signal"] is not None and not INTERRUPT["deferred"]:
+    if raiseOnExit and INTERRUPT["signal"] is not None and not INTERRUPT["deferred"]:
         raise KeyboardInterrupt
 
 

@@ -562,7 +562,7 @@ def _kind(path: Path) -> str:
 
 def readSegmentationWithGeometry(path: str | os.PathLike, referenceGeometry: ImageGeometry | None = None,
                                  frameOfReferenceUid: str | None = None,
-                                 referencePath: str | os.PathLike | None = None
+                                 referencePath: str | os.PathLike | None = None, cutAtEdge: set | None = None
                                  ) -> tuple[dict[str, np.ndarray], ImageGeometry, dict[str, Color]]:
     """Read structures with their own grid: ``(masks, geometry, colors)`` (colors as RGB floats 0-1).
 
@@ -570,6 +570,7 @@ def readSegmentationWithGeometry(path: str | os.PathLike, referenceGeometry: Ima
     own "Reference image geometry" (SlicerRT) — an RTSTRUCT has no grid of its own and needs ``referenceGeometry``.
     ``frameOfReferenceUid``: that of the image or dose the structures go with (``referencePath``), when known; an
     RTSTRUCT drawn in another frame of reference is refused naming both files and UIDs (the other formats carry none).
+    ``cutAtEdge``: a set to receive the names of contour structures partly outside the grid (cut at its edge).
     """
     path = Path(path)
     if not path.exists():
@@ -597,6 +598,8 @@ def readSegmentationWithGeometry(path: str | os.PathLike, referenceGeometry: Ima
                                              setPlaneSpacingMm=setSpacing)
             if report.partlyOutside:
                 logger.warning("%s: %s", path, "; ".join(report.warnings))
+                if cutAtEdge is not None and mask.any():
+                    cutAtEdge.add(seg.name)
             if not mask.any():
                 logger.warning("%s: segment '%s' is empty on the grid %s", path, seg.name, geometry.describe())
             name = seg.name
@@ -607,13 +610,15 @@ def readSegmentationWithGeometry(path: str | os.PathLike, referenceGeometry: Ima
                 colors[name] = seg.color
         return masks, geometry, colors
     # DICOM RTSTRUCT
-    from .rtstruct import rasterizeAll, readRtStruct
+    from .rtstruct import rasterizeAllWithReport, readRtStruct
 
     if referenceGeometry is None:
         raise InputError("an RTSTRUCT has no voxel grid of its own; give the image (CT or dose) to rasterise it on",
                          path)
     rt = readRtStruct(path)
-    masks = rasterizeAll(rt, referenceGeometry, frameOfReferenceUid, referencePath)
+    masks, report = rasterizeAllWithReport(rt, referenceGeometry, frameOfReferenceUid, referencePath=referencePath)
+    if cutAtEdge is not None:
+        cutAtEdge.update(name for name, r in report.reports.items() if r.partlyOutside and masks[name].any())
     colors = {r.name: tuple(c / 255.0 for c in r.color) for r in rt.rois if r.color is not None and r.name in masks}
     return masks, referenceGeometry, colors
 
