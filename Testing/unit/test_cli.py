@@ -98,3 +98,18 @@ def test_an_unexpected_error_is_one_line_not_a_traceback(monkeypatch, capsys, tm
     monkeypatch.setattr(eqd2, "run", unreadable)
     assert main(argv) == 2
     assert capsys.readouterr().err == f"reirradiation eqd2: error: {tmp_path / 'dose.nrrd'}: Permission denied\n"
+
+
+def test_the_demo_refuses_a_folder_of_other_files(tmp_path, capsys):
+    """An adversarial review: `demo -o` wrote its case, dose and study folders among a user's own files (a later run
+    replaces dose/ and study/ as a whole). Refused naming the folder and the files, before anything is written."""
+    folder = tmp_path / "Documents"
+    folder.mkdir()
+    (folder / "thesis.docx").write_text("mine")
+    assert main(["demo", "--output", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder}: the folder holds other files (thesis.docx): give a new or empty folder" in err
+    assert sorted(p.name for p in folder.iterdir()) == ["thesis.docx"]
+    (tmp_path / "file").write_text("x")
+    assert main(["demo", "--output", str(tmp_path / "file")]) == 2
+    assert "the demo's output must be a folder; this is a file" in capsys.readouterr().err

@@ -493,3 +493,45 @@ def test_an_observer_lost_or_cut_in_resampling_is_refused_or_noted():
                             f"{before:.3g} to {after:.3g} cc") for n in result.notes), result.notes
     same = analyzeObservers({"a": (mask, geometry), "b": (mask, geometry)}, reference=None)
     assert not any("resampled" in n for n in same.notes)
+
+
+def test_an_empty_consensus_and_an_empty_observer_are_noted(tmp_path, caplog):
+    """An independent check: three observers that do not overlap gave an empty consensus without a note, and iov
+    said nothing of an empty observer (the study command does)."""
+    shape = (20, 30, 30)
+    geometry = grid(shape)
+    apart = {f"r{n}": box(shape, (5, 2 + 9 * n, 5), (10, 8 + 9 * n, 10)) for n in range(3)}
+    for reference in ("majority", "staple"):
+        result = analyzeObservers(apart, geometry, reference=reference)
+        assert result.consensus["volumeCc"] == 0
+        assert any(n.startswith(f"the {reference} consensus is empty although the observers delineated")
+                   for n in result.notes), result.notes
+    together = analyzeObservers({"a": apart["r0"], "b": apart["r0"]}, geometry, reference="staple")
+    assert not any("consensus is empty" in n or "STAPLE stopped" in n for n in together.notes)
+    from DelineationReviewLib.core.iov import _consensusNotes
+
+    stopped = _consensusNotes({"method": "staple", "iterations": 200, "volumeCc": 1.0}, [{"volumeCc": 1.0}])
+    assert stopped == ["STAPLE stopped at its limit of 200 iterations without converging: its consensus and the "
+                       "observers' sensitivity and specificity are approximate"]
+    assert together.consensus["iterations"] < 200
+    files = {name: writeMask(tmp_path / f"{name}.nrrd", mask, geometry)
+             for name, mask in (("a", apart["r0"]), ("b", np.zeros(shape, bool)))}
+    out = tmp_path / "iov.json"
+    assert cliMain(["iov"] + [f"--observer={n}={f}" for n, f in files.items()] + ["--json", str(out)]) == 0
+    notes = json.loads(out.read_text())["notes"]
+    assert "observer 'b': the mask is empty: its pairs' Dice, Jaccard and surface Dice are 0" in " ".join(notes)
+
+
+def test_observers_with_the_same_voxels_are_noted(tmp_path):
+    """An adversarial review: the same file given for two observers passed as Dice 1.000 without a word."""
+    shape = (20, 30, 30)
+    geometry = grid(shape)
+    path = writeMask(tmp_path / "a.nrrd", box(shape, (5, 5, 5), (10, 12, 12)), geometry)
+    other = writeMask(tmp_path / "c.nrrd", box(shape, (5, 5, 5), (10, 12, 13)), geometry)
+    out = tmp_path / "iov.json"
+    assert cliMain(["iov", f"--observer=a={path}", f"--observer=b={path}", f"--observer=c={other}",
+                    "--json", str(out)]) == 0
+    notes = json.loads(out.read_text())["notes"]
+    assert "observers 'a' and 'b' delineated the same voxels exactly: check that one file is not a copy of the other" \
+        in notes
+    assert not any("'c'" in n for n in notes)

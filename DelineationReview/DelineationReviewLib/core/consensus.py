@@ -51,7 +51,11 @@ class StapleResult:
     threshold: float = 0.5
 
 
-def staple(masks, spacingMmXyz=(1.0, 1.0, 1.0), threshold: float = 0.5, maximumIterations: int = 200) -> StapleResult:
+STAPLE_MAX_ITERATIONS = 200
+
+
+def staple(masks, spacingMmXyz=(1.0, 1.0, 1.0), threshold: float = 0.5,
+           maximumIterations: int = STAPLE_MAX_ITERATIONS) -> StapleResult:
     """STAPLE of binary ``masks`` (all the same shape, already cropped) with SimpleITK."""
     images = []
     for mask in masks:

@@ -305,9 +305,25 @@ def analyzeObservers(masks, geometry: ImageGeometry | None = None, reference: st
     progress(1.0, "done")
     logger.info("interobserver analysis: %d observers, %d pairs, crop %s", n, len(pairs), crop.shape)
     note = surfaceDiceToleranceNote(toleranceMm, spacing)
-    notes = tuple(observerSet.gridReport.get("notes", ())) + ((note,) if note else ())
+    notes = tuple(observerSet.gridReport.get("notes", ())) + ((note,) if note else ()) + tuple(
+        _consensusNotes(consensusDict, observers))
     return IovResult(observers, tuple(pairs), cigen, volumeCv, reasons, toleranceMm, hdPercentile, hdConvention,
                      consensusDict, agreement, grid, geom, crop, counts, consensusMask, notes=notes)
+
+
+def _consensusNotes(consensus: dict | None, observers) -> list[str]:
+    """What a reader of the consensus must know (an independent check): STAPLE stopped by its iteration limit rather
+    than converged, or an empty consensus of observers who did delineate (e.g. three that do not overlap)."""
+    if not consensus:
+        return []
+    notes = []
+    if consensus.get("method") == "staple" and consensus.get("iterations", 0) >= consensusLib.STAPLE_MAX_ITERATIONS:
+        notes.append(f"STAPLE stopped at its limit of {consensusLib.STAPLE_MAX_ITERATIONS} iterations without "
+                     "converging: its consensus and the observers' sensitivity and specificity are approximate")
+    if consensus.get("volumeCc") == 0 and any(o["volumeCc"] > 0 for o in observers):
+        notes.append(f"the {consensus.get('method')} consensus is empty although the observers delineated: no voxel "
+                     "has the agreement it needs (observers that do not overlap); consensus metrics are undefined")
+    return notes
 
 
 def _consensus(reference, surfaces, counts, crop, stapleCrop, observerSet, spacing, voxelVolumeCc, options, plugins,

@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from ..core.errors import InputError
+
 NAME = "demo"
 HELP = "generate the built-in demo case (if absent) and run the main job on it"
 
@@ -17,10 +19,23 @@ def addArguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", choices=["small", "clinical"], default="small", help="demo case size")
 
 
+# what a demo output folder holds: the case, the two runs' outputs and the overview picture
+DEMO_ENTRIES = {"case", "dose", "study", "overview_axial.png"}
+
+
 def run(args: argparse.Namespace) -> int:
     from ..core.democase.generate import ensureDemoCase
 
     output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise InputError("the demo's output must be a folder; this is a file", output)
+    others = sorted(p.name for p in output.iterdir() if p.name not in DEMO_ENTRIES
+                    and not p.name.startswith(".")) if output.is_dir() else []
+    if others:
+        # an adversarial review: the demo wrote its folders among a user's files (nothing was deleted, but a later
+        # run replaces dose/ and study/ as a whole)
+        raise InputError(f"the folder holds other files ({', '.join(others[:5])}{', ...' if len(others) > 5 else ''}): "
+                         "give a new or empty folder, or an earlier demo output", output)
     output.mkdir(parents=True, exist_ok=True)
     caseFile = ensureDemoCase(output / "case", size=args.size)  # the built-in demo case (generated once)
     logger.info("demo case: %s", caseFile)

@@ -249,6 +249,16 @@ def run(args: argparse.Namespace) -> int:
                               hdPercentile=args.hd_percentile, hdConvention=args.hd_convention,
                               cropMarginMm=margin)
     report = buildReport(result, files)
+    from DelineationReviewLib.core.study import identicalMaskNotes
+
+    identical = identicalMaskNotes({name: mask for name, mask, _ in observers})
+    if identical:
+        report["notes"] = list(report.get("notes") or ()) + identical
+    empty = [o["name"] for o in report["observers"] if not o["voxelCount"]]
+    if empty:  # said as the study command says it (an independent check: iov said nothing)
+        report["notes"] = list(report.get("notes") or ()) + [
+            f"observer {name!r}: the mask is empty: its pairs' Dice, Jaccard and surface Dice are 0 and their "
+            "distances undefined; its volume 0 counts in CIgen and the volume CV" for name in empty]
     if args.marks:
         from DelineationReviewLib.core.marks import marksReportForObservers
 
