@@ -84,3 +84,18 @@ def test_an_output_that_cannot_be_made_is_refused_before_the_run(tmp_path):
     with pytest.raises(InputError, match="cannot be made: .*file.txt is not a writable folder"):
         checkOutputDir(file / "new" / "out")
     assert checkOutputDir(tmp_path / "new" / "out") == tmp_path / "new" / "out"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]  # the probe folder is removed
+    # a place whose permissions say yes but where nothing can be made (as root: /proc), refused before the run too
+    # (an adversarial review: refused after the computation, naming the hidden temporary folder)
+    from pathlib import Path
+
+    dangling = tmp_path / "link"
+    dangling.symlink_to(tmp_path / "unmounted" / "share" / "out")
+    with pytest.raises(InputError, match=r"link: the output folder is a symbolic link to .*unmounted/share/out, whose "
+                                         r"folder .*unmounted/share does not exist"):
+        checkOutputDir(dangling)
+    assert not (tmp_path / "unmounted").exists()
+    dangling.unlink()
+    if Path("/proc").is_dir():
+        with pytest.raises(InputError, match="/proc/out: the output folder cannot be made: /proc is not a writable"):
+            checkOutputDir("/proc/out")

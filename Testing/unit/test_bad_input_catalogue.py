@@ -566,6 +566,11 @@ def test_case_file_unknown_keys_and_missing_paths_refused(tmp_path, goodCourse, 
     cliRefusal(capsys, ["dose", str(case), "--output", str(tmp_path / "out")], "case.json", "nowhere/RD.dcm")
     refusal(lambda: parseCaseFile(tmp_path / "missing.json"), "missing.json", "case file not found")
     assert not (tmp_path / "out").exists()
+    # /dev/null and a link that leads back to itself were "not found" (an adversarial review)
+    refusal(lambda: parseCaseFile("/dev/null"), "/dev/null", "not a regular file: give the case file (JSON)")
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    refusal(lambda: parseCaseFile(tmp_path / "loop1"), "loop1", "a symbolic link to nothing that exists")
 
 
 @pytest.mark.parametrize("edit, fragment", [

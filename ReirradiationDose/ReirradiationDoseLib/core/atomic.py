@@ -32,10 +32,14 @@ def checkOutputDir(path, overwrite: bool = True) -> Path:
     path = Path(path).absolute()
     if path.is_symlink():
         try:
-            path.resolve(strict=False)
+            target = path.resolve(strict=False)
         except (RuntimeError, OSError) as error:  # a link that leads back to itself: failed after the whole run
             raise InputError(f"the output folder is a symbolic link that cannot be followed ({error})", path
                              ) from None
+        if not path.exists() and not target.parent.is_dir():
+            # a link to a share not mounted: its whole path was made on the local disk (an adversarial review)
+            raise InputError(f"the output folder is a symbolic link to {target}, whose folder {target.parent} does "
+                             "not exist (a share not mounted?)", path)
     if path.exists() and not path.is_dir():
         raise InputError("the output path exists and is not a folder", path)
     if path.exists() and any(path.iterdir()):
@@ -86,7 +90,16 @@ def _unwritableAncestor(path: Path) -> Path | None:
     existing = path.parent
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    return None if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK) else existing
+    if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+        return existing
+    # permissions can say yes where nothing can be made (a read-only mount, /proc, /sys, as root): a folder made and
+    # removed at once tells (an adversarial review: refused only after the whole computation, naming the hidden
+    # temporary folder)
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".reirradiation-probe-", dir=existing))
+    except OSError:
+        return existing
+    return None
 
 
 def safeName(name: str) -> str:

@@ -162,7 +162,12 @@ def parseCaseFile(path) -> CaseSpec:
     if path.is_dir():
         raise InputError("this is a folder: give the case file (JSON) itself", path)
     if not path.is_file():
-        raise InputError("case file not found", path)
+        # an adversarial review: /dev/null and a link that leads back to itself were "not found"
+        if path.is_symlink():
+            raise InputError("the case file is a symbolic link to nothing that exists (or one that leads back to "
+                             "itself)", path)
+        raise InputError("not a regular file: give the case file (JSON)" if path.exists() else "case file not found",
+                         path)
     try:
         # utf-8-sig: a byte-order mark (Windows Notepad writes one) is not an error
         data = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=uniqueKeysObject)
