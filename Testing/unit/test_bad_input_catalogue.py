@@ -192,7 +192,7 @@ def test_alpha_beta_not_positive_refused(tmp_path, goodCourse, alphaBeta):
     refusal(lambda: eqd2Gy(50.0, 25, alphaBeta), "α/β must be a positive number of Gy")
     refusal(lambda: eqd2Gy(np.full((2, 2, 2), 50.0), 25, np.full((2, 2, 2), alphaBeta)), "α/β map must be positive")
     case = writeCase(tmp_path, goodCourse, tissues={"Rectum": {"alphaBeta": alphaBeta}})
-    refusal(lambda: parseCaseFile(case), case, "α/β of 'Rectum' must be a positive number")
+    refusal(lambda: parseCaseFile(case), case, "tissues['Rectum'] alphaBeta must be a positive number")
     case = writeCase(tmp_path, goodCourse, defaultAlphaBeta=alphaBeta)
     refusal(lambda: parseCaseFile(case), case, "defaultAlphaBeta must be a positive number")
     constraints = tmp_path / "constraints.json"
@@ -200,6 +200,17 @@ def test_alpha_beta_not_positive_refused(tmp_path, goodCourse, alphaBeta):
         {"structure": "Rectum", "metric": "Dmax", "limit": 60, "unit": "Gy", "alphaBetaGy": alphaBeta}]}))
     from ReirradiationDoseLib.core.constraints import loadConstraintSet
     refusal(lambda: loadConstraintSet(constraints), constraints, "α/β must be > 0 Gy")
+
+
+@pytest.mark.parametrize("alphaBeta", [1e39, 1e-320, 0.05, 150.0])
+def test_alpha_beta_beyond_any_tissue_refused_naming_the_case(tmp_path, goodCourse, alphaBeta):
+    """An adversarial review: 1e39 (a float32 overflow) and 1e-320 passed the case check and failed later naming
+    neither the case file nor the tissue, with a numpy warning."""
+    case = writeCase(tmp_path, goodCourse, tissues={"Rectum": {"alphaBeta": alphaBeta}})
+    refusal(lambda: parseCaseFile(case), case, "tissues['Rectum'] alphaBeta must lie between 0.1 and 100 Gy",
+            repr(alphaBeta))
+    case = writeCase(tmp_path, goodCourse, defaultAlphaBeta=alphaBeta)
+    refusal(lambda: parseCaseFile(case), case, "defaultAlphaBeta must lie between 0.1 and 100 Gy")
 
 
 # ---- dose values --------------------------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ def test_affine_registration_for_a_course_and_the_mri(caseDir):
     (lambda d: d["courses"][0].update(date="2026-11-01"), "prior course 'prior' is dated 2026-11-01 — after"),
     (lambda d: d["courses"][0].update(fractions=0), "fractions must be a positive whole number"),
     (lambda d: d["courses"][0].update(fractions=2.5), "fractions must be a positive whole number"),
-    (lambda d: d["tissues"]["GTV"].update(alphaBeta=-1), "α/β of 'GTV' must be a positive number"),
+    (lambda d: d["tissues"]["GTV"].update(alphaBeta=-1), r"tissues\['GTV'\] alphaBeta must be a positive number"),
     (lambda d: d.update(defaultAlphaBeta=0), "defaultAlphaBeta must be a positive number"),
     (lambda d: d["courses"][0].pop("image"), "deformable registration but names no 'image'"),
     (lambda d: d["courses"][1].update(name="prior"), "two courses are named 'prior'"),

@@ -303,7 +303,7 @@ def parseCase(data, path) -> CaseSpec:
         _refuseUnknown(raw, _TISSUE_KEYS, f"tissues['{name}']", path)
         alphaBeta = raw.get("alphaBeta")
         if alphaBeta is not None:
-            alphaBeta = _positiveFloat(alphaBeta, f"α/β of '{name}'", path)
+            alphaBeta = _alphaBeta(alphaBeta, f"tissues['{name}'] alphaBeta", path)
         recovery = raw.get("recovery")
         if recovery is not None and not isinstance(recovery, dict):
             raise InputError(f"tissues['{name}'].recovery must be an object like "
@@ -393,7 +393,7 @@ def parseCase(data, path) -> CaseSpec:
     return CaseSpec(
         path=path.resolve(), referenceImage=reference, structures=structures,
         courses=tuple(CourseSpec(**c) for c in courses), mri=mri, tissues=tissues,
-        defaultAlphaBetaGy=_positiveFloat(data.get("defaultAlphaBeta", 3.0), "defaultAlphaBeta", path),
+        defaultAlphaBetaGy=_alphaBeta(data.get("defaultAlphaBeta", 3.0), "defaultAlphaBeta", path),
         targets=tuple(targets), targetsByDefault="targets" not in data, constraints=constraints,
         isodoseLevelsGy=levels, plannedCourse=planned,
         conservativeRadiusMm=float(radius), allowFrameOfReferenceMismatch=allowMismatch,
@@ -406,6 +406,20 @@ def _refuseUnknown(raw: dict, allowed: set, where: str, path: Path) -> None:
     if unknown:
         raise InputError(f"unknown key(s) in {where}: {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})",
                          path)
+
+
+# an α/β outside this range (Gy) is a typing slip: published values span about 0.5 to 25 Gy (an adversarial review:
+# 1e39 overflowed float32 and 1e-320 passed, each refused later naming neither the case file nor the tissue)
+ALPHA_BETA_RANGE_GY = (0.1, 100.0)
+
+
+def _alphaBeta(value, what: str, path: Path) -> float:
+    value = _positiveFloat(value, what, path)
+    low, high = ALPHA_BETA_RANGE_GY
+    if not low <= value <= high:
+        raise InputError(f"{what} must lie between {low:g} and {high:g} Gy (published values span about 0.5 to 25 "
+                         f"Gy), got {value!r}", path)
+    return value
 
 
 def _positiveInt(value, what: str, path: Path) -> int:
