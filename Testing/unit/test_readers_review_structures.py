@@ -145,3 +145,19 @@ def test_the_dvh_and_eqd2_commands_refuse_structures_of_another_frame_of_referen
                              frameOfReferenceUid=FRAME_B)
     assert main(["dvh", "--dose", str(dose), "--segmentation", str(same)]) == 0
     assert "PTV" in capsys.readouterr().out
+
+
+def test_two_rois_of_one_name_are_both_read_and_said(tmp_path, caplog):
+    """An adversarial review: the second of two ROIs named "GTV" became "GTV (2)" without a word; a constraint or
+    tissue naming GTV reads the first only."""
+    import pydicom
+
+    path = writeStructureSet(tmp_path / "rs.dcm", {"GTV": [square(0, 0, 5, 0)], "other": [square(0, 0, 8, 0)]})
+    ds = pydicom.dcmread(path)
+    ds.StructureSetROISequence[1].ROIName = "GTV"
+    ds.save_as(path)
+    with caplog.at_level(logging.WARNING):
+        rt = readRtStruct(path)
+    assert [roi.name for roi in rt.rois] == ["GTV", "GTV (2)"]
+    assert any("two ROIs are named 'GTV'; ROI number 2 is read as 'GTV (2)'" in r.getMessage()
+               for r in caplog.records), caplog.records

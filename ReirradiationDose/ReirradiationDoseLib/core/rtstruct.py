@@ -160,6 +160,10 @@ def _readRtStructDataset(ds, path: Path) -> RtStruct:
                 items.append((geometricType, points.reshape(-1, 3)))
         name = str(roi.get("ROIName", f"ROI {number}")).strip() or f"ROI {number}"
         if name in names:
+            # two ROIs of one name: the second kept under its number, said (an adversarial review: silent), since a
+            # constraint or tissue that names the structure reads the first only
+            logger.warning("%s: two ROIs are named %r; ROI number %s is read as %r", path, name, number,
+                           f"{name} ({number})")
             name = f"{name} ({number})"
         names.add(name)
         types = {t for t, _ in items}
