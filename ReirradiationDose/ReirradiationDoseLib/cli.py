@@ -64,9 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         # Ctrl-C, or SIGTERM (a job scheduler, a closed terminal): every output is written to a temporary folder or
         # file and put in place whole, so an interrupted run leaves the earlier output as it was and no partial one
         # (an adversarial review: SIGTERM left hidden .partial folders, Ctrl-C printed a traceback)
-        print(f"reirradiation {args.command}: interrupted: nothing was written (an earlier output is left as it was)",
-              file=sys.stderr)
-        return 130
+        return _interrupted(args.command)
     except InputError as error:
         print(f"reirradiation {args.command}: error: {error}", file=sys.stderr)
         return 2
@@ -81,9 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         if INTERRUPT["signal"] is not None:
             # the interruption arrived inside a library's callback, which wrapped it (SimpleITK: "There was an error
             # executing the Python Callable"): an interruption all the same, not a bug
-            print(f"reirradiation {args.command}: interrupted: nothing was written (an earlier output is left as it "
-                  "was)", file=sys.stderr)
-            return 130
+            return _interrupted(args.command)
         if args.verbose:
             raise
         print(f"reirradiation {args.command}: internal error ({type(error).__name__}: {error}). This is a bug: "
@@ -94,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         for signum, handler in previousHandlers.items():
             signal.signal(signum, handler)
         INTERRUPT["signal"] = None
+
+
+def _interrupted(command: str) -> int:
+    print(f"reirradiation {command}: interrupted: nothing was written (an earlier output is left as it was)",
+          file=sys.stderr)
+    return 130
 
 
 def _interruptHandlers() -> dict:

@@ -394,6 +394,12 @@ def _dicomIdentity(path) -> tuple[str, str]:
     return "", ""
 
 
+def emptyMaskNotes(masks: dict, consequence: str) -> list[str]:
+    """A note for each observer whose mask is empty, ending with ``consequence`` (what it means where it is read)."""
+    return [f"observer {observer!r}: the mask is empty: its pairs' Dice, Jaccard and surface Dice are 0 and their "
+            f"distances undefined{consequence}" for observer, mask in masks.items() if not np.any(mask)]
+
+
 def identicalMaskNotes(masks: dict) -> list[str]:
     """A note for each observer whose (non-empty) delineation is voxel for voxel another's: a file copied for a
     second reader, or the same file given twice (an adversarial review: Dice 1.000 without a word), rarely two readers
@@ -842,11 +848,7 @@ def _analyzeUnit(case: StudyCase, roundName: str, options: StudyOptions, analyze
     masks, geometry, readNotes, structures = _readMasks(case, files, options)
     notes += readNotes
     notes += identicalMaskNotes(masks)
-    for observer, mask in masks.items():
-        if not mask.any():
-            notes.append(f"observer {observer!r}: the mask is empty: its pairs' Dice, Jaccard and surface Dice are 0 "
-                         "and their distances undefined (NA), so the case's distance medians cover only the pairs "
-                         "of two non-empty masks")
+    notes += emptyMaskNotes(masks, " (NA), so the case's distance medians cover only the pairs of two non-empty masks")
     analyzer = analyzer or _defaultAnalyzer()
     iovResult = analyzer(masks, geometry, reference=options.reference, toleranceMm=options.toleranceMm,
                          hdPercentile=options.hdPercentile, hdConvention=options.hdConvention)

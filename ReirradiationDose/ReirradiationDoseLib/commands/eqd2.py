@@ -126,16 +126,13 @@ def _checkDoseLevel(dose, doseInfo: dict, path) -> None:
     """The dose command's checks of a course's dose level (a review: eqd2 turned a NRRD in cGy into EQD2 up to
     115 213 Gy, exit code 0): beyond any external-beam course, refused without units (an image: most likely cGy)
     and warned with them (an RTDOSE); no dose at all warned."""
-    from ..core.pipeline import EMPTY_COURSE_DOSE_GY, implausibleDoseWarning
+    from ..core.pipeline import emptyDoseMessage, implausibleDoseWarning
 
-    warning = implausibleDoseWarning(dose, None, f"the dose ({Path(path).name})", doseInfo.get("format") == "RTDOSE",
-                                     where=path)
-    if warning:
-        logger.warning("%s", warning)
-    top = float(np.nanmax(dose)) if np.size(dose) and np.isfinite(dose).any() else 0.0
-    if top < EMPTY_COURSE_DOSE_GY:
-        logger.warning("the dose (%s) is %.3g Gy at most, no dose at all: an empty export or a plan whose dose was "
-                       "never computed?", Path(path).name, top)
+    what = f"the dose ({Path(path).name})"
+    for warning in (implausibleDoseWarning(dose, None, what, doseInfo.get("format") == "RTDOSE", where=path),
+                    emptyDoseMessage(dose, what)):
+        if warning:
+            logger.warning("%s", warning)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -249,16 +249,13 @@ def run(args: argparse.Namespace) -> int:
                               hdPercentile=args.hd_percentile, hdConvention=args.hd_convention,
                               cropMarginMm=margin)
     report = buildReport(result, files)
-    from DelineationReviewLib.core.study import identicalMaskNotes
+    from DelineationReviewLib.core.study import emptyMaskNotes, identicalMaskNotes
 
-    identical = identicalMaskNotes({name: mask for name, mask, _ in observers})
-    if identical:
-        report["notes"] = list(report.get("notes") or ()) + identical
-    empty = [o["name"] for o in report["observers"] if not o["voxelCount"]]
-    if empty:  # said as the study command says it (an independent check: iov said nothing)
-        report["notes"] = list(report.get("notes") or ()) + [
-            f"observer {name!r}: the mask is empty: its pairs' Dice, Jaccard and surface Dice are 0 and their "
-            "distances undefined; its volume 0 counts in CIgen and the volume CV" for name in empty]
+    # said as the study command says it (an independent check: iov said nothing of an empty observer)
+    masks = {name: mask for name, mask, _ in observers}
+    extra = identicalMaskNotes(masks) + emptyMaskNotes(masks, "; its volume 0 counts in CIgen and the volume CV")
+    if extra:
+        report["notes"] = list(report.get("notes") or ()) + extra
     if args.marks:
         from DelineationReviewLib.core.marks import marksReportForObservers
 

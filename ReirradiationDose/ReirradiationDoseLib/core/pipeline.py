@@ -747,7 +747,7 @@ def implausibleDoseWarning(doseGy, course: str, what: str, unitsKnown: bool, kin
     """A course's dose whose maximum exceeds ``IMPLAUSIBLE_COURSE_DOSE_GY``: without units (a NRRD, a volume not
     tagged as a dose) most likely cGy, refused naming ``what`` (the dose) and ``where`` (its file), instead of a
     composite of 140 000 Gy with exit code 0; with units (an RTDOSE) the returned warning. None when plausible."""
-    top = float(np.nanmax(doseGy)) if np.size(doseGy) and np.isfinite(doseGy).any() else 0.0
+    top = _doseMaximum(doseGy)
     if top <= IMPLAUSIBLE_COURSE_DOSE_GY:
         return None
     prefix = f"course '{course}': " if course else ""
@@ -762,14 +762,26 @@ def implausibleDoseWarning(doseGy, course: str, what: str, unitsKnown: bool, kin
 EMPTY_COURSE_DOSE_GY = 0.01
 
 
+def _doseMaximum(doseGy) -> float:
+    """The largest finite dose, 0 for none."""
+    return float(np.nanmax(doseGy)) if np.size(doseGy) and np.isfinite(doseGy).any() else 0.0
+
+
+def emptyDoseMessage(doseGy, what: str) -> str | None:
+    """"<what> is 0 Gy at most, no dose at all: ..." for a dose (about) 0 Gy everywhere, else None."""
+    top = _doseMaximum(doseGy)
+    if top >= EMPTY_COURSE_DOSE_GY:
+        return None
+    return f"{what} is {top:.3g} Gy at most, no dose at all: an empty export or a plan whose dose was never computed"
+
+
 def refuseEmptyDose(doseGy, course: str, what: str, where=None) -> None:
     """Refuse a course's dose that is (about) 0 Gy everywhere: an uncomputed plan or an empty export summed as a
     course would pass every limit it should fail (a review: the demo's prior RTDOSE zeroed gave a composite of 30.56
     instead of 81.77 Gy and offered to scale the new course by 2.286 instead of 1.343, exit code 0)."""
-    top = float(np.nanmax(doseGy)) if np.size(doseGy) and np.isfinite(doseGy).any() else 0.0
-    if top < EMPTY_COURSE_DOSE_GY:
-        raise InputError(f"course '{course}': {what} is {top:.3g} Gy at most, no dose at all: an empty export or a "
-                         "plan whose dose was never computed; give the course's computed plan dose", where)
+    message = emptyDoseMessage(doseGy, what)
+    if message:
+        raise InputError(f"course '{course}': {message}; give the course's computed plan dose", where)
 
 
 def _timeBasedRecovery(case: CaseSpec, masks: dict) -> bool:

@@ -151,10 +151,9 @@ def addDoseResultToScene(scene, result, referenceVolumeNode=None, segmentationNo
                     "Reirradiation.UnknownDose", "0 where this course's dose is unknown (outside its dose grid)")
         nodes["alphaBeta"] = _volume(scene, "alphaBeta", result.alphaBetaGy, geometry, "alpha/beta map (Gy)",
                                      created)
-        unknown = (~np.isfinite(result.compositeEqd2Gy)).astype(np.float32)
-        if unknown.any():
-            nodes["unknown"] = _volume(scene, "unknown", unknown, geometry, "Unknown dose (outside a dose grid)",
-                                       created)
+        if missing.any():
+            nodes["unknown"] = _volume(scene, "unknown", missing.astype(np.float32), geometry,
+                                       "Unknown dose (outside a dose grid)", created)
         if result.remainingBudgetGy is not None:
             nodes["budget"] = _volume(scene, "budget", np.nan_to_num(result.remainingBudgetGy, nan=0.0), geometry,
                                       "Remaining budget (Gy physical)", created)
