@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 REFERENCE_METHODS = ["staple", "majority", "observer"]
 HAUSDORFF_CONVENTIONS = ["maxDirected", "meanDirected", "pooled"]
+MSD_CONVENTIONS = ["pooled", "meanDirected"]
+SURFACE_CONVENTIONS = ["voxel", "surfel"]
 
 
 #
@@ -80,6 +82,8 @@ class DelineationReviewParameterNode:
     marksToleranceMm: Annotated[float, WithinRange(0.0, 20.0)] = DEFAULT_MARKS_TOLERANCE_MM
     hausdorffPercentile: Annotated[float, WithinRange(50.0, 100.0)] = 95.0
     hausdorffConvention: Annotated[str, Choice(HAUSDORFF_CONVENTIONS)] = "maxDirected"
+    msdConvention: Annotated[str, Choice(MSD_CONVENTIONS)] = "pooled"
+    surfaceConvention: Annotated[str, Choice(SURFACE_CONVENTIONS)] = "voxel"
     metricsTable: vtkMRMLTableNode
     consensusSegmentation: vtkMRMLSegmentationNode
     borderMarksTable: vtkMRMLTableNode
@@ -196,7 +200,8 @@ class DelineationReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                         referenceVolume=p.referenceVolume, borderMarks=p.borderMarks, toleranceMm=p.toleranceMm,
                         hausdorffPercentile=p.hausdorffPercentile, hausdorffConvention=p.hausdorffConvention,
                         metricsTable=p.metricsTable, consensusSegmentation=p.consensusSegmentation,
-                        borderMarksTable=p.borderMarksTable, progress=progress, marksToleranceMm=p.marksToleranceMm)
+                        borderMarksTable=p.borderMarksTable, progress=progress, marksToleranceMm=p.marksToleranceMm,
+                        msdConvention=p.msdConvention, surfaceConvention=p.surfaceConvention)
                 except ProcessingCancelled:
                     self.ui.statusLabel.text = _("Cancelled: nothing was added to the scene.")
                     return
@@ -252,7 +257,8 @@ class DelineationReviewLogic(ScriptedLoadableModuleLogic):
                 toleranceMm: float = DEFAULT_SURFACE_DICE_TOLERANCE_MM,
                 hausdorffPercentile: float = 95.0, hausdorffConvention: str = "maxDirected", metricsTable=None,
                 consensusSegmentation=None, borderMarksTable=None, progress=None,
-                marksToleranceMm: float = DEFAULT_MARKS_TOLERANCE_MM) -> dict:
+                marksToleranceMm: float = DEFAULT_MARKS_TOLERANCE_MM, msdConvention: str = "pooled",
+                surfaceConvention: str = "voxel") -> dict:
         """Compare one structure across observers' segmentation nodes.
 
         Delegates to ``DelineationReviewLib.mrml.pipeline.runDelineationReview`` (same keyword arguments plus
@@ -271,6 +277,10 @@ class DelineationReviewLogic(ScriptedLoadableModuleLogic):
             raise ValueError(_("Choose the reference observer, or use the STAPLE or majority consensus."))
         if hausdorffConvention not in HAUSDORFF_CONVENTIONS:
             raise ValueError(f"unknown Hausdorff convention '{hausdorffConvention}'")
+        if msdConvention not in MSD_CONVENTIONS:
+            raise ValueError(f"unknown mean-surface-distance convention '{msdConvention}'")
+        if surfaceConvention not in SURFACE_CONVENTIONS:
+            raise ValueError(f"unknown surface convention '{surfaceConvention}'")
         try:
             pipeline = importlib.import_module("DelineationReviewLib.mrml.pipeline")
         except ImportError as error:
@@ -284,7 +294,8 @@ class DelineationReviewLogic(ScriptedLoadableModuleLogic):
             borderMarks=borderMarks, toleranceMm=float(toleranceMm), hausdorffPercentile=float(hausdorffPercentile),
             hausdorffConvention=hausdorffConvention, metricsTable=metricsTable,
             consensusSegmentation=consensusSegmentation, borderMarksTable=borderMarksTable, progress=progress,
-            marksToleranceMm=float(marksToleranceMm))
+            marksToleranceMm=float(marksToleranceMm), msdConvention=msdConvention,
+            surfaceConvention=surfaceConvention)
 
 
 #

@@ -242,6 +242,34 @@ def test_module_self_test_two_cubes_dice_0_9_on_the_first_observers_grid(scene):
     np.testing.assert_array_equal(agreement["Observer 2"], b)
 
 
+def test_the_surfel_and_msd_conventions_reach_the_tables_with_their_names(scene):
+    geometry = ImageGeometry((30, 30, 12), (1.0, 1.0, 3.0), (-15.0, -15.0, -18.0))
+    a = np.zeros(geometry.shape, bool)
+    a[3:9, 8:22, 8:20] = True
+    b = np.roll(a, 2, axis=2) & np.roll(a, 1, axis=0)
+    observers = [segmentationNodeFromMasks(scene, {"GTV": mask}, geometry, name=f"Observer {n}")
+                 for n, mask in ((1, a), (2, b))]
+    result = runDelineationReview(scene, observers, "GTV", referenceMethod="majority", surfaceConvention="surfel",
+                                  msdConvention="meanDirected")
+    core = analyzeObservers({"Observer 1": a, "Observer 2": b}, geometry, reference=None, surface="surfel",
+                            msdConvention="meanDirected")
+    voxel = analyzeObservers({"Observer 1": a, "Observer 2": b}, geometry, reference=None)
+    table = result["metricsTable"]
+    for key in ("msdMm", "surfaceDice", "hdPercentileMm"):
+        assert column(table, key) == [pytest.approx(core.pairs[0][key], rel=1e-9)]
+    assert column(table, "surfaceDice")[0] > voxel.pairs[0]["surfaceDice"] + 0.01
+    assert "meanDirected" in table.GetColumnDescription("msdMm") and "surfels" in table.GetColumnDescription("msdMm")
+    assert "surfels" in table.GetColumnDescription("surfaceDice")
+    assert "surfels" not in table.GetColumnDescription("dice")
+    study = dict(zip(column(result["studyTable"], "quantity"), column(result["studyTable"], "value"), strict=True))
+    assert study["surfelConvention"] == 1.0
+    plain = runDelineationReview(scene, observers, "GTV", referenceMethod="majority")
+    study = dict(zip(column(plain["studyTable"], "quantity"), column(plain["studyTable"], "value"), strict=True))
+    assert study["surfelConvention"] == 0.0
+    assert column(plain["metricsTable"], "msdMm") == [pytest.approx(voxel.pairs[0]["msdMm"], rel=1e-9)]
+    assert "pooled" in plain["metricsTable"].GetColumnDescription("msdMm")
+
+
 def test_no_matching_segment_names_the_segmentation_and_its_segments(scene):
     geometry = ImageGeometry((12, 12, 12), (2.0, 2.0, 2.0))
     mask = np.zeros(geometry.shape, bool)

@@ -535,3 +535,29 @@ def test_observers_with_the_same_voxels_are_noted(tmp_path):
     assert "observers 'a' and 'b' delineated the same voxels exactly: check that one file is not a copy of the other" \
         in notes
     assert not any("'c'" in n for n in notes)
+
+
+def test_cli_surfel_and_msd_conventions_are_written_and_named(tmp_path):
+    shape = (20, 30, 30)
+    geometry = grid(shape)
+    files = {name: writeMask(tmp_path / f"{name}.nrrd", blob(shape, seed, (10, 15, 15), (5, 10, 10)), geometry)
+             for seed, name in enumerate(("r1", "r2", "r3"))}
+    out, table = tmp_path / "iov.json", tmp_path / "iov.csv"
+    argv = ["iov"] + [f"--observer={n}={f}" for n, f in files.items()]
+    argv += ["--surface", "surfel", "--msd-convention", "meanDirected", "--json", str(out), "--csv", str(table)]
+    assert cliMain(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["surfaceConvention"] == "surfel" and report["msdConvention"] == "meanDirected"
+    masks = {n: sitk.GetArrayFromImage(sitk.ReadImage(f)) != 0 for n, f in files.items()}
+    core = analyzeObservers(masks, geometry, reference=None, surface="surfel", msdConvention="meanDirected")
+    voxel = analyzeObservers(masks, geometry, reference=None)
+    for key in ("hdPercentileMm", "msdMm", "surfaceDice"):
+        assert report["pairs"][0][key] == pytest.approx(core.pairs[0][key], rel=1e-9)
+        assert report["pairs"][0][key] != pytest.approx(voxel.pairs[0][key], rel=1e-3)
+    assert report["observers"][0]["surfaceAreaMm2"] < voxel.observers[0]["surfaceAreaMm2"]
+    setting = {(r["scope"], r["metric"]): r["setting"] for r in csv.DictReader(table.open())}
+    assert setting[("pair", "hdPercentileMm")] == "percentile 95, maxDirected, surfels"
+    assert setting[("pair", "msdMm")] == "meanDirected, surfels"
+    assert setting[("pair", "msdDirectedMm.aToB")] == "surfels"
+    assert setting[("pair", "surfaceDice")] == "tolerance 2 mm, surfels"
+    assert setting[("pair", "dice")] == "" and setting[("observer", "volumeCc")] == ""

@@ -1,9 +1,11 @@
 """`reirradiation study` on the command line: exit codes, warnings, atomic output, progress bar."""
 
+import csv
 import io
 import json
 
 import numpy as np
+import pytest
 from ReirradiationDoseLib.cli import main
 from ReirradiationDoseLib.commands.study import TextProgressBar
 from test_study import makeTwoRoundStudy, sphere, writeMask
@@ -30,6 +32,30 @@ def test_study_command_two_rounds(tmp_path, capsys):
     assert main(["study", str(root), "--output", str(root / "results"), "--no-pictures"]) == 0
     assert main(["study", str(root), "--output", str(root / "results"), "--no-pictures"]) == 0
     assert "WARNING" not in capsys.readouterr().err
+
+
+def test_study_surfel_and_msd_conventions_reach_every_table(tmp_path, capsys):
+    root = makeTwoRoundStudy(tmp_path / "study")
+    output = tmp_path / "out"
+    assert main(["study", str(root), "--output", str(output), "--surface", "surfel", "--msd-convention",
+                 "meanDirected", "--no-pictures"]) == 0
+    study = json.loads((output / "study.json").read_text())
+    assert study["options"]["surface"] == "surfel" and study["options"]["msdConvention"] == "meanDirected"
+    rows = list(csv.DictReader((output / "long.csv").open()))
+    setting = {row["metric"]: row["setting"] for row in rows}
+    assert setting["msdMm"] == "meanDirected, surfels" and setting["surfaceAreaMm2"] == "surfels"
+    assert setting["hausdorffMm"] == "surfels" and setting["dice"] == "" and setting["volumeCc"] == ""
+    msd = [row for row in rows if row["metric"] == "msdMm" and row["kind"] == "pair"]
+    directed = {(row["case"], row["round"], row["observerA"], row["observerB"]): [] for row in msd}
+    for row in rows:
+        key = (row["case"], row["round"], row["observerA"], row["observerB"])
+        if row["metric"].startswith("msdDirectedMm.") and key in directed:
+            directed[key].append(float(row["value"]))
+    for row in msd:
+        pair = directed[(row["case"], row["round"], row["observerA"], row["observerB"])]
+        assert float(row["value"]) == pytest.approx(sum(pair) / 2, rel=1e-9)
+    assert "surface elements: surfels" in (output / "report.html").read_text()
+    capsys.readouterr()
 
 
 def test_exit_codes_with_failures(tmp_path, capsys):

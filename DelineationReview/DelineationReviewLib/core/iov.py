@@ -31,12 +31,21 @@ from ReirradiationDoseLib.core.geometry import ImageGeometry
 from ReirradiationDoseLib.core.progress import noProgress
 
 from . import consensus as consensusLib
-from .metrics import DEFAULT_SURFACE_DICE_TOLERANCE_MM, HD_CONVENTIONS, PairContext, nanToNone
+from .metrics import DEFAULT_SURFACE_DICE_TOLERANCE_MM, HD_CONVENTIONS, MSD_CONVENTIONS, PairContext, nanToNone
 from .observers import ObserverSet, makeObserverSet
 from .registry import computePairMetrics, registeredMetrics
-from .surface import CropBox, ObserverSurface, growCropBox, marginVoxelsFor, prepareSurface, unionCropBox
+from .surface import (
+    SURFACE_CONVENTIONS,
+    CropBox,
+    ObserverSurface,
+    growCropBox,
+    marginVoxelsFor,
+    prepareSurface,
+    unionCropBox,
+)
 
-__all__ = ["analyzeObservers", "IovResult", "PairResult", "DEFAULT_CROP_MARGIN_MM", "surfaceDiceToleranceNote"]
+__all__ = ["analyzeObservers", "IovResult", "PairResult", "DEFAULT_CROP_MARGIN_MM", "surfaceDiceToleranceNote",
+           "definitions"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +93,8 @@ class IovResult:
     agreementMap: np.ndarray = field(repr=False)
     consensusMask: np.ndarray | None = field(default=None, repr=False)
     notes: tuple[str, ...] = ()  # what a reader must know to read the numbers (see surfaceDiceToleranceNote)
+    surfaceConvention: str = "voxel"
+    msdConvention: str = "pooled"
 
     def pair(self, a: str, b: str) -> PairResult:
         for pair in self.pairs:
@@ -112,11 +123,13 @@ class IovResult:
             "volumeCv": nanToNone(self.volumeCv),
             "hdConvention": self.hdConvention,
             "hdPercentile": self.hdPercentile,
+            "msdConvention": self.msdConvention,
+            "surfaceConvention": self.surfaceConvention,
             "toleranceMm": self.toleranceMm,
             "consensus": self.consensus,
             "agreement": dict(self.agreement),
             "grid": dict(self.grid),
-            "definitions": DEFINITIONS,
+            "definitions": definitions(self.surfaceConvention, self.msdConvention),
         }
         if self.reasons:
             out["undefined"] = dict(self.reasons)
@@ -125,41 +138,75 @@ class IovResult:
         return out
 
 
-def surfaceDiceToleranceNote(toleranceMm: float, spacingMm) -> str | None:
+def surfaceDiceToleranceNote(toleranceMm: float, spacingMm, surface: str = "voxel") -> str | None:
     """A note when the surface-Dice tolerance is below the largest voxel spacing (a one-slice difference always
-    misses) or below the smallest: distances between voxel centres are then 0 or at least that spacing, so surface
-    Dice counts only the surface voxels both observers share (the
+    misses) or below the smallest: distances between voxel centres (corners, in the surfel convention) are then 0
+    or at least that spacing, so surface Dice counts only the surface elements both observers share (the
     demo study's 2 mm on a 3.5 mm grid: medians 0.26 / 0.64, at 3.5 mm 0.56 / 0.96, found by an independent check)."""
     smallest, largest = float(min(spacingMm)), float(max(spacingMm))
+    points = "voxel corners" if surface == "surfel" else "voxel centres"
     if toleranceMm >= largest:
         return None
     if toleranceMm >= smallest:
         # an independent check: at 2 mm on 2.5-3 mm slices a surface one slice off in z always missed, without a word
         return (f"the surface-Dice tolerance {toleranceMm:g} mm is below the largest voxel spacing {largest:g} mm (the "
                 f"slice spacing, as a rule): a surface one voxel off along that axis is outside the tolerance, so "
-                "disagreement across slices counts in full, within a slice only beyond the tolerance. Surface "
-                "distances are measured between voxel centres; a surfel library (DeepMind's surface-distance) places "
-                "the surface on the voxel faces and gives higher values on such grids")
+                "disagreement across slices counts in full, within a slice only beyond the tolerance. "
+                + ("Surface distances are measured between voxel centres; the surfel convention (--surface surfel, "
+                   "as DeepMind's surface-distance) places the surface on the voxel faces and gives higher values "
+                   "on such grids" if surface != "surfel" else
+                   "Surfels lie on the voxel corners: across slices they too are a whole slice apart"))
     return (f"the surface-Dice tolerance {toleranceMm:g} mm is below the smallest voxel spacing {smallest:g} mm: "
-            f"distances between voxel centres are 0 or at least {smallest:g} mm, so surface Dice here counts only "
-            f"the surface voxels the observers share exactly (the same for any tolerance below {smallest:g} mm); "
+            f"distances between {points} are 0 or at least {smallest:g} mm, so surface Dice here counts only "
+            f"the surface elements the observers share exactly (the same for any tolerance below {smallest:g} mm); "
             f"give a tolerance of at least {smallest:g} mm for a tolerance in Nikolov's sense")
 
 
-DEFINITIONS = {
+_DEFINITIONS = {
     "surface": "object voxels with at least one 6-connected background neighbour (outside the image is background)",
     "distances": "between voxel centres, in mm with the grid spacing",
     "hausdorffMm": "max of the two directed maximum surface distances",
     "hdPercentileMm": "percentile of the directed surface distances combined by hdConvention (maxDirected: max of "
                       "the two directed percentiles; meanDirected: their mean; pooled: percentile of both "
                       "directions pooled); numpy linear interpolation",
-    "msdMm": "mean of the surface distances of both directions pooled (each surface voxel counts once)",
+    "msdMm": {"pooled": "mean of the surface distances of both directions pooled (each surface voxel counts once)",
+              "meanDirected": "mean of the two directed mean surface distances"},
     "surfaceDice": "fraction of both surfaces within toleranceMm of the other, each surface voxel weighted by the "
                    "area of its exposed faces (Nikolov et al. 2021)",
+    "surfaceAreaMm2": "area of the exposed voxel faces (the staircase surface)",
     "cigen": "sum over pairs of intersections / sum over pairs of unions (Kouwenhoven et al. 2009)",
     "volumeCv": "sample standard deviation / mean of the observers' volumes",
     "centroidShiftMm": "distance between the centres of mass",
 }
+_SURFEL_DEFINITIONS = {
+    "surface": "surfels (surface elements): the voxel corners the marching-cubes mesh of the voxel centres passes, "
+               "each with the mesh area in the cell around it (Nikolov et al. 2021, as DeepMind's surface-distance; "
+               "outside the image is background)",
+    "distances": "between surfels (voxel corners), in mm with the grid spacing; percentiles and means weighted by "
+                 "the surfels' areas",
+    "hdPercentileMm": "area-weighted percentile of the directed surface distances (the smallest distance within "
+                      "which that share of the surface area lies) combined by hdConvention (maxDirected: max of the "
+                      "two directed percentiles; meanDirected: their mean; pooled: both directions pooled)",
+    "msdMm": {"pooled": "area-weighted mean of the surface distances of both directions pooled",
+              "meanDirected": "mean of the two directed area-weighted mean surface distances (as DeepMind's "
+                              "average surface distance)"},
+    "surfaceDice": "fraction of both surfaces' mesh area within toleranceMm of the other (Nikolov et al. 2021)",
+    "surfaceAreaMm2": "area of the marching-cubes mesh (about 7 % above a sphere's area at fine voxels, "
+                      "where the exposed voxel faces overstate a sphere's by 50 %)",
+}
+
+
+def definitions(surface: str = "voxel", msdConvention: str = "pooled") -> dict:
+    """The definitions a report states for its numbers, under the surface and MSD conventions it used."""
+    out = dict(_DEFINITIONS)
+    if surface == "surfel":
+        out.update(_SURFEL_DEFINITIONS)
+    out["msdMm"] = out["msdMm"][msdConvention]
+    return out
+
+
+# the voxel convention's, as reports before the surfel convention stated them
+DEFINITIONS = definitions()
 
 
 def _number(value, what: str) -> float:
@@ -172,7 +219,13 @@ def _number(value, what: str) -> float:
     return number
 
 
-def _check(toleranceMm, hdPercentile, hdConvention, cropMarginMm) -> tuple[float, float, float]:
+def _check(toleranceMm, hdPercentile, hdConvention, cropMarginMm, surface: str = "voxel",
+           msdConvention: str = "pooled") -> tuple[float, float, float]:
+    if surface not in SURFACE_CONVENTIONS:
+        raise InputError(f"unknown surface convention {surface!r}; use one of {', '.join(SURFACE_CONVENTIONS)}")
+    if msdConvention not in MSD_CONVENTIONS:
+        raise InputError(f"unknown mean-surface-distance convention {msdConvention!r}; "
+                         f"use one of {', '.join(MSD_CONVENTIONS)}")
     toleranceMm = _number(toleranceMm, "the surface-Dice tolerance (mm)")
     if toleranceMm < 0:
         raise InputError(f"the surface-Dice tolerance must be a distance >= 0 mm, got {toleranceMm:g}")
@@ -223,7 +276,8 @@ def analyzeObservers(masks, geometry: ImageGeometry | None = None, reference: st
                      hdConvention: str = "maxDirected",
                      progress=None, cropMarginMm: float = DEFAULT_CROP_MARGIN_MM,
                      targetGeometry: ImageGeometry | None = None, metrics=None,
-                     distanceBackend: str = "maurer") -> IovResult:
+                     distanceBackend: str = "maurer", surface: str = "voxel",
+                     msdConvention: str = "pooled") -> IovResult:
     """Interobserver variation of several observers' masks of one structure.
 
     Parameters
@@ -240,13 +294,17 @@ def analyzeObservers(masks, geometry: ImageGeometry | None = None, reference: st
     targetGeometry : common grid when masks come on different grids (default: the first observer's grid).
     metrics : list of metric plugins (default: all registered, see ``registry.py``).
     distanceBackend : ``"maurer"`` (SimpleITK, default, faster) or ``"scipy"`` (reference); both exact.
+    surface : ``"voxel"`` (default: surface voxels, distances between voxel centres) or ``"surfel"`` (Nikolov et
+        al.'s area-weighted surface elements on the voxel corners, as DeepMind's surface-distance; ``surface.py``).
+    msdConvention : ``"pooled"`` (default, medpy's assd) or ``"meanDirected"`` (DeepMind, SlicerRT).
 
     Returns
     -------
     IovResult, whose ``toDict()`` is the JSON report.
     """
     progress = progress or noProgress
-    toleranceMm, hdPercentile, cropMarginMm = _check(toleranceMm, hdPercentile, hdConvention, cropMarginMm)
+    toleranceMm, hdPercentile, cropMarginMm = _check(toleranceMm, hdPercentile, hdConvention, cropMarginMm, surface,
+                                                     msdConvention)
     progress(0.0, "checking observers")
     observerSet = makeObserverSet(masks, geometry, targetGeometry)
     names = observerSet.names
@@ -269,10 +327,11 @@ def analyzeObservers(masks, geometry: ImageGeometry | None = None, reference: st
     for index, (name, mask) in enumerate(zip(names, observerSet.masks, strict=True)):
         progress(0.05 + 0.5 * index / n, f"surface and distance map of {name}")
         surfaces.append(prepareSurface(name, mask[crop.slices], spacing, crop.start,
-                                       distanceBackend=distanceBackend))
+                                       distanceBackend=distanceBackend, convention=surface))
 
     plugins = list(metrics) if metrics is not None else registeredMetrics()
-    options = {"toleranceMm": toleranceMm, "hdPercentile": hdPercentile, "hdConvention": hdConvention}
+    options = {"toleranceMm": toleranceMm, "hdPercentile": hdPercentile, "hdConvention": hdConvention,
+               "msdConvention": msdConvention}
     pairs = []
     numberOfPairs = max(1, n * (n - 1) // 2)
     for i in range(n):
@@ -296,7 +355,7 @@ def analyzeObservers(masks, geometry: ImageGeometry | None = None, reference: st
         if reference == "staple" and unionBox is not None:
             stapleCrop = growCropBox(unionBox, margin, geom.shape, stapleRule)
         consensusDict, consensusMask = _consensus(reference, surfaces, counts, crop, stapleCrop, observerSet,
-                                                  spacing, voxelVolumeCc, options, plugins, distanceBackend)
+                                                  spacing, voxelVolumeCc, options, plugins, distanceBackend, surface)
 
     observers = tuple({"name": s.name, "volumeCc": s.voxelCount * voxelVolumeCc, "voxelCount": s.voxelCount,
                        "surfaceAreaMm2": s.surfaceAreaMm2} for s in surfaces)
@@ -304,11 +363,12 @@ def analyzeObservers(masks, geometry: ImageGeometry | None = None, reference: st
     grid["crop"] = crop.toDict()
     progress(1.0, "done")
     logger.info("interobserver analysis: %d observers, %d pairs, crop %s", n, len(pairs), crop.shape)
-    note = surfaceDiceToleranceNote(toleranceMm, spacing)
+    note = surfaceDiceToleranceNote(toleranceMm, spacing, surface)
     notes = tuple(observerSet.gridReport.get("notes", ())) + ((note,) if note else ()) + tuple(
         _consensusNotes(consensusDict, observers))
     return IovResult(observers, tuple(pairs), cigen, volumeCv, reasons, toleranceMm, hdPercentile, hdConvention,
-                     consensusDict, agreement, grid, geom, crop, counts, consensusMask, notes=notes)
+                     consensusDict, agreement, grid, geom, crop, counts, consensusMask, notes=notes,
+                     surfaceConvention=surface, msdConvention=msdConvention)
 
 
 def _consensusNotes(consensus: dict | None, observers) -> list[str]:
@@ -327,7 +387,7 @@ def _consensusNotes(consensus: dict | None, observers) -> list[str]:
 
 
 def _consensus(reference, surfaces, counts, crop, stapleCrop, observerSet, spacing, voxelVolumeCc, options, plugins,
-               distanceBackend):
+               distanceBackend, surface="voxel"):
     n = len(surfaces)
     extra: dict = {}
     stapleResult = None
@@ -350,7 +410,7 @@ def _consensus(reference, surfaces, counts, crop, stapleCrop, observerSet, spaci
         mask = surfaces[[s.name for s in surfaces].index(reference)].mask
         method = f"observer {reference!r} as the reference"
     reference_ = prepareSurface(f"consensus ({reference})", mask, spacing, crop.start,
-                                distanceBackend=distanceBackend)
+                                distanceBackend=distanceBackend, convention=surface)
     negative = ~mask
     negativeCount = int(np.count_nonzero(negative))
     perObserver = []

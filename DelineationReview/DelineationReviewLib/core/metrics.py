@@ -9,6 +9,10 @@ Definitions
   One empty mask: 0 (the formulas are defined and give 0).
 - Directed surface distances d(A→B): for every surface voxel of A, the distance (mm, voxel centres) to the
   nearest surface voxel of B. Distances to or from an empty mask are undefined (NaN + reason).
+- Surface convention ``surfel`` (by name, REFERENCE §4; Nikolov et al. 2021): the surface elements are the voxel
+  corners a marching-cubes mesh of the mask passes, each weighted by its mesh area (``surface.py``); distances are
+  between corners, and every percentile, mean and fraction below weighs each element by its area: the area-weighted
+  percentile is the smallest distance within which p % of the surface area lies (no interpolation).
 - HD (max) = max(max d(A→B), max d(B→A)).
 - HD percentile p (HD95 for p = 95, HD98 for the LRRC study) — three conventions, selectable by name:
 
@@ -17,8 +21,11 @@ Definitions
   * ``pooled`` (medpy, seg-metrics): P_p of the pooled distances of both directions.
 
   P_p is ``numpy.percentile`` with linear interpolation over the surface voxels (each voxel counts once).
-- MSD (mean surface distance, ASSD) = mean of the pooled distances of both directions
-  = (Σ d(A→B) + Σ d(B→A)) / (n_A + n_B), each surface voxel counting once.
+- MSD (mean surface distance, ASSD), two conventions selectable by name:
+
+  * ``pooled`` (default; medpy's assd): mean of the pooled distances of both directions
+    = (Σ d(A→B) + Σ d(B→A)) / (n_A + n_B), each surface voxel counting once;
+  * ``meanDirected`` (DeepMind, SlicerRT's "mean Hausdorff"): (mean d(A→B) + mean d(B→A)) / 2.
 - Surface Dice at tolerance τ (Nikolov et al. 2021, arXiv:1809.04430):
   (Σ_{a ∈ ∂A, d(a,∂B) ≤ τ} w_a + Σ_{b ∈ ∂B, d(b,∂A) ≤ τ} w_b) / (Σ w_a + Σ w_b), with w the exposed-face area of
   each surface voxel (see ``surface.py``). One empty mask: 0; two empty masks: undefined.
@@ -37,6 +44,8 @@ from .surface import ObserverSurface
 __all__ = [
     "DEFAULT_SURFACE_DICE_TOLERANCE_MM",
     "HD_CONVENTIONS",
+    "MSD_CONVENTIONS",
+    "meanSurfaceDistance",
     "PairContext",
     "diceJaccard",
     "directedPercentile",
@@ -48,6 +57,7 @@ __all__ = [
 ]
 
 HD_CONVENTIONS = ("maxDirected", "meanDirected", "pooled")
+MSD_CONVENTIONS = ("pooled", "meanDirected")
 # surface-Dice tolerance tau (mm) of the iov and study commands and the module unless the user sets another
 DEFAULT_SURFACE_DICE_TOLERANCE_MM = 2.0
 UNDEFINED_BOTH_EMPTY = "both masks are empty"
@@ -74,9 +84,16 @@ def diceJaccard(a: ObserverSurface, b: ObserverSurface) -> tuple[float | None, f
     return 2.0 * intersection / (a.voxelCount + b.voxelCount), intersection / union
 
 
-def directedPercentile(distances: np.ndarray, percentile: float) -> float:
-    """``numpy.percentile`` (linear interpolation) of one direction's surface distances."""
-    return float(np.percentile(distances, percentile))
+def directedPercentile(distances: np.ndarray, percentile: float, weights: np.ndarray | None = None) -> float:
+    """``numpy.percentile`` (linear interpolation) of one direction's surface distances; with ``weights`` (surfel
+    areas) the smallest distance within which ``percentile`` % of the total weight lies."""
+    if weights is None:
+        return float(np.percentile(distances, percentile))
+    order = np.argsort(distances, kind="stable")
+    cumulative = np.cumsum(weights[order], dtype=np.float64)
+    # a hair below the target: the cumulative sum of areas rounds (p = 100 must reach the last element)
+    index = int(np.searchsorted(cumulative, cumulative[-1] * (percentile / 100.0) * (1.0 - 1e-12), side="left"))
+    return float(distances[order[min(index, order.size - 1)]])
 
 
 def combineDirected(directed, convention: str) -> float:
@@ -88,13 +105,37 @@ def combineDirected(directed, convention: str) -> float:
     raise ValueError(f"convention {convention!r} does not combine the directed percentiles")
 
 
-def combinePercentiles(dAB: np.ndarray, dBA: np.ndarray, percentile: float, convention: str) -> float:
-    """HD at ``percentile`` under a named convention (see the module docstring)."""
+def combinePercentiles(dAB: np.ndarray, dBA: np.ndarray, percentile: float, convention: str,
+                       wAB: np.ndarray | None = None, wBA: np.ndarray | None = None) -> float:
+    """HD at ``percentile`` under a named convention (see the module docstring); ``wAB`` / ``wBA`` the surfel
+    areas in the surfel convention."""
     if convention in ("maxDirected", "meanDirected"):
-        return combineDirected([directedPercentile(dAB, percentile), directedPercentile(dBA, percentile)], convention)
+        return combineDirected([directedPercentile(dAB, percentile, wAB), directedPercentile(dBA, percentile, wBA)],
+                               convention)
     if convention == "pooled":
-        return float(np.percentile(np.concatenate([dAB, dBA]), percentile))
+        weights = None if wAB is None else np.concatenate([wAB, wBA])
+        return directedPercentile(np.concatenate([dAB, dBA]), percentile, weights)
     raise ValueError(f"unknown Hausdorff percentile convention {convention!r}; use one of {', '.join(HD_CONVENTIONS)}")
+
+
+def _mean(distances: np.ndarray, weights: np.ndarray | None) -> tuple[float, float]:
+    """(sum, count) of one direction: plain, or weighted by the surfel areas."""
+    if weights is None:
+        return float(distances.sum(dtype=np.float64)), float(distances.size)
+    return float(np.dot(distances.astype(np.float64), weights)), float(weights.sum())
+
+
+def meanSurfaceDistance(dAB: np.ndarray, dBA: np.ndarray, convention: str = "pooled",
+                        wAB: np.ndarray | None = None, wBA: np.ndarray | None = None) -> tuple[float, list[float]]:
+    """(MSD under ``convention``, [mean d(A→B), mean d(B→A)]), area-weighted when the weights are given."""
+    (sumAB, nAB), (sumBA, nBA) = _mean(dAB, wAB), _mean(dBA, wBA)
+    directed = [sumAB / nAB, sumBA / nBA]
+    if convention == "pooled":
+        return (sumAB + sumBA) / (nAB + nBA), directed
+    if convention == "meanDirected":
+        return 0.5 * (directed[0] + directed[1]), directed
+    raise ValueError(f"unknown mean-surface-distance convention {convention!r}; use one of "
+                     f"{', '.join(MSD_CONVENTIONS)}")
 
 
 # Surface points exactly at the tolerance count as within it (Nikolov's "<= tau"). The distance maps are float32 and a
@@ -128,7 +169,8 @@ class PairContext:
     ----------
     a, b : the two observers' prepared surfaces (same crop).
     spacingMmXyz : voxel spacing (x, y, z) of the common grid.
-    toleranceMm, hdPercentile, hdConvention : analysis options.
+    toleranceMm, hdPercentile, hdConvention, msdConvention : analysis options (the surface convention is the
+        surfaces': ``a.convention``).
     cache : scratch space shared by the plugins of one pair (e.g. the directed distances).
     """
 
@@ -138,6 +180,7 @@ class PairContext:
     toleranceMm: float = DEFAULT_SURFACE_DICE_TOLERANCE_MM
     hdPercentile: float = 95.0
     hdConvention: str = "maxDirected"
+    msdConvention: str = "pooled"
     cache: dict = field(default_factory=dict)
 
     @property

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from .metrics import (
     PairContext,
     centroidShiftMm,
@@ -37,6 +35,7 @@ from .metrics import (
     combinePercentiles,
     diceJaccard,
     directedPercentile,
+    meanSurfaceDistance,
     surfaceDice,
 )
 
@@ -98,21 +97,22 @@ class SurfaceDistanceMetrics(IovMetricPlugin):
                     "hdPercentileDirectedMm": [nan, nan], "msdDirectedMm": [nan, nan],
                     "_reasons": {key: reason for key in self.keys}}
         dAB, dBA = context.directedDistances()
+        wAB, wBA = context.a.distanceWeights, context.b.distanceWeights
         p = context.hdPercentile
-        directed = [directedPercentile(dAB, p), directedPercentile(dBA, p)]
+        directed = [directedPercentile(dAB, p, wAB), directedPercentile(dBA, p, wBA)]
         if context.hdConvention == "pooled":
-            hdPercentile = combinePercentiles(dAB, dBA, p, "pooled")
+            hdPercentile = combinePercentiles(dAB, dBA, p, "pooled", wAB, wBA)
         else:
             hdPercentile = combineDirected(directed, context.hdConvention)
         maxima = [float(dAB.max()), float(dBA.max())]
-        sums = [float(dAB.sum(dtype=np.float64)), float(dBA.sum(dtype=np.float64))]
+        msd, msdDirected = meanSurfaceDistance(dAB, dBA, context.msdConvention, wAB, wBA)
         return {
             "hausdorffMm": max(maxima),
             "hdPercentileMm": hdPercentile,
-            "msdMm": (sums[0] + sums[1]) / (dAB.size + dBA.size),
+            "msdMm": msd,
             "hausdorffDirectedMm": maxima,
             "hdPercentileDirectedMm": directed,
-            "msdDirectedMm": [sums[0] / dAB.size, sums[1] / dBA.size],
+            "msdDirectedMm": msdDirected,
         }
 
 

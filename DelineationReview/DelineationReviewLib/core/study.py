@@ -94,7 +94,8 @@ from ReirradiationDoseLib.core.progress import noProgress
 
 from .marks import DEFAULT_TOLERANCE_MM as DEFAULT_MARKS_TOLERANCE_MM
 from .observers import requireBinaryMask
-from .metrics import DEFAULT_SURFACE_DICE_TOLERANCE_MM, HD_CONVENTIONS
+from .metrics import DEFAULT_SURFACE_DICE_TOLERANCE_MM, HD_CONVENTIONS, MSD_CONVENTIONS
+from .surface import SURFACE_CONVENTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +160,8 @@ class StudyOptions:
     reference : consensus used for per-observer sensitivity/specificity: "staple", "majority" or an observer.
     toleranceMm : surface-Dice tolerance τ (mm). hdPercentile : the p of HDp (95 → HD95, 98 → HD98).
     hdConvention : "maxDirected" (default), "meanDirected" or "pooled" (see ``metrics.py``).
+    msdConvention : "pooled" (default) or "meanDirected" (see ``metrics.py``).
+    surface : "voxel" (default) or "surfel" (Nikolov et al.'s area-weighted surfels, see ``surface.py``).
     marksToleranceMm : distance within which a radiologist mark counts as covered by an observer.
     """
 
@@ -168,6 +171,8 @@ class StudyOptions:
     hdPercentile: float = 95.0
     hdConvention: str = "maxDirected"
     marksToleranceMm: float = DEFAULT_MARKS_TOLERANCE_MM
+    msdConvention: str = "pooled"
+    surface: str = "voxel"
 
     def __post_init__(self):
         if not (self.toleranceMm >= 0 and math.isfinite(self.toleranceMm)):
@@ -180,6 +185,12 @@ class StudyOptions:
         if self.hdConvention not in HD_CONVENTIONS:
             raise InputError(f"unknown Hausdorff percentile convention {self.hdConvention!r}; use one of "
                              f"{', '.join(HD_CONVENTIONS)}")
+        if self.msdConvention not in MSD_CONVENTIONS:
+            raise InputError(f"unknown mean-surface-distance convention {self.msdConvention!r}; use one of "
+                             f"{', '.join(MSD_CONVENTIONS)}")
+        if self.surface not in SURFACE_CONVENTIONS:
+            raise InputError(f"unknown surface convention {self.surface!r}; use one of "
+                             f"{', '.join(SURFACE_CONVENTIONS)}")
 
     @property
     def hdLabel(self) -> str:
@@ -757,6 +768,17 @@ def toCommonGrid(masks: dict[str, tuple[np.ndarray, ImageGeometry]]) -> tuple[di
 
 
 # ---- one (case, round) unit -----------------------------------------------------------------------------------
+def _surfaceOptions(options: StudyOptions) -> dict:
+    """The surface and MSD conventions for the analyzer, only when not the defaults (an analyzer given by a caller
+    need not know them)."""
+    out = {}
+    if options.surface != "voxel":
+        out["surface"] = options.surface
+    if options.msdConvention != "pooled":
+        out["msdConvention"] = options.msdConvention
+    return out
+
+
 def _defaultAnalyzer():
     from .iov import analyzeObservers
 
@@ -851,7 +873,8 @@ def _analyzeUnit(case: StudyCase, roundName: str, options: StudyOptions, analyze
     notes += emptyMaskNotes(masks, " (NA), so the case's distance medians cover only the pairs of two non-empty masks")
     analyzer = analyzer or _defaultAnalyzer()
     iovResult = analyzer(masks, geometry, reference=options.reference, toleranceMm=options.toleranceMm,
-                         hdPercentile=options.hdPercentile, hdConvention=options.hdConvention)
+                         hdPercentile=options.hdPercentile, hdConvention=options.hdConvention,
+                         **_surfaceOptions(options))
     iovDict = _toJsonable(iovResult.toDict() if hasattr(iovResult, "toDict") else iovResult)
     notes += list(iovDict.get("notes") or ()) if isinstance(iovDict, dict) else []
     marks = None
@@ -1234,7 +1257,8 @@ def intraObserverComparisons(cases: Sequence[StudyCase], options: StudyOptions, 
                     imageGeometry = readCaseImage(case.imagePath)[1]
                 masks, geometry, notes, _ = _readMasks(case, files, options, imageGeometry)
                 outcome = analyzer(masks, geometry, reference=None, toleranceMm=options.toleranceMm,
-                                   hdPercentile=options.hdPercentile, hdConvention=options.hdConvention)
+                                   hdPercentile=options.hdPercentile, hdConvention=options.hdConvention,
+                                   **_surfaceOptions(options))
                 outcome = _toJsonable(outcome.toDict() if hasattr(outcome, "toDict") else outcome)
                 (pair,) = outcome["pairs"]
                 entry["metrics"] = {k: v for k, v in pair.items() if k not in ("a", "b")}
@@ -1629,7 +1653,9 @@ def buildReport(study: StudyResult):
                      f"Observers: {', '.join(observers) or 'none'}.")
     report.paragraph(f"Options: structure {options.structure!r}; consensus reference {options.reference}; "
                      f"surface-Dice tolerance {options.toleranceMm:g} mm; {hdLabel} = {options.hdPercentile:g}th "
-                     f"percentile Hausdorff distance, convention {options.hdConvention}. Created by reirradiation "
+                     f"percentile Hausdorff distance, convention {options.hdConvention}; mean surface distance "
+                     f"{options.msdConvention}; surface elements: {_SURFACE_WORDS[options.surface]}. "
+                     f"Created by reirradiation "
                      f"{__version__}; metrics as defined in DelineationReviewLib.core.metrics.", "muted")
     if study.failures:
         report.heading("Failures (skipped)")
@@ -1771,16 +1797,31 @@ def buildReport(study: StudyResult):
     return report
 
 
+_SURFACE_WORDS = {"voxel": "surface voxels, distances between voxel centres",
+                  "surfel": "surfels (Nikolov et al., area-weighted, on the voxel corners)"}
+# metrics whose value depends on the surface convention (the long table names them with these leaves)
+_SURFACE_METRICS = ("hausdorffmm", "hausdorffdirectedmm", "hdpercentilemm", "hdpercentiledirectedmm", "msdmm",
+                    "msddirectedmm", "surfacedice", "surfaceareamm2")
+
+
 def metricSetting(metric: str, options: StudyOptions) -> str:
     """The option the value of ``metric`` (a long-table metric name) depends on, as text; "" for none."""
     leaf = metric.rsplit("].", 1)[-1] if metric.startswith("mark[") else metric.rsplit(".", 1)[-1]
     key = metric.casefold()
+    marks = metric.startswith(("marks.", "mark[")) or ".marks." in metric
+    surfel = options.surface == "surfel" and not marks and key.split(".")[0] in _SURFACE_METRICS
+    suffix = ", surfels" if surfel else ""
     if "hdpercentile" in key:
         directed = "directed" in key
         return (f"percentile {options.hdPercentile:g}"
-                + ("" if directed else f", {options.hdConvention}" + (" (HD)" if options.hdPercentile == 100 else "")))
+                + ("" if directed else f", {options.hdConvention}" + (" (HD)" if options.hdPercentile == 100 else ""))
+                + suffix)
     if "surfacedice" in key:
-        return f"tolerance {options.toleranceMm:g} mm"
+        return f"tolerance {options.toleranceMm:g} mm" + suffix
+    if key == "msdmm":
+        return options.msdConvention + suffix
+    if surfel:
+        return "surfels"
     if (metric.startswith(("marks.", "mark[")) or ".marks." in metric) and leaf in _MARKS_TOLERANCE_METRICS:
         return f"marks tolerance {options.marksToleranceMm:g} mm"
     return ""

@@ -50,6 +50,9 @@ __all__ = [
     "marginVoxelsFor",
     "surfaceAndAreas",
     "surfaceIndicesAndAreas",
+    "SURFACE_CONVENTIONS",
+    "surfelAreaTable",
+    "surfelIndicesAndAreas",
     "distanceMapMm",
     "ObserverSurface",
     "prepareSurface",
@@ -198,6 +201,96 @@ def surfaceAndAreas(mask: np.ndarray, spacingMmXyz) -> tuple[np.ndarray, np.ndar
     return surface, area
 
 
+# ---- the surfel convention --------------------------------------------------------------------------------------
+# "voxel" (default, REFERENCE §4): surface voxels and their exposed faces, distances between voxel centres.
+# "surfel" (by name, as REFERENCE §4 allows): the surface a marching-cubes mesh of the voxel centres would have,
+# divided into one element per voxel corner, each weighted by the mesh area inside the cell around that corner and
+# measured from the corner -- the construction of Nikolov et al. 2021 (DeepMind's surface-distance), the convention
+# most published surface-Dice values use. Written here from that definition (face rule and polygon areas below).
+SURFACE_CONVENTIONS = ("voxel", "surfel")
+
+# The cell around a voxel corner has the 8 voxel centres that share the corner as its corners; corner bit
+# b = 4 dk + 2 dj + di. Its 6 faces, each as 4 corner bits in cyclic order:
+_CELL_FACES = ((0, 1, 3, 2), (4, 5, 7, 6), (0, 1, 5, 4), (2, 3, 7, 6), (0, 2, 6, 4), (1, 3, 7, 5))
+
+
+def _cellPolygons(code: int) -> list[list[tuple[int, int]]]:
+    """The closed polygons of the iso-surface (level 1/2) in one cell whose inside corners are the bits of
+    ``code``, each as its vertices: cell edges (pairs of corner bits), the surface crossing each at its midpoint.
+
+    On each face the crossed edges are joined in pairs; a face with all four edges crossed (inside corners on a
+    diagonal) separates the two inside corners, as 6-connectivity does (the inside voxels share no face). The
+    rule depends on the face alone, so two cells sharing a face cut it alike and the mesh is closed. Every crossed
+    edge lies on two faces, so the segments close into loops."""
+    inside = [(code >> bit) & 1 for bit in range(8)]
+    neighbours: dict[tuple[int, int], list[tuple[int, int]]] = {}
+
+    def join(p, q):
+        neighbours.setdefault(p, []).append(q)
+        neighbours.setdefault(q, []).append(p)
+
+    for face in _CELL_FACES:
+        edges = [tuple(sorted((face[n], face[(n + 1) % 4]))) for n in range(4)]
+        crossed = [e for e in edges if inside[e[0]] != inside[e[1]]]
+        if len(crossed) == 2:
+            join(*crossed)
+        elif len(crossed) == 4:
+            for n in range(4):
+                if inside[face[n]]:  # cut this inside corner off: the edges before and after it
+                    join(edges[(n - 1) % 4], edges[n])
+    polygons, seen = [], set()
+    for start in neighbours:
+        if start in seen:
+            continue
+        loop, previous, current = [start], None, start
+        seen.add(start)
+        while True:
+            following = [q for q in neighbours[current] if q != previous]
+            nxt = following[0] if following else neighbours[current][0]
+            if nxt == start:
+                break
+            loop.append(nxt)
+            seen.add(nxt)
+            previous, current = current, nxt
+        polygons.append(loop)
+    return polygons
+
+
+_POLYGONS = tuple(_cellPolygons(code) for code in range(256))
+
+
+def surfelAreaTable(spacingMmXyz) -> np.ndarray:
+    """Mesh area (mm², float64) inside the cell around a voxel corner, for each of the 256 inside/outside patterns
+    of its 8 voxels, on a grid of ``spacingMmXyz``. Each polygon of :func:`_cellPolygons` is measured as the fan of
+    triangles from the mean of its vertices (exact for the planar ones)."""
+    sx, sy, sz = (float(s) for s in spacingMmXyz)
+    corner = np.array([((b & 1) * sx, ((b >> 1) & 1) * sy, ((b >> 2) & 1) * sz) for b in range(8)])
+    table = np.zeros(256)
+    for code, polygons in enumerate(_POLYGONS):
+        for loop in polygons:
+            points = np.array([0.5 * (corner[p] + corner[q]) for p, q in loop])
+            centre = points.mean(axis=0)
+            arms = points - centre
+            table[code] += 0.5 * float(np.linalg.norm(np.cross(arms, np.roll(arms, -1, axis=0)), axis=1).sum())
+    return table
+
+
+def surfelIndicesAndAreas(mask: np.ndarray, spacingMmXyz) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices, on the corner grid (``mask.shape`` + 1 along each axis; corner (k, j, i) lies between voxels
+    k-1 and k, j-1 and j, i-1 and i), of the corners whose cell the mesh crosses, and the mesh area (mm²) in each.
+
+    Voxels outside the array count as background."""
+    padded = np.pad(np.ascontiguousarray(mask, dtype=bool), 1).view(np.uint8)
+    n0, n1, n2 = (s - 1 for s in padded.shape)
+    code = np.zeros((n0, n1, n2), dtype=np.uint8)
+    for bit in range(8):
+        dk, dj, di = (bit >> 2) & 1, (bit >> 1) & 1, bit & 1
+        code |= padded[dk:dk + n0, dj:dj + n1, di:di + n2] << np.uint8(bit)
+    areas = surfelAreaTable(spacingMmXyz)[code.ravel()]
+    indices = np.flatnonzero(areas > 0)
+    return indices, areas[indices]
+
+
 DISTANCE_BACKENDS = ("maurer", "scipy")
 
 
@@ -246,6 +339,9 @@ class ObserverSurface:
     surfaceAreasMm2 : exposed-face area of each surface voxel (same order as ``surfaceIndices``).
     centroidKji : mean (k, j, i) index on the *full* grid, or None when empty.
     distanceMap : distance (mm) from each crop voxel to this observer's surface, None when empty.
+    convention : ``"voxel"`` (surface voxels, their exposed-face areas and the crop's voxel grid) or ``"surfel"``
+        (``surfaceIndices`` / ``surfaceAreasMm2`` / ``distanceMap`` on the crop's corner grid, one more point
+        along each axis, with mesh areas; see :func:`surfelIndicesAndAreas`).
     """
 
     name: str
@@ -255,6 +351,7 @@ class ObserverSurface:
     surfaceAreasMm2: np.ndarray
     centroidKji: np.ndarray | None
     distanceMap: np.ndarray | None = field(default=None, repr=False)
+    convention: str = "voxel"
 
     @property
     def isEmpty(self) -> bool:
@@ -264,22 +361,40 @@ class ObserverSurface:
     def surfaceAreaMm2(self) -> float:
         return float(self.surfaceAreasMm2.sum())
 
+    @property
+    def distanceWeights(self) -> np.ndarray | None:
+        """What each surface distance weighs in percentiles and means: None (each surface voxel once) in the voxel
+        convention, the surfel's mesh area in the surfel convention (as Nikolov et al. weigh them)."""
+        return self.surfaceAreasMm2 if self.convention == "surfel" else None
+
     def distancesTo(self, other: ObserverSurface) -> np.ndarray:
-        """Distances (mm) from each of this observer's surface voxels to the other observer's surface."""
+        """Distances (mm) from each of this observer's surface elements to the other observer's surface."""
         if other.distanceMap is None:
             raise ValueError(f"observer {other.name!r} has an empty mask: distances to it are undefined")
+        if other.convention != self.convention:
+            raise ValueError(f"observers {self.name!r} ({self.convention}) and {other.name!r} ({other.convention}) "
+                             "were prepared under different surface conventions")
         return other.distanceMap.ravel()[self.surfaceIndices]
 
 
 def prepareSurface(name: str, croppedMask: np.ndarray, spacingMmXyz, cropStartKji=(0, 0, 0),
-                   withDistanceMap: bool = True, distanceBackend: str = "maurer") -> ObserverSurface:
-    """Surface, areas, centroid and distance map of one observer's cropped mask (the once-per-observer work)."""
+                   withDistanceMap: bool = True, distanceBackend: str = "maurer",
+                   convention: str = "voxel") -> ObserverSurface:
+    """Surface, areas, centroid and distance map of one observer's cropped mask (the once-per-observer work), in
+    the ``"voxel"`` (default) or ``"surfel"`` convention (see :data:`SURFACE_CONVENTIONS`)."""
+    if convention not in SURFACE_CONVENTIONS:
+        raise ValueError(f"unknown surface convention {convention!r}; use one of {', '.join(SURFACE_CONVENTIONS)}")
     mask = np.ascontiguousarray(croppedMask, dtype=bool)
     count = int(np.count_nonzero(mask))
     if count == 0:
         empty = np.zeros(0, dtype=np.intp)
-        return ObserverSurface(name, mask, 0, empty, np.zeros(0), None, None)
-    indices, areas = surfaceIndicesAndAreas(mask, spacingMmXyz)
+        return ObserverSurface(name, mask, 0, empty, np.zeros(0), None, None, convention)
+    if convention == "surfel":
+        indices, areas = surfelIndicesAndAreas(mask, spacingMmXyz)
+        pointGrid = tuple(n + 1 for n in mask.shape)
+    else:
+        indices, areas = surfaceIndicesAndAreas(mask, spacingMmXyz)
+        pointGrid = mask.shape
     # centroid from per-axis marginal sums (cheaper than listing every voxel)
     centroid = np.empty(3)
     for axis in range(3):
@@ -288,7 +403,7 @@ def prepareSurface(name: str, croppedMask: np.ndarray, spacingMmXyz, cropStartKj
         centroid[axis] = float(np.dot(profile, np.arange(mask.shape[axis]))) / count + cropStartKji[axis]
     distance = None
     if withDistanceMap:
-        surface = np.zeros(mask.shape, dtype=bool)
+        surface = np.zeros(pointGrid, dtype=bool)
         surface.ravel()[indices] = True
         distance = distanceMapMm(surface, spacingMmXyz, distanceBackend)
-    return ObserverSurface(name, mask, count, indices, areas, centroid, distance)
+    return ObserverSurface(name, mask, count, indices, areas, centroid, distance, convention)

@@ -81,7 +81,7 @@ import slicer
 import vtk
 
 from DelineationReviewLib.core import consensus as consensusLib
-from DelineationReviewLib.core.iov import DEFAULT_CROP_MARGIN_MM, IovResult, analyzeObservers
+from DelineationReviewLib.core.iov import DEFAULT_CROP_MARGIN_MM, IovResult, analyzeObservers, definitions
 from DelineationReviewLib.core.marks import DEFAULT_TOLERANCE_MM, MarkEvaluation, MarkSet, assumeFrame, evaluateMarks
 from DelineationReviewLib.core.metrics import DEFAULT_SURFACE_DICE_TOLERANCE_MM
 from DelineationReviewLib.core.study import matchStructureName, rankStructureMatches
@@ -128,7 +128,6 @@ _METRIC_DESCRIPTIONS = {
     "jaccard": "Jaccard index |A∩B| / |A∪B|",
     "hausdorffMm": "Hausdorff distance: max of the two directed maximum surface distances",
     "hdPercentileMm": "robust Hausdorff distance at the chosen percentile and convention",
-    "msdMm": "mean surface distance, both directions pooled",
     "surfaceDice": "surface Dice at the tolerance (Nikolov et al. 2021), area weighted",
     "centroidShiftMm": "distance between the centres of mass",
 }
@@ -497,6 +496,18 @@ def _scalarMetricKeys(dicts: Sequence[dict]) -> list[str]:
     return keys
 
 
+def _description(key: str, iov: IovResult) -> str:
+    """A metric column's description, naming the conventions the numbers were computed under."""
+    if key == "msdMm":
+        meaning = definitions(iov.surfaceConvention, iov.msdConvention)["msdMm"]
+        text = f"mean surface distance ({iov.msdConvention}): {meaning}"
+    else:
+        text = _METRIC_DESCRIPTIONS.get(key, "")
+    distanceLike = key in ("hausdorffMm", "hdPercentileMm", "msdMm", "surfaceDice")
+    return text + (" (surfels: Nikolov et al.'s area-weighted surface elements)"
+                   if distanceLike and iov.surfaceConvention == "surfel" else "")
+
+
 def _unit(key: str) -> str:
     return "mm" if key.endswith("Mm") else ("cc" if key.endswith("Cc") else "")
 
@@ -511,7 +522,7 @@ def _pairColumns(iov: IovResult) -> list[tuple]:
     columns = [("a", "string", [p["a"] for p in pairs], "", "first observer"),
                ("b", "string", [p["b"] for p in pairs], "", "second observer")]
     for key in keys:
-        columns.append((key, "double", [p.get(key) for p in pairs], _unit(key), _METRIC_DESCRIPTIONS.get(key, "")))
+        columns.append((key, "double", [p.get(key) for p in pairs], _unit(key), _description(key, iov)))
     columns.append(("undefined", "string", [_undefinedText(p) for p in pairs], "", "why a value is undefined"))
     return columns
 
@@ -527,7 +538,7 @@ def _observerColumns(iov: IovResult, nodeIds: Sequence[str], segmentNames: Seque
                ("volumeCc", "double", volumes, "cc", "observer's volume")]
     for key in keys:
         columns.append((key, "double", [e.get(key) for e in entries], _unit(key),
-                        _METRIC_DESCRIPTIONS.get(key, "") + " (observer vs reference)"))
+                        _description(key, iov) + " (observer vs reference)"))
     for key, description in (("sensitivity", "reference voxels the observer included"),
                              ("specificity", "non-reference voxels of the metric crop the observer left out"),
                              ("stapleSensitivity", "STAPLE's own sensitivity estimate"),
@@ -559,6 +570,9 @@ def _studyColumns(iov: IovResult, referenceLabel: str, stapleCc: float, majority
         ("minimumPairwiseDice", min(dice) if dice else None, "", "lowest Dice of any pair"),
         ("toleranceMm", iov.toleranceMm, "mm", "surface-Dice tolerance"),
         ("hdPercentile", iov.hdPercentile, "", f"percentile of the robust Hausdorff distance ({iov.hdConvention})"),
+        ("surfelConvention", 1.0 if iov.surfaceConvention == "surfel" else 0.0, "",
+         "1: surfels (Nikolov et al.'s area-weighted surface elements on the voxel corners, as DeepMind's "
+         "surface-distance); 0: surface voxels, distances between voxel centres"),
     ]
     return [("quantity", "string", [r[0] for r in rows], "", "what"),
             ("value", "double", [r[1] for r in rows], "", "value (NaN: undefined)"),
@@ -627,7 +641,8 @@ def runDelineationReview(scene, observerSegmentations, structureName: str, refer
                          toleranceMm: float = DEFAULT_SURFACE_DICE_TOLERANCE_MM,
                          hausdorffPercentile: float = 95.0, hausdorffConvention: str = "maxDirected",
                          metricsTable=None, consensusSegmentation=None, borderMarksTable=None,
-                         progress=None, marksToleranceMm: float = DEFAULT_TOLERANCE_MM) -> dict:
+                         progress=None, marksToleranceMm: float = DEFAULT_TOLERANCE_MM,
+                         surfaceConvention: str = "voxel", msdConvention: str = "pooled") -> dict:
     """Compare one structure across observers' segmentation nodes and fill (or update) the output nodes.
 
     Parameters
@@ -643,6 +658,8 @@ def runDelineationReview(scene, observerSegmentations, structureName: str, refer
     marksToleranceMm : border-mark tolerance (mm; default 3 mm as ``reirradiation iov`` and studies use, so that one
         marks file gives one verdict whichever tool reads it).
     hausdorffPercentile, hausdorffConvention : robust Hausdorff distance (see ``analyzeObservers``).
+    surfaceConvention, msdConvention : ``analyzeObservers``' ``surface`` ("voxel" or "surfel") and ``msdConvention``
+        ("pooled" or "meanDirected").
     metricsTable, consensusSegmentation, borderMarksTable : output nodes to fill (default: found by their
         ``DelineationReview.Output`` attribute, else created).
     progress : ``progress(fraction, message)``; may raise ``ProcessingCancelled``, which propagates (nothing is
@@ -719,6 +736,7 @@ def runDelineationReview(scene, observerSegmentations, structureName: str, refer
     reference = referenceMethod if referenceMethod != "observer" else referenceName
     iov = analyzeObservers(masks, geometry, reference=reference, toleranceMm=toleranceMm,
                            hdPercentile=hausdorffPercentile, hdConvention=hausdorffConvention,
+                           surface=surfaceConvention, msdConvention=msdConvention,
                            progress=subProgress(progress, 0.15, 0.8))
     if gridNotes:
         for note in gridNotes:

@@ -43,6 +43,13 @@ def addMetricArguments(parser: argparse.ArgumentParser) -> None:
                         help="percentile of the robust Hausdorff distance (default 95: HD95; 98 for HD98)")
     parser.add_argument("--hd-convention", default="maxDirected", choices=["maxDirected", "meanDirected", "pooled"],
                         help="how the two directed percentiles are combined (default maxDirected)")
+    parser.add_argument("--msd-convention", default="pooled", choices=["pooled", "meanDirected"],
+                        help="mean surface distance: mean of both directions' distances pooled (default, medpy) or "
+                             "mean of the two directed means (DeepMind, SlicerRT)")
+    parser.add_argument("--surface", default="voxel", choices=["voxel", "surfel"],
+                        help="surface elements: voxel (default: surface voxels, distances between voxel centres) or "
+                             "surfel (Nikolov et al.'s area-weighted elements on the voxel corners, as DeepMind's "
+                             "surface-distance: for comparison with published surface-Dice values)")
 
 
 def addArguments(parser: argparse.ArgumentParser) -> None:
@@ -204,6 +211,8 @@ def withSettings(rows: list[dict], report: dict) -> list[dict]:
     marks = report.get("marks") or {}
     options = StudyOptions(toleranceMm=float(report["toleranceMm"]), hdPercentile=float(report["hdPercentile"]),
                            hdConvention=str(report["hdConvention"]),
+                           msdConvention=str(report.get("msdConvention", "pooled")),
+                           surface=str(report.get("surfaceConvention", "voxel")),
                            **({"marksToleranceMm": float(marks["toleranceMm"])} if "toleranceMm" in marks else {}))
     return [{**row, "setting": metricSetting(("marks." if row["scope"] in ("mark", "marksSummary") else "")
                                              + str(row["metric"]), options)} for row in rows]
@@ -247,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
     margin = DEFAULT_CROP_MARGIN_MM if args.crop_margin_mm is None else args.crop_margin_mm
     result = analyzeObservers(observers, None, reference=reference, toleranceMm=args.tolerance_mm,
                               hdPercentile=args.hd_percentile, hdConvention=args.hd_convention,
-                              cropMarginMm=margin)
+                              cropMarginMm=margin, surface=args.surface, msdConvention=args.msd_convention)
     report = buildReport(result, files)
     from DelineationReviewLib.core.study import emptyMaskNotes, identicalMaskNotes
 

@@ -116,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     reference = None if str(args.reference).lower() == "none" else args.reference
     options = StudyOptions(structure=args.structure, reference=reference, toleranceMm=args.tolerance_mm,
                            hdPercentile=args.hd_percentile, hdConvention=args.hd_convention,
+                           msdConvention=args.msd_convention, surface=args.surface,
                            marksToleranceMm=args.marks_tolerance_mm)
     pictureCallback = None if args.no_pictures else pictureCallbackIfAvailable()
     quieted = {}
