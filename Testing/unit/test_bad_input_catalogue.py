@@ -842,6 +842,45 @@ def test_extreme_and_misplaced_inputs_refused_not_crashed(tmp_path, study, goodC
                "holds non-integer values (e.g. 0.7937): a dose or an image, not a labelmap or mask")
     cliRefusal(capsys, ["study", str(tmp_path), "-o", str(tmp_path / "s"), "--marks-tolerance-mm", "-3"],
                "the marks tolerance must be a non-negative number of mm, got -3")
+    # an α/β outside 0.1-100 Gy, as the case file refuses it: on the command line (1e6 gave the physical dose, 0.001
+    # weighed the quadratic term 1000-fold, both silently), as a default and in a tissue table
+    for value in ("1e6", "0.001", "nan"):
+        cliRefusal(capsys, ["eqd2", "--dose", str(goodCourse["rd"]), "--fractions", "25", "--alpha-beta", value,
+                            "-o", str(tmp_path / "e.nrrd")], "--alpha-beta must lie between 0.1 and 100 Gy")
+    cliRefusal(capsys, ["eqd2", "--dose", str(goodCourse["rd"]), "--fractions", "25", "--segmentation",
+                        str(goodCourse["rs"]), "--default-alpha-beta", "500", "-o", str(tmp_path / "e.nrrd")],
+               "the default α/β must lie between 0.1 and 100 Gy", "500")
+    table = tmp_path / "tissues.json"
+    table.write_text(json.dumps({"tissues": [{"name": "Rectum", "alphaBetaGy": 0.01}]}))
+    cliRefusal(capsys, ["eqd2", "--dose", str(goodCourse["rd"]), "--fractions", "25", "--segmentation",
+                        str(goodCourse["rs"]), "--tissues", str(table), "-o", str(tmp_path / "e.nrrd")],
+               "tissues.json", "tissue 'Rectum': α/β must lie between 0.1 and 100 Gy")
+    assert not (tmp_path / "e.nrrd").exists()
+
+
+def test_a_dose_image_with_nan_or_infinite_voxels_is_named_with_the_first_voxel(tmp_path, capsys):
+    """The last session's left item: eqd2 said "reaches inf Gy ... in cGy?" of an infinite voxel and "the physical
+    dose contains 1 voxels that are not finite" without the file; dvh refused an infinite one as a DVH error."""
+    array = np.full((4, 5, 6), 20.0, np.float32)
+    mask = np.zeros(array.shape, np.uint8)
+    mask[1:3, 1:4, 1:5] = 1
+    sitk.WriteImage(sitk.GetImageFromArray(mask), str(tmp_path / "mask.nrrd"))
+    for name, value in (("nan.nrrd", np.nan), ("inf.nrrd", np.inf)):
+        bad = array.copy()
+        bad[1, 2, 3] = value
+        bad[2, 2, 3] = value
+        sitk.WriteImage(sitk.GetImageFromArray(bad), str(tmp_path / name))
+    what = {"nan.nrrd": "NaN (not a number)", "inf.nrrd": "infinite"}
+    for name in ("nan.nrrd", "inf.nrrd"):
+        cliRefusal(capsys, ["eqd2", "--dose", str(tmp_path / name), "--fractions", "25", "--alpha-beta", "3", "-o",
+                            str(tmp_path / "e.nrrd")],
+                   f"{name}: 2 voxels of the dose are {what[name]}, the first at voxel (i, j, k) = (3, 2, 1)")
+    cliRefusal(capsys, ["dvh", "--dose", str(tmp_path / "inf.nrrd"), "--segmentation", str(tmp_path / "mask.nrrd")],
+               "inf.nrrd: 2 voxels of the dose are infinite")
+    # NaN is the dose command's unknown dose: a DVH names the file and the structure touching it
+    cliRefusal(capsys, ["dvh", "--dose", str(tmp_path / "nan.nrrd"), "--segmentation", str(tmp_path / "mask.nrrd")],
+               "nan.nrrd: structure 'mask' has 2 voxels without dose (outside the dose grid, or NaN in it")
+    assert not (tmp_path / "e.nrrd").exists()
 
 
 def test_dvh_says_what_the_dose_grid_leaves_out_of_a_structure(tmp_path, study, goodCourse, capsys):

@@ -161,3 +161,12 @@ def test_two_rois_of_one_name_are_both_read_and_said(tmp_path, caplog):
     assert [roi.name for roi in rt.rois] == ["GTV", "GTV (2)"]
     assert any("two ROIs are named 'GTV'; ROI number 2 is read as 'GTV (2)'" in r.getMessage()
                for r in caplog.records), caplog.records
+    assert rt.renamed == (("GTV", 2, "GTV (2)"),)
+    # the dose pipeline carries it into summary.json's warnings, not only the log (the last session's left item)
+    from ReirradiationDoseLib.core import pipeline, segio
+
+    warnings = []
+    geometry = ImageGeometry((24, 24, 3), (1.0, 1.0, 1.0), (-12.0, -12.0, -1.0))
+    masks, _ = pipeline._readStructures(path, geometry, segio, warnings, FRAME_A)
+    assert sorted(masks) == ["GTV", "GTV (2)"] and masks["GTV (2)"].sum() > masks["GTV"].sum()
+    assert any(w.startswith("rs.dcm: two ROIs are named 'GTV'; ROI number 2 is read as 'GTV (2)'") for w in warnings)

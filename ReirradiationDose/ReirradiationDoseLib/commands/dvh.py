@@ -91,7 +91,10 @@ def run(args: argparse.Namespace) -> int:
         masks = {name: masks[name] for name in args.structure}
     results = []
     for name, mask in masks.items():
-        dvh = computeDvh(dose, mask, geometry, name, maskGeometry=maskGeometry)
+        try:
+            dvh = computeDvh(dose, mask, geometry, name, maskGeometry=maskGeometry)
+        except InputError as error:  # name the dose file (a structure touching its NaN voxels: unknown dose)
+            raise InputError(str(error), args.dose) from None
         row = dvh.toDict(args.bin_width)
         row["note"] = _gridNote(mask, name in cut)
         if row["note"]:

@@ -62,7 +62,25 @@ def readDoseFile(path: str | Path, physicalOnly: bool = False) -> tuple[np.ndarr
 
         refuseNonPhysicalMap(headerQuantity(image), path)
     dose, geometry = arrayFromImage(image)
-    return dose.astype(np.float32, copy=False), geometry, {"format": "image"}
+    dose = dose.astype(np.float32, copy=False)
+    _requireFiniteDose(dose, path, allowUnknown=not physicalOnly)
+    return dose, geometry, {"format": "image"}
+
+
+def _requireFiniteDose(dose: np.ndarray, path: Path, allowUnknown: bool) -> None:
+    """Refuse infinite voxels, and NaN unless ``allowUnknown`` (the dose command writes NaN where a mapped prior
+    dose is unknown; a DVH of such a map says which structures touch it). Before, eqd2 said "reaches inf Gy ... in
+    cGy?" and "the physical dose contains 1 voxels that are not finite" without the file (an adversarial review)."""
+    for bad, what, why in ((np.isinf(dose), "infinite", "a damaged or wrongly converted image"),
+                           (None if allowUnknown else np.isnan(dose), "NaN (not a number)",
+                            "a dose of unknown value cannot be converted (the dose command writes NaN where a mapped "
+                            "prior dose is unknown: give the course's own physical dose)")):
+        if bad is None or not bad.any():
+            continue
+        k, j, i = (int(v[0]) for v in np.nonzero(bad))
+        count = int(np.count_nonzero(bad))
+        raise InputError(f"{count} voxel{'s' if count > 1 else ''} of the dose {'are' if count > 1 else 'is'} {what}, "
+                         f"the first at voxel (i, j, k) = ({i}, {j}, {k}): {why}", path)
 
 
 def _courseFractions(args, doseInfo: dict) -> tuple[int, str]:
@@ -140,7 +158,14 @@ def run(args: argparse.Namespace) -> int:
 
     from ..core.atomic import checkOutputFiles
     from ..core.geometry import imageFromArray
-    from ..core.radiobiology import FractionSchedule, bedGy, eqd2Gy, incompleteRepairFactor, validateNumberOfFractions
+    from ..core.radiobiology import (
+        FractionSchedule,
+        bedGy,
+        checkAlphaBeta,
+        eqd2Gy,
+        incompleteRepairFactor,
+        validateNumberOfFractions,
+    )
 
     if args.fractions is None and args.plan is None:
         raise InputError("give the number of fractions (--fractions) or the course's RTPLAN (--plan)")
@@ -167,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give either --alpha-beta (one value) or --segmentation (an α/β map from the tissue table)")
     repairFactor = 1.0
     if args.alpha_beta is not None:
-        alphaBeta = float(args.alpha_beta)
+        alphaBeta = checkAlphaBeta(args.alpha_beta, "--alpha-beta")
         alphaBetaLabel = f"{alphaBeta:g}"
         abMap = None
         if schedule.isHyperfractionated:

@@ -57,7 +57,7 @@ from pathlib import Path
 
 from .atomic import safeName
 from .errors import InputError
-from .radiobiology import FractionSchedule
+from .radiobiology import FractionSchedule, checkAlphaBeta
 from .resources import DuplicateKeyError, uniqueKeysObject
 
 __all__ = ["CaseSpec", "CourseSpec", "MriSpec", "TissueSpec", "parseCaseFile", "parseCase", "REGISTRATION_METHODS"]
@@ -408,18 +408,11 @@ def _refuseUnknown(raw: dict, allowed: set, where: str, path: Path) -> None:
                          path)
 
 
-# an α/β outside this range (Gy) is a typing slip: published values span about 0.5 to 25 Gy (an adversarial review:
-# 1e39 overflowed float32 and 1e-320 passed, each refused later naming neither the case file nor the tissue)
-ALPHA_BETA_RANGE_GY = (0.1, 100.0)
-
-
 def _alphaBeta(value, what: str, path: Path) -> float:
-    value = _positiveFloat(value, what, path)
-    low, high = ALPHA_BETA_RANGE_GY
-    if not low <= value <= high:
-        raise InputError(f"{what} must lie between {low:g} and {high:g} Gy (published values span about 0.5 to 25 "
-                         f"Gy), got {value!r}", path)
-    return value
+    try:
+        return checkAlphaBeta(_positiveFloat(value, what, path), what)
+    except InputError as error:
+        raise InputError(str(error), path) from None
 
 
 def _positiveInt(value, what: str, path: Path) -> int:

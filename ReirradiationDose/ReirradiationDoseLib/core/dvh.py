@@ -390,5 +390,5 @@ def computeDvh(doseGy: np.ndarray, mask: np.ndarray, geometry: ImageGeometry, na
         volumes = volumes * maskGeometry.voxelVolumeCc
     if doses.size and np.any(np.isnan(doses)):
         raise InputError(f"structure {name!r} has {int(np.count_nonzero(np.isnan(doses)))} voxels without dose "
-                         "(outside the dose grid or its coverage); its DVH would be wrong")
+                         "(outside the dose grid, or NaN in it: unknown dose); its DVH would be wrong")
     return DvhResult(name, doses, volumes, doseLabel)

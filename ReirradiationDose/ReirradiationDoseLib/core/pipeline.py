@@ -428,6 +428,10 @@ def _readStructures(path, geometry: ImageGeometry, segio, warnings: list, frameO
                 raise InputError(message + "; give the reference CT's own RTSTRUCT (or set "
                                  "allowFrameOfReferenceMismatch if the frames are known to coincide)", path)
             warnings.append(f"{path.name}: {message} (accepted: allowFrameOfReferenceMismatch)")
+        for name, number, readAs in rt.renamed:
+            # said in summary.json and the report, not only the log (a constraint or tissue naming it reads the first)
+            warnings.append(f"{path.name}: two ROIs are named '{name}'; ROI number {number} is read as '{readAs}' "
+                            f"(a constraint or tissue naming '{name}' applies to the first only)")
         masks, report = rasterizeAllWithReport(rt, geometry, includeEmpty=True)
         colors = {r.name: tuple(c / 255.0 for c in r.color) for r in rt.rois if r.color is not None and r.name in masks}
         if report.emptyRois:

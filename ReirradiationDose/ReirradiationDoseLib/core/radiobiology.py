@@ -37,6 +37,8 @@ __all__ = [
     "FractionSchedule",
     "incompleteRepairFactor",
     "checkRepairHalfTime",
+    "checkAlphaBeta",
+    "ALPHA_BETA_RANGE_GY",
     "overnightRepairFactor",
     "eqd2Gy",
     "bedGy",
@@ -281,6 +283,23 @@ def checkRepairHalfTime(value, what: str) -> float:
             or not np.isfinite(value) or not 0 < value <= MAX_REPAIR_HALF_TIME_H:
         raise InputError(f"{what} repair half-time must be a positive number of hours, at most "
                          f"{MAX_REPAIR_HALF_TIME_H:g} (got {value!r})")
+    return float(value)
+
+
+# an α/β outside this range (Gy) is a typing slip: published values span about 0.5 to 25 Gy (an adversarial review:
+# 1e39 overflowed float32 and 1e-320 passed, each refused later naming neither the case file nor the tissue)
+ALPHA_BETA_RANGE_GY = (0.1, 100.0)
+
+
+def checkAlphaBeta(value, what: str) -> float:
+    """An α/β in Gy within ``ALPHA_BETA_RANGE_GY``; ``what`` starts the message (a tissue, a key, an option). One check
+    for the case file, the tissue table and the ``eqd2`` command (``--alpha-beta 1e6`` gave the physical dose, 0.001
+    a 1000-fold weight on the quadratic term, both without a word)."""
+    low, high = ALPHA_BETA_RANGE_GY
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not np.isfinite(value) or not low <= value <= high:
+        raise InputError(f"{what} must lie between {low:g} and {high:g} Gy (published values span about 0.5 to 25 "
+                         f"Gy), got {value!r}")
     return float(value)
 
 

@@ -63,6 +63,7 @@ class RtStruct:
     studyInstanceUid: str = ""
     referencedImageUids: tuple = ()
     referencedStudyUid: str = ""
+    renamed: tuple = ()  # (name, ROI number, name read) of every ROI whose name an earlier ROI already had
 
     @property
     def roiNames(self) -> list[str]:
@@ -128,6 +129,7 @@ def _readRtStructDataset(ds, path: Path) -> RtStruct:
     rois: list[RoiInfo] = []
     contours: dict[int, list] = {}
     names: set[str] = set()
+    renamed: list[tuple[str, int, str]] = []
     for roi in ds.get("StructureSetROISequence", []):
         try:
             number = int(roi.ROINumber)
@@ -164,6 +166,7 @@ def _readRtStructDataset(ds, path: Path) -> RtStruct:
             # constraint or tissue that names the structure reads the first only
             logger.warning("%s: two ROIs are named %r; ROI number %s is read as %r", path, name, number,
                            f"{name} ({number})")
+            renamed.append((name, number, f"{name} ({number})"))
             name = f"{name} ({number})"
         names.add(name)
         types = {t for t, _ in items}
@@ -178,7 +181,7 @@ def _readRtStructDataset(ds, path: Path) -> RtStruct:
                          sopInstanceUid=str(ds.get("SOPInstanceUID", "")),
                          label=str(ds.get("StructureSetLabel", "")), patientName=str(ds.get("PatientName", "")),
                          studyInstanceUid=str(ds.get("StudyInstanceUID", "")), referencedImageUids=tuple(imageUids),
-                         referencedStudyUid=studyUid)
+                         referencedStudyUid=studyUid, renamed=tuple(renamed))
     logger.info("read RTSTRUCT %s: %d ROIs (%d empty, %d point)", path.name, len(rois),
                 sum(r.isEmpty for r in rois), sum(r.isPoint for r in rois))
     return structure

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .radiobiology import checkRepairHalfTime
+from .radiobiology import checkAlphaBeta, checkRepairHalfTime
 from .radiobiology import intervalDays as _intervalDays
 from .recovery import NoRecovery, RecoveryModel, calendarMonthsBetween, recoveryModelFromDict
 from .resources import resourcePath
@@ -65,10 +65,7 @@ class TissueEntry:
     repairHalfTimeHours: float | None = None  # for courses given more than once a day (incomplete repair)
 
     def __post_init__(self):
-        ab = float(self.alphaBetaGy)
-        if not np.isfinite(ab) or ab <= 0:
-            raise InputError(f"tissue {self.name!r}: α/β must be a positive number of Gy, got {self.alphaBetaGy!r}")
-        object.__setattr__(self, "alphaBetaGy", ab)
+        object.__setattr__(self, "alphaBetaGy", checkAlphaBeta(self.alphaBetaGy, f"tissue {self.name!r}: α/β"))
         if self.repairHalfTimeHours is not None:
             object.__setattr__(self, "repairHalfTimeHours",
                                checkRepairHalfTime(self.repairHalfTimeHours, f"tissue {self.name!r}"))
@@ -118,10 +115,7 @@ class TissueTable:
         if self.defaultRepairHalfTimeHours is not None:
             object.__setattr__(self, "defaultRepairHalfTimeHours",
                                checkRepairHalfTime(self.defaultRepairHalfTimeHours, "the default"))
-        ab = float(self.defaultAlphaBetaGy)
-        if not np.isfinite(ab) or ab <= 0:
-            raise InputError(f"the default α/β must be a positive number of Gy, got {self.defaultAlphaBetaGy!r}")
-        object.__setattr__(self, "defaultAlphaBetaGy", ab)
+        object.__setattr__(self, "defaultAlphaBetaGy", checkAlphaBeta(self.defaultAlphaBetaGy, "the default α/β"))
         index: dict[str, TissueEntry] = {}
         for entry in self.entries:
             for key in (entry.name, *entry.aliases):
@@ -260,9 +254,8 @@ def alphaBetaMap(masks: dict[str, np.ndarray], table: TissueTable | None = None,
     (alphaBetaGy float32 array, owner int16 array (0 = outside, k = names[k - 1]), names in precedence order)
     """
     table = table or TissueTable.default()
-    default = table.defaultAlphaBetaGy if defaultAlphaBetaGy is None else float(defaultAlphaBetaGy)
-    if not np.isfinite(default) or default <= 0:
-        raise InputError(f"the default α/β must be a positive number of Gy, got {defaultAlphaBetaGy!r}")
+    default = table.defaultAlphaBetaGy if defaultAlphaBetaGy is None else checkAlphaBeta(defaultAlphaBetaGy,
+                                                                                            "the default α/β")
     owner, names = ownerMap(masks, table, shape)
     lut = np.array([default] + [table.lookup(n).alphaBetaGy if table.lookup(n) else default for n in names],
                    dtype=np.float32)
