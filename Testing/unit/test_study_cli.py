@@ -45,6 +45,19 @@ def test_study_surfel_and_msd_conventions_reach_every_table(tmp_path, capsys):
     setting = {row["metric"]: row["setting"] for row in rows}
     assert setting["msdMm"] == "meanDirected, surfels" and setting["surfaceAreaMm2"] == "surfels"
     assert setting["hausdorffMm"] == "surfels" and setting["dice"] == "" and setting["volumeCc"] == ""
+    # the consensus and median rows depend on the same options (an independent check: they named none)
+    assert setting["consensus.msdMm"] == "meanDirected, surfels"
+    assert setting["consensus.surfaceDice"] == "tolerance 2 mm, surfels"
+    assert setting["consensus.hdPercentileMm"] == "percentile 95, maxDirected, surfels"
+    assert setting["consensus.hausdorffDirectedMm.AtoB"] == "surfels" and setting["consensus.dice"] == ""
+    assert setting["medianPairSurfaceDice"] == "tolerance 2 mm, surfels" and setting["medianPairDice"] == ""
+    assert setting["medianPairHdPercentileMm"] == "percentile 95, maxDirected, surfels"
+    summaries = {row["metric"]: row["setting"] for row in csv.DictReader((output / "summary_by_round.csv").open())}
+    assert summaries["medianPairSurfaceDice"] == "tolerance 2 mm, surfels"
+    rounds = {row["metric"]: row["setting"] for row in csv.DictReader((output / "rounds_comparison.csv").open())}
+    assert rounds["median pair surfaceDice"] == "tolerance 2 mm, surfels" and rounds["median pair dice"] == ""
+    comparison = json.loads((output / "rounds_comparison.json").read_text())
+    assert comparison["options"]["surface"] == "surfel" and comparison["options"]["msdConvention"] == "meanDirected"
     msd = [row for row in rows if row["metric"] == "msdMm" and row["kind"] == "pair"]
     directed = {(row["case"], row["round"], row["observerA"], row["observerB"]): [] for row in msd}
     for row in rows:

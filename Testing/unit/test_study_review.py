@@ -120,6 +120,15 @@ def test_surface_points_exactly_at_the_tolerance_count_as_within_it():
         below = analyzeObservers({"a": box, "b": np.roll(box, 1, axis=2)}, geometry, reference=None,
                                  toleranceMm=spacing - 0.01)
         assert below.pairs[0]["surfaceDice"] < 0.9
+        # a tolerance 5e-5 mm below the spacing is below it (an independent check: the 1e-4 mm slack counted it as
+        # at it, surface Dice 1.0, while the note said only exactly shared surface counts)
+        hair = analyzeObservers({"a": box, "b": np.roll(box, 1, axis=2)}, geometry, reference=None,
+                                toleranceMm=spacing - 5e-5)
+        assert hair.pairs[0]["surfaceDice"] == below.pairs[0]["surfaceDice"]
+        for surface in ("voxel", "surfel"):  # and at exactly the spacing in both conventions
+            exact = analyzeObservers({"a": box, "b": np.roll(box, 1, axis=2)}, geometry, reference=None,
+                                     toleranceMm=spacing, surface=surface)
+            assert exact.pairs[0]["surfaceDice"] == 1.0
 
 
 def test_two_cases_whose_names_read_alike_keep_their_own_pictures(tmp_path):

@@ -153,8 +153,8 @@ def surfaceDiceToleranceNote(toleranceMm: float, spacingMm, surface: str = "voxe
                 f"slice spacing, as a rule): a surface one voxel off along that axis is outside the tolerance, so "
                 "disagreement across slices counts in full, within a slice only beyond the tolerance. "
                 + ("Surface distances are measured between voxel centres; the surfel convention (--surface surfel, "
-                   "as DeepMind's surface-distance) places the surface on the voxel faces and gives higher values "
-                   "on such grids" if surface != "surfel" else
+                   "as DeepMind's surface-distance), whose mesh runs through the voxel faces and whose elements lie on "
+                   "the voxel corners, gives higher values on such grids" if surface != "surfel" else
                    "Surfels lie on the voxel corners: across slices they too are a whole slice apart"))
     return (f"the surface-Dice tolerance {toleranceMm:g} mm is below the smallest voxel spacing {smallest:g} mm: "
             f"distances between {points} are 0 or at least {smallest:g} mm, so surface Dice here counts only "
@@ -387,7 +387,7 @@ def _consensusNotes(consensus: dict | None, observers) -> list[str]:
 
 
 def _consensus(reference, surfaces, counts, crop, stapleCrop, observerSet, spacing, voxelVolumeCc, options, plugins,
-               distanceBackend, surface="voxel"):
+               distanceBackend, surfaceConvention="voxel"):
     n = len(surfaces)
     extra: dict = {}
     stapleResult = None
@@ -410,7 +410,7 @@ def _consensus(reference, surfaces, counts, crop, stapleCrop, observerSet, spaci
         mask = surfaces[[s.name for s in surfaces].index(reference)].mask
         method = f"observer {reference!r} as the reference"
     reference_ = prepareSurface(f"consensus ({reference})", mask, spacing, crop.start,
-                                distanceBackend=distanceBackend, convention=surface)
+                                distanceBackend=distanceBackend, convention=surfaceConvention)
     negative = ~mask
     negativeCount = int(np.count_nonzero(negative))
     perObserver = []

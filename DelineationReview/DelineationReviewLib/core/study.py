@@ -1804,27 +1804,34 @@ _SURFACE_METRICS = ("hausdorffmm", "hausdorffdirectedmm", "hdpercentilemm", "hdp
                     "msddirectedmm", "surfacedice", "surfaceareamm2")
 
 
+def _baseMetric(metric: str) -> str:
+    """The pair metric a long-table name reports (lower case): ``consensus.msdMm`` -> msdmm, ``medianPairSurfaceDice``
+    and ``median pair surfaceDice`` -> surfacedice, ``hdPercentileDirectedMm.AtoB`` -> hdpercentiledirectedmm (an
+    independent check: consensus and median rows did not name the conventions their values depend on)."""
+    name = metric.removeprefix("consensus.")
+    for prefix in ("medianPair", "median pair "):  # the case table's and the rounds comparison's names
+        name = name.removeprefix(prefix)
+    return name.split(".")[0].casefold()
+
+
 def metricSetting(metric: str, options: StudyOptions) -> str:
     """The option the value of ``metric`` (a long-table metric name) depends on, as text; "" for none."""
-    leaf = metric.rsplit("].", 1)[-1] if metric.startswith("mark[") else metric.rsplit(".", 1)[-1]
-    key = metric.casefold()
     marks = metric.startswith(("marks.", "mark[")) or ".marks." in metric
-    surfel = options.surface == "surfel" and not marks and key.split(".")[0] in _SURFACE_METRICS
-    suffix = ", surfels" if surfel else ""
-    if "hdpercentile" in key:
-        directed = "directed" in key
+    if marks:
+        leaf = metric.rsplit("].", 1)[-1] if metric.startswith("mark[") else metric.rsplit(".", 1)[-1]
+        return f"marks tolerance {options.marksToleranceMm:g} mm" if leaf in _MARKS_TOLERANCE_METRICS else ""
+    base = _baseMetric(metric)
+    suffix = ", surfels" if options.surface == "surfel" and base in _SURFACE_METRICS else ""
+    if base.startswith("hdpercentile"):
+        directed = "directed" in base
         return (f"percentile {options.hdPercentile:g}"
                 + ("" if directed else f", {options.hdConvention}" + (" (HD)" if options.hdPercentile == 100 else ""))
                 + suffix)
-    if "surfacedice" in key:
+    if base == "surfacedice":
         return f"tolerance {options.toleranceMm:g} mm" + suffix
-    if key == "msdmm":
+    if base == "msdmm":
         return options.msdConvention + suffix
-    if surfel:
-        return "surfels"
-    if (metric.startswith(("marks.", "mark[")) or ".marks." in metric) and leaf in _MARKS_TOLERANCE_METRICS:
-        return f"marks tolerance {options.marksToleranceMm:g} mm"
-    return ""
+    return suffix.removeprefix(", ")
 
 
 def _withSettings(rows: Sequence[dict], options: StudyOptions) -> list[dict]:
@@ -1853,8 +1860,10 @@ def writeStudyOutputs(study: StudyResult, outputDir) -> Path:
         agreement = [{k: ("; ".join(v) if isinstance(v, list) else v) for k, v in row.items()}
                      for row in study.volumeAgreement]
         (folder / "volume_agreement.csv").write_text(_csvText(agreement, VOLUME_AGREEMENT_COLUMNS), encoding="utf-8")
+        # with the options its distances depend on (an independent check: only the HD label was recorded)
+        comparison = {**study.roundsComparison, "options": asdict(study.options)}
         (folder / "rounds_comparison.json").write_text(
-            json.dumps(_toJsonable(study.roundsComparison), indent=1, allow_nan=False), encoding="utf-8")
+            json.dumps(_toJsonable(comparison), indent=1, allow_nan=False), encoding="utf-8")
         if study.pictures:
             (folder / "pictures").mkdir()
             names = {(r["case"], r["round"]): r.get("picture") for r in study.results}

@@ -1,6 +1,7 @@
 """Surfaces, surface-element areas and distance maps of binary masks, in millimetres (REFERENCE §4).
 
-Definitions used by every interobserver metric of this package:
+Definitions used by every interobserver metric of this package in its default, "voxel" convention (the "surfel"
+convention, by name, is described where it is built: :func:`surfelIndicesAndAreas`):
 
 - **Surface** (as MONAI, REFERENCE §4): the object voxels that have at least one face-neighbour (6-connected)
   background voxel. Voxels outside the image count as background, so an object touching the image border has a

@@ -275,9 +275,10 @@ def run(args: argparse.Namespace) -> int:
             logger.info("%s honours %s of the radiologist's marks", name, summary.get("honouredFraction"))
     for hook in REPORT_HOOKS:
         hook(report, args)
+    surfels = " (surfels)" if report.get("surfaceConvention") == "surfel" else ""
     for pair in report["pairs"]:
         dice = "undefined" if pair["dice"] is None else f"{pair['dice']:.3f}"
-        hd = "undefined" if pair["hausdorffMm"] is None else f"{pair['hausdorffMm']:.2f} mm"
+        hd = "undefined" if pair["hausdorffMm"] is None else f"{pair['hausdorffMm']:.2f} mm{surfels}"
         logger.info("%s vs %s: Dice %s, HD %s", pair["a"], pair["b"], dice, hd)
     if report["cigen"] is not None:
         logger.info("CIgen %.3f, volume CV %.3f", report["cigen"], report["volumeCv"])
