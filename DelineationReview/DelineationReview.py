@@ -57,7 +57,9 @@ class DelineationReview(ScriptedLoadableModule):
 Interobserver variation of a target delineation: pick one segmentation per observer and the structure name; the
 module compares every pair of observers and each observer with a consensus (STAPLE or majority vote, or a reference
 observer): Dice, robust Hausdorff distance (percentile and convention stated), mean surface distance, surface Dice
-at a tolerance, volumes. Optionally checks the delineations against the radiologist's border marks.
+at a tolerance, volumes. Surface distances are measured between the boundary voxels' centres, or, under "Surface
+elements: surfel", on Nikolov et al.'s area-weighted surface elements (as DeepMind's surface-distance and most
+published surface-Dice values). Optionally checks the delineations against the radiologist's border marks.
 """)
         self.parent.acknowledgementText = _("""
 Built on 3D Slicer. STAPLE: Warfield et al., IEEE TMI 2004. Surface Dice: Nikolov et al., JMIR 2021.

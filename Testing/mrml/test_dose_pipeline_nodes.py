@@ -418,7 +418,10 @@ def test_the_modules_tissue_table_node_is_read(scene, inputs):
             ([("GTV", "10", "50 %")], ("Structure", "alphaBeta", "Recovery"),
              "GTV is a target and takes no recovery"),
             ([("Rectum", "3", "20")], ("Structure", "alphaBeta", "repairHalfTimeHours"),
-             "row 1 (Rectum): repair half-time must be a positive number of hours, at most 12 (got 20.0)")]:
+             "row 1 (Rectum): repair half-time must be a positive number of hours, at most 12 (got 20.0)"),
+            # the case file's range (a verification: only "positive" was checked here)
+            ([("Rectum", "500")], ("Structure", "alphaBeta"),
+             "tissue table 'Tissues', row 1 (Rectum): α/β must lie between 0.1 and 100 Gy")]:
         node = tableNode(rows, columns)
         before = scene.GetNumberOfNodes()
         with pytest.raises(InputError, match=re.escape(message)):

@@ -849,13 +849,42 @@ def test_extreme_and_misplaced_inputs_refused_not_crashed(tmp_path, study, goodC
                             "-o", str(tmp_path / "e.nrrd")], "--alpha-beta must lie between 0.1 and 100 Gy")
     cliRefusal(capsys, ["eqd2", "--dose", str(goodCourse["rd"]), "--fractions", "25", "--segmentation",
                         str(goodCourse["rs"]), "--default-alpha-beta", "500", "-o", str(tmp_path / "e.nrrd")],
-               "the default α/β must lie between 0.1 and 100 Gy", "500")
+               "--default-alpha-beta must lie between 0.1 and 100 Gy", "500")
     table = tmp_path / "tissues.json"
     table.write_text(json.dumps({"tissues": [{"name": "Rectum", "alphaBetaGy": 0.01}]}))
     cliRefusal(capsys, ["eqd2", "--dose", str(goodCourse["rd"]), "--fractions", "25", "--segmentation",
                         str(goodCourse["rs"]), "--tissues", str(table), "-o", str(tmp_path / "e.nrrd")],
                "tissues.json", "tissue 'Rectum': α/β must lie between 0.1 and 100 Gy")
+    # a number written as text was read before the range check and still is; text that is no number is named
+    table.write_text(json.dumps({"tissues": [{"name": "Rectum", "alphaBetaGy": "3"}], "defaultAlphaBetaGy": "abc"}))
+    cliRefusal(capsys, ["eqd2", "--dose", str(goodCourse["rd"]), "--fractions", "25", "--segmentation",
+                        str(goodCourse["rs"]), "--tissues", str(table), "-o", str(tmp_path / "e.nrrd")],
+               "tissues.json", "the default α/β must be a number of Gy, got 'abc'")
+    # --default-alpha-beta names the option, and is refused where it would be ignored
+    cliRefusal(capsys, ["eqd2", "--dose", str(goodCourse["rd"]), "--fractions", "25", "--alpha-beta", "3",
+                        "--default-alpha-beta", "1e6", "-o", str(tmp_path / "e.nrrd")],
+               "--default-alpha-beta is the α/β outside every structure of --segmentation")
     assert not (tmp_path / "e.nrrd").exists()
+    table.write_text(json.dumps({"tissues": [{"name": "Rectum", "alphaBetaGy": "3"}]}))
+    assert cliMain(["eqd2", "--dose", str(goodCourse["rd"]), "--fractions", "25", "--segmentation",
+                    str(goodCourse["rs"]), "--tissues", str(table), "-o", str(tmp_path / "e.nrrd")]) == 0
+
+
+def test_two_rois_of_one_name_in_a_courses_structures_reach_the_warnings(tmp_path, study, goodCourse):
+    """A verification: the warning reached summary.json for the case's own RTSTRUCT only; a prior course's structures
+    guide and check its registration by name."""
+    prior = writeCourse(tmp_path / "prior", study)
+    ds = pydicom.dcmread(prior["rs"])
+    ds.StructureSetROISequence[2].ROIName = "Rectum"  # GTV, Rectum, Body -> GTV, Rectum, Rectum
+    ds.save_as(prior["rs"])
+    case = writeCase(tmp_path, goodCourse, prior)
+    data = json.loads(case.read_text())
+    data["courses"][0]["structures"] = str(prior["rs"])
+    case.write_text(json.dumps(data))
+    inputs = loadCaseInputs(parseCaseFile(case))
+    expected = "course 'prior' structures RS.dcm: two ROIs are named 'Rectum'; ROI number 3 is read as 'Rectum (3)'"
+    assert [w for w in inputs.warnings if "two ROIs" in w] == [
+        expected + " (a constraint, a tissue or a registration guide naming 'Rectum' uses the first only)"]
 
 
 def test_a_dose_image_with_nan_or_infinite_voxels_is_named_with_the_first_voxel(tmp_path, capsys):
@@ -877,6 +906,13 @@ def test_a_dose_image_with_nan_or_infinite_voxels_is_named_with_the_first_voxel(
                    f"{name}: 2 voxels of the dose are {what[name]}, the first at voxel (i, j, k) = (3, 2, 1)")
     cliRefusal(capsys, ["dvh", "--dose", str(tmp_path / "inf.nrrd"), "--segmentation", str(tmp_path / "mask.nrrd")],
                "inf.nrrd: 2 voxels of the dose are infinite")
+    # a float64 value beyond float32's range is not called infinite
+    huge = array.astype(np.float64)
+    huge[0, 0, 0] = 1e39
+    sitk.WriteImage(sitk.GetImageFromArray(huge), str(tmp_path / "huge.nrrd"))
+    cliRefusal(capsys, ["eqd2", "--dose", str(tmp_path / "huge.nrrd"), "--fractions", "25", "--alpha-beta", "3", "-o",
+                        str(tmp_path / "e.nrrd")],
+               "huge.nrrd: 1 voxel of the dose exceeds the largest single-precision")
     # NaN is the dose command's unknown dose: a DVH names the file and the structure touching it
     cliRefusal(capsys, ["dvh", "--dose", str(tmp_path / "nan.nrrd"), "--segmentation", str(tmp_path / "mask.nrrd")],
                "nan.nrrd: structure 'mask' has 2 voxels without dose (outside the dose grid, or NaN in it")

@@ -425,13 +425,18 @@ def writeMask(path, mask, geometry):
     return str(path)
 
 
-def test_cli_writes_json_and_long_csv(tmp_path):
+def _threeObserverCommand(tmp_path):
+    """Three observers' blobs written as NRRD, and the start of an ``iov`` command line with JSON and CSV paths."""
     shape = (20, 30, 30)
     geometry = grid(shape)
     files = {name: writeMask(tmp_path / f"{name}.nrrd", blob(shape, seed, (10, 15, 15), (5, 10, 10)), geometry)
              for seed, name in enumerate(("r1", "r2", "r3"))}
-    out, table = tmp_path / "iov.json", tmp_path / "iov.csv"
     argv = ["iov"] + [f"--observer={n}={f}" for n, f in files.items()]
+    return geometry, files, tmp_path / "iov.json", tmp_path / "iov.csv", argv
+
+
+def test_cli_writes_json_and_long_csv(tmp_path):
+    geometry, files, out, table, argv = _threeObserverCommand(tmp_path)
     argv += ["--reference", "majority", "--hd-percentile", "98", "--json", str(out), "--csv", str(table)]
     assert cliMain(argv) == 0
     report = json.loads(out.read_text())
@@ -538,12 +543,7 @@ def test_observers_with_the_same_voxels_are_noted(tmp_path):
 
 
 def test_cli_surfel_and_msd_conventions_are_written_and_named(tmp_path):
-    shape = (20, 30, 30)
-    geometry = grid(shape)
-    files = {name: writeMask(tmp_path / f"{name}.nrrd", blob(shape, seed, (10, 15, 15), (5, 10, 10)), geometry)
-             for seed, name in enumerate(("r1", "r2", "r3"))}
-    out, table = tmp_path / "iov.json", tmp_path / "iov.csv"
-    argv = ["iov"] + [f"--observer={n}={f}" for n, f in files.items()]
+    geometry, files, out, table, argv = _threeObserverCommand(tmp_path)
     argv += ["--surface", "surfel", "--msd-convention", "meanDirected", "--json", str(out), "--csv", str(table)]
     assert cliMain(argv) == 0
     report = json.loads(out.read_text())

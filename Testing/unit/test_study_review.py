@@ -131,6 +131,21 @@ def test_surface_points_exactly_at_the_tolerance_count_as_within_it():
             assert exact.pairs[0]["surfaceDice"] == 1.0
 
 
+def test_exact_ties_survive_the_maurer_transforms_rounding():
+    """An ellipsoid and the same one shifted by exactly 3 pixels of 0.7 mm: every surface point is within 2.1 mm.
+    The Maurer transform reads such distances up to ~2e-5 mm high; a 1e-6 slack dropped them (0.9887 voxel, 0.9950
+    surfel; a verification found it), the old 1e-4 mm and the scipy backend give 1.0."""
+    spacing = (0.7, 0.7, 2.5)
+    shape = (40, 170, 170)
+    k, j, i = np.indices(shape)
+    x, y, z = ((i - 85) * spacing[0], (j - 85) * spacing[1], (k - 20) * spacing[2])
+    masks = {name: ((x - dx) ** 2 + y**2) / 50.0**2 + z**2 / 40.0**2 <= 1 for name, dx in (("a", 0.0), ("b", 2.1))}
+    geometry = ImageGeometry(shape[::-1], spacing)
+    for surface in ("voxel", "surfel"):
+        result = analyzeObservers(masks, geometry, reference=None, toleranceMm=2.1, surface=surface)
+        assert result.pairs[0]["surfaceDice"] == 1.0
+
+
 def test_two_cases_whose_names_read_alike_keep_their_own_pictures(tmp_path):
     root = tmp_path / "study"
     for case in ("case a", "case_a"):

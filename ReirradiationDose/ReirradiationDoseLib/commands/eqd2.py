@@ -62,22 +62,30 @@ def readDoseFile(path: str | Path, physicalOnly: bool = False) -> tuple[np.ndarr
 
         refuseNonPhysicalMap(headerQuantity(image), path)
     dose, geometry = arrayFromImage(image)
-    dose = dose.astype(np.float32, copy=False)
     _requireFiniteDose(dose, path, allowUnknown=not physicalOnly)
-    return dose, geometry, {"format": "image"}
+    single = dose.astype(np.float32, copy=False)
+    if single is not dose and np.isinf(single).any():  # 1e39 in a float64 image is finite there
+        count = int(np.count_nonzero(np.isinf(single)))
+        raise InputError(f"{count} voxel{'s' if count > 1 else ''} of the dose exceed{'' if count > 1 else 's'} the "
+                         "largest single-precision number (3.4e38): not a dose in Gy", path)
+    return single, geometry, {"format": "image"}
 
 
 def _requireFiniteDose(dose: np.ndarray, path: Path, allowUnknown: bool) -> None:
     """Refuse infinite voxels, and NaN unless ``allowUnknown`` (the dose command writes NaN where a mapped prior
     dose is unknown; a DVH of such a map says which structures touch it). Before, eqd2 said "reaches inf Gy ... in
     cGy?" and "the physical dose contains 1 voxels that are not finite" without the file (an adversarial review)."""
+    if not np.issubdtype(dose.dtype, np.floating):
+        return
     for bad, what, why in ((np.isinf(dose), "infinite", "a damaged or wrongly converted image"),
                            (None if allowUnknown else np.isnan(dose), "NaN (not a number)",
-                            "a dose of unknown value cannot be converted (the dose command writes NaN where a mapped "
-                            "prior dose is unknown: give the course's own physical dose)")):
+                            "a dose of unknown value cannot be converted (the dose command writes NaN where a course's "
+                            "dose is unknown: beyond its dose grid, or beyond a mapped prior dose's; give the course's "
+                            "own RTDOSE or physical dose)")):
         if bad is None or not bad.any():
             continue
-        k, j, i = (int(v[0]) for v in np.nonzero(bad))
+        # the first by a flat search: np.nonzero listed every voxel (1.4 GB for an all-NaN clinical dose)
+        k, j, i = (int(v) for v in np.unravel_index(int(np.argmax(bad)), bad.shape))
         count = int(np.count_nonzero(bad))
         raise InputError(f"{count} voxel{'s' if count > 1 else ''} of the dose {'are' if count > 1 else 'is'} {what}, "
                          f"the first at voxel (i, j, k) = ({i}, {j}, {k}): {why}", path)
@@ -190,6 +198,11 @@ def run(args: argparse.Namespace) -> int:
     fractions, fractionsSource = _courseFractions(args, doseInfo)
     if (args.alpha_beta is None) == (args.segmentation is None):
         raise InputError("give either --alpha-beta (one value) or --segmentation (an α/β map from the tissue table)")
+    if args.default_alpha_beta is not None:
+        if args.segmentation is None:  # a verification: ignored without a word beside --alpha-beta
+            raise InputError("--default-alpha-beta is the α/β outside every structure of --segmentation; with "
+                             "--alpha-beta every voxel takes that one value")
+        checkAlphaBeta(args.default_alpha_beta, "--default-alpha-beta")
     repairFactor = 1.0
     if args.alpha_beta is not None:
         alphaBeta = checkAlphaBeta(args.alpha_beta, "--alpha-beta")

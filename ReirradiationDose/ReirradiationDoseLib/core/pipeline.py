@@ -245,6 +245,8 @@ def loadCaseInputs(case: CaseSpec, progress=None) -> DoseInputs:
     for index, course in enumerate(case.courses):
         t0 = time.perf_counter()
         _refuseSameRtDose(course, doseUids)
+        # the course's own structures guide or check its registration by name (a verification: said in the log only)
+        warnings += duplicateRoiWarnings(course.structures, what=f"course '{course.name}' structures ")
         courses.append(_loadCourse(case, course, referenceImage, referenceInfo, masks, warnings,
                                    subProgress(progress, 0.05 + 0.8 * index / n, 0.05 + 0.8 * (index + 1) / n),
                                    checkDates))
@@ -407,6 +409,21 @@ def _asDict(info) -> dict:
     return {"description": str(info)}
 
 
+def duplicateRoiWarnings(path, rt=None, what: str = "") -> list[str]:
+    """One warning per ROI of an RTSTRUCT whose name an earlier ROI already has (read as "NAME (number)"), for
+    summary.json and the report, not only the log; ``what`` says whose structures they are (a course's). Nothing for
+    other formats."""
+    if path is None or not str(path).lower().endswith(".dcm"):
+        return []
+    if rt is None:
+        from .rtstruct import readRtStruct
+
+        rt = readRtStruct(path)
+    return [f"{what}{Path(path).name}: two ROIs are named '{name}'; ROI number {number} is read as '{readAs}' "
+            f"(a constraint, a tissue or a registration guide naming '{name}' uses the first only)"
+            for name, number, readAs in rt.renamed]
+
+
 def _readStructures(path, geometry: ImageGeometry, segio, warnings: list, frameOfReferenceUid: str = "",
                     allowMismatch: bool = False) -> tuple[dict, dict]:
     """Structures on the reference grid; for an RTSTRUCT every ROI without contours, every point ROI and every
@@ -428,10 +445,7 @@ def _readStructures(path, geometry: ImageGeometry, segio, warnings: list, frameO
                 raise InputError(message + "; give the reference CT's own RTSTRUCT (or set "
                                  "allowFrameOfReferenceMismatch if the frames are known to coincide)", path)
             warnings.append(f"{path.name}: {message} (accepted: allowFrameOfReferenceMismatch)")
-        for name, number, readAs in rt.renamed:
-            # said in summary.json and the report, not only the log (a constraint or tissue naming it reads the first)
-            warnings.append(f"{path.name}: two ROIs are named '{name}'; ROI number {number} is read as '{readAs}' "
-                            f"(a constraint or tissue naming '{name}' applies to the first only)")
+        warnings += duplicateRoiWarnings(path, rt)
         masks, report = rasterizeAllWithReport(rt, geometry, includeEmpty=True)
         colors = {r.name: tuple(c / 255.0 for c in r.color) for r in rt.rois if r.color is not None and r.name in masks}
         if report.emptyRois:
@@ -1905,6 +1919,12 @@ def _remainingBudget(settings, masks, geometry, courseResults, repairFactorOf, a
             prior = compositeFor[key][mask].astype(np.float64)
             abValues = ab if ab is not None else alphaBetaMap[mask]
             plannedFactor = (plannedOrganFactors or {}).get(name, 1.0)
+            row = {"structure": name, "constraint": f"{constraint.metric} {constraint.comparison} "
+                   f"{constraint.limit:g} Gy EQD2" + ("" if recovered else " (courses summed without recovery)"),
+                   "alphaBetaGy": ab if ab is not None else "voxel map",
+                   "allCoursesMaxEqd2Gy": float(np.nanmax(prior)) if np.isfinite(prior).any() else None}
+            planned = {"plannedFractions": settings.plannedFractions,
+                       "plannedFractionsPerDay": settings.plannedSchedule.fractionsPerDay}
             conditionNote = ""
             if constraint.conditions:
                 # a criterion that holds only under its conditions gives no budget outside them, and the planned
@@ -1912,14 +1932,7 @@ def _remainingBudget(settings, masks, geometry, courseResults, repairFactorOf, a
                 # criterion with courses 3 months apart)
                 unmet = _criterionConditionsUnmet(constraint, name, courseResults, masks, geometry)
                 if unmet:
-                    rows.append({"structure": name, "constraint": f"{constraint.metric} {constraint.comparison} "
-                                 f"{constraint.limit:g} Gy EQD2" + ("" if recovered else
-                                                                     " (courses summed without recovery)"),
-                                 "alphaBetaGy": ab if ab is not None else "voxel map",
-                                 "allCoursesMaxEqd2Gy": float(np.nanmax(prior)) if np.isfinite(prior).any() else None,
-                                 "minRemainingPhysicalGy": None, "unknownPercent": None,
-                                 "plannedFractions": settings.plannedFractions,
-                                 "plannedFractionsPerDay": settings.plannedSchedule.fractionsPerDay,
+                    rows.append({**row, "minRemainingPhysicalGy": None, "unknownPercent": None, **planned,
                                  "note": "no budget (NaN in the map): outside the criterion's conditions: "
                                          + "; ".join(unmet),
                                  "source": constraint.source})
@@ -1942,15 +1955,9 @@ def _remainingBudget(settings, masks, geometry, courseResults, repairFactorOf, a
             budget[mask] = np.where(np.isnan(current), allowed, np.fmin(current, allowed))
             finite = np.asarray(allowed)[np.isfinite(allowed)]
             unknownPercent = 100.0 * float(np.count_nonzero(~np.isfinite(prior))) / prior.size
-            rows.append({"structure": name,
-                         "constraint": f"{constraint.metric} {constraint.comparison} {constraint.limit:g} Gy EQD2"
-                                       + ("" if recovered else " (courses summed without recovery)"),
-                         "alphaBetaGy": ab if ab is not None else "voxel map",
-                         "allCoursesMaxEqd2Gy": float(np.nanmax(prior)) if np.isfinite(prior).any() else None,
+            rows.append({**row,
                          "minRemainingPhysicalGy": float(finite.min()) if finite.size else None,
-                         "unknownPercent": unknownPercent,
-                         "plannedFractions": settings.plannedFractions,
-                         "plannedFractionsPerDay": settings.plannedSchedule.fractionsPerDay,
+                         "unknownPercent": unknownPercent, **planned,
                          **({} if plannedRepair is None else {
                              "plannedRepairHalfTimeHours": plannedRepair["repairHalfTimeHours"][name],
                              "plannedQuadraticFactor": plannedOrganFactors[name]}),

@@ -296,11 +296,18 @@ def checkAlphaBeta(value, what: str) -> float:
     for the case file, the tissue table and the ``eqd2`` command (``--alpha-beta 1e6`` gave the physical dose, 0.001
     a 1000-fold weight on the quadratic term, both without a word)."""
     low, high = ALPHA_BETA_RANGE_GY
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
-            or not np.isfinite(value) or not low <= value <= high:
+    number = value
+    if isinstance(value, str):  # a tissue table's "3" (JSON) was read as 3 before the range check: still is
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if isinstance(number, bool) or not isinstance(number, (int, float, np.floating, np.integer)):
+        raise InputError(f"{what} must be a number of Gy, got {value!r}")
+    if not np.isfinite(number) or not low <= number <= high:
         raise InputError(f"{what} must lie between {low:g} and {high:g} Gy (published values span about 0.5 to 25 "
                          f"Gy), got {value!r}")
-    return float(value)
+    return float(number)
 
 
 def _quadraticTermsOfOneDay(fractions: int, phi: float) -> float:

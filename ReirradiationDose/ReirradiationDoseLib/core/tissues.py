@@ -149,7 +149,7 @@ class TissueTable:
         if "tissues" not in data:
             raise InputError("a tissue table needs a 'tissues' list")
         return cls(tuple(TissueEntry.fromDict(e) for e in data["tissues"]),
-                   float(data.get("defaultAlphaBetaGy", 3.0)), str(data.get("name", "custom")),
+                   data.get("defaultAlphaBetaGy", 3.0), str(data.get("name", "custom")),
                    str(data.get("defaultSource", "")), data.get("defaultRepairHalfTimeHours"))
 
     def toDict(self) -> dict:

@@ -31,6 +31,7 @@ from ..core.pipeline import (
     suppliedQuality,
 )
 from ..core.progress import finishProgress, noProgress, subProgress
+from ..core.radiobiology import checkAlphaBeta
 from ..core.radiobiology import FractionSchedule
 from ..core.recovery import dateMonthsBefore
 from .dicomdatabase import checkFractions, referenceInfoFromDatabase
@@ -398,8 +399,8 @@ def tissueSpecsFromTableNode(tableNode) -> dict:
                              + (f" (as '{clash}' too: names are matched without case and spaces)"
                                 if clash != structure else ""))
         alphaBeta = _cellNumber(cell, "alphaBeta", float, "α/β", "a number of Gy", where)
-        if alphaBeta is not None and not (np.isfinite(alphaBeta) and alphaBeta > 0):
-            raise InputError(f"{where}: α/β must be a positive number of Gy, got {cell['alphaBeta']}")
+        if alphaBeta is not None:
+            checkAlphaBeta(alphaBeta, f"{where}: α/β")  # 0.1-100 Gy, as the case file and the eqd2 command
         recovery = None
         text = cell.get("recovery", "")
         if text:
