@@ -906,6 +906,16 @@ def test_a_dose_image_with_nan_or_infinite_voxels_is_named_with_the_first_voxel(
                    f"{name}: 2 voxels of the dose are {what[name]}, the first at voxel (i, j, k) = (3, 2, 1)")
     cliRefusal(capsys, ["dvh", "--dose", str(tmp_path / "inf.nrrd"), "--segmentation", str(tmp_path / "mask.nrrd")],
                "inf.nrrd: 2 voxels of the dose are infinite")
+    # negative values: refused by eqd2 naming the file (before: without it), accepted by dvh (a difference map)
+    negative = array.copy()
+    negative[1, 2, 3] = -1.0
+    sitk.WriteImage(sitk.GetImageFromArray(negative), str(tmp_path / "negative.nrrd"))
+    cliRefusal(capsys, ["eqd2", "--dose", str(tmp_path / "negative.nrrd"), "--fractions", "25", "--alpha-beta", "3",
+                        "-o", str(tmp_path / "e.nrrd")],
+               "negative.nrrd: the dose contains negative values (minimum -1 Gy, 1 voxel, the first at voxel (i, j, k) "
+               "= (3, 2, 1))")
+    assert cliMain(["dvh", "--dose", str(tmp_path / "negative.nrrd"), "--segmentation",
+                    str(tmp_path / "mask.nrrd")]) == 0
     # a float64 value beyond float32's range is not called infinite
     huge = array.astype(np.float64)
     huge[0, 0, 0] = 1e39

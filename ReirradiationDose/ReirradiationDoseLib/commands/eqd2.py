@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import InputError, libraryReason
+from ..core.errors import InputError
 from ..core.geometry import ImageGeometry
 
 NAME = "eqd2"
@@ -28,11 +28,9 @@ logger = logging.getLogger(__name__)
 def readDoseFile(path: str | Path, physicalOnly: bool = False) -> tuple[np.ndarray, ImageGeometry, dict]:
     """Dose in Gy and its grid from an image file (NRRD, NIfTI, MHA via SimpleITK) or a DICOM RTDOSE.
     ``physicalOnly``: refuse an RTDOSE that is not a whole-plan dose, or is already an EQD2 (converted again it
-    would count the fractionation twice)."""
-    import SimpleITK as sitk
-
-    from ..core.geometry import arrayFromImage
-
+    would count the fractionation twice). Images are read by ``rtdose.readScalarDoseImage`` and checked by
+    ``rtdose.checkedDoseArray`` as the dose command reads them; NaN (unknown dose) and negative values are accepted
+    unless ``physicalOnly`` (``dvh`` of a composite or a difference)."""
     path = Path(path)
     if not path.exists():
         raise InputError("the dose file does not exist", path)
@@ -51,44 +49,13 @@ def readDoseFile(path: str | Path, physicalOnly: bool = False) -> tuple[np.ndarr
                 {"format": "RTDOSE", "doseType": rtDose.doseType, "summationType": rtDose.summationType,
                  "frameOfReferenceUid": rtDose.frameOfReferenceUid, "referencedPlanUid": rtDose.referencedPlanUid,
                  "referencedFractionGroupNumber": rtDose.referencedFractionGroupNumber})
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as error:
-        raise InputError(f"cannot read the dose image ({libraryReason(error)})", path) from None
-    if image.GetNumberOfComponentsPerPixel() != 1 or image.GetDimension() != 3:
-        raise InputError("the dose must be a 3D single-component image", path)
-    if physicalOnly:
-        from ..core.rtdose import headerQuantity, refuseNonPhysicalMap
+    from ..core.rtdose import checkedDoseArray, headerQuantity, readScalarDoseImage, refuseNonPhysicalMap
 
+    image = readScalarDoseImage(path)
+    if physicalOnly:  # before the values: an EQD2 map of the dose command holds NaN where its dose is unknown
         refuseNonPhysicalMap(headerQuantity(image), path)
-    dose, geometry = arrayFromImage(image)
-    _requireFiniteDose(dose, path, allowUnknown=not physicalOnly)
-    single = dose.astype(np.float32, copy=False)
-    if single is not dose and np.isinf(single).any():  # 1e39 in a float64 image is finite there
-        count = int(np.count_nonzero(np.isinf(single)))
-        raise InputError(f"{count} voxel{'s' if count > 1 else ''} of the dose exceed{'' if count > 1 else 's'} the "
-                         "largest single-precision number (3.4e38): not a dose in Gy", path)
-    return single, geometry, {"format": "image"}
-
-
-def _requireFiniteDose(dose: np.ndarray, path: Path, allowUnknown: bool) -> None:
-    """Refuse infinite voxels, and NaN unless ``allowUnknown`` (the dose command writes NaN where a mapped prior
-    dose is unknown; a DVH of such a map says which structures touch it). Before, eqd2 said "reaches inf Gy ... in
-    cGy?" and "the physical dose contains 1 voxels that are not finite" without the file (an adversarial review)."""
-    if not np.issubdtype(dose.dtype, np.floating):
-        return
-    for bad, what, why in ((np.isinf(dose), "infinite", "a damaged or wrongly converted image"),
-                           (None if allowUnknown else np.isnan(dose), "NaN (not a number)",
-                            "a dose of unknown value cannot be converted (the dose command writes NaN where a course's "
-                            "dose is unknown: beyond its dose grid, or beyond a mapped prior dose's; give the course's "
-                            "own RTDOSE or physical dose)")):
-        if bad is None or not bad.any():
-            continue
-        # the first by a flat search: np.nonzero listed every voxel (1.4 GB for an all-NaN clinical dose)
-        k, j, i = (int(v) for v in np.unravel_index(int(np.argmax(bad)), bad.shape))
-        count = int(np.count_nonzero(bad))
-        raise InputError(f"{count} voxel{'s' if count > 1 else ''} of the dose {'are' if count > 1 else 'is'} {what}, "
-                         f"the first at voxel (i, j, k) = ({i}, {j}, {k}): {why}", path)
+    dose = checkedDoseArray(image, path, allowUnknown=not physicalOnly, allowNegative=not physicalOnly)
+    return dose, ImageGeometry.fromImage(image), {"format": "image"}
 
 
 def _courseFractions(args, doseInfo: dict) -> tuple[int, str]:
