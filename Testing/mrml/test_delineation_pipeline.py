@@ -263,6 +263,7 @@ def test_the_surfel_and_msd_conventions_reach_the_tables_with_their_names(scene)
     assert "surfels" not in table.GetColumnDescription("dice")
     study = dict(zip(column(result["studyTable"], "quantity"), column(result["studyTable"], "value"), strict=True))
     assert study["surfelConvention"] == 1.0
+    assert scene.GetFirstNodeByName("Surface Dice (2 mm, surfels)") is not None  # the chart's series says it too
     plain = runDelineationReview(scene, observers, "GTV", referenceMethod="majority")
     study = dict(zip(column(plain["studyTable"], "quantity"), column(plain["studyTable"], "value"), strict=True))
     assert study["surfelConvention"] == 0.0

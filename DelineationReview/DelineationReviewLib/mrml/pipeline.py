@@ -807,7 +807,8 @@ def runDelineationReview(scene, observerSegmentations, structureName: str, refer
         observerTable = nodes["observerTable"]
         series = []
         for key, column, title, color in (("diceSeries", "dice", "Dice", (0.0, 0.45, 0.70)),
-                                          ("surfaceDiceSeries", "surfaceDice", f"Surface Dice ({toleranceMm:g} mm)",
+                                          ("surfaceDiceSeries", "surfaceDice", f"Surface Dice ({toleranceMm:g} mm"
+                                           + (", surfels)" if surfaceConvention == "surfel" else ")"),
                                            (0.90, 0.62, 0.00))):
             seriesNode = outputs.get(key, "vtkMRMLPlotSeriesNode", title)
             seriesNode.SetAndObserveTableNodeID(observerTable.GetID())
