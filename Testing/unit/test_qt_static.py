@@ -149,6 +149,18 @@ def test_choice_combo_boxes_offer_every_choice(module):
     assert checked >= 1
 
 
+def test_delineation_review_choice_lists_are_the_cores():
+    """The module's Choice lists are literals (read above without importing Slicer); they must be the core's."""
+    from DelineationReviewLib.core.metrics import HD_CONVENTIONS, MSD_CONVENTIONS
+    from DelineationReviewLib.core.surface import SURFACE_CONVENTIONS
+
+    constants = {name: ast.literal_eval(value) for name, value in
+                 re.findall(r"^([A-Z_]+) = (\[[^\]]*\])", moduleSource("DelineationReview"), re.M)}
+    assert constants["HAUSDORFF_CONVENTIONS"] == list(HD_CONVENTIONS)
+    assert constants["MSD_CONVENTIONS"] == list(MSD_CONVENTIONS)
+    assert constants["SURFACE_CONVENTIONS"] == list(SURFACE_CONVENTIONS)
+
+
 @pytest.mark.parametrize("module", MODULES)
 def test_module_file_follows_the_template(module):
     source = moduleSource(module)

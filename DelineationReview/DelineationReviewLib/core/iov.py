@@ -31,7 +31,14 @@ from ReirradiationDoseLib.core.geometry import ImageGeometry
 from ReirradiationDoseLib.core.progress import noProgress
 
 from . import consensus as consensusLib
-from .metrics import DEFAULT_SURFACE_DICE_TOLERANCE_MM, HD_CONVENTIONS, MSD_CONVENTIONS, PairContext, nanToNone
+from .metrics import (
+    DEFAULT_SURFACE_DICE_TOLERANCE_MM,
+    HD_CONVENTIONS,
+    MSD_CONVENTIONS,
+    PairContext,
+    nanToNone,
+    requireConvention,
+)
 from .observers import ObserverSet, makeObserverSet
 from .registry import computePairMetrics, registeredMetrics
 from .surface import (
@@ -205,9 +212,6 @@ def definitions(surface: str = "voxel", msdConvention: str = "pooled") -> dict:
     return out
 
 
-# the voxel convention's, as reports before the surfel convention stated them
-DEFINITIONS = definitions()
-
 
 def _number(value, what: str) -> float:
     try:
@@ -221,20 +225,15 @@ def _number(value, what: str) -> float:
 
 def _check(toleranceMm, hdPercentile, hdConvention, cropMarginMm, surface: str = "voxel",
            msdConvention: str = "pooled") -> tuple[float, float, float]:
-    if surface not in SURFACE_CONVENTIONS:
-        raise InputError(f"unknown surface convention {surface!r}; use one of {', '.join(SURFACE_CONVENTIONS)}")
-    if msdConvention not in MSD_CONVENTIONS:
-        raise InputError(f"unknown mean-surface-distance convention {msdConvention!r}; "
-                         f"use one of {', '.join(MSD_CONVENTIONS)}")
+    requireConvention(surface, SURFACE_CONVENTIONS, "surface convention")
+    requireConvention(msdConvention, MSD_CONVENTIONS, "mean-surface-distance convention")
     toleranceMm = _number(toleranceMm, "the surface-Dice tolerance (mm)")
     if toleranceMm < 0:
         raise InputError(f"the surface-Dice tolerance must be a distance >= 0 mm, got {toleranceMm:g}")
     hdPercentile = _number(hdPercentile, "the Hausdorff percentile")
     if not 0.0 <= hdPercentile <= 100.0:
         raise InputError(f"the Hausdorff percentile must be between 0 and 100, got {hdPercentile:g}")
-    if hdConvention not in HD_CONVENTIONS:
-        raise InputError(f"unknown Hausdorff percentile convention {hdConvention!r}; "
-                         f"use one of {', '.join(HD_CONVENTIONS)}")
+    requireConvention(hdConvention, HD_CONVENTIONS, "Hausdorff percentile convention")
     cropMarginMm = _number(cropMarginMm, "the crop margin (mm)")
     if cropMarginMm < 0:
         raise InputError(f"the crop margin must be >= 0 mm, got {cropMarginMm:g}")

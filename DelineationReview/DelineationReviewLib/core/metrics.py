@@ -39,6 +39,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from ReirradiationDoseLib.core.errors import InputError
 
 from .surface import ObserverSurface
 
@@ -46,6 +47,7 @@ __all__ = [
     "DEFAULT_SURFACE_DICE_TOLERANCE_MM",
     "HD_CONVENTIONS",
     "MSD_CONVENTIONS",
+    "requireConvention",
     "meanSurfaceDistance",
     "PairContext",
     "diceJaccard",
@@ -59,6 +61,13 @@ __all__ = [
 
 HD_CONVENTIONS = ("maxDirected", "meanDirected", "pooled")
 MSD_CONVENTIONS = ("pooled", "meanDirected")
+
+
+def requireConvention(value: str, conventions, what: str) -> None:
+    """Refuse a convention not among ``conventions`` (``what`` names the kind: "surface convention"), listing them:
+    the one check of ``analyzeObservers`` and a study's options."""
+    if value not in conventions:
+        raise InputError(f"unknown {what} {value!r}; use one of {', '.join(conventions)}")
 # surface-Dice tolerance tau (mm) of the iov and study commands and the module unless the user sets another
 DEFAULT_SURFACE_DICE_TOLERANCE_MM = 2.0
 UNDEFINED_BOTH_EMPTY = "both masks are empty"

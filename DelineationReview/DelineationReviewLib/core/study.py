@@ -94,7 +94,7 @@ from ReirradiationDoseLib.core.progress import noProgress
 
 from .marks import DEFAULT_TOLERANCE_MM as DEFAULT_MARKS_TOLERANCE_MM
 from .observers import requireBinaryMask
-from .metrics import DEFAULT_SURFACE_DICE_TOLERANCE_MM, HD_CONVENTIONS, MSD_CONVENTIONS
+from .metrics import DEFAULT_SURFACE_DICE_TOLERANCE_MM, HD_CONVENTIONS, MSD_CONVENTIONS, requireConvention
 from .surface import SURFACE_CONVENTIONS
 
 logger = logging.getLogger(__name__)
@@ -182,15 +182,9 @@ class StudyOptions:
             raise InputError(f"the marks tolerance must be a non-negative number of mm, got {self.marksToleranceMm}")
         if not 0 < self.hdPercentile <= 100:
             raise InputError(f"the Hausdorff percentile must lie in (0, 100], got {self.hdPercentile}")
-        if self.hdConvention not in HD_CONVENTIONS:
-            raise InputError(f"unknown Hausdorff percentile convention {self.hdConvention!r}; use one of "
-                             f"{', '.join(HD_CONVENTIONS)}")
-        if self.msdConvention not in MSD_CONVENTIONS:
-            raise InputError(f"unknown mean-surface-distance convention {self.msdConvention!r}; use one of "
-                             f"{', '.join(MSD_CONVENTIONS)}")
-        if self.surface not in SURFACE_CONVENTIONS:
-            raise InputError(f"unknown surface convention {self.surface!r}; use one of "
-                             f"{', '.join(SURFACE_CONVENTIONS)}")
+        requireConvention(self.hdConvention, HD_CONVENTIONS, "Hausdorff percentile convention")
+        requireConvention(self.msdConvention, MSD_CONVENTIONS, "mean-surface-distance convention")
+        requireConvention(self.surface, SURFACE_CONVENTIONS, "surface convention")
 
     @property
     def hdLabel(self) -> str:

@@ -32,7 +32,8 @@ _PLAIN_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 
 def addMetricArguments(parser: argparse.ArgumentParser) -> None:
     """The interobserver-metric options shared by ``iov`` and ``study`` (same names, defaults and meaning)."""
-    from DelineationReviewLib.core.metrics import DEFAULT_SURFACE_DICE_TOLERANCE_MM
+    from DelineationReviewLib.core.metrics import DEFAULT_SURFACE_DICE_TOLERANCE_MM, HD_CONVENTIONS, MSD_CONVENTIONS
+    from DelineationReviewLib.core.surface import SURFACE_CONVENTIONS
 
     parser.add_argument("--reference", default="staple",
                         help="consensus to compare each observer with (per-observer metrics, sensitivity/specificity): "
@@ -41,12 +42,12 @@ def addMetricArguments(parser: argparse.ArgumentParser) -> None:
                         help=f"surface-Dice tolerance in mm (default {DEFAULT_SURFACE_DICE_TOLERANCE_MM:g})")
     parser.add_argument("--hd-percentile", type=float, default=95.0,
                         help="percentile of the robust Hausdorff distance (default 95: HD95; 98 for HD98)")
-    parser.add_argument("--hd-convention", default="maxDirected", choices=["maxDirected", "meanDirected", "pooled"],
+    parser.add_argument("--hd-convention", default="maxDirected", choices=HD_CONVENTIONS,
                         help="how the two directed percentiles are combined (default maxDirected)")
-    parser.add_argument("--msd-convention", default="pooled", choices=["pooled", "meanDirected"],
+    parser.add_argument("--msd-convention", default="pooled", choices=MSD_CONVENTIONS,
                         help="mean surface distance: mean of both directions' distances pooled (default, medpy) or "
                              "mean of the two directed means (DeepMind, SlicerRT)")
-    parser.add_argument("--surface", default="voxel", choices=["voxel", "surfel"],
+    parser.add_argument("--surface", default="voxel", choices=SURFACE_CONVENTIONS,
                         help="surface elements: voxel (default: surface voxels, distances between voxel centres) or "
                              "surfel (Nikolov et al.'s area-weighted elements on the voxel corners, as DeepMind's "
                              "surface-distance: for comparison with published surface-Dice values)")

@@ -138,8 +138,6 @@ def readScalarDoseImage(path: Path) -> sitk.Image:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise InputError(f"cannot read the dose file ({libraryReason(exc)})", path) from None
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError("a dose must be a 3D scalar image", path)
     return image
 
 
