@@ -15,7 +15,7 @@ from typing import Annotated
 import slicer
 import vtk
 from slicer import (
-    vtkMRMLMarkupsFiducialNode,
+    vtkMRMLMarkupsNode,
     vtkMRMLScalarVolumeNode,
     vtkMRMLSegmentationNode,
     vtkMRMLTableNode,
@@ -71,15 +71,17 @@ Built on 3D Slicer. STAPLE: Warfield et al., IEEE TMI 2004. Surface Dice: Nikolo
 #
 @parameterNodeWrapper
 class DelineationReviewParameterNode:
-    """The module's state. ``observerSegmentations`` is bound to the checkable combo box in code (the .ui has no
-    SlicerParameterName for it); everything else through the ``SlicerParameterName`` property in the .ui."""
+    """The module's state. ``observerSegmentations`` and ``borderMarks`` are bound to their checkable combo boxes in
+    code (the .ui has no SlicerParameterName for them); everything else through the ``SlicerParameterName`` property
+    in the .ui. ``borderMarks``: point lists and lines (arrows), checked together (one node of either kind left the
+    arrows out: an independent review)."""
 
     observerSegmentations: list[vtkMRMLSegmentationNode]
     structureName: str = "GTV"
     referenceMethod: Annotated[str, Choice(REFERENCE_METHODS)] = "staple"
     referenceObserver: vtkMRMLSegmentationNode
     referenceVolume: vtkMRMLScalarVolumeNode
-    borderMarks: vtkMRMLMarkupsFiducialNode
+    borderMarks: list[vtkMRMLMarkupsNode]
     toleranceMm: Annotated[float, WithinRange(0.0, 20.0)] = DEFAULT_SURFACE_DICE_TOLERANCE_MM
     marksToleranceMm: Annotated[float, WithinRange(0.0, 20.0)] = DEFAULT_MARKS_TOLERANCE_MM
     hausdorffPercentile: Annotated[float, WithinRange(50.0, 100.0)] = 95.0
@@ -114,6 +116,7 @@ class DelineationReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.observerSegmentationsSelector.connect("checkedNodesChanged()", self.onObserversChecked)
+        self.ui.borderMarksSelector.connect("checkedNodesChanged()", self.onMarksChecked)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.borderMarksTableView.connect("clicked(QModelIndex)", self.onBorderMarkClicked)
         self.initializeParameterNode()
@@ -154,18 +157,23 @@ class DelineationReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if self._parameterNode and not self._updatingObservers:
             self._parameterNode.observerSegmentations = list(self.ui.observerSegmentationsSelector.checkedNodes())
 
+    def onMarksChecked(self) -> None:
+        if self._parameterNode and not self._updatingObservers:
+            self._parameterNode.borderMarks = list(self.ui.borderMarksSelector.checkedNodes())
+
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
         p = self._parameterNode
         if not p:
             return
-        # parameter node -> checkable combo box (the one widget bound by hand)
+        # parameter node -> checkable combo boxes (the widgets bound by hand)
         self._updatingObservers = True
         try:
-            selector = self.ui.observerSegmentationsSelector
-            wanted = {node.GetID() for node in p.observerSegmentations if node}
-            for index in range(selector.nodeCount()):
-                node = selector.nodeFromIndex(index)
-                selector.setCheckState(node, 2 if node.GetID() in wanted else 0)  # Qt.Checked / Qt.Unchecked
+            for selector, chosen in ((self.ui.observerSegmentationsSelector, p.observerSegmentations),
+                                     (self.ui.borderMarksSelector, p.borderMarks)):
+                wanted = {node.GetID() for node in chosen if node}
+                for index in range(selector.nodeCount()):
+                    node = selector.nodeFromIndex(index)
+                    selector.setCheckState(node, 2 if node.GetID() in wanted else 0)  # Qt.Checked / Qt.Unchecked
         finally:
             self._updatingObservers = False
         shown, wanted = self.ui.borderMarksTableView.mrmlTableNode(), p.borderMarksTable
@@ -199,7 +207,8 @@ class DelineationReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                     result = self.logic.process(
                         observerSegmentations=list(p.observerSegmentations), structureName=p.structureName,
                         referenceMethod=p.referenceMethod, referenceObserver=p.referenceObserver,
-                        referenceVolume=p.referenceVolume, borderMarks=p.borderMarks, toleranceMm=p.toleranceMm,
+                        referenceVolume=p.referenceVolume, toleranceMm=p.toleranceMm,
+                        borderMarks=[node for node in p.borderMarks if node] or None,
                         hausdorffPercentile=p.hausdorffPercentile, hausdorffConvention=p.hausdorffConvention,
                         metricsTable=p.metricsTable, consensusSegmentation=p.consensusSegmentation,
                         borderMarksTable=p.borderMarksTable, progress=progress, marksToleranceMm=p.marksToleranceMm,
@@ -210,6 +219,10 @@ class DelineationReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 for key in ("metricsTable", "consensusSegmentation", "borderMarksTable"):
                     if result.get(key) is not None:
                         setattr(p, key, result[key])
+                if result.get("agreementMap") is not None:  # shown, not left to be found in the data tree
+                    pipeline = importlib.import_module("DelineationReviewLib.mrml.pipeline")
+                    slicer.util.setSliceViewerLayers(label=result["agreementMap"],
+                                                     labelOpacity=pipeline.AGREEMENT_LABEL_OPACITY)
                 self.ui.statusLabel.text = result.get("summary", _("Done."))
         finally:
             dialog.close()

@@ -242,6 +242,44 @@ def test_module_self_test_two_cubes_dice_0_9_on_the_first_observers_grid(scene):
     np.testing.assert_array_equal(agreement["Observer 2"], b)
 
 
+def test_the_first_observers_grid_is_extended_to_hold_every_delineation(scene):
+    """An independent review: the common grid taken from the first observer cut the delineations silently, (a) its
+    first segment's labelmap (a small rectum) when it had no reference geometry, (b) its reference geometry when its
+    own GTV reached beyond it (Dice 0.57 for 0.44, its volume 2.15 for 3.07 cc, no note: the crop check compared the
+    observer's grid with itself). Now the grid holds every observer's compared segment, and a reference volume that
+    crops the first observer's GTV says so."""
+    geometry = ImageGeometry((30, 30, 30), (1.0, 1.0, 2.0), (-15.0, -15.0, -30.0))
+    k, j, i = np.indices(geometry.shape)
+    first = (i - 15) ** 2 + (j - 15) ** 2 + (2 * (k - 15)) ** 2 <= 81  # a sphere of 9 mm
+    second = (i - 15) ** 2 + (j - 15) ** 2 + (2 * (k - 17)) ** 2 <= 36  # 6 mm, 4 mm up: k from 14 on
+    assert not second[:14].any()
+    trueDice = 2 * np.count_nonzero(first & second) / (np.count_nonzero(first) + np.count_nonzero(second))
+    rectum = np.zeros((3, 4, 4), bool)
+    rectum[1:, 1:3, 1:3] = True
+    upper = ImageGeometry((30, 30, 16), geometry.spacingMm, geometry.indexToLps([0.0, 0.0, 14.0]))
+    upperVolume = volumeNodeFromArray(scene, np.zeros(upper.shape, np.float32), upper, "Upper half")
+    cases = {
+        "first segment a small rectum, no reference geometry": segmentationNodeFromMasks(
+            scene, {"Rectum": rectum, "GTV": first}, geometry, name="Reader A", startsKji={"Rectum": (20, 3, 3)}),
+        "reference geometry holding half of the GTV": segmentationNodeFromMasks(
+            scene, {"GTV": first}, geometry, name="Reader C", referenceVolumeNode=upperVolume)}
+    cases["first segment a small rectum, no reference geometry"].GetSegmentation().SetConversionParameter(
+        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName(), "")
+    other = segmentationNodeFromMasks(scene, {"GTV": second}, geometry, name="Reader B",
+                                      referenceVolumeNode=upperVolume)
+    firstCc, secondCc = (np.count_nonzero(m) * geometry.voxelVolumeCc for m in (first, second))
+    for what, node in cases.items():
+        result = runDelineationReview(scene, [node, other], "GTV")
+        assert column(result["metricsTable"], "dice") == [pytest.approx(trueDice, abs=1e-12)], what
+        assert column(result["observerTable"], "volumeCc")[:2] == [pytest.approx(firstCc), pytest.approx(secondCc)]
+        assert "outside the common grid" not in result["summary"], what
+    cropped = runDelineationReview(scene, [cases["reference geometry holding half of the GTV"], other], "GTV",
+                                   referenceVolume=upperVolume)
+    outside = 100.0 * np.count_nonzero(first[:14]) / np.count_nonzero(first)
+    assert cropped["iovResult"].notes[0].startswith(f"{outside:.1f} % of the GTV of observer 'Reader C' lies outside "
+                                                    "the common grid"), cropped["iovResult"].notes
+
+
 def test_the_surfel_and_msd_conventions_reach_the_tables_with_their_names(scene):
     geometry = ImageGeometry((30, 30, 12), (1.0, 1.0, 3.0), (-15.0, -15.0, -18.0))
     a = np.zeros(geometry.shape, bool)
@@ -320,11 +358,22 @@ def test_failure_or_cancel_mid_run_leaves_the_scene_as_it_was(demoScene, demoObs
                 raise ProcessingCancelled()
         return progress
 
-    for stop in (0.5, 0.95):  # inside analyzeObservers; while creating the nodes
+    for stop in (0.5, 0.9):  # inside analyzeObservers; just before the output nodes are written
         with pytest.raises(ProcessingCancelled):
             runDelineationReview(scene, nodes, "GTV", referenceVolume=ctNode, progress=cancelAt(stop))
         assert scene.GetNumberOfNodes() == count
     assertSameState(before, inputState(nodes, geometry))
+
+    # a cancel while the output nodes are written is too late: they are completed, not left half of this run and
+    # half of the last (an independent review: tables of the new run beside the last run's agreement map and chart,
+    # while the module said "nothing was added")
+    runDelineationReview(scene, nodes, "GTV", referenceVolume=ctNode)
+    late = runDelineationReview(scene, nodes, "GTV", referenceVolume=ctNode, referenceMethod="majority",
+                                progress=cancelAt(0.92))
+    assert late["diceChart"].GetName() == "GTV: agreement with majority vote"
+    assert late["observerTable"].GetName() == "GTV observers vs majority vote"
+    expected = analyzeObservers(demoObservers[2], geometry, reference="majority")
+    np.testing.assert_array_equal(arrayAndGeometryFromVolumeNode(late["agreementMap"])[0], expected.agreementMapFull())
 
     # after a good run, a failing re-run removes nothing of the earlier outputs and adds nothing
     runDelineationReview(scene, nodes, "GTV", referenceVolume=ctNode)
@@ -379,6 +428,11 @@ def test_border_marks_table_flags_the_observer_who_missed_the_extension(demoScen
     assert np.allclose(pipeline.borderMarkRas(table, 0), tips[labels[0]], atol=1e-6)
     assert pipeline.borderMarkRas(table, len(labels)) is None and pipeline.borderMarkRas(None, 0) is None
     assert pipeline.borderMarkRas(result["metricsTable"], 0) is None  # a table without positions
+
+    # a later run without marks does not leave these verdicts beside its tables (an independent review)
+    again = runDelineationReview(scene, nodes[:3], "GTV", referenceVolume=ctNode)
+    assert again["borderMarksTable"] is table and table.GetName() == "GTV border marks (none checked)"
+    assert column(table, "note") == [pipeline._NO_MARKS_NOTE] and table.GetTable().GetNumberOfColumns() == 1
 
 
 def test_export_and_largest_disagreement_panel(demoScene, demoObservers, tmp_path, artifactsDir):

@@ -273,6 +273,40 @@ def test_label_layer_shows_the_label_colour(scene, ctVolume):
     assert np.all(corner[:, 0] == corner[:, 1])  # grey CT outside the label
 
 
+def test_the_agreement_map_is_drawn_at_its_label_opacity_over_the_ct(scene):
+    """The agreement map's colours are opaque and shown at the label layer's opacity: "1 of 4" over grey is
+    (1 - 0.6) grey + 0.6 pale pink. An independent review: with the colour table's own alpha (0.35) the slice view's
+    blend lowered the picture's alpha and the view darkened it against its black background, (132, 122, 132) instead
+    of (172, 158, 172) over grey 127, nearly invisible on soft tissue."""
+    from DelineationReviewLib.mrml.pipeline import AGREEMENT_LABEL_OPACITY, agreementColors
+
+    ct = N.volumeNodeFromArray(scene, np.zeros(GEOMETRY.shape, np.int16), GEOMETRY, "Flat CT")
+    ct.GetDisplayNode().AutoWindowLevelOff()
+    ct.GetDisplayNode().SetWindowLevel(400, 0)  # 0 HU: mid grey
+    labels = np.zeros(GEOMETRY.shape, np.uint8)
+    labels[:, 24:40, 8:24] = 1
+    labels[:, 24:40, 40:56] = 4
+    labelNode = N.volumeNodeFromArray(scene, labels, GEOMETRY, "agreement", isLabel=True)
+    colors = scene.AddNewNodeByClass("vtkMRMLColorTableNode", "agreement colours")
+    colors.SetTypeToUser()
+    entries = agreementColors(4)
+    colors.SetNumberOfColors(len(entries))
+    for index, (name, rgba) in enumerate(entries):
+        assert index == 0 or rgba[3] == 1.0
+        colors.SetColor(index, name, *rgba)
+    labelNode.GetDisplayNode().SetAndObserveColorNodeID(colors.GetID())
+    rgb, xyToRas = renderSliceViewImage(scene, "Axial", None, background=ct, labelmap=labelNode, sizePx=(128, 128),
+                                        fieldOfViewMm=128.0, annotation=False, labelOpacity=AGREEMENT_LABEL_OPACITY)
+    grey = rgb[60:68, 60:68].reshape(-1, 3).astype(float).mean(axis=0)  # between the two squares
+    assert np.allclose(grey, grey[0], atol=0.5) and 120 < grey[0] < 135
+    for k in (1, 4):
+        centreRas = lpsToRas(GEOMETRY.indexToLps([16.0 if k == 1 else 48.0, 32.0, 12.0]))
+        column, row = np.round(rasToPixel(xyToRas, centreRas, rgb.shape[0])[0]).astype(int)
+        shown = rgb[row - 3:row + 4, column - 3:column + 4].reshape(-1, 3).astype(float).mean(axis=0)
+        expected = (1 - AGREEMENT_LABEL_OPACITY) * grey + AGREEMENT_LABEL_OPACITY * 255 * np.array(entries[k][1][:3])
+        np.testing.assert_allclose(shown, expected, atol=2.5, err_msg=entries[k][0])
+
+
 @pytest.mark.parametrize(("orientation", "expected"), [("Axial", "Axial  S 5.0 mm"),
                                                        ("Coronal", "Coronal  P 10.0 mm"),
                                                        ("Sagittal", "Sagittal  R 15.0 mm")])

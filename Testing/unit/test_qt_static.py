@@ -36,7 +36,7 @@ KNOWN_WIDGET_CLASSES = {
 }
 KNOWN_LAYOUT_CLASSES = {"QVBoxLayout", "QHBoxLayout", "QFormLayout", "QGridLayout"}
 # parameter-node fields bound by hand in the widget code (no SlicerParameterName in the .ui)
-BOUND_IN_CODE = {"DelineationReview": {"observerSegmentations"}}
+BOUND_IN_CODE = {"DelineationReview": {"observerSegmentations", "borderMarks"}}
 
 
 def uiTree(module: str) -> ET.Element:

@@ -89,7 +89,7 @@ from DelineationReviewLib.core.surface import CropBox, growCropBox, marginVoxels
 from DelineationReviewLib.mrml.marks import markSetFromMarkupsNodes
 from ReirradiationDoseLib.core.errors import InputError
 from ReirradiationDoseLib.core.geometry import ImageGeometry, lpsToRas
-from ReirradiationDoseLib.core.progress import finishProgress, noProgress, subProgress
+from ReirradiationDoseLib.core.progress import committedProgress, finishProgress, noProgress, subProgress
 from ReirradiationDoseLib.core.segio import geometryFromSlicerGeometryString
 from ReirradiationDoseLib.mrml.nodes import (
     arrayFromVtkMatrix,
@@ -132,12 +132,15 @@ _METRIC_DESCRIPTIONS = {
     "centroidShiftMm": "distance between the centres of mass",
 }
 _STAPLE_COLOR = (1.0, 1.0, 1.0)
-_MAJORITY_COLOR = (0.62, 0.62, 0.62)
-# Agreement map: 1 observer (faint pale pink) .. all observers (opaque magenta); 0 is transparent. Magenta is not in
+_MAJORITY_COLOR = (0.0, 0.85, 0.85)  # cyan: a grey outline vanished on soft tissue (an independent review)
+# Agreement map: 1 observer (pale pink) .. all observers (magenta); 0 is transparent. Magenta is not in
 # the observer palette of the first six observers, so outlines stay readable over the map.
 _AGREEMENT_LOW = np.array([1.0, 0.85, 1.0])
 _AGREEMENT_HIGH = np.array([0.72, 0.0, 0.72])
-_AGREEMENT_OPACITY = (0.35, 0.75)  # opacity of "1 of N" .. "N of N"
+# The agreement map is shown at this label-layer opacity; its colour table's entries are opaque: an entry's own alpha
+# (0.35 for "1 of N" before) lowered the slice view's blended alpha and the view darkened it against its black
+# background, "1 of 4" drawn (132, 122, 132) over grey 127 (an independent review)
+AGREEMENT_LABEL_OPACITY = 0.6
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -201,8 +204,10 @@ def _volumeGeometry(volumeNode) -> ImageGeometry:
     return _geometryFromMatrix(arrayFromVtkMatrix(matrix), image.GetExtent())
 
 
-def _segmentationOwnGeometry(segmentationNode) -> ImageGeometry:
-    """The observer's own labelmap grid: its reference image geometry, else its first segment's labelmap."""
+def _segmentationOwnGeometry(segmentationNode, segmentId: str | None = None) -> ImageGeometry:
+    """The observer's own labelmap grid: its reference image geometry, else the labelmap of ``segmentId`` (the
+    compared structure; an independent review: the first segment's, a small rectum crop, cut both GTVs), else any
+    segment's labelmap."""
     segmentation = segmentationNode.GetSegmentation()
     text = segmentation.GetConversionParameter(
         slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
@@ -210,14 +215,56 @@ def _segmentationOwnGeometry(segmentationNode) -> ImageGeometry:
     if geometry is not None:
         return geometry
     labelmapName = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
-    for index in range(segmentation.GetNumberOfSegments()):
-        labelmap = segmentation.GetNthSegment(index).GetRepresentation(labelmapName)
+    ids = [segmentation.GetNthSegmentID(index) for index in range(segmentation.GetNumberOfSegments())]
+    for candidate in ([segmentId] if segmentId in ids else []) + ids:
+        labelmap = segmentation.GetSegment(candidate).GetRepresentation(labelmapName)
         if labelmap is not None and labelmap.GetPointData().GetScalars() is not None:
             matrix = vtk.vtkMatrix4x4()
             labelmap.GetImageToWorldMatrix(matrix)
             return _geometryFromMatrix(arrayFromVtkMatrix(matrix), labelmap.GetExtent())
     raise InputError(f"the segmentation '{segmentationNode.GetName()}' has no voxel grid of its own (no reference "
                      "image geometry, no labelmap); choose a reference volume (e.g. the planning CT)")
+
+
+def _segmentIndexBox(segmentationNode, segmentId: str, geometry: ImageGeometry) -> tuple[np.ndarray, np.ndarray] | None:
+    """The box of ``geometry``'s voxel indices (i, j, k; first and last, possibly beyond the grid) whose centres lie
+    within the segment's bounds (every representation, RAS; a labelmap's reach the outer faces of its voxels); None
+    for an empty segment."""
+    bounds = [0.0] * 6
+    segmentationNode.GetSegmentation().GetSegment(segmentId).GetBounds(bounds)
+    if not all(np.isfinite(bounds)) or bounds[0] > bounds[1] or bounds[2] > bounds[3] or bounds[4] > bounds[5]:
+        return None
+    corners = np.array([[x, y, z] for x in bounds[0:2] for y in bounds[2:4] for z in bounds[4:6]])
+    index = geometry.lpsToIndex(lpsToRas(corners))  # RAS -> LPS is the same sign flip
+    return np.ceil(index.min(axis=0) - 1e-3).astype(int), np.floor(index.max(axis=0) + 1e-3).astype(int)
+
+
+def _gridCovering(geometry: ImageGeometry, boxes, maxVoxels: float = 0.0) -> ImageGeometry:
+    """``geometry`` extended (same directions, spacing and voxel positions) to hold every index box of ``boxes``;
+    with ``maxVoxels`` its spacing is multiplied by a whole factor until it has no more voxels than that."""
+    lo = np.minimum.reduce([np.zeros(3, int), *(box[0] for box in boxes)])
+    hi = np.maximum.reduce([np.array(geometry.sizeXyz) - 1, *(box[1] for box in boxes)])
+    step = 1
+    if maxVoxels:
+        while float(np.prod((hi - lo) // step + 1)) > maxVoxels:
+            step += 1
+    size = tuple(int(n) for n in (hi - lo) // step + 1)
+    spacing = tuple(float(s) * step for s in geometry.spacingMm)
+    origin = tuple(float(v) for v in geometry.indexToLps(lo.astype(float)))
+    return ImageGeometry(size, spacing, origin, geometry.direction)
+
+
+def _extendedToCover(geometry: ImageGeometry, observers, chosen, maxGrowth: float = 4.0) -> ImageGeometry:
+    """An observer's own grid extended to hold every observer's compared segment (a grid taken from one observer
+    cut the others' delineations where they reached beyond it); not beyond ``maxGrowth`` times its voxels (a
+    delineation far away, in another position, stays outside and is said so by :func:`_outsidePercent`)."""
+    boxes = [box for node, (segmentId, _) in zip(observers, chosen, strict=True)
+             if (box := _segmentIndexBox(node, segmentId, geometry)) is not None]
+    inside = all(np.all(box[0] >= 0) and np.all(box[1] <= np.array(geometry.sizeXyz) - 1) for box in boxes)
+    if inside:
+        return geometry
+    covering = _gridCovering(geometry, boxes)
+    return covering if np.prod(covering.sizeXyz) <= maxGrowth * np.prod(geometry.sizeXyz) else geometry
 
 
 def _chooseSegment(segmentationNode, structureName: str) -> tuple[str, str]:
@@ -250,19 +297,21 @@ def _segmentMask(segmentationNode, segmentId: str, geometry: ImageGeometry) -> n
     return next(iter(masks.values()))
 
 
-def _outsidePercent(segmentationNode, segmentId: str, geometry: ImageGeometry) -> float:
-    """Percentage of the segment's voxels (on the segmentation's own grid) whose centres lie outside ``geometry``:
-    the part of a delineation the common grid crops away (0 when the grids are the same or there is no own grid)."""
-    try:
-        own = _segmentationOwnGeometry(segmentationNode)
-    except InputError:
+def _outsidePercent(segmentationNode, segmentId: str, geometry: ImageGeometry,
+                    maxVoxels: float = 32_000_000) -> float:
+    """Percentage of the segment's volume whose voxels lie outside ``geometry``: the part of a delineation the common
+    grid crops away. Measured on ``geometry`` extended to hold the whole segment (coarsened to ``maxVoxels`` when the
+    segment reaches far beyond it), so that it holds for every observer, the one whose grid was taken too (an
+    independent review: a first observer whose labelmap reached beyond its own reference geometry was cut by 30 %
+    without a note)."""
+    box = _segmentIndexBox(segmentationNode, segmentId, geometry)
+    if box is None or (np.all(box[0] >= 0) and np.all(box[1] <= np.array(geometry.sizeXyz) - 1)):
         return 0.0
-    if own.sameGridAs(geometry):
-        return 0.0
-    kji = np.argwhere(_segmentMask(segmentationNode, segmentId, own))
+    covering = _gridCovering(geometry, [box], maxVoxels)
+    kji = np.argwhere(_segmentMask(segmentationNode, segmentId, covering))
     if not kji.size:
         return 0.0
-    index = geometry.lpsToIndex(own.indexToLps(kji[:, ::-1].astype(float)))
+    index = geometry.lpsToIndex(covering.indexToLps(kji[:, ::-1].astype(float)))
     inside = np.all((index >= -0.5) & (index <= np.array(geometry.sizeXyz, dtype=float) - 0.5), axis=1)
     return 100.0 * float(np.count_nonzero(~inside)) / len(inside)
 
@@ -433,15 +482,14 @@ def _setLabelmapVoxels(volumeNode, array: np.ndarray, geometry: ImageGeometry) -
 
 
 def agreementColors(numberOfObservers: int) -> list[tuple[str, tuple[float, float, float, float]]]:
-    """Names and RGBA of the agreement colour table: entry 0 transparent, k = "k of N observers" (faint pale pink
-    for 1 to opaque magenta for N)."""
+    """Names and RGBA of the agreement colour table: entry 0 transparent, k = "k of N observers" (pale pink for 1 to
+    magenta for N), opaque: shown at ``AGREEMENT_LABEL_OPACITY``."""
     n = int(numberOfObservers)
     entries = [("none", (0.0, 0.0, 0.0, 0.0))]
     for k in range(1, n + 1):
         t = 0.0 if n == 1 else (k - 1) / (n - 1)
         rgb = (1 - t) * _AGREEMENT_LOW + t * _AGREEMENT_HIGH
-        opacity = _AGREEMENT_OPACITY[0] + t * (_AGREEMENT_OPACITY[1] - _AGREEMENT_OPACITY[0])
-        entries.append((f"{k} of {n} observers", (*(float(c) for c in rgb), opacity)))
+        entries.append((f"{k} of {n} observers", (*(float(c) for c in rgb), 1.0)))
     return entries
 
 
@@ -580,6 +628,9 @@ def _studyColumns(iov: IovResult, referenceLabel: str, stapleCc: float, majority
             ("definition", "string", [r[3] for r in rows], "", "definition")]
 
 
+_NO_MARKS_NOTE = "no border marks were checked in the last run (no marks node, or one without placed points)"
+
+
 def _marksColumns(evaluation: MarkEvaluation) -> list[tuple]:
     kinds = {m.id: m.kind for m in evaluation.markSet.marks}
     results = list(evaluation.results)
@@ -711,10 +762,12 @@ def runDelineationReview(scene, observerSegmentations, structureName: str, refer
     if referenceVolume is not None:
         geometry = _volumeGeometry(referenceVolume)
         gridSource = f"reference volume '{referenceVolume.GetName()}'"
-    else:
-        geometry = _segmentationOwnGeometry(observers[0])
-        gridSource = f"labelmap grid of '{observers[0].GetName()}'"
     chosen = [_chooseSegment(node, structureName) for node in observers]  # all names checked before any work
+    if referenceVolume is None:
+        own = _segmentationOwnGeometry(observers[0], chosen[0][0])
+        geometry = _extendedToCover(own, observers, chosen)
+        gridSource = f"labelmap grid of '{observers[0].GetName()}'" + (
+            "" if geometry is own else ", extended to hold every observer's delineation")
     markSet = _markSet(borderMarks)
     masks: dict[str, np.ndarray] = {}
     gridNotes: list[str] = []
@@ -763,7 +816,8 @@ def runDelineationReview(scene, observerSegmentations, structureName: str, refer
     agreementFull = iov.agreementMapFull()
 
     # ---- output nodes (rolled back on failure) ------------------------------------------------------------------
-    progress(0.9, "Creating the output nodes")
+    progress(0.9, "Creating the output nodes")  # the last point a cancel stops the run: the outputs are then written
+    report = committedProgress(progress)  # whole (an independent review: a cancel at 92-97 % mixed two runs)
     outputs = _Outputs(scene, structureName)
     nodes: dict = {}
     try:
@@ -776,7 +830,7 @@ def runDelineationReview(scene, observerSegmentations, structureName: str, refer
         nodes["studyTable"] = table = outputs.get("studyTable", "vtkMRMLTableNode", f"{structureName} study numbers")
         _fillTable(table, _studyColumns(iov, referenceLabel, stapleCc, majorityCc))
 
-        progress(0.92, "Consensus and observer outlines")
+        report(0.92, "Consensus and observer outlines")
         consensusNode = outputs.get("consensusSegmentation", "vtkMRMLSegmentationNode",
                                     f"{structureName} consensus", consensusSegmentation)
         nodes["consensusSegmentation"] = consensusNode
@@ -793,7 +847,7 @@ def runDelineationReview(scene, observerSegmentations, structureName: str, refer
         outlines.GetDisplayNode().SetVisibility2DFill(False)
         outlines.GetDisplayNode().SetSliceIntersectionThickness(2)
 
-        progress(0.95, "Agreement map")
+        report(0.95, "Agreement map")
         colorNode = outputs.get("agreementColorTable", "vtkMRMLColorTableNode",
                                 f"{structureName} agreement colours")
         _fillColorTable(colorNode, n)
@@ -803,7 +857,7 @@ def runDelineationReview(scene, observerSegmentations, structureName: str, refer
         agreementNode.GetDisplayNode().SetAndObserveColorNodeID(colorNode.GetID())
         nodes["agreementMap"] = agreementNode
 
-        progress(0.97, "Plot")
+        report(0.97, "Plot")
         observerTable = nodes["observerTable"]
         series = []
         for key, column, title, color in (("diceSeries", "dice", "Dice", (0.0, 0.45, 0.70)),
@@ -832,10 +886,16 @@ def runDelineationReview(scene, observerSegmentations, structureName: str, refer
 
         nodes["borderMarksTable"] = None
         if evaluation is not None:
-            progress(0.99, "Border-mark table")
+            report(0.99, "Border-mark table")
             table = outputs.get("borderMarksTable", "vtkMRMLTableNode", f"{structureName} border marks",
                                 borderMarksTable)
             _fillTable(table, _marksColumns(evaluation))
+            nodes["borderMarksTable"] = table
+        elif (table := borderMarksTable or outputs.find("borderMarksTable", "vtkMRMLTableNode")) is not None:
+            # a run without marks: the last run's verdicts would stand beside this run's tables (an independent
+            # review: observers Anna and Ben still flagged after a run of Anna and Carl)
+            table.SetName(f"{structureName} border marks (none checked)")
+            _fillTable(table, [("note", "string", [_NO_MARKS_NOTE], "", "why the table is empty")])
             nodes["borderMarksTable"] = table
         _placeInFolder(scene, outputs.created, f"Delineation review: {structureName}")
     except BaseException:
@@ -988,4 +1048,5 @@ def renderLargestDisagreementPanel(scene, result: dict, referenceVolume, outputP
     logger.info("largest disagreement: %s slice %d (%d band voxels)", orientation, index, bandVoxels)
     return renderSliceView(scene, outputPng, orientation=orientation, positionRas=lpsToRas(centreLps),
                            background=background, labelmap=result["agreementMap"], segmentations=[outlines],
-                           legend=legend, sizePx=sizePx, fieldOfViewMm=fieldOfViewMm)
+                           legend=legend, sizePx=sizePx, fieldOfViewMm=fieldOfViewMm,
+                           labelOpacity=AGREEMENT_LABEL_OPACITY)

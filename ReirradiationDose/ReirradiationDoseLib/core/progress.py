@@ -12,8 +12,8 @@ from typing import Protocol
 
 from .errors import ProcessingCancelled
 
-__all__ = ["ProgressCallback", "noProgress", "subProgress", "finishProgress", "ProcessingCancelled", "INTERRUPT",
-           "deferInterrupts"]
+__all__ = ["ProgressCallback", "noProgress", "subProgress", "finishProgress", "committedProgress",
+           "ProcessingCancelled", "INTERRUPT", "deferInterrupts"]
 
 # An interruption (Ctrl-C, SIGTERM) the command line's signal handler noted: "signal" is its number (None: none);
 # while "deferred" > 0 the handler only notes it instead of raising KeyboardInterrupt, because Python code then runs
@@ -48,12 +48,21 @@ def noProgress(fraction: float, message: str = "") -> None:
 def finishProgress(progress: Callable[[float, str], None] | None, message: str = "Done") -> None:
     """Report 100 %. A cancel that arrives then is too late: the work is done and its nodes are in the scene, so it
     is ignored (raised from here it left the outputs in the scene while the module said "nothing was added")."""
-    if progress is None:
-        return
-    try:
-        progress(1.0, message)
-    except ProcessingCancelled:
-        pass
+    committedProgress(progress)(1.0, message)
+
+
+def committedProgress(progress: Callable[[float, str], None] | None) -> ProgressCallback:
+    """``progress`` past the point of no return: reported, but a cancel is ignored (the outputs are being written
+    and are completed; stopped half-way they mixed two runs while the module said "nothing was added")."""
+    def callback(fraction: float, message: str = "") -> None:
+        if progress is None:
+            return
+        try:
+            progress(fraction, message)
+        except ProcessingCancelled:
+            pass
+
+    return callback
 
 
 def subProgress(progress: Callable[[float, str], None] | None, start: float, stop: float) -> ProgressCallback:

@@ -160,7 +160,7 @@ def renderSliceViewImage(scene, orientation: str = "Axial", positionRas=None, ba
                          foregroundOpacity: float = 0.5, labelmap=None, segmentations: Sequence = (),
                          models: Sequence = (), legend: Sequence[tuple[str, Sequence[float]]] = (),
                          sizePx: tuple[int, int] = (512, 512), fieldOfViewMm=None, fillSegmentations: bool = False,
-                         annotation: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                         annotation: bool = True, labelOpacity: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Render one slice view offscreen; see :func:`renderSliceView` for the arguments.
 
     Returns ``(rgb, xyToRas)``: the picture as a uint8 array ``[row, column, 3]`` with row 0 at the top, and the
@@ -222,6 +222,7 @@ def renderSliceViewImage(scene, orientation: str = "Axial", positionRas=None, ba
         composite.SetForegroundVolumeID(foreground.GetID() if foreground is not None else None)
         composite.SetForegroundOpacity(float(foregroundOpacity))
         composite.SetLabelVolumeID(labelmap.GetID() if labelmap is not None else None)
+        composite.SetLabelOpacity(float(labelOpacity))
 
         sliceLogic.ResizeSliceNode(width, height)
         point = _volumeCentreRas(background) if positionRas is None else np.asarray(positionRas, dtype=float)
@@ -278,7 +279,7 @@ def renderSliceView(scene, outputPng, orientation: str = "Axial", positionRas=No
                     foregroundOpacity: float = 0.5, labelmap=None, segmentations: Sequence = (),
                     models: Sequence = (), legend: Sequence[tuple[str, Sequence[float]]] = (),
                     sizePx: tuple[int, int] = (512, 512), fieldOfViewMm=None, fillSegmentations: bool = False,
-                    annotation: bool = True) -> Path:
+                    annotation: bool = True, labelOpacity: float = 1.0) -> Path:
     """Render a slice view offscreen, as Slicer's slice widget shows it, and write it as a PNG.
 
     Parameters
@@ -289,7 +290,9 @@ def renderSliceView(scene, outputPng, orientation: str = "Axial", positionRas=No
     positionRas : the slice passes through this RAS point (mm); default: the centre of the background volume.
         With ``fieldOfViewMm`` the view is also centred on it.
     background, foreground, labelmap : volume nodes of the three layers (foreground blended at
-        ``foregroundOpacity``; e.g. a dose over the CT).
+        ``foregroundOpacity``; e.g. a dose over the CT; the labelmap at ``labelOpacity``, the label layer's opacity of
+        Slicer's slice view: give its colour table opaque entries, since an entry's own alpha below 1 lowers the
+        blended picture's alpha and the view darkens it against its black background).
     segmentations : segmentation nodes to show (outlines; filled too with ``fillSegmentations``). Other
         segmentations and models in the scene are hidden in this view (their display is restored afterwards).
     models : model nodes shown as coloured intersection lines (e.g. isodose surfaces from
@@ -301,7 +304,7 @@ def renderSliceView(scene, outputPng, orientation: str = "Axial", positionRas=No
     """
     rgb, _ = renderSliceViewImage(scene, orientation, positionRas, background, foreground, foregroundOpacity,
                                   labelmap, segmentations, models, legend, sizePx, fieldOfViewMm,
-                                  fillSegmentations, annotation)
+                                  fillSegmentations, annotation, labelOpacity)
     return writePng(rgb, outputPng)
 
 
