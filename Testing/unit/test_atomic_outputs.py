@@ -99,3 +99,28 @@ def test_an_output_that_cannot_be_made_is_refused_before_the_run(tmp_path):
     if Path("/proc").is_dir():
         with pytest.raises(InputError, match="/proc/out: the output folder cannot be made: /proc is not a writable"):
             checkOutputDir("/proc/out")
+
+
+def test_files_added_to_an_earlier_output_are_not_deleted_with_it(tmp_path):
+    """A newcomer's review: notes put into an earlier output folder were deleted without a word when the run was
+    repeated. The marker lists what the run wrote; a file it does not list stops the next run, named; an earlier
+    output whose marker has no list (older version) is replaced as before."""
+    out = tmp_path / "out"
+    with atomicOutputDir(out) as tmp:
+        (tmp / "summary.json").write_text("{}")
+        (tmp / "pictures").mkdir()
+        (tmp / "pictures" / "a.png").write_text("x")
+    marker = (out / OUTPUT_MARKER).read_text()
+    assert marker.endswith("files written:\npictures/a.png\nsummary.json\n")
+    with atomicOutputDir(out) as tmp:  # the same files again: replaced
+        (tmp / "summary.json").write_text("{}")
+    (out / "my_notes.txt").write_text("keep me")
+    with pytest.raises(InputError, match=r"holds files it did not write \(my_notes.txt\): replacing the folder would "
+                                         "delete them; move them out or give a new folder"):
+        with atomicOutputDir(out):
+            pass
+    assert (out / "my_notes.txt").read_text() == "keep me" and (out / "summary.json").is_file()
+    (out / OUTPUT_MARKER).write_text("Written by Reirradiation.\n")  # an older marker without its list
+    with atomicOutputDir(out) as tmp:
+        (tmp / "summary.json").write_text("{}")
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "summary.json"]

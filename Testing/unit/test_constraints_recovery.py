@@ -464,3 +464,45 @@ def test_a_case_edit_of_a_structure_sharing_a_shipped_entry_applies_to_it_alone(
                                     courses=[course], settings=DoseSettings(
                                         tissues={"CTV": TissueSpec(alphaBetaGy=5.0)}, targets=("GTV", "CTV"))))
     assert np.all(result.alphaBetaGy[gtv] == 10.0) and np.all(result.alphaBetaGy[ctv] == 5.0)
+
+
+def test_recovery_credited_within_six_months_is_warned():
+    """A newcomer's review: a constant 25 % credited to the rectum 53 days after the prior course (a constant model
+    does not look at the interval) lowered its composite without a word. Warned, naming the course, the interval and
+    what was credited; 6 months on, or with no recovery credited, nothing is said."""
+    rectum = np.zeros(SHAPE, bool)
+    rectum[1:5, 1:5, 1:5] = True
+    tissues = {"Rectum": {"recovery": {"model": "constant", "fraction": 0.25}}}
+
+    def early(priorDate, given=tissues):
+        result = run({"Rectum": rectum}, [("prior", 50.0, 25, priorDate, False),
+                                          ("current", 30.0, 15, dt.date(2024, 1, 1), True)],
+                     "pelvic-reirradiation", tissues=given)
+        return [w for w in result.warnings if "recovery is credited" in w], result
+
+    warned, result = early(dt.date(2023, 11, 9))
+    assert warned == ["course 'prior': recovery is credited 1.7 months after it (Rectum 25 % (constant)); the "
+                      "published time-based models credit none before 6 months (Nieder 2006, Doi 2021): a constant "
+                      "recovery does not look at the interval"]
+    # the credit itself stands (the user's model): 0.75 x 50 Gy EQD2 + the current course
+    assert result.dvh["Rectum"]["composite"].dmaxGy == pytest.approx(37.5 + handEqd2(30.0, 15, 3.0), abs=1e-3)
+    assert early(dt.date(2023, 7, 1))[0] == []
+    assert early(dt.date(2023, 11, 9), {"Rectum": {"recovery": {"model": "nieder-doi"}}})[0] == []
+
+
+def test_a_dose_and_fractions_or_plan_that_do_not_go_together_are_warned():
+    """A newcomer's review: 47 Gy in one fraction converted to an EQD2 of 471 Gy without a word, and a NRRD dose (it
+    cannot name its plan) took the 7 fractions of a 14 Gy breast boost's RTPLAN for a 47 Gy prostate dose."""
+    from ReirradiationDoseLib.core.pipeline import fractionationWarnings
+
+    dose = np.array([0.0, 20.0, 47.08], np.float32)
+    assert fractionationWarnings(dose, 23, 46.0, "the dose (prostate.nrrd)", "RP.dcm") == []
+    assert fractionationWarnings(dose, 1, None, "the dose (prostate.nrrd)") == [
+        "the dose (prostate.nrrd): its maximum 47.1 Gy in 1 fraction(s) is 47.1 Gy per fraction, more than "
+        "single-fraction radiosurgery gives (25 Gy): check the number of fractions"]
+    assert fractionationWarnings(dose, 7, 14.0, "the dose (prostate.nrrd)", "breast.dcm") == [
+        "the dose (prostate.nrrd): its maximum 47.1 Gy is 3.36 times the prescription of the RTPLAN breast.dcm "
+        "(14 Gy), outside 0.9-2: is this the plan of this dose? Its number of fractions converts the dose"]
+    assert len(fractionationWarnings(dose, 23, 60.0, "d")) == 1  # below 0.9 of the prescription
+    assert fractionationWarnings(np.array([24.0]), 1, 20.0, "radiosurgery") == []
+    assert fractionationWarnings(np.array([np.nan, 0.0]), 1, 20.0, "no dose") == []

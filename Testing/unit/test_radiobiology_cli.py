@@ -179,3 +179,25 @@ def test_eqd2_command_takes_the_fractions_from_the_rtplan(tmp_path, demoCase, ca
     assert not (tmp_path / "other.nrrd").exists()
     assert main(["eqd2", "--dose", str(dose), "--alpha-beta", "3", "-o", str(tmp_path / "none.nrrd")]) == 2
     assert "give the number of fractions (--fractions) or the course's RTPLAN (--plan)" in capsys.readouterr().err
+
+
+def test_eqd2_warns_a_nrrd_dose_far_from_its_plans_prescription(tmp_path, demoCase, doseFile, caplog):
+    """A newcomer's review: a NRRD dose cannot name its RTPLAN, so any plan's fractions were taken silently (a
+    breast boost's 7 for a prostate dose). The demo's prior RTPLAN (50 Gy in 25) with this 50 Gy dose: nothing said;
+    with the current course's (30.6 Gy in 17) the maximum is 1.63 times its prescription, still a plan's hot spot;
+    read as one fraction: warned."""
+    prior = demoCase.outputDir / "prior" / "RTPLAN.dcm"
+    caplog.clear()
+    assert main(["eqd2", "--dose", str(doseFile), "--plan", str(prior), "--alpha-beta", "3",
+                 "-o", str(tmp_path / "a.nrrd")]) == 0
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == []
+    current = demoCase.outputDir / "current" / "RTPLAN.dcm"
+    assert main(["eqd2", "--dose", str(doseFile), "--plan", str(current), "--alpha-beta", "3",
+                 "-o", str(tmp_path / "c.nrrd")]) == 0
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == []
+    caplog.clear()
+    assert main(["eqd2", "--dose", str(doseFile), "--fractions", "1", "--alpha-beta", "3",
+                 "-o", str(tmp_path / "b.nrrd")]) == 0
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "the dose (dose.nrrd): its maximum 50.0 Gy in 1 fraction(s) is 50.0 Gy per fraction, more than "
+        "single-fraction radiosurgery gives (25 Gy): check the number of fractions"]

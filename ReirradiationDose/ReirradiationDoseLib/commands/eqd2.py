@@ -58,10 +58,11 @@ def readDoseFile(path: str | Path, physicalOnly: bool = False) -> tuple[np.ndarr
     return dose, ImageGeometry.fromImage(image), {"format": "image"}
 
 
-def _courseFractions(args, doseInfo: dict) -> tuple[int, str]:
-    """The number of fractions and where it comes from: ``--fractions``, else the RTPLAN (``--plan``): of the fraction
-    group the RTDOSE names, a plan the RTDOSE names another than refused, ``--fractions`` that differ from the plan's
-    used and warned (a physicist's review: a wrong --fractions went unnoticed where the dose command warns)."""
+def _courseFractions(args, doseInfo: dict) -> tuple[int, str, float | None]:
+    """The number of fractions, where it comes from and the plan's prescription (None without): ``--fractions``, else
+    the RTPLAN (``--plan``): of the fraction group the RTDOSE names, a plan the RTDOSE names another than refused,
+    ``--fractions`` that differ from the plan's used and warned (a physicist's review: a wrong --fractions went
+    unnoticed where the dose command warns)."""
     from types import SimpleNamespace
 
     from ..core.pipeline import checkPlanOfDose, planFractionsOfDose
@@ -70,8 +71,9 @@ def _courseFractions(args, doseInfo: dict) -> tuple[int, str]:
 
     given = None if args.fractions is None else validateNumberOfFractions(args.fractions)
     if args.plan is None:
-        return given, "command line"
+        return given, "command line", None
     plan = readRtPlan(Path(args.plan))
+    prescription = plan.prescriptionGy
     dose = SimpleNamespace(**{k: doseInfo.get(k) for k in ("referencedPlanUid", "referencedFractionGroupNumber")})
     checkPlanOfDose(plan, dose, args.plan, args.dose, "--plan", "or --fractions without --plan")
     planName = Path(args.plan).name
@@ -82,13 +84,13 @@ def _courseFractions(args, doseInfo: dict) -> tuple[int, str]:
             raise
         logger.warning("%s fractions (--fractions) are used: the RTPLAN (%s) gives no single number (%s)", given,
                        planName, str(error).removeprefix(f"{error.path}: "))
-        return given, "--fractions (the RTPLAN gives no single number)"
+        return given, "--fractions (the RTPLAN gives no single number)", prescription
     if given is None:
-        return planFractions, f"RTPLAN {planName}"
+        return planFractions, f"RTPLAN {planName}", prescription
     if given != planFractions:
         logger.warning("%d fractions (--fractions) replace the %d of the RTPLAN (%s)", given, planFractions, planName)
-        return given, f"--fractions (overrides RTPLAN's {planFractions})"
-    return given, "--fractions (as the RTPLAN)"
+        return given, f"--fractions (overrides RTPLAN's {planFractions})", prescription
+    return given, "--fractions (as the RTPLAN)", prescription
 
 
 def addArguments(parser: argparse.ArgumentParser) -> None:
@@ -162,7 +164,11 @@ def run(args: argparse.Namespace) -> int:
                      dict.fromkeys(("--output", "--bed-output", "--alpha-beta-output"), images))
     dose, geometry, doseInfo = readDoseFile(args.dose, physicalOnly=True)
     _checkDoseLevel(dose, doseInfo, args.dose)
-    fractions, fractionsSource = _courseFractions(args, doseInfo)
+    fractions, fractionsSource, prescription = _courseFractions(args, doseInfo)
+    from ..core.pipeline import fractionationWarnings
+    for warning in fractionationWarnings(dose, fractions, prescription, f"the dose ({Path(args.dose).name})",
+                                         Path(args.plan).name if args.plan else ""):
+        logger.warning("%s", warning)
     if (args.alpha_beta is None) == (args.segmentation is None):
         raise InputError("give either --alpha-beta (one value) or --segmentation (an α/β map from the tissue table)")
     if args.default_alpha_beta is not None:

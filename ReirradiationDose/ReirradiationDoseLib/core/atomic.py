@@ -49,6 +49,13 @@ def checkOutputDir(path, overwrite: bool = True) -> Path:
             raise InputError("the output folder exists and holds files that are not an earlier output of "
                              f"Reirradiation (it has no {OUTPUT_MARKER}): it is not replaced; give a new folder, "
                              "or empty this one first", path)
+        added = _filesNotWritten(path)
+        if added:
+            # a newcomer's review: notes put into an earlier output were deleted with it, without a word
+            shown = ", ".join(added[:5]) + (f" and {len(added) - 5} more" if len(added) > 5 else "")
+            raise InputError(f"the output folder is an earlier output of Reirradiation, but holds files it did not "
+                             f"write ({shown}): replacing the folder would delete them; move them out or give a new "
+                             "folder", path)
     blocked = _unwritableAncestor(path)
     if blocked is not None:
         raise InputError(f"the output folder cannot be made: {blocked} is not a writable folder", path)
@@ -107,6 +114,28 @@ def safeName(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "course"
 
 
+_MANIFEST_HEADER = "files written:"
+
+
+def _manifest(folder: Path) -> list[str]:
+    """Every file under ``folder`` (relative, '/'-separated) but the marker."""
+    return sorted(f.relative_to(folder).as_posix() for f in folder.rglob("*")
+                  if (f.is_file() or f.is_symlink()) and f.name != OUTPUT_MARKER)
+
+
+def _filesNotWritten(path: Path) -> list[str]:
+    """Files of an earlier output that its marker does not list (added by someone since); none for a marker without
+    a list (written before the list existed)."""
+    try:
+        text = (path / OUTPUT_MARKER).read_text(encoding="utf-8")
+    except OSError:
+        return []
+    if _MANIFEST_HEADER not in text:
+        return []
+    written = {line.strip() for line in text.split(_MANIFEST_HEADER, 1)[1].splitlines() if line.strip()}
+    return [name for name in _manifest(path) if name not in written]
+
+
 def _isEarlierOutput(path: Path) -> bool:
     """An output of this tool: it holds the marker, or (written before the marker existed) a ``summary.json`` or
     ``study.json`` that names Reirradiation as its software."""
@@ -151,6 +180,9 @@ def atomicOutputDir(path, overwrite: bool = True):
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
+    marker = temporary / OUTPUT_MARKER
+    marker.write_text(marker.read_text(encoding="utf-8") + _MANIFEST_HEADER + "\n"
+                      + "".join(f"{name}\n" for name in _manifest(temporary)), encoding="utf-8")
     from .progress import deferInterrupts
 
     with deferInterrupts(raiseOnExit=False):  # Ctrl-C or SIGTERM waits until the new output is in place

@@ -350,6 +350,9 @@ def computeDose(inputs: DoseInputs, progress=None) -> DoseResult:
             rMap = recoveryMap(masks, tissueTable, course.date, current.date, shape=referenceGeometry.shape)
             recovery = recoverySummary(masks, tissueTable, course.date, current.date)
             recovery["maxRecoveredFraction"] = float(rMap.max()) if rMap is not None and rMap.size else 0.0
+            early = earlyRecoveryWarning(course.name, recovery)
+            if early:
+                warnings.append(early)
         logger.info("Course %s: %d fractions (%s), mapped dose max %.2f Gy, coverage %.1f %%", course.name,
                     course.numberOfFractions, course.fractionsSource,
                     float(np.nanmax(mappedDose)) if np.isfinite(mappedDose).any() else float("nan"),
@@ -604,6 +607,8 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
                                       "sopInstanceUid", "referencedPlanUid") if hasattr(dose, k)})
     plan = rtplan.readRtPlan(course.plan) if course.plan is not None else None
     fractions, source, prescription, planPatientId = _fractions(course, plan, dose, warnings)
+    warnings += fractionationWarnings(dose.doseGy, fractions, prescription, f"course '{course.name}' ("
+                                      f"{Path(course.dose).name})", Path(course.plan).name if course.plan else "")
     if plan is not None and checkDates:
         dateWarning = priorCourseDateWarning(course, plan, fractions)
         if dateWarning:
@@ -778,6 +783,52 @@ def implausibleDoseWarning(doseGy, course: str, what: str, unitsKnown: bool, kin
 
 # a course's dose whose maximum is below this (Gy) gives no dose: an empty export or a plan never computed
 EMPTY_COURSE_DOSE_GY = 0.01
+# the largest dose per fraction given in practice (single-fraction radiosurgery, up to 24 Gy)
+LARGEST_DOSE_PER_FRACTION_GY = 25.0
+# a plan's dose maximum lies within these multiples of its prescription (a hot spot; SBRT prescribed to the 60 %
+# isodose reaches 1.67); beyond them the plan is not the dose's
+PRESCRIPTION_RATIO_RANGE = (0.9, 2.0)
+# the published time-based recovery models credit nothing before this interval (Nieder 2006, Doi 2021)
+EARLIEST_RECOVERY_MONTHS = 6.0
+
+
+def fractionationWarnings(doseGy, fractions: int | None, prescriptionGy: float | None, what: str,
+                          planName: str = "") -> list[str]:
+    """Warnings that a dose, its number of fractions and its RTPLAN do not go together (a newcomer's review): a
+    maximum per fraction beyond radiosurgery (47 Gy in one fraction gave an EQD2 of 471 Gy without a word), and a
+    maximum far from the plan's prescription (a NRRD dose cannot name its plan: a breast boost's 7 fractions were
+    taken for a 47 Gy prostate dose, EQD2 91.6 instead of 47.5 Gy)."""
+    top = _doseMaximum(doseGy)
+    warnings = []
+    if fractions and top / fractions > LARGEST_DOSE_PER_FRACTION_GY:
+        warnings.append(f"{what}: its maximum {top:.1f} Gy in {fractions} fraction(s) is {top / fractions:.1f} Gy "
+                        f"per fraction, more than single-fraction radiosurgery gives ({LARGEST_DOSE_PER_FRACTION_GY:g} "
+                        "Gy): check the number of fractions")
+    if prescriptionGy and top > 0:
+        ratio = top / float(prescriptionGy)
+        low, high = PRESCRIPTION_RATIO_RANGE
+        if not low <= ratio <= high:
+            plan = f"the RTPLAN {planName}" if planName else "the RTPLAN"
+            warnings.append(f"{what}: its maximum {top:.1f} Gy is {ratio:.2f} times the prescription of {plan} "
+                            f"({float(prescriptionGy):g} Gy), outside {low:g}-{high:g}: is this the plan of this "
+                            "dose? Its number of fractions converts the dose")
+    return warnings
+
+
+def earlyRecoveryWarning(course: str, recovery: dict) -> str | None:
+    """A prior course credited recovery although it ended less than ``EARLIEST_RECOVERY_MONTHS`` before the current
+    course: a constant recovery does not look at the interval (a newcomer's review: 25 % credited to the bowel 53
+    days after the prior course, read against Berman's limit, without a word)."""
+    months = recovery.get("intervalMonths")
+    if months is None or months >= EARLIEST_RECOVERY_MONTHS:
+        return None
+    credited = [f"{name} {100.0 * float(d['fraction']):.3g} % ({(d.get('model') or {}).get('model', '?')})"
+                for name, d in (recovery.get("structures") or {}).items() if (d.get("fraction") or 0.0) > 0]
+    if not credited:
+        return None
+    return (f"course '{course}': recovery is credited {months:.1f} months after it ({', '.join(credited)}); the "
+            f"published time-based models credit none before {EARLIEST_RECOVERY_MONTHS:g} months (Nieder 2006, Doi "
+            "2021): a constant recovery does not look at the interval")
 
 
 def _doseMaximum(doseGy) -> float:
