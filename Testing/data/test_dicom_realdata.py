@@ -210,7 +210,7 @@ def test_pydicom_rtstruct_point_rois_and_ct():
         rasterizeAll(rs, ImageGeometry.fromImage(image), info.frameOfReferenceUid)
     with pytest.raises(InputError, match="point"):
         rasterizeRoi(rs, "Isocenter 1", ImageGeometry.fromImage(image))
-    with pytest.raises(InputError, match="not an RTPLAN"):
+    with pytest.raises(InputError, match="modality is RTSTRUCT, not RTPLAN"):
         readRtPlan(sharedDataPath("pydicom-rt", "rtstruct.dcm"))
 
 
@@ -248,3 +248,18 @@ def test_real_ct_and_label_through_dicom_writers(tmp_path):
     back = rasterizeRoi(readRtStruct(tmp_path / "rs.dcm"), "Spleen", geometry, info.frameOfReferenceUid)
     assert dice(back, spleen) > 0.98
     assert np.array_equal(back, spleen)
+
+
+def test_dvh_names_an_roi_without_contours_and_matches_names_as_the_dose_command(capsys):
+    """A newcomer's review on the Eclipse prostate plan: `dvh --structure CTV` said "not found" for an ROI the
+    RTSTRUCT lists without contours, and `--structure ptv` needed the file's case."""
+    from ReirradiationDoseLib.cli import main
+
+    dose = sharedDataPath("slicerrt-testing", "EclipseProstate_Dose.nrrd")
+    (structures,) = sorted(sharedDataPath("eclipse-prostate-rtdicom").glob("RS*.dcm"))
+    assert main(["dvh", "--dose", str(dose), "--segmentation", str(structures), "--structure", "ctv"]) == 2
+    assert "structure ctv not found: the RTSTRUCT's ROI 'CTV' has no contours; present: BODY, Bladder" in \
+        capsys.readouterr().err
+    assert main(["dvh", "--dose", str(dose), "--segmentation", str(structures), "--structure", "ptv"]) == 0
+    (row,) = capsys.readouterr().out.splitlines()[1:]
+    assert row.startswith("PTV,49.0234,44.4877,45.8800,46.2920,")

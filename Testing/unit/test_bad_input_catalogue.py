@@ -453,8 +453,8 @@ def test_truncated_or_non_dicom_rt_files_refused(tmp_path, goodCourse):
         refusal(lambda reader=reader, name=name: reader(tmp_path / f"text_{name}"), f"text_{name}")
     # a DICOM object of the wrong kind
     ct = sharedDataPath("pydicom-rt", "CT_small.dcm")
-    refusal(lambda: readRtStruct(ct), ct, "not an RTSTRUCT")
-    refusal(lambda: readRtDose(ct), ct, "not an RTDOSE")
+    refusal(lambda: readRtStruct(ct), ct, "modality is CT, not RTSTRUCT")
+    refusal(lambda: readRtDose(ct), ct, "modality is CT, not RTDOSE")
 
 
 def _edited(source, target, edit):

@@ -506,3 +506,29 @@ def test_a_dose_and_fractions_or_plan_that_do_not_go_together_are_warned():
     assert len(fractionationWarnings(dose, 23, 60.0, "d")) == 1  # below 0.9 of the prescription
     assert fractionationWarnings(np.array([24.0]), 1, 20.0, "radiosurgery") == []
     assert fractionationWarnings(np.array([np.nan, 0.0]), 1, 20.0, "no dose") == []
+
+
+def test_the_liver_mean_is_read_with_the_prior_dose_discounted_as_its_source_does():
+    """Owen et al. 2020: liver mean < 15 Gy with the prior course's dose discounted 50 %. Prior 10 Gy in 5 (EQD2₃
+    10 Gy), current 6 Gy in 3 (6 Gy), 13 months apart, the liver with no recovery of its own: 0.5 x 10 + 6 = 11 Gy,
+    a pass (read with the liver's own recovery: 16 Gy, a fail); the bowel's limits still read the bowel's own."""
+    liver = np.zeros(SHAPE, bool)
+    liver[1:5, 1:5, 1:5] = True
+    result = run({"Liver": liver}, [("prior", 10.0, 5, dt.date(2023, 1, 1), False),
+                                    ("current", 6.0, 3, dt.date(2024, 2, 1), True)], "general")
+    mean = next(r for r in result.constraintResults if r.structureName == "Liver" and r.constraint.metric == "Dmean")
+    assert mean.value == pytest.approx(11.0, abs=1e-4) and mean.status == "pass"
+    assert "every prior course discounted 50 %, as the limit's source does" in mean.dose
+    v19 = next(r for r in result.constraintResults if r.structureName == "Liver" and r.constraint.metric == "V19Gy[cc]")
+    assert "the organ's own recovery applied" in v19.dose
+    assert result.dvh["Liver"]["composite"].dmeanGy == pytest.approx(16.0, abs=1e-4)  # the DVH: the liver's own
+
+
+def test_two_tissue_entries_naming_one_structure_are_refused():
+    """A newcomer's review: "rectum" (50 %) and "Rectum" (25 %) in one case's tissues were merged, one of them
+    silently."""
+    settings = DoseSettings(tissues={"rectum": TissueSpec(recovery={"model": "constant", "fraction": 0.5}),
+                                     "Rectum": TissueSpec(recovery={"model": "constant", "fraction": 0.25})},
+                            sourcePath="case.json")
+    with pytest.raises(InputError, match="tissues 'rectum' and 'Rectum' in the case name the same structure"):
+        tissueTableFor(settings)

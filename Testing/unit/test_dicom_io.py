@@ -307,7 +307,7 @@ def test_truncated_rtplan_refused(tmp_path, study):
     (tmp_path / "cut.dcm").write_bytes(data[:-40])
     with pytest.raises(InputError, match="cut.dcm"):
         readRtPlan(tmp_path / "cut.dcm")
-    with pytest.raises(InputError, match="not an RTPLAN"):
+    with pytest.raises(InputError, match="modality is RTDOSE, not RTPLAN"):
         writeRtDose(tmp_path / "rd.dcm", np.ones(GEOMETRY.shape), GEOMETRY, study)
         readRtPlan(tmp_path / "rd.dcm")
 

@@ -201,3 +201,30 @@ def test_eqd2_warns_a_nrrd_dose_far_from_its_plans_prescription(tmp_path, demoCa
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
         "the dose (dose.nrrd): its maximum 50.0 Gy in 1 fraction(s) is 50.0 Gy per fraction, more than "
         "single-fraction radiosurgery gives (25 Gy): check the number of fractions"]
+
+
+def test_dvh_checks_the_dose_as_eqd2_does_and_explains_its_notes(tmp_path, doseFile, capsys, caplog):
+    """A newcomer's review: `dvh` gave a dose in cGy as a PTV Dmean of 4588 "Gy", a PTV of another patient's dose
+    0 Gy and an empty D2cc cell without a word, needed the exact case of --structure, and said a folder did not
+    exist."""
+    box = np.zeros(GEOMETRY.shape, bool)
+    box[2:4, 1:5, 1:5] = True  # 16 voxels at 50 Gy (slice 2) and 16 at 20 Gy (slice 3)
+    cold = np.zeros(GEOMETRY.shape, bool)
+    cold[4:6, 1:5, 1:5] = True  # 20 Gy only: below half the dose's 50 Gy
+    seg = tmp_path / "s.seg.nrrd"
+    writeSegNrrd(seg, {"Box": box, "PTV": cold}, GEOMETRY)
+    cgy = tmp_path / "cgy.nrrd"
+    sitk.WriteImage(sitk.ReadImage(str(doseFile)) * 100.0, str(cgy))
+    assert main(["dvh", "--dose", str(cgy), "--segmentation", str(seg)]) == 2
+    assert "reaches 5000.0 Gy, not a plausible course" in capsys.readouterr().err
+    csvPath = tmp_path / "dvh.csv"
+    assert main(["dvh", "--dose", str(doseFile), "--segmentation", str(seg), "--csv", str(csvPath),
+                 "--structure", "box", "--structure", "ptv"]) == 0
+    rows = {line.split(",")[0]: line for line in csvPath.read_text().splitlines()[1:]}
+    assert sorted(rows) == ["Box", "PTV"]
+    assert rows["PTV"].endswith("a target whose maximum (20.00 Gy) is below half the dose's (50.00 Gy): is the dose "
+                                "of this plan and patient?; d2ccGy: D2cc is undefined: structure 'PTV' is only "
+                                "0.500 cc")
+    assert rows["Box"].endswith(",d2ccGy: D2cc is undefined: structure 'Box' is only 0.500 cc")
+    assert main(["dvh", "--dose", str(tmp_path), "--segmentation", str(seg)]) == 2
+    assert "this is a folder, not a dose file" in capsys.readouterr().err

@@ -176,3 +176,33 @@ def test_model_from_name_and_bad_input():
         recoveryModelFromDict("magic")
     with pytest.raises(InputError):
         StepRecovery("bad", (12, 6), (0.1, 0.2))
+
+
+@pytest.mark.parametrize(("name", "tissue", "alphaBeta"), [
+    ("SacralPlex_L", "SacralPlex", 2.0), ("Sacral Plexus R", "SacralPlex", 2.0),
+    ("Plexus_Lumbosacral-Left", "SacralPlex", 2.0),
+    ("SpinalCord_PRV05", "SpinalCord", 2.0), ("SpinalCord PRV 5mm", "SpinalCord", 2.0),
+    ("Cord_PRV_L", "SpinalCord", 2.0),
+    ("Rectum_PRV", "Rectum", 3.0), ("Bladder", "Bladder", 3.0)])
+def test_a_side_or_a_planning_margin_reads_the_organs_entry(table, name, tissue, alphaBeta):
+    """An independent audit: "SacralPlex_L" and "SpinalCord_PRV05" took the default α/β 3 instead of the nerve's 2,
+    without a word (8 Gy in one fraction: EQD2 17.6 instead of 20 Gy)."""
+    entry = table.lookup(name)
+    assert entry is not None and entry.name == tissue and entry.alphaBetaGy == alphaBeta
+
+
+def test_a_name_that_only_ends_like_a_side_is_not_an_organ(table):
+    assert table.lookup("Hospital") is None and table.lookup("PRV") is None
+    assert table.lookup("SacralPlexL2") is None  # a nerve root: not a side of the plexus
+
+
+def test_a_target_recovers_nothing_even_with_a_recovery_of_its_own(table):
+    """REFERENCE §1: recovery is a normal-tissue concept. A target entry given a recovery (a case file's tissue is
+    warned for it) still reads r = 0 in its voxels, also where it overlaps an organ with one (an independent audit:
+    removing this rule left the tests green)."""
+    edited = table.withEntry(TissueEntry("Tumour", 10.0, ConstantRecovery(0.5), priority=100, isTarget=True,
+                                         aliases=("GTV",), prefixes=("GTV",)))
+    edited = edited.withEntry(TissueEntry("Rectum", 3.0, ConstantRecovery(0.25), priority=70))
+    masks = {"GTV": np.array([1, 1, 0], bool), "Rectum": np.array([0, 1, 1], bool)}
+    r = recoveryMap(masks, edited, datetime.date(2020, 1, 1), datetime.date(2021, 3, 1))
+    assert list(r) == [0.0, 0.0, 0.25]

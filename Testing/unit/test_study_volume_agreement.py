@@ -79,7 +79,13 @@ def test_incomplete_cases_and_a_sparse_observer_are_left_out_and_listed():
     assert entry["observersLeftOut"] == ["D"] and entry["cases"] == 4
     (entry,) = volumeAgreement(longRows({"c1": {"A": 1.0, "B": 2.0}, "c2": {"A": 3.0, "B": 3.5}}))
     assert "iccAgreement" not in entry and entry["cases"] == 2
-    assert entry["note"].startswith("not computed: 2 case(s) with every one of 2 observer(s)")
+    assert entry["note"] == "not computed: 2 case(s) in the round (at least 3 cases are needed)"
+    # fewer cases than needed: nobody is left out (a newcomer's review: the demo's one case of five readers listed
+    # three of them as left out and said "1 case(s) with every one of 2 observer(s)")
+    five = {f"obs{k}": 10.0 + k for k in range(1, 6)}
+    (entry,) = volumeAgreement(longRows({"case": five}))
+    assert (entry["cases"], entry["observers"], entry["observersLeftOut"]) == (1, 5, [])
+    assert entry["note"] == "not computed: 1 case(s) in the round (at least 3 cases are needed)"
 
 
 def test_a_study_writes_the_volume_agreement_table(tmp_path):

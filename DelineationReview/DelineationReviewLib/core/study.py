@@ -1397,7 +1397,9 @@ def volumeAgreement(rows: Sequence[dict], minimumCases: int = ICC_MINIMUM_CASES)
         leftOutObservers: list[str] = []
         while True:
             complete = [c for c in sorted(byCase, key=naturalKey) if all(o in byCase[c] for o in observers)]
-            if len(complete) >= minimumCases or len(observers) <= 2:
+            # leaving observers out cannot make up for cases that do not exist (a newcomer's review: the demo's one
+            # case listed three of its five observers as left out, "1 case(s) with every one of 2 observer(s)")
+            if len(complete) >= minimumCases or len(observers) <= 2 or len(byCase) < minimumCases:
                 break
             fewest = min(observers, key=lambda o: sum(o in byCase[c] for c in byCase))
             observers.remove(fewest)
@@ -1406,6 +1408,11 @@ def volumeAgreement(rows: Sequence[dict], minimumCases: int = ICC_MINIMUM_CASES)
                  "observerNames": observers, "caseNames": complete,
                  "casesLeftOut": [c for c in sorted(byCase, key=naturalKey) if c not in complete],
                  "observersLeftOut": leftOutObservers, "note": ""}
+        if len(byCase) < minimumCases:
+            entry["note"] = (f"not computed: {len(byCase)} case(s) in the round (at least {minimumCases} cases are "
+                             "needed)")
+            out.append(entry)
+            continue
         if len(observers) < 2 or len(complete) < minimumCases:
             entry["note"] = (f"not computed: {len(complete)} case(s) with every one of {len(observers)} observer(s) "
                              f"(at least {minimumCases} cases and 2 observers are needed)")

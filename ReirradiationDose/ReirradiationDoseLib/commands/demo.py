@@ -110,7 +110,7 @@ def renderOverview(output: Path, sizePx=(720, 720)) -> Path:
         observerColors = {n: palette[i % len(palette)] for i, n in enumerate(observers)}
         observerNode = segmentationNodeFromMasks(scene, observers, geometry, colors=observerColors,
                                                  name="Observers")
-        isodoseColors = [(0.6, 0.6, 0.6), (1.0, 1.0, 1.0), (0.0, 1.0, 1.0), (1.0, 0.0, 1.0)][: len(levels)]
+        isodoseColors = [(0.25, 0.5, 1.0), (1.0, 1.0, 1.0), (0.0, 1.0, 1.0), (1.0, 0.0, 1.0)][: len(levels)]
         models = createIsodoseModels(scene, (composite, ImageGeometry.fromImage(compositeImage)), levels,
                                      colors=isodoseColors or None, name="Composite EQD2", lineThicknessPx=3)
         gtv = structures.get("GTV")

@@ -68,11 +68,45 @@ def _gridNote(mask, cutAtEdge: bool) -> str:
     return ""
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..core.dvh import computeDvh
-    from ..core.atomic import atomicWriteText, checkOutputFiles
+def _isTargetName(name: str) -> bool:
+    from ..core.tissues import TissueTable
+
+    entry = TissueTable.default().lookup(name)
+    return bool(entry and entry.isTarget)
+
+
+def _structureNamed(name: str, masks: dict, where) -> str:
+    """The structure ``--structure`` names: the exact name, else the one name equal to it without case, spaces and
+    separators (as the dose command and studies match names)."""
     from ..core.errors import InputError
-    from .eqd2 import readDoseFile
+    from ..core.tissues import normalizeStructureName
+
+    if name in masks:
+        return name
+    same = [present for present in masks if normalizeStructureName(present) == normalizeStructureName(name)]
+    if len(same) == 1:
+        return same[0]
+    why = ""
+    if not same and str(where).lower().endswith(".dcm"):
+        from ..core.rtstruct import readRtStruct
+
+        # an ROI of the RTSTRUCT with no contours (or only points) holds no voxel: say so, not "not found"
+        drawn = [roi for roi in readRtStruct(where).rois
+                 if normalizeStructureName(roi.name) == normalizeStructureName(name) and (roi.isEmpty or roi.isPoint)]
+        if drawn:
+            why = f": the RTSTRUCT's ROI '{drawn[0].name}' has {'only points' if drawn[0].isPoint else 'no contours'}"
+    raise InputError(f"structure {name} not found" + (f" (several match: {', '.join(same)})" if same else why)
+                     + f"; present: {', '.join(masks)}", where)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..core.atomic import atomicWriteText, checkOutputFiles
+    from ..core.dvh import computeDvh
+    from ..core.errors import InputError
+    from ..core.rtdose import PLAN_SUMMATION_TYPES
+    from .eqd2 import _checkDoseLevel, readDoseFile
 
     if args.supersample < 1:
         raise InputError("--supersample must be ≥ 1")
@@ -81,14 +115,20 @@ def run(args: argparse.Namespace) -> int:
     checkOutputFiles({"--csv": args.csv, "--json": args.json}, [args.dose, args.segmentation],
                      {"--csv": (".csv",), "--json": (".json",)})
     dose, geometry, doseInfo = readDoseFile(args.dose)
+    # as eqd2 checks a dose (a newcomer's review: a dose in cGy gave a PTV Dmean of 4588 "Gy", exit code 0)
+    _checkDoseLevel(dose, doseInfo, args.dose)
+    summation = doseInfo.get("summationType")
+    if doseInfo.get("format") == "RTDOSE" and summation and summation not in PLAN_SUMMATION_TYPES:
+        logger.warning("%s: the RTDOSE is a %s dose (DoseSummationType), not the whole plan's: the DVH is of that "
+                       "dose", Path(args.dose).name, summation)
     masks, maskGeometry, cut = _readStructures(args.segmentation, geometry, args.supersample,
                                           doseInfo.get("frameOfReferenceUid") or None, args.dose)
+    if not doseInfo.get("frameOfReferenceUid") and str(args.segmentation).lower().endswith(".dcm"):
+        logger.warning("%s has no frame of reference (a dose image): whether the structures (%s) belong to it "
+                       "cannot be checked", Path(args.dose).name, Path(args.segmentation).name)
     if args.structure:
-        missing = [s for s in args.structure if s not in masks]
-        if missing:
-            raise InputError(f"structure(s) {', '.join(missing)} not found; present: {', '.join(masks)}",
-                             args.segmentation)
-        masks = {name: masks[name] for name in args.structure}
+        chosen = [_structureNamed(name, masks, args.segmentation) for name in args.structure]
+        masks = {name: masks[name] for name in dict.fromkeys(chosen)}
     results = []
     for name, mask in masks.items():
         try:
@@ -96,7 +136,17 @@ def run(args: argparse.Namespace) -> int:
         except InputError as error:  # name the dose file (a structure touching its NaN voxels: unknown dose)
             raise InputError(str(error), args.dose) from None
         row = dvh.toDict(args.bin_width)
-        row["note"] = _gridNote(mask, name in cut)
+        notes = [_gridNote(mask, name in cut)]
+        top = float(np.nanmax(dose)) if np.isfinite(dose).any() else 0.0
+        if mask.any() and _isTargetName(name) and row["dmaxGy"] is not None and top > 0 \
+                and row["dmaxGy"] < 0.5 * top:
+            # a newcomer's review: a prostate PTV read 0 Gy on another patient's dose without a word
+            notes.append(f"a target whose maximum ({row['dmaxGy']:.2f} Gy) is below half the dose's "
+                         f"({top:.2f} Gy): is the dose of this plan and patient?")
+        if mask.any():
+            # a metric left empty says why (a newcomer's review: D2cc of a 1.4 cc structure was an unexplained blank)
+            notes += [f"{key}: {reason}" for key, reason in (row.get("undefined") or {}).items()]
+        row["note"] = "; ".join(n for n in notes if n)
         if row["note"]:
             logger.warning("%s: %s", name, row["note"])
         results.append(row)

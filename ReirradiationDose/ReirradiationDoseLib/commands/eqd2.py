@@ -55,7 +55,7 @@ def readDoseFile(path: str | Path, physicalOnly: bool = False) -> tuple[np.ndarr
     if physicalOnly:  # before the values: an EQD2 map of the dose command holds NaN where its dose is unknown
         refuseNonPhysicalMap(headerQuantity(image), path)
     dose = checkedDoseArray(image, path, allowUnknown=not physicalOnly, allowNegative=not physicalOnly)
-    return dose, ImageGeometry.fromImage(image), {"format": "image"}
+    return dose, ImageGeometry.fromImage(image), {"format": "image", "quantity": headerQuantity(image)}
 
 
 def _courseFractions(args, doseInfo: dict) -> tuple[int, str, float | None]:
@@ -124,7 +124,8 @@ def _checkDoseLevel(dose, doseInfo: dict, path) -> None:
     from ..core.pipeline import emptyDoseMessage, implausibleDoseWarning
 
     what = f"the dose ({Path(path).name})"
-    for warning in (implausibleDoseWarning(dose, None, what, doseInfo.get("format") == "RTDOSE", where=path),
+    unitsKnown = doseInfo.get("format") == "RTDOSE" or bool(doseInfo.get("quantity"))  # this tool's maps: Gy
+    for warning in (implausibleDoseWarning(dose, None, what, unitsKnown, where=path),
                     emptyDoseMessage(dose, what)):
         if warning:
             logger.warning("%s", warning)

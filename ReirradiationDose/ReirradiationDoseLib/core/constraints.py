@@ -32,7 +32,7 @@ from pathlib import Path
 from .dvh import DvhResult, parseDvhMetric
 from .errors import InputError
 from .resources import resourcePath, uniqueKeysObject
-from .tissues import normalizeStructureName
+from .tissues import normalizeStructureName, sidelessName
 
 __all__ = [
     "SHIPPED_CONSTRAINT_SETS",
@@ -50,7 +50,7 @@ SHIPPED_CONSTRAINT_SETS = {
 _COMPARISONS = ("<", "<=", ">", ">=")
 _KINDS = ("cumulative", "first-course")
 _KEYS = {"structure", "aliases", "metric", "comparison", "limit", "unit", "alphaBetaGy", "kind", "level", "source",
-         "note", "recoveryInLimit", "conditions"}
+         "note", "recoveryInLimit", "priorRecovery", "conditions", "eachSide"}
 _CONDITIONS = ("minIntervalMonths", "maxCourseBedGy")
 
 
@@ -71,6 +71,10 @@ class OrganConstraint:
     note: str = ""
     recoveryInLimit: bool = False  # the limit already allows for recovery: read on the courses' plain sum
     conditions: tuple[tuple[str, float], ...] = ()  # (name, value) pairs of _CONDITIONS where the criterion holds
+    # the recovered fraction the limit's source credits every prior course, in place of the organ's own (Owen 2020's
+    # liver mean: prior dose discounted 50 %); None: the organ's own recovery
+    priorRecovery: float | None = None
+    eachSide: bool = False  # the limit holds for each side's structure of a paired organ ("SacralPlex_L", "_R")
 
     def __post_init__(self):
         object.__setattr__(self, "aliases", tuple(str(a) for a in self.aliases))
@@ -100,6 +104,8 @@ class OrganConstraint:
                 raise InputError(f"constraint {self.structure} {self.metric}: α/β must be > 0 Gy")
             object.__setattr__(self, "alphaBetaGy", ab)
         what = f"constraint {self.structure} {self.metric}"
+        if not isinstance(self.eachSide, bool):
+            raise InputError(f"{what}: 'eachSide' must be true or false, got {self.eachSide!r}")
         if not isinstance(self.recoveryInLimit, bool):
             raise InputError(f"{what}: 'recoveryInLimit' must be true or false, got {self.recoveryInLimit!r}")
         conditions = dict(self.conditions)
@@ -116,6 +122,15 @@ class OrganConstraint:
             raise InputError(f"{what}: 'maxCourseBedGy' needs a dose metric (Gy) and the constraint's α/β")
         if self.recoveryInLimit and self.kind != "cumulative":
             raise InputError(f"{what}: 'recoveryInLimit' applies to a cumulative limit, not to a {self.kind} limit")
+        if self.priorRecovery is not None:
+            value = self.priorRecovery
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
+                raise InputError(f"{what}: 'priorRecovery' is the fraction of the prior courses' dose the source "
+                                 f"credits as recovered, from 0 to below 1, got {value!r}")
+            if self.kind != "cumulative" or self.recoveryInLimit:
+                raise InputError(f"{what}: 'priorRecovery' applies to a cumulative limit read with recovery (not with "
+                                 "'recoveryInLimit', not to a first-course limit)")
+            object.__setattr__(self, "priorRecovery", float(value))
         object.__setattr__(self, "conditions", tuple((k, float(conditions[k])) for k in _CONDITIONS
                                                      if k in conditions))
 
@@ -128,23 +143,36 @@ class OrganConstraint:
         return self.limit if self.unit == "Gy" else None
 
     @property
+    def recoveryRule(self) -> bool | float:
+        """How the composite is read: True, each organ's own recovery; False, the courses' plain sum
+        (``recoveryInLimit``); a number, that fraction of every prior course recovered (``priorRecovery``)."""
+        if self.recoveryInLimit:
+            return False
+        return True if self.priorRecovery is None else self.priorRecovery
+
+    @property
     def isUpperLimit(self) -> bool:
         return self.comparison in ("<", "<=")
 
     def matches(self, structureName: str) -> bool:
-        key = normalizeStructureName(structureName)
-        return key in {normalizeStructureName(n) for n in (self.structure, *self.aliases)}
+        """The structure is this constraint's organ by its name or an alias; with ``eachSide`` also with a side
+        ("SacralPlex_L": a plexus limit holds for each side's structure; a lung V20 does not hold for one lung)."""
+        names = {normalizeStructureName(n) for n in (self.structure, *self.aliases)}
+        return normalizeStructureName(structureName) in names or (
+            self.eachSide and normalizeStructureName(sidelessName(structureName)) in names)
 
     def describe(self) -> str:
         ab = f" (EQD2, α/β {self.alphaBetaGy:g} Gy)" if self.alphaBetaGy is not None else ""
-        plain = ", courses summed without recovery" if self.recoveryInLimit else ""
+        plain = ", courses summed without recovery" if self.recoveryInLimit else (
+            "" if self.priorRecovery is None else f", prior courses discounted {100 * self.priorRecovery:g} %")
         return f"{self.structure} {self.metric} {self.comparison} {self.limit:g} {self.unit}{ab}, {self.kind}{plain}"
 
     def toDict(self) -> dict:
         return {"structure": self.structure, "aliases": list(self.aliases), "metric": self.metric,
                 "comparison": self.comparison, "limit": self.limit, "unit": self.unit,
                 "alphaBetaGy": self.alphaBetaGy, "kind": self.kind, "level": self.level, "source": self.source,
-                "note": self.note, "recoveryInLimit": self.recoveryInLimit, "conditions": dict(self.conditions)}
+                "note": self.note, "recoveryInLimit": self.recoveryInLimit, "priorRecovery": self.priorRecovery,
+                "conditions": dict(self.conditions), "eachSide": self.eachSide}
 
     @classmethod
     def fromDict(cls, data: dict) -> OrganConstraint:
@@ -177,7 +205,8 @@ class OrganConstraint:
                        alphaBetaGy=data.get("alphaBetaGy"), kind=str(data.get("kind", "cumulative")),
                        source=str(data.get("source", "")), comparison=str(data.get("comparison", "<")),
                        level=str(data.get("level", "limit")), note=str(data.get("note", "")),
-                       recoveryInLimit=data.get("recoveryInLimit", False), conditions=tuple(conditions.items()))
+                       recoveryInLimit=data.get("recoveryInLimit", False), conditions=tuple(conditions.items()),
+                       priorRecovery=data.get("priorRecovery"), eachSide=data.get("eachSide", False))
         except KeyError as error:
             raise InputError(f"a constraint lacks {error.args[0]!r}: {data!r}") from None
 

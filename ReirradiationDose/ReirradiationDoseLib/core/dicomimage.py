@@ -194,6 +194,8 @@ def readDicomObject(path: str | os.PathLike, modality: str, what: str | None = N
     """
     path = Path(path)
     what = what or modality
+    if path.is_dir():  # a newcomer's review: a folder was said not to exist
+        raise InputError(f"this is a folder, not a file: give the {what} file itself", path)
     if not path.is_file():
         raise InputError(f"the {what} file does not exist", path)
     errors = (InvalidDicomError, BytesLengthException, OSError, EOFError, ValueError, KeyError, TypeError,
@@ -224,7 +226,7 @@ def readDicomObject(path: str | os.PathLike, modality: str, what: str | None = N
                          path) from None
     found = str(ds.get("Modality", ""))
     if found != modality:
-        raise InputError(f"this DICOM file is an {found or 'object without Modality'}, not an {modality}", path)
+        raise InputError(f"this DICOM file's modality is {found or 'not given'}, not {modality}", path)
     return ds
 
 
@@ -330,7 +332,8 @@ def readImageSeries(path: str | os.PathLike, seriesInstanceUid: str | None = Non
 
 def _assemble(folder: Path, chosen: SeriesSummary, slices, skipped) -> tuple[sitk.Image, ImageSeriesInfo]:
     if chosen.modality in ("RTDOSE", "RTSTRUCT", "RTPLAN", "RTIMAGE", "SEG", "REG"):
-        raise InputError(f"series {chosen.seriesInstanceUid} is an {chosen.modality}, not an image series", folder)
+        raise InputError(f"series {chosen.seriesInstanceUid} is of modality {chosen.modality}, not an image series",
+                         folder)
     first = slices[0][1]
     if int(first.get("NumberOfFrames", 1) or 1) > 1:
         if len(slices) > 1:

@@ -1371,6 +1371,12 @@ def tissueTableFor(settings: DoseSettings):
     # order of the case's keys (a verification review: "Anal_Canal" listed before "Rectum" kept the shipped α/β 3)
     ordered = sorted(settings.tissues.items(), key=lambda item: sharesAnEntry(item[0]))
     where = settings.sourcePath or None
+    seen: dict[str, str] = {}
+    for name in settings.tissues:
+        other = seen.setdefault(normalizeStructureName(name), name)
+        if other != name:  # a newcomer's review: "rectum" 50 % and "Rectum" 25 % merged, one of them silently
+            raise InputError(f"tissues '{other}' and '{name}' in the case name the same structure (names are "
+                             "compared without case, spaces and separators): give it once", where)
     for name, spec in ordered:
         existing = table.lookup(name)
         if existing is not None and normalizeStructureName(name) != normalizeStructureName(existing.name):
@@ -1418,27 +1424,41 @@ def organRepairKey(courses: list[CourseResult], structure: str) -> tuple:
 
 
 def compositeAtAlphaBeta(courses: list[CourseResult], alphaBetaGy: float | None, structure: str | None = None,
-                         withRecovery: bool = True) -> np.ndarray:
+                         withRecovery: bool | float = True) -> np.ndarray:
     """Σ (1 − r_k) EQD2_k at one α/β for all voxels (what a constraint stated at that α/β is compared with; None: at
     the voxel α/β map); with ``structure``, each course with that structure's own recovery and, at an α/β, its own
     repair half-time (courses given more than once a day); ``withRecovery`` False: the courses' plain sum (a limit
-    that already allows for recovery, :attr:`.constraints.OrganConstraint.recoveryInLimit`)."""
+    that already allows for recovery, :attr:`.constraints.OrganConstraint.recoveryInLimit`); a number: that fraction
+    of every prior course recovered (a limit whose source discounts the prior dose so,
+    :attr:`.constraints.OrganConstraint.priorRecovery`)."""
     from .radiobiology import compositeEqd2
 
     doses = [c.eqd2Gy if alphaBetaGy is None else c.eqd2At(alphaBetaGy, structure) for c in courses]
-    return compositeEqd2(doses, [c.recoveryFor(structure) for c in courses] if withRecovery else None)
+    return compositeEqd2(doses, _courseRecoveries(courses, structure, withRecovery))
 
 
-def organRecoveryKey(courses: list[CourseResult], structure: str, withRecovery: bool = True) -> tuple:
+def _courseRecoveries(courses: list[CourseResult], structure: str | None, withRecovery: bool | float):
+    """The recovered fraction (or map) of each course for :func:`compositeAtAlphaBeta`; None for the plain sum."""
+    if withRecovery is False:
+        return None
+    if withRecovery is True:
+        return [c.recoveryFor(structure) for c in courses]
+    return [None if c.recoveryMap is None else float(withRecovery) for c in courses]
+
+
+def organRecoveryKey(courses: list[CourseResult], structure: str, withRecovery: bool | float = True) -> tuple:
     """The recovered fractions ``structure`` is read with in each course (its own tissue's; 0 for a limit read on the
-    plain sum): with :func:`organRepairKey`, what an organ's composite depends on besides the α/β."""
-    if not withRecovery:
+    plain sum; a limit's own fraction for the prior courses): with :func:`organRepairKey`, what an organ's composite
+    depends on besides the α/β."""
+    if withRecovery is False:
         return (0.0,) * len(courses)
+    if withRecovery is not True:
+        return tuple(0.0 if c.recoveryMap is None else float(withRecovery) for c in courses)
     return tuple(0.0 if c.recoveryMap is None else c.ownRecovery(structure) for c in courses)
 
 
 def organCompositeKey(courses: list[CourseResult], alphaBetaGy: float | None, structure: str,
-                      withRecovery: bool = True) -> tuple:
+                      withRecovery: bool | float = True) -> tuple:
     """What :func:`compositeAtAlphaBeta` of ``structure`` depends on: the α/β, the organ's repair factors at that α/β
     and its recovered fractions; organs with the same key share one composite (made once per key)."""
     return (alphaBetaGy, None if alphaBetaGy is None else organRepairKey(courses, structure),
@@ -1690,9 +1710,10 @@ def _dvhAndConstraints(settings, masks, geometry, composite, courseResults, warn
         with its α/β: also where a target owns the voxel)."""
         ab = constraint.alphaBetaGy
         if course is None:
-            recovered = not constraint.recoveryInLimit
-            how = ("the organ's own recovery applied" if recovered else
-                   "summed without recovery: the limit allows for it")
+            recovered = constraint.recoveryRule
+            how = ("the organ's own recovery applied" if recovered is True else
+                   "summed without recovery: the limit allows for it" if recovered is False else
+                   f"every prior course discounted {100 * recovered:g} %, as the limit's source does")
             return (lambda structure: compositeAtAlphaBeta(courseResults, ab, structure, recovered)), (
                 f"composite EQD2 {'at the voxel α/β map' if ab is None else f'at α/β {ab:g} Gy'} (all courses, {how})")
         if ab is None:
@@ -1713,8 +1734,7 @@ def _dvhAndConstraints(settings, masks, geometry, composite, courseResults, warn
         """Which dose a structure is read from: the description, and the recovered fractions (the composite) and
         repair factors it depends on."""
         if course is None:
-            return description, organCompositeKey(courseResults, constraint.alphaBetaGy, name,
-                                                  not constraint.recoveryInLimit)
+            return description, organCompositeKey(courseResults, constraint.alphaBetaGy, name, constraint.recoveryRule)
         if constraint.alphaBetaGy is None:  # the organ's own α/β where the EQD2 exceeds the physical dose
             return description, (_tissueAlphaBeta(tissueTable, name), organRepairKey([course], name))
         return description, organRepairKey([course], name)
@@ -1749,7 +1769,7 @@ def _dvhAndConstraints(settings, masks, geometry, composite, courseResults, warn
                 delivered = ("dose delivered in a prior course, against its single-course tolerance: what the organ "
                              "received then, not a verdict on the new plan")
                 item = replace(item, reason=f"{item.reason}; {delivered}" if item.reason else delivered)
-            if course is None and not constraint.recoveryInLimit and item.structureName:
+            if course is None and constraint.recoveryRule is True and item.structureName:
                 # the recovery actually credited beside the number (ESTRO-EORTC: α/β, recovery and interval with
                 # every cumulative dose), not only "the organ's own recovery applied"
                 item = replace(item, dose=f"{description}; {_recoveryCredited(courseResults, item.structureName)}")
@@ -1823,7 +1843,7 @@ def currentCourseScaling(settings, masks, geometry, courseResults, alphaBetaMap)
                 continue
             # an organ is read with its own recovery and, at a constraint's α/β, its own repair half-time (as in
             # the constraint table)
-            recovered = not constraint.recoveryInLimit
+            recovered = constraint.recoveryRule
             key = organCompositeKey(priors, ab, name, recovered)
             if key not in priorAt:
                 if not priors:
@@ -1960,7 +1980,7 @@ def _remainingBudget(settings, masks, geometry, courseResults, repairFactorOf, a
         if not givesVoxelBudget(constraint):
             continue
         ab = constraint.alphaBetaGy
-        recovered = not constraint.recoveryInLimit
+        recovered = constraint.recoveryRule
         for name, mask in masks.items():
             if not constraint.matches(name) or not mask.any():
                 continue
@@ -1971,7 +1991,9 @@ def _remainingBudget(settings, masks, geometry, courseResults, repairFactorOf, a
             abValues = ab if ab is not None else alphaBetaMap[mask]
             plannedFactor = (plannedOrganFactors or {}).get(name, 1.0)
             row = {"structure": name, "constraint": f"{constraint.metric} {constraint.comparison} "
-                   f"{constraint.limit:g} Gy EQD2" + ("" if recovered else " (courses summed without recovery)"),
+                   f"{constraint.limit:g} Gy EQD2" + ("" if recovered is True else " (courses summed without recovery)"
+                                                       if recovered is False else
+                                                       f" (prior courses discounted {100 * recovered:g} %)"),
                    "alphaBetaGy": ab if ab is not None else "voxel map",
                    "allCoursesMaxEqd2Gy": float(np.nanmax(prior)) if np.isfinite(prior).any() else None}
             planned = {"plannedFractions": settings.plannedFractions,

@@ -196,6 +196,9 @@ def readRtDose(path: str | os.PathLike, allowRelative: bool = False) -> RtDose:
     not Gy); every dose-accumulation path keeps the default, which refuses it.
     """
     path = Path(path)
+    if path.is_dir():  # a newcomer's review: a folder was said not to exist
+        raise InputError("this is a folder, not a dose file: give the RTDOSE file itself (e.g. RD*.dcm) or a dose "
+                         "image (NRRD, NIfTI, MHA)", path)
     if not path.is_file():
         raise InputError("the dose file does not exist", path)
     if not isDicomFile(path):  # a file without the 128-byte preamble is still DICOM: its scaling and units count

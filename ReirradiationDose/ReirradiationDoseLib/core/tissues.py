@@ -50,6 +50,25 @@ def normalizeStructureName(name: str) -> str:
     return _NON_ALNUM.sub("", str(name).lower())
 
 
+_SIDE_SUFFIX = re.compile(r"[\s_.-]+(l|r|lt|rt|left|right)$", re.IGNORECASE)
+_MARGIN_SUFFIX = re.compile(r"[\s_.-]*prv[\s_.-]*(\d+(\.\d+)?\s*(mm|cm)?)?$", re.IGNORECASE)
+
+
+def structureNameVariants(name: str) -> list[str]:
+    """The name without a side suffix ("_L", " Rt", "-left"), without a planning-margin suffix ("_PRV", "PRV05",
+    "_PRV3mm"), and without both, in that order; only the variants that differ from the name."""
+    name = str(name).strip()
+    sideless = _SIDE_SUFFIX.sub("", name)
+    marginless = _MARGIN_SUFFIX.sub("", name)
+    both = (_MARGIN_SUFFIX.sub("", sideless), _SIDE_SUFFIX.sub("", marginless))  # "Cord_PRV_L", "Cord_L_PRV"
+    return [v for v in dict.fromkeys((sideless, marginless, *both)) if v and v != name]
+
+
+def sidelessName(name: str) -> str:
+    """The name without a side suffix ("SacralPlex_L" → "SacralPlex")."""
+    return _SIDE_SUFFIX.sub("", str(name).strip())
+
+
 @dataclass(frozen=True)
 class TissueEntry:
     """One tissue: α/β (Gy), recovery model, overlap priority (higher wins among organs), target flag, aliases."""
@@ -165,7 +184,20 @@ class TissueTable:
 
     # ---- lookup ---------------------------------------------------------------------------------------------
     def lookup(self, structureName: str) -> TissueEntry | None:
-        """The entry for a structure name (case/space/alias tolerant; GTV*/CTV*/PTV* by prefix), or None."""
+        """The entry for a structure name (case/space/alias tolerant; GTV*/CTV*/PTV* by prefix), or None; a name
+        found neither way is looked up again without a side ("SacralPlex_L") and then without a planning margin
+        ("SpinalCord_PRV05": the cord's α/β, as its limits are the cord's) (an independent review: both read the
+        default α/β 3 instead of 2, without a word)."""
+        entry = self._lookupExact(structureName)
+        if entry is not None:
+            return entry
+        for stripped in structureNameVariants(structureName):
+            entry = self._lookupExact(stripped)
+            if entry is not None:
+                return entry
+        return None
+
+    def _lookupExact(self, structureName: str) -> TissueEntry | None:
         normalized = normalizeStructureName(structureName)
         entry = self._index.get(normalized)  # type: ignore[attr-defined]
         if entry is not None:

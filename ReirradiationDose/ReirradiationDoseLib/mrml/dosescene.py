@@ -66,13 +66,14 @@ def _table(scene, key: str, name: str, rows: list[dict], created: list):
     return table
 
 
-# Composite isodose lines, ordered by dose: grey, white, orange, red, then dark red (isodose lines are also drawn
-# thicker than the structure outlines, whose colours come from the RTSTRUCT).
-_COMPOSITE_ISODOSE_PALETTE = [(0.55, 0.55, 0.55), (1.0, 1.0, 1.0), (1.0, 0.55, 0.0), (1.0, 0.1, 0.1), (0.6, 0.0, 0.0)]
+# Composite isodose lines, ordered by dose: blue, white, orange, red, then dark red (isodose lines are also drawn
+# thicker than the structure outlines, whose colours come from the RTSTRUCT). The lowest was grey, hard to tell from
+# the CT (a newcomer's review).
+_COMPOSITE_ISODOSE_PALETTE = [(0.25, 0.5, 1.0), (1.0, 1.0, 1.0), (1.0, 0.55, 0.0), (1.0, 0.1, 0.1), (0.6, 0.0, 0.0)]
 
 
 def compositeIsodoseColors(levelsGy) -> list[tuple[float, float, float]]:
-    """One colour per level (lowest level grey … highest dark red), following the order of the levels by dose."""
+    """One colour per level (lowest level blue … highest dark red), following the order of the levels by dose."""
     order = sorted(range(len(levelsGy)), key=lambda i: float(levelsGy[i]))
     colors: list = [None] * len(levelsGy)
     for rank, index in enumerate(order):
