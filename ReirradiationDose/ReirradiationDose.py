@@ -406,15 +406,20 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def _updateSliceLayers(self, _checked: bool = False, fit: bool = False) -> None:
         """Background: the current CT, or the MRI input when "Show over MRI" is ticked (and there is one).
-        Foreground: the composite EQD2 at opacity 0.4 when "Colour wash" is ticked, otherwise none."""
+        Foreground: the composite EQD2 at opacity 0.4 when "Colour wash" is ticked, otherwise none; label: where the
+        dose is unknown, over the wash."""
         p = self._parameterNode
         if not p or not p.currentCt:
             return
         useMri = bool(self.ui.showOverMriCheckBox.checked and p.currentMri)
         background = p.currentMri if useMri else p.currentCt
         wash = p.compositeEqd2 if self.ui.colourWashCheckBox.checked else None
+        # over the wash, where a course's dose is unknown: there the wash shows only the known courses' sum
+        dosescene = importlib.import_module("ReirradiationDoseLib.mrml.dosescene")
+        unknown = dosescene.outputNode(slicer.mrmlScene, "unknown") if wash is not None else None
         slicer.util.setSliceViewerLayers(background=background, foreground=wash,
-                                         foregroundOpacity=0.4 if wash is not None else 0.0, fit=fit)
+                                         foregroundOpacity=0.4 if wash is not None else 0.0, label=unknown,
+                                         labelOpacity=dosescene.UNKNOWN_DOSE_LABEL_OPACITY, fit=fit)
 
     def onReload(self) -> None:
         """Reload the Lib packages (core first, then mrml) before the module file itself."""
@@ -494,14 +499,15 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
                  movingStructures=None, outputTransform=None, progress=None, initialTransform=None) -> dict:
         """Register ``movingVolume`` (prior CT, or MRI with ``method="rigid (MRI)"`` / ``"affine (MRI)"``) onto
         ``fixedVolume`` (the current planning CT) with ``ReirradiationDoseLib.mrml.registration.registerVolumes``
-        and place the moving volume under the transform node (the one an earlier registration of the same pair and
-        method made, refilled, else a new one), so it is shown aligned. ``method``: one of
-        ``REGISTRATION_METHODS``. Returns the dict of ``registerVolumes`` (``transform``, ``summary``, ``warnings``,
-        ``quality``...); on failure or cancel nothing is added and the moving volume keeps its place.
+        and place the moving volume (and its structures, when they sat where it sat) under the transform node (the
+        one an earlier registration of the same pair and method made, refilled, else a new one), so it is shown
+        aligned. ``method``: one of ``REGISTRATION_METHODS``. Returns the dict of ``registerVolumes``
+        (``transform``, ``summary``, ``warnings``, ``quality``...); on failure or cancel nothing is added and the
+        moving volume keeps its place.
         ``initialTransform``: a linear transform node where the registration starts (a manual pre-alignment);
         ``movingStructures``: organs that guide a deformable registration, and with ``fixedStructures`` the contour
         check of any registration."""
-        from ReirradiationDoseLib.mrml.registration import earlierRegistration, registerVolumes
+        from ReirradiationDoseLib.mrml.registration import earlierRegistration, placeUnderRegistration, registerVolumes
 
         if method not in REGISTRATION_METHODS:
             raise ValueError(f"unknown registration method '{method}' (use one of {', '.join(REGISTRATION_METHODS)})")
@@ -511,7 +517,7 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
                                  multimodal=method.endswith("(MRI)"), fixedStructures=fixedStructures,
                                  movingStructures=movingStructures, outputTransform=outputTransform,
                                  progress=progress, initialTransform=initialTransform)
-        movingVolume.SetAndObserveTransformNodeID(result["transform"].GetID())
+        placeUnderRegistration(movingVolume, result["transform"], movingStructures)
         return result
 
     @staticmethod

@@ -49,6 +49,22 @@ def test_structures_off_the_ct_refused_and_partly_empty_ones_warned(scene, input
     assert any("structure(s) Bladder of 'Partly' are empty on the planning CT 'CT'" in w for w in out["warnings"])
 
 
+def test_a_structure_reaching_beyond_the_ct_is_warned_with_the_share_outside(scene, inputs):
+    """A review of the module: a rectum continuing below the CT's first slice was cut to the CT without a word (the
+    case file's reader warns), its DVH and unknown-dose share read on the rest. Drawn on a grid 4 slices longer
+    below: 4 of its 8 slices lie outside."""
+    longer = ImageGeometry((24, 24, 16), (4.0, 4.0, 5.0), (-46.0, -46.0, -47.5))
+    rectum = np.zeros(longer.shape, bool)
+    rectum[0:8, 17:22, 8:16] = True  # slices -4..3 of the CT
+    gtv = np.zeros(longer.shape, bool)
+    gtv[8:12, 8:16, 8:16] = True  # inside
+    structures = segmentationNodeFromMasks(scene, {"GTV": gtv, "Rectum": rectum}, longer, name="Longer")
+    out = run(scene, inputs, structures=structures)
+    assert [w for w in out["warnings"] if "outside the planning CT" in w] == [
+        "50.0 % of structure 'Rectum' of 'Longer' lies outside the planning CT 'CT': its volume, DVH and constraints "
+        "describe the part inside"]
+
+
 def test_one_dose_in_two_courses_the_ct_as_dose_and_wrong_node_kinds_refused(scene, inputs):
     priors = [dict(inputs["priors"][0], doseNode=inputs["current"])]
     refused(scene, lambda: run(scene, inputs, priorCourses=priors), "the current course and course 'Prior' use the "

@@ -25,11 +25,13 @@ from ReirradiationDoseLib.core.registration import (  # noqa: E402
 from ReirradiationDoseLib.mrml.nodes import (  # noqa: E402
     arrayAndGeometryFromVolumeNode,
     masksFromSegmentationNode,
+    removeNodes,
     segmentationNodeFromMasks,
     volumeNodeFromArray,
 )
 from ReirradiationDoseLib.mrml.registration import (  # noqa: E402
     REVIEW_ATTRIBUTE,
+    placeUnderRegistration,
     propagateSegmentation,
     registerVolumes,
     reviewVolumes,
@@ -153,6 +155,26 @@ def test_review_volumes_show_the_registration_and_replace_themselves(registered)
     assert all(made[k].GetScene() is None for k in made)
     found = [again[k].GetAttribute(REVIEW_ATTRIBUTE) for k in again]
     assert sorted(found) == sorted(f"{node.GetID()}:{k}" for k in again)
+    # the grid node under a set-up shift (a composite when read back): its Jacobian is the whole chain's, the same
+    # as the grid's alone (a review: an AttributeError)
+    from ReirradiationDoseLib.mrml.transforms import transformNodeFromSitk
+
+    step = float(again["jacobian"].GetSpacing()[0])
+    shift = transformNodeFromSitk(scene, sitk.TranslationTransform(3, (2 * step, 0.0, 0.0)), "Set-up shift",
+                                  registered["geometry"])
+    node.SetAndObserveTransformNodeID(shift.GetID())
+    try:
+        chained = reviewVolumes(scene, current, prior, node, kinds=("jacobian",))
+        shifted = arrayAndGeometryFromVolumeNode(chained["jacobian"])[0]
+        alone = arrayAndGeometryFromVolumeNode(again["jacobian"])[0]
+        # the field read two voxels along x: the same values, moved (a translation leaves the determinant as it is)
+        assert shifted.shape == alone.shape
+        inner = (slice(2, -2), slice(2, -2), slice(4, -4))
+        moved = min(np.abs(shifted[inner] - np.roll(alone, roll, axis=2)[inner]).max() for roll in (-2, 2))
+        assert moved < 1e-3
+    finally:
+        node.SetAndObserveTransformNodeID(None)
+        removeNodes(scene, [shift, *chained.values()])
 
 
 def test_propagated_prior_structures_land_on_todays_organs(registered):
@@ -257,6 +279,18 @@ def test_registration_starts_from_a_hand_alignment(demoCase):
         assert implied["description"]["initialTransform"] == "by hand"
         assert "Started from 'by hand', the transform 'Turned CT' was under; the result includes it." in \
             implied["summary"]
+        # the module then shows the volume under its registration, and its structures with it when they sat under the
+        # same hand alignment (left behind they showed misaligned and carrying them was refused: a review)
+        structures = segmentationNodeFromMasks(scene, {"Body": array > -500}, geometry, name="Turned structures")
+        structures.SetAndObserveTransformNodeID(byHand.GetID())
+        elsewhere = segmentationNodeFromMasks(scene, {"Body": array > -500}, geometry, name="Other structures")
+        assert placeUnderRegistration(moving, implied["transform"], structures) == [moving, structures]
+        assert structures.GetTransformNodeID() == implied["transform"].GetID()
+        assert placeUnderRegistration(moving, implied["transform"], elsewhere) == [moving]
+        assert elsewhere.GetTransformNodeID() is None
+        carried, _ = propagateSegmentation(scene, structures, implied["transform"], current, moving)
+        assert carried is not None
+        moving.SetAndObserveTransformNodeID(byHand.GetID())
         grid = transformNodeFromSitk(scene, displacementFieldTransform(sitk.Image([4, 4, 4], sitk.sitkVectorFloat64,
                                                                                   3)), "a field", geometry)
         with pytest.raises(InputError, match="initial transform 'a field' is a vtkMRMLGridTransformNode"):
@@ -300,6 +334,12 @@ def test_mri_rigid_node_matches_the_known_transform(demoCase):
                            got.TransformPoint(points[0].tolist()), atol=0.2)
         made = reviewVolumes(scene, current, mri, node, kinds=("checkerboard", "jacobian"))
         assert set(made) == {"checkerboard"}  # no Jacobian map for a linear transform
+        # registered once more into the node: its checkerboard showed the earlier registration (a review); removed
+        # and said
+        third = registerVolumes(scene, current, mri, "rigid", multimodal=True, outputTransform=node)
+        assert made["checkerboard"].GetScene() is None
+        assert third["warnings"] == [f"{node.GetName()} checkerboard: made from the earlier registration in "
+                                     f"'{node.GetName()}', removed; make them again from this one"]
     finally:
         closeScene(scene)
 

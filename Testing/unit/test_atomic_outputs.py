@@ -103,8 +103,8 @@ def test_an_output_that_cannot_be_made_is_refused_before_the_run(tmp_path):
 
 def test_files_added_to_an_earlier_output_are_not_deleted_with_it(tmp_path):
     """A newcomer's review: notes put into an earlier output folder were deleted without a word when the run was
-    repeated. The marker lists what the run wrote; a file it does not list stops the next run, named; an earlier
-    output whose marker has no list (older version) is replaced as before."""
+    repeated. The marker lists what the run wrote; a file it does not list stops the next run, named, unless a file
+    browser left it; an earlier output whose marker has no list (older version) is replaced as before."""
     out = tmp_path / "out"
     with atomicOutputDir(out) as tmp:
         (tmp / "summary.json").write_text("{}")
@@ -112,7 +112,9 @@ def test_files_added_to_an_earlier_output_are_not_deleted_with_it(tmp_path):
         (tmp / "pictures" / "a.png").write_text("x")
     marker = (out / OUTPUT_MARKER).read_text()
     assert marker.endswith("files written:\npictures/a.png\nsummary.json\n")
-    with atomicOutputDir(out) as tmp:  # the same files again: replaced
+    for name in (".DS_Store", "pictures/._a.png", "pictures/Thumbs.db"):  # a file browser's, not the user's work
+        (out / name).write_text("x")
+    with atomicOutputDir(out) as tmp:  # replaced (a verification review: a Finder visit blocked the next run)
         (tmp / "summary.json").write_text("{}")
     (out / "my_notes.txt").write_text("keep me")
     with pytest.raises(InputError, match=r"holds files it did not write \(my_notes.txt\): replacing the folder would "

@@ -492,20 +492,31 @@ def test_recovery_credited_within_six_months_is_warned():
 
 def test_a_dose_and_fractions_or_plan_that_do_not_go_together_are_warned():
     """A newcomer's review: 47 Gy in one fraction converted to an EQD2 of 471 Gy without a word, and a NRRD dose (it
-    cannot name its plan) took the 7 fractions of a 14 Gy breast boost's RTPLAN for a 47 Gy prostate dose."""
-    from ReirradiationDoseLib.core.pipeline import fractionationWarnings
+    cannot name its plan) took the 7 fractions of a 14 Gy breast boost's RTPLAN for a 47 Gy prostate dose. A
+    verification review: radiosurgery and SBRT plans must not be warned (Gamma Knife 20 Gy at the 50 % line, lung
+    1 x 34 Gy, 3 x 20 Gy at the 60 % line, Gamma Knife at the 45 % line, an integrated boost at 2.2 times)."""
+    from ReirradiationDoseLib.core.pipeline import dosePerFractionWarning, prescriptionWarning
 
-    dose = np.array([0.0, 20.0, 47.08], np.float32)
-    assert fractionationWarnings(dose, 23, 46.0, "the dose (prostate.nrrd)", "RP.dcm") == []
-    assert fractionationWarnings(dose, 1, None, "the dose (prostate.nrrd)") == [
-        "the dose (prostate.nrrd): its maximum 47.1 Gy in 1 fraction(s) is 47.1 Gy per fraction, more than "
-        "single-fraction radiosurgery gives (25 Gy): check the number of fractions"]
-    assert fractionationWarnings(dose, 7, 14.0, "the dose (prostate.nrrd)", "breast.dcm") == [
+    cc = 0.008  # 2 mm voxels
+    prostate = np.zeros(40_000, np.float32)  # 320 cc
+    prostate[:30_000] = 46.0  # 240 cc at 46 Gy, the maximum 47.08 Gy
+    prostate[0] = 47.08
+    assert dosePerFractionWarning(prostate, 23, cc, "the dose (prostate.nrrd)") is None
+    assert dosePerFractionWarning(prostate, 1, cc, "the dose (prostate.nrrd)") == (
+        "the dose (prostate.nrrd): 240 cc receive more than 25 Gy a fraction in 1 fraction(s), beyond any course "
+        "given (radiosurgery reaches it in a small target only): check the number of fractions")
+    srs = np.zeros(40_000, np.float32)
+    srs[:2_000] = 30.0  # 16 cc above 25 Gy: a radiosurgery target, its centre at 40 Gy
+    srs[0] = 40.0
+    assert dosePerFractionWarning(srs, 1, cc, "Gamma Knife") is None
+    assert prescriptionWarning(prostate, 46.0, "the dose (prostate.nrrd)", "RP.dcm") is None
+    assert prescriptionWarning(prostate, 14.0, "the dose (prostate.nrrd)", "breast.dcm") == (
         "the dose (prostate.nrrd): its maximum 47.1 Gy is 3.36 times the prescription of the RTPLAN breast.dcm "
-        "(14 Gy), outside 0.9-2: is this the plan of this dose? Its number of fractions converts the dose"]
-    assert len(fractionationWarnings(dose, 23, 60.0, "d")) == 1  # below 0.9 of the prescription
-    assert fractionationWarnings(np.array([24.0]), 1, 20.0, "radiosurgery") == []
-    assert fractionationWarnings(np.array([np.nan, 0.0]), 1, 20.0, "no dose") == []
+        "(14 Gy), outside 0.9-3: is this the plan of this dose? Its number of fractions converts the dose")
+    assert prescriptionWarning(prostate, 60.0, "d") is not None  # below 0.9 of the prescription
+    for maximum, prescription in ((40.0, 20.0), (44.4, 20.0), (55.0, 25.0), (33.0 * 3, 60.0)):
+        assert prescriptionWarning(np.array([maximum]), prescription, "radiosurgery or a boost") is None
+    assert prescriptionWarning(np.array([np.nan, 0.0]), 20.0, "no dose") is None
 
 
 def test_the_liver_mean_is_read_with_the_prior_dose_discounted_as_its_source_does():
@@ -532,3 +543,32 @@ def test_two_tissue_entries_naming_one_structure_are_refused():
                             sourcePath="case.json")
     with pytest.raises(InputError, match="tissues 'rectum' and 'Rectum' in the case name the same structure"):
         tissueTableFor(settings)
+
+
+def test_the_dose_per_fraction_is_checked_for_courses_given_in_memory_too():
+    """A verification review: the check sat in the case file's reader only; the module's courses (fractions typed by
+    hand) reach computeDose directly: 47 Gy in one fraction gave a composite of 520 Gy without a word."""
+    shape = (30, 30, 30)  # 216 cc of 2 mm voxels
+    result = run({}, [("prior", 47.0, 1, dt.date(2023, 1, 1), False),
+                      ("current", 30.0, 15, dt.date(2024, 1, 1), True)], None, shape=shape)
+    assert [w for w in result.warnings if "Gy a fraction" in w] == [
+        "course 'prior' (in memory): 216 cc receive more than 25 Gy a fraction in 1 fraction(s), beyond any course "
+        "given (radiosurgery reaches it in a small target only): check the number of fractions"]
+
+
+def test_a_limits_own_prior_discount_spares_targets_and_is_said_early():
+    """A verification review: Owen's 50 % discounted the GTV's voxels inside the liver too (targets recover
+    nothing), and was credited one month after the prior course without a word. The liver half inside the GTV:
+    (0.5 x 10 + 6) outside it and (10 + 6) inside it: a mean of 13.5 Gy."""
+    liver = np.zeros(SHAPE, bool)
+    liver[1:5, 1:5, 1:5] = True
+    gtv = np.zeros(SHAPE, bool)
+    gtv[1:3, 1:5, 1:5] = True
+    result = run({"Liver": liver, "GTV": gtv}, [("prior", 10.0, 5, dt.date(2023, 12, 1), False),
+                                                ("current", 6.0, 3, dt.date(2024, 1, 1), True)], "general")
+    mean = next(r for r in result.constraintResults if r.structureName == "Liver" and r.constraint.metric == "Dmean")
+    assert mean.value == pytest.approx(0.5 * 11.0 + 0.5 * 16.0, abs=1e-4)
+    assert [w for w in result.warnings if "as its source does" in w] == [
+        "Liver Dmean < 15 Gy is read with the prior courses' dose discounted 50 % as its source does (Owen et al. "
+        "2020), although course 'prior' ended 1.0 months before: time-based recovery models credit none before 6 "
+        "months"]

@@ -181,50 +181,60 @@ def test_eqd2_command_takes_the_fractions_from_the_rtplan(tmp_path, demoCase, ca
     assert "give the number of fractions (--fractions) or the course's RTPLAN (--plan)" in capsys.readouterr().err
 
 
-def test_eqd2_warns_a_nrrd_dose_far_from_its_plans_prescription(tmp_path, demoCase, doseFile, caplog):
+def test_eqd2_warns_a_nrrd_dose_far_from_its_plans_prescription(tmp_path, demoCase, caplog):
     """A newcomer's review: a NRRD dose cannot name its RTPLAN, so any plan's fractions were taken silently (a
-    breast boost's 7 for a prostate dose). The demo's prior RTPLAN (50 Gy in 25) with this 50 Gy dose: nothing said;
-    with the current course's (30.6 Gy in 17) the maximum is 1.63 times its prescription, still a plan's hot spot;
-    read as one fraction: warned."""
-    prior = demoCase.outputDir / "prior" / "RTPLAN.dcm"
-    caplog.clear()
-    assert main(["eqd2", "--dose", str(doseFile), "--plan", str(prior), "--alpha-beta", "3",
-                 "-o", str(tmp_path / "a.nrrd")]) == 0
-    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == []
-    current = demoCase.outputDir / "current" / "RTPLAN.dcm"
-    assert main(["eqd2", "--dose", str(doseFile), "--plan", str(current), "--alpha-beta", "3",
-                 "-o", str(tmp_path / "c.nrrd")]) == 0
-    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == []
+    breast boost's 7 for a prostate dose). A 50 Gy dose over 200 cc with the demo's prior RTPLAN (50 Gy in 25):
+    nothing said; with the current course's (30.6 Gy in 17) the maximum is 1.63 times its prescription, a plan's hot
+    spot: nothing said; read as one fraction: warned."""
+    geometry = ImageGeometry((40, 40, 20), (2.0, 2.0, 2.0))
+    dose = np.zeros(geometry.shape, np.float32)
+    dose[2:18, 5:35, 5:35] = 50.0  # 14 400 voxels: 115.2 cc
+    doseFile = tmp_path / "dose.nrrd"
+    sitk.WriteImage(imageFromArray(dose, geometry), str(doseFile))
+    for plan in (demoCase.outputDir / "prior" / "RTPLAN.dcm", demoCase.outputDir / "current" / "RTPLAN.dcm"):
+        caplog.clear()
+        assert main(["eqd2", "--dose", str(doseFile), "--plan", str(plan), "--alpha-beta", "3",
+                     "-o", str(tmp_path / f"{plan.parent.name}.nrrd")]) == 0
+        assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == []
     caplog.clear()
     assert main(["eqd2", "--dose", str(doseFile), "--fractions", "1", "--alpha-beta", "3",
                  "-o", str(tmp_path / "b.nrrd")]) == 0
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
-        "the dose (dose.nrrd): its maximum 50.0 Gy in 1 fraction(s) is 50.0 Gy per fraction, more than "
-        "single-fraction radiosurgery gives (25 Gy): check the number of fractions"]
+        "the dose (dose.nrrd): 115 cc receive more than 25 Gy a fraction in 1 fraction(s), beyond any course given "
+        "(radiosurgery reaches it in a small target only): check the number of fractions"]
 
 
 def test_dvh_checks_the_dose_as_eqd2_does_and_explains_its_notes(tmp_path, doseFile, capsys, caplog):
     """A newcomer's review: `dvh` gave a dose in cGy as a PTV Dmean of 4588 "Gy", a PTV of another patient's dose
     0 Gy and an empty D2cc cell without a word, needed the exact case of --structure, and said a folder did not
-    exist."""
+    exist. A dose above 200 Gy is warned, not refused (brachytherapy near its sources, another tool's EQD2 map)."""
     box = np.zeros(GEOMETRY.shape, bool)
     box[2:4, 1:5, 1:5] = True  # 16 voxels at 50 Gy (slice 2) and 16 at 20 Gy (slice 3)
     cold = np.zeros(GEOMETRY.shape, bool)
-    cold[4:6, 1:5, 1:5] = True  # 20 Gy only: below half the dose's 50 Gy
+    cold[5:6, 1:5, 1:5] = True  # 1 Gy only: almost no dose (the dose's maximum 50 Gy)
+    dose = sitk.GetArrayFromImage(sitk.ReadImage(str(doseFile)))
+    dose[5] = 1.0
+    doseFile = tmp_path / "dose_cold.nrrd"
+    sitk.WriteImage(imageFromArray(dose, GEOMETRY), str(doseFile))
     seg = tmp_path / "s.seg.nrrd"
     writeSegNrrd(seg, {"Box": box, "PTV": cold}, GEOMETRY)
     cgy = tmp_path / "cgy.nrrd"
     sitk.WriteImage(sitk.ReadImage(str(doseFile)) * 100.0, str(cgy))
-    assert main(["dvh", "--dose", str(cgy), "--segmentation", str(seg)]) == 2
-    assert "reaches 5000.0 Gy, not a plausible course" in capsys.readouterr().err
+    caplog.clear()
+    assert main(["dvh", "--dose", str(cgy), "--segmentation", str(seg)]) == 0  # a DVH describes: warned
+    assert "the dose (cgy.nrrd) reaches 5000.0 Gy, more than an external-beam course gives (200 Gy): if it is in " \
+           "cGy, divide it by 100 (the DVH reads its values as Gy)" in \
+           [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     csvPath = tmp_path / "dvh.csv"
     assert main(["dvh", "--dose", str(doseFile), "--segmentation", str(seg), "--csv", str(csvPath),
                  "--structure", "box", "--structure", "ptv"]) == 0
-    rows = {line.split(",")[0]: line for line in csvPath.read_text().splitlines()[1:]}
-    assert sorted(rows) == ["Box", "PTV"]
-    assert rows["PTV"].endswith("a target whose maximum (20.00 Gy) is below half the dose's (50.00 Gy): is the dose "
-                                "of this plan and patient?; d2ccGy: D2cc is undefined: structure 'PTV' is only "
-                                "0.500 cc")
-    assert rows["Box"].endswith(",d2ccGy: D2cc is undefined: structure 'Box' is only 0.500 cc")
+    import csv
+
+    with open(csvPath, newline="", encoding="utf-8") as stream:
+        notes = {row["name"]: row["note"] for row in csv.DictReader(stream)}
+    assert notes == {"Box": "d2ccGy: D2cc is undefined: structure 'Box' is only 0.500 cc",
+                     "PTV": "a target that receives almost no dose (its maximum 1.00 Gy, the dose's 50.00 Gy): is the "
+                            "dose of this plan and patient?; d2ccGy: D2cc is undefined: structure 'PTV' is only "
+                            "0.250 cc"}
     assert main(["dvh", "--dose", str(tmp_path), "--segmentation", str(seg)]) == 2
     assert "this is a folder, not a dose file" in capsys.readouterr().err

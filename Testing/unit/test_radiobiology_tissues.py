@@ -180,15 +180,29 @@ def test_model_from_name_and_bad_input():
 
 @pytest.mark.parametrize(("name", "tissue", "alphaBeta"), [
     ("SacralPlex_L", "SacralPlex", 2.0), ("Sacral Plexus R", "SacralPlex", 2.0),
-    ("Plexus_Lumbosacral-Left", "SacralPlex", 2.0),
-    ("SpinalCord_PRV05", "SpinalCord", 2.0), ("SpinalCord PRV 5mm", "SpinalCord", 2.0),
-    ("Cord_PRV_L", "SpinalCord", 2.0),
-    ("Rectum_PRV", "Rectum", 3.0), ("Bladder", "Bladder", 3.0)])
-def test_a_side_or_a_planning_margin_reads_the_organs_entry(table, name, tissue, alphaBeta):
-    """An independent audit: "SacralPlex_L" and "SpinalCord_PRV05" took the default α/β 3 instead of the nerve's 2,
-    without a word (8 Gy in one fraction: EQD2 17.6 instead of 20 Gy)."""
+    ("Plexus_Lumbosacral-Left", "SacralPlex", 2.0), ("Femur_Head_Lt", "Femur_Head_L", 3.0),
+    ("Hip Right", "Femur_Head_R", 3.0), ("Bladder", "Bladder", 3.0)])
+def test_a_side_reads_the_organs_entry(table, name, tissue, alphaBeta):
+    """An independent audit: "SacralPlex_L" took the default α/β 3 instead of the nerve's 2, without a word; a
+    verification review: "Femur_Head_Lt" met the femoral-head limits but no tissue entry."""
     entry = table.lookup(name)
     assert entry is not None and entry.name == tissue and entry.alphaBetaGy == alphaBeta
+
+
+@pytest.mark.parametrize(("name", "alphaBeta"), [
+    ("SpinalCord_PRV05", 2.0), ("SpinalCord PRV 5mm", 2.0), ("Cord_PRV_L", 2.0), ("Rectum_PRV", 3.0),
+    ("Esophagus_L_PRV", 3.0)])
+def test_a_planning_margin_takes_its_organs_alpha_beta_only(table, name, alphaBeta):
+    """A PRV is read at its organ's α/β (the cord PRV at 2, not the default 3), but it is no tissue of the organ:
+    no priority and no recovery (a verification review: with the cord's priority 95 a cord PRV took the esophagus
+    voxels it overlaps, with the cord's α/β and recovery, in the composite map)."""
+    entry = table.lookup(name)
+    assert entry.name == name and entry.alphaBetaGy == alphaBeta
+    assert entry.priority == -1 and isinstance(entry.recovery, NoRecovery) and not entry.isTarget
+    cord, margin = np.array([1, 0, 0], bool), np.array([1, 1, 0], bool)
+    esophagus = np.array([0, 1, 1], bool)
+    ab, _, _ = alphaBetaMap({"SpinalCord": cord, "SpinalCord_PRV05": margin, "Esophagus": esophagus}, table)
+    assert list(ab) == [2.0, 3.0, 3.0]  # the esophagus keeps its voxel inside the margin
 
 
 def test_a_name_that_only_ends_like_a_side_is_not_an_organ(table):

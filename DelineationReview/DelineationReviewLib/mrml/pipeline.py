@@ -94,10 +94,13 @@ from ReirradiationDoseLib.core.segio import geometryFromSlicerGeometryString
 from ReirradiationDoseLib.mrml.nodes import (
     arrayFromVtkMatrix,
     defaultStructureColors,
-    masksFromSegmentationNode,
+    gridCovering,
     nodesWithAttribute,
     orientedImageFromArray,
     removeNodes,
+    segmentIndexBox,
+    segmentMask,
+    segmentOutsidePercent,
     vtkMatrixFromArray,
 )
 
@@ -226,44 +229,16 @@ def _segmentationOwnGeometry(segmentationNode, segmentId: str | None = None) -> 
                      "image geometry, no labelmap); choose a reference volume (e.g. the planning CT)")
 
 
-def _segmentIndexBox(segmentationNode, segmentId: str, geometry: ImageGeometry) -> tuple[np.ndarray, np.ndarray] | None:
-    """The box of ``geometry``'s voxel indices (i, j, k; first and last, possibly beyond the grid) whose centres lie
-    within the segment's bounds (every representation, RAS; a labelmap's reach the outer faces of its voxels); None
-    for an empty segment."""
-    bounds = [0.0] * 6
-    segmentationNode.GetSegmentation().GetSegment(segmentId).GetBounds(bounds)
-    if not all(np.isfinite(bounds)) or bounds[0] > bounds[1] or bounds[2] > bounds[3] or bounds[4] > bounds[5]:
-        return None
-    corners = np.array([[x, y, z] for x in bounds[0:2] for y in bounds[2:4] for z in bounds[4:6]])
-    index = geometry.lpsToIndex(lpsToRas(corners))  # RAS -> LPS is the same sign flip
-    return np.ceil(index.min(axis=0) - 1e-3).astype(int), np.floor(index.max(axis=0) + 1e-3).astype(int)
-
-
-def _gridCovering(geometry: ImageGeometry, boxes, maxVoxels: float = 0.0) -> ImageGeometry:
-    """``geometry`` extended (same directions, spacing and voxel positions) to hold every index box of ``boxes``;
-    with ``maxVoxels`` its spacing is multiplied by a whole factor until it has no more voxels than that."""
-    lo = np.minimum.reduce([np.zeros(3, int), *(box[0] for box in boxes)])
-    hi = np.maximum.reduce([np.array(geometry.sizeXyz) - 1, *(box[1] for box in boxes)])
-    step = 1
-    if maxVoxels:
-        while float(np.prod((hi - lo) // step + 1)) > maxVoxels:
-            step += 1
-    size = tuple(int(n) for n in (hi - lo) // step + 1)
-    spacing = tuple(float(s) * step for s in geometry.spacingMm)
-    origin = tuple(float(v) for v in geometry.indexToLps(lo.astype(float)))
-    return ImageGeometry(size, spacing, origin, geometry.direction)
-
-
 def _extendedToCover(geometry: ImageGeometry, observers, chosen, maxGrowth: float = 4.0) -> ImageGeometry:
     """An observer's own grid extended to hold every observer's compared segment (a grid taken from one observer
     cut the others' delineations where they reached beyond it); not beyond ``maxGrowth`` times its voxels (a
-    delineation far away, in another position, stays outside and is said so by :func:`_outsidePercent`)."""
+    delineation far away, in another position, stays outside and is said so by ``segmentOutsidePercent``)."""
     boxes = [box for node, (segmentId, _) in zip(observers, chosen, strict=True)
-             if (box := _segmentIndexBox(node, segmentId, geometry)) is not None]
+             if (box := segmentIndexBox(node, segmentId, geometry)) is not None]
     inside = all(np.all(box[0] >= 0) and np.all(box[1] <= np.array(geometry.sizeXyz) - 1) for box in boxes)
     if inside:
         return geometry
-    covering = _gridCovering(geometry, boxes)
+    covering = gridCovering(geometry, boxes)
     return covering if np.prod(covering.sizeXyz) <= maxGrowth * np.prod(geometry.sizeXyz) else geometry
 
 
@@ -283,37 +258,6 @@ def _chooseSegment(segmentationNode, structureName: str) -> tuple[str, str]:
                          f"'{structureName}'; its segments are: {', '.join(names) or 'none'}")
     index = names.index(chosen)
     return ids[index], chosen
-
-
-def _segmentMask(segmentationNode, segmentId: str, geometry: ImageGeometry) -> np.ndarray:
-    """One segment as a bool mask on ``geometry``, from a copy (the input node is not touched)."""
-    source = segmentationNode.GetSegmentation()
-    single = slicer.vtkMRMLSegmentationNode()  # not in any scene: a private copy holding one segment
-    copy = single.GetSegmentation()
-    copy.SetSourceRepresentationName(source.GetSourceRepresentationName())
-    if not copy.CopySegmentFromSegmentation(source, segmentId, False):
-        raise InputError(f"segment '{segmentId}' of '{segmentationNode.GetName()}' could not be read")
-    masks = masksFromSegmentationNode(single, geometry)
-    return next(iter(masks.values()))
-
-
-def _outsidePercent(segmentationNode, segmentId: str, geometry: ImageGeometry,
-                    maxVoxels: float = 32_000_000) -> float:
-    """Percentage of the segment's volume whose voxels lie outside ``geometry``: the part of a delineation the common
-    grid crops away. Measured on ``geometry`` extended to hold the whole segment (coarsened to ``maxVoxels`` when the
-    segment reaches far beyond it), so that it holds for every observer, the one whose grid was taken too (an
-    independent review: a first observer whose labelmap reached beyond its own reference geometry was cut by 30 %
-    without a note)."""
-    box = _segmentIndexBox(segmentationNode, segmentId, geometry)
-    if box is None or (np.all(box[0] >= 0) and np.all(box[1] <= np.array(geometry.sizeXyz) - 1)):
-        return 0.0
-    covering = _gridCovering(geometry, [box], maxVoxels)
-    kji = np.argwhere(_segmentMask(segmentationNode, segmentId, covering))
-    if not kji.size:
-        return 0.0
-    index = geometry.lpsToIndex(covering.indexToLps(kji[:, ::-1].astype(float)))
-    inside = np.all((index >= -0.5) & (index <= np.array(geometry.sizeXyz, dtype=float) - 0.5), axis=1)
-    return 100.0 * float(np.count_nonzero(~inside)) / len(inside)
 
 
 def _markSet(borderMarks) -> MarkSet | None:
@@ -773,8 +717,8 @@ def runDelineationReview(scene, observerSegmentations, structureName: str, refer
     gridNotes: list[str] = []
     for index, (node, name, (segmentId, segmentName)) in enumerate(zip(observers, names, chosen, strict=True)):
         progress(0.15 * index / len(observers), f"Reading {segmentName} of {name}")
-        masks[name] = _segmentMask(node, segmentId, geometry)
-        outside = _outsidePercent(node, segmentId, geometry)
+        masks[name] = segmentMask(node, segmentId, geometry)
+        outside = segmentOutsidePercent(node, segmentId, geometry)
         if outside > 0:
             # a reference volume (or first observer's grid) smaller than a delineation crops it: every metric would
             # describe the part inside only, silently (a one-slice reference volume gave Dice 0.86 for 4-slice GTVs)

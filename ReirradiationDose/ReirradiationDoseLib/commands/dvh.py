@@ -106,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     from ..core.dvh import computeDvh
     from ..core.errors import InputError
     from ..core.rtdose import PLAN_SUMMATION_TYPES
-    from .eqd2 import _checkDoseLevel, readDoseFile
+    from ..core.pipeline import IMPLAUSIBLE_COURSE_DOSE_GY
+    from .eqd2 import readDoseFile
 
     if args.supersample < 1:
         raise InputError("--supersample must be ≥ 1")
@@ -115,8 +116,14 @@ def run(args: argparse.Namespace) -> int:
     checkOutputFiles({"--csv": args.csv, "--json": args.json}, [args.dose, args.segmentation],
                      {"--csv": (".csv",), "--json": (".json",)})
     dose, geometry, doseInfo = readDoseFile(args.dose)
-    # as eqd2 checks a dose (a newcomer's review: a dose in cGy gave a PTV Dmean of 4588 "Gy", exit code 0)
-    _checkDoseLevel(dose, doseInfo, args.dose)
+    # a newcomer's review: a dose in cGy gave a PTV Dmean of 4588 "Gy" without a word. Warned, not refused as eqd2
+    # does: a DVH only describes the dose, and brachytherapy near its sources or another tool's EQD2 map exceeds it
+    # (a verification review); this tool's own maps name their quantity and pass
+    top = float(np.nanmax(dose)) if np.isfinite(dose).any() else 0.0
+    if top > IMPLAUSIBLE_COURSE_DOSE_GY and not doseInfo.get("quantity"):
+        logger.warning("the dose (%s) reaches %.1f Gy, more than an external-beam course gives (%g Gy): if it is in "
+                       "cGy, divide it by 100 (the DVH reads its values as Gy)", Path(args.dose).name, top,
+                       IMPLAUSIBLE_COURSE_DOSE_GY)
     summation = doseInfo.get("summationType")
     if doseInfo.get("format") == "RTDOSE" and summation and summation not in PLAN_SUMMATION_TYPES:
         logger.warning("%s: the RTDOSE is a %s dose (DoseSummationType), not the whole plan's: the DVH is of that "
@@ -139,10 +146,11 @@ def run(args: argparse.Namespace) -> int:
         notes = [_gridNote(mask, name in cut)]
         top = float(np.nanmax(dose)) if np.isfinite(dose).any() else 0.0
         if mask.any() and _isTargetName(name) and row["dmaxGy"] is not None and top > 0 \
-                and row["dmaxGy"] < 0.5 * top:
-            # a newcomer's review: a prostate PTV read 0 Gy on another patient's dose without a word
-            notes.append(f"a target whose maximum ({row['dmaxGy']:.2f} Gy) is below half the dose's "
-                         f"({top:.2f} Gy): is the dose of this plan and patient?")
+                and row["dmaxGy"] < 0.05 * top:
+            # a newcomer's review: a prostate PTV read 0 Gy on another patient's dose without a word (5 %: a prior
+            # course's target outlined on today's CT receives some of today's dose, and is not noted)
+            notes.append(f"a target that receives almost no dose (its maximum {row['dmaxGy']:.2f} Gy, the dose's "
+                         f"{top:.2f} Gy): is the dose of this plan and patient?")
         if mask.any():
             # a metric left empty says why (a newcomer's review: D2cc of a 1.4 cc structure was an unexplained blank)
             notes += [f"{key}: {reason}" for key, reason in (row.get("undefined") or {}).items()]

@@ -73,7 +73,8 @@ def _courseFractions(args, doseInfo: dict) -> tuple[int, str, float | None]:
     if args.plan is None:
         return given, "command line", None
     plan = readRtPlan(Path(args.plan))
-    prescription = plan.prescriptionGy
+    # a plan of several fraction groups: its highest prescription is not the group's (no ratio check)
+    prescription = plan.prescriptionGy if len(plan.fractionGroups) == 1 else None
     dose = SimpleNamespace(**{k: doseInfo.get(k) for k in ("referencedPlanUid", "referencedFractionGroupNumber")})
     checkPlanOfDose(plan, dose, args.plan, args.dose, "--plan", "or --fractions without --plan")
     planName = Path(args.plan).name
@@ -166,10 +167,12 @@ def run(args: argparse.Namespace) -> int:
     dose, geometry, doseInfo = readDoseFile(args.dose, physicalOnly=True)
     _checkDoseLevel(dose, doseInfo, args.dose)
     fractions, fractionsSource, prescription = _courseFractions(args, doseInfo)
-    from ..core.pipeline import fractionationWarnings
-    for warning in fractionationWarnings(dose, fractions, prescription, f"the dose ({Path(args.dose).name})",
-                                         Path(args.plan).name if args.plan else ""):
-        logger.warning("%s", warning)
+    from ..core.pipeline import dosePerFractionWarning, prescriptionWarning
+    what = f"the dose ({Path(args.dose).name})"
+    for warning in (dosePerFractionWarning(dose, fractions, geometry.voxelVolumeCc, what),
+                    prescriptionWarning(dose, prescription, what, Path(args.plan).name if args.plan else "")):
+        if warning:
+            logger.warning("%s", warning)
     if (args.alpha_beta is None) == (args.segmentation is None):
         raise InputError("give either --alpha-beta (one value) or --segmentation (an α/β map from the tissue table)")
     if args.default_alpha_beta is not None:

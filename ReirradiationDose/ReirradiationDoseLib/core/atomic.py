@@ -133,7 +133,14 @@ def _filesNotWritten(path: Path) -> list[str]:
     if _MANIFEST_HEADER not in text:
         return []
     written = {line.strip() for line in text.split(_MANIFEST_HEADER, 1)[1].splitlines() if line.strip()}
-    return [name for name in _manifest(path) if name not in written]
+    return [name for name in _manifest(path) if name not in written and not _systemFile(name)]
+
+
+def _systemFile(relative: str) -> bool:
+    """What a file browser leaves in a folder it shows (.DS_Store, ._name, Thumbs.db, desktop.ini) or any hidden
+    file: not the user's work (a verification review: a Finder visit blocked the next `demo`)."""
+    parts = relative.split("/")
+    return any(part.startswith(".") for part in parts) or parts[-1].lower() in ("thumbs.db", "desktop.ini")
 
 
 def _isEarlierOutput(path: Path) -> bool:

@@ -317,6 +317,10 @@ def computeDose(inputs: DoseInputs, progress=None) -> DoseResult:
         if not np.all(np.isfinite(doseArray)) or float(doseArray.min()) < 0:
             raise InputError(f"course '{course.name}': the dose holds negative or non-finite values",
                              course.doseFile or None)
+        perFraction = dosePerFractionWarning(doseArray, course.numberOfFractions, course.doseGeometry.voxelVolumeCc,
+                                             f"course '{course.name}' ({Path(course.doseFile).name or 'in memory'})")
+        if perFraction:  # here, so that the module's courses (fractions typed by hand) are checked too
+            warnings.append(perFraction)
         mapped = dosemapping.mapDose(doseArray, course.doseGeometry, course.transform, referenceGeometry)
         mappedDose = np.asarray(mapped.doseGy, dtype=np.float32)
         registration = dict(course.registration)
@@ -607,8 +611,11 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
                                       "sopInstanceUid", "referencedPlanUid") if hasattr(dose, k)})
     plan = rtplan.readRtPlan(course.plan) if course.plan is not None else None
     fractions, source, prescription, planPatientId = _fractions(course, plan, dose, warnings)
-    warnings += fractionationWarnings(dose.doseGy, fractions, prescription, f"course '{course.name}' ("
-                                      f"{Path(course.dose).name})", Path(course.plan).name if course.plan else "")
+    onePrescription = prescription if plan is not None and len(plan.fractionGroups) == 1 else None
+    mismatch = prescriptionWarning(dose.doseGy, onePrescription, f"course '{course.name}' ({Path(course.dose).name})",
+                                   Path(course.plan).name if course.plan else "")
+    if mismatch:
+        warnings.append(mismatch)
     if plan is not None and checkDates:
         dateWarning = priorCourseDateWarning(course, plan, fractions)
         if dateWarning:
@@ -783,36 +790,49 @@ def implausibleDoseWarning(doseGy, course: str, what: str, unitsKnown: bool, kin
 
 # a course's dose whose maximum is below this (Gy) gives no dose: an empty export or a plan never computed
 EMPTY_COURSE_DOSE_GY = 0.01
-# the largest dose per fraction given in practice (single-fraction radiosurgery, up to 24 Gy)
+# A dose per fraction beyond this (Gy) over more than LARGE_VOLUME_CC is no course given in practice: single-fraction
+# radiosurgery and SBRT reach it only in a small target (Gamma Knife 20 Gy at the 50 % line: 40 Gy at its centre;
+# lung 1 x 34 Gy), never over a pelvis
 LARGEST_DOSE_PER_FRACTION_GY = 25.0
-# a plan's dose maximum lies within these multiples of its prescription (a hot spot; SBRT prescribed to the 60 %
-# isodose reaches 1.67); beyond them the plan is not the dose's
-PRESCRIPTION_RATIO_RANGE = (0.9, 2.0)
+LARGE_VOLUME_CC = 100.0
+# a plan's dose maximum lies within these multiples of its prescription (a hot spot; radiosurgery prescribed to the
+# 40 % isodose reaches 2.5, an integrated boost twice the elective dose); beyond them the plan is not the dose's
+PRESCRIPTION_RATIO_RANGE = (0.9, 3.0)
 # the published time-based recovery models credit nothing before this interval (Nieder 2006, Doi 2021)
 EARLIEST_RECOVERY_MONTHS = 6.0
 
 
-def fractionationWarnings(doseGy, fractions: int | None, prescriptionGy: float | None, what: str,
-                          planName: str = "") -> list[str]:
-    """Warnings that a dose, its number of fractions and its RTPLAN do not go together (a newcomer's review): a
-    maximum per fraction beyond radiosurgery (47 Gy in one fraction gave an EQD2 of 471 Gy without a word), and a
-    maximum far from the plan's prescription (a NRRD dose cannot name its plan: a breast boost's 7 fractions were
-    taken for a 47 Gy prostate dose, EQD2 91.6 instead of 47.5 Gy)."""
+def dosePerFractionWarning(doseGy, fractions: int | None, voxelVolumeCc: float, what: str) -> str | None:
+    """A dose whose number of fractions gives more than ``LARGEST_DOSE_PER_FRACTION_GY`` a fraction over more than
+    ``LARGE_VOLUME_CC`` (a newcomer's review: a 47 Gy prostate plan read as one fraction gave an EQD2 of 471 Gy
+    without a word; a verification review: a maximum per fraction alone warned radiosurgery plans)."""
+    if not fractions:
+        return None
+    over = float(np.count_nonzero(np.nan_to_num(np.asarray(doseGy), nan=0.0) > LARGEST_DOSE_PER_FRACTION_GY
+                                  * fractions)) * float(voxelVolumeCc)
+    if over <= LARGE_VOLUME_CC:
+        return None
+    return (f"{what}: {over:.0f} cc receive more than {LARGEST_DOSE_PER_FRACTION_GY:g} Gy a fraction in "
+            f"{fractions} fraction(s), beyond any course given (radiosurgery reaches it in a small target only): "
+            "check the number of fractions")
+
+
+def prescriptionWarning(doseGy, prescriptionGy: float | None, what: str, planName: str = "") -> str | None:
+    """A dose whose maximum lies outside ``PRESCRIPTION_RATIO_RANGE`` times its RTPLAN's prescription: not the
+    plan's dose, or not this plan (a NRRD dose cannot name its plan: a newcomer's review took a breast boost's 7
+    fractions for a 47 Gy prostate dose, EQD2 91.6 instead of 47.5 Gy). Give None for a plan of several fraction
+    groups (its highest prescription is not the group's)."""
     top = _doseMaximum(doseGy)
-    warnings = []
-    if fractions and top / fractions > LARGEST_DOSE_PER_FRACTION_GY:
-        warnings.append(f"{what}: its maximum {top:.1f} Gy in {fractions} fraction(s) is {top / fractions:.1f} Gy "
-                        f"per fraction, more than single-fraction radiosurgery gives ({LARGEST_DOSE_PER_FRACTION_GY:g} "
-                        "Gy): check the number of fractions")
-    if prescriptionGy and top > 0:
-        ratio = top / float(prescriptionGy)
-        low, high = PRESCRIPTION_RATIO_RANGE
-        if not low <= ratio <= high:
-            plan = f"the RTPLAN {planName}" if planName else "the RTPLAN"
-            warnings.append(f"{what}: its maximum {top:.1f} Gy is {ratio:.2f} times the prescription of {plan} "
-                            f"({float(prescriptionGy):g} Gy), outside {low:g}-{high:g}: is this the plan of this "
-                            "dose? Its number of fractions converts the dose")
-    return warnings
+    if not prescriptionGy or top <= 0:
+        return None
+    ratio = top / float(prescriptionGy)
+    low, high = PRESCRIPTION_RATIO_RANGE
+    if low <= ratio <= high:
+        return None
+    plan = f"the RTPLAN {planName}" if planName else "the RTPLAN"
+    return (f"{what}: its maximum {top:.1f} Gy is {ratio:.2f} times the prescription of {plan} "
+            f"({float(prescriptionGy):g} Gy), outside {low:g}-{high:g}: is this the plan of this dose? Its number of "
+            "fractions converts the dose")
 
 
 def earlyRecoveryWarning(course: str, recovery: dict) -> str | None:
@@ -1438,12 +1458,37 @@ def compositeAtAlphaBeta(courses: list[CourseResult], alphaBetaGy: float | None,
 
 
 def _courseRecoveries(courses: list[CourseResult], structure: str | None, withRecovery: bool | float):
-    """The recovered fraction (or map) of each course for :func:`compositeAtAlphaBeta`; None for the plain sum."""
+    """The recovered fraction (or map) of each course for :func:`compositeAtAlphaBeta`; None for the plain sum; a
+    limit's own fraction none where a target owns the voxel, as an organ's own recovery (a verification review:
+    a GTV inside the liver was discounted 50 % too)."""
     if withRecovery is False:
         return None
     if withRecovery is True:
         return [c.recoveryFor(structure) for c in courses]
-    return [None if c.recoveryMap is None else float(withRecovery) for c in courses]
+    fraction = np.float32(withRecovery)
+    return [None if c.recoveryMap is None else fraction if c.targetVoxels is None or not c.targetVoxels.any()
+            else np.where(c.targetVoxels, np.float32(0.0), fraction) for c in courses]
+
+
+def _earlyPriorRecoveryWarnings(constraintSet, masks: dict, courses: list[CourseResult]) -> list[str]:
+    """A limit whose source discounts the prior dose (``priorRecovery``) read for a prior course that ended less than
+    ``EARLIEST_RECOVERY_MONTHS`` before: the discount stands (the source's definition) and is said (a verification
+    review: Owen's 50 % was credited one month after the prior course without a word, where a user's constant
+    recovery is warned)."""
+    warnings = []
+    for constraint in constraintSet.constraints:
+        if constraint.priorRecovery is None or not any(constraint.matches(n) and m.any() for n, m in masks.items()):
+            continue
+        for course in courses:
+            months = (course.recovery or {}).get("intervalMonths") if not course.isCurrent else None
+            if months is not None and months < EARLIEST_RECOVERY_MONTHS:
+                warnings.append(f"{constraint.structure} {constraint.metric} {constraint.comparison} "
+                                f"{constraint.limit:g} {constraint.unit} is read with the prior courses' dose "
+                                f"discounted {100 * constraint.priorRecovery:g} % as its source does "
+                                f"({constraint.source}), although course '{course.name}' ended {months:.1f} months "
+                                f"before: time-based recovery models credit none before "
+                                f"{EARLIEST_RECOVERY_MONTHS:g} months")
+    return warnings
 
 
 def organRecoveryKey(courses: list[CourseResult], structure: str, withRecovery: bool | float = True) -> tuple:
@@ -1702,6 +1747,7 @@ def _dvhAndConstraints(settings, masks, geometry, composite, courseResults, warn
     if not settings.constraints:
         return dvh, results
     constraintSet = loadConstraintSet(settings.constraints)
+    warnings.extend(_earlyPriorRecoveryWarnings(constraintSet, masks, courseResults))
 
     def doseFor(constraint, course):
         """(a function of the structure giving the dose array, its description) a constraint is read from;

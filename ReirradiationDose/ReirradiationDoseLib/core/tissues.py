@@ -54,14 +54,35 @@ _SIDE_SUFFIX = re.compile(r"[\s_.-]+(l|r|lt|rt|left|right)$", re.IGNORECASE)
 _MARGIN_SUFFIX = re.compile(r"[\s_.-]*prv[\s_.-]*(\d+(\.\d+)?\s*(mm|cm)?)?$", re.IGNORECASE)
 
 
-def structureNameVariants(name: str) -> list[str]:
-    """The name without a side suffix ("_L", " Rt", "-left"), without a planning-margin suffix ("_PRV", "PRV05",
-    "_PRV3mm"), and without both, in that order; only the variants that differ from the name."""
+def _sideVariants(name: str) -> list[str]:
+    """A name with a side suffix ("Femur_Head_Lt", "SacralPlex_L") as the table may hold it: with the side written
+    "_L"/"_R", then without it; [] for a name without one."""
+    found = _SIDE_SUFFIX.search(name)
+    if not found:
+        return []
+    base = name[:found.start()]
+    return [f"{base}_{found.group(1)[0].upper()}", base]
+
+
+def structureNameVariants(name: str) -> list[tuple[str, bool]]:
+    """``(variant, isMargin)`` of a name not in the table as written: with its side written as the table does or
+    without it ("Femur_Head_Lt" → "Femur_Head_L"; "SacralPlex_L" → "SacralPlex"), then without a planning-margin
+    suffix ("_PRV", "PRV05", "_PRV3mm"), alone or with the side's variants; only variants that differ from the
+    name."""
     name = str(name).strip()
-    sideless = _SIDE_SUFFIX.sub("", name)
+    variants = [(v, False) for v in _sideVariants(name)]
     marginless = _MARGIN_SUFFIX.sub("", name)
-    both = (_MARGIN_SUFFIX.sub("", sideless), _SIDE_SUFFIX.sub("", marginless))  # "Cord_PRV_L", "Cord_L_PRV"
-    return [v for v in dict.fromkeys((sideless, marginless, *both)) if v and v != name]
+    if marginless != name:
+        variants += [(v, True) for v in (marginless, *_sideVariants(marginless))]
+    for sided, _ in list(variants):
+        if _MARGIN_SUFFIX.sub("", sided) != sided:  # "Cord_PRV_L": the side, then the margin
+            variants.append((_MARGIN_SUFFIX.sub("", sided), True))
+    seen, out = set(), []
+    for variant, isMargin in variants:
+        if variant and variant != name and variant not in seen:
+            seen.add(variant)
+            out.append((variant, isMargin))
+    return out
 
 
 def sidelessName(name: str) -> str:
@@ -185,14 +206,20 @@ class TissueTable:
     # ---- lookup ---------------------------------------------------------------------------------------------
     def lookup(self, structureName: str) -> TissueEntry | None:
         """The entry for a structure name (case/space/alias tolerant; GTV*/CTV*/PTV* by prefix), or None; a name
-        found neither way is looked up again without a side ("SacralPlex_L") and then without a planning margin
-        ("SpinalCord_PRV05": the cord's α/β, as its limits are the cord's) (an independent review: both read the
-        default α/β 3 instead of 2, without a word)."""
+        found neither way is looked up again with its side as the table writes it or without it ("SacralPlex_L":
+        the plexus) and then without a planning margin: a PRV ("SpinalCord_PRV05") takes its organ's α/β only, as
+        an entry of its own without priority or recovery (a margin is not the organ's tissue: given the cord's
+        priority it took the esophagus voxels it overlaps in the composite map) (an independent review: both read
+        the default α/β 3 instead of 2, without a word)."""
         entry = self._lookupExact(structureName)
         if entry is not None:
             return entry
-        for stripped in structureNameVariants(structureName):
-            entry = self._lookupExact(stripped)
+        for variant, isMargin in structureNameVariants(structureName):
+            entry = self._lookupExact(variant)
+            if entry is not None and isMargin:
+                return TissueEntry(str(structureName).strip(), entry.alphaBetaGy, NoRecovery(), priority=-1,
+                                   isTarget=False, repairHalfTimeHours=entry.repairHalfTimeHours,
+                                   source=f"planning margin of '{entry.name}': its α/β only")
             if entry is not None:
                 return entry
         return None

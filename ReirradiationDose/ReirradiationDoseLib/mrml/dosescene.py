@@ -15,21 +15,34 @@ import numpy as np
 
 from ..core.geometry import ImageGeometry, arrayFromImage, lpsToRas
 from .isodose import createIsodoseModels, isodoseLegend
-from .nodes import nodesWithAttribute, placeInStudy, removeNodes, segmentationNodeFromMasks, volumeNodeFromArray
+from .nodes import (
+    DOSE_COLOR_TABLE_NAME,
+    UNKNOWN_DOSE_COLOR_TABLE_NAME,
+    unknownDoseColorTableNode,
+    nodesWithAttribute,
+    placeInStudy,
+    removeNodes,
+    segmentationNodeFromMasks,
+    volumeNodeFromArray,
+)
 from .render import renderSliceView
 from .scene import closeScene, createScene
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["addDoseResultToScene", "writeDosePictures", "targetCentreRas", "OUTPUT_ATTRIBUTE"]
+__all__ = ["addDoseResultToScene", "writeDosePictures", "targetCentreRas", "outputNode", "OUTPUT_ATTRIBUTE",
+           "UNKNOWN_DOSE_LABEL_OPACITY"]
+
+# the unknown-dose label map over the colour wash in the module's slice views
+UNKNOWN_DOSE_LABEL_OPACITY = 0.5
 
 OUTPUT_ATTRIBUTE = "Reirradiation.Output"
 
 
 def _volume(scene, key: str, array: np.ndarray, geometry: ImageGeometry, name: str, created: list,
-            isDose: bool = False):
+            isDose: bool = False, isLabel: bool = False):
     """Create the output volume ``key`` (a previous run's is removed when the whole new result is in place)."""
-    node = volumeNodeFromArray(scene, array, geometry, name, isDose=isDose)
+    node = volumeNodeFromArray(scene, array, geometry, name, isDose=isDose, isLabel=isLabel)
     node.SetAttribute(OUTPUT_ATTRIBUTE, key)
     created.append(node)
     return node
@@ -82,7 +95,7 @@ def compositeIsodoseColors(levelsGy) -> list[tuple[float, float, float]]:
 
 
 def addDoseResultToScene(scene, result, referenceVolumeNode=None, segmentationNode=None,
-                         isodoseLevelsGy=None, keepPrevious: bool = False) -> dict:
+                         isodoseLevelsGy=None, keepPrevious: bool = False, inputNodes=()) -> dict:
     """Add (or update) the outputs of ``result`` in ``scene``; returns ``{key: node}``.
 
     Output nodes carry the attribute ``Reirradiation.Output`` = key, so a re-run replaces them: once the whole new
@@ -90,14 +103,18 @@ def addDoseResultToScene(scene, result, referenceVolumeNode=None, segmentationNo
     course no longer given, the MRI, the budget) — not before, so that a run that fails leaves the previous result
     as it was (it was removed piece by piece as the new one was made, and lost when a step failed). With
     ``keepPrevious`` the previous run's outputs stay, renamed "(earlier run N)" and no longer outputs (:func:`_keep`):
-    to compare two runs. Inputs are never modified nor removed. If anything fails, the nodes created by this call
-    are removed before the error propagates.
+    to compare two runs. Inputs are never modified nor removed: ``inputNodes`` names the run's other inputs, which a
+    previous run's output may be (a review: the last run's registered MRI chosen as the MRI was removed as a previous
+    output, the widget left pointing at a deleted node). If anything fails, the nodes created by this call are removed
+    before the error propagates.
     """
     from ..core.dosereport import constraintRows, dvhRows
 
     created: list = []
-    inputs = {n.GetID() for n in (referenceVolumeNode, segmentationNode) if n is not None}
+    inputs = {n.GetID() for n in (referenceVolumeNode, segmentationNode, *inputNodes) if n is not None}
     previous = [n for n in _allOutputs(scene) if n.GetID() not in inputs]
+    hadColors = {name: scene.GetFirstNodeByName(name) is not None
+                 for name in (DOSE_COLOR_TABLE_NAME, UNKNOWN_DOSE_COLOR_TABLE_NAME)}
     geometry = result.referenceGeometry
     nodes: dict = {}
     try:
@@ -153,8 +170,11 @@ def addDoseResultToScene(scene, result, referenceVolumeNode=None, segmentationNo
         nodes["alphaBeta"] = _volume(scene, "alphaBeta", result.alphaBetaGy, geometry, "alpha/beta map (Gy)",
                                      created)
         if missing.any():
-            nodes["unknown"] = _volume(scene, "unknown", missing.astype(np.float32), geometry,
-                                       "Unknown dose (outside a dose grid)", created)
+            # a label map (1 = unknown), shown over the colour wash in the slice views, dimming where the composite
+            # holds only the known courses' sum
+            nodes["unknown"] = _volume(scene, "unknown", missing.astype(np.uint8), geometry,
+                                       "Unknown dose (outside a dose grid)", created, isLabel=True)
+            nodes["unknown"].GetDisplayNode().SetAndObserveColorNodeID(unknownDoseColorTableNode(scene).GetID())
         if result.remainingBudgetGy is not None:
             nodes["budget"] = _volume(scene, "budget", np.nan_to_num(result.remainingBudgetGy, nan=0.0), geometry,
                                       "Remaining budget (Gy physical)", created)
@@ -177,6 +197,10 @@ def addDoseResultToScene(scene, result, referenceVolumeNode=None, segmentationNo
                      "Re-irradiation patient", "Re-irradiation composite EQD2")
     except BaseException:
         removeNodes(scene, created)
+        for name, had in hadColors.items():  # colour tables made by the first dose volume of a run that failed
+            colors = scene.GetFirstNodeByName(name)
+            if not had and colors is not None:
+                removeNodes(scene, [colors])
         raise
     previous = [n for n in previous if n.GetScene() is scene]
     if keepPrevious:
@@ -256,6 +280,12 @@ def _dvhChart(scene, result, created: list):
 
 def _allOutputs(scene) -> list:
     return nodesWithAttribute(scene, OUTPUT_ATTRIBUTE)
+
+
+def outputNode(scene, key: str):
+    """The current run's output ``key`` ("composite", "unknown", "budget", ...), or None."""
+    found = nodesWithAttribute(scene, OUTPUT_ATTRIBUTE, key)
+    return found[0] if found else None
 
 
 _TARGET_PREFIXES = ("gtv", "ctv", "itv", "ptv")

@@ -19,13 +19,15 @@ import vtk
 from vtkmodules.util import numpy_support
 
 from ..core.errors import InputError
-from ..core.geometry import ImageGeometry
+from ..core.geometry import ImageGeometry, rasToLps
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "DOSE_VOLUME_ATTRIBUTE",
     "DOSE_COLOR_TABLE_NAME",
+    "UNKNOWN_DOSE_COLOR_TABLE_NAME",
+    "unknownDoseColorTableNode",
     "volumeNodeFromArray",
     "arrayAndGeometryFromVolumeNode",
     "geometryFromVolumeNode",
@@ -147,6 +149,25 @@ def doseColorTableNode(scene) -> slicer.vtkMRMLColorTableNode:
         t = index / 255.0
         rgb = [float(np.interp(t, stops[:, 0], stops[:, c])) for c in (1, 2, 3)]
         table.SetColor(index, f"{index}", *rgb, 0.0 if index == 0 else 1.0)
+    table.SetAttribute("Category", "Reirradiation")
+    return table
+
+
+UNKNOWN_DOSE_COLOR_TABLE_NAME = "ReirradiationDose_UnknownDoseColorTable"
+
+
+def unknownDoseColorTableNode(scene) -> slicer.vtkMRMLColorTableNode:
+    """The colour table of the unknown-dose label map (created once): 0 transparent, 1 "dose unknown" in a dark
+    slate (shown at half opacity over the composite's colour wash, whose value there is only the known
+    courses' sum: a review found it read as known dose in the slice views)."""
+    existing = scene.GetFirstNodeByName(UNKNOWN_DOSE_COLOR_TABLE_NAME)
+    if existing is not None and existing.IsA("vtkMRMLColorTableNode"):
+        return existing
+    table = scene.AddNewNodeByClass("vtkMRMLColorTableNode", UNKNOWN_DOSE_COLOR_TABLE_NAME)
+    table.SetTypeToUser()
+    table.SetNumberOfColors(2)
+    table.SetColor(0, "known", 0.0, 0.0, 0.0, 0.0)
+    table.SetColor(1, "dose unknown", 0.25, 0.25, 0.35, 1.0)
     table.SetAttribute("Category", "Reirradiation")
     return table
 
@@ -447,3 +468,93 @@ def removeNodes(scene, nodes: Iterable) -> None:
         for helper in helpers:
             if helper is not None and helper.GetScene() is scene:
                 scene.RemoveNode(helper)
+
+
+# ---- how much of a segment a grid holds ---------------------------------------------------------------------------
+def segmentMask(segmentationNode, segmentId: str, geometry: ImageGeometry) -> np.ndarray:
+    """One segment as a bool mask on ``geometry``, from a copy (the input node is not touched)."""
+    source = segmentationNode.GetSegmentation()
+    single = slicer.vtkMRMLSegmentationNode()  # not in any scene: a private copy holding one segment
+    copy = single.GetSegmentation()
+    copy.SetSourceRepresentationName(source.GetSourceRepresentationName())
+    if not copy.CopySegmentFromSegmentation(source, segmentId, False):
+        raise InputError(f"segment '{segmentId}' of '{segmentationNode.GetName()}' could not be read")
+    masks = masksFromSegmentationNode(single, geometry)
+    return next(iter(masks.values()))
+
+
+def _segmentPointsRas(segment, sourceName: str) -> np.ndarray | None:
+    """Points (RAS) whose hull holds the segment: the corners of its labelmap voxels that hold its label (not the
+    labelmap's whole extent, which may be padded), else its surface's points; None for an empty segment."""
+    representation = segment.GetRepresentation(sourceName)
+    if representation is None:
+        return None
+    if sourceName == _binaryLabelmapName():
+        scalars = representation.GetPointData().GetScalars()
+        if scalars is None or _isEmptyExtent(representation):
+            return None
+        extent = representation.GetExtent()
+        shape = (extent[5] - extent[4] + 1, extent[3] - extent[2] + 1, extent[1] - extent[0] + 1)
+        inside = numpy_support.vtk_to_numpy(scalars).reshape(shape) == segment.GetLabelValue()
+        if not inside.any():
+            return None
+        first, last = [], []
+        for axis in (2, 1, 0):  # i, j, k
+            along = np.flatnonzero(inside.any(axis=tuple(a for a in range(3) if a != axis)))
+            first.append(along[0])
+            last.append(along[-1])
+        lo = np.array(first, float) + np.array(extent[0::2], float) - 0.5
+        hi = np.array(last, float) + np.array(extent[0::2], float) + 0.5
+        corners = np.array([[x, y, z, 1.0] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+        matrix = vtk.vtkMatrix4x4()
+        representation.GetImageToWorldMatrix(matrix)
+        return (arrayFromVtkMatrix(matrix) @ corners.T).T[:, :3]
+    points = representation.GetPoints() if hasattr(representation, "GetPoints") else None
+    if points is None or points.GetNumberOfPoints() == 0:
+        return None
+    return numpy_support.vtk_to_numpy(points.GetData()).astype(float)
+
+
+def segmentIndexBox(segmentationNode, segmentId: str, geometry: ImageGeometry) -> tuple[np.ndarray, np.ndarray] | None:
+    """The box of ``geometry``'s voxel indices (i, j, k; first and last, possibly beyond the grid) that holds the
+    segment: its labelmap voxels' corners or its surface's points taken into the grid's index space, so that an
+    oblique grid is not overshot as the segment's axis-aligned RAS bounds overshoot it; None for an empty
+    segment."""
+    segmentation = segmentationNode.GetSegmentation()
+    points = _segmentPointsRas(segmentation.GetSegment(segmentId), segmentation.GetSourceRepresentationName())
+    if points is None:
+        return None
+    index = geometry.lpsToIndex(rasToLps(points))
+    return np.ceil(index.min(axis=0) - 1e-3).astype(int), np.floor(index.max(axis=0) + 1e-3).astype(int)
+
+
+def gridCovering(geometry: ImageGeometry, boxes, maxVoxels: float = 0.0) -> ImageGeometry:
+    """``geometry`` extended (same directions, spacing and voxel positions) to hold every index box of ``boxes``;
+    with ``maxVoxels`` its spacing is multiplied by a whole factor until it has no more voxels than that."""
+    lo = np.minimum.reduce([np.zeros(3, int), *(box[0] for box in boxes)])
+    hi = np.maximum.reduce([np.array(geometry.sizeXyz) - 1, *(box[1] for box in boxes)])
+    step = 1
+    if maxVoxels:
+        while float(np.prod((hi - lo) // step + 1)) > maxVoxels:
+            step += 1
+    size = tuple(int(v) for v in (hi - lo) // step + 1)
+    spacing = tuple(float(s) * step for s in geometry.spacingMm)
+    origin = tuple(float(v) for v in geometry.indexToLps(lo.astype(float)))
+    return ImageGeometry(size, spacing, origin, geometry.direction)
+
+
+def segmentOutsidePercent(segmentationNode, segmentId: str, geometry: ImageGeometry,
+                          maxVoxels: float = 32_000_000) -> float:
+    """Percentage of the segment's volume whose voxels lie outside ``geometry``: the part a grid crops away (a
+    delineation review's common grid, the planning CT of a dose run). Measured on ``geometry`` extended to hold the
+    whole segment (coarsened to ``maxVoxels`` when it reaches far beyond it); 0 when the segment's box lies inside."""
+    box = segmentIndexBox(segmentationNode, segmentId, geometry)
+    if box is None or (np.all(box[0] >= 0) and np.all(box[1] <= np.array(geometry.sizeXyz) - 1)):
+        return 0.0
+    covering = gridCovering(geometry, [box], maxVoxels)
+    kji = np.argwhere(segmentMask(segmentationNode, segmentId, covering))
+    if not kji.size:
+        return 0.0
+    index = geometry.lpsToIndex(covering.indexToLps(kji[:, ::-1].astype(float)))
+    inside = np.all((index >= -0.5) & (index <= np.array(geometry.sizeXyz, dtype=float) - 0.5), axis=1)
+    return 100.0 * float(np.count_nonzero(~inside)) / len(inside)

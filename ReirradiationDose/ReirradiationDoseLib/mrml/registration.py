@@ -34,6 +34,7 @@ from ..core.registration import (
     FIELD_EXPORT_SPACING_MM,
     affineDecomposition,
     affineWarnings,
+    displacementFieldFromTransform,
     linearMotion,
     resampleMoving,
     rotationWarning,
@@ -57,7 +58,7 @@ from .transforms import (
 logger = logging.getLogger(__name__)
 
 __all__ = ["registerVolumes", "reviewVolumes", "propagateSegmentation", "REGISTRATION_ATTRIBUTE",
-           "REVIEW_ATTRIBUTE", "earlierRegistration"]
+           "REVIEW_ATTRIBUTE", "earlierRegistration", "placeUnderRegistration"]
 
 REGISTRATION_ATTRIBUTE = "Reirradiation.Registration"  # on transform nodes made here: rigid / affine / deformable
 PROPAGATED_ATTRIBUTE = "Reirradiation.Propagated"  # on carried segmentations: source | transform | fixed volume IDs
@@ -259,6 +260,16 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
     if outputTransform is not None:
         updateTransformNodeFromSitk(outputTransform, transform, grid)
         node = outputTransform
+        # what was made from the transform this one replaces shows the earlier registration: removed, and said (a
+        # review: a re-registration into the same node left its checkerboard and carried structures as they were)
+        derived = [n for n in nodesWithAttribute(scene, REVIEW_ATTRIBUTE)
+                   if (n.GetAttribute(REVIEW_ATTRIBUTE) or "").startswith(f"{node.GetID()}:")]
+        derived += [n for n in nodesWithAttribute(scene, PROPAGATED_ATTRIBUTE)
+                    if (n.GetAttribute(PROPAGATED_ATTRIBUTE) or "").split("|")[1:2] == [node.GetID()]]
+        if derived:
+            warnings.append(f"{', '.join(sorted(n.GetName() for n in derived))}: made from the earlier registration "
+                            f"in '{node.GetName()}', removed; make them again from this one")
+            removeNodes(scene, derived)
     else:
         node = transformNodeFromSitk(scene, transform, label, grid)
     node.SetAttribute(REGISTRATION_ATTRIBUTE, method)
@@ -308,6 +319,37 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
             "summary": summary}
 
 
+def placeUnderRegistration(movingVolume, transformNode, structures=None) -> list:
+    """Place the moving volume under its registration (so the views show it aligned) and, when given, its
+    structures too if they sat where the volume sat (under the same hand alignment, which the registration
+    includes, or under none): left behind, they showed through the hand alignment only, misaligned, and carrying
+    them onto today's CT was refused (a review). Returns the nodes moved."""
+    before = movingVolume.GetTransformNodeID()
+    moved = [movingVolume]
+    if structures is not None and structures.GetTransformNodeID() == before:
+        moved.append(structures)
+    for node in moved:
+        node.SetAndObserveTransformNodeID(transformNode.GetID())
+    return moved
+
+
+def _wholeDisplacementField(transform: sitk.Transform) -> sitk.Image:
+    """The displacement of the whole transform on the grid of its displacement field: a grid node alone reads back
+    as a DisplacementFieldTransform on its own grid; under other transforms as a composite, sampled on the grid of
+    the field inside it (a review: the Jacobian step assumed the former and crashed with an AttributeError)."""
+    if isinstance(transform, sitk.DisplacementFieldTransform):
+        return transform.GetDisplacementField()
+    members = [transform.GetNthTransform(i).Downcast() for i in range(transform.GetNumberOfTransforms())] \
+        if isinstance(transform, sitk.CompositeTransform) else []
+    fields = [m for m in members if isinstance(m, sitk.DisplacementFieldTransform)]
+    if not fields:
+        raise InputError("the registration holds no displacement field to compute a Jacobian determinant on")
+    grid = fields[0].GetDisplacementField()
+    reference = sitk.Image(grid.GetSize(), sitk.sitkUInt8)
+    reference.CopyInformation(grid)
+    return displacementFieldFromTransform(transform, reference)
+
+
 def reviewVolumes(scene, fixedVolume, movingVolume, transformNode, squaresMm: float = 20.0,
                   kinds=REVIEW_KINDS) -> dict:
     """Volumes for judging ``transformNode`` (fixed -> moving, as :func:`registerVolumes` makes it) by eye.
@@ -337,9 +379,7 @@ def reviewVolumes(scene, fixedVolume, movingVolume, transformNode, squaresMm: fl
     if "difference" in kinds:
         images["difference"] = (sitk.GetArrayFromImage(regquality.differenceImage(fixed, warped)), fixedGeometry)
     if "jacobian" in kinds and not transformNode.IsA("vtkMRMLLinearTransformNode"):
-        # a grid node reads back as a DisplacementFieldTransform on its own grid
-        jacobian, jacobianGeometry = regquality.jacobianDeterminant(transform.GetDisplacementField())
-        images["jacobian"] = (jacobian, jacobianGeometry)
+        images["jacobian"] = regquality.jacobianDeterminant(_wholeDisplacementField(transform))
 
     names = {"warped": f"{movingVolume.GetName()} warped", "checkerboard": f"{transformNode.GetName()} checkerboard",
              "difference": f"{transformNode.GetName()} difference (moving - fixed)",
