@@ -417,9 +417,9 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         # over the wash, where a course's dose is unknown: there the wash shows only the known courses' sum
         dosescene = importlib.import_module("ReirradiationDoseLib.mrml.dosescene")
         unknown = dosescene.outputNode(slicer.mrmlScene, "unknown") if wash is not None else None
-        slicer.util.setSliceViewerLayers(background=background, foreground=wash,
-                                         foregroundOpacity=0.4 if wash is not None else 0.0, label=unknown,
-                                         labelOpacity=dosescene.UNKNOWN_DOSE_LABEL_OPACITY, fit=fit)
+        label = {"label": unknown, "labelOpacity": dosescene.UNKNOWN_DOSE_LABEL_OPACITY} if unknown else {}
+        slicer.util.setSliceViewerLayers(background=background, foreground=wash,  # a user's label layer kept
+                                         foregroundOpacity=0.4 if wash is not None else 0.0, fit=fit, **label)
 
     def onReload(self) -> None:
         """Reload the Lib packages (core first, then mrml) before the module file itself."""

@@ -288,6 +288,11 @@ def test_registration_starts_from_a_hand_alignment(demoCase):
         assert structures.GetTransformNodeID() == implied["transform"].GetID()
         assert placeUnderRegistration(moving, implied["transform"], elsewhere) == [moving]
         assert elsewhere.GetTransformNodeID() is None
+        # both under none says nothing of whose the structures are: today's, picked as the moving ones, stay put (a
+        # verification review: they moved under the prior CT's registration)
+        moving.SetAndObserveTransformNodeID(None)
+        assert placeUnderRegistration(moving, implied["transform"], elsewhere) == [moving]
+        assert elsewhere.GetTransformNodeID() is None
         carried, _ = propagateSegmentation(scene, structures, implied["transform"], current, moving)
         assert carried is not None
         moving.SetAndObserveTransformNodeID(byHand.GetID())
@@ -335,11 +340,23 @@ def test_mri_rigid_node_matches_the_known_transform(demoCase):
         made = reviewVolumes(scene, current, mri, node, kinds=("checkerboard", "jacobian"))
         assert set(made) == {"checkerboard"}  # no Jacobian map for a linear transform
         # registered once more into the node: its checkerboard showed the earlier registration (a review); removed
-        # and said
+        # and said. Structures carried through it are kept, renamed, since a user may have edited them (a
+        # verification review: an edited PTV was deleted), and the next carry no longer replaces them
+        mriArray, mriGeometry = arrayAndGeometryFromVolumeNode(mri, ignoreParentTransform=True)
+        marked = segmentationNodeFromMasks(scene, {"Bright": mriArray > float(np.percentile(mriArray, 60))},
+                                           mriGeometry, name="MRI marks")
+        marked.SetAndObserveTransformNodeID(node.GetID())  # shown where the MRI is shown
+        carried, _ = propagateSegmentation(scene, marked, node, current, mri)
         third = registerVolumes(scene, current, mri, "rigid", multimodal=True, outputTransform=node)
         assert made["checkerboard"].GetScene() is None
-        assert third["warnings"] == [f"{node.GetName()} checkerboard: made from the earlier registration in "
-                                     f"'{node.GetName()}', removed; make them again from this one"]
+        assert carried.GetScene() is scene and carried.GetName() == "MRI marks on Current CT (earlier registration)"
+        assert third["warnings"] == [
+            f"{node.GetName()} checkerboard: made from the earlier registration in '{node.GetName()}', removed; "
+            "review this one again",
+            f"'MRI marks on Current CT (earlier registration)' was carried through the earlier registration in "
+            f"'{node.GetName()}': kept, renamed; carry the structures again through this one"]
+        again, _ = propagateSegmentation(scene, marked, node, current, mri)
+        assert carried.GetScene() is scene and again is not carried
     finally:
         closeScene(scene)
 

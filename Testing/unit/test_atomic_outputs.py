@@ -122,6 +122,12 @@ def test_files_added_to_an_earlier_output_are_not_deleted_with_it(tmp_path):
         with atomicOutputDir(out):
             pass
     assert (out / "my_notes.txt").read_text() == "keep me" and (out / "summary.json").is_file()
+    (out / "my_notes.txt").unlink()
+    (out / ".review_notes.md").write_text("a hidden file of the user's")  # not a file browser's: it stops the run
+    with pytest.raises(InputError, match=r"holds files it did not write \(.review_notes.md\)"):
+        with atomicOutputDir(out):
+            pass
+    (out / ".review_notes.md").unlink()
     (out / OUTPUT_MARKER).write_text("Written by Reirradiation.\n")  # an older marker without its list
     with atomicOutputDir(out) as tmp:
         (tmp / "summary.json").write_text("{}")

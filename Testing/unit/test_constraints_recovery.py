@@ -494,21 +494,23 @@ def test_a_dose_and_fractions_or_plan_that_do_not_go_together_are_warned():
     """A newcomer's review: 47 Gy in one fraction converted to an EQD2 of 471 Gy without a word, and a NRRD dose (it
     cannot name its plan) took the 7 fractions of a 14 Gy breast boost's RTPLAN for a 47 Gy prostate dose. A
     verification review: radiosurgery and SBRT plans must not be warned (Gamma Knife 20 Gy at the 50 % line, lung
-    1 x 34 Gy, 3 x 20 Gy at the 60 % line, Gamma Knife at the 45 % line, an integrated boost at 2.2 times)."""
+    1 x 34 Gy to a 6 cm PTV, 3 x 20 Gy at the 60 % line, Gamma Knife at the 45 % line, an integrated boost at 2.2
+    times)."""
     from ReirradiationDoseLib.core.pipeline import dosePerFractionWarning, prescriptionWarning
 
     cc = 0.008  # 2 mm voxels
-    prostate = np.zeros(40_000, np.float32)  # 320 cc
-    prostate[:30_000] = 46.0  # 240 cc at 46 Gy, the maximum 47.08 Gy
+    prostate = np.zeros(80_000, np.float32)  # 640 cc
+    prostate[:50_000] = 46.0  # 400 cc at 46 Gy, the maximum 47.08 Gy
     prostate[0] = 47.08
     assert dosePerFractionWarning(prostate, 23, cc, "the dose (prostate.nrrd)") is None
     assert dosePerFractionWarning(prostate, 1, cc, "the dose (prostate.nrrd)") == (
-        "the dose (prostate.nrrd): 240 cc receive more than 25 Gy a fraction in 1 fraction(s), beyond any course "
+        "the dose (prostate.nrrd): 400 cc receive more than 25 Gy a fraction in 1 fraction(s), beyond any course "
         "given (radiosurgery reaches it in a small target only): check the number of fractions")
-    srs = np.zeros(40_000, np.float32)
-    srs[:2_000] = 30.0  # 16 cc above 25 Gy: a radiosurgery target, its centre at 40 Gy
-    srs[0] = 40.0
-    assert dosePerFractionWarning(srs, 1, cc, "Gamma Knife") is None
+    for aboveCc, top in ((16.0, 40.0), (153.0, 42.5)):  # Gamma Knife 20 Gy at the 50 % line; lung 1 x 34 Gy, 6 cm
+        single = np.zeros(80_000, np.float32)
+        single[:int(aboveCc / cc)] = 30.0
+        single[0] = top
+        assert dosePerFractionWarning(single, 1, cc, "radiosurgery or SBRT") is None
     assert prescriptionWarning(prostate, 46.0, "the dose (prostate.nrrd)", "RP.dcm") is None
     assert prescriptionWarning(prostate, 14.0, "the dose (prostate.nrrd)", "breast.dcm") == (
         "the dose (prostate.nrrd): its maximum 47.1 Gy is 3.36 times the prescription of the RTPLAN breast.dcm "
@@ -548,11 +550,11 @@ def test_two_tissue_entries_naming_one_structure_are_refused():
 def test_the_dose_per_fraction_is_checked_for_courses_given_in_memory_too():
     """A verification review: the check sat in the case file's reader only; the module's courses (fractions typed by
     hand) reach computeDose directly: 47 Gy in one fraction gave a composite of 520 Gy without a word."""
-    shape = (30, 30, 30)  # 216 cc of 2 mm voxels
+    shape = (40, 40, 40)  # 512 cc of 2 mm voxels
     result = run({}, [("prior", 47.0, 1, dt.date(2023, 1, 1), False),
                       ("current", 30.0, 15, dt.date(2024, 1, 1), True)], None, shape=shape)
     assert [w for w in result.warnings if "Gy a fraction" in w] == [
-        "course 'prior' (in memory): 216 cc receive more than 25 Gy a fraction in 1 fraction(s), beyond any course "
+        "course 'prior' (in memory): 512 cc receive more than 25 Gy a fraction in 1 fraction(s), beyond any course "
         "given (radiosurgery reaches it in a small target only): check the number of fractions"]
 
 

@@ -183,12 +183,12 @@ def test_eqd2_command_takes_the_fractions_from_the_rtplan(tmp_path, demoCase, ca
 
 def test_eqd2_warns_a_nrrd_dose_far_from_its_plans_prescription(tmp_path, demoCase, caplog):
     """A newcomer's review: a NRRD dose cannot name its RTPLAN, so any plan's fractions were taken silently (a
-    breast boost's 7 for a prostate dose). A 50 Gy dose over 200 cc with the demo's prior RTPLAN (50 Gy in 25):
+    breast boost's 7 for a prostate dose). A 50 Gy dose over 373 cc with the demo's prior RTPLAN (50 Gy in 25):
     nothing said; with the current course's (30.6 Gy in 17) the maximum is 1.63 times its prescription, a plan's hot
     spot: nothing said; read as one fraction: warned."""
-    geometry = ImageGeometry((40, 40, 20), (2.0, 2.0, 2.0))
+    geometry = ImageGeometry((60, 60, 20), (2.0, 2.0, 2.0))
     dose = np.zeros(geometry.shape, np.float32)
-    dose[2:18, 5:35, 5:35] = 50.0  # 14 400 voxels: 115.2 cc
+    dose[2:18, 3:57, 3:57] = 50.0  # 46 656 voxels: 373 cc
     doseFile = tmp_path / "dose.nrrd"
     sitk.WriteImage(imageFromArray(dose, geometry), str(doseFile))
     for plan in (demoCase.outputDir / "prior" / "RTPLAN.dcm", demoCase.outputDir / "current" / "RTPLAN.dcm"):
@@ -200,7 +200,7 @@ def test_eqd2_warns_a_nrrd_dose_far_from_its_plans_prescription(tmp_path, demoCa
     assert main(["eqd2", "--dose", str(doseFile), "--fractions", "1", "--alpha-beta", "3",
                  "-o", str(tmp_path / "b.nrrd")]) == 0
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
-        "the dose (dose.nrrd): 115 cc receive more than 25 Gy a fraction in 1 fraction(s), beyond any course given "
+        "the dose (dose.nrrd): 373 cc receive more than 25 Gy a fraction in 1 fraction(s), beyond any course given "
         "(radiosurgery reaches it in a small target only): check the number of fractions"]
 
 

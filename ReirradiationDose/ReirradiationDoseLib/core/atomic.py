@@ -137,10 +137,11 @@ def _filesNotWritten(path: Path) -> list[str]:
 
 
 def _systemFile(relative: str) -> bool:
-    """What a file browser leaves in a folder it shows (.DS_Store, ._name, Thumbs.db, desktop.ini) or any hidden
-    file: not the user's work (a verification review: a Finder visit blocked the next `demo`)."""
-    parts = relative.split("/")
-    return any(part.startswith(".") for part in parts) or parts[-1].lower() in ("thumbs.db", "desktop.ini")
+    """What a file browser leaves in a folder it shows (.DS_Store, ._name, Thumbs.db, desktop.ini, .directory): not
+    the user's work (a verification review: a Finder visit blocked the next `demo`). Any other hidden file (.git,
+    notes) is the user's and stops the run like any file."""
+    name = relative.split("/")[-1]
+    return name.startswith("._") or name.lower() in (".ds_store", "thumbs.db", "desktop.ini", ".directory")
 
 
 def _isEarlierOutput(path: Path) -> bool:

@@ -791,10 +791,11 @@ def implausibleDoseWarning(doseGy, course: str, what: str, unitsKnown: bool, kin
 # a course's dose whose maximum is below this (Gy) gives no dose: an empty export or a plan never computed
 EMPTY_COURSE_DOSE_GY = 0.01
 # A dose per fraction beyond this (Gy) over more than LARGE_VOLUME_CC is no course given in practice: single-fraction
-# radiosurgery and SBRT reach it only in a small target (Gamma Knife 20 Gy at the 50 % line: 40 Gy at its centre;
-# lung 1 x 34 Gy), never over a pelvis
+# radiosurgery and SBRT reach it in their target (Gamma Knife 20 Gy at the 50 % line: 40 Gy at its centre; lung
+# 1 x 34 Gy to a 6 cm PTV: 153 cc above 25 Gy; liver 1 x 30 Gy: 134 cc), never over a pelvis (a 46 Gy prostate plan
+# read as one fraction: 403 cc)
 LARGEST_DOSE_PER_FRACTION_GY = 25.0
-LARGE_VOLUME_CC = 100.0
+LARGE_VOLUME_CC = 300.0
 # a plan's dose maximum lies within these multiples of its prescription (a hot spot; radiosurgery prescribed to the
 # 40 % isodose reaches 2.5, an integrated boost twice the elective dose); beyond them the plan is not the dose's
 PRESCRIPTION_RATIO_RANGE = (0.9, 3.0)

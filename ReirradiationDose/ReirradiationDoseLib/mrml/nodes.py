@@ -132,25 +132,30 @@ def _requireNoTransform(node, what: str) -> None:
 
 
 # ---- volumes ------------------------------------------------------------------------------------------------
+def _colorTableNode(scene, name: str, entries) -> slicer.vtkMRMLColorTableNode:
+    """The scene's colour table ``name``, made once from ``entries`` ``[(label, r, g, b, a), ...]``."""
+    existing = scene.GetFirstNodeByName(name)
+    if existing is not None and existing.IsA("vtkMRMLColorTableNode"):
+        return existing
+    table = scene.AddNewNodeByClass("vtkMRMLColorTableNode", name)
+    table.SetTypeToUser()
+    table.SetNumberOfColors(len(entries))
+    for index, (label, *rgba) in enumerate(entries):
+        table.SetColor(index, label, *rgba)
+    table.SetAttribute("Category", "Reirradiation")
+    return table
+
+
 def doseColorTableNode(scene) -> slicer.vtkMRMLColorTableNode:
     """The dose colour table of ``scene`` (created once): 256 colours blue -> cyan -> green -> yellow -> red.
 
     The first entry is transparent, so with the dose display threshold the zero-dose region does not tint the CT.
     """
-    existing = scene.GetFirstNodeByName(DOSE_COLOR_TABLE_NAME)
-    if existing is not None and existing.IsA("vtkMRMLColorTableNode"):
-        return existing
-    table = scene.AddNewNodeByClass("vtkMRMLColorTableNode", DOSE_COLOR_TABLE_NAME)
-    table.SetTypeToUser()
-    table.SetNumberOfColors(256)
     stops = np.array([[0.0, 0.0, 0.0, 1.0], [0.25, 0.0, 1.0, 1.0], [0.5, 0.0, 1.0, 0.0], [0.75, 1.0, 1.0, 0.0],
                       [1.0, 1.0, 0.0, 0.0]])
-    for index in range(256):
-        t = index / 255.0
-        rgb = [float(np.interp(t, stops[:, 0], stops[:, c])) for c in (1, 2, 3)]
-        table.SetColor(index, f"{index}", *rgb, 0.0 if index == 0 else 1.0)
-    table.SetAttribute("Category", "Reirradiation")
-    return table
+    entries = [(f"{index}", *(float(np.interp(index / 255.0, stops[:, 0], stops[:, c])) for c in (1, 2, 3)),
+                0.0 if index == 0 else 1.0) for index in range(256)]
+    return _colorTableNode(scene, DOSE_COLOR_TABLE_NAME, entries)
 
 
 UNKNOWN_DOSE_COLOR_TABLE_NAME = "ReirradiationDose_UnknownDoseColorTable"
@@ -160,16 +165,8 @@ def unknownDoseColorTableNode(scene) -> slicer.vtkMRMLColorTableNode:
     """The colour table of the unknown-dose label map (created once): 0 transparent, 1 "dose unknown" in a dark
     slate (shown at half opacity over the composite's colour wash, whose value there is only the known
     courses' sum: a review found it read as known dose in the slice views)."""
-    existing = scene.GetFirstNodeByName(UNKNOWN_DOSE_COLOR_TABLE_NAME)
-    if existing is not None and existing.IsA("vtkMRMLColorTableNode"):
-        return existing
-    table = scene.AddNewNodeByClass("vtkMRMLColorTableNode", UNKNOWN_DOSE_COLOR_TABLE_NAME)
-    table.SetTypeToUser()
-    table.SetNumberOfColors(2)
-    table.SetColor(0, "known", 0.0, 0.0, 0.0, 0.0)
-    table.SetColor(1, "dose unknown", 0.25, 0.25, 0.35, 1.0)
-    table.SetAttribute("Category", "Reirradiation")
-    return table
+    return _colorTableNode(scene, UNKNOWN_DOSE_COLOR_TABLE_NAME,
+                           [("known", 0.0, 0.0, 0.0, 0.0), ("dose unknown", 0.25, 0.25, 0.35, 1.0)])
 
 
 def volumeNodeFromArray(scene, array: np.ndarray, geometry: ImageGeometry, name: str, isDose: bool = False,

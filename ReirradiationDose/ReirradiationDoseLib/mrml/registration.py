@@ -260,16 +260,23 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
     if outputTransform is not None:
         updateTransformNodeFromSitk(outputTransform, transform, grid)
         node = outputTransform
-        # what was made from the transform this one replaces shows the earlier registration: removed, and said (a
-        # review: a re-registration into the same node left its checkerboard and carried structures as they were)
-        derived = [n for n in nodesWithAttribute(scene, REVIEW_ATTRIBUTE)
+        # what was made from the transform this one replaces shows the earlier registration (a review: a
+        # re-registration into the same node left its checkerboard and carried structures as they were): the review
+        # volumes are removed; carried structures, which a user may have edited since (a verification review: an
+        # edited PTV was deleted), are kept, renamed and no longer replaced by the next carry; both said
+        reviews = [n for n in nodesWithAttribute(scene, REVIEW_ATTRIBUTE)
                    if (n.GetAttribute(REVIEW_ATTRIBUTE) or "").startswith(f"{node.GetID()}:")]
-        derived += [n for n in nodesWithAttribute(scene, PROPAGATED_ATTRIBUTE)
-                    if (n.GetAttribute(PROPAGATED_ATTRIBUTE) or "").split("|")[1:2] == [node.GetID()]]
-        if derived:
-            warnings.append(f"{', '.join(sorted(n.GetName() for n in derived))}: made from the earlier registration "
-                            f"in '{node.GetName()}', removed; make them again from this one")
-            removeNodes(scene, derived)
+        carried = [n for n in nodesWithAttribute(scene, PROPAGATED_ATTRIBUTE)
+                   if (n.GetAttribute(PROPAGATED_ATTRIBUTE) or "").split("|")[1:2] == [node.GetID()]]
+        if reviews:
+            warnings.append(f"{', '.join(sorted(n.GetName() for n in reviews))}: made from the earlier registration "
+                            f"in '{node.GetName()}', removed; review this one again")
+            removeNodes(scene, reviews)
+        for structures in carried:
+            structures.RemoveAttribute(PROPAGATED_ATTRIBUTE)
+            structures.SetName(f"{structures.GetName()} (earlier registration)")
+            warnings.append(f"'{structures.GetName()}' was carried through the earlier registration in "
+                            f"'{node.GetName()}': kept, renamed; carry the structures again through this one")
     else:
         node = transformNodeFromSitk(scene, transform, label, grid)
     node.SetAttribute(REGISTRATION_ATTRIBUTE, method)
@@ -326,7 +333,9 @@ def placeUnderRegistration(movingVolume, transformNode, structures=None) -> list
     them onto today's CT was refused (a review). Returns the nodes moved."""
     before = movingVolume.GetTransformNodeID()
     moved = [movingVolume]
-    if structures is not None and structures.GetTransformNodeID() == before:
+    # only under a shared hand alignment: two nodes under none say nothing of whose they are (a verification review:
+    # today's structures, picked as the moving ones, moved under the prior CT's registration)
+    if structures is not None and before is not None and structures.GetTransformNodeID() == before:
         moved.append(structures)
     for node in moved:
         node.SetAndObserveTransformNodeID(transformNode.GetID())
