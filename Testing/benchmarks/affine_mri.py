@@ -23,7 +23,9 @@ samples) and with two levels but 2 mm first steps and 25 % random samples, which
 from __future__ import annotations
 
 import argparse
+import atexit
 import sys
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -62,7 +64,9 @@ def demoMriCase(argv, description: str, prefix: str):
     caseDir = parser.parse_args(argv).case
     if caseDir is None:
         from ReirradiationDoseLib.core.democase.generate import generateDemoCase
-        caseDir = Path(tempfile.mkdtemp(prefix=prefix)) / "case"
+        scratch = Path(tempfile.mkdtemp(prefix=prefix))
+        atexit.register(shutil.rmtree, scratch, True)  # the generated case is not left in the temporary folder
+        caseDir = scratch / "case"
         generateDemoCase(caseDir)
     fixed = sitk.Cast(dicomimage.readImageSeries(caseDir / "current" / "CT")[0], sitk.sitkFloat32)
     mri = sitk.Cast(dicomimage.readImageSeries(caseDir / "MR")[0], sitk.sitkFloat32)

@@ -1,7 +1,7 @@
 """Benchmark: mapping a 200x200x120 prior dose through a deformable transform (target < 2 s).
 
 The transform is what the pipeline produces: CompositeTransform([rigid, displacement field on the current CT grid
-256x256x100]). Reported: median of 5 runs of ``mapDose`` and of ``conservativeMaxFilter`` (3 mm), and the peer
+256x256x100]). Reported: median of 5 runs of ``mapDose``, of 3 of ``conservativeMaxFilter`` (3 mm), and the peer
 ``sitk.Resample`` with the default 0 fill (what a naive mapping would do; it loses the coverage information) measured
 in the same run. Run: ``.venv/bin/python Testing/benchmarks/dose_mapping_speed.py``.
 """

@@ -1,7 +1,8 @@
 """Benchmark: interobserver metrics of 6 observers on a clinical grid.
 
-Case: 512 x 512 x 160 voxels of 0.98 x 0.98 x 2.5 mm; six observers outline a ~200 cc target (an ellipsoid with
-per-observer offsets, scaling and smooth boundary noise). Measured (median of repeats, same run):
+Case: 512 x 512 x 160 voxels of 0.98 x 0.98 x 2.5 mm; six observers outline a ~215 cc target (an ellipsoid of 201 cc
+with per-observer offsets, scaling and smooth boundary noise: 209-227 cc). Measured in the same run: ours, the
+median of ``--repeats``; DeepMind, of half as many; SimpleITK and the full-grid STAPLE once (slow):
 
 - ours: ``analyzeObservers`` for all 15 pairs, all metrics (Dice, Jaccard, HD, HD95, MSD, surface Dice, centroid
   shift, CIgen, volume CV, agreement map), starting from the full-grid masks (the crop search is included);

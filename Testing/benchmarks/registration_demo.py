@@ -33,8 +33,10 @@ difference in the body), and the p95 error within 10 mm of the GTV (where the pr
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -125,6 +127,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args(argv)
     scratch = Path(tempfile.mkdtemp(prefix="regdemo-bench-"))
+    atexit.register(shutil.rmtree, scratch, True)  # the generated case is not left in the temporary folder
     caseDir = args.case
     if caseDir is None:
         from ReirradiationDoseLib.core.democase.generate import generateDemoCase
