@@ -499,11 +499,11 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
                  movingStructures=None, outputTransform=None, progress=None, initialTransform=None) -> dict:
         """Register ``movingVolume`` (prior CT, or MRI with ``method="rigid (MRI)"`` / ``"affine (MRI)"``) onto
         ``fixedVolume`` (the current planning CT) with ``ReirradiationDoseLib.mrml.registration.registerVolumes``
-        and place the moving volume (and its structures, when they sat where it sat) under the transform node (the
-        one an earlier registration of the same pair and method made, refilled, else a new one), so it is shown
-        aligned. ``method``: one of ``REGISTRATION_METHODS``. Returns the dict of ``registerVolumes``
-        (``transform``, ``summary``, ``warnings``, ``quality``...); on failure or cancel nothing is added and the
-        moving volume keeps its place.
+        and place the moving volume (and its structures, when they are its own: under its hand alignment or drawn on
+        its grid) under the transform node (the one an earlier registration of the same pair and method made,
+        refilled, else a new one), so it is shown aligned. ``method``: one of ``REGISTRATION_METHODS``. Returns the
+        dict of ``registerVolumes`` (``transform``, ``summary``, ``warnings``, ``quality``...); on failure or cancel
+        nothing is added and the moving volume keeps its place.
         ``initialTransform``: a linear transform node where the registration starts (a manual pre-alignment);
         ``movingStructures``: organs that guide a deformable registration, and with ``fixedStructures`` the contour
         check of any registration."""
@@ -517,7 +517,7 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
                                  multimodal=method.endswith("(MRI)"), fixedStructures=fixedStructures,
                                  movingStructures=movingStructures, outputTransform=outputTransform,
                                  progress=progress, initialTransform=initialTransform)
-        placeUnderRegistration(movingVolume, result["transform"], movingStructures)
+        placeUnderRegistration(movingVolume, result["transform"], movingStructures, fixedStructures)
         return result
 
     @staticmethod

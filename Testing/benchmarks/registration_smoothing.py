@@ -26,6 +26,8 @@ README (Registration row): the demo phantom's uniform tissue rewards strong smoo
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -87,7 +89,9 @@ def main(argv=None) -> int:
     caseDir = args.case
     if caseDir is None:
         from ReirradiationDoseLib.core.democase.generate import generateDemoCase
-        caseDir = Path(tempfile.mkdtemp(prefix="smoothing-bench-")) / "case"
+        scratch = Path(tempfile.mkdtemp(prefix="smoothing-bench-"))
+        atexit.register(shutil.rmtree, scratch, True)  # the generated case is not left in the temporary folder
+        caseDir = scratch / "case"
         generateDemoCase(caseDir)
     d = demoRegistrationCase(caseDir)
     rigid = reg.registerRigid(d.fixed, d.moving)

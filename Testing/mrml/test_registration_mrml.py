@@ -288,11 +288,19 @@ def test_registration_starts_from_a_hand_alignment(demoCase):
         assert structures.GetTransformNodeID() == implied["transform"].GetID()
         assert placeUnderRegistration(moving, implied["transform"], elsewhere) == [moving]
         assert elsewhere.GetTransformNodeID() is None
-        # both under none says nothing of whose the structures are: today's, picked as the moving ones, stay put (a
-        # verification review: they moved under the prior CT's registration)
+        # both under none: the moving CT's own structures (drawn on its grid, as an RTSTRUCT loads) move with it (a
+        # third review: left behind, they showed misaligned); today's, picked as the moving ones by mistake, stay
+        # put (a verification review: they moved under the prior CT's registration)
         moving.SetAndObserveTransformNodeID(None)
-        assert placeUnderRegistration(moving, implied["transform"], elsewhere) == [moving]
+        structures.SetAndObserveTransformNodeID(None)
+        assert placeUnderRegistration(moving, implied["transform"], structures) == [moving, structures]
+        moving.SetAndObserveTransformNodeID(None)
+        assert placeUnderRegistration(moving, implied["transform"], elsewhere, fixedStructures=elsewhere) == [moving]
         assert elsewhere.GetTransformNodeID() is None
+        todays = segmentationNodeFromMasks(scene, {"Body": np.ones((4, 4, 4), bool)},
+                                           ImageGeometry((4, 4, 4), (2.0, 2.0, 2.0)), name="Another grid's")
+        moving.SetAndObserveTransformNodeID(None)
+        assert placeUnderRegistration(moving, implied["transform"], todays) == [moving]
         carried, _ = propagateSegmentation(scene, structures, implied["transform"], current, moving)
         assert carried is not None
         moving.SetAndObserveTransformNodeID(byHand.GetID())
@@ -357,6 +365,9 @@ def test_mri_rigid_node_matches_the_known_transform(demoCase):
             f"'{node.GetName()}': kept, renamed; carry the structures again through this one"]
         again, _ = propagateSegmentation(scene, marked, node, current, mri)
         assert carried.GetScene() is scene and again is not carried
+        registerVolumes(scene, current, mri, "rigid", multimodal=True, outputTransform=node)
+        assert again.GetName().startswith("MRI marks on Current CT (earlier registration)")
+        assert again.GetName() != carried.GetName()  # two earlier carries told apart (a third review)
     finally:
         closeScene(scene)
 

@@ -21,6 +21,7 @@ import logging
 
 import numpy as np
 import SimpleITK as sitk
+import slicer
 from scipy import ndimage
 
 from ..core import contourcheck
@@ -274,7 +275,7 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
             removeNodes(scene, reviews)
         for structures in carried:
             structures.RemoveAttribute(PROPAGATED_ATTRIBUTE)
-            structures.SetName(f"{structures.GetName()} (earlier registration)")
+            structures.SetName(scene.GenerateUniqueName(f"{structures.GetName()} (earlier registration)"))
             warnings.append(f"'{structures.GetName()}' was carried through the earlier registration in "
                             f"'{node.GetName()}': kept, renamed; carry the structures again through this one")
     else:
@@ -326,20 +327,33 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
             "summary": summary}
 
 
-def placeUnderRegistration(movingVolume, transformNode, structures=None) -> list:
+def placeUnderRegistration(movingVolume, transformNode, structures=None, fixedStructures=None) -> list:
     """Place the moving volume under its registration (so the views show it aligned) and, when given, its
-    structures too if they sat where the volume sat (under the same hand alignment, which the registration
-    includes, or under none): left behind, they showed through the hand alignment only, misaligned, and carrying
-    them onto today's CT was refused (a review). Returns the nodes moved."""
+    structures too when they are the moving volume's: under the same hand alignment (which the registration
+    includes), or, both under none, drawn on its grid (the segmentation's reference geometry is the volume's) — a
+    prior CT and its RTSTRUCT as loaded. Left behind they showed misaligned, and from under a hand alignment carrying
+    them was refused (a review); today's structures (``fixedStructures``, or on another grid) never move (a
+    verification review: picked as the moving ones, they moved under the prior CT's registration). Returns the
+    nodes moved."""
     before = movingVolume.GetTransformNodeID()
     moved = [movingVolume]
-    # only under a shared hand alignment: two nodes under none say nothing of whose they are (a verification review:
-    # today's structures, picked as the moving ones, moved under the prior CT's registration)
-    if structures is not None and before is not None and structures.GetTransformNodeID() == before:
+    if structures is not None and structures is not fixedStructures \
+            and structures.GetTransformNodeID() == before \
+            and (before is not None or _drawnOn(structures, movingVolume)):
         moved.append(structures)
     for node in moved:
         node.SetAndObserveTransformNodeID(transformNode.GetID())
     return moved
+
+
+def _drawnOn(segmentationNode, volumeNode) -> bool:
+    """The segmentation's reference image geometry is the volume's grid."""
+    from ..core.segio import geometryFromSlicerGeometryString
+
+    text = segmentationNode.GetSegmentation().GetConversionParameter(
+        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
+    geometry = geometryFromSlicerGeometryString(text) if text else None
+    return geometry is not None and geometry.sameGridAs(geometryFromVolumeNode(volumeNode, ignoreParentTransform=True))
 
 
 def _wholeDisplacementField(transform: sitk.Transform) -> sitk.Image:
