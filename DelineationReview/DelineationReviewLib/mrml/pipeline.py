@@ -90,9 +90,9 @@ from DelineationReviewLib.mrml.marks import markSetFromMarkupsNodes
 from ReirradiationDoseLib.core.errors import InputError
 from ReirradiationDoseLib.core.geometry import ImageGeometry, lpsToRas
 from ReirradiationDoseLib.core.progress import committedProgress, finishProgress, noProgress, subProgress
-from ReirradiationDoseLib.core.segio import geometryFromSlicerGeometryString
 from ReirradiationDoseLib.mrml.nodes import (
     arrayFromVtkMatrix,
+    boxInside,
     defaultStructureColors,
     gridCovering,
     nodesWithAttribute,
@@ -100,6 +100,7 @@ from ReirradiationDoseLib.mrml.nodes import (
     removeNodes,
     segmentIndexBox,
     segmentMask,
+    segmentationReferenceGeometry,
     segmentOutsidePercent,
     vtkMatrixFromArray,
 )
@@ -211,12 +212,10 @@ def _segmentationOwnGeometry(segmentationNode, segmentId: str | None = None) -> 
     """The observer's own labelmap grid: its reference image geometry, else the labelmap of ``segmentId`` (the
     compared structure; an independent review: the first segment's, a small rectum crop, cut both GTVs), else any
     segment's labelmap."""
-    segmentation = segmentationNode.GetSegmentation()
-    text = segmentation.GetConversionParameter(
-        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
-    geometry = geometryFromSlicerGeometryString(text) if text else None
+    geometry = segmentationReferenceGeometry(segmentationNode)
     if geometry is not None:
         return geometry
+    segmentation = segmentationNode.GetSegmentation()
     labelmapName = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
     ids = [segmentation.GetNthSegmentID(index) for index in range(segmentation.GetNumberOfSegments())]
     for candidate in ([segmentId] if segmentId in ids else []) + ids:
@@ -235,8 +234,7 @@ def _extendedToCover(geometry: ImageGeometry, observers, chosen, maxGrowth: floa
     delineation far away, in another position, stays outside and is said so by ``segmentOutsidePercent``)."""
     boxes = [box for node, (segmentId, _) in zip(observers, chosen, strict=True)
              if (box := segmentIndexBox(node, segmentId, geometry)) is not None]
-    inside = all(np.all(box[0] >= 0) and np.all(box[1] <= np.array(geometry.sizeXyz) - 1) for box in boxes)
-    if inside:
+    if all(boxInside(box, geometry) for box in boxes):
         return geometry
     covering = gridCovering(geometry, boxes)
     return covering if np.prod(covering.sizeXyz) <= maxGrowth * np.prod(geometry.sizeXyz) else geometry

@@ -144,7 +144,6 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(str(error), args.dose) from None
         row = dvh.toDict(args.bin_width)
         notes = [_gridNote(mask, name in cut)]
-        top = float(np.nanmax(dose)) if np.isfinite(dose).any() else 0.0
         if mask.any() and _isTargetName(name) and row["dmaxGy"] is not None and top > 0 \
                 and row["dmaxGy"] < 0.05 * top:
             # a newcomer's review: a prostate PTV read 0 Gy on another patient's dose without a word (5 %: a prior

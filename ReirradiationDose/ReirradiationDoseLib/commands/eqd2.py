@@ -65,7 +65,7 @@ def _courseFractions(args, doseInfo: dict) -> tuple[int, str, float | None]:
     unnoticed where the dose command warns)."""
     from types import SimpleNamespace
 
-    from ..core.pipeline import checkPlanOfDose, planFractionsOfDose
+    from ..core.pipeline import checkablePrescription, checkPlanOfDose, planFractionsOfDose
     from ..core.radiobiology import validateNumberOfFractions
     from ..core.rtplan import readRtPlan
 
@@ -73,8 +73,7 @@ def _courseFractions(args, doseInfo: dict) -> tuple[int, str, float | None]:
     if args.plan is None:
         return given, "command line", None
     plan = readRtPlan(Path(args.plan))
-    # a plan of several fraction groups: its highest prescription is not the group's (no ratio check)
-    prescription = plan.prescriptionGy if len(plan.fractionGroups) == 1 else None
+    prescription = checkablePrescription(plan)
     dose = SimpleNamespace(**{k: doseInfo.get(k) for k in ("referencedPlanUid", "referencedFractionGroupNumber")})
     checkPlanOfDose(plan, dose, args.plan, args.dose, "--plan", "or --fractions without --plan")
     planName = Path(args.plan).name

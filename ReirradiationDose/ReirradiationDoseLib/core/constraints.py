@@ -151,6 +151,14 @@ class OrganConstraint:
         return True if self.priorRecovery is None else self.priorRecovery
 
     @property
+    def recoveryNote(self) -> str:
+        """How the composite is read, when not with each organ's own recovery ("courses summed without recovery",
+        "prior courses discounted 50 %"), else ""."""
+        rule = self.recoveryRule
+        return "" if rule is True else "courses summed without recovery" if rule is False else (
+            f"prior courses discounted {100 * rule:g} %")
+
+    @property
     def isUpperLimit(self) -> bool:
         return self.comparison in ("<", "<=")
 
@@ -163,8 +171,7 @@ class OrganConstraint:
 
     def describe(self) -> str:
         ab = f" (EQD2, α/β {self.alphaBetaGy:g} Gy)" if self.alphaBetaGy is not None else ""
-        plain = ", courses summed without recovery" if self.recoveryInLimit else (
-            "" if self.priorRecovery is None else f", prior courses discounted {100 * self.priorRecovery:g} %")
+        plain = f", {self.recoveryNote}" if self.recoveryNote else ""
         return f"{self.structure} {self.metric} {self.comparison} {self.limit:g} {self.unit}{ab}, {self.kind}{plain}"
 
     def toDict(self) -> dict:

@@ -167,11 +167,14 @@ class CourseResult:
         if self.recoveryMap is None:
             return None
         own = self.ownRecovery(structure)
-        if own is None:
-            return self.recoveryMap
+        return self.recoveryMap if own is None else self.recoveryOutsideTargets(own)
+
+    def recoveryOutsideTargets(self, fraction: float):
+        """``fraction`` recovered wherever an organ or nothing owns the voxel, none where a target does (REFERENCE
+        §1: recovery is a normal-tissue concept); a number when no target lies on the grid."""
         if self.targetVoxels is None or not self.targetVoxels.any():
-            return own
-        return np.where(self.targetVoxels, np.float32(0.0), np.float32(own))
+            return fraction
+        return np.where(self.targetVoxels, np.float32(0.0), np.float32(fraction))
 
     def eqd2At(self, alphaBetaGy: float, structure: str | None = None) -> np.ndarray:
         """This course's EQD2 at one α/β for every voxel, NaN where its dose is unknown; the repair factor of
@@ -611,8 +614,8 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
                                       "sopInstanceUid", "referencedPlanUid") if hasattr(dose, k)})
     plan = rtplan.readRtPlan(course.plan) if course.plan is not None else None
     fractions, source, prescription, planPatientId = _fractions(course, plan, dose, warnings)
-    onePrescription = prescription if plan is not None and len(plan.fractionGroups) == 1 else None
-    mismatch = prescriptionWarning(dose.doseGy, onePrescription, f"course '{course.name}' ({Path(course.dose).name})",
+    mismatch = prescriptionWarning(dose.doseGy, checkablePrescription(plan),
+                                   f"course '{course.name}' ({Path(course.dose).name})",
                                    Path(course.plan).name if course.plan else "")
     if mismatch:
         warnings.append(mismatch)
@@ -818,11 +821,17 @@ def dosePerFractionWarning(doseGy, fractions: int | None, voxelVolumeCc: float, 
             "check the number of fractions")
 
 
+def checkablePrescription(plan) -> float | None:
+    """The prescription a dose's maximum can be compared with: the RTPLAN's, for a plan of one fraction group (a
+    plan of several gives its highest, not the group's: a two-phase plan's boost dose read 0.34 times it)."""
+    return plan.prescriptionGy if plan is not None and len(plan.fractionGroups) == 1 else None
+
+
 def prescriptionWarning(doseGy, prescriptionGy: float | None, what: str, planName: str = "") -> str | None:
     """A dose whose maximum lies outside ``PRESCRIPTION_RATIO_RANGE`` times its RTPLAN's prescription: not the
     plan's dose, or not this plan (a NRRD dose cannot name its plan: a newcomer's review took a breast boost's 7
-    fractions for a 47 Gy prostate dose, EQD2 91.6 instead of 47.5 Gy). Give None for a plan of several fraction
-    groups (its highest prescription is not the group's)."""
+    fractions for a 47 Gy prostate dose, EQD2 91.6 instead of 47.5 Gy); ``prescriptionGy`` from
+    :func:`checkablePrescription`."""
     top = _doseMaximum(doseGy)
     if not prescriptionGy or top <= 0:
         return None
@@ -1466,9 +1475,7 @@ def _courseRecoveries(courses: list[CourseResult], structure: str | None, withRe
         return None
     if withRecovery is True:
         return [c.recoveryFor(structure) for c in courses]
-    fraction = np.float32(withRecovery)
-    return [None if c.recoveryMap is None else fraction if c.targetVoxels is None or not c.targetVoxels.any()
-            else np.where(c.targetVoxels, np.float32(0.0), fraction) for c in courses]
+    return [None if c.recoveryMap is None else c.recoveryOutsideTargets(np.float32(withRecovery)) for c in courses]
 
 
 def _earlyPriorRecoveryWarnings(constraintSet, masks: dict, courses: list[CourseResult]) -> list[str]:
@@ -2037,10 +2044,9 @@ def _remainingBudget(settings, masks, geometry, courseResults, repairFactorOf, a
             prior = compositeFor[key][mask].astype(np.float64)
             abValues = ab if ab is not None else alphaBetaMap[mask]
             plannedFactor = (plannedOrganFactors or {}).get(name, 1.0)
+            note = f" ({constraint.recoveryNote})" if constraint.recoveryNote else ""
             row = {"structure": name, "constraint": f"{constraint.metric} {constraint.comparison} "
-                   f"{constraint.limit:g} Gy EQD2" + ("" if recovered is True else " (courses summed without recovery)"
-                                                       if recovered is False else
-                                                       f" (prior courses discounted {100 * recovered:g} %)"),
+                   f"{constraint.limit:g} Gy EQD2{note}",
                    "alphaBetaGy": ab if ab is not None else "voxel map",
                    "allCoursesMaxEqd2Gy": float(np.nanmax(prior)) if np.isfinite(prior).any() else None}
             planned = {"plannedFractions": settings.plannedFractions,

@@ -525,6 +525,20 @@ def segmentIndexBox(segmentationNode, segmentId: str, geometry: ImageGeometry) -
     return np.ceil(index.min(axis=0) - 1e-3).astype(int), np.floor(index.max(axis=0) + 1e-3).astype(int)
 
 
+def boxInside(box: tuple[np.ndarray, np.ndarray], geometry: ImageGeometry) -> bool:
+    """An index box of :func:`segmentIndexBox` lies within ``geometry``'s voxels."""
+    return bool(np.all(box[0] >= 0) and np.all(box[1] <= np.array(geometry.sizeXyz) - 1))
+
+
+def segmentationReferenceGeometry(segmentationNode) -> ImageGeometry | None:
+    """The grid the segmentation was drawn on (its "Reference image geometry" conversion parameter), or None."""
+    from ..core.segio import geometryFromSlicerGeometryString
+
+    text = segmentationNode.GetSegmentation().GetConversionParameter(
+        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
+    return geometryFromSlicerGeometryString(text) if text else None
+
+
 def gridCovering(geometry: ImageGeometry, boxes, maxVoxels: float = 0.0) -> ImageGeometry:
     """``geometry`` extended (same directions, spacing and voxel positions) to hold every index box of ``boxes``;
     with ``maxVoxels`` its spacing is multiplied by a whole factor until it has no more voxels than that."""
@@ -546,7 +560,7 @@ def segmentOutsidePercent(segmentationNode, segmentId: str, geometry: ImageGeome
     delineation review's common grid, the planning CT of a dose run). Measured on ``geometry`` extended to hold the
     whole segment (coarsened to ``maxVoxels`` when it reaches far beyond it); 0 when the segment's box lies inside."""
     box = segmentIndexBox(segmentationNode, segmentId, geometry)
-    if box is None or (np.all(box[0] >= 0) and np.all(box[1] <= np.array(geometry.sizeXyz) - 1)):
+    if box is None or boxInside(box, geometry):
         return 0.0
     covering = gridCovering(geometry, [box], maxVoxels)
     kji = np.argwhere(segmentMask(segmentationNode, segmentId, covering))

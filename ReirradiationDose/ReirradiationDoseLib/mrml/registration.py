@@ -21,7 +21,6 @@ import logging
 
 import numpy as np
 import SimpleITK as sitk
-import slicer
 from scipy import ndimage
 
 from ..core import contourcheck
@@ -47,6 +46,7 @@ from .nodes import (
     nodesWithAttribute,
     removeNodes,
     segmentationNodeFromMasks,
+    segmentationReferenceGeometry,
     volumeNodeFromArray,
 )
 from .transforms import (
@@ -348,11 +348,7 @@ def placeUnderRegistration(movingVolume, transformNode, structures=None, fixedSt
 
 def _drawnOn(segmentationNode, volumeNode) -> bool:
     """The segmentation's reference image geometry is the volume's grid."""
-    from ..core.segio import geometryFromSlicerGeometryString
-
-    text = segmentationNode.GetSegmentation().GetConversionParameter(
-        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
-    geometry = geometryFromSlicerGeometryString(text) if text else None
+    geometry = segmentationReferenceGeometry(segmentationNode)
     return geometry is not None and geometry.sameGridAs(geometryFromVolumeNode(volumeNode, ignoreParentTransform=True))
 
 
