@@ -15,6 +15,13 @@ SHARED_DATA = Path(os.environ.get("REIRRADIATION_SHARED_DATA", PROJECT_ROOT.pare
 ARTIFACTS = PROJECT_ROOT / "Testing" / "_artifacts"
 
 
+def csvRows(path) -> list[dict]:
+    """The rows of a CSV file as dicts (the file read and closed at once)."""
+    import csv
+
+    return list(csv.DictReader(Path(path).read_text(encoding="utf-8").splitlines()))
+
+
 def sharedDataPath(*parts: str) -> Path:
     """Path inside ../shared/data; skips the calling test with a clear message when it is absent."""
     path = SHARED_DATA.joinpath(*parts)

@@ -412,6 +412,15 @@ def test_border_marks_table_flags_the_observer_who_missed_the_extension(demoScen
     honoured = column(table, "honoured")
     assert all(m == 1.0 - h for m, h in zip(missed, honoured, strict=True))
     assert f"{missedObserver} flagged" in result["summary"]
+    # GTVs reaching beyond marks by more than the tolerance: said in the summary, not only in the table's rows (a
+    # review); at 2 mm several observers' GTVs do
+    strict = runDelineationReview(scene, nodes, "GTV", referenceVolume=ctNode, borderMarks=[pointList, *lines],
+                                  marksToleranceMm=2.0)
+    beyond = [s for s in evaluateMarks(marks, masks, geometry, 2.0).summaries if s.nOverContoured]
+    assert len(beyond) >= 2
+    assert ("GTV beyond the marked border by more than 2 mm: " + ", ".join(
+        f"{s.observer} ({s.nOverContoured} mark(s), up to {s.worstOverContourMm:.1f} mm)" for s in beyond)
+        ) in strict["summary"]
     # every row carries its mark tip in scene RAS: the markups control point the radiologist placed (the point
     # itself, or the tip = second point of an arrow line), so the module can centre the views on it
     tips = {}
@@ -433,6 +442,58 @@ def test_border_marks_table_flags_the_observer_who_missed_the_extension(demoScen
     again = runDelineationReview(scene, nodes[:3], "GTV", referenceVolume=ctNode)
     assert again["borderMarksTable"] is table and table.GetName() == "GTV border marks (none checked)"
     assert column(table, "note") == [pipeline._NO_MARKS_NOTE] and table.GetTable().GetNumberOfColumns() == 1
+
+
+def _loadMarkupsFile(scene, path, folder):
+    """The markups of a ``.mrk.json`` loaded by Slicer's own reader, one node per markup (what "Add data" gives)."""
+    document = json.loads(path.read_text())
+    nodes = []
+    for number, markup in enumerate(document["markups"]):
+        single = folder / f"markup_{number}.mrk.json"
+        single.write_text(json.dumps({"@schema": document["@schema"], "markups": [markup]}))
+        kind = "vtkMRMLMarkupsFiducialNode" if markup["type"] == "Fiducial" else "vtkMRMLMarkupsLineNode"
+        node = scene.AddNewNodeByClass(kind, f"marks {number}")
+        storage = scene.AddNewNodeByClass("vtkMRMLMarkupsJsonStorageNode")
+        storage.SetFileName(str(single))
+        assert storage.ReadData(node) == 1
+        nodes.append(node)
+    return nodes
+
+
+def test_marks_placed_on_the_mri_are_checked_where_the_views_show_them(demoScene, demoObservers, demoCase,
+                                                                        tmp_path):
+    """A review: the demo's marks file (placed on the MRI), loaded with Slicer's reader, was checked as planning-CT
+    points, 29-31 mm from its place: every observer flagged, and nothing said. The file says frame=MRI: under no
+    transform it is refused; under the MRI's registration (loaded by Slicer's transform reader) the marks are
+    checked where the views show them, as the iov command maps them."""
+    scene, ctNode, nodes = demoScene
+    _, geometry, masks, _, missedObserver = demoObservers
+    marksNodes = _loadMarkupsFile(scene, demoCase.paths["marksJson"], tmp_path)
+    count = scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match=r"the border marks 'RadiologistMarks', 'Arrow: sacrum S3 involved', 'Arrow: "
+                                         r"extends into fibrosis' say they were placed on the MRI \(frame=MRI\) and "
+                                         r"are under no transform: their coordinates are the MRI's"):
+        runDelineationReview(scene, nodes, "GTV", referenceVolume=ctNode, borderMarks=marksNodes)
+    assert scene.GetNumberOfNodes() == count
+    registration = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "MRI registration")
+    storage = scene.AddNewNodeByClass("vtkMRMLTransformStorageNode")
+    storage.SetFileName(str(demoCase.paths["mriRegistration"]))
+    assert storage.ReadData(registration) == 1
+    for node in marksNodes:
+        node.SetAndObserveTransformNodeID(registration.GetID())
+    result = runDelineationReview(scene, nodes, "GTV", referenceVolume=ctNode, borderMarks=marksNodes)
+    expected = evaluateMarks(mapMarks(readMarks(demoCase.paths["marksJson"]),
+                                      sitk.ReadTransform(str(demoCase.paths["mriRegistration"]))), masks, geometry, 3.0)
+    got = result["marksEvaluation"]
+    assert got.flaggedObservers == expected.flaggedObservers == (missedObserver,)
+    assert got.markSet.frame == "CT" and "(through MRI registration)" in got.markSet.source
+    tips = {m.label: m.tipLps for m in got.markSet.marks}
+    assert len(tips) == len(expected.markSet) == 7
+    assert all(np.allclose(tips[m.label], m.tipLps, atol=1e-6) for m in expected.markSet.marks)
+    assert np.allclose([r.signedDistanceMm for r in got.results], [r.signedDistanceMm for r in expected.results],
+                       atol=1e-6, equal_nan=True)
+    # the marks' coordinates themselves are unchanged (not hardened): the node still shows them on the MRI
+    assert marksNodes[0].GetParentTransformNode() is registration
 
 
 def test_export_and_largest_disagreement_panel(demoScene, demoObservers, tmp_path, artifactsDir):

@@ -144,8 +144,32 @@ def test_review_volumes_show_the_registration_and_replace_themselves(registered)
     unregistered = meanDifference(sitk.Transform(3, sitk.sitkIdentity))
     ours = np.abs(difference[body]).mean()
     assert ours < 1.1 * truth and ours < 0.6 * unregistered, (ours, truth, unregistered)
-    jacobian = arrayAndGeometryFromVolumeNode(made["jacobian"])[0]
+    jacobian, jacobianGeometry = arrayAndGeometryFromVolumeNode(made["jacobian"])
     assert jacobian.min() == pytest.approx(registered["out"]["quality"]["jacobianMin"], abs=0.15)
+    # shown as Slicer draws it: compressed voxels blue, expanded red, 1 white (a review: a grey ramp 0-2 without a
+    # legend); the picture's pixel at the most compressed and most expanded voxel of the middle slice, and folding
+    # (J <= 0, none here) magenta in the table
+    from ReirradiationDoseLib.mrml.render import rasToPixel, renderSliceViewImage
+
+    assert "blue < 1 (compressed), red > 1 (expanded), magenta 0 or less (folding" in made["jacobian"].GetDescription()
+    table = made["jacobian"].GetDisplayNode().GetColorNode()
+    rgba = [0.0] * 4
+    assert table.GetColor(0, rgba) and rgba[:3] == [1.0, 0.0, 1.0]
+    k = jacobian.shape[0] // 2
+    middle = np.where(np.isfinite(jacobian[k]), jacobian[k], 1.0)
+    low = np.unravel_index(np.argmin(middle), middle.shape)
+    high = np.unravel_index(np.argmax(middle), middle.shape)
+    assert middle[low] < 0.8 and middle[high] > 1.2, (middle[low], middle[high])
+    centres = [np.array([-1.0, -1.0, 1.0]) * jacobianGeometry.indexToLps((i, j, k)) for j, i in (low, high)]
+    picture, xyToRas = renderSliceViewImage(scene, background=made["jacobian"], positionRas=centres[0],
+                                            annotation=False)
+    for centre, kind in zip(centres, ("compressed", "expanded"), strict=True):
+        column, row = np.round(rasToPixel(xyToRas, centre, picture.shape[0])[0]).astype(int)
+        red, green, blue = (int(v) for v in picture[row, column])
+        if kind == "compressed":
+            assert blue > red + 40 and blue > green + 40, (kind, red, green, blue)
+        else:
+            assert red > blue + 40 and red > green + 40, (kind, red, green, blue)
     checker = arrayAndGeometryFromVolumeNode(made["checkerboard"])[0]
     fromFixed = np.isclose(checker, currentArray)
     assert 0.3 < fromFixed.mean() < 0.9  # alternating squares of fixed and warped voxels
@@ -220,6 +244,33 @@ def test_propagated_prior_structures_land_on_todays_organs(registered):
         priorStructures.SetAndObserveTransformNodeID(None)
     for made in (node, shifted, shift, again):
         scene.RemoveNode(made)
+
+
+def test_structures_carried_from_the_moving_ct_neither_guide_nor_check_its_registration(registered):
+    """A verification review: the prior structures carried onto today's CT, chosen as the fixed structures of a new
+    registration of the prior CT, were checked against themselves (contour check Dice 1, a circular pass) and, in a
+    deformable run, guided it towards the earlier registration. Now warned and left out; today's own structures still
+    check it."""
+    scene = registered["scene"]
+    carried, _ = propagateSegmentation(scene, registered["priorStructures"], registered["out"]["transform"],
+                                       registered["current"], registered["prior"])
+    outputs = []
+    try:
+        out = registerVolumes(scene, registered["current"], registered["prior"], "rigid", fixedStructures=carried,
+                              movingStructures=registered["priorStructures"])
+        outputs.append(out["transform"])
+        assert "contourCheck" not in out["description"]
+        assert [w for w in out["warnings"] if "were carried from the moving structures 'Prior structures'" in w
+                and "neither guide nor check this registration" in w and carried.GetName() in w], out["warnings"]
+        own = registerVolumes(scene, registered["current"], registered["prior"], "rigid",
+                              fixedStructures=registered["currentStructures"],
+                              movingStructures=registered["priorStructures"])
+        outputs.append(own["transform"])
+        rows = {r["structure"]: r for r in own["description"]["contourCheck"]["structures"]}
+        assert 0.6 < rows["Bladder"]["dice"] < 0.97 and not [w for w in own["warnings"] if "were carried" in w]
+    finally:
+        for node in [carried, *outputs]:
+            scene.RemoveNode(node)
 
 
 @pytest.mark.slow

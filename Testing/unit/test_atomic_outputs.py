@@ -112,7 +112,9 @@ def test_files_added_to_an_earlier_output_are_not_deleted_with_it(tmp_path):
         (tmp / "pictures" / "a.png").write_text("x")
     marker = (out / OUTPUT_MARKER).read_text()
     assert marker.endswith("files written:\npictures/a.png\nsummary.json\n")
-    for name in (".DS_Store", "pictures/._a.png", "pictures/Thumbs.db"):  # a file browser's, not the user's work
+    (out / ".AppleDouble").mkdir()
+    for name in (".DS_Store", "pictures/._a.png", "pictures/Thumbs.db", "Icon\r", "ehthumbs.db",
+                 ".AppleDouble/summary.json"):  # a file browser's, not the user's work
         (out / name).write_text("x")
     with atomicOutputDir(out) as tmp:  # replaced (a verification review: a Finder visit blocked the next run)
         (tmp / "summary.json").write_text("{}")

@@ -39,7 +39,7 @@ from ReirradiationDoseLib.core.rtdose import readRtDose, requirePlanDose
 from ReirradiationDoseLib.core.rtplan import readRtPlan
 from ReirradiationDoseLib.core.rtstruct import rasterizeAllWithReport, readRtStruct
 
-from reirradiation_testing import sharedDataPath
+from reirradiation_testing import csvRows, sharedDataPath
 
 # a small CT: 16 x 14 x 10 voxels of 3 x 3 x 4 mm
 CT = ImageGeometry((16, 14, 10), (3.0, 3.0, 4.0), (-22.5, -19.5, -18.0))
@@ -938,16 +938,15 @@ def test_dvh_says_what_the_dose_grid_leaves_out_of_a_structure(tmp_path, study, 
     table = tmp_path / "dvh.csv"
     assert cliMain(["dvh", "--dose", str(course["rd"]), "--segmentation", str(course["rs"]), "--csv",
                     str(table)]) == 0
-    import csv
 
-    notes = {row["name"]: row["note"] for row in csv.DictReader(table.open())}
+    notes = {row["name"]: row["note"] for row in csvRows(table)}
     assert notes["Rectum"].startswith("cut at the edge of the dose grid: the part beyond it is not counted")
     assert notes["GTV"].startswith("no voxel on the grid: the structure lies outside the dose grid")
     whole = tmp_path / "whole.csv"
     assert cliMain(["dvh", "--dose", str(goodCourse["rd"]), "--segmentation", str(goodCourse["rs"]), "--csv",
                     str(whole)]) == 0
     # the body touches the grid's first and last slices, inside them: no note (a verification review: noted as cut)
-    assert {row["name"]: row["note"] for row in csv.DictReader(whole.open())} == {"GTV": "", "Rectum": "", "Body": ""}
+    assert {row["name"]: row["note"] for row in csvRows(whole)} == {"GTV": "", "Rectum": "", "Body": ""}
 
 
 def test_unreadable_files_are_named_with_the_library_reason_not_its_source_path(tmp_path, study, capsys):

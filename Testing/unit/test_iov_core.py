@@ -3,7 +3,6 @@ consensus and the CLI."""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 
@@ -21,6 +20,7 @@ from ReirradiationDoseLib.core.errors import InputError, ProcessingCancelled
 from ReirradiationDoseLib.core.geometry import ImageGeometry
 from scipy import ndimage
 from scipy.spatial import cKDTree
+from reirradiation_testing import csvRows
 
 SPACING = (0.9, 1.1, 2.5)
 
@@ -447,7 +447,7 @@ def test_cli_writes_json_and_long_csv(tmp_path):
     assert "uncertaintyBandCc" in report["agreement"] and "method" in report["grid"]
     for key in ("dice", "jaccard", "hausdorffMm", "hdPercentileMm", "msdMm", "surfaceDice", "centroidShiftMm"):
         assert key in report["pairs"][0]
-    rows = list(csv.DictReader(table.open()))
+    rows = csvRows(table)
     dice = [r for r in rows if r["scope"] == "pair" and r["metric"] == "dice" and r["a"] == "r1" and r["b"] == "r2"]
     assert float(dice[0]["value"]) == pytest.approx(report["pairs"][0]["dice"], rel=1e-12)
     # each value says the option it depends on (an independent check: HD98 and HD95 files looked the same)
@@ -555,7 +555,7 @@ def test_cli_surfel_and_msd_conventions_are_written_and_named(tmp_path):
         assert report["pairs"][0][key] == pytest.approx(core.pairs[0][key], rel=1e-9)
         assert report["pairs"][0][key] != pytest.approx(voxel.pairs[0][key], rel=1e-3)
     assert report["observers"][0]["surfaceAreaMm2"] < voxel.observers[0]["surfaceAreaMm2"]
-    setting = {(r["scope"], r["metric"]): r["setting"] for r in csv.DictReader(table.open())}
+    setting = {(r["scope"], r["metric"]): r["setting"] for r in csvRows(table)}
     assert setting[("pair", "hdPercentileMm")] == "percentile 95, maxDirected, surfels"
     assert setting[("pair", "msdMm")] == "meanDirected, surfels"
     assert setting[("pair", "msdDirectedMm.aToB")] == "surfels"

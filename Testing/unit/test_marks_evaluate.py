@@ -152,6 +152,28 @@ def test_sphere_error_bound_holds_for_random_centres_and_directions():
     assert abs(np.mean(near)) < 0.25  # nearly unbiased (the bare staircase pulls |d| toward 0 by ~0.5 mm)
 
 
+def test_marks_beyond_the_rim_of_a_flat_ended_gtv():
+    """An independent review: a GTV contoured on planes ends flat; marks 2 mm beyond the rim of its end (45 degrees
+    out) read 3.24 mm on a 0.98 x 0.98 x 3 mm grid with the plane fit, every one missed at 3 mm. With the quadric
+    over the plane: all honoured, nearly unbiased (measured mean 2.21 mm); straight above the flat end exact."""
+    spacing = (0.98, 0.98, 3.0)
+    geometry = ImageGeometry(tuple(int(90 / s) for s in spacing), spacing)
+    k, j, i = np.indices(geometry.shape)
+    x, y = i * spacing[0], j * spacing[1]
+    cx, cy, radius = 45.3, 44.8, 15.0
+    first, last = int(25 / spacing[2]), int(65 / spacing[2])
+    top = (last + 0.5) * spacing[2]  # the flat end on the voxel faces
+    mask = ((x - cx) ** 2 + (y - cy) ** 2 <= radius ** 2) & (k >= first) & (k <= last)
+    angles = np.linspace(0, 2 * np.pi, 36, endpoint=False)
+    outward = np.stack([np.cos(angles), np.sin(angles), np.zeros_like(angles)], axis=1)
+    rims = np.array([cx, cy, top]) + radius * outward
+    marks = rims + 2.0 * (outward + np.array([0.0, 0.0, 1.0])) / np.sqrt(2.0)
+    distances = signedDistancesMm(marks, mask, geometry)
+    assert np.all(distances <= 3.0) and abs(distances.mean() - 2.0) < 0.35, distances
+    above = signedDistancesMm([[cx + 3.0, cy, top + 2.0]], mask, geometry)
+    assert above[0] == pytest.approx(2.0, abs=1e-9)
+
+
 def _ellipsoidDistance(point, centre, semiAxes) -> float:
     """Exact signed distance to an ellipsoid (closest point by bisection on the Lagrange multiplier)."""
     q = np.abs(np.asarray(point, float) - centre)
@@ -228,6 +250,16 @@ def test_arrow_coverage_on_a_half_space():
     alone = evaluateMarks(MarkSet((arrows[2],), "CT"), {"holed": holed}, geometry, toleranceMm=2.0)
     assert alone.summary("holed").worstMissLabel == "gap"
     assert alone.summary("holed").worstMissMm == pytest.approx(gap.arrowUncoveredMm)
+    assert not [n for n in evaluation.notes if "tail lies outside" in n]  # every tail inside a GTV
+    # drawn the usual way, from outside pointing at the border: uncovered for every observer, and said (a review:
+    # every observer flagged without a word)
+    inward = BorderMark("pointing in", (10.25, y, z), (18.25, y, z), frame="CT", id="a4")
+    pointing = evaluateMarks(MarkSet((inward,), "CT"), {"full": mask, "holed": holed}, geometry, toleranceMm=2.0)
+    assert pointing.result("a4", "full").arrowUncoveredMm == pytest.approx(8.0, abs=0.5)
+    assert pointing.notes == ("arrow(s) 'pointing in': the tail lies outside every observer's GTV. An arrow mark "
+                              "runs from inside the tumour (tail) to its border (tip); drawn from outside, pointing "
+                              "at the border, it reads as uncovered for every observer: redraw it from inside, or "
+                              "mark its tip as a point",)
 
 
 # ---- summaries, over-contouring, JSON, rows, errors -------------------------------------------------------------
@@ -247,6 +279,10 @@ def test_observer_summary_flags_the_missing_observer_and_over_contouring():
     summaryA = evaluation.summary("A")
     assert summaryA.flagged is False and summaryA.worstMissMm is None
     assert summaryA.overContouredLabels == ("inner",)  # the GTV extends ~8 mm beyond the "inner" mark
+    # counted and measured in the summary, not only in the per-mark rows (a review: a GTV 10 mm beyond every mark
+    # was summarised as the exact one): the sphere of 20 mm reaches 8 mm beyond the mark 12 mm from its centre
+    assert summaryA.nOverContoured == 1 and summaryA.worstOverContourMm == pytest.approx(8.0, abs=0.5)
+    assert summaryB.nOverContoured == 0 and summaryB.worstOverContourMm is None
     report = evaluation.toDict()
     text = json.dumps(report, allow_nan=False)  # strict JSON: no NaN
     assert json.loads(text)["summary"]["B"]["worstMissLabel"] == summaryB.worstMissLabel
@@ -258,6 +294,10 @@ def test_observer_summary_flags_the_missing_observer_and_over_contouring():
     value = next(r["value"] for r in rows if r["mark"] == "(all marks)" and r["observer"] == "B"
                  and r["metric"] == "honouredFraction")
     assert value == pytest.approx(1 / 3, abs=1e-4)
+    summaryRows = {(r["observer"], r["metric"]): r["value"] for r in rows if r["mark"] == "(all marks)"}
+    assert summaryRows[("A", "nOverContoured")] == 1 and summaryRows[("A", "worstOverContourMm")] == pytest.approx(
+        summaryA.worstOverContourMm, abs=1e-3)
+    assert ("B", "worstOverContourMm") not in summaryRows
 
 
 def test_empty_observer_is_undefined_not_zero():

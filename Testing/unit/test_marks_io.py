@@ -106,6 +106,27 @@ def test_csv_ras_default_lps_column_arrows_and_confidence(tmp_path):
     assert a.tipLps == (1.0, 2.0, 3.0) and a.kind == "point"
     assert b.tipLps == (-1.0, -2.0, 3.0) and b.tailLps == (0.0, 0.0, 0.0)  # RAS by default
     assert c.kind == "arrow" and c.tailLps == (1.0, 2.0, -7.0)
+    # a units column is honoured (a review: "cm" was ignored, every mark 10 times too close to the origin)
+    units = tmp_path / "units.csv"
+    units.write_text("label,l,p,s,units\na,1000,2000,3000,um\nb,1,2,3,mm\nc,4,5,6,\n")
+    assert [m.tipLps for m in readMarks(units)] == [(1.0, 2.0, 3.0), (1.0, 2.0, 3.0), (4.0, 5.0, 6.0)]
+
+
+def test_csv_xyz_without_a_coordinate_system_is_warned_as_read_in_ras(tmp_path, caplog):
+    """A review: x,y,z columns are RAS by default (documented); an LPS export would be mirrored without a word."""
+    import logging
+
+    path = tmp_path / "xyz.csv"
+    path.write_text("label,x,y,z\na,1,2,3\n")
+    with caplog.at_level(logging.WARNING):
+        assert readMarks(path).marks[0].tipLps == (-1.0, -2.0, 3.0)
+    assert [r for r in caplog.records if "x,y,z columns without a coordinateSystem column are read as RAS" in
+            r.getMessage() and str(path) in r.getMessage()]
+    caplog.clear()
+    path.write_text("label,x,y,z,coordinateSystem\na,1,2,3,LPS\n")
+    with caplog.at_level(logging.WARNING):
+        assert readMarks(path).marks[0].tipLps == (1.0, 2.0, 3.0)
+    assert not caplog.records
 
 
 @pytest.mark.parametrize("text,message", [
@@ -115,6 +136,7 @@ def test_csv_ras_default_lps_column_arrows_and_confidence(tmp_path):
     ("label,r,a,s,confidence\na,1,2,3,1.7\n", "confidence must be between 0 and 1"),
     ("label,r,a,s,frame\na,1,2,3,PET\n", "unknown frame 'PET'"),
     ("label,r,a,s,tail_r\na,1,2,3,4\n", "incomplete arrow tail columns"),
+    ("label,r,a,s,units\na,1,2,3,cm\n", "row 2: unknown coordinate units 'cm' \\(mm or um expected\\)"),
 ])
 def test_csv_errors(tmp_path, text, message):
     path = tmp_path / "marks.csv"
@@ -275,3 +297,23 @@ def test_iov_csv_rows(tmp_path):
     assert float(arrow["arrowCoverage"]["value"]) == pytest.approx(1.0)
     summary = {r["metric"]: r for r in rows if r["scope"] == "marksSummary"}
     assert summary["honouredFraction"]["value"] == "0.5" and summary["flagged"]["value"] == "1.0"
+    assert summary["nOverContoured"]["value"] == "0.0"
+    assert summary["worstOverContourMm"]["value"] == "" and summary["worstOverContourMm"]["undefinedReason"] == (
+        "no mark over-contoured")
+    # two marks with one label: told apart by their ids (a review: 24 of 88 keys came twice)
+    twice = writeMarks(tmp_path / "twice.csv", MarkSet((BorderMark("cranial", (0.5, 0.5, 16.5), frame="CT", id="M1"),
+                                                        BorderMark("cranial", (0.5, 0.5, 4.5), frame="CT", id="M2")),
+                                                       "CT"))
+    rows = iovCsvRows(marksReportForObservers(twice, {"A": ball}, geometry, toleranceMm=3.0))
+    distances = {r["a"]: float(r["value"]) for r in rows if r["metric"] == "signedDistanceMm"}
+    assert distances == pytest.approx({"cranial#M1": 6.0, "cranial#M2": -6.0}, abs=0.5)
+    keys = [(r["scope"], r["a"], r["b"], r["metric"]) for r in rows]
+    assert len(keys) == len(set(keys))
+    # CT marks with an MRI registration: not applied, and said (a review: "mapping: none" only)
+    import SimpleITK as sitk
+
+    shifted = marksReportForObservers(twice, {"A": ball}, geometry, toleranceMm=3.0,
+                                      transform=sitk.TranslationTransform(3, (0.0, 0.0, 30.0)))
+    assert shifted["notes"] == ["the marks file says the marks were placed on the CT (frame=CT): the MRI registration "
+                                "given was not applied to them"]
+    assert shifted["marks"][0]["positionLps"] == [0.5, 0.5, 16.5]

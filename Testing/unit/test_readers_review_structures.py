@@ -162,6 +162,18 @@ def test_two_rois_of_one_name_are_both_read_and_said(tmp_path, caplog):
     assert any("two ROIs are named 'GTV'; ROI number 2 is read as 'GTV (2)'" in r.getMessage()
                for r in caplog.records), caplog.records
     assert rt.renamed == (("GTV", 2, "GTV (2)"),)
+    # a run reads the file several times (patient check, structures, guides): the log says it once (it said it twice
+    # or three times), the result still names it; the file written again is logged again
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert readRtStruct(path).renamed == (("GTV", 2, "GTV (2)"),)
+    assert not [r for r in caplog.records if "two ROIs" in r.getMessage()]
+    ds.StructureSetROISequence[1].ROIName = "GTV"
+    ds.StructureSetLabel = "again"
+    ds.save_as(path)
+    with caplog.at_level(logging.WARNING):
+        readRtStruct(path)
+    assert len([r for r in caplog.records if "two ROIs" in r.getMessage()]) == 1
     # the dose pipeline carries it into summary.json's warnings, not only the log (the last session's left item)
     from ReirradiationDoseLib.core import pipeline, segio
 

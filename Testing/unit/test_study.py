@@ -450,6 +450,18 @@ def test_read_slicer_segmentation_picks_the_structure(tmp_path):
     assert structure == "GTV_obs1" and np.array_equal(mask, gtv) and geometry.sameGridAs(GEOMETRY)
     with pytest.raises(InputError, match="no structure matching 'Rectum'"):
         readObserverMask(path, "Rectum")
+    # one segment: taken when its name names no structure (Slicer's "Segment_1", the file's name), refused when it
+    # names another one (a review: an observer's only segment "Rectum" was read as the GTV, the observer flagged
+    # 90 mm off by the border marks; `iov` refused the same file)
+    for name in ("Segment_1", "obs2", "1"):
+        single = tmp_path / "obs2.seg.nrrd"
+        writeSegNrrd(single, {name: gtv}, GEOMETRY)
+        mask, _, structure = readObserverMask(single, "GTV")
+        assert structure == name and np.array_equal(mask, gtv)
+    writeSegNrrd(single, {"Rectum": gtv}, GEOMETRY)
+    with pytest.raises(InputError, match=r"obs2.seg.nrrd.*no structure matching 'GTV' was found; the file holds: "
+                                         "Rectum"):
+        readObserverMask(single, "GTV")
 
 
 def test_mri_marks_without_a_registration_are_not_evaluated_and_say_why(tmp_path):

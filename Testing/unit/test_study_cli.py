@@ -1,6 +1,5 @@
 """`reirradiation study` on the command line: exit codes, warnings, atomic output, progress bar."""
 
-import csv
 import io
 import json
 
@@ -9,6 +8,7 @@ import pytest
 from ReirradiationDoseLib.cli import main
 from ReirradiationDoseLib.commands.study import TextProgressBar
 from test_study import makeTwoRoundStudy, sphere, writeMask
+from reirradiation_testing import csvRows
 
 
 def test_study_command_two_rounds(tmp_path, capsys):
@@ -41,7 +41,7 @@ def test_study_surfel_and_msd_conventions_reach_every_table(tmp_path, capsys):
                  "meanDirected", "--no-pictures"]) == 0
     study = json.loads((output / "study.json").read_text())
     assert study["options"]["surface"] == "surfel" and study["options"]["msdConvention"] == "meanDirected"
-    rows = list(csv.DictReader((output / "long.csv").open()))
+    rows = csvRows(output / "long.csv")
     setting = {row["metric"]: row["setting"] for row in rows}
     assert setting["msdMm"] == "meanDirected, surfels" and setting["surfaceAreaMm2"] == "surfels"
     assert setting["hausdorffMm"] == "surfels" and setting["dice"] == "" and setting["volumeCc"] == ""
@@ -52,9 +52,9 @@ def test_study_surfel_and_msd_conventions_reach_every_table(tmp_path, capsys):
     assert setting["consensus.hausdorffDirectedMm.AtoB"] == "surfels" and setting["consensus.dice"] == ""
     assert setting["medianPairSurfaceDice"] == "tolerance 2 mm, surfels" and setting["medianPairDice"] == ""
     assert setting["medianPairHdPercentileMm"] == "percentile 95, maxDirected, surfels"
-    summaries = {row["metric"]: row["setting"] for row in csv.DictReader((output / "summary_by_round.csv").open())}
+    summaries = {row["metric"]: row["setting"] for row in csvRows(output / "summary_by_round.csv")}
     assert summaries["medianPairSurfaceDice"] == "tolerance 2 mm, surfels"
-    rounds = {row["metric"]: row["setting"] for row in csv.DictReader((output / "rounds_comparison.csv").open())}
+    rounds = {row["metric"]: row["setting"] for row in csvRows(output / "rounds_comparison.csv")}
     assert rounds["median pair surfaceDice"] == "tolerance 2 mm, surfels" and rounds["median pair dice"] == ""
     comparison = json.loads((output / "rounds_comparison.json").read_text())
     assert comparison["options"]["surface"] == "surfel" and comparison["options"]["msdConvention"] == "meanDirected"

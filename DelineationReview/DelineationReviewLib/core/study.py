@@ -93,6 +93,7 @@ from ReirradiationDoseLib.core.geometry import ImageGeometry
 from ReirradiationDoseLib.core.progress import noProgress
 
 from .marks import DEFAULT_TOLERANCE_MM as DEFAULT_MARKS_TOLERANCE_MM
+from .marks import summaryUndefinedReason
 from .observers import requireBinaryMask
 from .metrics import DEFAULT_SURFACE_DICE_TOLERANCE_MM, HD_CONVENTIONS, MSD_CONVENTIONS, requireConvention
 from .surface import SURFACE_CONVENTIONS
@@ -135,7 +136,8 @@ MIN_CASES_FOR_WILCOXON = 6
 LONG_COLUMNS = ("case", "round", "kind", "observerA", "observerB", "metric", "value", "reason", "setting")
 # the marks metrics that depend on the marks tolerance (core/marks: reachesBorder = d <= tol, ...)
 _MARKS_TOLERANCE_METRICS = {"reachesBorder", "withinTolerance", "overContoured", "arrowCovered", "honoured",
-                            "clearMiss", "honouredFraction", "nHonoured", "nClearMisses", "flagged", "worstMissMm"}
+                            "clearMiss", "honouredFraction", "nHonoured", "nClearMisses", "flagged", "worstMissMm",
+                            "nOverContoured", "worstOverContourMm"}
 SUMMARY_STATISTICS = ("n", "nUndefined", "median", "q1", "q3", "iqr", "min", "max", "mean", "sd")
 COMPARISON_COLUMNS = ("comparison", "roundA", "roundB", "case", "metric", "roundAValue", "roundBValue", "change",
                       "wilcoxonP", "note", "setting")
@@ -691,9 +693,21 @@ def _readNamedStructure(path: Path, structure: str, referenceGeometry: ImageGeom
     if geometry is None:
         raise InputError("the reader returned no grid for this file", path)
     names = list(masks)
-    chosen = names[0] if len(names) == 1 and path.name.casefold().endswith(".nrrd") \
-        else _chooseStructure(names, structure, path)
+    if len(names) == 1 and matchStructureName(names, structure) is None and _genericSegmentName(names[0], path):
+        chosen = names[0]  # a segmentation of one unnamed segment ("Segment_1", the file's name): the delineation
+    else:
+        # a named segment must match (a review: an observer's only segment "Rectum" was taken as the GTV and the
+        # observer flagged 90 mm off by the border marks, where `iov` refused the same file)
+        chosen = _chooseStructure(names, structure, path)
     return np.asarray(masks[chosen], dtype=bool), geometry, chosen
+
+
+def _genericSegmentName(name: str, path: Path) -> bool:
+    """A segment name that names no structure: Slicer's default ("Segment_1", "Segment 1"), a label value, "label",
+    or the file's own name."""
+    stem = path.name.split(".")[0].casefold()
+    text = name.strip().casefold()
+    return bool(re.fullmatch(r"(segment|label)?[ _-]*\d*_*", text)) or text == stem
 
 
 def toCommonGrid(masks: dict[str, tuple[np.ndarray, ImageGeometry]]) -> tuple[dict[str, np.ndarray],
@@ -887,6 +901,8 @@ def _analyzeUnit(case: StudyCase, roundName: str, options: StudyOptions, analyze
                 marks = None
             if isinstance(marks, dict) and marks.get("mapping"):
                 notes.append(f"radiologist marks ({Path(case.marksPath).name}): mapping to the CT: {marks['mapping']}")
+            if isinstance(marks, dict):  # an arrow drawn from outside, a registration not applied: in the report
+                notes += [f"radiologist marks: {note}" for note in marks.get("notes") or ()]
     picture, pictureError = None, None
     if pictureCallback is not None:
         try:
@@ -1068,7 +1084,8 @@ def _marksRows(case: str, roundName: str, marks) -> list[dict]:
         leaves: list = []
         # the worst miss's label and id are text (in study.json), not a number: no NA row for them
         _flatten("", {k: v for k, v in entry.items() if k not in ("worstMissLabel", "worstMissMarkId")}, leaves)
-        rows += [_row(case, roundName, "observer", name, "", f"marks.{metric}", value) for metric, value in leaves]
+        rows += [_row(case, roundName, "observer", name, "", f"marks.{metric}", value,
+                      summaryUndefinedReason(entry, metric)) for metric, value in leaves]
     allMarks = [m for m in marks.get("marks") or [] if isinstance(m, dict)]
     labels = [m.get("label") or m.get("id") or "?" for m in allMarks]
     for mark, label in zip(allMarks, labels, strict=True):
@@ -1625,6 +1642,9 @@ def _metricLabel(metric: str, hdLabel: str) -> str:
             "consensus.hdPercentileMm": f"{hdLabel} vs consensus (mm)",
             "consensus.surfaceDice": "surface Dice vs consensus", "marks.honouredFraction": "marks honoured (fraction)",
             "marks.nHonoured": "marks honoured", "marks.nMarks": "marks", "marks.worstMissMm": "worst mark miss (mm)",
+            "marks.nClearMisses": "marks clearly missed", "marks.flagged": "flagged (clear miss)",
+            "marks.nOverContoured": "marks over-contoured",
+            "marks.worstOverContourMm": "worst over-contour beyond a mark (mm)",
             }.get(metric, metric)
 
 
@@ -1632,7 +1652,8 @@ def _metricLabel(metric: str, hdLabel: str) -> str:
 _REPORT_OBSERVER_METRICS = ("volumeCc", "meanDiceToOthers", "consensus.sensitivity", "consensus.specificity",
                             "consensus.stapleSensitivity", "consensus.stapleSpecificity", "consensus.dice",
                             "consensus.hdPercentileMm", "consensus.surfaceDice", "marks.honouredFraction",
-                            "marks.nHonoured", "marks.nMarks", "marks.worstMissMm")
+                            "marks.nHonoured", "marks.nMarks", "marks.worstMissMm", "marks.nClearMisses",
+                            "marks.flagged", "marks.nOverContoured", "marks.worstOverContourMm")
 
 
 def _limits(low, high) -> str:

@@ -17,7 +17,7 @@ import vtk
 from DelineationReviewLib.core.marks import BorderMark, MarkSet, formatDescription, parseDescription
 from ReirradiationDoseLib.core.geometry import lpsToRas, rasToLps
 
-__all__ = ["FRAME_ATTRIBUTE", "markupsNodesFromMarkSet", "markSetFromMarkupsNodes"]
+__all__ = ["FRAME_ATTRIBUTE", "markupsNodesFromMarkSet", "markSetFromMarkupsNodes", "statedFrame"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +58,12 @@ def markupsNodesFromMarkSet(scene, markSet: MarkSet, name: str = "BorderMarks"):
     return pointList, lines
 
 
-def _controlPoint(node, index: int) -> dict:
+def _controlPoint(node, index: int, world: bool = False) -> dict:
     ras = [0.0, 0.0, 0.0]
-    node.GetNthControlPointPosition(index, ras)
+    if world:
+        node.GetNthControlPointPositionWorld(index, ras)
+    else:
+        node.GetNthControlPointPosition(index, ras)
     values, free = parseDescription(node.GetNthControlPointDescription(index))
     return {"lps": tuple(float(v) for v in rasToLps(ras)), "label": node.GetNthControlPointLabel(index),
             "values": values, "free": free}
@@ -76,13 +79,23 @@ def _frameOf(node, points, default: str | None) -> str | None:
     return frames.pop() if frames else default
 
 
-def markSetFromMarkupsNodes(nodes, frame: str | None = None) -> MarkSet:
+def statedFrame(node) -> str | None:
+    """The frame a markups node says its points were placed in (``frame=`` in its control point descriptions, or
+    the node attribute), upper case, or None when it says none."""
+    points = [_controlPoint(node, i) for i in range(node.GetNumberOfControlPoints())]
+    return _frameOf(node, points, None)
+
+
+def markSetFromMarkupsNodes(nodes, frame: str | None = None, world: bool = False) -> MarkSet:
     """A :class:`MarkSet` from point list and line nodes (the inverse of :func:`markupsNodesFromMarkSet`).
 
     Point list control points become point marks (label = control point label); a line node with two control
     points becomes an arrow (tail/tip by the ``tail``/``tip`` labels or description ``role=``, else first = tail),
     labelled by the node name unless its description has ``label=``. The frame comes from the descriptions or the
     node attribute, else ``frame``, else MRI. Raises ``ValueError`` for other node types or mixed frames.
+    ``world``: the positions where the scene shows them (through a transform the node is under), every mark in the
+    frame ``frame`` (default CT), whatever the nodes state: a node placed on the MRI and put under its
+    registration shows on the planning CT.
     """
     if not isinstance(nodes, list | tuple):
         nodes = [nodes]
@@ -93,9 +106,9 @@ def markSetFromMarkupsNodes(nodes, frame: str | None = None) -> MarkSet:
         if node is None:
             continue
         count = node.GetNumberOfControlPoints()
-        points = [_controlPoint(node, i) for i in range(count) if node.GetNthControlPointPositionStatus(i)
+        points = [_controlPoint(node, i, world) for i in range(count) if node.GetNthControlPointPositionStatus(i)
                   == node.PositionDefined]
-        nodeFrame = _frameOf(node, points, None)
+        nodeFrame = None if world else _frameOf(node, points, None)
         if nodeFrame:
             frames.add(nodeFrame)
         if node.IsA("vtkMRMLMarkupsLineNode"):
@@ -119,7 +132,7 @@ def markSetFromMarkupsNodes(nodes, frame: str | None = None) -> MarkSet:
             raise ValueError(f"{node.GetName()!r} ({node.GetClassName()}) is not a point list or a line")
     if len(frames) > 1:
         raise ValueError(f"the markups nodes are in different frames: {', '.join(sorted(frames))}")
-    resolved = frames.pop() if frames else (frame or "MRI")
+    resolved = frames.pop() if frames else (frame or ("CT" if world else "MRI"))
     if frame and resolved != frame.upper():
         raise ValueError(f"the markups nodes are in the {resolved} frame, not {frame}")
     for draft in drafts:

@@ -21,8 +21,9 @@ plot and border-mark check out.
    bounding box + ``DEFAULT_CROP_MARGIN_MM``; majority vote on the agreement map) so both are always available;
 5. checks the radiologist's **border marks** (markups nodes) against every observer
    (:func:`DelineationReviewLib.core.marks.evaluateMarks`, tolerance = ``marksToleranceMm``). Markups positions are
-   Slicer world coordinates, i.e. the frame the segmentations are shown in (the planning CT): marks without a frame
-   or labelled MRI are taken as CT coordinates (logged); a markups node under a transform is refused (harden it);
+   taken where the views show them, in Slicer world coordinates, the frame the segmentations are shown in (the
+   planning CT): a node under a transform through it (marks placed on the MRI, under the MRI's registration); a
+   node that says it was placed on the MRI (``frame=MRI``) and is under no transform is refused;
 6. writes the outputs (below). Output nodes carry the attribute ``DelineationReview.Output`` = key: re-running
    finds and **updates them in place** (tables refilled, segments replaced, voxels replaced) instead of adding new
    nodes. All numbers are computed before the first node is touched; if creating the nodes fails (or is
@@ -82,11 +83,11 @@ import vtk
 
 from DelineationReviewLib.core import consensus as consensusLib
 from DelineationReviewLib.core.iov import DEFAULT_CROP_MARGIN_MM, IovResult, analyzeObservers, definitions
-from DelineationReviewLib.core.marks import DEFAULT_TOLERANCE_MM, MarkEvaluation, MarkSet, assumeFrame, evaluateMarks
+from DelineationReviewLib.core.marks import DEFAULT_TOLERANCE_MM, MarkEvaluation, MarkSet, evaluateMarks
 from DelineationReviewLib.core.metrics import DEFAULT_SURFACE_DICE_TOLERANCE_MM
 from DelineationReviewLib.core.study import matchStructureName, rankStructureMatches
 from DelineationReviewLib.core.surface import CropBox, growCropBox, marginVoxelsFor, unionCropBox
-from DelineationReviewLib.mrml.marks import markSetFromMarkupsNodes
+from DelineationReviewLib.mrml.marks import markSetFromMarkupsNodes, statedFrame
 from ReirradiationDoseLib.core.errors import InputError
 from ReirradiationDoseLib.core.geometry import ImageGeometry, lpsToRas
 from ReirradiationDoseLib.core.progress import committedProgress, finishProgress, noProgress, subProgress
@@ -259,22 +260,26 @@ def _chooseSegment(segmentationNode, structureName: str) -> tuple[str, str]:
 
 
 def _markSet(borderMarks) -> MarkSet | None:
+    """The border marks where the views show them (Slicer world coordinates, the segmentations' frame): a node under
+    a transform through it, so marks placed on the MRI and put under its registration land on the CT. A node that
+    says it was placed on the MRI and sits under no transform is refused: its coordinates are the MRI's (a review:
+    the demo's marks file, loaded, was checked 29-31 mm from its place and every observer flagged)."""
     nodes = _asNodeList(borderMarks)
     if not nodes:
         return None
-    for node in nodes:
-        _requireNoTransform(node, "border marks")
-    try:  # marks that state no frame are scene (planning-CT) coordinates
-        markSet = markSetFromMarkupsNodes(nodes, frame="CT")
+    onMri = [n.GetName() for n in nodes if n.GetParentTransformNode() is None and statedFrame(n) == "MRI"]
+    if onMri:
+        raise InputError(f"the border marks {', '.join(repr(n) for n in onMri)} say they were placed on the MRI "
+                         "(frame=MRI) and are under no transform: their coordinates are the MRI's, not the planning "
+                         "CT's. Place them under the MRI's registration transform (Data module) so that they show on "
+                         "the registered MRI, then run again")
+    try:
+        markSet = markSetFromMarkupsNodes(nodes, frame="CT", world=True)
     except ValueError as error:
-        if "frame" not in str(error):
-            raise
-        markSet = markSetFromMarkupsNodes(nodes)
-        logger.warning("the border marks (%s) are labelled as placed on the %s; their positions in the scene are "
-                       "taken as planning-CT coordinates (place them on the registered MRI shown in the scene)",
-                       ", ".join(n.GetName() for n in nodes), markSet.frame)
-        markSet = assumeFrame(markSet, "CT", "markups positions are Slicer world coordinates, those of the "
-                                             "segmentations")
+        raise InputError(f"border marks: {error}") from error
+    through = sorted({n.GetParentTransformNode().GetName() for n in nodes if n.GetParentTransformNode() is not None})
+    if through:
+        markSet = dataclasses.replace(markSet, source=f"{markSet.source} (through {', '.join(through)})")
     if len(markSet) == 0:
         logger.warning("the border marks (%s) hold no placed point: no border-mark check",
                        ", ".join(n.GetName() for n in nodes))
@@ -869,7 +874,13 @@ def _summary(iov: IovResult, structureName: str, referenceLabel: str, evaluation
     if evaluation is not None:
         flagged = evaluation.flaggedObservers
         parts.append(f"border marks: {', '.join(flagged)} flagged" if flagged else "border marks: no observer flagged")
-    return "; ".join(parts) + "." + "".join(f" Note: {note}." for note in getattr(iov, "notes", ()))
+        beyond = [f"{s.observer} ({s.nOverContoured} mark(s), up to {s.worstOverContourMm:.1f} mm)"
+                  for s in evaluation.summaries if s.nOverContoured]
+        if beyond:
+            parts.append(f"GTV beyond the marked border by more than {evaluation.toleranceMm:g} mm: "
+                         f"{', '.join(beyond)}")
+    notes = [*getattr(iov, "notes", ()), *(evaluation.notes if evaluation is not None else ())]
+    return "; ".join(parts) + "." + "".join(f" Note: {note}." for note in notes)
 
 
 # ---------------------------------------------------------------------------------------------------------------

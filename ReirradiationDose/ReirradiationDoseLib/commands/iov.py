@@ -274,6 +274,8 @@ def run(args: argparse.Namespace) -> int:
                                                   transform=args.marks_transform, frame=args.marks_frame)
         for name, summary in report["marks"].get("summary", {}).items():
             logger.info("%s honours %s of the radiologist's marks", name, summary.get("honouredFraction"))
+        for note in report["marks"].get("notes") or ():
+            logger.warning("marks: %s", note)
     for hook in REPORT_HOOKS:
         hook(report, args)
     surfels = " (surfels)" if report.get("surfaceConvention") == "surfel" else ""

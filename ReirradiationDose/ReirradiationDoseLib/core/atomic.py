@@ -137,11 +137,14 @@ def _filesNotWritten(path: Path) -> list[str]:
 
 
 def _systemFile(relative: str) -> bool:
-    """What a file browser leaves in a folder it shows (.DS_Store, ._name, Thumbs.db, desktop.ini, .directory): not
-    the user's work (a verification review: a Finder visit blocked the next `demo`). Any other hidden file (.git,
-    notes) is the user's and stops the run like any file."""
-    name = relative.split("/")[-1]
-    return name.startswith("._") or name.lower() in (".ds_store", "thumbs.db", "desktop.ini", ".directory")
+    """What a file browser leaves in a folder it shows (.DS_Store, ._name, Icon\\r, .AppleDouble/, Thumbs.db,
+    ehthumbs.db, desktop.ini, .directory): not the user's work (a verification review: a Finder visit blocked the next
+    `demo`). Any other hidden file (.git, notes) is the user's and stops the run like any file."""
+    parts = relative.split("/")
+    name = parts[-1]
+    return (name.startswith("._") or name == "Icon\r" or ".AppleDouble" in parts[:-1]
+            or name.lower() in (".ds_store", "thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini",
+                                ".directory"))
 
 
 def _isEarlierOutput(path: Path) -> bool:

@@ -31,8 +31,20 @@ __all__ = ["RoiInfo", "RtStruct", "readRtStruct", "rasterizeRoi", "rasterizeAll"
            "StructureSetReport"]
 
 logger = logging.getLogger(__name__)
+# files whose ROI renaming was logged in this process: one run reads an RTSTRUCT several times (patient check,
+# structures, registration guides), the log says it once; callers report ``RtStruct.renamed`` in their own results
+_loggedRenaming: set[tuple] = set()
 
 _FILLED_TYPES = ("CLOSED_PLANAR", "CLOSED_PLANAR_XOR")
+
+
+def _fileStamp(path) -> tuple:
+    """Size and modification time of a file (a file written again is logged again); () when it cannot be read."""
+    try:
+        status = os.stat(path)
+    except (OSError, TypeError, ValueError):
+        return ()
+    return (status.st_size, status.st_mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -164,8 +176,11 @@ def _readRtStructDataset(ds, path: Path) -> RtStruct:
         if name in names:
             # two ROIs of one name: the second kept under its number, said (an adversarial review: silent), since a
             # constraint or tissue that names the structure reads the first only
-            logger.warning("%s: two ROIs are named %r; ROI number %s is read as %r", path, name, number,
-                           f"{name} ({number})")
+            key = (str(Path(path).resolve()), _fileStamp(path), name, number)
+            if key not in _loggedRenaming:
+                _loggedRenaming.add(key)
+                logger.warning("%s: two ROIs are named %r; ROI number %s is read as %r", path, name, number,
+                               f"{name} ({number})")
             renamed.append((name, number, f"{name} ({number})"))
             name = f"{name} ({number})"
         names.add(name)

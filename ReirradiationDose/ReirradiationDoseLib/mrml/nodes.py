@@ -28,6 +28,9 @@ __all__ = [
     "DOSE_COLOR_TABLE_NAME",
     "UNKNOWN_DOSE_COLOR_TABLE_NAME",
     "unknownDoseColorTableNode",
+    "JACOBIAN_COLOR_TABLE_NAME",
+    "JACOBIAN_DESCRIPTION",
+    "jacobianColorTableNode",
     "volumeNodeFromArray",
     "arrayAndGeometryFromVolumeNode",
     "geometryFromVolumeNode",
@@ -167,6 +170,28 @@ def unknownDoseColorTableNode(scene) -> slicer.vtkMRMLColorTableNode:
     courses' sum: a review found it read as known dose in the slice views)."""
     return _colorTableNode(scene, UNKNOWN_DOSE_COLOR_TABLE_NAME,
                            [("known", 0.0, 0.0, 0.0, 0.0), ("dose unknown", 0.25, 0.25, 0.35, 1.0)])
+
+
+JACOBIAN_COLOR_TABLE_NAME = "ReirradiationDose_JacobianColorTable"
+JACOBIAN_DESCRIPTION = ("Jacobian determinant of the registration, shown from 0 to 2: white 1 (volume kept), blue < 1 "
+                        "(compressed), red > 1 (expanded), magenta 0 or less (folding: no physical mapping there)")
+
+
+def jacobianColorTableNode(scene) -> slicer.vtkMRMLColorTableNode:
+    """The colour table of a Jacobian determinant shown over 0 .. 2 (created once): 256 colours, the first magenta
+    (folding, J <= 0, which the window clamps onto it), then blue -> white at 1 -> red (a review: the grey ramp
+    showed neither where 1 lies nor folding)."""
+    entries = [("folding", 1.0, 0.0, 1.0, 1.0)]
+    for index in range(1, 256):
+        value = 2.0 * index / 255.0
+        if value < 1.0:
+            fade = value  # 0 dark blue .. 1 white
+            rgb = (fade, fade, 0.5 + 0.5 * fade)
+        else:
+            fade = value - 1.0  # 0 white .. 1 dark red
+            rgb = (1.0 - 0.3 * fade, 1.0 - fade, 1.0 - fade)
+        entries.append((f"{value:.3f}", *rgb, 1.0))
+    return _colorTableNode(scene, JACOBIAN_COLOR_TABLE_NAME, entries)
 
 
 def volumeNodeFromArray(scene, array: np.ndarray, geometry: ImageGeometry, name: str, isDose: bool = False,

@@ -40,8 +40,11 @@ from ..core.registration import (
     rotationWarning,
 )
 from .nodes import (
+    JACOBIAN_COLOR_TABLE_NAME,
+    JACOBIAN_DESCRIPTION,
     arrayAndGeometryFromVolumeNode,
     geometryFromVolumeNode,
+    jacobianColorTableNode,
     masksFromSegmentationNode,
     nodesWithAttribute,
     removeNodes,
@@ -217,6 +220,16 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
     pairs, newTissue, newTissueNames, goneTissue, goneTissueNames = None, None, [], None, []
     movingMasks = {} if movingStructures is None else _structures(movingStructures, movingGeometry,
                                                                      outputTransform, initialTransform)
+    carriedFrom = (fixedStructures.GetAttribute(PROPAGATED_ATTRIBUTE) or "").split("|") if masks else []
+    if movingStructures is not None and carriedFrom[:1] == [movingStructures.GetID()]:
+        # the fixed structures are the moving ones carried through an earlier registration (a verification review):
+        # as guides they would pull this registration towards that one, and its contour check would compare the two
+        # registrations, not the registration with today's anatomy; only the body outline is used
+        warnings.append(f"the fixed structures '{fixedStructures.GetName()}' were carried from the moving structures "
+                        f"'{movingStructures.GetName()}' through an earlier registration: they do not show the "
+                        f"anatomy of '{fixedVolume.GetName()}', so they neither guide nor check this registration "
+                        "(only their body outline is used); choose structures delineated on the fixed CT")
+        masks = {}
     if method == "deformable":
         if movingStructures is not None:
             if masks:
@@ -404,6 +417,7 @@ def reviewVolumes(scene, fixedVolume, movingVolume, transformNode, squaresMm: fl
              "difference": f"{transformNode.GetName()} difference (moving - fixed)",
              "jacobian": f"{transformNode.GetName()} Jacobian determinant"}
     created, old = {}, []
+    hadColors = scene.GetFirstNodeByName(JACOBIAN_COLOR_TABLE_NAME) is not None
     try:
         for kind, (array, geometry) in images.items():
             key = f"{transformNode.GetID()}:{kind}"
@@ -415,6 +429,8 @@ def reviewVolumes(scene, fixedVolume, movingVolume, transformNode, squaresMm: fl
             display.AutoWindowLevelOff()
             if kind == "jacobian":
                 display.SetWindowLevelMinMax(0.0, 2.0)
+                display.SetAndObserveColorNodeID(jacobianColorTableNode(scene).GetID())
+                node.SetDescription(JACOBIAN_DESCRIPTION)
             elif kind == "difference":
                 display.SetWindowLevelMinMax(-200.0, 200.0)
             else:
@@ -423,6 +439,8 @@ def reviewVolumes(scene, fixedVolume, movingVolume, transformNode, squaresMm: fl
                     display.SetWindowLevel(source.GetWindow(), source.GetLevel())
     except Exception:
         removeNodes(scene, created.values())
+        if not hadColors:
+            removeNodes(scene, [scene.GetFirstNodeByName(JACOBIAN_COLOR_TABLE_NAME)])
         raise
     removeNodes(scene, old)
     return created

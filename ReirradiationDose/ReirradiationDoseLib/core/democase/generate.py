@@ -405,7 +405,9 @@ def _markupsJson(points: list[dict], arrows: list[dict]) -> dict:
         "type": "Fiducial", "name": "RadiologistMarks", "coordinateSystem": "RAS", "coordinateUnits": "mm",
         "locked": False, "fixedNumberOfControlPoints": False, "labelFormat": "%N-%d",
         "lastUsedControlPointNumber": len(points),
-        "controlPoints": [controlPoint(i + 1, p["label"], p["mriRasMm"], f"confidence {p['confidence']:g}")
+        # the frame in every description, which Slicer keeps when it loads the file (a review: loaded into the
+        # module, the marks stated no frame and were read as planning-CT points, 29-31 mm off)
+        "controlPoints": [controlPoint(i + 1, p["label"], p["mriRasMm"], f"confidence {p['confidence']:g}; frame=MRI")
                           for i, p in enumerate(points)],
         "measurements": [], "display": display}]
     for _i, a in enumerate(arrows):
@@ -413,8 +415,8 @@ def _markupsJson(points: list[dict], arrows: list[dict]) -> dict:
             "type": "Line", "name": f"Arrow: {a['label']}", "coordinateSystem": "RAS", "coordinateUnits": "mm",
             "locked": False, "fixedNumberOfControlPoints": False, "labelFormat": "%N-%d",
             "lastUsedControlPointNumber": 2,
-            "controlPoints": [controlPoint(1, "tip", a["tipRasMm"], a["label"]),
-                              controlPoint(2, "tail", a["tailRasMm"], a["label"])],
+            "controlPoints": [controlPoint(1, "tip", a["tipRasMm"], f"{a['label']}; frame=MRI"),
+                              controlPoint(2, "tail", a["tailRasMm"], f"{a['label']}; frame=MRI")],
             "measurements": [], "display": dict(display, color=[1.0, 1.0, 0.0])})
     return {"@schema": schema, "markups": markups}
 
