@@ -9,3 +9,4 @@ demo: setup
 
 test: setup
 	.venv/bin/python -m pytest -q -p no:cacheprovider
+	bash scripts/test-slicer-python.sh

@@ -5,8 +5,6 @@ surface Dice, STAPLE/majority consensus, border-mark check) live in ``Delineatio
 in ``DelineationReviewLib.mrml`` and ``ReirradiationDoseLib.mrml``.
 """
 
-from __future__ import annotations
-
 import importlib
 import logging
 import sys

@@ -4,8 +4,6 @@ Thin Slicer module (Module, parameter node, Widget, Logic facade, self-test). Th
 ``ReirradiationDoseLib``: ``core`` (numpy/SimpleITK only) and ``mrml`` (nodes in, nodes out).
 """
 
-from __future__ import annotations
-
 import importlib
 import logging
 import sys
@@ -213,9 +211,12 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.currentCt:
-            firstVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if firstVolume:
-                self._parameterNode.currentCt = firstVolume
+            # the first image: not a label map or a dose (both are scalar volume nodes too; an API review)
+            images = [n for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+                      if n.GetClassName() == "vtkMRMLScalarVolumeNode"
+                      and n.GetAttribute("DicomRtImport.DoseVolume") != "1"]
+            if images:
+                self._parameterNode.currentCt = images[0]
 
     def setParameterNode(self, inputParameterNode: ReirradiationDoseParameterNode | None) -> None:
         if self._parameterNode:
@@ -237,15 +238,22 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         sourceLabel.toolTip = ""
         if node is None or self._parameterNode is None:
             return
+        # this slot runs before the parameter node wrapper's (connected first): a pick by the user is not yet in the
+        # parameter, a refresh from the parameter node (entering the module, a scene load) already is. The pick is
+        # stored first, since setting the fractions refreshes every widget from the parameter node and put the old
+        # dose back in the combo (an API review); a refresh keeps the fractions a user may have typed in
+        parameter = str(selector.property("SlicerParameterName") or "")
+        fromParameterNode = bool(parameter) and getattr(self._parameterNode, parameter, None) is node
+        if parameter and not fromParameterNode:
+            setattr(self._parameterNode, parameter, node)
         try:
             info = self.logic.courseInfoFromDicomDatabase(node)
         except DoseNotAPlanDose as error:
             selector.setCurrentNode(None)
             # while the parameter node refreshes the GUI (entering the module, a scene load) the wrapper ignores the
             # combo's change: clear the parameter too, or Apply is enabled for a dose the combo no longer shows
-            parameter = selector.property("SlicerParameterName")
-            if parameter and getattr(self._parameterNode, str(parameter), None) is node:
-                setattr(self._parameterNode, str(parameter), None)
+            if parameter and getattr(self._parameterNode, parameter, None) is node:
+                setattr(self._parameterNode, parameter, None)
             sourceLabel.text = _("Dose refused: not a whole-plan dose in Gy")
             sourceLabel.toolTip = str(error)
             slicer.util.errorDisplay(_("This dose cannot be used as a course dose.") + "\n\n" + str(error))
@@ -255,7 +263,8 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             sourceLabel.toolTip = str(error)
             return
         try:
-            setattr(self._parameterNode, fractionsField, info.fractions)
+            if not fromParameterNode:
+                setattr(self._parameterNode, fractionsField, info.fractions)
         except ValueError as error:  # outside the field's range
             sourceLabel.text = _("RTPLAN states {n} fractions: enter the value by hand").format(n=info.fractions)
             sourceLabel.toolTip = str(error)

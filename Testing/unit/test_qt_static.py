@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import ast
+import builtins
 import importlib
 import re
 import xml.etree.ElementTree as ET
@@ -119,14 +120,65 @@ def test_parameter_names_match_the_parameter_node(module):
 
 @pytest.mark.parametrize("module", MODULES)
 def test_node_selectors_get_the_scene(module):
-    """Every node combo box is connected to the module widget's mrmlSceneChanged signal."""
+    """Every node combo box is connected to the module widget's mrmlSceneChanged signal; a table view is not: given a
+    scene without a table view node, qMRMLTableView drops its table at the end of every batch process (a scene load
+    or import emptied the border-marks table; an API review of Slicer's qMRMLTableView.cxx)."""
     root = uiTree(module)
     combos = {e.get("name") for e in root.iter("widget") if e.get("class", "").startswith("qMRML")
-              and e.get("class") != "qMRMLWidget"}
+              and e.get("class") not in ("qMRMLWidget", "qMRMLTableView")}
+    tableViews = {e.get("name") for e in root.iter("widget") if e.get("class") == "qMRMLTableView"}
     connected = {c.findtext("receiver") for c in root.iter("connection")
                  if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"
                  and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
     assert combos and combos <= connected, f"not given the scene: {sorted(combos - connected)}"
+    assert not tableViews & connected, f"table views given the scene: {sorted(tableViews & connected)}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_transform_selectors_list_every_kind_of_transform(module):
+    """A combo of vtkMRMLTransformNode with showChildNodeTypes false lists no linear, grid or B-spline transform
+    (Slicer's qMRMLSortFilterProxyModel keeps only nodes of exactly that class): the prior courses' registrations
+    could not be picked (an API review)."""
+    root = uiTree(module)
+    for widget in root.iter("widget"):
+        properties = {p.get("name"): p for p in widget.findall("property")}
+        types = [s.text for s in properties["nodeTypes"].iter("string")] if "nodeTypes" in properties else []
+        if any(t in ("vtkMRMLTransformNode", "vtkMRMLMarkupsNode", "vtkMRMLVolumeNode") for t in types):
+            show = properties.get("showChildNodeTypes")
+            assert show is None or show.findtext("bool") == "true", f"{widget.get('name')} hides {types}' subclasses"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_annotations_are_bound_before_the_parameter_node_wrapper_reads_them(module):
+    """Slicer's parameterNodeWrapper reads the class's annotations with typing.get_type_hints; with ``from __future__
+    import annotations`` they are strings resolved through sys.modules, which depends on how Slicer loads the file
+    (an API review). Without it every name an annotation evaluated at definition uses must be bound before it."""
+    tree = ast.parse(moduleSource(module))
+    assert not [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == "__future__"]
+    bound = {}
+    for node in tree.body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [(a.asname or a.name).split(".")[0] for a in node.names]
+        elif isinstance(node, ast.FunctionDef | ast.ClassDef):
+            names = [node.name]
+        elif isinstance(node, ast.Assign):
+            names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+        else:
+            names = []
+        for name in names:  # a class's name is bound after its body
+            bound.setdefault(name, node.end_lineno if isinstance(node, ast.ClassDef) else node.lineno)
+    evaluated = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef):
+            arguments = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+            evaluated += [(node.lineno, a.annotation) for a in arguments if a.annotation is not None]
+            if node.returns is not None:
+                evaluated.append((node.lineno, node.returns))
+        elif isinstance(node, ast.ClassDef):
+            evaluated += [(item.lineno, item.annotation) for item in node.body if isinstance(item, ast.AnnAssign)]
+    unbound = [(line, n.id) for line, annotation in evaluated for n in ast.walk(annotation)
+               if isinstance(n, ast.Name) and n.id not in dir(builtins) and bound.get(n.id, 10 ** 9) > line]
+    assert len(evaluated) > 10 and not unbound, unbound
 
 
 @pytest.mark.parametrize("module", MODULES)

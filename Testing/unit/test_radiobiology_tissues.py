@@ -8,7 +8,6 @@ import pytest
 from ReirradiationDoseLib.core.errors import InputError
 from ReirradiationDoseLib.core.radiobiology import compositeEqd2, eqd2Gy
 from ReirradiationDoseLib.core.recovery import (
-    DAYS_PER_MONTH,
     ConstantRecovery,
     NoRecovery,
     StepRecovery,
@@ -138,15 +137,17 @@ def test_time_model_needs_dates(table):
 
 
 # ---- recovery models ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("months, expected", [(0, 0.0), (5.9, 0.0), (6.0, 0.25), (11.9, 0.25), (12.0, 0.5),
-                                              (40, 0.5)])
-def test_nieder_doi_steps(months, expected):
-    assert niederDoiRecovery().fractionFor(months * DAYS_PER_MONTH) == pytest.approx(expected)
+# intervals in days, written out: months of 365.25 / 12 = 30.4375 days (a mutation review: built from the module's own
+# constant, the tests could not see a wrong month length); 6 months = 182.625 d, 12 = 365.25 d
+@pytest.mark.parametrize("days, expected", [(0, 0.0), (179.6, 0.0), (182.625, 0.25), (182.62, 0.0), (362.2, 0.25),
+                                            (365, 0.25), (365.25, 0.5), (366, 0.5), (1217.5, 0.5)])
+def test_nieder_doi_steps(days, expected):
+    assert niederDoiRecovery().fractionFor(days) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("months, expected", [(3, 0.0), (6, 0.0), (9, 0.25), (12, 0.5), (24, 0.5)])
-def test_price_rises_to_half_at_one_year(months, expected):
-    assert priceRecovery().fractionFor(months * DAYS_PER_MONTH) == pytest.approx(expected)
+@pytest.mark.parametrize("days, expected", [(91.3, 0.0), (182.625, 0.0), (273.9375, 0.25), (365.25, 0.5), (730.5, 0.5)])
+def test_price_rises_to_half_at_one_year(days, expected):
+    assert priceRecovery().fractionFor(days) == pytest.approx(expected)
 
 
 def test_none_and_constant():
