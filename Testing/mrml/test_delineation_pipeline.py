@@ -419,7 +419,7 @@ def test_border_marks_table_flags_the_observer_who_missed_the_extension(demoScen
     beyond = [s for s in evaluateMarks(marks, masks, geometry, 2.0).summaries if s.nOverContoured]
     assert len(beyond) >= 2
     assert ("GTV beyond the marked border by more than 2 mm: " + ", ".join(
-        f"{s.observer} ({s.nOverContoured} mark(s), up to {s.worstOverContourMm:.1f} mm)" for s in beyond)
+        f"{s.observer} ({s.nOverContoured} mark(s), up to {s.worstOverContourMm:.2f} mm)" for s in beyond)
         ) in strict["summary"]
     # every row carries its mark tip in scene RAS: the markups control point the radiologist placed (the point
     # itself, or the tip = second point of an arrow line), so the module can centre the views on it
@@ -472,7 +472,9 @@ def test_marks_placed_on_the_mri_are_checked_where_the_views_show_them(demoScene
     count = scene.GetNumberOfNodes()
     with pytest.raises(InputError, match=r"the border marks 'RadiologistMarks', 'Arrow: sacrum S3 involved', 'Arrow: "
                                          r"extends into fibrosis' say they were placed on the MRI \(frame=MRI\) and "
-                                         r"are under no transform: their coordinates are the MRI's"):
+                                         r"are under no transform: their coordinates are taken as the MRI's.*If they "
+                                         r"were hardened onto the CT already, their control point descriptions still "
+                                         r"say frame=MRI: change it to frame=CT"):
         runDelineationReview(scene, nodes, "GTV", referenceVolume=ctNode, borderMarks=marksNodes)
     assert scene.GetNumberOfNodes() == count
     registration = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "MRI registration")
@@ -494,6 +496,17 @@ def test_marks_placed_on_the_mri_are_checked_where_the_views_show_them(demoScene
                        atol=1e-6, equal_nan=True)
     # the marks' coordinates themselves are unchanged (not hardened): the node still shows them on the MRI
     assert marksNodes[0].GetParentTransformNode() is registration
+    # marks that say they were placed on the CT, under a transform: checked where the views show them, and said (a
+    # verification review: moved 31 mm without a word)
+    onCt, lines = markupsNodesFromMarkSet(scene, expected.markSet, "CT marks")
+    onCt.SetAndObserveTransformNodeID(registration.GetID())
+    moved = runDelineationReview(scene, nodes, "GTV", referenceVolume=ctNode, borderMarks=[onCt])
+    notes = [n for n in moved["marksEvaluation"].notes if "'CT marks' say they were placed on the CT (frame=CT) but "
+             "are under the transform 'MRI registration': checked where the views show them, up to" in n]
+    assert len(notes) == 1 and notes[0] in moved["summary"]
+    assert not [n for n in result["marksEvaluation"].notes if "say they were placed on the CT" in n]
+    for node in (onCt, *lines):
+        scene.RemoveNode(node)
 
 
 def test_export_and_largest_disagreement_panel(demoScene, demoObservers, tmp_path, artifactsDir):

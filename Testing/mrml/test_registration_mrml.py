@@ -268,6 +268,28 @@ def test_structures_carried_from_the_moving_ct_neither_guide_nor_check_its_regis
         outputs.append(own["transform"])
         rows = {r["structure"]: r for r in own["description"]["contourCheck"]["structures"]}
         assert 0.6 < rows["Bladder"]["dice"] < 0.97 and not [w for w in own["warnings"] if "were carried" in w]
+        # registered again into the transform it was carried through, the carry is renamed "(earlier registration)"
+        # and still known for what it is (a verification review: the guard worked once, then Dice 1.000 again)
+        shift = transformNodeFromSitk(scene, sitk.TranslationTransform(3, (0.0, 0.0, 2.0)), "shift")
+        outputs.append(shift)
+        mine, _ = propagateSegmentation(scene, registered["priorStructures"], shift, registered["current"],
+                                        registered["prior"])
+        outputs.append(mine)
+        for _ in range(2):  # warned every time, not only the first
+            again = registerVolumes(scene, registered["current"], registered["prior"], "rigid", fixedStructures=mine,
+                                    movingStructures=registered["priorStructures"])
+            outputs.append(again["transform"])
+            assert "contourCheck" not in again["description"]
+            assert [w for w in again["warnings"] if "neither guide nor check this registration" in w]
+        renamed = registerVolumes(scene, registered["current"], registered["prior"], "rigid",
+                                  fixedStructures=registered["currentStructures"],
+                                  movingStructures=registered["priorStructures"], outputTransform=shift)
+        assert [w for w in renamed["warnings"] if "(earlier registration)" in w] and "(earlier registration)" in \
+            mine.GetName()
+        later = registerVolumes(scene, registered["current"], registered["prior"], "rigid", fixedStructures=mine,
+                                movingStructures=registered["priorStructures"])
+        outputs.append(later["transform"])
+        assert "contourCheck" not in later["description"]
     finally:
         for node in [carried, *outputs]:
             scene.RemoveNode(node)

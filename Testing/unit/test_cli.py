@@ -106,10 +106,11 @@ def test_the_demo_refuses_a_folder_of_other_files(tmp_path, capsys):
     folder = tmp_path / "Documents"
     folder.mkdir()
     (folder / "thesis.docx").write_text("mine")
+    (folder / "Thumbs.db").write_text("a file browser's")  # not the user's work: not named, never a reason to refuse
     assert main(["demo", "--output", str(folder)]) == 2
     err = capsys.readouterr().err
     assert f"{folder}: the folder holds other files (thesis.docx): give a new or empty folder" in err
-    assert sorted(p.name for p in folder.iterdir()) == ["thesis.docx"]
+    assert sorted(p.name for p in folder.iterdir()) == ["Thumbs.db", "thesis.docx"]
     (tmp_path / "file").write_text("x")
     assert main(["demo", "--output", str(tmp_path / "file")]) == 2
     assert "the demo's output must be a folder; this is a file" in capsys.readouterr().err

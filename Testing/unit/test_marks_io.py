@@ -260,6 +260,7 @@ def test_marks_report_for_observers_maps_and_reports(tmp_path):
     assert top["observers"]["obs"]["honoured"] is True
     assert beyond["observers"]["obs"]["signedDistanceMm"] == pytest.approx(5.0, abs=0.5)
     assert report["summary"]["obs"]["worstMissLabel"] == "beyond" and "exact inverse" in report["mapping"]
+    assert report["notes"] == []  # mapped, and nothing says otherwise (a verification review: "not applied")
     # without the registration the MRI coordinates would be read as CT coordinates (5 mm off here, 27 mm on the
     # demo): refused, naming the file
     with pytest.raises(InputError, match="placed on the MRI and no MRI registration was given") as refused:

@@ -458,6 +458,9 @@ def test_read_slicer_segmentation_picks_the_structure(tmp_path):
         writeSegNrrd(single, {name: gtv}, GEOMETRY)
         mask, _, structure = readObserverMask(single, "GTV")
         assert structure == name and np.array_equal(mask, gtv)
+    dotted = tmp_path / "Dr. Smith.seg.nrrd"  # the observer's name as the study reads it, dots and all
+    writeSegNrrd(dotted, {"Dr. Smith": gtv}, GEOMETRY)
+    assert readObserverMask(dotted, "GTV")[2] == "Dr. Smith"
     writeSegNrrd(single, {"Rectum": gtv}, GEOMETRY)
     with pytest.raises(InputError, match=r"obs2.seg.nrrd.*no structure matching 'GTV' was found; the file holds: "
                                          "Rectum"):

@@ -705,7 +705,7 @@ def _readNamedStructure(path: Path, structure: str, referenceGeometry: ImageGeom
 def _genericSegmentName(name: str, path: Path) -> bool:
     """A segment name that names no structure: Slicer's default ("Segment_1", "Segment 1"), a label value, "label",
     or the file's own name."""
-    stem = path.name.split(".")[0].casefold()
+    stem = (_maskStem(path) or path.name.split(".")[0]).casefold()
     text = name.strip().casefold()
     return bool(re.fullmatch(r"(segment|label)?[ _-]*\d*_*", text)) or text == stem
 

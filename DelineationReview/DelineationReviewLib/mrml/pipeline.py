@@ -259,32 +259,55 @@ def _chooseSegment(segmentationNode, structureName: str) -> tuple[str, str]:
     return ids[index], chosen
 
 
-def _markSet(borderMarks) -> MarkSet | None:
-    """The border marks where the views show them (Slicer world coordinates, the segmentations' frame): a node under
-    a transform through it, so marks placed on the MRI and put under its registration land on the CT. A node that
-    says it was placed on the MRI and sits under no transform is refused: its coordinates are the MRI's (a review:
-    the demo's marks file, loaded, was checked 29-31 mm from its place and every observer flagged)."""
+def _markSet(borderMarks) -> tuple[MarkSet | None, list[str]]:
+    """The border marks where the views show them (Slicer world coordinates, the segmentations' frame), and notes: a
+    node under a transform through it, so marks placed on the MRI and put under its registration land on the CT. A
+    node that says it was placed on the MRI and sits under no transform is refused: its coordinates are the MRI's (a
+    review: the demo's marks file, loaded, was checked 29-31 mm from its place and every observer flagged). A node
+    that says it was placed on the CT but sits under a transform is checked where the views show it, noted."""
     nodes = _asNodeList(borderMarks)
     if not nodes:
-        return None
-    onMri = [n.GetName() for n in nodes if n.GetParentTransformNode() is None and statedFrame(n) == "MRI"]
+        return None, []
+    try:
+        stated = {node.GetID(): statedFrame(node) for node in nodes}
+    except ValueError as error:  # a node mixing frames
+        raise InputError(f"border marks: {error}") from error
+    onMri = [n.GetName() for n in nodes if n.GetParentTransformNode() is None and stated[n.GetID()] == "MRI"]
     if onMri:
+        # hardened under the MRI's registration, a node keeps saying frame=MRI (a verification review): said too
         raise InputError(f"the border marks {', '.join(repr(n) for n in onMri)} say they were placed on the MRI "
-                         "(frame=MRI) and are under no transform: their coordinates are the MRI's, not the planning "
-                         "CT's. Place them under the MRI's registration transform (Data module) so that they show on "
-                         "the registered MRI, then run again")
+                         "(frame=MRI) and are under no transform: their coordinates are taken as the MRI's, not the "
+                         "planning CT's. Place them under the MRI's registration transform (Data module) so that they "
+                         "show on the registered MRI, then run again. If they were hardened onto the CT already, "
+                         "their control point descriptions still say frame=MRI: change it to frame=CT (Markups "
+                         "module)")
     try:
         markSet = markSetFromMarkupsNodes(nodes, frame="CT", world=True)
     except ValueError as error:
         raise InputError(f"border marks: {error}") from error
+    notes = []
+    for node in nodes:
+        parent = node.GetParentTransformNode()
+        if parent is None or stated[node.GetID()] != "CT":
+            continue
+        local, world = [0.0] * 3, [0.0] * 3
+        moved = 0.0
+        for index in range(node.GetNumberOfControlPoints()):
+            node.GetNthControlPointPosition(index, local)
+            node.GetNthControlPointPositionWorld(index, world)
+            moved = max(moved, math.dist(local, world))
+        if moved > 0.01:
+            notes.append(f"the border marks '{node.GetName()}' say they were placed on the CT (frame=CT) but are "
+                         f"under the transform '{parent.GetName()}': checked where the views show them, up to "
+                         f"{moved:.1f} mm from their own coordinates")
     through = sorted({n.GetParentTransformNode().GetName() for n in nodes if n.GetParentTransformNode() is not None})
     if through:
         markSet = dataclasses.replace(markSet, source=f"{markSet.source} (through {', '.join(through)})")
     if len(markSet) == 0:
         logger.warning("the border marks (%s) hold no placed point: no border-mark check",
                        ", ".join(n.GetName() for n in nodes))
-        return None
-    return markSet
+        return None, notes
+    return markSet, notes
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -715,7 +738,7 @@ def runDelineationReview(scene, observerSegmentations, structureName: str, refer
         geometry = _extendedToCover(own, observers, chosen)
         gridSource = f"labelmap grid of '{observers[0].GetName()}'" + (
             "" if geometry is own else ", extended to hold every observer's delineation")
-    markSet = _markSet(borderMarks)
+    markSet, marksNotes = _markSet(borderMarks)
     masks: dict[str, np.ndarray] = {}
     gridNotes: list[str] = []
     for index, (node, name, (segmentId, segmentName)) in enumerate(zip(observers, names, chosen, strict=True)):
@@ -759,6 +782,8 @@ def runDelineationReview(scene, observerSegmentations, structureName: str, refer
     if markSet is not None:
         progress(0.85, "Checking the border marks")
         evaluation = evaluateMarks(markSet, masks, geometry, marksToleranceMm)
+        if marksNotes:
+            evaluation = dataclasses.replace(evaluation, notes=(*marksNotes, *evaluation.notes))
     referenceLabel = _referenceLabel(referenceMethod, referenceName)
     agreementFull = iov.agreementMapFull()
 
@@ -874,7 +899,7 @@ def _summary(iov: IovResult, structureName: str, referenceLabel: str, evaluation
     if evaluation is not None:
         flagged = evaluation.flaggedObservers
         parts.append(f"border marks: {', '.join(flagged)} flagged" if flagged else "border marks: no observer flagged")
-        beyond = [f"{s.observer} ({s.nOverContoured} mark(s), up to {s.worstOverContourMm:.1f} mm)"
+        beyond = [f"{s.observer} ({s.nOverContoured} mark(s), up to {s.worstOverContourMm:.2f} mm)"
                   for s in evaluation.summaries if s.nOverContoured]
         if beyond:
             parts.append(f"GTV beyond the marked border by more than {evaluation.toleranceMm:g} mm: "

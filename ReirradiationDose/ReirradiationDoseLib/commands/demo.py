@@ -24,13 +24,14 @@ DEMO_ENTRIES = {"case", "dose", "study", "overview_axial.png"}
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..core.atomic import fileBrowserFile
     from ..core.democase.generate import ensureDemoCase
 
     output = Path(args.output)
     if output.exists() and not output.is_dir():
         raise InputError("the demo's output must be a folder; this is a file", output)
     others = sorted(p.name for p in output.iterdir() if p.name not in DEMO_ENTRIES
-                    and not p.name.startswith(".")) if output.is_dir() else []
+                    and not p.name.startswith(".") and not fileBrowserFile(p.name)) if output.is_dir() else []
     if others:
         # an adversarial review: the demo wrote its folders among a user's files (nothing was deleted, but a later
         # run replaces dose/ and study/ as a whole)

@@ -133,10 +133,10 @@ def _filesNotWritten(path: Path) -> list[str]:
     if _MANIFEST_HEADER not in text:
         return []
     written = {line.strip() for line in text.split(_MANIFEST_HEADER, 1)[1].splitlines() if line.strip()}
-    return [name for name in _manifest(path) if name not in written and not _systemFile(name)]
+    return [name for name in _manifest(path) if name not in written and not fileBrowserFile(name)]
 
 
-def _systemFile(relative: str) -> bool:
+def fileBrowserFile(relative: str) -> bool:
     """What a file browser leaves in a folder it shows (.DS_Store, ._name, Icon\\r, .AppleDouble/, Thumbs.db,
     ehthumbs.db, desktop.ini, .directory): not the user's work (a verification review: a Finder visit blocked the next
     `demo`). Any other hidden file (.git, notes) is the user's and stops the run like any file."""

@@ -66,6 +66,9 @@ __all__ = ["registerVolumes", "reviewVolumes", "propagateSegmentation", "REGISTR
 
 REGISTRATION_ATTRIBUTE = "Reirradiation.Registration"  # on transform nodes made here: rigid / affine / deformable
 PROPAGATED_ATTRIBUTE = "Reirradiation.Propagated"  # on carried segmentations: source | transform | fixed volume IDs
+# the segmentation a carried one came from; kept when the carry is renamed "(earlier registration)" (a verification
+# review: the guard against registering with it as the fixed structures worked once, then Dice 1.000 again)
+CARRIED_FROM_ATTRIBUTE = "Reirradiation.CarriedFrom"
 REVIEW_ATTRIBUTE = "Reirradiation.RegistrationReview"  # on review volumes: "<transform node ID>:<kind>"
 REVIEW_KINDS = ("warped", "checkerboard", "difference", "jacobian")
 
@@ -220,8 +223,8 @@ def registerVolumes(scene, fixedVolume, movingVolume, method: str = "deformable"
     pairs, newTissue, newTissueNames, goneTissue, goneTissueNames = None, None, [], None, []
     movingMasks = {} if movingStructures is None else _structures(movingStructures, movingGeometry,
                                                                      outputTransform, initialTransform)
-    carriedFrom = (fixedStructures.GetAttribute(PROPAGATED_ATTRIBUTE) or "").split("|") if masks else []
-    if movingStructures is not None and carriedFrom[:1] == [movingStructures.GetID()]:
+    carriedFrom = fixedStructures.GetAttribute(CARRIED_FROM_ATTRIBUTE) if masks else None
+    if movingStructures is not None and carriedFrom == movingStructures.GetID():
         # the fixed structures are the moving ones carried through an earlier registration (a verification review):
         # as guides they would pull this registration towards that one, and its contour check would compare the two
         # registrations, not the registration with today's anatomy; only the body outline is used
@@ -492,6 +495,7 @@ def propagateSegmentation(scene, segmentationNode, transformNode, fixedVolume, m
                                      name or f"{segmentationNode.GetName()} on {fixedVolume.GetName()}",
                                      referenceVolumeNode=fixedVolume)
     node.SetAttribute(PROPAGATED_ATTRIBUTE, key)
+    node.SetAttribute(CARRIED_FROM_ATTRIBUTE, segmentationNode.GetID())
     # carrying the same structures through the same transform again replaces the earlier result (they piled up)
     removeNodes(scene, earlier)
     return node, warnings
