@@ -14,16 +14,32 @@ is312() { "$1" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/nul
 # SLICER_PYTHON, else python3.12 on the PATH (a pyenv shim answers only when 3.12 is selected), else pyenv's or a
 # system's own 3.12
 PYTHON=""
-for candidate in ${SLICER_PYTHON:-} python3.12 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3.12 \
-                 /usr/local/bin/python3.12 /usr/bin/python3.12; do
-  if [ -n "$candidate" ] && is312 "$candidate"; then PYTHON=$candidate; break; fi
-done
+if [ -n "${SLICER_PYTHON:-}" ]; then
+  # named by the user: it must be a 3.12 (not another interpreter found instead without a word)
+  if ! is312 "$SLICER_PYTHON"; then
+    echo "slicer-python: SLICER_PYTHON='$SLICER_PYTHON' is not a Python 3.12 interpreter" >&2; exit 1
+  fi
+  PYTHON=$SLICER_PYTHON
+else
+  for candidate in python3.12 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3.12 \
+                   /usr/local/bin/python3.12 /usr/bin/python3.12; do
+    if is312 "$candidate"; then PYTHON=$candidate; break; fi
+  done
+fi
 if [ -z "$PYTHON" ]; then
   echo "slicer-python: skipped: no Python 3.12 found (set SLICER_PYTHON); the core's tests under Slicer's Python and packages need it"
   exit 0
 fi
+# a venv left half-made (an interrupted run, a Python without its venv module's pip) is made again
+if [ -x $VENV/bin/python ] && ! $VENV/bin/python -m pip --version >/dev/null 2>&1; then
+  echo "slicer-python: $VENV has no pip (left half-made): making it again"
+  rm -rf $VENV
+fi
 if [ ! -x $VENV/bin/python ]; then
-  "$PYTHON" -m venv $VENV
+  if ! "$PYTHON" -m venv $VENV; then
+    rm -rf $VENV
+    echo "slicer-python: '$PYTHON' could not make a venv (on Debian/Ubuntu install its -venv package)" >&2; exit 1
+  fi
 fi
 if [ ! -f "$STAMP" ] || [ "$REQUIREMENTS" -nt "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
   echo "slicer-python: installing Slicer's bundled packages into $VENV"

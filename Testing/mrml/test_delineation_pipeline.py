@@ -418,8 +418,10 @@ def test_border_marks_table_flags_the_observer_who_missed_the_extension(demoScen
                                   marksToleranceMm=2.0)
     beyond = [s for s in evaluateMarks(marks, masks, geometry, 2.0).summaries if s.nOverContoured]
     assert len(beyond) >= 2
+    assert pipeline._roundedUp(3.004) == "3.01" and pipeline._roundedUp(3.0) == "3.00"  # beyond 3 never reads 3.00
     assert ("GTV beyond the marked border by more than 2 mm: " + ", ".join(
-        f"{s.observer} ({s.nOverContoured} mark(s), up to {s.worstOverContourMm:.2f} mm)" for s in beyond)
+        f"{s.observer} ({s.nOverContoured} mark(s), up to {pipeline._roundedUp(s.worstOverContourMm)} mm)"
+        for s in beyond)
         ) in strict["summary"]
     # every row carries its mark tip in scene RAS: the markups control point the radiologist placed (the point
     # itself, or the tip = second point of an arrow line), so the module can centre the views on it

@@ -299,7 +299,7 @@ def _markSet(borderMarks) -> tuple[MarkSet | None, list[str]]:
         if moved > 0.01:
             notes.append(f"the border marks '{node.GetName()}' say they were placed on the CT (frame=CT) but are "
                          f"under the transform '{parent.GetName()}': checked where the views show them, up to "
-                         f"{moved:.1f} mm from their own coordinates")
+                         f"{_roundedUp(moved)} mm from their own coordinates")
     through = sorted({n.GetParentTransformNode().GetName() for n in nodes if n.GetParentTransformNode() is not None})
     if through:
         markSet = dataclasses.replace(markSet, source=f"{markSet.source} (through {', '.join(through)})")
@@ -882,6 +882,11 @@ def runDelineationReview(scene, observerSegmentations, structureName: str, refer
     return nodes
 
 
+def _roundedUp(mm: float) -> str:
+    """A distance to 0.01 mm, rounded up: beyond a limit it never reads as the limit."""
+    return f"{math.ceil(mm * 100 - 1e-9) / 100:.2f}"
+
+
 def _summary(iov: IovResult, structureName: str, referenceLabel: str, evaluation: MarkEvaluation | None) -> str:
     dice = [p.values.get("dice") for p in iov.pairs]
     dice = [d for d in dice if d is not None and math.isfinite(d)]
@@ -899,7 +904,8 @@ def _summary(iov: IovResult, structureName: str, referenceLabel: str, evaluation
     if evaluation is not None:
         flagged = evaluation.flaggedObservers
         parts.append(f"border marks: {', '.join(flagged)} flagged" if flagged else "border marks: no observer flagged")
-        beyond = [f"{s.observer} ({s.nOverContoured} mark(s), up to {s.worstOverContourMm:.2f} mm)"
+        # rounded up: a distance beyond the tolerance never reads as the tolerance (3.004 read "up to 3.00 mm")
+        beyond = [f"{s.observer} ({s.nOverContoured} mark(s), up to {_roundedUp(s.worstOverContourMm)} mm)"
                   for s in evaluation.summaries if s.nOverContoured]
         if beyond:
             parts.append(f"GTV beyond the marked border by more than {evaluation.toleranceMm:g} mm: "
