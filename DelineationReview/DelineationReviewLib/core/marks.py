@@ -128,7 +128,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -151,7 +151,6 @@ __all__ = [
     "readMarks",
     "writeMarks",
     "mapMarks",
-    "assumeFrame",
     "signedDistancesMm",
     "evaluateMarks",
     "marksReportForObservers",
@@ -682,13 +681,6 @@ def mapMarks(markSet: MarkSet, transform: sitk.Transform) -> MarkSet:
     return MarkSet(tuple(mapped), "CT", source=f"{markSet.source} mapped MRI->CT with the {method}")
 
 
-def assumeFrame(markSet: MarkSet, frame: str, reason: str) -> MarkSet:
-    """Relabel the marks' frame without moving them (e.g. the MRI is already resampled onto the CT grid)."""
-    frame = _normaliseFrame(frame)
-    return MarkSet(tuple(replace(m, frame=frame) for m in markSet.marks), frame,
-                   source=f"{markSet.source} taken as {frame} coordinates ({reason})")
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Signed distance to the GTV surface (half-voxel convention)
 # ---------------------------------------------------------------------------------------------------------------
@@ -1174,6 +1166,14 @@ def summaryUndefinedReason(summary: dict, metric: str) -> str:
     return "undefined"
 
 
+def markRowLabels(marks: Sequence[dict]) -> list[str]:
+    """The name of each mark's rows in a table (``iov`` CSV, a study's long.csv): its label, or ``label#id`` when two
+    marks share the label (a review: 24 of 88 keys came twice, a statistician could not tell the marks apart)."""
+    labels = [mark.get("label") or mark.get("id") or "?" for mark in marks]
+    return [f"{label}#{mark.get('id') or '?'}" if labels.count(label) > 1 else label
+            for mark, label in zip(marks, labels, strict=True)]
+
+
 def iovCsvRows(marksReport: dict) -> list[dict]:
     """Rows of a ``marksReportForObservers`` dict in the ``reirradiation iov`` CSV format (scope, a, b, metric,
     value, unit, undefinedReason): scope ``mark`` (a = mark label, ``label#id`` when two marks share it; b =
@@ -1187,11 +1187,7 @@ def iovCsvRows(marksReport: dict) -> list[dict]:
         rows.append({"scope": scope, "a": a, "b": b, "metric": metric,
                      "value": "" if value is None else repr(float(value)), "unit": unit, "undefinedReason": reason})
 
-    labels = [mark["label"] for mark in marksReport["marks"]]
-    for mark in marksReport["marks"]:
-        # two marks named alike: the id keeps their rows apart, as in a study's long.csv (a review: 24 of 88 keys
-        # came twice, a statistician could not tell the marks apart)
-        label = f"{mark['label']}#{mark['id']}" if labels.count(mark["label"]) > 1 else mark["label"]
+    for mark, label in zip(marksReport["marks"], markRowLabels(marksReport["marks"]), strict=True):
         for observer, result in mark["observers"].items():
             for metric in ("signedDistanceMm", "honoured", "reachesBorder", "withinTolerance", "overContoured",
                            "clearMiss", "arrowCoverage", "arrowUncoveredMm"):

@@ -93,7 +93,7 @@ from ReirradiationDoseLib.core.geometry import ImageGeometry
 from ReirradiationDoseLib.core.progress import noProgress
 
 from .marks import DEFAULT_TOLERANCE_MM as DEFAULT_MARKS_TOLERANCE_MM
-from .marks import summaryUndefinedReason
+from .marks import markRowLabels, summaryUndefinedReason
 from .observers import requireBinaryMask
 from .metrics import DEFAULT_SURFACE_DICE_TOLERANCE_MM, HD_CONVENTIONS, MSD_CONVENTIONS, requireConvention
 from .surface import SURFACE_CONVENTIONS
@@ -1087,10 +1087,7 @@ def _marksRows(case: str, roundName: str, marks) -> list[dict]:
         rows += [_row(case, roundName, "observer", name, "", f"marks.{metric}", value,
                       summaryUndefinedReason(entry, metric)) for metric, value in leaves]
     allMarks = [m for m in marks.get("marks") or [] if isinstance(m, dict)]
-    labels = [m.get("label") or m.get("id") or "?" for m in allMarks]
-    for mark, label in zip(allMarks, labels, strict=True):
-        if labels.count(label) > 1:  # two marks named alike: the id keeps their rows apart
-            label = f"{label}#{mark.get('id') or '?'}"
+    for mark, label in zip(allMarks, markRowLabels(allMarks), strict=True):
         for name, entry in _observerEntries(mark.get("observers") or {}):
             leaves = []
             _flatten("", entry, leaves)

@@ -21,6 +21,8 @@ from .nodes import (
     unknownDoseColorTableNode,
     nodesWithAttribute,
     placeInStudy,
+    presentNames,
+    removeNamedSince,
     removeNodes,
     segmentationNodeFromMasks,
     volumeNodeFromArray,
@@ -113,8 +115,8 @@ def addDoseResultToScene(scene, result, referenceVolumeNode=None, segmentationNo
     created: list = []
     inputs = {n.GetID() for n in (referenceVolumeNode, segmentationNode, *inputNodes) if n is not None}
     previous = [n for n in _allOutputs(scene) if n.GetID() not in inputs]
-    hadColors = {name: scene.GetFirstNodeByName(name) is not None
-                 for name in (DOSE_COLOR_TABLE_NAME, UNKNOWN_DOSE_COLOR_TABLE_NAME)}
+    colorTables = (DOSE_COLOR_TABLE_NAME, UNKNOWN_DOSE_COLOR_TABLE_NAME)
+    hadColors = presentNames(scene, colorTables)
     geometry = result.referenceGeometry
     nodes: dict = {}
     try:
@@ -197,10 +199,7 @@ def addDoseResultToScene(scene, result, referenceVolumeNode=None, segmentationNo
                      "Re-irradiation patient", "Re-irradiation composite EQD2")
     except BaseException:
         removeNodes(scene, created)
-        for name, had in hadColors.items():  # colour tables made by the first dose volume of a run that failed
-            colors = scene.GetFirstNodeByName(name)
-            if not had and colors is not None:
-                removeNodes(scene, [colors])
+        removeNamedSince(scene, colorTables, hadColors)  # colour tables made by the first dose volume of the run
         raise
     previous = [n for n in previous if n.GetScene() is scene]
     if keepPrevious:

@@ -41,6 +41,8 @@ __all__ = [
     "defaultStructureColors",
     "placeInStudy",
     "removeNodes",
+    "presentNames",
+    "removeNamedSince",
     "vtkMatrixFromArray",
     "arrayFromVtkMatrix",
     "orientedImageFromArray",
@@ -490,6 +492,18 @@ def removeNodes(scene, nodes: Iterable) -> None:
         for helper in helpers:
             if helper is not None and helper.GetScene() is scene:
                 scene.RemoveNode(helper)
+
+
+def presentNames(scene, names: Iterable[str]) -> set[str]:
+    """Which of ``names`` a node of ``scene`` bears now: before a run that may make shared nodes (colour tables),
+    so that :func:`removeNamedSince` removes only what the run made when it fails."""
+    return {name for name in names if scene.GetFirstNodeByName(name) is not None}
+
+
+def removeNamedSince(scene, names: Iterable[str], present: set[str]) -> None:
+    """Remove the nodes named in ``names`` that were not ``present`` (:func:`presentNames`) before a run that failed;
+    those made earlier stay."""
+    removeNodes(scene, [scene.GetFirstNodeByName(name) for name in names if name not in present])
 
 
 # ---- how much of a segment a grid holds ---------------------------------------------------------------------------

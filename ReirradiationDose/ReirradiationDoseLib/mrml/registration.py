@@ -47,6 +47,8 @@ from .nodes import (
     jacobianColorTableNode,
     masksFromSegmentationNode,
     nodesWithAttribute,
+    presentNames,
+    removeNamedSince,
     removeNodes,
     segmentationNodeFromMasks,
     segmentationReferenceGeometry,
@@ -420,7 +422,7 @@ def reviewVolumes(scene, fixedVolume, movingVolume, transformNode, squaresMm: fl
              "difference": f"{transformNode.GetName()} difference (moving - fixed)",
              "jacobian": f"{transformNode.GetName()} Jacobian determinant"}
     created, old = {}, []
-    hadColors = scene.GetFirstNodeByName(JACOBIAN_COLOR_TABLE_NAME) is not None
+    hadColors = presentNames(scene, (JACOBIAN_COLOR_TABLE_NAME,))
     try:
         for kind, (array, geometry) in images.items():
             key = f"{transformNode.GetID()}:{kind}"
@@ -442,8 +444,7 @@ def reviewVolumes(scene, fixedVolume, movingVolume, transformNode, squaresMm: fl
                     display.SetWindowLevel(source.GetWindow(), source.GetLevel())
     except Exception:
         removeNodes(scene, created.values())
-        if not hadColors:
-            removeNodes(scene, [scene.GetFirstNodeByName(JACOBIAN_COLOR_TABLE_NAME)])
+        removeNamedSince(scene, (JACOBIAN_COLOR_TABLE_NAME,), hadColors)
         raise
     removeNodes(scene, old)
     return created
