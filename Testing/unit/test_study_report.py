@@ -69,6 +69,7 @@ def test_paired_plot_has_one_line_per_subject():
 def test_format_cell():
     assert formatCell(None) == "n/a" and formatCell(float("nan")) == "n/a"
     assert formatCell(0.850512) == "0.8505" and formatCell(12.3456) == "12.35" and formatCell(3) == "3"
+    assert formatCell(0.0) == "0" and formatCell(2.0) == "2" and formatCell(1.0) == "1"  # counts read as counts
     assert formatCell(1.5e-6) == "1.500e-06" and formatCell(True) == "yes"
 
 

@@ -50,6 +50,8 @@ def formatCell(value, digits: int = 4) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             return "n/a"
+        if value == 0:
+            return "0"  # as 1.0 reads "1" (counts of the marks summary read "0.0000" beside "2")
         if value != 0 and (abs(value) >= 10 ** digits or abs(value) < 10 ** -(digits - 1)):
             return f"{value:.{digits - 1}e}"
         if abs(value) >= 1:
