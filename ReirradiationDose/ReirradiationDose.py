@@ -230,7 +230,7 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self._checkCanApply()
 
     def _onCourseDoseSelected(self, node, selector, fractionsField: str, sourceLabel) -> None:
-        """Fill the course's fractions from its RTPLAN (dose from the DICOM database); refuse a FRACTION/BEAM or
+        """Fill the course's fractions from its RTPLAN (dose from the DICOM database); refuse a BEAM or
         RELATIVE dose; otherwise leave the typed-in value and say so."""
         from ReirradiationDoseLib.mrml.dicomdatabase import DoseNotAPlanDose
 
@@ -479,7 +479,7 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
 
         Reads the node's original RTDOSE and its RTPLAN through ``database`` (default ``slicer.dicomDatabase``) with
         ``ReirradiationDoseLib.mrml.dicomdatabase.courseInfoFromDatabase``; returns its ``CourseDicomInfo``. Raises
-        ``DoseNotAPlanDose`` (an InputError) for a RELATIVE or FRACTION/BEAM dose, InputError when the fractions
+        ``DoseNotAPlanDose`` (an InputError) for a RELATIVE or BEAM dose, InputError when the fractions
         cannot be read (they are then entered by hand).
         """
         from ReirradiationDoseLib.core.errors import InputError
@@ -591,7 +591,7 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
         stand beside them (the previous run's renamed "(earlier run N)"). Returns a dict with the output nodes
         (``compositeEqd2``, ``alphaBetaMap``, ``dvhTable``, ``constraintTable``, ``isodoseModels``, ``dvhChart``) and a
         ``summary`` sentence. With Slicer's DICOM database open, each dose loaded from DICOM has its fractions
-        checked against its RTPLAN (a different number is a warning; a FRACTION/BEAM or RELATIVE dose is refused).
+        checked against its RTPLAN (a different number is a warning; a BEAM or RELATIVE dose is refused).
         Raises ValueError (InputError) for bad input, ProcessingCancelled when cancelled;
         on failure nothing is left half-made in the scene.
         """
@@ -645,7 +645,7 @@ class ReirradiationDoseLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def _openDicomDatabase(database=None):
         """``database`` (default ``slicer.dicomDatabase``) when it is open, else None. Given to the workflow, each
-        DICOM dose's fractions are checked against its RTPLAN and a FRACTION/BEAM dose is refused."""
+        DICOM dose's fractions are checked against its RTPLAN and a BEAM dose is refused."""
         if database is None:
             database = getattr(slicer, "dicomDatabase", None)
         # ctkDICOMDatabase.isOpen is a Qt property; FolderDicomIndex has none and is always open

@@ -158,8 +158,8 @@ def test_demo_case_prior_and_current_course_fractions(scene, demoCase):
 
 # ---- refusals and "enter it by hand" ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("summation", ["FRACTION", "BEAM"])
-def test_fraction_or_beam_dose_is_refused(scene, eclipseCase, summation):
+@pytest.mark.parametrize("summation", ["BEAM", "FRACTION_SESSION"])
+def test_beam_or_session_dose_is_refused(scene, eclipseCase, summation):
     modified(eclipseCase["dose"], eclipseCase["dose"], DoseSummationType=summation)
     node = loadLikeSlicerRt(scene, eclipseCase["dose"])
     with pytest.raises(DoseNotAPlanDose) as error:
@@ -299,20 +299,50 @@ def test_workflow_without_a_database_keeps_the_entered_fractions(scene, demoCase
     assert [c.fractionsSource for c in inputs.courses] == ["module input", "module input"]
 
 
-def test_workflow_refuses_a_fraction_dose(scene, demoCase, tmp_path):
+def test_workflow_refuses_a_beam_dose(scene, demoCase, tmp_path):
     folder = tmp_path / "case"
     shutil.copytree(demoCase.outputDir, folder)
     priorDose = folder / demoCase.paths["priorDose"].relative_to(demoCase.outputDir)
-    modified(priorDose, priorDose, DoseSummationType="FRACTION")
+    modified(priorDose, priorDose, DoseSummationType="BEAM")
     from ReirradiationDoseLib.mrml.pipeline import doseInputsFromNodes
 
     prior = loadLikeSlicerRt(scene, priorDose)
     current = loadLikeSlicerRt(scene, folder / demoCase.paths["currentDose"].relative_to(demoCase.outputDir))
     ct, _ = loadCtLikeSlicer(scene, demoCase.paths["currentCt"])
-    with pytest.raises(DoseNotAPlanDose, match="FRACTION dose"):
+    with pytest.raises(DoseNotAPlanDose, match="BEAM dose"):
         doseInputsFromNodes(ct, current, 17, priorCourses=[
             {"name": "Primary", "doseNode": prior, "numberOfFractions": 25, "monthsBefore": 30.0}],
             dicomDatabase=FolderDicomIndex(folder))
+
+
+def test_a_fraction_groups_dose_is_a_course_of_that_groups_fractions(scene, eclipseCase):
+    """DoseSummationType FRACTION is "dose calculated for a single Fraction Group within RT Plan" (DICOM PS3.3
+    C.8.8.3), a phase's whole delivery: it was refused, so a sequential boost's phases could not be given as courses
+    of their own. Of a plan of one group it is that group's dose; of a plan of two, the group the dose names, with
+    that group's own prescription (a review: the plan's highest, 46 Gy, was shown for a 5-fraction boost)."""
+    modified(eclipseCase["dose"], eclipseCase["dose"], DoseSummationType="FRACTION")
+    info = courseInfoFromDatabase(loadLikeSlicerRt(scene, eclipseCase["dose"]), FolderDicomIndex(eclipseCase["folder"]))
+    assert (info.fractions, info.doseSummationType, info.prescriptionGy) == (23, "FRACTION", 46.0)
+    plan = pydicom.dcmread(eclipseCase["plan"])
+    boostReference = pydicom.Dataset()
+    boostReference.DoseReferenceNumber, boostReference.DoseReferenceStructureType = 99, "VOLUME"
+    boostReference.DoseReferenceType, boostReference.TargetPrescriptionDose = "TARGET", 10.0
+    plan.DoseReferenceSequence.append(boostReference)
+    boost = pydicom.Dataset()
+    boost.FractionGroupNumber, boost.NumberOfFractionsPlanned, boost.NumberOfBeams = 2, 5, 0
+    referenced = pydicom.Dataset()
+    referenced.ReferencedDoseReferenceNumber = 99
+    boost.ReferencedDoseReferenceSequence = pydicom.Sequence([referenced])
+    plan.FractionGroupSequence.append(boost)
+    plan.save_as(eclipseCase["plan"])
+    dose = pydicom.dcmread(eclipseCase["dose"])
+    group = pydicom.Dataset()
+    group.ReferencedFractionGroupNumber = 2
+    dose.ReferencedRTPlanSequence[0].ReferencedFractionGroupSequence = pydicom.Sequence([group])
+    dose.save_as(eclipseCase["dose"])
+    info = courseInfoFromDatabase(loadLikeSlicerRt(scene, eclipseCase["dose"]), FolderDicomIndex(eclipseCase["folder"]))
+    assert (info.fractions, info.fractionGroupNumber, info.prescriptionGy) == (5, 2, 10.0)
+    assert "fraction group 2" in info.fractionsSource
 
 
 def loadCtLikeSlicer(scene, folder):

@@ -137,14 +137,28 @@ def test_relative_dose_units_refused(tmp_path, goodCourse, capsys):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("summation", ["FRACTION", "BEAM"])
-def test_fraction_or_beam_dose_refused_where_a_plan_dose_is_expected(tmp_path, study, summation):
+@pytest.mark.parametrize("summation", ["BEAM", "FRACTION_SESSION"])
+def test_beam_or_session_dose_refused_where_a_plan_dose_is_expected(tmp_path, study, summation):
     course = writeCourse(tmp_path / "c", study, summationType=summation)
     dose = readRtDose(course["rd"])
     assert dose.summationType == summation  # readable for inspection...
     refusal(lambda: requirePlanDose(dose), course["rd"], f"{summation} dose", "not the dose of the whole plan")
     # ...but never accumulated: the pipeline refuses it while loading the case
     refusal(lambda: loadCaseInputs(parseCaseFile(writeCase(tmp_path, course))), course["rd"], f"{summation} dose")
+
+
+def test_a_fraction_groups_dose_is_a_course_with_that_groups_fractions(tmp_path, study):
+    """DoseSummationType FRACTION ("dose calculated for a single Fraction Group within RT Plan", DICOM PS3.3
+    C.8.8.3) is a whole phase's dose: it was refused as 'not the dose of the whole plan', so the phases of a
+    sequential boost could not be given as courses of their own. The `eqd2` command takes it too."""
+    course = writeCourse(tmp_path / "c", study, doseGy=np.full(CT.shape, 20.0), summationType="FRACTION", fractions=5)
+    inputs = loadCaseInputs(parseCaseFile(writeCase(tmp_path, course)))
+    current = inputs.courses[-1]
+    assert (current.numberOfFractions, current.doseInfo["summationType"]) == (5, "FRACTION")
+    assert cliMain(["eqd2", "--dose", str(course["rd"]), "--plan", str(course["rp"]), "--alpha-beta", "3", "-o",
+                    str(tmp_path / "eqd2.nrrd")]) == 0
+    # 20 Gy in the group's 5 fractions: EQD2 at α/β 3 = 20 (4 + 3) / (2 + 3) = 28 Gy
+    assert float(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "eqd2.nrrd"))).max()) == pytest.approx(28.0)
 
 
 # ---- fractions and α/β ----------------------------------------------------------------------------------------------
@@ -783,6 +797,45 @@ def test_structures_of_another_scan_refused_unless_allowed(tmp_path, goodCourse,
                         "--image", str(goodCourse["ct"])], "RS.dcm", f"frame of reference {other.frameOfReferenceUid}")
     assert cliMain(["iov", "--observer", f"a={goodCourse['rs']}#GTV", "--observer", f"b={goodCourse['rs']}#Rectum",
                     "--image", str(goodCourse["ct"])]) == 0
+
+
+def test_an_rtstruct_without_the_dcm_suffix_is_checked_as_one(tmp_path, goodCourse):
+    """A review: an RTSTRUCT named as PACS exports name them ("RS.1.2.840...", no ``.dcm``) went to the other formats'
+    reader: drawn on another scan, it was accepted without a word, and its ROI without contours vanished."""
+    other = PatientStudy.new("Catalogue^Patient", "CAT-001", "20230301", "another scan")
+    prior = writeCourse(tmp_path / "prior", other)
+    exported = tmp_path / "RS.1.2.840.113619"
+    exported.write_bytes(prior["rs"].read_bytes())
+    refusal(lambda: loadCaseInputs(parseCaseFile(writeCase(tmp_path, goodCourse, structures=str(exported)))),
+            exported, f"the structures were drawn in frame of reference {other.frameOfReferenceUid}")
+    empty = writeCourse(tmp_path / "today", PatientStudy.new("Catalogue^Patient", "CAT-001", "20261001", "today"),
+                        masks={"GTV": GTV, "Rectum": RECTUM, "Body": BODY, "Bladder": np.zeros(CT.shape, bool)})
+    (tmp_path / "RS_today").write_bytes(empty["rs"].read_bytes())
+    inputs = loadCaseInputs(parseCaseFile(writeCase(tmp_path, empty, structures=str(tmp_path / "RS_today"))))
+    assert "Bladder" in inputs.masks and not inputs.masks["Bladder"].any()
+    assert "RS_today: ROI(s) without contours: Bladder" in inputs.warnings
+
+
+def test_a_prior_courses_structures_of_another_scan_are_refused_unless_allowed(tmp_path, goodCourse):
+    """Today's RTSTRUCT given as the prior course's structures was rasterised on the prior CT and guided and
+    checked its registration without a word; now refused naming the course and both frames."""
+    other = PatientStudy.new("Catalogue^Patient", "CAT-001", "20230301", "another scan")
+    prior = writeCourse(tmp_path / "prior", other)
+    course = {"name": "prior", "dose": str(prior["rd"]), "plan": str(prior["rp"]), "date": "2023-03-01",
+              "image": str(prior["ct"]), "structures": str(goodCourse["rs"]), "registration": "rigid"}
+    current = {"name": "current", "dose": str(goodCourse["rd"]), "plan": str(goodCourse["rp"]), "date": "2026-10-01"}
+    data = {"referenceImage": str(goodCourse["ct"]), "structures": str(goodCourse["rs"]),
+            "courses": [course, current], "targets": ["GTV"]}
+    path = tmp_path / "case.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    today = readImageSeries(goodCourse["ct"])[1].frameOfReferenceUid
+    refusal(lambda: loadCaseInputs(parseCaseFile(path)), goodCourse["rs"],
+            "course 'prior': its structures", f"is in frame of reference {today}",
+            f"in {other.frameOfReferenceUid}", "allowFrameOfReferenceMismatch")
+    path.write_text(json.dumps({**data, "allowFrameOfReferenceMismatch": True}), encoding="utf-8")
+    inputs = loadCaseInputs(parseCaseFile(path))
+    assert any(w.startswith("course 'prior': its structures") and "(accepted: allowFrameOfReferenceMismatch)" in w
+               for w in inputs.warnings)
 
 
 def test_iov_needs_two_observers(demoCase, capsys):

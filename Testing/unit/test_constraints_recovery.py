@@ -574,3 +574,34 @@ def test_a_limits_own_prior_discount_spares_targets_and_is_said_early():
         "Liver Dmean < 15 Gy is read with the prior courses' dose discounted 50 % as its source does (Owen et al. "
         "2020), although course 'prior' ended 1.0 months before: time-based recovery models credit none before 6 "
         "months"]
+
+
+def test_a_target_the_table_reads_through_an_organs_entry_leaves_the_organ_as_it_was():
+    """A review: ``targets: ["GTV", "Anal_Canal"]`` ("Anal_Canal" is a name the shipped table gives the rectum) made
+    the rectum itself a target and dropped the 25 % recovery the case gave it: its composite read 86.0 instead of
+    0.75 × 50 + 30 × 6 / 5 = 73.5 Gy. The target becomes an entry of its own (the organ's α/β, no recovery); the
+    rectum stays an organ."""
+    def settings(targets):
+        return DoseSettings(targets=targets, tissues={"Rectum": TissueSpec(recovery={"model": "constant",
+                                                                                     "fraction": 0.25})})
+
+    table = tissueTableFor(settings(("GTV", "Anal_Canal")))
+    rectum, anal = table.lookup("Rectum"), table.lookup("Anal_Canal")
+    assert (rectum.name, rectum.isTarget, rectum.recovery.fractionForMonths(12.0)) == ("Rectum", False, 0.25)
+    assert (anal.name, anal.isTarget, anal.recovery.fractionForMonths(12.0), anal.alphaBetaGy) == \
+        ("Anal_Canal", True, 0.0, 3.0)
+    assert table.lookup("Anus").name == "Rectum"  # the rectum's other names stay with it
+    shape = (12, 10, 10)
+    geometry = ImageGeometry(shape[::-1], (2.0, 2.0, 2.0))
+    k = np.arange(shape[0])[:, None, None] * np.ones(shape, bool)
+    tube = np.zeros(shape, bool)
+    tube[:, 4:7, 4:7] = True
+    gtv = np.zeros(shape, bool)
+    gtv[2:4, 0:2, 0:2] = True
+    masks = {"Rectum": tube & (k >= 6), "Anal_Canal": tube & (k < 5), "GTV": gtv}
+    courses = [CourseInput("prior", np.full(shape, 50.0, np.float32), geometry, 25, False, dt.date(2022, 1, 3)),
+               CourseInput("current", np.full(shape, 30.0, np.float32), geometry, 10, True, dt.date(2025, 1, 6))]
+    for targets, analExpected in ((("GTV",), 73.5), (("GTV", "Anal_Canal"), 86.0)):
+        result = computeDose(DoseInputs(geometry.emptyImage(), masks, courses, settings(targets)))
+        np.testing.assert_allclose(result.compositeEqd2Gy[masks["Rectum"]], 73.5, atol=1e-4)
+        np.testing.assert_allclose(result.compositeEqd2Gy[masks["Anal_Canal"]], analExpected, atol=1e-4)

@@ -150,9 +150,12 @@ def test_rtdose_absolute_grid_frame_offsets(tmp_path, study):
 
 def test_rtdose_refusals(tmp_path, study):
     dose = np.ones(GEOMETRY.shape)
+    # a FRACTION dose is one fraction group's whole delivery (DICOM PS3.3 C.8.8.3): a course of that group
     writeRtDose(tmp_path / "rd.dcm", dose, GEOMETRY, study, summationType="FRACTION")
+    assert requirePlanDose(readRtDose(tmp_path / "rd.dcm")).summationType == "FRACTION"
+    writeRtDose(tmp_path / "rd.dcm", dose, GEOMETRY, study, summationType="FRACTION_SESSION")  # one session
     rd = readRtDose(tmp_path / "rd.dcm")
-    with pytest.raises(InputError, match="FRACTION dose"):
+    with pytest.raises(InputError, match="FRACTION_SESSION dose .* not the dose of the whole plan"):
         requirePlanDose(rd)
     ds = pydicom.dcmread(tmp_path / "rd.dcm")
     ds.DoseUnits = "RELATIVE"

@@ -390,3 +390,42 @@ def test_a_tissue_table_with_a_bad_half_time_is_named(tmp_path, capsys):
     with pytest.raises(InputError, match="tissue table: tissue 'Rectum' repair half-time") as raised:
         TissueTable.fromJson(table)
     assert Path(raised.value.path).name == "table.json"
+
+
+def test_eqd2_command_twice_a_day_with_structures_uses_each_tissues_half_time(tmp_path, capsys):
+    """``eqd2 --segmentation`` of a twice-a-day course: every voxel's quadratic term carries the incomplete-repair
+    factor of its own tissue's half-time (Thames, two fractions 6 h apart: 1 + 2^(-6/T½)), the voxels outside every
+    structure the default given by --repair-half-time; without it those voxels are refused by name."""
+    from ReirradiationDoseLib.core.segio import writeSegNrrd
+
+    geometry = ImageGeometry((6, 4, 3), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    dose = tmp_path / "dose.nrrd"
+    sitk.WriteImage(imageFromArray(np.full(geometry.shape, 40.8, np.float32), geometry), str(dose))
+    rectum = np.zeros(geometry.shape, bool)
+    rectum[:, :, :2] = True
+    cord = np.zeros(geometry.shape, bool)
+    cord[:, :, 2:4] = True
+    segmentation = tmp_path / "s.seg.nrrd"
+    writeSegNrrd(segmentation, {"Rectum": rectum, "Cord": cord}, geometry)
+    table = tmp_path / "tissues.json"
+    table.write_text(json.dumps({"tissues": [
+        {"name": "Rectum", "alphaBetaGy": 3.0, "repairHalfTimeHours": 1.5},
+        {"name": "Cord", "alphaBetaGy": 2.0, "repairHalfTimeHours": 4.0}], "defaultAlphaBetaGy": 10.0}))
+    out = tmp_path / "eqd2.nrrd"
+    common = ["eqd2", "--dose", str(dose), "--fractions", "34", "--segmentation", str(segmentation), "--tissues",
+              str(table), "--fractions-per-day", "2", "--hours-between-fractions", "6"]
+    assert main([*common, "--repair-half-time", "2", "-o", str(out)]) == 0
+    eqd2 = arrayFromImage(sitk.ReadImage(str(out)))[0]
+
+    def expected(alphaBeta, halfTime):  # d = 1.2 Gy
+        return 40.8 * (1 + (1 + 2 ** (-6 / halfTime)) * 1.2 / alphaBeta) / (1 + 2 / alphaBeta)
+
+    assert eqd2[rectum] == pytest.approx(expected(3.0, 1.5), abs=1e-4)
+    assert eqd2[cord] == pytest.approx(expected(2.0, 4.0), abs=1e-4)
+    outside = ~(rectum | cord)
+    assert eqd2[outside] == pytest.approx(expected(10.0, 2.0), abs=1e-4)
+    assert len({round(float(v), 3) for v in eqd2.ravel()}) == 3
+    capsys.readouterr()
+    assert main([*common, "-o", str(tmp_path / "x.nrrd")]) == 2
+    assert "no repair half-time for outside every structure" in capsys.readouterr().err
+    assert not (tmp_path / "x.nrrd").exists()

@@ -15,8 +15,9 @@ from ReirradiationDoseLib.core.rtplan import readRtPlan
 from reirradiation_testing import newDicomFile
 
 
-def writePlan(path, groups):
-    """An RTPLAN with fraction groups ``[(number, fractions or None), ...]`` and a 50 Gy target prescription."""
+def writePlan(path, groups, groupPrescriptionsGy=None):
+    """An RTPLAN with fraction groups ``[(number, fractions or None), ...]`` and a 50 Gy target prescription; with
+    ``groupPrescriptionsGy`` (one per group) each group references a dose reference of its own holding it."""
     ds = newDicomFile("1.2.840.10008.5.1.4.1.1.481.5", "RTPLAN")
     ds.RTPlanLabel = "REV"
     items = []
@@ -32,6 +33,14 @@ def writePlan(path, groups):
     reference.DoseReferenceNumber, reference.DoseReferenceStructureType = 1, "VOLUME"
     reference.DoseReferenceType, reference.TargetPrescriptionDose = "TARGET", 50.0
     ds.DoseReferenceSequence = Sequence([reference])
+    for index, prescription in enumerate(groupPrescriptionsGy or ()):
+        own = Dataset()
+        own.DoseReferenceNumber, own.DoseReferenceStructureType = 10 + index, "VOLUME"
+        own.DoseReferenceType, own.TargetPrescriptionDose = "TARGET", prescription
+        ds.DoseReferenceSequence.append(own)
+        referenced = Dataset()
+        referenced.ReferencedDoseReferenceNumber = 10 + index
+        items[index].ReferencedDoseReferenceSequence = Sequence([referenced])
     ds.save_as(path, enforce_file_format=True)
     return path
 
@@ -78,11 +87,23 @@ def course(planPath, fractions=None):
 
 
 def test_pipeline_takes_the_fraction_group_the_dose_names(tmp_path):
+    """The group's fractions, and its own prescription: a review found a sequential boost's 5-fraction group shown
+    with the plan's highest prescription, 50 Gy, instead of the 10 Gy of the dose reference the group names; a
+    group naming none has none (the plan-wide 50 Gy is not the group's)."""
     path = writePlan(tmp_path / "boost.dcm", [(1, 25), (2, 5)])
     fractions, source, prescription, _ = _fractions(course(path), readRtPlan(path), Dose(group=2), [])
-    assert (fractions, source, prescription) == (5, "RTPLAN boost.dcm", 50.0)
+    assert (fractions, source, prescription) == (5, "RTPLAN boost.dcm", None)
     with pytest.raises(InputError, match="2 fraction groups"):
         _fractions(course(path), readRtPlan(path), Dose(), [])
+    path = writePlan(tmp_path / "phases.dcm", [(1, 25), (2, 5)], groupPrescriptionsGy=[50.0, 10.0])
+    plan = readRtPlan(path)
+    assert (plan.prescriptionOfGroup(1), plan.prescriptionOfGroup(2), plan.prescriptionGy) == (50.0, 10.0, 50.0)
+    assert _fractions(course(path), plan, Dose(group=2), [])[:3] == (5, "RTPLAN phases.dcm", 10.0)
+    assert _fractions(course(path), plan, Dose(group=1), [])[:3] == (25, "RTPLAN phases.dcm", 50.0)
+    # the dose's maximum is compared with its group's prescription (before: not at all in a plan of several)
+    from ReirradiationDoseLib.core.pipeline import checkablePrescription
+
+    assert checkablePrescription(plan, Dose(group=2)) == 10.0 and checkablePrescription(plan, Dose()) is None
 
 
 def test_pipeline_refuses_equal_groups_without_a_named_group(tmp_path):

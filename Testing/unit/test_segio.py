@@ -198,3 +198,105 @@ def test_cropped_segmentation_is_placed_exactly_or_refused(tmp_path):
     writeSegNrrd(tmp_path / "shifted.seg.nrrd", {"PTV": m[4:9, 9:17, 12:22]}, shifted)
     with pytest.raises(InputError, match="resample it explicitly"):
         readSegmentation(tmp_path / "shifted.seg.nrrd", GEOMETRY)
+
+
+def _nrrdBytes(header: list[str], body: bytes, newline: bytes = b"\n") -> bytes:
+    return newline.join(line.encode("latin-1") for line in header) + newline + newline + body
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+@pytest.mark.parametrize("encoding", ["raw", "gzip", "bzip2", "ascii"])
+@pytest.mark.parametrize("endian", ["little", "big"])
+def test_nrrd_encodings_endianness_and_line_endings(tmp_path, newline, encoding, endian):
+    """Every encoding, both byte orders, LF and CRLF headers; the values 2570 = 0x0A0A put a "\\n\\n" byte pair in
+    the raw data, which a CRLF file must not take for the end of its header. SimpleITK (ITK's NRRD reader) reads
+    the same file to the same array where it supports the file."""
+    import bz2
+
+    values = np.arange(4 * 3 * 2, dtype="<i2").reshape(2, 3, 4) * 7
+    values[0, 0, :2] = 2570
+    stored = values.astype(">i2" if endian == "big" else "<i2").tobytes()
+    body = {"raw": stored, "gzip": gzip.compress(stored), "bzip2": bz2.compress(stored),
+            "ascii": " ".join(str(v) for v in values.ravel()).encode() + b"\n"}[encoding]
+    header = ["NRRD0004", "# written by hand", "type: short", "dimension: 3", "space: left-posterior-superior",
+              "sizes: 4 3 2", "space directions: (0.5,0,0) (0,0.75,0) (0,0,2.5)", "kinds: domain domain domain",
+              f"endian: {endian}", f"encoding: {encoding}", "space origin: (-10,20,30.5)"]
+    path = tmp_path / "v.nrrd"
+    path.write_bytes(_nrrdBytes(header, body, newline))
+    nrrd = readNrrd(path)
+    np.testing.assert_array_equal(nrrd.data, values)
+    assert nrrd.sizes == [4, 3, 2] and nrrd.fields["encoding"] == encoding
+    np.testing.assert_allclose(nrrd.spaceOrigin, [-10, 20, 30.5])
+    if newline == b"\n" and encoding != "bzip2":  # ITK's NRRD reader: no bzip2 support is compiled in here
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(path))), values)
+
+
+def test_nrrd_byte_skip_prefix_is_skipped(tmp_path):
+    """A raw NRRD with 'byte skip: -1' (the data are the file's last bytes) and a prefix before them."""
+    values = np.array([[[1, 2], [3, 4]]], dtype=np.uint8)
+    header = ["NRRD0004", "type: uchar", "dimension: 3", "sizes: 2 2 1", "encoding: raw", "byte skip: -1",
+              "space: left-posterior-superior", "space directions: (1,0,0) (0,1,0) (0,0,1)", "space origin: (0,0,0)"]
+    path = tmp_path / "skip.nrrd"
+    path.write_bytes(_nrrdBytes(header, b"PREFIX" + values.tobytes()))
+    np.testing.assert_array_equal(readNrrd(path).data, values)
+
+
+def test_nrrd_without_blank_line_refused(tmp_path):
+    path = tmp_path / "cut.nrrd"
+    path.write_bytes(b"NRRD0004\r\ntype: uchar\r\ndimension: 3\r\n")
+    with pytest.raises(InputError, match="not terminated by a blank line") as info:
+        readNrrd(path)
+    assert "cut.nrrd" in str(info.value)
+
+
+def test_a_layered_nrrd_without_segment_fields_gives_every_layer(tmp_path):
+    """A 4D mask NRRD written by a research pipeline (pynrrd: 'kinds: list domain domain domain', no Slicer segment
+    fields): every layer is a structure of its own, a layer holding several labels one per label, an empty layer
+    kept empty (a review: only the first layer was read, named after the file)."""
+    k, j, i = np.mgrid[:4, :5, :6]
+    layers = np.stack([(i < 2) & (k > 0), (i > 3) | (j == 0), np.zeros((4, 5, 6), bool)]).astype(np.uint8)
+    layers[1][0, 4, 0] = 2  # a second label in the second layer
+    body = np.moveaxis(layers, 0, -1).tobytes()  # the list axis is the fastest in the file
+    header = ["NRRD0004", "type: uchar", "dimension: 4", "space: left-posterior-superior", "sizes: 3 6 5 4",
+              "space directions: none (1,0,0) (0,1,0) (0,0,2)", "kinds: list domain domain domain",
+              "encoding: gzip", "space origin: (0,0,0)"]
+    path = tmp_path / "onehot.nrrd"
+    path.write_bytes(_nrrdBytes(header, gzip.compress(body)))
+    masks = readSegmentation(path)
+    assert sorted(masks) == ["onehot_layer0", "onehot_layer1_1", "onehot_layer1_2", "onehot_layer2"]
+    np.testing.assert_array_equal(masks["onehot_layer0"], layers[0] == 1)
+    np.testing.assert_array_equal(masks["onehot_layer1_1"], layers[1] == 1)
+    assert np.count_nonzero(masks["onehot_layer1_2"]) == 1 and masks["onehot_layer1_2"][0, 4, 0]
+    assert not masks["onehot_layer2"].any()
+
+
+@pytest.mark.parametrize("encoding", ["raw", "gzip", "bzip2", "ascii"])
+def test_nrrd_line_and_byte_skips_apply_to_the_decoded_data(tmp_path, encoding):
+    """'line skip' is applied to the file, then 'byte skip' to the data as decoded, after decompression (teem's
+    reader, as ITK's reads the same files); a review found a gzip file with 'byte skip: 8' read 8 voxels off without
+    a word, and an ascii file with 'line skip: 1' refused as truncated. A raw file with a byte after its data is
+    read from the start."""
+    import bz2
+
+    values = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4) + 1
+    text = encoding == "ascii"
+    data = (" ".join(str(v) for v in values.ravel()) + "\n").encode() if text else values.tobytes()
+    decoded = (b"" if text else b"SKIPPED!") + data + b"\n"
+    body = b"# a comment line\n" + {"raw": decoded, "gzip": gzip.compress(decoded), "bzip2": bz2.compress(decoded),
+                                    "ascii": decoded}[encoding]
+    header = ["NRRD0004", "type: uchar", "dimension: 3", "sizes: 4 3 2", f"encoding: {encoding}", "line skip: 1",
+              f"byte skip: {0 if text else 8}", "space: left-posterior-superior",
+              "space directions: (1,0,0) (0,1,0) (0,0,1)", "space origin: (0,0,0)"]
+    path = tmp_path / "skips.nrrd"
+    path.write_bytes(_nrrdBytes(header, body))
+    np.testing.assert_array_equal(readNrrd(path).data, values)
+    if encoding != "bzip2":  # ITK's NRRD reader reads the same values
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(path))), values)
+    header[5:7] = ["line skip: 0", "byte skip: -1"]
+    if encoding == "raw":  # -1: the data are the last bytes of the file
+        path.write_bytes(_nrrdBytes(header, b"prefix" + values.tobytes()))
+        np.testing.assert_array_equal(readNrrd(path).data, values)
+    else:
+        path.write_bytes(_nrrdBytes(header, body))
+        with pytest.raises(InputError, match="not valid for encoding"):
+            readNrrd(path)

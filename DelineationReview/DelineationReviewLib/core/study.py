@@ -568,28 +568,16 @@ def discoverStudy(studyDir) -> list[StudyCase]:
 
 # ---- reading ------------------------------------------------------------------------------------------------
 def readCaseImage(path) -> tuple[sitk.Image, ImageGeometry]:
-    """The case image: a volume file, or a folder holding one DICOM series."""
+    """The case image: a volume file, or a folder holding one DICOM image series (read by the dose module's DICOM
+    image reader, which names the folder and the problem when it holds none or several)."""
     path = Path(path)
     if path.is_dir():
-        try:
-            from ReirradiationDoseLib.core.dicomimage import readImageSeries
-        except ImportError:  # pragma: no cover - part of the product; the plain reader below is the fallback
-            readImageSeries = None
-        if readImageSeries is not None:
-            image = readImageSeries(path)[0]
-            return image, ImageGeometry.fromImage(image)
+        from ReirradiationDoseLib.core.dicomimage import readImageSeries
+
+        image = readImageSeries(path)[0]
+        return image, ImageGeometry.fromImage(image)
     try:
-        if path.is_dir():
-            reader = sitk.ImageSeriesReader()
-            seriesIds = reader.GetGDCMSeriesIDs(str(path))
-            if not seriesIds:
-                raise InputError("the image folder holds no DICOM image series", path)
-            if len(seriesIds) > 1:
-                raise InputError(f"the image folder holds {len(seriesIds)} DICOM series; keep only one", path)
-            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), seriesIds[0]))
-            image = reader.Execute()
-        else:
-            image = sitk.ReadImage(str(path))
+        image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         raise InputError(f"the image could not be read ({libraryReason(error)})", path) from error
     return image, ImageGeometry.fromImage(image)

@@ -87,7 +87,9 @@ def _structureNamed(name: str, masks: dict, where) -> str:
     if len(same) == 1:
         return same[0]
     why = ""
-    if not same and str(where).lower().endswith(".dcm"):
+    from ..core.dicomimage import isDicomPath
+
+    if not same and isDicomPath(where):
         from ..core.rtstruct import readRtStruct
 
         # an ROI of the RTSTRUCT with no contours (or only points) holds no voxel: say so, not "not found"
@@ -130,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
                        "dose", Path(args.dose).name, summation)
     masks, maskGeometry, cut = _readStructures(args.segmentation, geometry, args.supersample,
                                           doseInfo.get("frameOfReferenceUid") or None, args.dose)
-    if not doseInfo.get("frameOfReferenceUid") and str(args.segmentation).lower().endswith(".dcm"):
+    from ..core.dicomimage import isDicomPath
+
+    if not doseInfo.get("frameOfReferenceUid") and isDicomPath(args.segmentation):
         logger.warning("%s has no frame of reference (a dose image): whether the structures (%s) belong to it "
                        "cannot be checked", Path(args.dose).name, Path(args.segmentation).name)
     if args.structure:

@@ -73,8 +73,8 @@ def _courseFractions(args, doseInfo: dict) -> tuple[int, str, float | None]:
     if args.plan is None:
         return given, "command line", None
     plan = readRtPlan(Path(args.plan))
-    prescription = checkablePrescription(plan)
     dose = SimpleNamespace(**{k: doseInfo.get(k) for k in ("referencedPlanUid", "referencedFractionGroupNumber")})
+    prescription = checkablePrescription(plan, dose)
     checkPlanOfDose(plan, dose, args.plan, args.dose, "--plan", "or --fractions without --plan")
     planName = Path(args.plan).name
     try:

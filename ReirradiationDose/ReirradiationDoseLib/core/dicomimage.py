@@ -186,6 +186,23 @@ def isDicomFile(path: str | os.PathLike) -> bool:
     return "SOPClassUID" in ds or "Modality" in ds
 
 
+_NOT_DICOM_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd", ".vtm", ".vtp", ".vtk", ".json", ".csv",
+                       ".tfm", ".h5", ".hdf5", ".txt")
+
+
+def isDicomPath(path: str | os.PathLike) -> bool:
+    """Whether a file is DICOM by its name (``.dcm``) or, for a name without a known suffix, by its content: PACS
+    exports and planning systems write "RS.1.2.840..." or "RTSTRUCT0001" with no ``.dcm`` (a review: such an
+    RTSTRUCT skipped the frame-of-reference check and lost its empty ROIs, being read as another format)."""
+    p = Path(path)
+    name = p.name.lower()
+    if name.endswith(".dcm"):
+        return True
+    if name.endswith(_NOT_DICOM_SUFFIXES) or not p.is_file():
+        return False
+    return isDicomFile(p)
+
+
 def readDicomObject(path: str | os.PathLike, modality: str, what: str | None = None) -> pydicom.Dataset:
     """Read one DICOM file, check it is complete and of the expected Modality; :class:`InputError` otherwise.
 

@@ -265,7 +265,7 @@ def loadCaseInputs(case: CaseSpec, progress=None) -> DoseInputs:
     identities += [(f"course '{c.name}' {what}", path, pid) for c in courses for what, path, pid in c.identities]
     if mri is not None:
         identities.append(("MRI", str(case.mri.image), (mri.get("info") or {}).get("patientId", "")))
-    if case.structures is not None and str(case.structures).lower().endswith(".dcm"):
+    if case.structures is not None and dicomimage.isDicomPath(case.structures):
         from .rtstruct import readRtStruct
         identities.append(("structures", str(case.structures), readRtStruct(case.structures).patientId))
     _checkSamePatient(identities, case, warnings)
@@ -423,7 +423,9 @@ def duplicateRoiWarnings(path, rt=None, what: str = "") -> list[str]:
     """One warning per ROI of an RTSTRUCT whose name an earlier ROI already has (read as "NAME (number)"), for
     summary.json and the report, not only the log; ``what`` says whose structures they are (a course's). Nothing for
     other formats."""
-    if path is None or not str(path).lower().endswith(".dcm"):
+    from .dicomimage import isDicomPath
+
+    if path is None or not isDicomPath(path):
         return []
     if rt is None:
         from .rtstruct import readRtStruct
@@ -444,7 +446,9 @@ def _readStructures(path, geometry: ImageGeometry, segio, warnings: list, frameO
     path = Path(path)
     masks = colors = None
     why = {}  # why an RTSTRUCT's ROI covers no voxel of the reference grid
-    if path.suffix.lower() == ".dcm":
+    from .dicomimage import isDicomPath
+
+    if isDicomPath(path):  # by content too: "RS.1.2.840..." has no suffix
         from .rtstruct import rasterizeAllWithReport, readRtStruct
 
         rt = readRtStruct(path)
@@ -598,7 +602,7 @@ def _dicomRegistration(path, fixedUid, movingUid, registration: dict, warnings: 
 
 def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, warnings, progress,
                 checkDates: bool = False) -> CourseInput:
-    from . import dicomimage, rtdose, rtplan, transformio
+    from . import rtdose, rtplan, transformio
 
     progress(0.0, f"Course '{course.name}': reading the dose")
     dose = rtdose.readRtDose(course.dose)
@@ -614,7 +618,7 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
                                       "sopInstanceUid", "referencedPlanUid") if hasattr(dose, k)})
     plan = rtplan.readRtPlan(course.plan) if course.plan is not None else None
     fractions, source, prescription, planPatientId = _fractions(course, plan, dose, warnings)
-    mismatch = prescriptionWarning(dose.doseGy, checkablePrescription(plan),
+    mismatch = prescriptionWarning(dose.doseGy, checkablePrescription(plan, dose),
                                    f"course '{course.name}' ({Path(course.dose).name})",
                                    Path(course.plan).name if course.plan else "")
     if mismatch:
@@ -649,19 +653,15 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
         if quality is not None:
             registration["quality"] = quality
         if course.image is not None:  # the course's CT through the supplied registration, for the review picture
-            courseImage, courseInfo = _readImage(course.image, f"course '{course.name}' image", dicomimage)
-            identities.append(("image", str(course.image), courseInfo.get("patientId", "")))
-            _checkCourseImageFrame(case, course, courseInfo, doseInfo, warnings)
+            courseImage, courseInfo, courseMasks = _readCourseImage(case, course, doseInfo, identities, warnings)
             reviewImage = _reviewArray(_keepWarped(None, sitk.Cast(courseImage, sitk.sitkFloat32),
                                                    sitk.Cast(referenceImage, sitk.sitkFloat32), transform))
     elif course.registration in ("rigid", "affine", "deformable"):
-        courseImage, courseInfo = _readImage(course.image, f"course '{course.name}' image", dicomimage)
-        identities.append(("image", str(course.image), courseInfo.get("patientId", "")))
-        _checkCourseImageFrame(case, course, courseInfo, doseInfo, warnings)  # before minutes of registration
+        # the frames checked before minutes of registration
+        courseImage, courseInfo, courseMasks = _readCourseImage(case, course, doseInfo, identities, warnings)
         bodyImage = bodyOutlineImage(masks, referenceImage)
         newTissue, newTissueNames, goneTissue, goneTissueNames = None, [], None, []
         if course.registration == "deformable":
-            courseMasks = _courseMasks(course, courseImage)
             pairs = _pairedStructureMasks(case, course, masks, referenceImage, courseImage, courseMasks)
             newTissue, newTissueNames = _withoutCounterpartMask(course, masks, referenceImage, warnings)
             goneTissue, goneTissueNames = _courseWithoutCounterpartMask(course, courseMasks, courseImage, warnings)
@@ -699,9 +699,7 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
     else:
         _checkSameFrame(case, course, doseInfo, referenceInfo, warnings)
         if course.image is not None and course.structures is not None:  # to show what no registration leaves
-            courseImage, courseInfo = _readImage(course.image, f"course '{course.name}' image", dicomimage)
-            identities.append(("image", str(course.image), courseInfo.get("patientId", "")))
-            _checkCourseImageFrame(case, course, courseInfo, doseInfo, warnings)
+            courseImage, courseInfo, courseMasks = _readCourseImage(case, course, doseInfo, identities, warnings)
     if courseImage is not None and course.structures is not None:
         progress(0.96, f"Course '{course.name}': contour check")
         carried = {}
@@ -821,10 +819,32 @@ def dosePerFractionWarning(doseGy, fractions: int | None, voxelVolumeCc: float, 
             "check the number of fractions")
 
 
-def checkablePrescription(plan) -> float | None:
-    """The prescription a dose's maximum can be compared with: the RTPLAN's, for a plan of one fraction group (a
-    plan of several gives its highest, not the group's: a two-phase plan's boost dose read 0.34 times it)."""
-    return plan.prescriptionGy if plan is not None and len(plan.fractionGroups) == 1 else None
+def checkablePrescription(plan, dose=None) -> float | None:
+    """The prescription a dose's maximum can be compared with: the RTPLAN's, for a plan of one fraction group; of a
+    plan of several, that of the group the dose names (:func:`planPrescriptionOfDose`; the plan's highest is not the
+    group's: a two-phase plan's boost dose read 0.34 times it)."""
+    if plan is None:
+        return None
+    if len(plan.fractionGroups) == 1:
+        return plan.prescriptionGy
+    return planPrescriptionOfDose(plan, dose) if dose is not None else None
+
+
+def planPrescriptionOfDose(plan, dose) -> float | None:
+    """The prescription of what ``dose`` is the dose of: the plan's, for a plan of one fraction group; of the group
+    the dose names (ReferencedFractionGroupNumber) in a plan of several, as its fractions are (None when that group
+    names no dose reference, or the dose names no group)."""
+    if plan is None:
+        return None
+    if len(plan.fractionGroups) <= 1:
+        return plan.prescriptionGy
+    group = getattr(dose, "referencedFractionGroupNumber", None)
+    if group is None:
+        return None
+    try:
+        return plan.prescriptionOfGroup(group)
+    except InputError:  # a group the plan lacks: refused with its fractions (planFractionsOfDose)
+        return None
 
 
 def prescriptionWarning(doseGy, prescriptionGy: float | None, what: str, planName: str = "") -> str | None:
@@ -994,7 +1014,8 @@ def _fractions(course: CourseSpec, plan, dose=None, warnings: list | None = None
     planAmbiguous = False
     patientId = ""
     if plan is not None:
-        prescription = plan.prescriptionGy
+        prescription = planPrescriptionOfDose(plan, dose) if dose is not None else (
+            plan.prescriptionGy if len(plan.fractionGroups) <= 1 else None)
         patientId = plan.patientId
         checkPlanOfDose(plan, dose, course.plan, course.dose, f"course '{course.name}'",
                         "or its 'fractions' without a 'plan'")
@@ -1138,15 +1159,47 @@ def withoutCounterpartMask(masks: dict, geometry: ImageGeometry, names=None, war
     return imageFromArray(grown.astype(np.uint8), geometry), used
 
 
-def _courseMasks(course: CourseSpec, courseImage) -> dict | None:
+def _readCourseImage(case, course: CourseSpec, doseInfo: dict, identities: list, warnings: list):
+    """The course's CT ``(image, info, its own structures or None)``: its patient noted for the identity check, its
+    frame of reference compared with the dose's and with its structures' (:func:`_courseMasks`)."""
+    from . import dicomimage
+
+    courseImage, courseInfo = _readImage(course.image, f"course '{course.name}' image", dicomimage)
+    identities.append(("image", str(course.image), courseInfo.get("patientId", "")))
+    _checkCourseImageFrame(case, course, courseInfo, doseInfo, warnings)
+    courseMasks = _courseMasks(course, courseImage, courseInfo.get("frameOfReferenceUid") or "",
+                               bool(getattr(case, "allowFrameOfReferenceMismatch", False)), warnings)
+    return courseImage, courseInfo, courseMasks
+
+
+def _courseMasks(course: CourseSpec, courseImage, frameOfReferenceUid: str = "", allowMismatch: bool = False,
+                 warnings: list | None = None) -> dict | None:
     """The course's own structures (``"structures"`` of the course) on its CT's grid (contours rasterised on it, a
-    labelmap on a grid of its own resampled onto it, nearest neighbour); None without."""
+    labelmap on a grid of its own resampled onto it, nearest neighbour); None without. An RTSTRUCT drawn in another
+    frame of reference than the course CT's (``frameOfReferenceUid``: today's structures given as the prior's) is
+    refused, or warned with ``allowMismatch``: before, it was rasterised on the prior CT and guided and checked its
+    registration without a word."""
     if course.structures is None:
         return None
     from . import segio
 
     geometry = ImageGeometry.fromImage(courseImage)
-    courseMasks, maskGeometry, _ = segio.readSegmentationWithGeometry(course.structures, geometry)
+    try:
+        courseMasks, maskGeometry, _ = segio.readSegmentationWithGeometry(
+            course.structures, geometry, frameOfReferenceUid or None, course.image)
+    except InputError as error:
+        if not frameOfReferenceUid:
+            raise
+        try:
+            courseMasks, maskGeometry, _ = segio.readSegmentationWithGeometry(course.structures, geometry)
+        except InputError:
+            raise error from None
+        message = f"course '{course.name}': its structures ({course.structures}) do not belong to its image: {error}"
+        if not allowMismatch:
+            raise InputError(message + "; give the RTSTRUCT drawn on the course's CT, or set "
+                             "allowFrameOfReferenceMismatch if the frames are known to coincide") from None
+        if warnings is not None:
+            warnings.append(message + " (accepted: allowFrameOfReferenceMismatch)")
     if not maskGeometry.sameGridAs(geometry):
         from .dosemapping import mapMasks
         courseMasks, _ = mapMasks(courseMasks, maskGeometry, None, geometry)
@@ -1382,7 +1435,8 @@ def tissueTableFor(settings: DoseSettings):
     the edit changed the shared entry, and with it every structure reading it: "CTV" at α/β 5 moved the GTV and PTV
     too, and a recovery given to "Anal_Canal" was credited to the rectum). A structure named in ``targets`` becomes a
     target (no recovery, wins overlaps); a target absent from the table gets α/β 10 Gy (tumour convention,
-    REFERENCE §1) unless the case gives one.
+    REFERENCE §1) unless the case gives one; a target the table reads through another entry becomes an entry of its
+    own with that entry's α/β, the shared entry (an organ) left as it was.
     """
     from dataclasses import replace
 
@@ -1438,11 +1492,23 @@ def tissueTableFor(settings: DoseSettings):
             table = table.withEntry(entry)
         except InputError as error:  # a name another entry holds (an alias given twice)
             raise InputError(f"tissues['{name}'] in the case: {error}", where) from None
-    for name in targets:
+    for name in sorted(targets):
         existing = table.lookup(name)
         if existing is None:
             table = table.withEntry(TissueEntry(name, 10.0, NoRecovery(), isTarget=True, source="case target"))
-        elif not existing.isTarget:
+        elif existing.isTarget:
+            continue
+        elif sharesAnEntry(name):
+            # a target the table reads through an organ's entry ("Anal_Canal" of "Rectum") becomes an entry of its
+            # own: the organ stays an organ with its recovery (a review: listing "Anal_Canal" made the whole rectum
+            # a target, its 25 % recovery gone: 73.5 -> 86.0 Gy)
+            key = normalizeStructureName(name)
+            shared = replace(existing, aliases=tuple(a for a in existing.aliases if normalizeStructureName(a) != key))
+            own = replace(existing, name=name, aliases=(), prefixes=(), priority=0, isTarget=True,
+                          recovery=NoRecovery(), source=f"case target, the α/β of shipped '{existing.name}'")
+            table = _tissueTableWith(replace, table, tuple(shared if e is existing else e for e in table.entries)
+                                     + (own,), name, where)
+        else:
             table = table.withEntry(replace(existing, isTarget=True, recovery=NoRecovery()))
     return table
 

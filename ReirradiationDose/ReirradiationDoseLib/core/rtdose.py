@@ -33,11 +33,15 @@ from .dicomimage import damagedAttributes, isDicomFile, readDicomObject, storedP
 from .errors import InputError, libraryReason
 from .geometry import ImageGeometry
 
-__all__ = ["RtDose", "readRtDose", "requirePlanDose", "PLAN_SUMMATION_TYPES"]
+__all__ = ["RtDose", "readRtDose", "requirePlanDose", "PLAN_SUMMATION_TYPES", "COURSE_SUMMATION_TYPES"]
 
 logger = logging.getLogger(__name__)
 
 PLAN_SUMMATION_TYPES = ("PLAN", "MULTI_PLAN", "PLAN_OVERVIEW", "RECORD")
+# what a course can be the dose of: a plan, or one whole fraction group of it (FRACTION is "dose calculated for a
+# single Fraction Group within RT Plan", DICOM PS3.3 C.8.8.3: a phase's whole delivery, the dose a sequential
+# boost is given as, with that group's fractions; one session is FRACTION_SESSION)
+COURSE_SUMMATION_TYPES = PLAN_SUMMATION_TYPES + ("FRACTION",)
 _SPACING_TOLERANCE = 0.01
 # GridFrameOffsetVector's first value: 0 (relative form) or the first frame's position, which planning systems may
 # write with fewer decimals than ImagePositionPatient (-122.4 for z -122.4407)
@@ -361,7 +365,10 @@ def refuseEqd2Dose(rtDose: RtDose, path: str | os.PathLike | None = None) -> RtD
 
 
 def requirePlanDose(rtDose: RtDose, path: str | os.PathLike | None = None) -> RtDose:
-    """Refuse a dose that is not a whole-plan dose (DoseSummationType FRACTION, BEAM, CONTROL_POINT, ...).
+    """Refuse a dose that is neither a whole plan's nor a whole fraction group's (DoseSummationType BEAM,
+    FRACTION_SESSION, CONTROL_POINT, ...). A FRACTION dose is one fraction group's whole delivery and is converted
+    with that group's fractions (before, it was refused, so the phases of a sequential boost could not be given as
+    courses of their own).
 
     A non-DICOM dose (summation type unknown) passes with a warning: the user states it is a plan dose.
     """
@@ -374,9 +381,10 @@ def requirePlanDose(rtDose: RtDose, path: str | os.PathLike | None = None) -> Rt
         raise InputError("this RTDOSE has no DoseSummationType (3004,000A): it does not say whether it is the dose "
                          "of the whole plan; export the plan dose (DoseSummationType PLAN) from the planning system",
                          where)
-    if summation not in PLAN_SUMMATION_TYPES:
-        raise InputError(f"this RTDOSE is a {summation} dose (DoseSummationType), not the dose of the whole plan; "
-                         "export the plan dose (DoseSummationType PLAN) from the planning system", where)
+    if summation not in COURSE_SUMMATION_TYPES:
+        raise InputError(f"this RTDOSE is a {summation} dose (DoseSummationType), not the dose of the whole plan "
+                         "(nor of a whole fraction group); export the plan dose (DoseSummationType PLAN) from the "
+                         "planning system", where)
     if rtDose.doseType == "ERROR":
         raise InputError("this RTDOSE is an ERROR dose (a difference), not a delivered dose", where)
     return rtDose

@@ -119,7 +119,17 @@ class RtPlan:
         Volume/site references (``DoseReferenceStructureType`` VOLUME or SITE) are preferred over calculation points
         (COORDINATES, POINT); several different values (e.g. a simultaneous boost) give the highest, with a warning.
         """
-        refs = [r for r in self.doseReferences
+        return self._prescriptionOf(self.doseReferences)
+
+    def prescriptionOfGroup(self, number: int) -> float | None:
+        """The prescription of fraction group ``number``: of the dose references its ReferencedDoseReferenceSequence
+        names (as :attr:`prescriptionGy` chooses among them), ``None`` when it names none (a review: a sequential
+        boost's 5-fraction group was shown with the plan's 50 Gy instead of its own 10 Gy)."""
+        wanted = set(self.fractionGroup(number).referencedDoseReferenceNumbers)
+        return self._prescriptionOf([r for r in self.doseReferences if r.number in wanted]) if wanted else None
+
+    def _prescriptionOf(self, references) -> float | None:
+        refs = [r for r in references
                 if r.targetPrescriptionDoseGy is not None and r.doseReferenceType in ("TARGET", "")]
         preferred = [r for r in refs if r.structureType in ("VOLUME", "SITE")] or refs
         values = [r.targetPrescriptionDoseGy for r in preferred]

@@ -107,15 +107,13 @@ def readNrrd(path: str | os.PathLike) -> NrrdData:
         raise InputError(f"cannot read the file ({exc.strerror})", path) from None
     if not raw.startswith(b"NRRD"):
         raise InputError("not a NRRD file (missing the NRRD magic)", path)
-    headerEnd = raw.find(b"\n\n")
-    if headerEnd < 0:
-        headerEnd = raw.find(b"\r\n\r\n")
-        if headerEnd < 0:
-            raise InputError("the NRRD header is not terminated by a blank line (truncated file?)", path)
-        body = raw[headerEnd + 4:]
-    else:
-        body = raw[headerEnd + 2:]
-    header = raw[:headerEnd].decode("latin-1").splitlines()
+    # the header ends at its first blank line, whatever the line endings (CRLF from Windows tools); searching for
+    # "\n\n" first would find a byte pair in the binary data of a CRLF file instead
+    blank = re.search(rb"\r?\n\r?\n", raw)
+    if blank is None:
+        raise InputError("the NRRD header is not terminated by a blank line (truncated file?)", path)
+    body = raw[blank.end():]
+    header = raw[:blank.start()].decode("latin-1").splitlines()
     fields: dict[str, str] = {}
     keyValues: dict[str, str] = {}
     for line in header[1:]:
@@ -138,23 +136,41 @@ def readNrrd(path: str | os.PathLike) -> NrrdData:
         dtype = dtype.newbyteorder(">" if fields.get("endian", "little") == "big" else "<")
     encoding = fields.get("encoding", "raw").lower()
     count = int(np.prod(sizes))
+    need = count * dtype.itemsize
     try:
+        lineSkip = int(fields.get("line skip", fields.get("lineskip", "0")))
+        byteSkip = int(fields.get("byte skip", fields.get("byteskip", "0")))
+    except ValueError:
+        raise InputError("the NRRD 'line skip' / 'byte skip' fields are not whole numbers", path) from None
+    if lineSkip < 0 or byteSkip < -1 or (byteSkip == -1 and encoding != "raw"):
+        raise InputError(f"the NRRD skips (line skip {lineSkip}, byte skip {byteSkip}) are not valid for encoding "
+                         f"'{encoding}'", path)
+    if encoding not in ("raw", "gzip", "gz", "bzip2", "bz2", "ascii", "text", "txt"):
+        raise InputError(f"NRRD encoding '{encoding}' is not supported", path)
+    try:
+        # lines are skipped in the file, before any decompression; bytes after it, in the data as decoded (teem's
+        # reader, which ITK's and Slicer's are: "byte skip" of a compressed encoding counts decompressed bytes);
+        # byte skip -1 (raw only) means the data are the file's last bytes
+        for _ in range(lineSkip):
+            end = body.find(b"\n")
+            if end < 0:
+                raise ValueError(f"fewer than {lineSkip} lines to skip")
+            body = body[end + 1:]
         if encoding in ("gzip", "gz"):
             body = gzip.decompress(body)
         elif encoding in ("bzip2", "bz2"):
             body = bz2.decompress(body)
-        elif encoding in ("ascii", "text", "txt"):
+        if byteSkip == -1:
+            body = body[max(len(body) - need, 0):]
+        elif byteSkip:
+            body = body[byteSkip:]
+        if encoding in ("ascii", "text", "txt"):
             values = np.array(body.decode("latin-1").split(), dtype=float)
             body = values.astype(dtype).tobytes()
-        elif encoding != "raw":
-            raise InputError(f"NRRD encoding '{encoding}' is not supported", path)
     except (OSError, EOFError, zlib.error, ValueError) as exc:
         raise InputError(f"the NRRD data cannot be decoded ({exc}); the file is probably truncated", path) from None
-    need = count * dtype.itemsize
     if len(body) < need:
         raise InputError(f"the NRRD data is truncated ({len(body)} of {need} bytes)", path)
-    if encoding == "raw" and len(body) > need:
-        body = body[len(body) - need:]  # skip a possible line skip / byte skip prefix
     data = np.frombuffer(body[:need], dtype=dtype).reshape(sizes[::-1]).astype(dtype.newbyteorder("="))
     kinds = fields.get("kinds", " ".join(["domain"] * len(sizes))).split()
     spaceDirections: list = []
@@ -235,14 +251,19 @@ def _readSegNrrd(path: Path) -> tuple[dict, ImageGeometry, dict]:
     else:
         raise InputError(f"a segmentation must be 3D or 4D, this NRRD is {dim}D", path)
     if not segmentIndices:
-        # a plain label image: one structure per non-zero label
-        labelImage = layers[0]
-        _requireIntegerLabels(labelImage, path)
-        values = [v for v in np.unique(labelImage) if v != 0]
+        # a plain label image: one structure per non-zero label; several layers (channels, as a one-hot mask
+        # written by pynrrd) one structure per layer and label, an empty layer kept empty (a review: every layer
+        # but the first was dropped without a word)
         stem = path.name.split(".")[0]
-        if len(values) <= 1:
-            return {stem: labelImage != 0}, geometry, colors
-        return {f"{stem}_{int(v)}": labelImage == v for v in values}, geometry, colors
+        for index, labelImage in enumerate(layers):
+            _requireIntegerLabels(labelImage, path)
+            values = [v for v in np.unique(labelImage) if v != 0]
+            prefix = stem if layers.shape[0] == 1 else f"{stem}_layer{index}"
+            if len(values) <= 1:
+                masks[prefix] = labelImage != 0
+            else:
+                masks.update({f"{prefix}_{int(v)}": labelImage == v for v in values})
+        return masks, geometry, colors
     for n in segmentIndices:
         layer = int(kv.get(f"Segment{n}_Layer", "0" if dim == 3 else str(n)))
         if layer >= layers.shape[0]:
@@ -552,9 +573,9 @@ def _kind(path: Path) -> str:
         return "dicom"
     if name.endswith((".nii", ".nii.gz", ".mha", ".mhd")):
         return "image"
-    with open(path, "rb") as fh:
-        head = fh.read(132)
-    if head[128:132] == b"DICM":
+    from .dicomimage import isDicomPath
+
+    if isDicomPath(path):  # with or without the preamble, whatever the name ("RS.1.2.840...")
         return "dicom"
     raise InputError("unknown segmentation format (expected .seg.nrrd, .nrrd, .nii(.gz), .seg.vtm or an "
                      "RTSTRUCT .dcm)", path)

@@ -43,7 +43,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from ..core.errors import InputError
-from ..core.rtdose import PLAN_SUMMATION_TYPES, readRtDose, requirePlanDose
+from ..core.rtdose import COURSE_SUMMATION_TYPES, readRtDose, requirePlanDose
 from ..core.rtplan import readRtPlan
 
 logger = logging.getLogger(__name__)
@@ -79,9 +79,9 @@ class DicomDatabaseLike(Protocol):
 
 
 class DoseNotAPlanDose(InputError):
-    """The dose is refused as a course dose: RELATIVE units, or a FRACTION/BEAM/... (not whole-plan) summation, or an
-    ERROR dose. The widget clears the selection on this error (other :class:`InputError`\\ s only mean the fractions
-    must be entered by hand)."""
+    """The dose is refused as a course dose: RELATIVE units, or a BEAM/FRACTION_SESSION/... (not a whole plan's or
+    fraction group's) summation, or an ERROR dose. The widget clears the selection on this error (other
+    :class:`InputError`\\ s only mean the fractions must be entered by hand)."""
 
 
 @dataclass(frozen=True)
@@ -382,7 +382,8 @@ def courseInfoFromDatabase(doseNode, database: DicomDatabaseLike) -> CourseDicom
     Raises
     ------
     DoseNotAPlanDose
-        RELATIVE dose units; DoseSummationType FRACTION, BEAM, CONTROL_POINT... (not a whole-plan dose); ERROR dose.
+        RELATIVE dose units; DoseSummationType BEAM, FRACTION_SESSION, CONTROL_POINT... (neither a whole plan's
+        nor a whole fraction group's dose); ERROR dose.
     InputError
         The node did not come from DICOM; its files are not in the database; the RTDOSE references no RTPLAN or the
         RTPLAN is not in the database; the plan states no (or an ambiguous) number of fractions; a MULTI_PLAN sum.
@@ -403,7 +404,7 @@ def courseInfoFromDatabase(doseNode, database: DicomDatabaseLike) -> CourseDicom
     if rtDose.summationType == "MULTI_PLAN":
         raise InputError("this RTDOSE is a MULTI_PLAN dose (the sum of several plans): it has no single number of "
                          "fractions; enter it by hand", dosePath)
-    if rtDose.summationType not in PLAN_SUMMATION_TYPES:  # a DICOM file stating "UNKNOWN", which requirePlanDose
+    if rtDose.summationType not in COURSE_SUMMATION_TYPES:  # a DICOM file stating "UNKNOWN", which requirePlanDose
         # lets through as it does for non-DICOM doses
         raise DoseNotAPlanDose(f"DoseSummationType {rtDose.summationType} is not a plan dose", dosePath)
     if rtDose.seriesInstanceUid and rtDose.seriesInstanceUid != seriesUid:
@@ -442,9 +443,12 @@ def courseInfoFromDatabase(doseNode, database: DicomDatabaseLike) -> CourseDicom
     if plan.frameOfReferenceUid and rtDose.frameOfReferenceUid and \
             plan.frameOfReferenceUid != rtDose.frameOfReferenceUid:
         warnings.append("the RTPLAN and the RTDOSE have different FrameOfReferenceUIDs")
-    rx = plan.prescriptionGy
+    from ..core.pipeline import planPrescriptionOfDose
+
+    rx = planPrescriptionOfDose(plan, rtDose)  # of the group the dose is of, in a plan of several
     if rx is None:
-        warnings.append("the RTPLAN states no target prescription dose")
+        warnings.append("the RTPLAN states no target prescription dose" if len(plan.fractionGroups) <= 1 else
+                        f"fraction group {group} of the RTPLAN names no target prescription dose")
     source = (f"RTPLAN '{plan.label}'" if plan.label else "RTPLAN") + \
         (f", fraction group {group}" if group is not None else "") + f" ({planPath})"
     for warning in warnings:
@@ -466,7 +470,7 @@ def checkFractions(doseNode, fractions: int, database: DicomDatabaseLike | None,
     a warning when it states another number (the dose is then used as given: a course stopped early needs its dose
     scaled before it is summed, which the user must do); ``"module input"`` with the reason when the plan cannot
     be read (dose not from DICOM, plan not in the database, no ``database``). Raises :class:`DoseNotAPlanDose`
-    for a RELATIVE dose or a FRACTION/BEAM dose, which must never be summed as a course.
+    for a RELATIVE dose or a BEAM / single-session dose, which must never be summed as a course.
     """
     label = courseName or (doseNode.GetName() if doseNode is not None else "")
     if database is None:

@@ -251,7 +251,9 @@ def _refuseSavedMap(node, what: str) -> None:
     from ..core.rtdose import headerQuantityOfFile, refuseNonPhysicalMap
 
     fileName = _storageFile(node)
-    if not fileName or not Path(fileName).is_file() or Path(fileName).suffix.lower() == ".dcm":
+    from ..core.dicomimage import isDicomPath
+
+    if not fileName or not Path(fileName).is_file() or isDicomPath(fileName):
         return
     try:
         refuseNonPhysicalMap(headerQuantityOfFile(fileName), fileName)
@@ -278,7 +280,7 @@ def doseInputsFromNodes(currentCt, currentDose, currentFractions: int, structure
 
     ``dicomDatabase`` (``slicer.dicomDatabase`` in the application, or a ``dicomdatabase.FolderDicomIndex``): each
     dose loaded from DICOM has its fractions checked against its RTPLAN (:func:`.dicomdatabase.checkFractions`: a
-    FRACTION/BEAM or RELATIVE dose is refused, a different planned number is a warning, the source is recorded),
+    BEAM or RELATIVE dose is refused, a different planned number is a warning, the source is recorded),
     and the planning CT's patient, study and frame of reference are read for the exported RTDOSE
     (:func:`.dicomdatabase.referenceInfoFromDatabase`).
     """
