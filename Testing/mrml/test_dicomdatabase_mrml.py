@@ -22,8 +22,8 @@ from ReirradiationDoseLib.core.dicomwrite import PatientStudy, writeRtDose
 from ReirradiationDoseLib.core.errors import InputError
 from ReirradiationDoseLib.core.geometry import ImageGeometry
 from ReirradiationDoseLib.core.rtdose import readRtDose
-from ReirradiationDoseLib.mrml.dicomdatabase import (DoseNotAPlanDose, FolderDicomIndex, courseInfoFromDatabase,
-                                                     doseSeriesUids)
+from ReirradiationDoseLib.mrml.dicomdatabase import (DoseNotAPlanDose, FolderDicomIndex, FractionsNotInPlan,
+                                                     checkFractions, courseInfoFromDatabase, doseSeriesUids)
 from ReirradiationDoseLib.mrml.nodes import volumeNodeFromArray
 
 slicer = pytest.importorskip("slicer")
@@ -227,8 +227,9 @@ def test_dose_series_not_in_the_database(scene, eclipseCase, tmp_path):
 
 
 def test_dose_of_one_fraction_group_of_a_two_group_plan(scene, eclipseCase):
-    """A plan with a 23 fx and a 5 fx group (e.g. a sequential boost): the RTDOSE's ReferencedFractionGroupNumber
-    picks the group; without it the plan's fractions are ambiguous and must be entered by hand."""
+    """A plan with a 23 fx and a 5 fx group (e.g. a sequential boost): a FRACTION dose's ReferencedFractionGroupNumber
+    picks the group; a dose of the whole plan has no single number and must be entered by hand, also when it names
+    a group (it took that group's 5 fractions: a verification review), and the module's warnings say why."""
     plan = pydicom.dcmread(eclipseCase["plan"])
     boost = pydicom.Dataset()
     boost.FractionGroupNumber = 2
@@ -244,9 +245,24 @@ def test_dose_of_one_fraction_group_of_a_two_group_plan(scene, eclipseCase):
     group.ReferencedFractionGroupNumber = 2
     dose.ReferencedRTPlanSequence[0].ReferencedFractionGroupSequence = pydicom.Sequence([group])
     dose.save_as(eclipseCase["dose"])
+    node = loadLikeSlicerRt(scene, eclipseCase["dose"])
+    with pytest.raises(FractionsNotInPlan, match="a dose of the whole plan has no single number of fractions"):
+        courseInfoFromDatabase(node, FolderDicomIndex(eclipseCase["folder"]))
+    source, warnings = checkFractions(node, 28, FolderDicomIndex(eclipseCase["folder"]), "Primary")
+    assert source == "module input (the RTPLAN gives no single number)"
+    assert len(warnings) == 1 and warnings[0].startswith("course 'Primary': its 28 entered fractions are used: ")
+    assert "2 fraction groups (group 1: 23 fx, group 2: 5 fx)" in warnings[0]
+    modified(eclipseCase["dose"], eclipseCase["dose"], DoseSummationType="FRACTION")
     info = courseInfoFromDatabase(loadLikeSlicerRt(scene, eclipseCase["dose"]), FolderDicomIndex(eclipseCase["folder"]))
     assert (info.fractions, info.fractionGroupNumber) == (5, 2)
     assert "fraction group 2" in info.fractionsSource
+    # a FRACTION dose naming a group the plan lacks is refused naming the dose, whatever the plan's number of groups
+    group.ReferencedFractionGroupNumber = 7
+    dose = pydicom.dcmread(eclipseCase["dose"])
+    dose.ReferencedRTPlanSequence[0].ReferencedFractionGroupSequence = pydicom.Sequence([group])
+    dose.save_as(eclipseCase["dose"])
+    with pytest.raises(FractionsNotInPlan, match="fraction group 7, which its RTPLAN does not have"):
+        courseInfoFromDatabase(loadLikeSlicerRt(scene, eclipseCase["dose"]), FolderDicomIndex(eclipseCase["folder"]))
 
 
 def test_multi_plan_sum_has_no_single_fraction_count(scene, eclipseCase):

@@ -816,6 +816,20 @@ def test_an_rtstruct_without_the_dcm_suffix_is_checked_as_one(tmp_path, goodCour
     assert "RS_today: ROI(s) without contours: Bladder" in inputs.warnings
 
 
+def test_dvh_reads_an_rtstruct_without_the_dcm_suffix_as_one(tmp_path, goodCourse):
+    """A verification review: `dvh` of an RTSTRUCT named "RS.1.2.840..." rasterised it on the plain dose grid, without
+    the sub-voxel sampling it reported (--supersample 3) and without the edge notes: volumes and Dmin differed."""
+    exported = tmp_path / "RS.1.2.840.99"
+    exported.write_bytes(goodCourse["rs"].read_bytes())
+    tables = []
+    for structures in (goodCourse["rs"], exported):
+        out = tmp_path / f"{structures.name}.json"
+        assert cliMain(["dvh", "--dose", str(goodCourse["rd"]), "--segmentation", str(structures), "--supersample",
+                        "3", "--json", str(out)]) == 0
+        tables.append(json.loads(out.read_text(encoding="utf-8"))["structures"])
+    assert tables[0] == tables[1] and len(tables[0]) == 3
+
+
 def test_a_prior_courses_structures_of_another_scan_are_refused_unless_allowed(tmp_path, goodCourse):
     """Today's RTSTRUCT given as the prior course's structures was rasterised on the prior CT and guided and
     checked its registration without a word; now refused naming the course and both frames."""
@@ -830,8 +844,8 @@ def test_a_prior_courses_structures_of_another_scan_are_refused_unless_allowed(t
     path.write_text(json.dumps(data), encoding="utf-8")
     today = readImageSeries(goodCourse["ct"])[1].frameOfReferenceUid
     refusal(lambda: loadCaseInputs(parseCaseFile(path)), goodCourse["rs"],
-            "course 'prior': its structures", f"is in frame of reference {today}",
-            f"in {other.frameOfReferenceUid}", "allowFrameOfReferenceMismatch")
+            "course 'prior': its structures", f"were drawn in frame of reference {today}",
+            f"is in {other.frameOfReferenceUid}", "allowFrameOfReferenceMismatch")
     path.write_text(json.dumps({**data, "allowFrameOfReferenceMismatch": True}), encoding="utf-8")
     inputs = loadCaseInputs(parseCaseFile(path))
     assert any(w.startswith("course 'prior': its structures") and "(accepted: allowFrameOfReferenceMismatch)" in w

@@ -605,3 +605,33 @@ def test_a_target_the_table_reads_through_an_organs_entry_leaves_the_organ_as_it
         result = computeDose(DoseInputs(geometry.emptyImage(), masks, courses, settings(targets)))
         np.testing.assert_allclose(result.compositeEqd2Gy[masks["Rectum"]], 73.5, atol=1e-4)
         np.testing.assert_allclose(result.compositeEqd2Gy[masks["Anal_Canal"]], analExpected, atol=1e-4)
+
+
+def test_a_dose_too_small_for_its_fractions_is_warned():
+    """A verification review: a one-session dose (2 Gy) labelled FRACTION and given as a 25-fraction course read an
+    EQD2 of 1.23 Gy instead of about 50 Gy without a word. A maximum below 0.5 Gy a fraction is warned; low-dose
+    radiotherapy of benign disease (6 × 0.5 Gy) and a conventional course are not."""
+    from ReirradiationDoseLib.core.pipeline import dosePerFractionWarning
+
+    dose = np.zeros((10, 10, 10))
+    dose[5, 5, 5] = 2.0
+    warning = dosePerFractionWarning(dose, 25, 0.027, "course 'prior' (RD.dcm)")
+    assert warning == ("course 'prior' (RD.dcm): its maximum 2 Gy in 25 fraction(s) is 0.08 Gy a fraction, below "
+                       "any course given (0.5 Gy): is it one session's dose (DICOM's FRACTION is one fraction group's "
+                       "whole delivery, FRACTION_SESSION one session), or are these not its fractions? Check the "
+                       "number of fractions")
+    dose[5, 5, 5] = 3.0
+    assert dosePerFractionWarning(dose, 6, 0.027, "x") is None
+    dose[5, 5, 5] = 52.0
+    assert dosePerFractionWarning(dose, 25, 0.027, "x") is None
+    assert dosePerFractionWarning(np.zeros((3, 3, 3)), 25, 0.027, "x") is None  # no dose: said elsewhere
+
+
+def test_a_target_split_off_an_organs_entry_keeps_none_of_its_recovery():
+    """A verification review: 'Anal_Canal' edited in the case's tissues and listed as a target kept the rectum's
+    25 % recovery in its table entry (never applied to a target, but written so)."""
+    table = tissueTableFor(DoseSettings(targets=("GTV", "Anal_Canal"), tissues={
+        "Rectum": TissueSpec(recovery={"model": "constant", "fraction": 0.25}), "Anal_Canal": TissueSpec()}))
+    anal, rectum = table.lookup("Anal_Canal"), table.lookup("Rectum")
+    assert anal.isTarget and anal.recovery.fractionForMonths(12.0) == 0.0
+    assert not rectum.isTarget and rectum.recovery.fractionForMonths(12.0) == 0.25

@@ -46,11 +46,13 @@ def writePlan(path, groups, groupPrescriptionsGy=None):
 
 
 class Dose:
-    """What _fractions reads from an RtDose."""
+    """What _fractions reads from an RtDose: a dose of one fraction group (FRACTION) when it names one."""
 
-    def __init__(self, group=None):
+    def __init__(self, group=None, summationType=None):
         self.referencedPlanUid = ""
         self.referencedFractionGroupNumber = group
+        self.summationType = summationType or ("FRACTION" if group is not None else "PLAN")
+        self.path = "rd.dcm"
 
 
 def test_two_groups_with_equal_counts_are_not_collapsed(tmp_path):
@@ -133,3 +135,39 @@ def test_fraction_group_zero_is_its_own_number_and_duplicates_are_refused(tmp_pa
     assert plan.fractionsOfGroup(1) == 5 and plan.fractionsOfGroup(0) == 25
     with pytest.raises(InputError, match="two fraction groups numbered 2"):
         readRtPlan(writePlan(tmp_path / "twice.dcm", [(2, 25), (2, 5)]))
+
+
+def test_only_a_fraction_dose_is_one_groups_and_its_group_must_be_the_plans(tmp_path):
+    """A verification review: a dose of the whole plan naming a group took that group's 5 fractions (the plan's are
+    30); a FRACTION dose naming a group a one-group plan lacks took the plan's group without a word; a FRACTION dose
+    naming no group in a plan of two was told to 'choose one explicitly', which nothing lets a user do."""
+    two = writePlan(tmp_path / "two.dcm", [(1, 25), (2, 5)])
+    with pytest.raises(InputError, match="a dose of the whole plan has no single number of fractions; give it by hand"):
+        _fractions(course(two), readRtPlan(two), Dose(group=2, summationType="PLAN"), [])
+    with pytest.raises(InputError, match=r"rd.dcm: the RTDOSE is a FRACTION dose .* names no fraction group .* its "
+                                         r"RTPLAN has 2 \(1, 2\): give the course's number of fractions by hand"):
+        _fractions(course(two), readRtPlan(two), Dose(summationType="FRACTION"), [])
+    one = writePlan(tmp_path / "one.dcm", [(1, 25)])
+    assert _fractions(course(one), readRtPlan(one), Dose(summationType="FRACTION"), [])[0] == 25
+    assert _fractions(course(one), readRtPlan(one), Dose(group=3, summationType="PLAN"), [])[0] == 25  # whole plan
+    with pytest.raises(InputError, match=r"fraction group 3, which its RTPLAN does not have \(its groups: 1\)"):
+        _fractions(course(one), readRtPlan(one), Dose(group=3), [])
+    warnings = []  # with the case's fractions: used, and the reason said
+    assert _fractions(course(one, 25), readRtPlan(one), Dose(group=3), warnings)[:2] == \
+        (25, "case file (the RTPLAN gives no single number)")
+    assert len(warnings) == 1 and "fraction group 3, which its RTPLAN does not have" in warnings[0]
+
+
+def test_two_courses_of_one_rtplan_are_warned_as_its_phases():
+    """A verification review: a sequential boost's two phases (FRACTION doses of one RTPLAN) given as prior and
+    current course were credited recovery between them with only the generic early-recovery warning."""
+    from types import SimpleNamespace
+
+    from ReirradiationDoseLib.core.pipeline import samePlanWarnings
+
+    courses = [SimpleNamespace(name=name, doseInfo={"referencedPlanUid": uid})
+               for name, uid in (("phase 1", "1.2.3"), ("boost", "1.2.3"), ("re-irradiation", "1.2.9"))]
+    assert samePlanWarnings(courses) == [
+        "courses 'phase 1', 'boost' are doses of one RTPLAN (1.2.3), the phases of one treatment: each is summed as a "
+        "course of its own, and a prior one is credited any recovery the case gives before the next"]
+    assert samePlanWarnings(courses[1:]) == []

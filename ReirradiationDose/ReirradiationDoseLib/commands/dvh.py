@@ -42,11 +42,13 @@ def _readStructures(path: str, doseGeometry, supersample: int, frameOfReferenceU
     """The structures on the dose grid (contours on a grid ``supersample`` times finer) and the names of those whose
     contours the grid cut at its edge; an RTSTRUCT of another frame of reference than the RTDOSE's
     (``frameOfReferenceUid``) is refused naming both files."""
+    from ..core.dicomimage import isDicomPath
     from ..core.dvh import supersampledGeometry
     from ..core.segio import readSegmentationWithGeometry
 
-    lower = str(path).lower()
-    isContour = lower.endswith((".vtm", ".vtp", ".dcm")) or Path(path).is_dir()
+    # an RTSTRUCT by content too ("RS.1.2.840...": a verification review found it read without the sub-voxel
+    # sampling and the edge notes)
+    isContour = str(path).lower().endswith((".vtm", ".vtp")) or Path(path).is_dir() or isDicomPath(path)
     cut: set = set()
     if isContour:
         grid = supersampledGeometry(doseGeometry, supersample) if supersample > 1 else doseGeometry

@@ -27,8 +27,9 @@ logger = logging.getLogger(__name__)
 
 def readDoseFile(path: str | Path, physicalOnly: bool = False) -> tuple[np.ndarray, ImageGeometry, dict]:
     """Dose in Gy and its grid from an image file (NRRD, NIfTI, MHA via SimpleITK) or a DICOM RTDOSE.
-    ``physicalOnly``: refuse an RTDOSE that is not a whole-plan dose, or is already an EQD2 (converted again it
-    would count the fractionation twice). Images are read by ``rtdose.readScalarDoseImage`` and checked by
+    ``physicalOnly``: refuse an RTDOSE that is neither a whole plan's nor a whole fraction group's dose
+    (:func:`rtdose.requirePlanDose`), or is already an EQD2 (converted again it would count the fractionation
+    twice). Images are read by ``rtdose.readScalarDoseImage`` and checked by
     ``rtdose.checkedDoseArray`` as the dose command reads them; NaN (unknown dose) and negative values are accepted
     unless ``physicalOnly`` (``dvh`` of a composite or a difference)."""
     path = Path(path)
@@ -73,7 +74,8 @@ def _courseFractions(args, doseInfo: dict) -> tuple[int, str, float | None]:
     if args.plan is None:
         return given, "command line", None
     plan = readRtPlan(Path(args.plan))
-    dose = SimpleNamespace(**{k: doseInfo.get(k) for k in ("referencedPlanUid", "referencedFractionGroupNumber")})
+    dose = SimpleNamespace(**{k: doseInfo.get(k) for k in ("referencedPlanUid", "referencedFractionGroupNumber",
+                                                           "summationType")}, path=args.dose)
     prescription = checkablePrescription(plan, dose)
     checkPlanOfDose(plan, dose, args.plan, args.dose, "--plan", "or --fractions without --plan")
     planName = Path(args.plan).name
@@ -167,9 +169,11 @@ def run(args: argparse.Namespace) -> int:
     _checkDoseLevel(dose, doseInfo, args.dose)
     fractions, fractionsSource, prescription = _courseFractions(args, doseInfo)
     from ..core.pipeline import dosePerFractionWarning, prescriptionWarning
+    from ..core.rtplan import readRtPlan
     what = f"the dose ({Path(args.dose).name})"
     for warning in (dosePerFractionWarning(dose, fractions, geometry.voxelVolumeCc, what),
-                    prescriptionWarning(dose, prescription, what, Path(args.plan).name if args.plan else "")):
+                    prescriptionWarning(dose, prescription, what, Path(args.plan).name if args.plan else "",
+                                        lowSide=not args.plan or len(readRtPlan(args.plan).fractionGroups) <= 1)):
         if warning:
             logger.warning("%s", warning)
     if (args.alpha_beta is None) == (args.segmentation is None):

@@ -254,6 +254,7 @@ def loadCaseInputs(case: CaseSpec, progress=None) -> DoseInputs:
                                    subProgress(progress, 0.05 + 0.8 * index / n, 0.05 + 0.8 * (index + 1) / n),
                                    checkDates))
         timings[f"load+register {course.name}"] = time.perf_counter() - t0
+    warnings += samePlanWarnings(courses)
 
     mri = None
     if case.mri is not None:
@@ -620,7 +621,8 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
     fractions, source, prescription, planPatientId = _fractions(course, plan, dose, warnings)
     mismatch = prescriptionWarning(dose.doseGy, checkablePrescription(plan, dose),
                                    f"course '{course.name}' ({Path(course.dose).name})",
-                                   Path(course.plan).name if course.plan else "")
+                                   Path(course.plan).name if course.plan else "",
+                                   lowSide=plan is None or len(plan.fractionGroups) <= 1)
     if mismatch:
         warnings.append(mismatch)
     if plan is not None and checkDates:
@@ -653,15 +655,16 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
         if quality is not None:
             registration["quality"] = quality
         if course.image is not None:  # the course's CT through the supplied registration, for the review picture
-            courseImage, courseInfo, courseMasks = _readCourseImage(case, course, doseInfo, identities, warnings)
+            courseImage, courseInfo = _readCourseImage(case, course, doseInfo, identities, warnings)
             reviewImage = _reviewArray(_keepWarped(None, sitk.Cast(courseImage, sitk.sitkFloat32),
                                                    sitk.Cast(referenceImage, sitk.sitkFloat32), transform))
     elif course.registration in ("rigid", "affine", "deformable"):
         # the frames checked before minutes of registration
-        courseImage, courseInfo, courseMasks = _readCourseImage(case, course, doseInfo, identities, warnings)
+        courseImage, courseInfo = _readCourseImage(case, course, doseInfo, identities, warnings)
         bodyImage = bodyOutlineImage(masks, referenceImage)
         newTissue, newTissueNames, goneTissue, goneTissueNames = None, [], None, []
         if course.registration == "deformable":
+            courseMasks = _courseMasks(course, courseImage)
             pairs = _pairedStructureMasks(case, course, masks, referenceImage, courseImage, courseMasks)
             newTissue, newTissueNames = _withoutCounterpartMask(course, masks, referenceImage, warnings)
             goneTissue, goneTissueNames = _courseWithoutCounterpartMask(course, courseMasks, courseImage, warnings)
@@ -699,7 +702,7 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
     else:
         _checkSameFrame(case, course, doseInfo, referenceInfo, warnings)
         if course.image is not None and course.structures is not None:  # to show what no registration leaves
-            courseImage, courseInfo, courseMasks = _readCourseImage(case, course, doseInfo, identities, warnings)
+            courseImage, courseInfo = _readCourseImage(case, course, doseInfo, identities, warnings)
     if courseImage is not None and course.structures is not None:
         progress(0.96, f"Course '{course.name}': contour check")
         carried = {}
@@ -797,6 +800,10 @@ EMPTY_COURSE_DOSE_GY = 0.01
 # read as one fraction: 403 cc)
 LARGEST_DOSE_PER_FRACTION_GY = 25.0
 LARGE_VOLUME_CC = 300.0
+# a course's dose maximum reaches at least this a fraction (low-dose radiotherapy of benign disease gives 0.5 Gy);
+# below it the dose is one session's, or the fractions are not its (a verification review: a one-session dose
+# labelled FRACTION, given as a 25-fraction course, read 1.23 instead of about 50 Gy EQD2 without a word)
+SMALLEST_MAXIMUM_PER_FRACTION_GY = 0.5
 # a plan's dose maximum lies within these multiples of its prescription (a hot spot; radiosurgery prescribed to the
 # 40 % isodose reaches 2.5, an integrated boost twice the elective dose); beyond them the plan is not the dose's
 PRESCRIPTION_RATIO_RANGE = (0.9, 3.0)
@@ -810,6 +817,12 @@ def dosePerFractionWarning(doseGy, fractions: int | None, voxelVolumeCc: float, 
     without a word; a verification review: a maximum per fraction alone warned radiosurgery plans)."""
     if not fractions:
         return None
+    top = _doseMaximum(doseGy)
+    if 0 < top < SMALLEST_MAXIMUM_PER_FRACTION_GY * fractions:
+        return (f"{what}: its maximum {top:.3g} Gy in {fractions} fraction(s) is {top / fractions:.3g} Gy a fraction, "
+                f"below any course given ({SMALLEST_MAXIMUM_PER_FRACTION_GY:g} Gy): is it one session's dose (DICOM's "
+                "FRACTION is one fraction group's whole delivery, FRACTION_SESSION one session), or are these not its "
+                "fractions? Check the number of fractions")
     over = float(np.count_nonzero(np.nan_to_num(np.asarray(doseGy), nan=0.0) > LARGEST_DOSE_PER_FRACTION_GY
                                   * fractions)) * float(voxelVolumeCc)
     if over <= LARGE_VOLUME_CC:
@@ -831,33 +844,66 @@ def checkablePrescription(plan, dose=None) -> float | None:
 
 
 def planPrescriptionOfDose(plan, dose) -> float | None:
-    """The prescription of what ``dose`` is the dose of: the plan's, for a plan of one fraction group; of the group
-    the dose names (ReferencedFractionGroupNumber) in a plan of several, as its fractions are (None when that group
-    names no dose reference, or the dose names no group)."""
+    """The prescription of what ``dose`` is the dose of: the plan's, for a plan of one fraction group; of its fraction
+    group (:func:`doseFractionGroup`) in a plan of several (None when that group names no dose reference, or the
+    dose is not one group's)."""
     if plan is None:
         return None
     if len(plan.fractionGroups) <= 1:
         return plan.prescriptionGy
-    group = getattr(dose, "referencedFractionGroupNumber", None)
-    if group is None:
-        return None
     try:
-        return plan.prescriptionOfGroup(group)
-    except InputError:  # a group the plan lacks: refused with its fractions (planFractionsOfDose)
+        group = doseFractionGroup(plan, dose)
+    except InputError:  # refused with its fractions (planFractionsOfDose)
         return None
+    return None if group is None else plan.prescriptionOfGroup(group)
 
 
-def prescriptionWarning(doseGy, prescriptionGy: float | None, what: str, planName: str = "") -> str | None:
+class DoseGroupError(InputError):
+    """The RTDOSE's fraction group does not fit its RTPLAN (:func:`doseFractionGroup`); fractions given by hand are
+    used instead, with a warning."""
+
+
+def doseFractionGroup(plan, dose) -> int | None:
+    """The number of the fraction group ``dose`` is the whole delivery of, or None for a dose of the whole plan of
+    several groups (which has no single number of fractions).
+
+    A DoseSummationType FRACTION dose is one group's (DICOM PS3.3 C.8.8.3): the group it names
+    (ReferencedFractionGroupNumber), which the plan must have, or the plan's only group; naming none in a plan of
+    several is refused. Any other dose is the whole plan's: of a plan of one group, that group; of several, None
+    (before, a whole-plan dose naming a group took that group's fractions: 5 instead of the plan's 30). InputError
+    names the RTDOSE and says to give the fractions by hand."""
+    groups = [g.number for g in plan.fractionGroups]
+    named = getattr(dose, "referencedFractionGroupNumber", None)
+    where = getattr(dose, "path", None) or None
+    if str(getattr(dose, "summationType", "") or "").upper() != "FRACTION":
+        return groups[0] if len(groups) == 1 else None
+    if named is None:
+        if len(groups) == 1:
+            return groups[0]
+        raise DoseGroupError(f"the RTDOSE is a FRACTION dose (one fraction group's whole delivery) but names no "
+                             f"fraction group (ReferencedFractionGroupSequence), and its RTPLAN has {len(groups)} "
+                             f"({', '.join(str(n) for n in groups)}): give the course's number of fractions by hand",
+                             where)
+    if named not in groups:
+        raise DoseGroupError(f"the RTDOSE is the dose of fraction group {named}, which its RTPLAN does not have "
+                             f"(its groups: {', '.join(str(n) for n in groups)}): is this the dose's plan? Give the "
+                             "plan the dose names, or the number of fractions by hand", where)
+    return named
+
+
+def prescriptionWarning(doseGy, prescriptionGy: float | None, what: str, planName: str = "",
+                        lowSide: bool = True) -> str | None:
     """A dose whose maximum lies outside ``PRESCRIPTION_RATIO_RANGE`` times its RTPLAN's prescription: not the
     plan's dose, or not this plan (a NRRD dose cannot name its plan: a newcomer's review took a breast boost's 7
     fractions for a 47 Gy prostate dose, EQD2 91.6 instead of 47.5 Gy); ``prescriptionGy`` from
-    :func:`checkablePrescription`."""
+    :func:`checkablePrescription`. ``lowSide`` False: only a maximum above the range is warned (a fraction group's
+    dose reference may hold the cumulative prescription of all its phases: a 10 Gy boost read 0.17 times 60 Gy)."""
     top = _doseMaximum(doseGy)
     if not prescriptionGy or top <= 0:
         return None
     ratio = top / float(prescriptionGy)
     low, high = PRESCRIPTION_RATIO_RANGE
-    if low <= ratio <= high:
+    if (low <= ratio or not lowSide) and ratio <= high:
         return None
     plan = f"the RTPLAN {planName}" if planName else "the RTPLAN"
     return (f"{what}: its maximum {top:.1f} Gy is {ratio:.2f} times the prescription of {plan} "
@@ -994,10 +1040,10 @@ def checkPlanOfDose(plan, dose, planPath, dosePath, what: str, instead: str) -> 
 
 
 def planFractionsOfDose(plan, dose) -> int:
-    """The plan's number of fractions for ``dose``: of the fraction group the RTDOSE names when the plan has several
-    (ReferencedFractionGroupNumber); InputError when the plan gives no single number."""
-    group = getattr(dose, "referencedFractionGroupNumber", None) if len(plan.fractionGroups) > 1 else None
-    return int(plan.fractionsOfGroup(group))
+    """The plan's number of fractions for ``dose``: of its fraction group (:func:`doseFractionGroup`: a FRACTION
+    dose's, or the plan's only one); InputError when the plan gives no single number (a dose of the whole plan of
+    several groups) or the dose's group is not the plan's."""
+    return int(plan.fractionsOfGroup(doseFractionGroup(plan, dose)))
 
 
 def _fractions(course: CourseSpec, plan, dose=None, warnings: list | None = None
@@ -1022,7 +1068,7 @@ def _fractions(course: CourseSpec, plan, dose=None, warnings: list | None = None
         try:
             planFractions = planFractionsOfDose(plan, dose)
         except InputError as error:
-            if course.fractions is None or len(plan.fractionGroups) < 2:
+            if course.fractions is None or (len(plan.fractionGroups) < 2 and not isinstance(error, DoseGroupError)):
                 raise  # a plan of one group that states no valid number: refused as before
             planAmbiguous = True
             message = (f"course '{course.name}': {course.fractions} fractions from the case file are used: its RTPLAN "
@@ -1056,6 +1102,21 @@ def _fractions(course: CourseSpec, plan, dose=None, warnings: list | None = None
     except InputError as error:
         raise InputError(str(error), course.plan) from None
     return int(planFractions), f"RTPLAN {course.plan.name}", prescription, patientId
+
+
+def samePlanWarnings(courses) -> list[str]:
+    """One warning per RTPLAN whose doses are given as several courses (the phases of one plan, each a FRACTION dose
+    of its group): they are summed as courses of their own, so a prior one is credited the recovery a prior course
+    earns before the next (a verification review: a boost phase credited 25 % of its first phase, 47.5 instead of
+    60 Gy, with only the generic early-recovery warning)."""
+    byPlan: dict[str, list[str]] = {}
+    for course in courses:
+        uid = str((getattr(course, "doseInfo", None) or {}).get("referencedPlanUid") or "")
+        if uid:
+            byPlan.setdefault(uid, []).append(course.name)
+    return [f"courses {', '.join(repr(n) for n in names)} are doses of one RTPLAN ({uid}), the phases of one "
+            "treatment: each is summed as a course of its own, and a prior one is credited any recovery the case "
+            "gives before the next" for uid, names in byPlan.items() if len(names) > 1]
 
 
 def _refuseSameRtDose(course: CourseSpec, seen: dict) -> None:
@@ -1160,46 +1221,55 @@ def withoutCounterpartMask(masks: dict, geometry: ImageGeometry, names=None, war
 
 
 def _readCourseImage(case, course: CourseSpec, doseInfo: dict, identities: list, warnings: list):
-    """The course's CT ``(image, info, its own structures or None)``: its patient noted for the identity check, its
-    frame of reference compared with the dose's and with its structures' (:func:`_courseMasks`)."""
+    """The course's CT ``(image, info)``: its patient noted for the identity check (and its RTSTRUCT's), its frame of
+    reference compared with the dose's and with its structures' (:func:`_checkCourseStructuresFrame`)."""
     from . import dicomimage
 
     courseImage, courseInfo = _readImage(course.image, f"course '{course.name}' image", dicomimage)
     identities.append(("image", str(course.image), courseInfo.get("patientId", "")))
     _checkCourseImageFrame(case, course, courseInfo, doseInfo, warnings)
-    courseMasks = _courseMasks(course, courseImage, courseInfo.get("frameOfReferenceUid") or "",
-                               bool(getattr(case, "allowFrameOfReferenceMismatch", False)), warnings)
-    return courseImage, courseInfo, courseMasks
+    _checkCourseStructuresFrame(case, course, courseInfo, identities, warnings)
+    return courseImage, courseInfo
 
 
-def _courseMasks(course: CourseSpec, courseImage, frameOfReferenceUid: str = "", allowMismatch: bool = False,
-                 warnings: list | None = None) -> dict | None:
+def _checkCourseStructuresFrame(case, course: CourseSpec, courseInfo: dict, identities: list, warnings: list) -> None:
+    """Refuse a course's own RTSTRUCT drawn in another frame of reference than its CT's (today's structures given as
+    the prior's), or warn with ``allowFrameOfReferenceMismatch``: before, it was rasterised on the prior CT and guided
+    and checked its registration without a word. Read before any registration, without rasterising (the masks are
+    made where they are used); its patient joins the identity check."""
+    if course.structures is None:
+        return
+    from .dicomimage import isDicomPath
+
+    if not isDicomPath(course.structures) or Path(course.structures).is_dir():
+        return
+    from .rtstruct import readRtStruct
+
+    rt = readRtStruct(course.structures)
+    identities.append(("structures", str(course.structures), rt.patientId))
+    imageFrame = str(courseInfo.get("frameOfReferenceUid") or "")
+    frames = sorted({f for f in [rt.frameOfReferenceUid, *(r.frameOfReferenceUid for r in rt.rois)] if f})
+    other = [f for f in frames if f != imageFrame]
+    if not imageFrame or not other:
+        return
+    message = (f"course '{course.name}': its structures ({course.structures}) were drawn in frame of reference "
+               f"{', '.join(other)}, its image ({course.image}) is in {imageFrame}: they do not belong to it")
+    if not getattr(case, "allowFrameOfReferenceMismatch", False):
+        raise InputError(message + "; give the RTSTRUCT drawn on the course's CT, or set allowFrameOfReferenceMismatch "
+                         "if the frames are known to coincide", course.structures)
+    warnings.append(message + " (accepted: allowFrameOfReferenceMismatch)")
+
+
+def _courseMasks(course: CourseSpec, courseImage) -> dict | None:
     """The course's own structures (``"structures"`` of the course) on its CT's grid (contours rasterised on it, a
-    labelmap on a grid of its own resampled onto it, nearest neighbour); None without. An RTSTRUCT drawn in another
-    frame of reference than the course CT's (``frameOfReferenceUid``: today's structures given as the prior's) is
-    refused, or warned with ``allowMismatch``: before, it was rasterised on the prior CT and guided and checked its
-    registration without a word."""
+    labelmap on a grid of its own resampled onto it, nearest neighbour); None without. Their frame of reference is
+    checked when the CT is read (:func:`_checkCourseStructuresFrame`)."""
     if course.structures is None:
         return None
     from . import segio
 
     geometry = ImageGeometry.fromImage(courseImage)
-    try:
-        courseMasks, maskGeometry, _ = segio.readSegmentationWithGeometry(
-            course.structures, geometry, frameOfReferenceUid or None, course.image)
-    except InputError as error:
-        if not frameOfReferenceUid:
-            raise
-        try:
-            courseMasks, maskGeometry, _ = segio.readSegmentationWithGeometry(course.structures, geometry)
-        except InputError:
-            raise error from None
-        message = f"course '{course.name}': its structures ({course.structures}) do not belong to its image: {error}"
-        if not allowMismatch:
-            raise InputError(message + "; give the RTSTRUCT drawn on the course's CT, or set "
-                             "allowFrameOfReferenceMismatch if the frames are known to coincide") from None
-        if warnings is not None:
-            warnings.append(message + " (accepted: allowFrameOfReferenceMismatch)")
+    courseMasks, maskGeometry, _ = segio.readSegmentationWithGeometry(course.structures, geometry)
     if not maskGeometry.sameGridAs(geometry):
         from .dosemapping import mapMasks
         courseMasks, _ = mapMasks(courseMasks, maskGeometry, None, geometry)
@@ -1477,8 +1547,10 @@ def tissueTableFor(settings: DoseSettings):
             name in targets or (existing.isTarget if existing else False))
         alphaBeta = spec.alphaBetaGy or (existing.alphaBetaGy if existing else
                                           (10.0 if isTarget else settings.defaultAlphaBetaGy))
+        # a target recovers nothing: one split off an organ's entry does not keep the organ's recovery (a
+        # verification review found it written in the target's table entry, though never applied)
         recovery = recoveryModelFromDict(spec.recovery) if spec.recovery is not None else (
-            existing.recovery if existing else NoRecovery())
+            existing.recovery if existing and not isTarget else NoRecovery())
         entry = TissueEntry(
             name=existing.name if existing else name, alphaBetaGy=alphaBeta, recovery=recovery,
             priority=spec.priority if spec.priority is not None else (existing.priority if existing else 0),

@@ -13,8 +13,9 @@ DICOM RT Dose Module (PS3.3 C.8.8.3):
 - frames must be equally spaced (else refused: the dose would need resampling, which must be explicit);
 - big-endian, RLE and other transfer syntaxes are decoded by pydicom.
 
-DoseSummationType (PLAN, MULTI_PLAN, FRACTION, BEAM, BRACHY, CONTROL_POINT, ...) is reported; a FRACTION or BEAM dose
-is not a plan dose: :func:`requirePlanDose` refuses it where a whole-course dose is expected.
+DoseSummationType (PLAN, MULTI_PLAN, FRACTION, BEAM, BRACHY, CONTROL_POINT, ...) is reported; a BEAM or one-session
+dose is not a course's dose: :func:`requirePlanDose` refuses it where a whole-course dose is expected (a FRACTION
+dose, one fraction group's whole delivery, is a course of that group's fractions).
 """
 
 from __future__ import annotations

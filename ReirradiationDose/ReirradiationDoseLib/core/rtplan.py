@@ -88,8 +88,9 @@ class RtPlan:
         if number is None and len(self.fractionGroups) > 1:
             listing = ", ".join(f"group {g.number}: {g.numberOfFractionsPlanned} fx" if g.numberOfFractionsPlanned
                                 else f"group {g.number}: not stated" for g in self.fractionGroups)
-            raise InputError(f"the RTPLAN has {len(self.fractionGroups)} fraction groups ({listing}); choose one "
-                             "explicitly", self.path)
+            raise InputError(f"the RTPLAN has {len(self.fractionGroups)} fraction groups ({listing}): a dose of the "
+                             "whole plan has no single number of fractions; give it by hand, or give each group's dose "
+                             "(DoseSummationType FRACTION, naming its group) as a course of its own", self.path)
         group = self.fractionGroup(number) if number is not None else next(iter(self.fractionGroups), None)
         planned = group.numberOfFractionsPlanned if group is not None else None
         if planned is not None and planned < 0:
@@ -128,14 +129,14 @@ class RtPlan:
         wanted = set(self.fractionGroup(number).referencedDoseReferenceNumbers)
         return self._prescriptionOf([r for r in self.doseReferences if r.number in wanted]) if wanted else None
 
-    def _prescriptionOf(self, references) -> float | None:
+    def _prescriptionOf(self, references, warn: bool = True) -> float | None:
         refs = [r for r in references
                 if r.targetPrescriptionDoseGy is not None and r.doseReferenceType in ("TARGET", "")]
         preferred = [r for r in refs if r.structureType in ("VOLUME", "SITE")] or refs
         values = [r.targetPrescriptionDoseGy for r in preferred]
         if not values:
             return None
-        if len(set(values)) > 1:
+        if len(set(values)) > 1 and warn:
             logger.warning("%s: several target prescriptions %s Gy; using the highest", self.path, values)
         return float(max(values))
 
@@ -234,6 +235,10 @@ def _readRtPlanDataset(ds, path: Path) -> RtPlan:
         sopInstanceUid=str(ds.get("SOPInstanceUID", "")), patientId=str(ds.get("PatientID", "")),
         frameOfReferenceUid=str(ds.get("FrameOfReferenceUID", "")), patientName=str(ds.get("PatientName", "")),
         studyInstanceUid=str(ds.get("StudyInstanceUID", "")), planIntent=str(ds.get("PlanIntent", "")))
-    logger.info("read RTPLAN %s: %d fraction group(s), prescription %s Gy", plan.label, len(groups),
-                plan.prescriptionGy)
+    if len(groups) > 1:  # each group's own (a verification review: the log gave the plan's highest, warned)
+        logger.info("read RTPLAN %s: %d fraction groups, prescriptions %s", plan.label, len(groups), ", ".join(
+            f"group {g.number}: {plan.prescriptionOfGroup(g.number)} Gy" for g in groups))
+    else:
+        logger.info("read RTPLAN %s: %d fraction group(s), prescription %s Gy", plan.label, len(groups),
+                    plan._prescriptionOf(plan.doseReferences, warn=False))
     return plan

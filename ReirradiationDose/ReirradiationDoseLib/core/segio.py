@@ -575,6 +575,11 @@ def _kind(path: Path) -> str:
         return "image"
     from .dicomimage import isDicomPath
 
+    try:  # an unreadable file says so (a verification review: "unknown segmentation format" for a mode-000 file)
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot read the file ({exc.strerror})", path) from None
     if isDicomPath(path):  # with or without the preamble, whatever the name ("RS.1.2.840...")
         return "dicom"
     raise InputError("unknown segmentation format (expected .seg.nrrd, .nrrd, .nii(.gz), .seg.vtm or an "

@@ -84,6 +84,12 @@ class DoseNotAPlanDose(InputError):
     :class:`InputError`\\ s only mean the fractions must be entered by hand)."""
 
 
+class FractionsNotInPlan(InputError):
+    """The dose's RTPLAN was read but gives it no single number of fractions (a whole plan of several fraction
+    groups, a FRACTION dose naming no group or one the plan lacks, a group stating none): entered by hand, and
+    :func:`checkFractions` says why in the run's warnings, not only in the log."""
+
+
 @dataclass(frozen=True)
 class CourseDicomInfo:
     """What the original DICOM files say about one course's dose.
@@ -427,17 +433,13 @@ def courseInfoFromDatabase(doseNode, database: DicomDatabaseLike) -> CourseDicom
     warnings.extend(planWarnings)
 
     plan = readRtPlan(planPath)
-    group = rtDose.referencedFractionGroupNumber
-    if group is not None and len(plan.fractionGroups) > 1:
-        fractions = plan.fractionGroup(group).numberOfFractionsPlanned
-        if not fractions or fractions < 1:
-            raise InputError(f"fraction group {group} of the RTPLAN states no number of planned fractions; enter it "
-                             "by hand", planPath)
-        fractions = int(fractions)
-    else:
-        fractions = plan.numberOfFractions  # InputError naming the plan when missing or ambiguous
-        if group is None and len(plan.fractionGroups) == 1:
-            group = plan.fractionGroups[0].number
+    from ..core.pipeline import doseFractionGroup
+
+    try:  # the group a FRACTION dose names, or the plan's only group; a whole plan of several has no single number
+        group = doseFractionGroup(plan, rtDose)
+        fractions = plan.fractionsOfGroup(group)
+    except InputError as error:
+        raise FractionsNotInPlan(str(error).removeprefix(f"{error.path}: "), error.path or planPath) from None
     if plan.patientId and rtDose.patientId and plan.patientId != rtDose.patientId:
         warnings.append(f"the RTPLAN's PatientID ({plan.patientId}) differs from the RTDOSE's ({rtDose.patientId})")
     if plan.frameOfReferenceUid and rtDose.frameOfReferenceUid and \
@@ -479,6 +481,9 @@ def checkFractions(doseNode, fractions: int, database: DicomDatabaseLike | None,
         info = courseInfoFromDatabase(doseNode, database)
     except DoseNotAPlanDose:
         raise
+    except FractionsNotInPlan as error:  # the plan was found: say why its fractions were not used
+        return "module input (the RTPLAN gives no single number)", [
+            f"course '{label}': its {int(fractions)} entered fractions are used: {error}"]
     except InputError as error:
         logger.info("course '%s': fractions not checked against an RTPLAN: %s", label, error)
         return "module input (no RTPLAN read: see the log)", []
