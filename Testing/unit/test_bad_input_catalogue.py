@@ -816,6 +816,22 @@ def test_an_rtstruct_without_the_dcm_suffix_is_checked_as_one(tmp_path, goodCour
     assert "RS_today: ROI(s) without contours: Bladder" in inputs.warnings
 
 
+def test_an_rtstruct_listing_another_frame_first_is_read_by_its_rois_frames(tmp_path, goodCourse):
+    """A second verification review: a structure set listing an MR's frame of reference before the CT's (as sets
+    registered with an MR do) was refused although every ROI lies in the CT's frame (each ROI's
+    ReferencedFrameOfReferenceUID is the one that counts, DICOM PS3.3 C.8.8.5)."""
+    import pydicom
+
+    ds = pydicom.dcmread(goodCourse["rs"])
+    mr = pydicom.Dataset()
+    mr.FrameOfReferenceUID = "1.2.826.0.1.3680043.8.498.1"
+    ds.ReferencedFrameOfReferenceSequence.insert(0, mr)
+    listed = tmp_path / "RS_with_mr.dcm"
+    ds.save_as(listed)
+    inputs = loadCaseInputs(parseCaseFile(writeCase(tmp_path, goodCourse, structures=str(listed))))
+    assert inputs.masks["GTV"].any() and not any("frame of reference" in w for w in inputs.warnings)
+
+
 def test_dvh_reads_an_rtstruct_without_the_dcm_suffix_as_one(tmp_path, goodCourse):
     """A verification review: `dvh` of an RTSTRUCT named "RS.1.2.840..." rasterised it on the plain dose grid, without
     the sub-voxel sampling it reported (--supersample 3) and without the edge notes: volumes and Dmin differed."""

@@ -617,9 +617,9 @@ def test_a_dose_too_small_for_its_fractions_is_warned():
     dose[5, 5, 5] = 2.0
     warning = dosePerFractionWarning(dose, 25, 0.027, "course 'prior' (RD.dcm)")
     assert warning == ("course 'prior' (RD.dcm): its maximum 2 Gy in 25 fraction(s) is 0.08 Gy a fraction, below "
-                       "any course given (0.5 Gy): is it one session's dose (DICOM's FRACTION is one fraction group's "
-                       "whole delivery, FRACTION_SESSION one session), or are these not its fractions? Check the "
-                       "number of fractions")
+                       "the 0.5 Gy of any but a low-dose course (e.g. total-body irradiation): is it one session's "
+                       "dose (DICOM's FRACTION is one fraction group's whole delivery, FRACTION_SESSION one session), "
+                       "or are these not its fractions? Check the number of fractions")
     dose[5, 5, 5] = 3.0
     assert dosePerFractionWarning(dose, 6, 0.027, "x") is None
     dose[5, 5, 5] = 52.0
@@ -635,3 +635,10 @@ def test_a_target_split_off_an_organs_entry_keeps_none_of_its_recovery():
     anal, rectum = table.lookup("Anal_Canal"), table.lookup("Rectum")
     assert anal.isTarget and anal.recovery.fractionForMonths(12.0) == 0.0
     assert not rectum.isTarget and rectum.recovery.fractionForMonths(12.0) == 0.25
+
+
+def test_a_target_split_off_an_organ_does_not_keep_its_priority():
+    """A second verification review: the split target kept the rectum's priority 70 among targets."""
+    table = tissueTableFor(DoseSettings(targets=("GTV", "Anal_Canal"), tissues={"Anal_Canal": TissueSpec(
+        alphaBetaGy=3.0)}))
+    assert table.lookup("Anal_Canal").priority == 0 and table.lookup("Rectum").priority == 70

@@ -144,8 +144,9 @@ def test_only_a_fraction_dose_is_one_groups_and_its_group_must_be_the_plans(tmp_
     two = writePlan(tmp_path / "two.dcm", [(1, 25), (2, 5)])
     with pytest.raises(InputError, match="a dose of the whole plan has no single number of fractions; give it by hand"):
         _fractions(course(two), readRtPlan(two), Dose(group=2, summationType="PLAN"), [])
-    with pytest.raises(InputError, match=r"rd.dcm: the RTDOSE is a FRACTION dose .* names no fraction group .* its "
-                                         r"RTPLAN has 2 \(1, 2\): give the course's number of fractions by hand"):
+    with pytest.raises(InputError, match=r"rd.dcm: course 'prior': the RTDOSE is a FRACTION dose .* names no fraction "
+                                         r"group .* its RTPLAN has 2 \(1, 2\): give the course's number of fractions "
+                                         r"by hand"):
         _fractions(course(two), readRtPlan(two), Dose(summationType="FRACTION"), [])
     one = writePlan(tmp_path / "one.dcm", [(1, 25)])
     assert _fractions(course(one), readRtPlan(one), Dose(summationType="FRACTION"), [])[0] == 25
@@ -171,3 +172,37 @@ def test_two_courses_of_one_rtplan_are_warned_as_its_phases():
         "courses 'phase 1', 'boost' are doses of one RTPLAN (1.2.3), the phases of one treatment: each is summed as a "
         "course of its own, and a prior one is credited any recovery the case gives before the next"]
     assert samePlanWarnings(courses[1:]) == []
+
+
+def test_a_plan_giving_no_number_takes_the_case_fractions_and_refusals_name_the_course_and_plan(tmp_path):
+    """A second verification review: a plan of one group with an empty NumberOfFractionsPlanned (a Type 2
+    attribute) was refused although the case gave the fractions; refusals named only the RTDOSE."""
+    empty = writePlan(tmp_path / "empty.dcm", [(1, None)])
+    warnings = []
+    assert _fractions(course(empty, 20), readRtPlan(empty), Dose(), warnings)[:2] == \
+        (20, "case file (the RTPLAN gives no single number)")
+    assert len(warnings) == 1 and "20 fractions from the case file are used" in warnings[0]
+    two = writePlan(tmp_path / "two.dcm", [(1, 25), (2, 5)])
+    with pytest.raises(InputError, match=r"^rd.dcm: course 'prior': the RTDOSE is a FRACTION dose .* \(its RTPLAN "
+                                         r"two.dcm: group 1: 25 fx, group 2: 5 fx; by hand: the course's 'fractions' "
+                                         r"in the case file\)$"):
+        _fractions(course(two), readRtPlan(two), Dose(summationType="FRACTION"), [])
+
+
+def test_a_low_maximum_against_a_groups_prescription_is_still_warned():
+    """A second verification review: one 8.4 Gy session of a 3 × 8 Gy group labelled FRACTION went through without
+    a word once plans of several groups were spared the low side; it is warned, saying that a group's dose
+    reference may hold the cumulative prescription."""
+    import numpy as np
+
+    from ReirradiationDoseLib.core.pipeline import prescriptionWarning
+
+    dose = np.zeros((4, 4, 4))
+    dose[1, 1, 1] = 8.4
+    warning = prescriptionWarning(dose, 24.0, "course 'boost'", "RP.dcm", ofGroup=True)
+    assert warning.startswith("course 'boost': its maximum 8.4 Gy is 0.35 times the prescription of the RTPLAN RP.dcm")
+    assert warning.endswith("(a fraction group's dose reference may hold the prescription of all the plan's phases: "
+                            "then a lower maximum is expected)")
+    assert "may hold" not in prescriptionWarning(dose, 24.0, "x", ofGroup=False)
+    dose[1, 1, 1] = 90.0  # above three times: no note
+    assert "may hold" not in prescriptionWarning(dose, 24.0, "x", ofGroup=True)

@@ -59,8 +59,9 @@ def readDoseFile(path: str | Path, physicalOnly: bool = False) -> tuple[np.ndarr
     return dose, ImageGeometry.fromImage(image), {"format": "image", "quantity": headerQuantity(image)}
 
 
-def _courseFractions(args, doseInfo: dict) -> tuple[int, str, float | None]:
-    """The number of fractions, where it comes from and the plan's prescription (None without): ``--fractions``, else
+def _courseFractions(args, doseInfo: dict) -> tuple[int, str, float | None, bool]:
+    """The number of fractions, where it comes from, the plan's prescription (None without) and whether that is one
+    fraction group's of a plan of several (:func:`prescriptionWarning`'s ``ofGroup``): ``--fractions``, else
     the RTPLAN (``--plan``): of the fraction group the RTDOSE names, a plan the RTDOSE names another than refused,
     ``--fractions`` that differ from the plan's used and warned (a physicist's review: a wrong --fractions went
     unnoticed where the dose command warns)."""
@@ -72,11 +73,12 @@ def _courseFractions(args, doseInfo: dict) -> tuple[int, str, float | None]:
 
     given = None if args.fractions is None else validateNumberOfFractions(args.fractions)
     if args.plan is None:
-        return given, "command line", None
+        return given, "command line", None, False
     plan = readRtPlan(Path(args.plan))
     dose = SimpleNamespace(**{k: doseInfo.get(k) for k in ("referencedPlanUid", "referencedFractionGroupNumber",
                                                            "summationType")}, path=args.dose)
     prescription = checkablePrescription(plan, dose)
+    ofGroup = len(plan.fractionGroups) > 1
     checkPlanOfDose(plan, dose, args.plan, args.dose, "--plan", "or --fractions without --plan")
     planName = Path(args.plan).name
     try:
@@ -86,13 +88,13 @@ def _courseFractions(args, doseInfo: dict) -> tuple[int, str, float | None]:
             raise
         logger.warning("%s fractions (--fractions) are used: the RTPLAN (%s) gives no single number (%s)", given,
                        planName, str(error).removeprefix(f"{error.path}: "))
-        return given, "--fractions (the RTPLAN gives no single number)", prescription
+        return given, "--fractions (the RTPLAN gives no single number)", prescription, ofGroup
     if given is None:
-        return planFractions, f"RTPLAN {planName}", prescription
+        return planFractions, f"RTPLAN {planName}", prescription, ofGroup
     if given != planFractions:
         logger.warning("%d fractions (--fractions) replace the %d of the RTPLAN (%s)", given, planFractions, planName)
-        return given, f"--fractions (overrides RTPLAN's {planFractions})", prescription
-    return given, "--fractions (as the RTPLAN)", prescription
+        return given, f"--fractions (overrides RTPLAN's {planFractions})", prescription, ofGroup
+    return given, "--fractions (as the RTPLAN)", prescription, ofGroup
 
 
 def addArguments(parser: argparse.ArgumentParser) -> None:
@@ -167,13 +169,12 @@ def run(args: argparse.Namespace) -> int:
                      dict.fromkeys(("--output", "--bed-output", "--alpha-beta-output"), images))
     dose, geometry, doseInfo = readDoseFile(args.dose, physicalOnly=True)
     _checkDoseLevel(dose, doseInfo, args.dose)
-    fractions, fractionsSource, prescription = _courseFractions(args, doseInfo)
+    fractions, fractionsSource, prescription, ofGroup = _courseFractions(args, doseInfo)
     from ..core.pipeline import dosePerFractionWarning, prescriptionWarning
-    from ..core.rtplan import readRtPlan
     what = f"the dose ({Path(args.dose).name})"
     for warning in (dosePerFractionWarning(dose, fractions, geometry.voxelVolumeCc, what),
                     prescriptionWarning(dose, prescription, what, Path(args.plan).name if args.plan else "",
-                                        lowSide=not args.plan or len(readRtPlan(args.plan).fractionGroups) <= 1)):
+                                        ofGroup=ofGroup)):
         if warning:
             logger.warning("%s", warning)
     if (args.alpha_beta is None) == (args.segmentation is None):

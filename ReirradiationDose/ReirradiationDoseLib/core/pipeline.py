@@ -453,8 +453,9 @@ def _readStructures(path, geometry: ImageGeometry, segio, warnings: list, frameO
         from .rtstruct import rasterizeAllWithReport, readRtStruct
 
         rt = readRtStruct(path)
-        if frameOfReferenceUid and rt.frameOfReferenceUid and rt.frameOfReferenceUid != frameOfReferenceUid:
-            message = (f"the structures were drawn in frame of reference {rt.frameOfReferenceUid}, the reference "
+        other = [f for f in structureSetFrames(rt) if f != frameOfReferenceUid] if frameOfReferenceUid else []
+        if other:
+            message = (f"the structures were drawn in frame of reference {', '.join(other)}, the reference "
                        f"image is in {frameOfReferenceUid}: they belong to another scan (the prior CT's?)")
             if not allowMismatch:
                 raise InputError(message + "; give the reference CT's own RTSTRUCT (or set "
@@ -622,7 +623,7 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
     mismatch = prescriptionWarning(dose.doseGy, checkablePrescription(plan, dose),
                                    f"course '{course.name}' ({Path(course.dose).name})",
                                    Path(course.plan).name if course.plan else "",
-                                   lowSide=plan is None or len(plan.fractionGroups) <= 1)
+                                   ofGroup=plan is not None and len(plan.fractionGroups) > 1)
     if mismatch:
         warnings.append(mismatch)
     if plan is not None and checkDates:
@@ -820,9 +821,9 @@ def dosePerFractionWarning(doseGy, fractions: int | None, voxelVolumeCc: float, 
     top = _doseMaximum(doseGy)
     if 0 < top < SMALLEST_MAXIMUM_PER_FRACTION_GY * fractions:
         return (f"{what}: its maximum {top:.3g} Gy in {fractions} fraction(s) is {top / fractions:.3g} Gy a fraction, "
-                f"below any course given ({SMALLEST_MAXIMUM_PER_FRACTION_GY:g} Gy): is it one session's dose (DICOM's "
-                "FRACTION is one fraction group's whole delivery, FRACTION_SESSION one session), or are these not its "
-                "fractions? Check the number of fractions")
+                f"below the {SMALLEST_MAXIMUM_PER_FRACTION_GY:g} Gy of any but a low-dose course (e.g. total-body "
+                "irradiation): is it one session's dose (DICOM's FRACTION is one fraction group's whole delivery, "
+                "FRACTION_SESSION one session), or are these not its fractions? Check the number of fractions")
     over = float(np.count_nonzero(np.nan_to_num(np.asarray(doseGy), nan=0.0) > LARGEST_DOSE_PER_FRACTION_GY
                                   * fractions)) * float(voxelVolumeCc)
     if over <= LARGE_VOLUME_CC:
@@ -849,12 +850,12 @@ def planPrescriptionOfDose(plan, dose) -> float | None:
     dose is not one group's)."""
     if plan is None:
         return None
-    if len(plan.fractionGroups) <= 1:
-        return plan.prescriptionGy
     try:
         group = doseFractionGroup(plan, dose)
-    except InputError:  # refused with its fractions (planFractionsOfDose)
+    except InputError:  # refused with its fractions (planFractionsOfDose), or its fractions given by hand
         return None
+    if len(plan.fractionGroups) <= 1:
+        return plan.prescriptionGy
     return None if group is None else plan.prescriptionOfGroup(group)
 
 
@@ -875,7 +876,7 @@ def doseFractionGroup(plan, dose) -> int | None:
     groups = [g.number for g in plan.fractionGroups]
     named = getattr(dose, "referencedFractionGroupNumber", None)
     where = getattr(dose, "path", None) or None
-    if str(getattr(dose, "summationType", "") or "").upper() != "FRACTION":
+    if str(getattr(dose, "summationType", "") or "").upper() != "FRACTION" or not groups:
         return groups[0] if len(groups) == 1 else None
     if named is None:
         if len(groups) == 1:
@@ -892,23 +893,26 @@ def doseFractionGroup(plan, dose) -> int | None:
 
 
 def prescriptionWarning(doseGy, prescriptionGy: float | None, what: str, planName: str = "",
-                        lowSide: bool = True) -> str | None:
+                        ofGroup: bool = False) -> str | None:
     """A dose whose maximum lies outside ``PRESCRIPTION_RATIO_RANGE`` times its RTPLAN's prescription: not the
     plan's dose, or not this plan (a NRRD dose cannot name its plan: a newcomer's review took a breast boost's 7
     fractions for a 47 Gy prostate dose, EQD2 91.6 instead of 47.5 Gy); ``prescriptionGy`` from
-    :func:`checkablePrescription`. ``lowSide`` False: only a maximum above the range is warned (a fraction group's
-    dose reference may hold the cumulative prescription of all its phases: a 10 Gy boost read 0.17 times 60 Gy)."""
+    :func:`checkablePrescription`. ``ofGroup``: the prescription is a fraction group's, whose dose reference may hold
+    the cumulative prescription of all the plan's phases (a 10 Gy boost read 0.17 times 60 Gy): a low maximum is
+    still warned (one session of a 3-fraction group read 0.35 times its 24 Gy: a verification review), saying so."""
     top = _doseMaximum(doseGy)
     if not prescriptionGy or top <= 0:
         return None
     ratio = top / float(prescriptionGy)
     low, high = PRESCRIPTION_RATIO_RANGE
-    if (low <= ratio or not lowSide) and ratio <= high:
+    if low <= ratio <= high:
         return None
     plan = f"the RTPLAN {planName}" if planName else "the RTPLAN"
     return (f"{what}: its maximum {top:.1f} Gy is {ratio:.2f} times the prescription of {plan} "
             f"({float(prescriptionGy):g} Gy), outside {low:g}-{high:g}: is this the plan of this dose? Its number of "
-            "fractions converts the dose")
+            "fractions converts the dose" + (" (a fraction group's dose reference may hold the prescription of all the "
+                                             "plan's phases: then a lower maximum is expected)"
+                                             if ofGroup and ratio < low else ""))
 
 
 def earlyRecoveryWarning(course: str, recovery: dict) -> str | None:
@@ -1051,10 +1055,11 @@ def _fractions(course: CourseSpec, plan, dose=None, warnings: list | None = None
     """The course's number of fractions (case file, else its RTPLAN ``plan``, read from ``course.plan``; None
     without one), the source of that number, the prescription and the plan's patient ID. An RTPLAN that the RTDOSE
     does not belong to (the dose names another plan) is refused: its fractions would convert the wrong course.
-    Fractions in the case file that differ from the plan's are used and warned. Of a plan with several fraction
-    groups the group the RTDOSE names is taken (ReferencedFractionGroupNumber); without one the plan has no single
-    number (two phases of 25 fractions are 50 for a dose of the whole plan): refused, or, when the case file gives
-    the fractions, those are used and warned."""
+    Fractions in the case file that differ from the plan's are used and warned. The plan's number is that of the
+    dose's fraction group (:func:`doseFractionGroup`: a FRACTION dose's, or the plan's only group); where the plan
+    gives none (a dose of the whole plan of several groups: two phases of 25 fractions are 50 for it; a group stating
+    none; a FRACTION dose naming no group or one the plan lacks) the course is refused naming it, its plan and each
+    group's count, or, when the case file gives the fractions, those are used and warned."""
     prescription = None
     planFractions = None
     planAmbiguous = False
@@ -1068,8 +1073,14 @@ def _fractions(course: CourseSpec, plan, dose=None, warnings: list | None = None
         try:
             planFractions = planFractionsOfDose(plan, dose)
         except InputError as error:
-            if course.fractions is None or (len(plan.fractionGroups) < 2 and not isinstance(error, DoseGroupError)):
-                raise  # a plan of one group that states no valid number: refused as before
+            if course.fractions is None:  # the course and its plan named, with each group's count
+                groups = ", ".join(f"group {g.number}: {g.numberOfFractionsPlanned or 'not stated'} fx"
+                                   for g in plan.fractionGroups) or "no fraction group"
+                raise InputError(f"course '{course.name}': {str(error).removeprefix(f'{error.path}: ')} (its RTPLAN "
+                                 f"{Path(course.plan).name}: {groups}; by hand: the course's 'fractions' in the case "
+                                 "file)", error.path) from None
+            # a verification review: a plan of one group stating no number (NumberOfFractionsPlanned is Type 2)
+            # was refused although the case gave the fractions
             planAmbiguous = True
             message = (f"course '{course.name}': {course.fractions} fractions from the case file are used: its RTPLAN "
                        f"({Path(course.plan).name}) gives no single number of fractions "
@@ -1232,6 +1243,16 @@ def _readCourseImage(case, course: CourseSpec, doseInfo: dict, identities: list,
     return courseImage, courseInfo
 
 
+def structureSetFrames(rt) -> list[str]:
+    """The frames of reference an RTSTRUCT's ROIs are drawn in (each ROI's own, ReferencedFrameOfReferenceUID of its
+    StructureSetROISequence item, DICOM PS3.3 C.8.8.5; the set's first frame for an ROI stating none, and for a set
+    without ROIs): a set also listing another frame (an MR it was registered with) is not of that frame (a
+    verification review: such a set was refused although every ROI lay in the CT's frame)."""
+    frames = {roi.frameOfReferenceUid or rt.frameOfReferenceUid for roi in rt.rois} if rt.rois else {
+        rt.frameOfReferenceUid}
+    return sorted(f for f in frames if f)
+
+
 def _checkCourseStructuresFrame(case, course: CourseSpec, courseInfo: dict, identities: list, warnings: list) -> None:
     """Refuse a course's own RTSTRUCT drawn in another frame of reference than its CT's (today's structures given as
     the prior's), or warn with ``allowFrameOfReferenceMismatch``: before, it was rasterised on the prior CT and guided
@@ -1248,8 +1269,7 @@ def _checkCourseStructuresFrame(case, course: CourseSpec, courseInfo: dict, iden
     rt = readRtStruct(course.structures)
     identities.append(("structures", str(course.structures), rt.patientId))
     imageFrame = str(courseInfo.get("frameOfReferenceUid") or "")
-    frames = sorted({f for f in [rt.frameOfReferenceUid, *(r.frameOfReferenceUid for r in rt.rois)] if f})
-    other = [f for f in frames if f != imageFrame]
+    other = [f for f in structureSetFrames(rt) if f != imageFrame]
     if not imageFrame or not other:
         return
     message = (f"course '{course.name}': its structures ({course.structures}) were drawn in frame of reference "
@@ -1553,7 +1573,10 @@ def tissueTableFor(settings: DoseSettings):
             existing.recovery if existing and not isTarget else NoRecovery())
         entry = TissueEntry(
             name=existing.name if existing else name, alphaBetaGy=alphaBeta, recovery=recovery,
-            priority=spec.priority if spec.priority is not None else (existing.priority if existing else 0),
+            # a target split off an organ keeps neither its recovery nor its priority (a verification review: two
+            # overlapping targets read by the organ's priority 70)
+            priority=spec.priority if spec.priority is not None else (
+                existing.priority if existing and (existing.isTarget or not isTarget) else 0),
             isTarget=isTarget,
             aliases=tuple(dict.fromkeys((existing.aliases if existing else ()) + spec.aliases
                                         + ((name,) if existing and name != existing.name else ()))),
