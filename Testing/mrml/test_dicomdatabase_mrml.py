@@ -310,6 +310,30 @@ def test_workflow_warns_when_the_entered_fractions_differ_from_the_rtplan(scene,
     assert "course 'Primary': 20 fractions were entered but the RTPLAN PRIMARY 50/25 plans 25" in inputs.warnings[0]
 
 
+def test_workflow_warns_two_courses_of_one_rtplan(scene, demoCase, tmp_path):
+    """A second verification review: the warning that two courses' doses name one RTPLAN (the phases of one
+    treatment, a prior one credited recovery) did not reach the module, whose courses carried only a node name."""
+    folder = tmp_path / "case"
+    shutil.copytree(demoCase.outputDir, folder)
+    current = folder / demoCase.paths["currentDose"].relative_to(demoCase.outputDir)
+    priorPlanUid = str(pydicom.dcmread(demoCase.paths["priorPlan"]).SOPInstanceUID)
+    dose = pydicom.dcmread(current)
+    dose.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID = priorPlanUid
+    dose.save_as(current)
+    from ReirradiationDoseLib.mrml.pipeline import doseInputsFromNodes
+
+    prior = loadLikeSlicerRt(scene, folder / demoCase.paths["priorDose"].relative_to(demoCase.outputDir))
+    ct, _ = loadCtLikeSlicer(scene, demoCase.paths["currentCt"])
+    inputs = doseInputsFromNodes(ct, loadLikeSlicerRt(scene, current), 25, priorCourses=[
+        {"name": "Primary", "doseNode": prior, "numberOfFractions": 25, "monthsBefore": 30.0}],
+        dicomDatabase=FolderDicomIndex(folder))
+    assert [c.doseInfo["referencedPlanUid"] for c in inputs.courses] == [priorPlanUid, priorPlanUid]
+    assert inputs.warnings[-1] == (f"courses 'Primary', 'Current course' are doses of one RTPLAN ({priorPlanUid}), "
+                                   "the phases of one treatment: each is summed as a course of its own, and a prior "
+                                   "one is credited any recovery the case gives before the next")
+    assert _demoInputs(scene, demoCase, 25, FolderDicomIndex(demoCase.outputDir)).warnings == []  # two plans
+
+
 def test_workflow_without_a_database_keeps_the_entered_fractions(scene, demoCase):
     inputs = _demoInputs(scene, demoCase, 25, None)
     assert [c.fractionsSource for c in inputs.courses] == ["module input", "module input"]

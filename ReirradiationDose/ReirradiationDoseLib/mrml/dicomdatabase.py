@@ -464,15 +464,16 @@ def courseInfoFromDatabase(doseNode, database: DicomDatabaseLike) -> CourseDicom
     return info
 
 
-def checkFractions(doseNode, fractions: int, database: DicomDatabaseLike | None, courseName: str = ""
-                   ) -> tuple[str, list[str]]:
+def checkFractions(doseNode, fractions: int, database: DicomDatabaseLike | None, courseName: str = "",
+                   detail: dict | None = None) -> tuple[str, list[str]]:
     """Where a course's number of fractions comes from, checked against its RTPLAN when the dose came from DICOM.
 
     Returns ``(fractionsSource, warnings)``: the RTPLAN's label and file when the plan states the same number;
     a warning when it states another number (the dose is then used as given: a course stopped early needs its dose
     scaled before it is summed, which the user must do); ``"module input"`` with the reason when the plan cannot
     be read (dose not from DICOM, plan not in the database, no ``database``). Raises :class:`DoseNotAPlanDose`
-    for a RELATIVE dose or a BEAM / single-session dose, which must never be summed as a course.
+    for a RELATIVE dose or a BEAM / single-session dose, which must never be summed as a course. ``detail``: a dict
+    given receives ``referencedPlanUid``, the RTPLAN the dose was read with (for ``core.pipeline.samePlanWarnings``).
     """
     label = courseName or (doseNode.GetName() if doseNode is not None else "")
     if database is None:
@@ -488,6 +489,8 @@ def checkFractions(doseNode, fractions: int, database: DicomDatabaseLike | None,
         logger.info("course '%s': fractions not checked against an RTPLAN: %s", label, error)
         return "module input (no RTPLAN read: see the log)", []
     warnings = [f"course '{label}': {w}" for w in info.warnings]
+    if detail is not None:
+        detail["referencedPlanUid"] = info.planSopInstanceUid
     if int(fractions) != info.fractions:
         warnings.append(f"course '{label}': {int(fractions)} fractions were entered but the RTPLAN "
                         f"{info.planLabel or Path(info.planPath).name} plans {info.fractions}; the entered number "

@@ -116,13 +116,14 @@ def _courseDoseInput(name: str, doseNode, transformNode, fractions: int, date, i
         schedule = FractionSchedule(fractionsPerDay, hoursBetweenFractions)
     except InputError as error:
         raise InputError(f"course '{name}': {error}") from None
-    source, fractionWarnings = checkFractions(doseNode, int(fractions), dicomDatabase, name)
+    doseInfo = {"node": doseNode.GetName()}  # with the RTPLAN the dose was read with, when it came from DICOM
+    source, fractionWarnings = checkFractions(doseNode, int(fractions), dicomDatabase, name, detail=doseInfo)
     if warnings is not None:
         warnings.extend(fractionWarnings)
     return CourseInput(name=name, doseGy=np.asarray(dose, dtype=np.float32), doseGeometry=geometry,
                        numberOfFractions=int(fractions), isCurrent=isCurrent, date=date,
                        fractionsSource=source, doseFile=doseNode.GetName(),
-                       doseInfo={"node": doseNode.GetName()}, transform=transform, registration=registration,
+                       doseInfo=doseInfo, transform=transform, registration=registration,
                        schedule=schedule)
 
 
@@ -330,6 +331,9 @@ def doseInputsFromNodes(currentCt, currentDose, currentFractions: int, structure
                                     referenceGeometry, dicomDatabase, warnings,
                                     fractionsPerDay=currentFractionsPerDay,
                                     hoursBetweenFractions=currentHoursBetweenFractions))
+    from ..core.pipeline import samePlanWarnings
+
+    warnings += samePlanWarnings(courses)  # two courses of one RTPLAN: the phases of one treatment
     mriEntry = None
     if mri is not None:
         mriEntry = _mriAsPlaced(mri, referenceImage, referenceGeometry)
