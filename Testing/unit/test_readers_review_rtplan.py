@@ -103,9 +103,9 @@ def test_pipeline_takes_the_fraction_group_the_dose_names(tmp_path):
     assert _fractions(course(path), plan, Dose(group=2), [])[:3] == (5, "RTPLAN phases.dcm", 10.0)
     assert _fractions(course(path), plan, Dose(group=1), [])[:3] == (25, "RTPLAN phases.dcm", 50.0)
     # the dose's maximum is compared with its group's prescription (before: not at all in a plan of several)
-    from ReirradiationDoseLib.core.pipeline import checkablePrescription
+    from ReirradiationDoseLib.core.pipeline import planPrescriptionOfDose
 
-    assert checkablePrescription(plan, Dose(group=2)) == 10.0 and checkablePrescription(plan, Dose()) is None
+    assert planPrescriptionOfDose(plan, Dose(group=2)) == 10.0 and planPrescriptionOfDose(plan, Dose()) is None
 
 
 def test_pipeline_refuses_equal_groups_without_a_named_group(tmp_path):

@@ -35,11 +35,9 @@ def readDoseFile(path: str | Path, physicalOnly: bool = False) -> tuple[np.ndarr
     path = Path(path)
     if not path.exists():
         raise InputError("the dose file does not exist", path)
-    isDicom = path.suffix.lower() == ".dcm" or path.is_dir()
-    if not isDicom and path.is_file():
-        from ..core.dicomimage import isDicomFile
+    from ..core.dicomimage import isDicomPath
 
-        isDicom = isDicomFile(path)  # also an RTDOSE written without the 128-byte preamble
+    isDicom = path.is_dir() or isDicomPath(path)  # also an RTDOSE without ".dcm" or the 128-byte preamble
     if isDicom:
         from ..core.rtdose import readRtDose, refuseEqd2Dose, requirePlanDose
 
@@ -67,7 +65,7 @@ def _courseFractions(args, doseInfo: dict) -> tuple[int, str, float | None, bool
     unnoticed where the dose command warns)."""
     from types import SimpleNamespace
 
-    from ..core.pipeline import checkablePrescription, checkPlanOfDose, planFractionsOfDose
+    from ..core.pipeline import checkPlanOfDose, planFractionsOfDose, planPrescriptionOfDose
     from ..core.radiobiology import validateNumberOfFractions
     from ..core.rtplan import readRtPlan
 
@@ -77,7 +75,7 @@ def _courseFractions(args, doseInfo: dict) -> tuple[int, str, float | None, bool
     plan = readRtPlan(Path(args.plan))
     dose = SimpleNamespace(**{k: doseInfo.get(k) for k in ("referencedPlanUid", "referencedFractionGroupNumber",
                                                            "summationType")}, path=args.dose)
-    prescription = checkablePrescription(plan, dose)
+    prescription = planPrescriptionOfDose(plan, dose)
     ofGroup = len(plan.fractionGroups) > 1
     checkPlanOfDose(plan, dose, args.plan, args.dose, "--plan", "or --fractions without --plan")
     planName = Path(args.plan).name

@@ -620,7 +620,7 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
                                       "sopInstanceUid", "referencedPlanUid") if hasattr(dose, k)})
     plan = rtplan.readRtPlan(course.plan) if course.plan is not None else None
     fractions, source, prescription, planPatientId = _fractions(course, plan, dose, warnings)
-    mismatch = prescriptionWarning(dose.doseGy, checkablePrescription(plan, dose),
+    mismatch = prescriptionWarning(dose.doseGy, planPrescriptionOfDose(plan, dose),
                                    f"course '{course.name}' ({Path(course.dose).name})",
                                    Path(course.plan).name if course.plan else "",
                                    ofGroup=plan is not None and len(plan.fractionGroups) > 1)
@@ -833,21 +833,11 @@ def dosePerFractionWarning(doseGy, fractions: int | None, voxelVolumeCc: float, 
             "check the number of fractions")
 
 
-def checkablePrescription(plan, dose=None) -> float | None:
-    """The prescription a dose's maximum can be compared with: the RTPLAN's, for a plan of one fraction group; of a
-    plan of several, that of the group the dose names (:func:`planPrescriptionOfDose`; the plan's highest is not the
-    group's: a two-phase plan's boost dose read 0.34 times it)."""
-    if plan is None:
-        return None
-    if len(plan.fractionGroups) == 1:
-        return plan.prescriptionGy
-    return planPrescriptionOfDose(plan, dose) if dose is not None else None
-
-
-def planPrescriptionOfDose(plan, dose) -> float | None:
-    """The prescription of what ``dose`` is the dose of: the plan's, for a plan of one fraction group; of its fraction
-    group (:func:`doseFractionGroup`) in a plan of several (None when that group names no dose reference, or the
-    dose is not one group's)."""
+def planPrescriptionOfDose(plan, dose=None) -> float | None:
+    """The prescription of what ``dose`` is the dose of, which its maximum is compared with: the plan's, for a plan
+    of one fraction group; of its fraction group (:func:`doseFractionGroup`) in a plan of several (None when that
+    group names no dose reference, or the dose, or no dose given, is not one group's: the plan's highest is not the
+    group's, a two-phase plan's boost dose read 0.34 times it)."""
     if plan is None:
         return None
     try:
@@ -897,7 +887,7 @@ def prescriptionWarning(doseGy, prescriptionGy: float | None, what: str, planNam
     """A dose whose maximum lies outside ``PRESCRIPTION_RATIO_RANGE`` times its RTPLAN's prescription: not the
     plan's dose, or not this plan (a NRRD dose cannot name its plan: a newcomer's review took a breast boost's 7
     fractions for a 47 Gy prostate dose, EQD2 91.6 instead of 47.5 Gy); ``prescriptionGy`` from
-    :func:`checkablePrescription`. ``ofGroup``: the prescription is a fraction group's, whose dose reference may hold
+    :func:`planPrescriptionOfDose`. ``ofGroup``: the prescription is a fraction group's, whose dose reference may hold
     the cumulative prescription of all the plan's phases (a 10 Gy boost read 0.17 times 60 Gy): a low maximum is
     still warned (one session of a 3-fraction group read 0.35 times its 24 Gy: a verification review), saying so."""
     top = _doseMaximum(doseGy)
@@ -1065,8 +1055,7 @@ def _fractions(course: CourseSpec, plan, dose=None, warnings: list | None = None
     planAmbiguous = False
     patientId = ""
     if plan is not None:
-        prescription = planPrescriptionOfDose(plan, dose) if dose is not None else (
-            plan.prescriptionGy if len(plan.fractionGroups) <= 1 else None)
+        prescription = planPrescriptionOfDose(plan, dose)
         patientId = plan.patientId
         checkPlanOfDose(plan, dose, course.plan, course.dose, f"course '{course.name}'",
                         "or its 'fractions' without a 'plan'")
