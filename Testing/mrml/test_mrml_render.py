@@ -341,3 +341,49 @@ def test_render_gives_the_displayable_manager_factory_back(scene, ctVolume, redS
         assert rgb.shape == (64, 64, 3) and factory.GetMRMLApplicationLogic() is applications
     finally:
         factory.SetMRMLApplicationLogic(found)
+
+
+def test_isodose_pictures_grey_out_where_the_composite_is_unknown():
+    """A review: the isodose lines stopped at the prior dose grid's edge, where the prior course alone gave up to
+    49.9 Gy EQD2, and nothing in the picture marked the region of unknown composite dose. It is shown darkened inside
+    the body, with a legend entry; outside the body, and where the dose is known, the picture is unchanged."""
+    import types
+
+    from ReirradiationDoseLib.core.geometry import ImageGeometry, lpsToRas
+    from ReirradiationDoseLib.mrml.dosescene import UNKNOWN_DOSE_COLOUR, _unknownDoseOverlay
+    from ReirradiationDoseLib.mrml.nodes import volumeNodeFromArray
+    from ReirradiationDoseLib.mrml.render import rasToPixel, renderSliceViewImage
+    from ReirradiationDoseLib.mrml.scene import closeScene, createScene
+
+    geometry = ImageGeometry((40, 40, 20), (2.0, 2.0, 2.0), (-40.0, -40.0, -20.0))
+    composite = np.full((20, 40, 40), 30.0)
+    composite[:, :, 28:] = np.nan  # the right third of the grid (i >= 28): no dose known
+    body = np.zeros(composite.shape, bool)
+    body[:, 5:35, 5:35] = True
+    result = types.SimpleNamespace(compositeEqd2Gy=composite, masks={"Body": body}, referenceGeometry=geometry)
+    scene = createScene()
+    try:
+        ct = np.where(body, 50.0, 0.0)
+        ct[0, 0, 0] = 100.0  # the body mid-grey in the automatic window
+        background = volumeNodeFromArray(scene, ct, geometry, "CT")
+        nodes, legend = _unknownDoseOverlay(scene, result)
+        assert legend == [("dose unknown (outside a dose grid)", UNKNOWN_DOSE_COLOUR)]
+        centre = lpsToRas(geometry.indexToLps([20, 20, 10]))
+        plain, _ = renderSliceViewImage(scene, "Axial", positionRas=centre, background=background, sizePx=(200, 200),
+                                        annotation=False)
+        shown, xyToRas = renderSliceViewImage(scene, "Axial", positionRas=centre, background=background,
+                                              segmentations=nodes, fillSegmentations=nodes, sizePx=(200, 200),
+                                              annotation=False)
+        pixels = {where: rasToPixel(xyToRas, lpsToRas(geometry.indexToLps([i, j, 10])), 200)[0].round().astype(int)
+                  for where, (i, j) in {"unknown in body": (31, 20), "known in body": (15, 20),
+                                        "unknown outside body": (37, 2)}.items()}
+        value = {where: (plain[r, c].astype(int), shown[r, c].astype(int)) for where, (c, r) in pixels.items()}
+        before, after = value["unknown in body"]
+        assert after.sum() < before.sum() - 60  # darkened
+        assert np.array_equal(*value["known in body"]) and np.array_equal(*value["unknown outside body"])
+        # all known inside the body: nothing to show
+        known = types.SimpleNamespace(compositeEqd2Gy=np.where(body, 30.0, np.nan), masks={"Body": body},
+                                      referenceGeometry=geometry)
+        assert _unknownDoseOverlay(scene, known) == ([], [])
+    finally:
+        closeScene(scene)

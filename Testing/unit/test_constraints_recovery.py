@@ -25,7 +25,7 @@ from ReirradiationDoseLib.core.dvh import DvhResult
 from ReirradiationDoseLib.core.errors import InputError
 from ReirradiationDoseLib.core.geometry import ImageGeometry
 from ReirradiationDoseLib.core.pipeline import CourseInput, DoseInputs, DoseSettings, computeDose, tissueTableFor
-from ReirradiationDoseLib.core.recovery import calendarMonthsBetween, dateMonthsBefore, niederDoiRecovery
+from ReirradiationDoseLib.core.recovery import calendarMonthsBetween, dateMonthsBefore, monthsText, niederDoiRecovery
 from ReirradiationDoseLib.core.tissues import alphaBetaMap, recoveryMap
 
 SHAPE = (6, 6, 6)  # 2 mm voxels: 0.008 cc
@@ -339,7 +339,7 @@ def test_the_interval_between_two_prior_courses_runs_to_the_later_ones_first_fra
     assert nieder.status == "not evaluated"
     start = dt.date(2023, 6, 16)  # Thursday 2023-07-20 back over 24 weekdays: Friday 2023-06-16
     months = calendarMonthsBetween(dt.date(2023, 1, 10), start)
-    assert f"course 'c1' ended {months:.1f} months before course 'c2' began (its first fraction estimated" in \
+    assert f"course 'c1' ended {monthsText(months)} months before course 'c2' began (its first fraction estimated" in \
         nieder.reason and "2023-06-16 at the latest" in nieder.reason
 
 
@@ -361,7 +361,7 @@ def test_a_prior_courses_given_first_fraction_replaces_the_estimate():
                     startDates={"c2": dt.date(2023, 7, 3)}), "SpinalCord", 67.75)
     months = calendarMonthsBetween(dt.date(2023, 1, 10), dt.date(2023, 7, 3))
     assert early.status == "not evaluated"
-    assert f"course 'c1' ended {months:.1f} months before course 'c2' began (the criterion" in early.reason
+    assert f"course 'c1' ended {monthsText(months)} months before course 'c2' began (the criterion" in early.reason
     assert "estimated" not in early.reason
     from ReirradiationDoseLib.core.dosereport import reportHtml, summaryDict
     result = run({"SpinalCord": cordMask()}, courses, "general", tissues=tissues,

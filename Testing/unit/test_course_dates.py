@@ -96,3 +96,43 @@ def test_a_prior_courses_dates_too_close_for_its_fractions_are_warned():
     assert "25 fractions at 2 a day on five days a week take at least 16 days" in warning(dt.date(2024, 1, 18), 2)
     assert warning(dt.date(2024, 2, 2), fractions=1) is None
     assert warning(None) is None and warning(dt.date(2024, 1, 30), current=True) is None
+
+
+def test_a_current_course_dated_before_its_own_plan_is_warned():
+    """A review: the current course dated 19 months before its RTPLAN went without a word. Its date is its first
+    fraction, which cannot precede the plan; the plan's own day is fine, and a prior course is not checked so."""
+    plan = types.SimpleNamespace(date="20240102")
+
+    def warning(date, current=True):
+        course = CourseSpec(name="now", dose=None, plan="p/RTPLAN.dcm", date=date, isCurrent=current)
+        return pipeline.currentCourseDateWarning(course, plan)
+
+    assert warning(dt.date(2024, 1, 2)) is None and warning(dt.date(2024, 3, 1)) is None
+    assert warning(dt.date(2024, 1, 1)) == (
+        "course 'now' (the current course) is dated 2024-01-01, 1 day before its RTPLAN (RTPLAN.dcm, dated "
+        "2024-01-02): its date is its first fraction, which cannot precede its plan; the intervals from the prior "
+        "courses, and their time-based recovery, are read to this date: check it")
+    assert warning(dt.date(2022, 6, 2), current=False) is None
+    assert pipeline.currentCourseDateWarning(
+        CourseSpec(name="now", dose=None, date=dt.date(2024, 1, 1), isCurrent=True), types.SimpleNamespace(date=""))\
+        is None
+
+
+def test_the_current_courses_date_is_checked_against_its_plan_whatever_the_recovery(demoCase):
+    """A verification review: the check ran only with a time-based recovery model, but the dates also decide
+    Nieder's ≥ 6 months between courses: with constant recovery only, a current course dated before its plan is
+    warned too."""
+    data = json.loads(demoCase.paths["case"].read_text())
+    data["courses"][0]["registration"] = "truth/prior_registration.nrrd"
+    data["mri"]["registration"] = "none"
+    for tissue in data["tissues"].values():
+        if "recovery" in tissue:
+            tissue["recovery"] = {"model": "constant", "fraction": 0.25}
+    plan = pydicom.dcmread(demoCase.paths["case"].parent / "current" / "RTPLAN.dcm", stop_before_pixels=True)
+    planDate = dt.datetime.strptime(plan.RTPlanDate, "%Y%m%d").date()
+    data["courses"][1]["date"] = (planDate - dt.timedelta(days=30)).isoformat()
+    path = demoCase.paths["case"].parent / "case_dates_current_early.json"
+    path.write_text(json.dumps(data))
+    warned = [w for w in pipeline.loadCaseInputs(casefile.parseCaseFile(path)).warnings
+              if "(the current course) is dated" in w]
+    assert len(warned) == 1 and "30 days before its RTPLAN" in warned[0]

@@ -74,7 +74,7 @@ def test_unknown_composite_is_written_as_the_known_courses_lower_bound_and_said_
     assert len(ds.DoseComment) <= 64 and "lower bound" in ds.ImageComments and "x EQD2 of courses" in ds.ImageComments
     # which prior dose the file discounts, per course and structure (a physicist's review: it did not say)
     assert "Recovery credited to some organs (their prior EQD2 discounted; none where a target owns a voxel): " \
-        "'prior' (41.6 months before): Bowel 25 % (constant)." \
+        "'prior' (41.5 months before): Bowel 25 % (constant)." \
         in ds.ImageComments
     # the maps and the report keep the unknown as unknown
     nrrd = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "composite_eqd2.nrrd")))

@@ -321,14 +321,23 @@ def test_current_course_scaling_is_the_largest_factor_within_each_cumulative_lim
     # the prior courses alone break the rectum's 60 Gy (GTV voxels, not recovered) and the cord's 5 Gy: said apart,
     # the limit reached first is the smallest factor above 0
     assert rows[1]["scaling"] == 0.0
-    assert summary["limitingScaling"] == rows[0]["scaling"] and summary["limitingStructure"] == "Rectum"
+    # (a review: the summary and the sentence led with the factor of the limits not yet reached, ×944.78 in a case
+    # whose bowel the prior courses had taken over its limit; that comes first now, and the limiting factor is 0)
+    assert summary["limitingScaling"] == 0.0 and summary["limitingConstraint"].startswith("Rectum: Rectum Dmax < 60")
+    assert summary["otherLimitsScaling"] == rows[0]["scaling"] and summary["otherLimitsStructure"] == "Rectum"
+    assert summary["otherLimitsConstraint"].startswith("Rectum: Rectum Dmax < 110")
     assert summary["reachedByPriorCourses"] == ["Rectum: Rectum Dmax < 60 Gy (EQD2, α/β 3 Gy), cumulative",
                                                 "SpinalCord: SpinalCord Dmax < 5 Gy (EQD2, α/β 2 Gy), cumulative"]
     assert scalingSentence(summary) == (
+        "the prior courses alone already reach Rectum: Rectum Dmax < 60 Gy (EQD2, α/β 3 Gy), cumulative; SpinalCord: "
+        "SpinalCord Dmax < 5 Gy (EQD2, α/β 2 Gy), cumulative: no scaling of the current course meets them; within the "
+        f"other limits, the current course's dose may be scaled by up to ×{rows[0]['scaling']:.3f} (its 17 fractions "
+        "kept) before the first of them is reached (Rectum: Rectum Dmax < 110 Gy (EQD2, α/β 3 Gy), cumulative)")
+    # without the limits the prior courses reach, the limiting factor is the smallest above 0, as before
+    only = {**summary, "reachedByPriorCourses": []}
+    assert scalingSentence(only).startswith(
         f"the current course's dose may be scaled by up to ×{rows[0]['scaling']:.3f} (its 17 fractions kept) before "
-        "the first cumulative limit is reached (Rectum: Rectum Dmax < 110 Gy (EQD2, α/β 3 Gy), cumulative); the prior "
-        "courses alone already reach Rectum: Rectum Dmax < 60 Gy (EQD2, α/β 3 Gy), cumulative; SpinalCord: SpinalCord "
-        "Dmax < 5 Gy (EQD2, α/β 2 Gy), cumulative: no scaling of the current course meets them")
+        "the first cumulative limit is reached")
 
 
 def test_current_course_scaling_with_unknown_dose_in_part_is_an_upper_bound(threeCourses, tmp_path):
@@ -431,3 +440,20 @@ def test_the_failure_sentence_separates_prior_courses_delivered_doses():
     assert failureSentence(rows[5:], "now") == ("0 cumulative limit(s) failed; the current course fails 0 "
                                                 "single-course limit(s); prior courses' delivered doses exceed 2 "
                                                 "single-course tolerance(s)")
+
+
+def test_the_failure_sentence_counts_cumulative_limits_not_evaluated():
+    """A review: the demo's summary line read "0 cumulative limit(s) failed" while its only applicable limit (Bowel
+    D2cc, a fifth of the bowel outside the prior dose grid) was not evaluated."""
+    from ReirradiationDoseLib.core.dosereport import failureSentence
+
+    rows = [{"status": "not evaluated", "kind": "cumulative", "level": "limit", "course": "",
+             "reason": "21.8 % of Bowel has unknown dose"},
+            {"status": "pass", "kind": "cumulative", "level": "limit", "course": ""},
+            {"status": "not evaluated", "kind": "first-course", "level": "limit", "course": "now"},
+            # not counted: an organ the case does not delineate, an observational limit (a verification review)
+            {"status": "not evaluated", "kind": "cumulative", "level": "limit", "course": "",
+             "reason": "no structure named 'CaudaEquina' (or an alias) was given"},
+            {"status": "not evaluated", "kind": "cumulative", "level": "observational", "course": ""}]
+    assert failureSentence(rows, "now") == ("0 cumulative limit(s) failed, 1 not evaluated; the current course fails "
+                                            "0 single-course limit(s)")

@@ -78,7 +78,7 @@ def test_exit_codes_with_failures(tmp_path, capsys):
     (root / "bad").mkdir()
     (root / "bad" / "a.nrrd").write_text("garbage")
     (root / "bad" / "b.nrrd").write_text("garbage")
-    assert main(["study", str(root), "-o", str(tmp_path / "out1"), "--no-pictures"]) == 0
+    assert main(["study", str(root), "-o", str(tmp_path / "out1"), "--no-pictures"]) == 4  # written, one failed
     err = capsys.readouterr().err
     assert "warning: bad / single skipped:" in err and "WARNING: 1 failure(s) skipped" in err
 

@@ -319,7 +319,8 @@ def analyzeObservers(masks, geometry: ImageGeometry | None = None, reference: st
         crop = CropBox((0, 0, 0), (1, 1, 1), (0, 0, 0), "all observers' masks are empty: a one-voxel placeholder")
     margin = marginVoxelsFor(spacing, cropMarginMm)
     stapleRule = (f"union bounding box of all observers + {cropMarginMm:g} mm margin "
-                  f"({margin[2]}, {margin[1]}, {margin[0]} voxels along i, j, k), clipped to the image")
+                  f"({margin[2]}, {margin[1]}, {margin[0]} voxels along i, j, k), background beyond the observers' "
+                  "grid")
 
     surfaces: list[ObserverSurface] = []
     n = len(names)
@@ -350,11 +351,17 @@ def analyzeObservers(masks, geometry: ImageGeometry | None = None, reference: st
         reasons["consensus"] = "no reference was requested"
     else:
         progress(0.85, f"consensus ({reference})")
-        stapleCrop = None
+        stapleCrop, staplePadding = None, None
         if reference == "staple" and unionBox is not None:
             stapleCrop = growCropBox(unionBox, margin, geom.shape, stapleRule)
+            # where the margin reaches beyond the observers' grid, background (what lies outside the image): STAPLE
+            # sees the same margin whether the files hold the whole image or were exported cropped close to the
+            # target (a review: cropped files changed its consensus and the observers' estimates)
+            staplePadding = tuple((int(m) - (a - b), int(m) - (c - d)) for a, b, c, d, m in zip(
+                unionBox.start, stapleCrop.start, stapleCrop.stop, unionBox.stop, margin, strict=True))
         consensusDict, consensusMask = _consensus(reference, surfaces, counts, crop, stapleCrop, observerSet,
-                                                  spacing, voxelVolumeCc, options, plugins, distanceBackend, surface)
+                                                  spacing, voxelVolumeCc, options, plugins, distanceBackend, surface,
+                                                  staplePadding)
 
     observers = tuple({"name": s.name, "volumeCc": s.voxelCount * voxelVolumeCc, "voxelCount": s.voxelCount,
                        "surfaceAreaMm2": s.surfaceAreaMm2} for s in surfaces)
@@ -386,17 +393,20 @@ def _consensusNotes(consensus: dict | None, observers) -> list[str]:
 
 
 def _consensus(reference, surfaces, counts, crop, stapleCrop, observerSet, spacing, voxelVolumeCc, options, plugins,
-               distanceBackend, surfaceConvention="voxel"):
+               distanceBackend, surfaceConvention="voxel", staplePadding=None):
     n = len(surfaces)
     extra: dict = {}
     stapleResult = None
     consensusCrop = crop
     if reference == "staple":
         consensusCrop = stapleCrop if stapleCrop is not None else crop
-        stapleResult = consensusLib.staple([m[consensusCrop.slices] for m in observerSet.masks], spacing)
+        padding = staplePadding if stapleCrop is not None and staplePadding is not None else ((0, 0),) * 3
+        stapleResult = consensusLib.staple([np.pad(m[consensusCrop.slices], padding) for m in observerSet.masks],
+                                           spacing)
         # back onto the metric crop (which holds every observer's voxels and lies inside the STAPLE crop, both
         # being the union box grown by >= 1 voxel); STAPLE voxels outside it are counted and reported
-        inner = tuple(slice(a - b, c - b) for a, c, b in zip(crop.start, crop.stop, consensusCrop.start, strict=True))
+        inner = tuple(slice(a - b + p[0], c - b + p[0])
+                      for a, c, b, p in zip(crop.start, crop.stop, consensusCrop.start, padding, strict=True))
         mask = np.ascontiguousarray(stapleResult.mask[inner])
         outside = int(np.count_nonzero(stapleResult.mask)) - int(np.count_nonzero(mask))
         method = "STAPLE (SimpleITK STAPLEImageFilter, Warfield 2004), consensus = posterior probability >= 0.5"

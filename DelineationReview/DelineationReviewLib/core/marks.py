@@ -825,11 +825,13 @@ def signedDistancesMm(pointsLps, mask: np.ndarray, geometry: ImageGeometry) -> n
 # ---------------------------------------------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------------------------------------------
-def _jsonNumber(value, digits: int = 3):
+def _jsonNumber(value):
+    """A float for the JSON and the tables, at full precision (a review: distances rounded to 3 decimals and the
+    honoured fraction to 4, where every other value of a study's tables is written whole), None when not finite."""
     if value is None:
         return None
     value = float(value)
-    return None if not math.isfinite(value) else round(value, digits)
+    return value if math.isfinite(value) else None
 
 
 @dataclass(frozen=True)
@@ -855,7 +857,7 @@ class MarkResult:
         out = {"signedDistanceMm": _jsonNumber(self.signedDistanceMm), "honoured": self.honoured,
                "clearMiss": self.clearMiss,
                "reachesBorder": self.reachesBorder, "withinTolerance": self.withinTolerance,
-               "overContoured": self.overContoured, "arrowCoverage": _jsonNumber(self.arrowCoverage, 4),
+               "overContoured": self.overContoured, "arrowCoverage": _jsonNumber(self.arrowCoverage),
                "arrowUncoveredMm": _jsonNumber(self.arrowUncoveredMm), "arrowCovered": self.arrowCovered,
                "tipInsideGrid": self.tipInsideGrid}
         if self.reason:
@@ -893,7 +895,7 @@ class ObserverMarkSummary:
         return len(self.overContouredLabels)
 
     def toDict(self) -> dict:
-        return {"honouredFraction": _jsonNumber(self.honouredFraction, 4), "nHonoured": self.nHonoured,
+        return {"honouredFraction": _jsonNumber(self.honouredFraction), "nHonoured": self.nHonoured,
                 "nMarks": self.nMarks, "worstMissMm": _jsonNumber(self.worstMissMm),
                 "worstMissLabel": self.worstMissLabel, "worstMissMarkId": self.worstMissMarkId,
                 "nClearMisses": self.nClearMisses, "flagged": self.flagged,

@@ -80,6 +80,7 @@ import re
 import sys
 import time
 import traceback
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -177,6 +178,8 @@ class StudyOptions:
     surface: str = "voxel"
 
     def __post_init__(self):
+        if self.reference is not None and str(self.reference).casefold() in ("staple", "majority"):
+            object.__setattr__(self, "reference", str(self.reference).casefold())  # "STAPLE" as "none" is taken
         if not (self.toleranceMm >= 0 and math.isfinite(self.toleranceMm)):
             raise InputError(f"the surface-Dice tolerance must be a non-negative number of mm, got {self.toleranceMm}")
         if not (self.marksToleranceMm >= 0 and math.isfinite(self.marksToleranceMm)):
@@ -330,9 +333,13 @@ _MISSING_VALUE_NAMES = {"na", "n/a", "nan", "null", "none", "-nan", "#n/a"}
 
 
 def observerKey(name: str) -> str:
-    """The identity of an observer name: upper and lower case and spaces (leading, trailing, repeated) do not tell
-    readers apart, within a round or between rounds."""
-    return " ".join(str(name).split()).casefold()
+    """The identity of an observer name: upper and lower case, spaces (leading, trailing, repeated) and the Unicode
+    form do not tell readers apart, within a round or between rounds ("réader3" typed with a precomposed é in one round
+    and with e and a combining accent in the next, as file systems and keyboards write it, is one reader: a review
+    found them taken for two, their intra-observer comparison gone; NFKC, so that compatibility forms such as
+    full-width letters are one reader too)."""
+    text = unicodedata.normalize("NFKC", " ".join(str(name).split()))
+    return unicodedata.normalize("NFKC", text.casefold())
 
 
 def _observerFiles(folder: Path) -> dict[str, Path]:
@@ -358,7 +365,8 @@ def _observerFiles(folder: Path) -> dict[str, Path]:
         same = next((other for other in files if observerKey(other) == observerKey(stem)), None)
         if same is not None:
             raise InputError(f"two files give observer {stem!r} ({files[same].name} and {path.name}): observer "
-                             "names that differ only in upper and lower case or spaces are one observer", folder)
+                             "names that differ only in upper and lower case, spaces or their Unicode form are one "
+                             "observer", folder)
         files[stem] = path
     return files
 
@@ -375,7 +383,7 @@ def _oneSpellingPerObserver(rounds: dict[str, dict[str, str]], notes: list[str])
             canonical = spelling.setdefault(observerKey(observer), observer)
             if canonical != observer:
                 notes.append(f"{Path(path).name} in round {roundName!r} is observer {canonical!r} (names differing "
-                             "only in upper and lower case or spaces are one observer)")
+                             "only in upper and lower case, spaces or their Unicode form are one observer)")
             out[roundName][canonical] = path
     return {roundName: out[roundName] for roundName in rounds}
 
@@ -515,12 +523,19 @@ def _discoverCase(folder: Path) -> StudyCase:
                     or sub == observersDir:
                 continue
             files = _observerFiles(sub)
+            if files and observerKey(sub.name) in _MISSING_VALUE_NAMES:
+                raise InputError(f"round folder {sub.name!r} has a name R and pandas read as a missing value in the "
+                                 "tables; rename it (e.g. round1)", sub)
             if files:
                 if direct:
                     raise InputError(f"observer files lie both directly in the case folder and in round folder "
                                      f"{sub.name!r}; put every round in its own folder", folder)
                 rounds[sub.name] = {k: str(v) for k, v in files.items()}
         rounds = _oneSpellingPerObserver(rounds, caseNotes)
+        if rounds and observerKey(name) in _MISSING_VALUE_NAMES:
+            # a review: a case named "NA" was analysed, and R and pandas then read its rows as of no case
+            raise InputError(f"the case folder's name {name!r} is read as a missing value by R and pandas in the "
+                             "tables; rename it (e.g. case_NA)", folder)
         problem = None if rounds else ("no observer file (.nrrd, .nii.gz, .seg.nrrd or RTSTRUCT .dcm) was found "
                                        "in the case folder or its round folders")
     except (InputError, OSError) as error:
@@ -868,7 +883,13 @@ def _analyzeUnit(case: StudyCase, roundName: str, options: StudyOptions, analyze
     notes += identicalMaskNotes(masks)
     notes += emptyMaskNotes(masks, " (NA), so the case's distance medians cover only the pairs of two non-empty masks")
     analyzer = analyzer or _defaultAnalyzer()
-    iovResult = analyzer(masks, geometry, reference=options.reference, toleranceMm=options.toleranceMm,
+    reference = unitReference(options.reference, masks)
+    if reference is None and options.reference is not None:
+        # a review: the analyzer refused the unknown reference and the whole case round was lost, its pair metrics
+        # with it (the rounds' test fell from 6 to 5 cases), exit code 0
+        notes.append(f"the reference observer {options.reference!r} did not delineate in round {roundName!r}: no "
+                     "consensus comparison here; the pair metrics stand")
+    iovResult = analyzer(masks, geometry, reference=reference, toleranceMm=options.toleranceMm,
                          hdPercentile=options.hdPercentile, hdConvention=options.hdConvention,
                          **_surfaceOptions(options))
     iovDict = _toJsonable(iovResult.toDict() if hasattr(iovResult, "toDict") else iovResult)
@@ -909,6 +930,15 @@ def _analyzeUnit(case: StudyCase, roundName: str, options: StudyOptions, analyze
         "seconds": round(time.perf_counter() - started, 3),
     }
     return {"result": result, "picture": picture if isinstance(picture, (bytes, bytearray)) else None}
+
+
+def unitReference(reference: str | None, masks: dict) -> str | None:
+    """The consensus reference of one (case, round): "staple", "majority" or None as asked, an observer under the
+    spelling of this round (names are matched as :func:`observerKey` matches readers), None when that observer did
+    not delineate in it."""
+    if reference is None or reference in ("staple", "majority"):
+        return reference
+    return next((observer for observer in masks if observerKey(observer) == observerKey(reference)), None)
 
 
 def _workerIgnoresInterrupts() -> None:
@@ -1079,6 +1109,8 @@ def _marksRows(case: str, roundName: str, marks) -> list[dict]:
         for name, entry in _observerEntries(mark.get("observers") or {}):
             leaves = []
             _flatten("", entry, leaves)
+            if mark.get("kind") != "arrow":  # a point has no arrow metrics (a review: 150 NA rows without a reason)
+                leaves = [(metric, value) for metric, value in leaves if not metric.startswith("arrow")]
             reason = str(entry.get("reason") or "")  # why the mark's distance is undefined for this observer
             rows += [_row(case, roundName, "observer", name, "", f"mark[{label}].{metric}", value, reason)
                      for metric, value in leaves]
@@ -1131,11 +1163,11 @@ def compareRounds(results: Sequence[dict], hdLabel: str = "HD95") -> dict:
     not dropped). Per case: the median over observer pairs of Dice, HDp and surface Dice in each round and the
     change (round B − round A), over the pairs of the observers who delineated in both rounds (a pair set that
     changes with the readers is not the readers' change; the case's note names who was left out). Over cases: the
-    median change and, with at least ``MIN_CASES_FOR_WILCOXON`` paired cases, the two-sided Wilcoxon signed-rank
-    test of the changes (``scipy.stats.wilcoxon``, zero differences dropped, exact distribution for small n without
-    ties; for n = 6 with all changes of one sign p = 2/2^6 = 0.03125). Cases holding only one of the two rounds are
-    listed in ``unpaired``. Concordance is judged by Dice (higher is better); HDp and surface Dice are reported
-    beside it.
+    median change and, with at least ``MIN_CASES_FOR_WILCOXON`` paired cases whose change is not zero (``nNonZero``),
+    the two-sided Wilcoxon signed-rank test of the changes (``scipy.stats.wilcoxon``, zero differences dropped,
+    exact distribution for small n without ties; for n = 6 with all changes of one sign p = 2/2^6 = 0.03125). Cases
+    holding only one of the two rounds are listed in ``unpaired``. Concordance is judged by Dice (higher is better);
+    HDp and surface Dice are reported beside it.
     """
     from scipy import stats
 
@@ -1180,15 +1212,23 @@ def compareRounds(results: Sequence[dict], hdLabel: str = "HD95") -> dict:
                     "casesWorsened": int(sum(1 for c in changes if (c < 0 if higherIsBetter else c > 0))),
                     "higherIsMoreConcordant": higherIsBetter, "pValue": None, "statistic": None,
                     "method": "scipy.stats.wilcoxon (two-sided, zero_method='wilcox', method='auto')"}
+            nonZero = [c for c in changes if c != 0]
+            test["nNonZero"] = len(nonZero)
             if len(changes) < MIN_CASES_FOR_WILCOXON:
                 test["note"] = f"not computed: fewer than {MIN_CASES_FOR_WILCOXON} paired cases (n={len(changes)})"
-            elif all(c == 0 for c in changes):
+            elif not nonZero:
                 test["note"] = "not computed: every paired change is zero"
+            elif len(nonZero) < MIN_CASES_FOR_WILCOXON:
+                # the test drops zero changes (zero_method='wilcox'): a review found it run on 5 cases reported as 6
+                test["note"] = (f"not computed: fewer than {MIN_CASES_FOR_WILCOXON} paired cases with a change "
+                                f"(n={len(changes)}, {len(changes) - len(nonZero)} without a change; the test "
+                                "leaves those out)")
             else:
                 outcome = stats.wilcoxon(changes, alternative="two-sided", zero_method="wilcox", method="auto")
                 test["statistic"] = float(outcome.statistic)
                 test["pValue"] = float(outcome.pvalue)
-                test["note"] = ""
+                test["note"] = "" if len(nonZero) == len(changes) else (
+                    f"{len(changes) - len(nonZero)} case(s) without a change left out by the test (n={len(nonZero)})")
             tests[pairMetric] = test
         dice = tests["dice"]
         conclusion, moreConcordant = _conclusion(roundA, roundB, dice)
@@ -1247,7 +1287,10 @@ def intraObserverComparisons(cases: Sequence[StudyCase], options: StudyOptions, 
             roundA, roundB = ordered[indexA], ordered[indexB]
             entry = {"case": case.name, "observer": observer, "roundA": roundA, "roundB": roundB}
             try:
-                files = {roundA: case.rounds[roundA][observer], roundB: case.rounds[roundB][observer]}
+                # named by observer and round: the readers' and the metrics' messages name both (a review: "the mask
+                # of observer 'round2' is empty")
+                files = {f"{observer} ({roundA})": case.rounds[roundA][observer],
+                         f"{observer} ({roundB})": case.rounds[roundB][observer]}
                 if imageGeometry is None and case.imagePath and any(
                         str(p).casefold().endswith(".dcm") for p in files.values()):
                     imageGeometry = readCaseImage(case.imagePath)[1]
@@ -1258,7 +1301,9 @@ def intraObserverComparisons(cases: Sequence[StudyCase], options: StudyOptions, 
                 outcome = _toJsonable(outcome.toDict() if hasattr(outcome, "toDict") else outcome)
                 (pair,) = outcome["pairs"]
                 entry["metrics"] = {k: v for k, v in pair.items() if k not in ("a", "b")}
-                entry["notes"] = notes
+                entry["spacingMm"] = [float(v) for v in geometry.spacingMm]
+                # a file copied into the next round reads Dice 1.000 (a review: noted between observers, not here)
+                entry["notes"] = notes + identicalMaskNotes(masks)
             except (InputError, OSError, RuntimeError) as error:
                 entry["error"] = str(error)
             entries.append(entry)
@@ -1290,7 +1335,9 @@ def _conclusion(roundA: str, roundB: str, dice: dict) -> tuple[str, str | None]:
     if dice["pValue"] is None:
         return f"{direction}; Wilcoxon signed-rank test {dice['note']}", better
     significance = "significant" if dice["pValue"] < 0.05 else "not significant"
-    return f"{direction}; Wilcoxon signed-rank p = {dice['pValue']:.4g} ({significance} at the 5 % level)", better
+    left = f" ({dice['note']})" if dice.get("note") else ""  # cases without a change, which the test leaves out
+    return (f"{direction}; Wilcoxon signed-rank p = {dice['pValue']:.4g} ({significance} at the 5 % level){left}",
+            better)
 
 
 def _comparisonRows(comparison: dict) -> list[dict]:
@@ -1490,6 +1537,12 @@ def analyzeStudy(studyDir, options: StudyOptions | None = None, *, jobs: int = 1
     progress = progress or noProgress
     started = time.perf_counter()
     cases = discoverStudy(studyDir)
+    if options.reference not in (None, "staple", "majority"):  # a reader: a name no case holds is a typing error
+        observers = {observer for case in cases for files in case.rounds.values() for observer in files}
+        if not any(observerKey(observer) == observerKey(options.reference) for observer in observers):
+            raise InputError(f"the consensus reference {options.reference!r} is neither 'staple', 'majority' nor an "
+                             "observer of the study (its observers: "
+                             f"{', '.join(sorted(observers, key=naturalKey)) or 'none found'})", studyDir)
     failures = [{"case": case.name, "round": None, "error": case.problem, "type": "InputError"}
                 for case in cases if case.problem]
     tasks = [(case, roundName, options, analyzer, pictureCallback)
@@ -1841,8 +1894,30 @@ def metricSetting(metric: str, options: StudyOptions) -> str:
     return suffix.removeprefix(", ")
 
 
-def _withSettings(rows: Sequence[dict], options: StudyOptions) -> list[dict]:
-    return [{**row, "setting": metricSetting(str(row["metric"]), options)} for row in rows]
+def coarseToleranceNotes(results: Sequence[dict], options: StudyOptions, intra: Sequence[dict] = ()
+                         ) -> dict[str, str]:
+    """Per case whose largest voxel spacing exceeds the surface-Dice tolerance, what that means, for the ``setting``
+    of its surface-Dice rows: a review found it only in the notes, not in the row a statistician loads (the demo: 2 mm
+    on 5 mm slices, 0.285 here where surfel libraries read 0.494; surfels lie on voxel corners, a slice apart too).
+    The grids of the interobserver ``results`` and of the intra-observer comparisons (``intra``) are read."""
+    largest: dict[str, float] = {}
+    for case, spacingMm in [(r["case"], (r.get("geometry") or {}).get("spacingMm")) for r in results] + [
+            (e["case"], e.get("spacingMm")) for e in intra]:
+        spacing = max((float(v) for v in spacingMm or ()), default=0.0)
+        largest[case] = max(largest.get(case, 0.0), spacing)
+    return {case: f"below this case's {spacing:g} mm voxel spacing: a surface one voxel off misses"
+            for case, spacing in largest.items() if options.toleranceMm < spacing}
+
+
+def _withSettings(rows: Sequence[dict], options: StudyOptions, caseNotes: dict[str, str] | None = None) -> list[dict]:
+    out = []
+    for row in rows:
+        setting = metricSetting(str(row["metric"]), options)
+        note = (caseNotes or {}).get(str(row.get("case", "")))
+        if note and _baseMetric(str(row["metric"])) == "surfacedice":
+            setting += f" ({note})"
+        out.append({**row, "setting": setting})
+    return out
 
 
 def writeStudyOutputs(study: StudyResult, outputDir) -> Path:
@@ -1854,15 +1929,16 @@ def writeStudyOutputs(study: StudyResult, outputDir) -> Path:
     with atomicOutputDir(outputDir) as folder:
         folder = Path(folder)
         options = study.options
-        (folder / "long.csv").write_text(_csvText(_withSettings(study.rows, options), LONG_COLUMNS),
+        coarse = coarseToleranceNotes(study.results, options, study.intraObserver)
+        (folder / "long.csv").write_text(_csvText(_withSettings(study.rows, options, coarse), LONG_COLUMNS),
                                          encoding="utf-8")
         (folder / "summary_by_case.csv").write_text(
-            _csvText(_withSettings(study.summaryByCase, options),
+            _csvText(_withSettings(study.summaryByCase, options, coarse),
                      ("case", "round", "kind", "metric", *SUMMARY_STATISTICS, "setting")), encoding="utf-8")
         (folder / "summary_by_round.csv").write_text(
             _csvText(_withSettings(study.summaryByRound, options),
                      ("round", "kind", "metric", *SUMMARY_STATISTICS, "setting")), encoding="utf-8")
-        (folder / "rounds_comparison.csv").write_text(_csvText(_withSettings(comparisonRows, options),
+        (folder / "rounds_comparison.csv").write_text(_csvText(_withSettings(comparisonRows, options, coarse),
                                                                COMPARISON_COLUMNS), encoding="utf-8")
         agreement = [{k: ("; ".join(v) if isinstance(v, list) else v) for k, v in row.items()}
                      for row in study.volumeAgreement]

@@ -238,6 +238,14 @@ def run(args: argparse.Namespace) -> int:
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise InputError(f"observer name(s) {', '.join(duplicates)} given more than once; names must be unique")
+    from DelineationReviewLib.core.study import observerKey
+
+    alike = sorted({f"{a!r} and {b!r}" for i, a in enumerate(names) for b in names[i + 1:]
+                    if observerKey(a) == observerKey(b)})
+    if alike:
+        # a review: "A" and "a" were two readers here and one in `study`
+        raise InputError(f"observer names {'; '.join(alike)} differ only in upper and lower case, spaces or their "
+                         "Unicode form: one reader, as `study` reads them; give each reader one name")
     observers = []
     files = {}
     referenceGeometry, frameUid = None, None
@@ -254,6 +262,10 @@ def run(args: argparse.Namespace) -> int:
         observers.append((name, mask, geometry))
         files[name] = path + (f"#{segment}" if segment else "")
     reference = None if str(args.reference).lower() == "none" else args.reference
+    if reference is not None and reference.casefold() in ("staple", "majority"):
+        reference = reference.casefold()
+    elif reference is not None:  # an observer, spelled as `study` matches readers (a verification review)
+        reference = next((n for n, _, _ in observers if observerKey(n) == observerKey(reference)), reference)
     margin = DEFAULT_CROP_MARGIN_MM if args.crop_margin_mm is None else args.crop_margin_mm
     result = analyzeObservers(observers, None, reference=reference, toleranceMm=args.tolerance_mm,
                               hdPercentile=args.hd_percentile, hdConvention=args.hd_convention,
@@ -273,7 +285,8 @@ def run(args: argparse.Namespace) -> int:
                                                   toleranceMm=args.marks_tolerance_mm,
                                                   transform=args.marks_transform, frame=args.marks_frame)
         for name, summary in report["marks"].get("summary", {}).items():
-            logger.info("%s honours %s of the radiologist's marks", name, summary.get("honouredFraction"))
+            logger.info("%s honours %s of the %s radiologist's marks", name, summary.get("nHonoured"),
+                        summary.get("nMarks"))
         for note in report["marks"].get("notes") or ():
             logger.warning("marks: %s", note)
     for hook in REPORT_HOOKS:

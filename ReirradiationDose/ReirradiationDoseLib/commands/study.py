@@ -3,8 +3,10 @@
 Reads STUDY_DIR (layout in ``DelineationReviewLib.core.study``), runs the interobserver analysis on every
 (case, round) and writes long.csv, summary_by_case.csv, summary_by_round.csv, rounds_comparison.csv/.json,
 study.json and a self-contained report.html into ``--output`` (atomically). A case that fails is reported on
-stderr and in the outputs and skipped. Exit code 0 when at least one case round was analysed (with a warning
-count when some failed), 2 when all failed or the input is unusable.
+stderr and in the outputs and skipped. Exit code 0 when every case round was analysed, 4 when the outputs were
+written but some case rounds or intra-observer comparisons failed (a review: 9 of 11 cases failed with exit code 0,
+and a script went on to the statistics of the other 2; 3 is the command line's code for an internal error), 2 when
+all failed or the input is unusable.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from pathlib import Path
 from ..core.progress import TextProgressBar  # noqa: F401  (re-exported: the study's terminal bar)
 
 NAME = "study"
-HELP = "analyse a whole delineation study (cases x observers x rounds): CSV tables, study.json, HTML report"
+HELP = ("analyse a whole delineation study (cases x observers x rounds): CSV tables, study.json, HTML report; exit "
+        "code 4 when some cases failed (the rest written)")
+PARTIAL_FAILURE_EXIT_CODE = 4  # outputs written, some case rounds failed (0: all analysed; 2: none; 3: internal error)
 
 logger = logging.getLogger(__name__)
 
@@ -170,4 +174,4 @@ def run(args: argparse.Namespace) -> int:
               f"analysed, {len(study.cases)} case folder(s)); see study.json and report.html", file=sys.stderr)
     for comparison in study.roundsComparison["comparisons"]:
         print(f"study: {comparison['roundA']} vs {comparison['roundB']}: {comparison['conclusion']}", file=sys.stderr)
-    return 0
+    return PARTIAL_FAILURE_EXIT_CODE if study.failures or intraErrors else 0

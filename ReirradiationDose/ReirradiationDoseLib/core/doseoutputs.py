@@ -29,6 +29,7 @@ from .atomic import atomicOutputDir, safeName
 from .dosereport import constraintRows, contourCheckRows, dvhRows, reportHtml, summaryDict, writeCsv
 from .geometry import ImageGeometry, imageFromArray
 from .progress import noProgress
+from .recovery import monthsText
 from .rtdose import PHYSICAL_QUANTITY, QUANTITY_KEY
 
 logger = logging.getLogger(__name__)
@@ -273,7 +274,7 @@ def _recoveryCredit(result) -> tuple[bool, str]:
             continue
         recovery = course.recovery or {}
         months = recovery.get("intervalMonths")
-        when = "" if months is None else f" ({float(months):.1f} months before)"
+        when = "" if months is None else f" ({monthsText(months)} months before)"
         structures = [f"{name} {100.0 * float(d['fraction']):.3g} % ({(d.get('model') or {}).get('model', '?')})"
                       for name, d in (recovery.get("structures") or {}).items() if (d.get("fraction") or 0.0) > 0]
         if not structures and recovery.get("maxRecoveredFraction"):

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .recovery import monthsText
 
 __all__ = ["dvhRows", "constraintRows", "summaryDict", "writeCsv", "reportHtml", "dvhSvg"]
 
@@ -107,8 +108,26 @@ def dvhRows(result) -> list[dict]:
                 "dminGy": d.get("dminGy"), "dmeanGy": d.get("dmeanGy"), "dmaxGy": d.get("dmaxGy"),
                 "d0_03ccGy": d.get("d0_03ccGy"), "d2ccGy": d.get("d2ccGy"), "d95PercentGy": d.get("d95PercentGy"),
                 "unknownVolumePercent": unknown.get(which, 0.0),
+                # last: columns read by position before it stay where they were
+                "recoveryCredited": _recoveryCredited(result, structure) if which == "composite" else
+                "none (the course alone)",
             })
     return rows
+
+
+def _recoveryCredited(result, structure: str) -> str:
+    """The recovery the composite DVH of ``structure`` credits, per prior course ("'prior' 50 % (price)"; "none"),
+    in the DVH table's own column (a review: dvh.csv read the bladder's D2cc 12.79 Gy with Price's 50 % credited,
+    constraints.csv 25.56 Gy as the plain sum its limit asks for, and only the report's caption said why)."""
+    parts = []
+    for course in result.courses:
+        own = course.ownRecovery(structure) if hasattr(course, "ownRecovery") else None
+        if own:
+            model = (((course.recovery or {}).get("structures") or {}).get(structure) or {}).get("model") or {}
+            name = model.get("model") if isinstance(model, dict) else model
+            parts.append(f"'{course.name}' {100.0 * own:.3g} %" + (f" ({name})" if name else ""))
+    text = ", ".join(parts) or "none"
+    return text + ("; none where a target owns a voxel" if parts and not _isTarget(result, structure) else "")
 
 
 def _tissueEntry(result, structure):
@@ -202,10 +221,17 @@ def failureSentence(rows: list[dict], currentCourse: str | None) -> str:
     failed = [r for r in rows if r.get("status") == "fail"]
     cumulative = [r for r in failed if r.get("kind") == "cumulative"]
     observational = sum(r.get("level") == "observational" for r in cumulative)
+    # a review: "0 cumulative limit(s) failed" where the only limit that applied could not be evaluated; counted are
+    # the limits (not observational) of organs the case delineates (a verification: "4 not evaluated" counted two
+    # organs the case has none of and an observational limit)
+    unjudged = sum(r.get("kind") == "cumulative" and r.get("status") == "not evaluated"
+                   and r.get("level") != "observational"
+                   and not str(r.get("reason") or "").startswith("no structure named") for r in rows)
     single = [r for r in failed if r.get("kind") != "cumulative"]
     current = sum(r.get("course") == currentCourse for r in single)
     text = (f"{len(cumulative)} cumulative limit(s) failed"
             + (f" ({observational} of them observational)" if observational else "")
+            + (f", {unjudged} not evaluated" if unjudged else "")
             + f"; the current course fails {current} single-course limit(s)")
     if len(single) > current:
         text += f"; prior courses' delivered doses exceed {len(single) - current} single-course tolerance(s)"
@@ -330,8 +356,11 @@ def summaryDict(result, includeIdentity: bool = False, anonymize: bool = False, 
 
 
 def scalingSummary(result) -> dict | None:
-    """The current course's headroom (:func:`pipeline.currentCourseScaling`): every row, the limit reached first
-    (the smallest factor above 0), the limits the prior courses alone already reach (factor 0), those with a bound
+    """The current course's headroom (:func:`pipeline.currentCourseScaling`): every row; the limiting factor —
+    0 when the prior courses alone already reach a limit (no scaling of the current course meets it; a review: the
+    summary led with ×944.78, its 0-factor rows beside it), else the smallest factor above 0 —; the limit reached
+    first among the others (``otherLimits…``: the smallest factor above 0, what the current course can still be
+    scaled by within the limits it can meet); the limits the prior courses alone reach (factor 0), those with a bound
     only and those not evaluated — ``None`` without cumulative constraints."""
     rows = list(getattr(result, "currentScaling", None) or [])
     if not rows:
@@ -339,43 +368,54 @@ def scalingSummary(result) -> dict | None:
     current = next(c for c in result.courses if c.isCurrent)
     scaled = [r for r in rows if r["scaling"] is not None and r["scaling"] > 0]
     first = min(scaled, key=lambda r: r["scaling"]) if scaled else None
+    # a limit before an observational one (a verification: an observational bowel limit named as the limiting one)
+    reached = sorted((r for r in rows if r["scaling"] == 0.0), key=lambda r: r.get("level") == "observational")
+    limiting = reached[0] if reached else first
     label = lambda r: f"{r['structure']}: {r['constraint']}" + (  # noqa: E731
         f" [{r['level']}]" if r.get("level") not in (None, "limit") else "")
     return {"course": current.name, "numberOfFractions": current.numberOfFractions, "rows": rows,
-            "limitingScaling": None if first is None else first["scaling"],
-            "limitingConstraint": None if first is None else label(first),
-            "limitingStructure": None if first is None else first["structure"],
-            "limitingBound": None if first is None else first.get("bound"),
-            "reachedByPriorCourses": [label(r) for r in rows if r["scaling"] == 0.0],
+            "limitingScaling": None if limiting is None else limiting["scaling"],
+            "limitingConstraint": None if limiting is None else label(limiting),
+            "limitingStructure": None if limiting is None else limiting["structure"],
+            "limitingBound": None if limiting is None else limiting.get("bound"),
+            "otherLimitsScaling": None if first is None else first["scaling"],
+            "otherLimitsConstraint": None if first is None else label(first),
+            "otherLimitsStructure": None if first is None else first["structure"],
+            "otherLimitsBound": None if first is None else first.get("bound"),
+            "reachedByPriorCourses": [label(r) for r in reached],
             "upperBounds": sorted({r["structure"] for r in rows if r.get("bound") == "upper"}),
             "unlimited": [label(r) for r in rows if r["unlimited"]],
             "notEvaluated": [label(r) for r in rows if r["scaling"] is None and not r["unlimited"]]}
 
 
 def scalingSentence(scaling: dict | None) -> str | None:
-    """One sentence on how far the current course's dose may be scaled (for the report, the CLI and the module)."""
+    """One sentence on how far the current course's dose may be scaled (for the report, the CLI and the module): the
+    limits the prior courses alone already reach first, then how far the others allow."""
     if not scaling:
         return None
     parts = []
-    factor = scaling["limitingScaling"]
-    n = scaling["numberOfFractions"]
-    if factor is not None:
-        bound = {"upper": f"; at most: part of {scaling['limitingStructure']} has unknown dose",
-                 "lower": f"; at least: part of {scaling['limitingStructure']} has unknown dose"}.get(
-            scaling.get("limitingBound"), "")
-        if factor >= 1.0:
-            parts.append(f"the current course's dose may be scaled by up to ×{factor:.3f} (its {n} fractions kept) "
-                         f"before the first cumulative limit is reached ({scaling['limitingConstraint']}{bound})")
-        else:
-            parts.append(f"the current course's dose must be scaled down to ×{factor:.3f} (its {n} fractions kept) "
-                         f"to meet the cumulative limits ({scaling['limitingConstraint']}{bound})")
-    elif scaling["unlimited"] and not scaling["reachedByPriorCourses"]:
-        parts.append("no evaluated cumulative limit restricts the current course's dose")
     reached = scaling["reachedByPriorCourses"]
     if reached:
         parts.append(f"the prior courses alone already reach {'; '.join(reached)}: no scaling of the current course "
                      f"meets {'it' if len(reached) == 1 else 'them'}")
-    upper = [name for name in scaling["upperBounds"] if name != scaling["limitingStructure"] or not factor]
+    factor = scaling["otherLimitsScaling"]
+    structure = scaling["otherLimitsStructure"]
+    n = scaling["numberOfFractions"]
+    if factor is not None:
+        bound = {"upper": f"; at most: part of {structure} has unknown dose",
+                 "lower": f"; at least: part of {structure} has unknown dose"}.get(scaling.get("otherLimitsBound"), "")
+        within = "within the other limits, " if reached else ""
+        first = "the first of them" if reached else "the first cumulative limit"
+        if factor >= 1.0:
+            parts.append(f"{within}the current course's dose may be scaled by up to ×{factor:.3f} (its {n} fractions "
+                         f"kept) before {first} is reached ({scaling['otherLimitsConstraint']}{bound})")
+        else:
+            parts.append(f"{within}the current course's dose must be scaled down to ×{factor:.3f} (its {n} fractions "
+                         f"kept) to meet {'them' if reached else 'the cumulative limits'} "
+                         f"({scaling['otherLimitsConstraint']}{bound})")
+    elif scaling["unlimited"] and not reached:
+        parts.append("no evaluated cumulative limit restricts the current course's dose")
+    upper = [name for name in scaling["upperBounds"] if name != structure or not factor]
     if upper:
         parts.append(f"{', '.join(upper)} {'has' if len(upper) == 1 else 'have'} unknown dose in part and may allow "
                      "less")
@@ -594,7 +634,7 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
     w(_table(rows, [("name", "Course"), ("date", "Date"), ("fractions", "Fractions"), ("source", "Fractions from"),
                     ("schedule", "Fractions a day"), ("rx", "Prescription (Gy)"), ("reg", "Registration"),
                     ("fold", "Folding voxels (body)"), ("coverage", "Dose grid coverage (%)"), ("recovery", "Recovery"),
-                    ("maxPhys", "Max physical (Gy)"), ("maxEqd2", "Max EQD2 (Gy)")]))
+                    ("maxPhys", "Max physical (Gy)"), ("maxEqd2", "Max EQD2 (Gy, each voxel's α/β)")]))
     for line in _qualityLines(summary["courses"]):
         w(f"<p>{html.escape(line)}</p>")
     if result.mri is not None:
@@ -695,10 +735,11 @@ def reportHtml(result, pictures: dict[str, bytes] | None = None, includeIdentity
     if curves:
         w(dvhSvg(curves))
     w(_table([r for r in summary["dvh"]], [
-        ("structure", "Structure"), ("dose", "Dose"), ("alphaBetaGy", "α/β"),
+        ("structure", "Structure"), ("dose", "Dose"), ("alphaBetaGy", "α/β (Gy)"),
         ("targetOwnedPercent", "Voxels a target owns: no recovery (%)"), ("volumeCc", "Volume with known dose (cc)"),
-        ("dminGy", "Dmin"), ("dmeanGy", "Dmean"), ("dmaxGy", "Dmax"), ("d0_03ccGy", "D0.03cc"), ("d2ccGy", "D2cc"),
-        ("d95PercentGy", "D95%"), ("unknownVolumePercent", "Unknown dose (% of volume, excluded)")]))
+        ("dminGy", "Dmin (Gy)"), ("dmeanGy", "Dmean (Gy)"), ("dmaxGy", "Dmax (Gy)"), ("d0_03ccGy", "D0.03cc (Gy)"),
+        ("d2ccGy", "D2cc (Gy)"), ("d95PercentGy", "D95% (Gy)"),
+        ("unknownVolumePercent", "Unknown dose (% of volume, excluded)")]))
 
     if summary.get("plannedCourse"):
         _budgetSection(w, result, summary["plannedCourse"])
@@ -899,8 +940,8 @@ def _recoveryText(recovery: dict) -> str:
     text = "; ".join(parts) if parts else "none"
     if interval is None:
         return text
-    return text + (f" (interval {interval} days = {recovery['intervalMonths']:.1f} calendar months from the date of "
-                   "the prior course)")
+    return text + (f" (interval {interval} days = {monthsText(recovery['intervalMonths'])} calendar months from the "
+                   "date of the prior course)")
 
 
 def _constraintColumns(rows: list[dict]) -> list[tuple[str, str]]:

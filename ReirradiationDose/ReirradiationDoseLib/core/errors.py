@@ -29,11 +29,13 @@ def libraryReason(error: BaseException) -> str:
     /work/src/Code/IO/src/sitkImageReaderBase.cxx:99: sitk::ERROR: Unable to ..." (an adversarial review: messages
     showed the build path and no reason)."""
     text = " ".join(str(error).split())
-    for marker in ("sitk::ERROR:", "ITK ERROR:", "Description:"):
+    # ITK writes "ITK ERROR:" or, in newer releases, "itk::ERROR:" ("sitk::ERROR:", SimpleITK's own, is looked for
+    # first: it ends with the other's text)
+    for marker in ("sitk::ERROR:", "itk::ERROR:", "ITK ERROR:", "Description:"):
         at = text.rfind(marker)
         if at >= 0:
             reason = text[at + len(marker):].strip()
-            if marker == "ITK ERROR:":
+            if marker in ("ITK ERROR:", "itk::ERROR:"):
                 reason = reason.split("):", 1)[-1].strip()  # "ImageFileReader(0x55...): reason"
             if reason:
                 return reason

@@ -37,6 +37,7 @@ from .errors import InputError
 from .geometry import ImageGeometry
 from .progress import noProgress, subProgress
 from .radiobiology import FractionSchedule, eqd2FromBedGy, validateNumberOfFractions
+from .recovery import monthsText
 
 logger = logging.getLogger(__name__)
 
@@ -630,6 +631,10 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
         dateWarning = priorCourseDateWarning(course, plan, fractions)
         if dateWarning:
             warnings.append(dateWarning)
+    # an impossible date, whatever reads it (time-based recovery, the ≥ 6 months of Nieder's criterion)
+    currentDateWarning = currentCourseDateWarning(course, plan)
+    if currentDateWarning:
+        warnings.append(currentDateWarning)
     spanWarning = priorCourseSpanWarning(course, fractions)  # the dates give the interval to the next course
     if spanWarning:
         warnings.append(spanWarning)
@@ -916,8 +921,8 @@ def earlyRecoveryWarning(course: str, recovery: dict) -> str | None:
                 for name, d in (recovery.get("structures") or {}).items() if (d.get("fraction") or 0.0) > 0]
     if not credited:
         return None
-    return (f"course '{course}': recovery is credited {months:.1f} months after it ({', '.join(credited)}); the "
-            f"published time-based models credit none before {EARLIEST_RECOVERY_MONTHS:g} months (Nieder 2006, Doi "
+    return (f"course '{course}': recovery is credited {monthsText(months)} months after it ({', '.join(credited)}); "
+            f"the published time-based models credit none before {EARLIEST_RECOVERY_MONTHS:g} months (Nieder 2006, Doi "
             "2021): a constant recovery does not look at the interval")
 
 
@@ -998,6 +1003,24 @@ def priorCourseDateWarning(course: CourseSpec, plan, fractions: int) -> str | No
             "course's date as its LAST fraction. If this is the plan's or the first fraction's date, the interval is "
             f"too long by at least {_days((earliestEnd - course.date).days)}, which may credit recovery the patient "
             "has not had: give the date of the last fraction")
+
+
+def currentCourseDateWarning(course: CourseSpec, plan) -> str | None:
+    """The current course dated (its first fraction) before its own RTPLAN was made: the warning, else None (a
+    review: dated 19 months before its plan without a word; a date too early shortens the intervals from the prior
+    courses, so it credits less recovery, not more, but it is a date typed wrong)."""
+    if not course.isCurrent or course.date is None or plan is None:
+        return None
+    try:
+        planDate = _dt.datetime.strptime(str(plan.date).strip()[:8], "%Y%m%d").date()
+    except ValueError:
+        return None
+    if course.date >= planDate:
+        return None
+    return (f"course '{course.name}' (the current course) is dated {course.date.isoformat()}, "
+            f"{_days((planDate - course.date).days)} before its RTPLAN ({Path(course.plan).name}, dated "
+            f"{planDate.isoformat()}): its date is its first fraction, which cannot precede its plan; the intervals "
+            "from the prior courses, and their time-based recovery, are read to this date: check it")
 
 
 def priorCourseSpanWarning(course: CourseSpec, fractions: int) -> str | None:
@@ -1643,8 +1666,8 @@ def _earlyPriorRecoveryWarnings(constraintSet, masks: dict, courses: list[Course
                 warnings.append(f"{constraint.structure} {constraint.metric} {constraint.comparison} "
                                 f"{constraint.limit:g} {constraint.unit} is read with the prior courses' dose "
                                 f"discounted {100 * constraint.priorRecovery:g} % as its source does "
-                                f"({constraint.source}), although course '{course.name}' ended {months:.1f} months "
-                                f"before: time-based recovery models credit none before "
+                                f"({constraint.source}), although course '{course.name}' ended "
+                                f"{monthsText(months)} months before: time-based recovery models credit none before "
                                 f"{EARLIEST_RECOVERY_MONTHS:g} months")
     return warnings
 
@@ -1807,9 +1830,9 @@ def _criterionConditionsUnmet(constraint, structure: str, courseResults: list[Co
                 # courses that overlap (or end the same day) have no interval between them: 0 months
                 months = calendarMonthsBetween(earlier.date, start) if start > earlier.date else 0.0
                 if months < minMonths:
-                    reasons.append(f"course '{earlier.name}' ended {months:.1f} months before course '{later.name}' "
-                                   f"began{about} (the criterion needs ≥ {minMonths:g}; the phases of one course, "
-                                   "e.g. an initial plan and its boost, belong in one course)")
+                    reasons.append(f"course '{earlier.name}' ended {monthsText(months)} months before course "
+                                   f"'{later.name}' began{about} (the criterion needs ≥ {minMonths:g}; the phases of "
+                                   "one course, e.g. an initial plan and its boost, belong in one course)")
     maxBed = constraint.condition("maxCourseBedGy")
     if maxBed is not None:
         ab = constraint.alphaBetaGy
@@ -1839,7 +1862,7 @@ def _recoveryCredited(courses: list[CourseResult], structure: str) -> str:
         model = ((course.recovery.get("structures") or {}).get(structure) or {}).get("model") or {}
         name = model.get("model", "none") if isinstance(model, dict) else str(model)
         months = course.recovery.get("intervalMonths")
-        when = f", {months:.1f} months before" if isinstance(months, (int, float)) else ", interval unknown"
+        when = f", {monthsText(months)} months before" if isinstance(months, (int, float)) else ", interval unknown"
         parts.append(f"'{course.name}' {100 * own:g} % ({name}{when})")
     if not credited:
         return "no recovery credited" + (f" ({'; '.join(parts)})" if parts else "")

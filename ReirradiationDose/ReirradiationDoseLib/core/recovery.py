@@ -73,6 +73,13 @@ def calendarMonthsBetween(start: datetime.date, end: datetime.date) -> float:
     return whole + (end - anchor).days / (following - anchor).days
 
 
+def monthsText(months: float) -> str:
+    """An interval in months for the reader, to one decimal rounded down: 11.97 months reads "11.9", not "12.0",
+    beside a recovery step at 12 months that it has not reached (a review: "12.0 calendar months" beside Nieder-Doi's
+    25 %, correct for 11.97 months, read as a misapplied 50 % step); whole months stay whole (12 reads "12.0")."""
+    return f"{math.floor(float(months) * 10 + 1e-6) / 10:.1f}"
+
+
 def dateMonthsBefore(end: datetime.date, months: float) -> datetime.date:
     """The date ``months`` calendar months before ``end`` (whole months on the calendar, a fraction of a month as
     that share of the month before): ``dateMonthsBefore(today, 12)`` is today's date a year ago, and

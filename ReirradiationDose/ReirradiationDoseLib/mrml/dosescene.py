@@ -348,10 +348,12 @@ def writeDosePictures(result, folder, sizePx=(640, 640)) -> dict[str, bytes]:
                  ("Sagittal", nodes["referenceImage"], "isodose_sagittal.png")]
         if nodes.get("mri") is not None:
             views.append(("Axial", nodes["mri"], "isodose_axial_mri.png"))
+        unknown, unknownLegend = _unknownDoseOverlay(scene, result)
         for orientation, background, filename in views:
             path = renderSliceView(scene, folder / filename, orientation=orientation, positionRas=centre,
-                                   background=background, segmentations=segmentations, models=models,
-                                   legend=legend + structureLegend, sizePx=sizePx)
+                                   background=background, segmentations=segmentations + unknown, models=models,
+                                   legend=legend + structureLegend + unknownLegend, sizePx=sizePx,
+                                   fillSegmentations=unknown)
             title = f"{orientation} over the {'MRI' if background is nodes.get('mri') else 'CT'}"
             pictures[title] = path.read_bytes()
         pictures.update(_registrationPictures(scene, result, folder, centre, segmentations, structureLegend, sizePx))
@@ -360,6 +362,30 @@ def writeDosePictures(result, folder, sizePx=(640, 640)) -> dict[str, bytes]:
     finally:  # the scene's application and module logics go with it (closeScene), also on failure
         closeScene(scene)
     return pictures
+
+
+UNKNOWN_DOSE_COLOUR = (0.3, 0.3, 0.34)
+UNKNOWN_DOSE_FILL_OPACITY = 0.6
+
+
+def _unknownDoseOverlay(scene, result) -> tuple[list, list]:
+    """Where the composite is unknown (outside a course's dose grid) inside the body (the whole grid without a body
+    outline), as a segmentation shown filled in grey over the isodose pictures, with its legend entry; nothing when
+    the composite is known there (a review: the isodose lines stopped at the prior dose grid's edge, where the prior
+    course alone gave up to 49.9 Gy EQD2, and nothing marked the region)."""
+    from ..core.pipeline import findBody
+
+    unknown = ~np.isfinite(np.asarray(result.compositeEqd2Gy))
+    body = findBody(result.masks)
+    if body is not None:
+        unknown &= np.asarray(result.masks[body], bool)
+    if not unknown.any():
+        return [], []
+    name = "Dose unknown"
+    node = segmentationNodeFromMasks(scene, {name: unknown}, result.referenceGeometry,
+                                     colors={name: UNKNOWN_DOSE_COLOUR}, name="Composite dose unknown")
+    node.GetDisplayNode().SetOpacity2DFill(UNKNOWN_DOSE_FILL_OPACITY)
+    return [node], [("dose unknown (outside a dose grid)", UNKNOWN_DOSE_COLOUR)]
 
 
 REVIEW_WINDOW_HU = (1000.0, 100.0)  # window, level of the registration check: fat, muscle and bone edges all show

@@ -52,10 +52,15 @@ def _newRenderWindow() -> vtk.vtkRenderWindow:
 
 
 @contextmanager
-def _temporaryDisplay(scene, segmentations, models, fillSegmentations: bool):
-    """Show only the requested segmentations and models; restore every display property afterwards."""
+def _temporaryDisplay(scene, segmentations, models, fillSegmentations):
+    """Show only the requested segmentations and models; restore every display property afterwards.
+    ``fillSegmentations``: True / False for every segmentation shown, or the segmentation nodes to fill."""
     saved = []
     wanted = {node.GetID() for node in list(segmentations) + list(models) if node is not None}
+    if isinstance(fillSegmentations, bool):
+        filled = wanted if fillSegmentations else set()
+    else:
+        filled = {node.GetID() for node in fillSegmentations if node is not None}
     for className in ("vtkMRMLSegmentationNode", "vtkMRMLModelNode"):
         for index in range(scene.GetNumberOfNodesByClass(className)):
             node = scene.GetNthNodeByClass(index, className)
@@ -73,7 +78,7 @@ def _temporaryDisplay(scene, segmentations, models, fillSegmentations: bool):
                 display.SetVisibility2D(True)
                 if className == "vtkMRMLSegmentationNode":
                     display.SetVisibility2DOutline(True)
-                    display.SetVisibility2DFill(bool(fillSegmentations))
+                    display.SetVisibility2DFill(node.GetID() in filled)
     try:
         yield
     finally:
@@ -159,7 +164,7 @@ def _volumeCentreRas(volumeNode) -> np.ndarray:
 def renderSliceViewImage(scene, orientation: str = "Axial", positionRas=None, background=None, foreground=None,
                          foregroundOpacity: float = 0.5, labelmap=None, segmentations: Sequence = (),
                          models: Sequence = (), legend: Sequence[tuple[str, Sequence[float]]] = (),
-                         sizePx: tuple[int, int] = (512, 512), fieldOfViewMm=None, fillSegmentations: bool = False,
+                         sizePx: tuple[int, int] = (512, 512), fieldOfViewMm=None, fillSegmentations=False,
                          annotation: bool = True, labelOpacity: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Render one slice view offscreen; see :func:`renderSliceView` for the arguments.
 
@@ -278,7 +283,7 @@ def renderSliceViewImage(scene, orientation: str = "Axial", positionRas=None, ba
 def renderSliceView(scene, outputPng, orientation: str = "Axial", positionRas=None, background=None, foreground=None,
                     foregroundOpacity: float = 0.5, labelmap=None, segmentations: Sequence = (),
                     models: Sequence = (), legend: Sequence[tuple[str, Sequence[float]]] = (),
-                    sizePx: tuple[int, int] = (512, 512), fieldOfViewMm=None, fillSegmentations: bool = False,
+                    sizePx: tuple[int, int] = (512, 512), fieldOfViewMm=None, fillSegmentations=False,
                     annotation: bool = True, labelOpacity: float = 1.0) -> Path:
     """Render a slice view offscreen, as Slicer's slice widget shows it, and write it as a PNG.
 
@@ -293,7 +298,8 @@ def renderSliceView(scene, outputPng, orientation: str = "Axial", positionRas=No
         ``foregroundOpacity``; e.g. a dose over the CT; the labelmap at ``labelOpacity``, the label layer's opacity of
         Slicer's slice view: give its colour table opaque entries, since an entry's own alpha below 1 lowers the
         blended picture's alpha and the view darkens it against its black background).
-    segmentations : segmentation nodes to show (outlines; filled too with ``fillSegmentations``). Other
+    segmentations : segmentation nodes to show (outlines; filled too with ``fillSegmentations`` True, or only those
+        of them it lists, at each node's 2D fill opacity). Other
         segmentations and models in the scene are hidden in this view (their display is restored afterwards).
     models : model nodes shown as coloured intersection lines (e.g. isodose surfaces from
         :func:`~ReirradiationDoseLib.mrml.isodose.createIsodoseModels`).
