@@ -10,6 +10,7 @@ import logging
 import sys
 from typing import Annotated
 
+import qt
 import slicer
 import vtk
 from slicer import (
@@ -187,8 +188,9 @@ class DelineationReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def onApplyButton(self) -> None:
         p = self._parameterNode
+        # application-modal: the progress callback processes events (a static review: not modal)
         dialog = slicer.util.createProgressDialog(windowTitle=_("Delineation review"), labelText=_("Starting"),
-                                                  maximum=100, autoClose=False)
+                                                  maximum=100, autoClose=False, windowModality=qt.Qt.ApplicationModal)
         dialog.setCancelButtonText(_("Cancel"))
 
         def progress(fraction: float, message: str = "") -> None:
@@ -224,16 +226,18 @@ class DelineationReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 self.ui.statusLabel.text = result.get("summary", _("Done."))
         finally:
             dialog.close()
+            dialog.deleteLater()
 
     def onBorderMarkClicked(self, index) -> None:
         """Centre the slice views on the clicked border mark (columns rasR/rasA/rasS of the table)."""
         try:
             view = self.ui.borderMarksTableView
-            # the source model's row is the table's row (the table is not transposed); qMRMLTableModel's
-            # mrmlTableRowIndex is neither a slot nor Q_INVOKABLE, so Python cannot call it
-            row = view.sortFilterProxyModel().mapToSource(index).row()
+            # the source model's row, less the names row when the view shows one (qMRMLTableModel's
+            # mrmlTableRowIndex is neither a slot nor Q_INVOKABLE, so Python cannot call it)
             pipeline = importlib.import_module("DelineationReviewLib.mrml.pipeline")
-            position = pipeline.borderMarkRas(view.mrmlTableNode(), row)
+            row = pipeline.tableRowOfViewRow(view.mrmlTableNode(),
+                                             view.sortFilterProxyModel().mapToSource(index).row())
+            position = None if row is None else pipeline.borderMarkRas(view.mrmlTableNode(), row)
             if position is not None:
                 slicer.modules.markups.logic().JumpSlicesToLocation(*position, True)
         except Exception as error:  # navigation is a convenience: never let it raise into the Qt event loop

@@ -175,7 +175,7 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.reviewRegistrationButton.connect("clicked(bool)", self.onReviewRegistrationButton)
         self.ui.propagateStructuresButton.connect("clicked(bool)", self.onPropagateStructuresButton)
         self.ui.saveOutputsButton.connect("clicked(bool)", self.onSaveOutputsButton)
-        self._lastRegistration = None  # (transform node, moving volume) of the last Register
+        self._lastRegistration = None  # (transform node, moving volume, moving structures) of the last Register
         self._lastDoseResult = None  # the core result of the last Apply, for "Save"
         # a course's dose selected -> its fractions from the RTPLAN when the dose came from the DICOM database
         self._doseCourses = [
@@ -203,6 +203,14 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
+        self._forgetLastResults()
+
+    def _forgetLastResults(self) -> None:
+        """The last registration and dose result belong to the scene that made them (a static review: "Save"
+        after a scene close or a failed run wrote the previous patient's results)."""
+        self._lastRegistration = None
+        self._lastDoseResult = None
+        self.ui.saveOutputsButton.enabled = False
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -295,14 +303,24 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         last = self._lastRegistration
         haveLast = bool(last and last[0].GetScene() is not None and last[1].GetScene() is not None)
         self.ui.reviewRegistrationButton.enabled = haveLast
-        self.ui.propagateStructuresButton.enabled = bool(haveLast and p and p.registrationMovingStructures)
+        self.ui.propagateStructuresButton.enabled = bool(haveLast and self._structuresToCarry() is not None)
+
+    def _structuresToCarry(self):
+        """The moving structures selected now (also when picked after Register), else those registered with."""
+        p, last = self._parameterNode, self._lastRegistration
+        for node in ((p.registrationMovingStructures if p else None), (last[2] if last else None)):
+            if node is not None and node.GetScene() is not None:
+                return node
+        return None
 
     @staticmethod
     def _progressDialog(title: str):
         """A modal progress dialog and the ``progress(fraction, message)`` callback that feeds it and raises
         ProcessingCancelled when its Cancel button was pressed."""
+        # application-modal: the progress callback processes events, and the rest of the window must not start a
+        # second run, switch modules or close the scene meanwhile (a static review: the dialog was not modal)
         dialog = slicer.util.createProgressDialog(windowTitle=title, labelText=_("Starting"), maximum=100,
-                                                  autoClose=False)
+                                                  autoClose=False, windowModality=qt.Qt.ApplicationModal)
         dialog.setCancelButtonText(_("Cancel"))
 
         def progress(fraction: float, message: str = "") -> None:
@@ -332,14 +350,16 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 node = result["transform"]
                 if p.registrationSlot != "none":
                     setattr(p, f"priorTransform{REGISTRATION_SLOTS.index(p.registrationSlot) + 1}", node)
-                self._lastRegistration = (node, p.registrationMoving)
+                # the structures registered with it: "Carry" takes these, not a selection changed since
+                self._lastRegistration = (node, p.registrationMoving, p.registrationMovingStructures)
                 self.ui.registrationStatusLabel.text = "\n".join([result["summary"], *result["warnings"]])
                 self._checkCanApply()
         finally:
             dialog.close()
+            dialog.deleteLater()
 
     def onReviewRegistrationButton(self) -> None:
-        node, moving = self._lastRegistration
+        node, moving, _structures = self._lastRegistration
         with slicer.util.tryWithErrorDisplay(_("The review volumes could not be made."), waitCursor=True):
             made = self.logic.reviewRegistration(self._parameterNode.currentCt, moving, node)
             slicer.util.setSliceViewerLayers(background=made.get("checkerboard"), foreground=None, fit=True)
@@ -347,16 +367,23 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 names=", ".join(n.GetName() for n in made.values()))
 
     def onPropagateStructuresButton(self) -> None:
-        node, moving = self._lastRegistration
+        node, moving, registered = self._lastRegistration
         p = self._parameterNode
+        structures = self._structuresToCarry()
         with slicer.util.tryWithErrorDisplay(_("The structures could not be carried over."), waitCursor=True):
-            segmentation, warnings = self.logic.propagateStructures(p.registrationMovingStructures, node,
-                                                                    p.currentCt, moving)
+            segmentation, warnings = self.logic.propagateStructures(structures, node, p.currentCt, moving)
+            if registered is not None and structures is not registered:
+                warnings = [_("carried through the registration of {moving}, which was made with {registered}: "
+                              "check that {structures} were drawn on {moving}").format(
+                    moving=moving.GetName(), registered=registered.GetName(), structures=structures.GetName()),
+                    *warnings]
             self.ui.registrationStatusLabel.text = "\n".join(
                 [_("Structures carried onto the current CT: {name}").format(name=segmentation.GetName()), *warnings])
 
     def onApplyButton(self) -> None:
         p = self._parameterNode
+        self._lastDoseResult = None  # a failed run leaves nothing to save, not the run before it
+        self.ui.saveOutputsButton.enabled = False
         dialog, progress = self._progressDialog(_("Reirradiation dose"))
         try:
             with slicer.util.tryWithErrorDisplay(_("Cumulative dose failed."), waitCursor=True):
@@ -379,6 +406,7 @@ class ReirradiationDoseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 self._showResult(result)
         finally:
             dialog.close()
+            dialog.deleteLater()
 
     def onSaveOutputsButton(self) -> None:
         if self._lastDoseResult is None:

@@ -439,6 +439,14 @@ def test_border_marks_table_flags_the_observer_who_missed_the_extension(demoScen
     assert np.allclose(pipeline.borderMarkRas(table, 0), tips[labels[0]], atol=1e-6)
     assert pipeline.borderMarkRas(table, len(labels)) is None and pipeline.borderMarkRas(None, 0) is None
     assert pipeline.borderMarkRas(result["metricsTable"], 0) is None  # a table without positions
+    # Slicer's table view shows the column names as its header, so its rows are the table's (a static review: with
+    # the names shown as a first row, a click on a mark centred the views on the next one); a table made elsewhere,
+    # names in its first row, is read one row up
+    assert all(node.GetUseColumnTitleAsColumnHeader() for node in (table, result["metricsTable"]))
+    assert pipeline.tableRowOfViewRow(table, 2) == 2
+    table.SetUseColumnTitleAsColumnHeader(False)
+    assert pipeline.tableRowOfViewRow(table, 2) == 1 and pipeline.tableRowOfViewRow(table, 0) is None
+    table.SetUseColumnTitleAsColumnHeader(True)
 
     # a later run without marks does not leave these verdicts beside its tables (an independent review)
     again = runDelineationReview(scene, nodes[:3], "GTV", referenceVolume=ctNode)

@@ -266,10 +266,15 @@ def test_dose_of_one_fraction_group_of_a_two_group_plan(scene, eclipseCase):
 
 
 def test_multi_plan_sum_has_no_single_fraction_count(scene, eclipseCase):
+    """A sum of plans is refused as a course dose (before: the module let the user type in one number of fractions
+    for it, and the dose command read it with its first plan's)."""
     modified(eclipseCase["dose"], eclipseCase["dose"], DoseSummationType="MULTI_PLAN")
-    with pytest.raises(InputError, match="MULTI_PLAN dose .* no single number of fractions") as error:
+    with pytest.raises(DoseNotAPlanDose, match="sum of several plans .*MULTI_PLAN.* no single number of fractions"):
         courseInfoFromDatabase(loadLikeSlicerRt(scene, eclipseCase["dose"]), FolderDicomIndex(eclipseCase["folder"]))
-    assert not isinstance(error.value, DoseNotAPlanDose)
+    # this tool's own composite (MULTI_PLAN, EFFECTIVE, "EQD2"): said to be an EQD2 already (a verification review)
+    modified(eclipseCase["dose"], eclipseCase["dose"], DoseType="EFFECTIVE", SeriesDescription="Composite EQD2")
+    with pytest.raises(DoseNotAPlanDose, match="already an EQD2 or BED"):
+        courseInfoFromDatabase(loadLikeSlicerRt(scene, eclipseCase["dose"]), FolderDicomIndex(eclipseCase["folder"]))
 
 
 def test_plan_in_another_study_is_used_with_a_warning(scene, eclipseCase):

@@ -52,6 +52,7 @@ def test_reference_case_6_through_nodes(scene, inputs):
     alphaBeta, _ = arrayAndGeometryFromVolumeNode(out["alphaBetaMap"])
     assert alphaBeta[inputs["gtv"]] == pytest.approx(10.0) and alphaBeta[outside] == pytest.approx(3.0)
     assert out["dvhTable"].GetNumberOfRows() == 2 * 3  # (composite + 2 courses) x 2 structures
+    assert out["dvhTable"].GetUseColumnTitleAsColumnHeader()  # the names as the view's header, not a first row
     # 60 Gy lies below the composite minimum (66.88 Gy): no surface; 75 Gy does
     assert [m.GetAttribute("Reirradiation.IsodoseLevelGy") for m in out["isodoseModels"]] == ["75"]
     # Abusaris's rectum D2cc < 104 Gy EQD2₃ is a median of plain sums: read without the 25 % recovery, it leaves
@@ -115,6 +116,7 @@ def test_dvh_chart_one_series_per_structure_and_rerun_replaces_it(scene, inputs)
     series = [chart.GetNthPlotSeriesNode(i) for i in range(chart.GetNumberOfPlotSeriesNodes())]
     assert sorted(s.GetName() for s in series) == ["GTV", "Rectum"]
     table = series[0].GetTableNode()
+    assert table.GetUseColumnTitleAsColumnHeader()
     assert all(s.GetTableNode() is table and s.GetXColumnName() == "Dose (Gy)" for s in series)
     assert all(s.GetPlotType() == s.PlotTypeLine for s in series)
     columns = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]

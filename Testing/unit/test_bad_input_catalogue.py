@@ -147,6 +147,48 @@ def test_beam_or_session_dose_refused_where_a_plan_dose_is_expected(tmp_path, st
     refusal(lambda: loadCaseInputs(parseCaseFile(writeCase(tmp_path, course))), course["rd"], f"{summation} dose")
 
 
+def test_a_sum_of_plans_is_refused_as_a_course_dose(tmp_path, study, capsys):
+    """A review on real data: two 14 Gy / 7 fx plans summed into one RTDOSE (MULTI_PLAN, naming both plans) were
+    read with the first plan's 7 fractions (max EQD2 42.2 instead of 29.9 Gy) by `dose` and `eqd2`, without a word.
+    A sum of plans has no single number of fractions: refused, as is a PLAN dose naming two RTPLANs."""
+    course = writeCourse(tmp_path / "c", study, summationType="MULTI_PLAN")
+    dose = readRtDose(course["rd"])
+    refusal(lambda: requirePlanDose(dose), course["rd"], "the sum of several plans (DoseSummationType MULTI_PLAN)",
+            "no single number of fractions", "give each plan's own RTDOSE as a course")
+    refusal(lambda: loadCaseInputs(parseCaseFile(writeCase(tmp_path, course))), course["rd"], "sum of several plans")
+    cliRefusal(capsys, ["eqd2", "--dose", str(course["rd"]), "--plan", str(course["rp"]), "--alpha-beta", "3", "-o",
+                        str(tmp_path / "eqd2.nrrd")], "RD.dcm", "sum of several plans")
+    assert not (tmp_path / "eqd2.nrrd").exists()
+    ds = pydicom.dcmread(course["rd"])
+    ds.DoseSummationType = "PLAN"
+    second = pydicom.Dataset()
+    second.ReferencedSOPClassUID = ds.ReferencedRTPlanSequence[0].ReferencedSOPClassUID
+    second.ReferencedSOPInstanceUID = "1.2.3.4.5.6"
+    ds.ReferencedRTPlanSequence.append(second)
+    ds.save_as(course["rd"])
+    refusal(lambda: requirePlanDose(readRtDose(course["rd"])), course["rd"],
+            "(DoseSummationType PLAN and names 2 RTPLANs)")
+    assert readRtDose(course["rd"]).referencedPlanCount == 2
+    # plans given together, in the same sessions (two isocentres; a verification review: given as courses of their
+    # own, their overlap reads too low): one course of the sessions the case states, without a plan, warned
+    data = json.loads(writeCase(tmp_path, course).read_text())
+    data["courses"][0].pop("plan")
+    data["courses"][0]["fractions"] = 5
+    case = tmp_path / "together.json"
+    case.write_text(json.dumps(data))
+    inputs = loadCaseInputs(parseCaseFile(case))
+    assert inputs.courses[-1].numberOfFractions == 5
+    assert any("its RTDOSE sums 2 plans (DoseSummationType PLAN); it is read as one course of the 5 fractions given, "
+               "right only if every plan was delivered in each of those sessions" in w for w in inputs.warnings)
+    assert cliMain(["eqd2", "--dose", str(course["rd"]), "--fractions", "5", "--alpha-beta", "3", "-o",
+                    str(tmp_path / "together.nrrd")]) == 0
+    # one plan named twice is one plan
+    ds = pydicom.dcmread(course["rd"])
+    ds.ReferencedRTPlanSequence[1].ReferencedSOPInstanceUID = ds.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID
+    ds.save_as(course["rd"])
+    assert requirePlanDose(readRtDose(course["rd"])).referencedPlanCount == 1
+
+
 def test_a_fraction_groups_dose_is_a_course_with_that_groups_fractions(tmp_path, study):
     """DoseSummationType FRACTION ("dose calculated for a single Fraction Group within RT Plan", DICOM PS3.3
     C.8.8.3) is a whole phase's dose: it was refused as 'not the dose of the whole plan', so the phases of a
@@ -544,6 +586,32 @@ def test_empty_or_missing_structures_named_by_a_constraint_are_not_evaluated(tmp
     assert not result.masks["Rectum"].any()
     assert "is empty" in byName["Rectum"].reason
     assert any("without contours: Rectum" in w for w in result.warnings)
+    # said once (a review on real data: ten ROIs without contours were said again as "empty on the reference grid",
+    # which reads as a geometry fault)
+    assert not any("'Rectum'" in w and "empty on the reference grid" in w for w in result.warnings)
+
+
+def test_a_structure_typed_as_a_target_but_read_as_an_organ_is_warned():
+    """A review on real data: a tumour bed typed CTV in its RTSTRUCT, named neither GTV nor CTV, was read at α/β 3
+    with the breast's recovery credited in its high-dose region, without a word. Warned (planning systems also type
+    whole organs GTV, so it is not made a target); a target by name, an organ typed ORGAN and an empty ROI are not."""
+    from ReirradiationDoseLib.core.casefile import TissueSpec
+    from ReirradiationDoseLib.core.pipeline import DoseSettings, tissueTableFor, typedTargetWarnings
+
+    table = tissueTableFor(DoseSettings(tissues={"Breast": TissueSpec(alphaBetaGy=3.0, recovery={
+        "model": "constant", "fraction": 0.5})}, targets=("GTV", "CTV")))
+    masks = {name: np.ones(3, bool) for name in ("Tumor Bed", "Breast", "GTV", "Heart")}
+    masks["Empty"] = np.zeros(3, bool)
+    types = {"Tumor Bed": "CTV", "Breast": "GTV", "GTV": "GTV", "Heart": "ORGAN", "Empty": "PTV"}
+    warned = typedTargetWarnings(types, table, masks)
+    assert warned == [
+        "structure 'Tumor Bed' is typed CTV in its RTSTRUCT but is read as an organ here (α/β 3 Gy): if it is a "
+        "target, name it in the case's 'targets' (targets take α/β 10 Gy, recover nothing and win overlaps)",
+        "structure 'Breast' is typed GTV in its RTSTRUCT but is read as an organ here (α/β 3 Gy, with its recovery): "
+        "if it is a target, name it in the case's 'targets' (targets take α/β 10 Gy, recover nothing and win "
+        "overlaps)"]
+    named = tissueTableFor(DoseSettings(targets=("GTV", "CTV", "Tumor Bed")))
+    assert typedTargetWarnings({"Tumor Bed": "CTV"}, named, masks) == []
 
 
 # ---- delineation review -----------------------------------------------------------------------------------------

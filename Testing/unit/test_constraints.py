@@ -174,6 +174,11 @@ def test_a_limit_of_each_side_matches_a_lateral_structure_and_a_total_organs_doe
     for name in ("SacralPlex_L", "Sacral Plexus R", "LumbosacralPlexus-Left", "SacralPlexus"):
         assert pelvic[("SacralPlex", 55.0)].matches(name), name
     assert pelvic[("Femur_Head", 60.0)].matches("Femur_Head_Rt")
+    # the side written first or in full (a review on real data: "Lt Femoral Head" and "Femur_Left" met no limit)
+    for name in ("Lt Femoral Head", "Rt Femoral Head", "Femur_Left", "Femur_Lt", "Left Femoral Head"):
+        assert pelvic[("Femur_Head", 60.0)].matches(name), name
+    assert pelvic[("SacralPlex", 55.0)].matches("Lt Sacral Plexus")
+    assert not general[("Lungs", "V20Gy[%]")].matches("Left Lung")  # one lung is not the lungs
     assert not pelvic[("SacralPlex", 55.0)].matches("SacralPlexL2")  # not a side: a nerve root's name
     assert general[("Lungs", "V20Gy[%]")].matches("Lungs") and not general[("Lungs", "V20Gy[%]")].matches("Lungs_L")
 

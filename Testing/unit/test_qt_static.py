@@ -299,3 +299,18 @@ def test_the_constraint_set_choices_are_the_shipped_sets():
     constants = {name: ast.literal_eval(value) for name, value in
                  re.findall(r"^([A-Z_]+) = (\[[^\]]*\])", moduleSource("ReirradiationDose"), re.M)}
     assert constants["CONSTRAINT_SETS"] == list(SHIPPED_CONSTRAINT_SETS)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_progress_dialogs_are_modal_and_deleted(module):
+    """A static review: the progress callbacks process Qt events, and a non-modal dialog let the user start a second
+    run, switch modules or close the scene while a run used its nodes; each run's dialog was also left behind."""
+    source = (ROOT / module / f"{module}.py").read_text(encoding="utf-8")
+    calls = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call)
+             and isinstance(node.func, ast.Attribute) and node.func.attr == "createProgressDialog"]
+    assert calls
+    for call in calls:
+        modality = {k.arg: ast.unparse(k.value) for k in call.keywords}.get("windowModality")
+        assert modality == "qt.Qt.ApplicationModal", ast.unparse(call)
+    assert source.count("dialog.deleteLater()") == source.count("dialog.close()")
+    assert re.search(r"^import qt$", source, re.M)

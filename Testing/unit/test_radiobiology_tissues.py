@@ -182,7 +182,10 @@ def test_model_from_name_and_bad_input():
 @pytest.mark.parametrize(("name", "tissue", "alphaBeta"), [
     ("SacralPlex_L", "SacralPlex", 2.0), ("Sacral Plexus R", "SacralPlex", 2.0),
     ("Plexus_Lumbosacral-Left", "SacralPlex", 2.0), ("Femur_Head_Lt", "Femur_Head_L", 3.0),
-    ("Hip Right", "Femur_Head_R", 3.0), ("Bladder", "Bladder", 3.0)])
+    ("Hip Right", "Femur_Head_R", 3.0), ("Bladder", "Bladder", 3.0),
+    # the side written first, as in real RTSTRUCTs (a review on real data: these read the default α/β 3)
+    ("Lt Sacral Plexus", "SacralPlex", 2.0), ("Rt Femoral Head", "Femur_Head_R", 3.0),
+    ("Left Femoral Head", "Femur_Head_L", 3.0)])
 def test_a_side_reads_the_organs_entry(table, name, tissue, alphaBeta):
     """An independent audit: "SacralPlex_L" took the default α/β 3 instead of the nerve's 2, without a word; a
     verification review: "Femur_Head_Lt" met the femoral-head limits but no tissue entry."""
@@ -209,6 +212,7 @@ def test_a_planning_margin_takes_its_organs_alpha_beta_only(table, name, alphaBe
 def test_a_name_that_only_ends_like_a_side_is_not_an_organ(table):
     assert table.lookup("Hospital") is None and table.lookup("PRV") is None
     assert table.lookup("SacralPlexL2") is None  # a nerve root: not a side of the plexus
+    assert table.lookup("L5") is None and table.lookup("Lt") is None and table.lookup("Right") is None
 
 
 def test_a_target_recovers_nothing_even_with_a_recovery_of_its_own(table):

@@ -375,6 +375,10 @@ def _fillTable(tableNode, columns: Sequence[tuple]) -> None:
     (doubles: None and undefined values -> NaN; booleans -> 1/0)."""
     wasModifying = tableNode.StartModify()
     try:
+        # the column names as the view's header: otherwise Slicer's table view shows them as an editable first row
+        # and the view's rows are the table's shifted by one (a static review: a click on a border mark centred the
+        # views on the next mark)
+        tableNode.SetUseColumnTitleAsColumnHeader(True)
         tableNode.RemoveAllColumns()
         for name, kind, values, unit, description in columns:
             array = vtk.vtkDoubleArray() if kind == "double" else vtk.vtkStringArray()
@@ -634,6 +638,14 @@ def _marksColumns(evaluation: MarkEvaluation) -> list[tuple]:
     columns.append(("flag", "string", [flag(r) for r in results], "", "missed / CLEAR MISS"))
     columns.append(("reason", "string", [r.reason for r in results], "", "why a value is undefined"))
     return columns
+
+
+def tableRowOfViewRow(tableNode, viewRow: int) -> int | None:
+    """The table's row shown in row ``viewRow`` of Slicer's table view (qMRMLTableModel): the same, or one less when
+    the view shows the column names as a first row (``UseColumnTitleAsColumnHeader`` off, as in a table made
+    elsewhere); None for that names row."""
+    row = int(viewRow) - (0 if tableNode is None or tableNode.GetUseColumnTitleAsColumnHeader() else 1)
+    return row if row >= 0 else None
 
 
 def borderMarkRas(tableNode, row: int) -> tuple[float, float, float] | None:

@@ -25,11 +25,13 @@ HELP = "convert a physical dose of one course to EQD2 (Gy) per voxel, d = voxel 
 logger = logging.getLogger(__name__)
 
 
-def readDoseFile(path: str | Path, physicalOnly: bool = False) -> tuple[np.ndarray, ImageGeometry, dict]:
+def readDoseFile(path: str | Path, physicalOnly: bool = False, sessions: float | None = None
+                 ) -> tuple[np.ndarray, ImageGeometry, dict]:
     """Dose in Gy and its grid from an image file (NRRD, NIfTI, MHA via SimpleITK) or a DICOM RTDOSE.
     ``physicalOnly``: refuse an RTDOSE that is neither a whole plan's nor a whole fraction group's dose
     (:func:`rtdose.requirePlanDose`), or is already an EQD2 (converted again it would count the fractionation
-    twice). Images are read by ``rtdose.readScalarDoseImage`` and checked by
+    twice); a sum of plans only with ``sessions`` (the plans given together in that many sessions). Images are read
+    by ``rtdose.readScalarDoseImage`` and checked by
     ``rtdose.checkedDoseArray`` as the dose command reads them; NaN (unknown dose) and negative values are accepted
     unless ``physicalOnly`` (``dvh`` of a composite or a difference)."""
     path = Path(path)
@@ -43,7 +45,11 @@ def readDoseFile(path: str | Path, physicalOnly: bool = False) -> tuple[np.ndarr
 
         rtDose = readRtDose(path)
         if physicalOnly:
-            refuseEqd2Dose(requirePlanDose(rtDose, path), path)
+            requirePlanDose(refuseEqd2Dose(rtDose, path), path, sessions=sessions)
+            from ..core.rtdose import isPlanSum, planSumWarning
+
+            if isPlanSum(rtDose):
+                logger.warning("%s", planSumWarning(rtDose, sessions, Path(path).name))
         return (np.asarray(rtDose.doseGy, dtype=np.float32), rtDose.geometry,
                 {"format": "RTDOSE", "doseType": rtDose.doseType, "summationType": rtDose.summationType,
                  "frameOfReferenceUid": rtDose.frameOfReferenceUid, "referencedPlanUid": rtDose.referencedPlanUid,
@@ -165,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
                       "--alpha-beta-output": args.alpha_beta_output},
                      [args.dose, args.segmentation, None if args.tissues == "default" else args.tissues, args.plan],
                      dict.fromkeys(("--output", "--bed-output", "--alpha-beta-output"), images))
-    dose, geometry, doseInfo = readDoseFile(args.dose, physicalOnly=True)
+    dose, geometry, doseInfo = readDoseFile(args.dose, physicalOnly=True,
+                                            sessions=args.fractions if args.plan is None else None)
     _checkDoseLevel(dose, doseInfo, args.dose)
     fractions, fractionsSource, prescription, ofGroup = _courseFractions(args, doseInfo)
     from ..core.pipeline import dosePerFractionWarning, prescriptionWarning

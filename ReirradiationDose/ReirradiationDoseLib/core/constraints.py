@@ -32,7 +32,7 @@ from pathlib import Path
 from .dvh import DvhResult, parseDvhMetric
 from .errors import InputError
 from .resources import resourcePath, uniqueKeysObject
-from .tissues import normalizeStructureName, sidelessName
+from .tissues import normalizeStructureName, sidedName, sidelessName
 
 __all__ = [
     "SHIPPED_CONSTRAINT_SETS",
@@ -166,8 +166,10 @@ class OrganConstraint:
         """The structure is this constraint's organ by its name or an alias; with ``eachSide`` also with a side
         ("SacralPlex_L": a plexus limit holds for each side's structure; a lung V20 does not hold for one lung)."""
         names = {normalizeStructureName(n) for n in (self.structure, *self.aliases)}
-        return normalizeStructureName(structureName) in names or (
-            self.eachSide and normalizeStructureName(sidelessName(structureName)) in names)
+        # the side as the set writes it ("Lt Femoral Head", "Femur_Left" → "…_L": a review on real data found a left
+        # femoral head named so left out of its limit, without a "not evaluated" row)
+        return bool({normalizeStructureName(structureName), normalizeStructureName(sidedName(structureName))}
+                    & names) or (self.eachSide and normalizeStructureName(sidelessName(structureName)) in names)
 
     def describe(self) -> str:
         ab = f" (EQD2, α/β {self.alphaBetaGy:g} Gy)" if self.alphaBetaGy is not None else ""

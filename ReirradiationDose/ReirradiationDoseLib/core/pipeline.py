@@ -37,7 +37,7 @@ from .errors import InputError
 from .geometry import ImageGeometry
 from .progress import noProgress, subProgress
 from .radiobiology import FractionSchedule, eqd2FromBedGy, validateNumberOfFractions
-from .recovery import monthsText
+from .recovery import NoRecovery, monthsText
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +108,7 @@ class DoseInputs:
     mri: dict | None = None  # {"image": sitk image on the reference grid, "registration": {...}, "path": ...}
     warnings: list[str] = field(default_factory=list)
     timingsS: dict = field(default_factory=dict)
+    structureTypes: dict[str, str] = field(default_factory=dict)  # an RTSTRUCT's RTROIInterpretedType per ROI
 
     @property
     def referenceGeometry(self) -> ImageGeometry:
@@ -234,11 +235,12 @@ def loadCaseInputs(case: CaseSpec, progress=None) -> DoseInputs:
         warnings.append(f"reference image folder: file skipped: {skipped}")
     masks: dict[str, np.ndarray] = {}
     colors: dict[str, tuple] = {}
+    structureTypes: dict[str, str] = {}
     if case.structures is not None:
         progress(0.03, "Rasterising the structures")
         masks, colors = _readStructures(case.structures, referenceGeometry, segio, warnings,
                                         referenceInfo.get("frameOfReferenceUid") or "",
-                                        case.allowFrameOfReferenceMismatch)
+                                        case.allowFrameOfReferenceMismatch, structureTypes)
     _checkRepairHalfTimes(case, masks)  # now, not after minutes of registration
     timings["load"] = time.perf_counter() - started
 
@@ -273,7 +275,7 @@ def loadCaseInputs(case: CaseSpec, progress=None) -> DoseInputs:
     _checkSamePatient(identities, case, warnings)
     return DoseInputs(referenceImage=referenceImage, masks=masks, courses=courses,
                       settings=DoseSettings.fromCase(case), referenceInfo=referenceInfo, structureColors=colors,
-                      mri=mri, warnings=warnings, timingsS=timings)
+                      mri=mri, warnings=warnings, timingsS=timings, structureTypes=structureTypes)
 
 
 def computeDose(inputs: DoseInputs, progress=None) -> DoseResult:
@@ -308,6 +310,7 @@ def computeDose(inputs: DoseInputs, progress=None) -> DoseResult:
                         "Gy, the target included, and there are no DVHs or structure constraints")
     else:
         warnings.extend(_unmatchedTissues(settings, tissueTable, masks))
+        warnings.extend(typedTargetWarnings(inputs.structureTypes, tissueTable, masks))
     repairFactorOf = _incompleteRepair(inputs, settings, tissueTable, ownerLabels, ownerNames, warnings)
     targetLabels = [k + 1 for k, name in enumerate(ownerNames) if tissueTable.entryFor(name).isTarget]
     targetVoxels = np.isin(ownerLabels, targetLabels) if targetLabels else None
@@ -439,15 +442,17 @@ def duplicateRoiWarnings(path, rt=None, what: str = "") -> list[str]:
 
 
 def _readStructures(path, geometry: ImageGeometry, segio, warnings: list, frameOfReferenceUid: str = "",
-                    allowMismatch: bool = False) -> tuple[dict, dict]:
+                    allowMismatch: bool = False, types: dict | None = None) -> tuple[dict, dict]:
     """Structures on the reference grid; for an RTSTRUCT every ROI without contours, every point ROI and every
     contour outside the image is reported in the warnings (not only the log). Empty ROIs are kept as empty masks,
     so a constraint on them says the organ is empty rather than missing. An RTSTRUCT drawn in another frame of
     reference than the reference image's (``frameOfReferenceUid``; the prior CT's structures given as today's) is
-    refused, or warned with ``allowMismatch``: before, only "contours partly outside" was said."""
+    refused, or warned with ``allowMismatch``: before, only "contours partly outside" was said. ``types``, when
+    given, receives an RTSTRUCT's RTROIInterpretedType per ROI name."""
     path = Path(path)
     masks = colors = None
     why = {}  # why an RTSTRUCT's ROI covers no voxel of the reference grid
+    withoutContours: set = set()  # ROIs said to have no contours: not said again as empty on the grid
     from .dicomimage import isDicomPath
 
     if isDicomPath(path):  # by content too: "RS.1.2.840..." has no suffix
@@ -465,8 +470,11 @@ def _readStructures(path, geometry: ImageGeometry, segio, warnings: list, frameO
         warnings += duplicateRoiWarnings(path, rt)
         masks, report = rasterizeAllWithReport(rt, geometry, includeEmpty=True)
         colors = {r.name: tuple(c / 255.0 for c in r.color) for r in rt.rois if r.color is not None and r.name in masks}
+        if types is not None:
+            types.update({r.name: str(r.type or "").upper() for r in rt.rois if r.name in masks})
         if report.emptyRois:
             warnings.append(f"{path.name}: ROI(s) without contours: {', '.join(report.emptyRois)}")
+            withoutContours = set(report.emptyRois)
         if report.pointRois:
             warnings.append(f"{path.name}: point ROI(s) ignored: {', '.join(report.pointRois)}")
         for name in report.partlyOutside:
@@ -484,7 +492,7 @@ def _readStructures(path, geometry: ImageGeometry, segio, warnings: list, frameO
                             "reference grid (nearest neighbour)")
             masks, _ = mapMasks(masks, maskGeometry, None, geometry)
     for name, mask in list(masks.items()):
-        if not mask.any():
+        if not mask.any() and name not in withoutContours:  # those are said above (a review: said twice)
             warnings.append(f"structure '{name}' in {path.name} is empty on the reference grid{why.get(name, '')}")
     return masks, colors
 
@@ -609,7 +617,11 @@ def _loadCourse(case, course: CourseSpec, referenceImage, referenceInfo, masks, 
 
     progress(0.0, f"Course '{course.name}': reading the dose")
     dose = rtdose.readRtDose(course.dose)
-    rtdose.refuseEqd2Dose(rtdose.requirePlanDose(dose, course.dose), course.dose)
+    # an EQD2 said as such first; a sum of plans given together is one course of the sessions the case states
+    sessions = course.fractions if course.plan is None else None
+    rtdose.requirePlanDose(rtdose.refuseEqd2Dose(dose, course.dose), course.dose, sessions=sessions)
+    if getattr(dose, "fromDicom", False) and rtdose.isPlanSum(dose):
+        warnings.append(rtdose.planSumWarning(dose, sessions, f"course '{course.name}' ({Path(course.dose).name})"))
     refuseEmptyDose(dose.doseGy, course.name, "the dose", where=course.dose)
     # an RTDOSE states its units (read in Gy): a dose beyond any external-beam course is warned; without units refused
     fromDicom = getattr(dose, "fromDicom", True)
@@ -1490,6 +1502,27 @@ def _registerMri(case: CaseSpec, referenceImage, progress, dicomimage, warnings:
     resampled = sitk.Resample(sitk.Cast(mriImage, sitk.sitkFloat32), referenceImage, transform, sitk.sitkLinear, 0.0)
     return {"image": resampled, "transform": transform, "registration": registration, "info": mriInfo,
             "path": str(case.mri.image)}
+
+
+# RTROIInterpretedType terms of a target volume (DICOM PS3.3 C.8.8.8)
+_TARGET_ROI_TYPES = ("GTV", "CTV", "PTV")
+
+
+def typedTargetWarnings(types: dict[str, str], tissueTable, masks: dict) -> list[str]:
+    """A warning for each structure its RTSTRUCT types as a target volume (RTROIInterpretedType GTV, CTV, PTV) that is
+    read as an organ here (a review on real data: a tumour bed typed CTV, not named GTV or CTV, was read at α/β 3 with
+    the breast's recovery credited in its high-dose region, without a word). Warned, not made a target: planning
+    systems also type whole organs GTV (the same data set typed the breast so)."""
+    out = []
+    for name, kind in types.items():
+        mask = masks.get(name)
+        if kind in _TARGET_ROI_TYPES and mask is not None and np.any(mask) and not tissueTable.entryFor(name).isTarget:
+            entry = tissueTable.entryFor(name)
+            recovery = "" if isinstance(entry.recovery, NoRecovery) else ", with its recovery"
+            out.append(f"structure '{name}' is typed {kind} in its RTSTRUCT but is read as an organ here (α/β "
+                       f"{entry.alphaBetaGy:g} Gy{recovery}): if it is a target, name it in the case's 'targets' "
+                       "(targets take α/β 10 Gy, recover nothing and win overlaps)")
+    return out
 
 
 def _unmatchedTissues(settings: DoseSettings, tissueTable, masks: dict) -> list[str]:

@@ -75,6 +75,7 @@ class RtDose:
     comment: str = ""
     doseGridScaling: float = 1.0
     referencedFractionGroupNumber: int | None = None
+    referencedPlanCount: int = 0  # items of ReferencedRTPlanSequence: more than one for a sum of plans
     quantity: str = ""  # a non-DICOM file's header: what it holds, as this tool writes it (``QUANTITY_KEY``)
 
     @property
@@ -328,7 +329,9 @@ def _readRtDoseDataset(ds, path: Path, allowRelative: bool) -> RtDose:
         raise InputError(f"the RTDOSE grid is invalid ({exc})", path) from None
     refPlan = ""
     refFg = None
-    if "ReferencedRTPlanSequence" in ds and len(ds.ReferencedRTPlanSequence):
+    planUids = {str(i.get("ReferencedSOPInstanceUID", "")) for i in ds.get("ReferencedRTPlanSequence", [])}
+    planCount = len(planUids)  # distinct plans: one named twice is one plan
+    if planCount:
         item = ds.ReferencedRTPlanSequence[0]
         refPlan = str(item.get("ReferencedSOPInstanceUID", ""))
         if "ReferencedFractionGroupSequence" in item and len(item.ReferencedFractionGroupSequence):
@@ -343,6 +346,7 @@ def _readRtDoseDataset(ds, path: Path, allowRelative: bool) -> RtDose:
         seriesInstanceUid=str(ds.get("SeriesInstanceUID", "")),
         seriesDescription=str(ds.get("SeriesDescription", "")), patientName=str(ds.get("PatientName", "")),
         comment=str(ds.get("ImageComments", "") or ds.get("DoseComment", "")), doseGridScaling=scaling,
+        referencedPlanCount=planCount,
         referencedFractionGroupNumber=refFg)
     logger.info("read RTDOSE %s: %s, max %.3f Gy, %s/%s", path.name, geometry.describe(), result.maxGy,
                 result.doseType, result.summationType)
@@ -365,7 +369,7 @@ def refuseEqd2Dose(rtDose: RtDose, path: str | os.PathLike | None = None) -> RtD
     return rtDose
 
 
-def requirePlanDose(rtDose: RtDose, path: str | os.PathLike | None = None) -> RtDose:
+def requirePlanDose(rtDose: RtDose, path: str | os.PathLike | None = None, sessions: float | None = None) -> RtDose:
     """Refuse a dose that is neither a whole plan's nor a whole fraction group's (DoseSummationType BEAM,
     FRACTION_SESSION, CONTROL_POINT, ...). A FRACTION dose is one fraction group's whole delivery and is converted
     with that group's fractions (before, it was refused, so the phases of a sequential boost could not be given as
@@ -388,4 +392,28 @@ def requirePlanDose(rtDose: RtDose, path: str | os.PathLike | None = None) -> Rt
                          "planning system", where)
     if rtDose.doseType == "ERROR":
         raise InputError("this RTDOSE is an ERROR dose (a difference), not a delivered dose", where)
+    if isPlanSum(rtDose) and sessions is None:
+        # a review on real data: two 14 Gy / 7 fx plans summed were read with the first plan's 7 fractions, max EQD2
+        # 42.2 instead of 29.9 Gy (had they been given one after the other), without a word. Plans given together in
+        # the same sessions (two isocentres) are one course of those sessions: the caller states their number
+        named = f" and names {rtDose.referencedPlanCount} RTPLANs" if rtDose.referencedPlanCount > 1 else ""
+        raise InputError(f"this RTDOSE is the sum of several plans (DoseSummationType {summation}{named}): a sum of "
+                         "plans has no single number of fractions. If the plans were given one after the other, give "
+                         "each plan's own RTDOSE as a course; if they were given together, in the same sessions, give "
+                         "the number of those sessions as the course's 'fractions' without a 'plan' (eqd2: "
+                         "--fractions without --plan)", where)
     return rtDose
+
+
+def isPlanSum(rtDose: RtDose) -> bool:
+    """A dose summed over several plans: DoseSummationType MULTI_PLAN ("2 or more RT Plans", PS3.3 C.8.8.3), or a
+    ReferencedRTPlanSequence naming more than one plan."""
+    return rtDose.summationType == "MULTI_PLAN" or rtDose.referencedPlanCount > 1
+
+
+def planSumWarning(rtDose: RtDose, fractions: float, what: str) -> str:
+    """Said of a sum of plans read with the sessions a user stated (:func:`requirePlanDose`'s ``sessions``)."""
+    plans = f"{rtDose.referencedPlanCount} plans" if rtDose.referencedPlanCount > 1 else "several plans"
+    return (f"{what}: its RTDOSE sums {plans} (DoseSummationType {rtDose.summationType}); it is read as one course of "
+            f"the {fractions:g} fractions given, right only if every plan was delivered in each of those sessions "
+            "(plans given one after the other are courses of their own)")

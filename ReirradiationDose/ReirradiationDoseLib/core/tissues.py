@@ -54,14 +54,35 @@ _SIDE_SUFFIX = re.compile(r"[\s_.-]+(l|r|lt|rt|left|right)$", re.IGNORECASE)
 _MARGIN_SUFFIX = re.compile(r"[\s_.-]*prv[\s_.-]*(\d+(\.\d+)?\s*(mm|cm)?)?$", re.IGNORECASE)
 
 
-def _sideVariants(name: str) -> list[str]:
-    """A name with a side suffix ("Femur_Head_Lt", "SacralPlex_L") as the table may hold it: with the side written
-    "_L"/"_R", then without it; [] for a name without one."""
+# a side written first, as planning systems and TG-263's predecessors often do ("Lt Femoral Head", "L_Kidney")
+_SIDE_PREFIX = re.compile(r"^(l|r|lt|rt|left|right)[\s_.-]+(?=\S)", re.IGNORECASE)
+
+
+def sideOf(name: str) -> tuple[str, str | None]:
+    """``(base, "L" | "R")`` of a name with a side, written after it ("Femur_Head_Lt", "SacralPlex_L") or before it
+    ("Lt Femoral Head", "Left Lung": a review on real data found these matched no tissue and no limit); ``(name,
+    None)`` without one."""
+    name = str(name).strip()
     found = _SIDE_SUFFIX.search(name)
-    if not found:
-        return []
-    base = name[:found.start()]
-    return [f"{base}_{found.group(1)[0].upper()}", base]
+    if found and name[:found.start()].strip():
+        return name[:found.start()], found.group(1)[0].upper()
+    found = _SIDE_PREFIX.match(name)
+    if found and name[found.end():].strip():
+        return name[found.end():], found.group(1)[0].upper()
+    return name, None
+
+
+def sidedName(name: str) -> str:
+    """The name with its side written as the tables do ("Lt Femoral Head" → "Femoral Head_L"); unchanged without."""
+    base, side = sideOf(name)
+    return name if side is None else f"{base}_{side}"
+
+
+def _sideVariants(name: str) -> list[str]:
+    """A name with a side ("Femur_Head_Lt", "SacralPlex_L", "Lt Femoral Head") as the table may hold it: with the
+    side written "_L"/"_R" after it, then without it; [] for a name without one."""
+    base, side = sideOf(name)
+    return [] if side is None else [f"{base}_{side}", base]
 
 
 def structureNameVariants(name: str) -> list[tuple[str, bool]]:
@@ -86,8 +107,8 @@ def structureNameVariants(name: str) -> list[tuple[str, bool]]:
 
 
 def sidelessName(name: str) -> str:
-    """The name without a side suffix ("SacralPlex_L" → "SacralPlex")."""
-    return _SIDE_SUFFIX.sub("", str(name).strip())
+    """The name without its side ("SacralPlex_L", "Lt SacralPlex" → "SacralPlex")."""
+    return sideOf(name)[0]
 
 
 @dataclass(frozen=True)

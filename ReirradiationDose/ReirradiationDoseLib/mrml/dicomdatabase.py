@@ -43,7 +43,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from ..core.errors import InputError
-from ..core.rtdose import COURSE_SUMMATION_TYPES, readRtDose, requirePlanDose
+from ..core.rtdose import COURSE_SUMMATION_TYPES, readRtDose, refuseEqd2Dose, requirePlanDose
 from ..core.rtplan import readRtPlan
 
 logger = logging.getLogger(__name__)
@@ -392,7 +392,7 @@ def courseInfoFromDatabase(doseNode, database: DicomDatabaseLike) -> CourseDicom
         nor a whole fraction group's dose); ERROR dose.
     InputError
         The node did not come from DICOM; its files are not in the database; the RTDOSE references no RTPLAN or the
-        RTPLAN is not in the database; the plan states no (or an ambiguous) number of fractions; a MULTI_PLAN sum.
+        RTPLAN is not in the database; the plan states no (or an ambiguous) number of fractions.
         The message says the fractions must then be entered by hand.
     """
     name = doseNode.GetName() if doseNode is not None else ""
@@ -404,12 +404,11 @@ def courseInfoFromDatabase(doseNode, database: DicomDatabaseLike) -> CourseDicom
     if rtDose.units == "RELATIVE":
         raise DoseNotAPlanDose("RTDOSE units are RELATIVE; an absolute dose in Gy is required", dosePath)
     try:
-        requirePlanDose(rtDose, dosePath)
+        # this tool's own composite EQD2 said as such (a verification review: refused as a sum of plans); a sum of
+        # plans refused (the module's course takes one plan's dose)
+        requirePlanDose(refuseEqd2Dose(rtDose, dosePath), dosePath)
     except InputError as error:
         raise DoseNotAPlanDose(str(error).removeprefix(f"{error.path}: "), dosePath) from None
-    if rtDose.summationType == "MULTI_PLAN":
-        raise InputError("this RTDOSE is a MULTI_PLAN dose (the sum of several plans): it has no single number of "
-                         "fractions; enter it by hand", dosePath)
     if rtDose.summationType not in COURSE_SUMMATION_TYPES:  # a DICOM file stating "UNKNOWN", which requirePlanDose
         # lets through as it does for non-DICOM doses
         raise DoseNotAPlanDose(f"DoseSummationType {rtDose.summationType} is not a plan dose", dosePath)

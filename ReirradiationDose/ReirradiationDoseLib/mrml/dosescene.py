@@ -52,6 +52,7 @@ def _volume(scene, key: str, array: np.ndarray, geometry: ImageGeometry, name: s
 
 def _table(scene, key: str, name: str, rows: list[dict], created: list):
     table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    table.SetUseColumnTitleAsColumnHeader(True)  # the column names as the header, not as an editable first row
     table.SetAttribute(OUTPUT_ATTRIBUTE, key)
     created.append(table)
     columns = []
@@ -237,6 +238,7 @@ def _dvhChart(scene, result, created: list):
             if not name.startswith("_") and "composite" in entry and not entry["composite"].isEmpty}
     topGy = max([d.dmaxGy or 0.0 for d in dvhs.values()], default=0.0)
     table = scene.AddNewNodeByClass("vtkMRMLTableNode", "DVH curves (composite EQD2)")
+    table.SetUseColumnTitleAsColumnHeader(True)
     table.SetAttribute(OUTPUT_ATTRIBUTE, "dvhCurves")
     created.append(table)
     curves = {name: dvh.curve(DVH_CURVE_BIN_WIDTH_GY, maxDoseGy=topGy) for name, dvh in dvhs.items()}
